@@ -1,0 +1,3 @@
+from kotacerdas.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""Typed loader for the sensor catalogue (``catalogue.yaml``).
+
+The catalogue is the single source of every sensor kind's field list, units,
+physical ranges, resolutions and FIWARE names. Use :func:`load_catalogue` (cached)
+and never re-type a field list elsewhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import yaml
+
+
+class CatalogueError(ValueError):
+    """The catalogue file is inconsistent; raised at load time, never later."""
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    unit: str
+    lo: float
+    hi: float
+    expected_lo: float
+    expected_hi: float
+    resolution: float
+    typical: float
+    fiware: str
+    sensor: str
+
+    def in_range(self, value: float) -> bool:
+        return self.lo <= value <= self.hi
+
+    def quantise(self, value: float) -> float:
+        """Round to the sensor's resolution (what a real device would report)."""
+        steps = round(value / self.resolution)
+        # round() again to kill binary noise such as 7.210000000000001
+        digits = max(0, -math.floor(math.log10(self.resolution)) + 1)
+        return round(steps * self.resolution, digits)
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    title: str
+    fiware_type: str
+    fiware_model: str
+    department: str
+    measurement: str
+    report_interval_s: int
+    battery: bool
+    fields: tuple[Field, ...]
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"kind {self.name!r} has no field {name!r}")
+
+    def has_field(self, name: str) -> bool:
+        return any(f.name == name for f in self.fields)
+
+    def ranges(self) -> tuple[list[float], list[float]]:
+        """(lo, hi) physical limits in ``field_names`` order, for vectorised checks."""
+        return [f.lo for f in self.fields], [f.hi for f in self.fields]
+
+    def expected_ranges(self) -> tuple[list[float], list[float]]:
+        """(lo, hi) plausible limits in ``field_names`` order (suspect outside)."""
+        return [f.expected_lo for f in self.fields], [f.expected_hi for f in self.fields]
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    version: int
+    kinds: Mapping[str, Kind]
+    battery: Field
+
+    def __iter__(self) -> Iterator[Kind]:
+        return iter(self.kinds.values())
+
+    def __getitem__(self, name: str) -> Kind:
+        return self.kinds[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.kinds
+
+    @property
+    def kind_names(self) -> tuple[str, ...]:
+        return tuple(self.kinds)
+
+
+def _field(name: str, spec: Mapping, where: str) -> Field:
+    try:
+        lo, hi = (float(x) for x in spec["range"])
+        elo, ehi = (float(x) for x in spec.get("expected", spec["range"]))
+        f = Field(
+            name=name,
+            unit=str(spec["unit"]),
+            lo=lo,
+            hi=hi,
+            expected_lo=elo,
+            expected_hi=ehi,
+            resolution=float(spec["resolution"]),
+            typical=float(spec.get("typical", (lo + hi) / 2)),
+            fiware=str(spec.get("fiware", name)),
+            sensor=str(spec.get("sensor", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CatalogueError(f"{where}.{name}: bad field spec ({exc})") from exc
+    if not (f.lo < f.hi):
+        raise CatalogueError(f"{where}.{name}: range min must be < max")
+    if not (f.lo <= f.expected_lo <= f.expected_hi <= f.hi):
+        raise CatalogueError(f"{where}.{name}: expected range must lie inside range")
+    if not (f.lo <= f.typical <= f.hi):
+        raise CatalogueError(f"{where}.{name}: typical outside range")
+    if f.resolution <= 0:
+        raise CatalogueError(f"{where}.{name}: resolution must be > 0")
+    return f
+
+
+def parse_catalogue(doc: Mapping) -> Catalogue:
+    kinds: dict[str, Kind] = {}
+    for kname, kspec in doc["kinds"].items():
+        fields = tuple(_field(n, s, kname) for n, s in kspec["fields"].items())
+        if not fields:
+            raise CatalogueError(f"{kname}: no fields")
+        kinds[kname] = Kind(
+            name=kname,
+            title=str(kspec.get("title", kname)),
+            fiware_type=str(kspec["fiware_type"]),
+            fiware_model=str(kspec.get("fiware_model", "")),
+            department=str(kspec["department"]),
+            measurement=str(kspec.get("measurement", kname)),
+            report_interval_s=int(kspec["report_interval_s"]),
+            battery=bool(kspec.get("battery", False)),
+            fields=fields,
+        )
+    battery = _field("battery", doc["common"]["battery"] | {"typical": 3.9}, "common")
+    return Catalogue(version=int(doc["version"]), kinds=kinds, battery=battery)
+
+
+@functools.lru_cache(maxsize=None)
+def load_catalogue(path: str | None = None) -> Catalogue:
+    """Load and validate the catalogue (the packaged one unless ``path`` is given)."""
+    if path is None:
+        text = resources.files("kotacerdas").joinpath("catalogue.yaml").read_text("utf-8")
+    else:
+        text = Path(path).read_text("utf-8")
+    return parse_catalogue(yaml.safe_load(text))

@@ -1,0 +1,401 @@
+"""The wire contract: topic scheme, payload schemas, versioning and validation.
+
+Spec: ``docs/wire-contract.md``. This module is the only place that knows topic
+layouts and payload keys; firmware (via its generated module), simulators,
+gateway, ingest and analytics all go through it.
+
+Validation never raises on bad input: it returns a :class:`Rejection` with a
+machine-readable :class:`Reason` and a human-readable detail.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from kotacerdas.catalogue import Catalogue, load_catalogue
+
+VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+DEFAULT_MAX_PAYLOAD_BYTES = 4096
+SEQ_MAX = 2**32 - 1
+
+# Topic segments: lower-case city slug; device ids are what a label printer and a
+# Mosquitto ACL `%u` can both carry safely. Neither may contain MQTT wildcards,
+# separators or dots (no `+`, `#`, `/`, `..`).
+CITY_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+ROOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+DEVICE_CHANNELS = ("telemetry", "status", "config", "cmd", "ack")
+PLATFORM = "_platform"  # leading underscore: can never be a valid city slug
+
+
+class Reason(str, enum.Enum):
+    """Every reason a message can be refused. Values are stable metric labels."""
+
+    BAD_TOPIC = "bad_topic"
+    OVERSIZED = "oversized"
+    NOT_UTF8 = "not_utf8"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    MISSING_KEY = "missing_key"
+    WRONG_TYPE = "wrong_type"
+    UNKNOWN_KIND = "unknown_kind"
+    UNKNOWN_FIELD = "unknown_field"
+    EMPTY_FIELDS = "empty_fields"
+    NOT_FINITE = "not_finite"
+    OUT_OF_RANGE = "out_of_range"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    STALE_TIMESTAMP = "stale_timestamp"
+    # decided by the gateway with its registry and dedup state:
+    UNKNOWN_DEVICE = "unknown_device"
+    WRONG_KIND = "wrong_kind"
+    DECOMMISSIONED = "decommissioned"
+    DUPLICATE = "duplicate"
+    # decided by ingest when the database refuses a point:
+    WRITE_REJECTED = "write_rejected"
+
+
+@dataclass(frozen=True)
+class Rejection:
+    reason: Reason
+    detail: str
+
+    def __bool__(self) -> bool:  # a Rejection is falsy so `if result:` reads naturally
+        return False
+
+
+@dataclass(frozen=True)
+class DeviceTopic:
+    root: str
+    city: str
+    kind: str
+    device: str
+    channel: str
+
+
+@dataclass
+class Reading:
+    """One validated telemetry message. Times are integer milliseconds since the Unix epoch (UTC)."""
+
+    city: str
+    kind: str
+    device: str
+    ts_ms: int
+    seq: int
+    fields: dict[str, float]
+    battery: float | None = None
+    fw: str | None = None
+    rssi: int | None = None
+
+
+@dataclass
+class NormalizedReading(Reading):
+    """A reading after the gateway: enriched with registry metadata and receive time."""
+
+    district: str = "unknown"
+    department: str = ""
+    lat: float | None = None
+    lon: float | None = None
+    rx_ms: int = 0
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    max_future_ms: int = 300_000
+    max_age_ms: int = 7 * 24 * 3600 * 1000
+
+    @classmethod
+    def from_settings(cls, contract_settings: Any) -> "Limits":
+        return cls(
+            max_payload_bytes=int(contract_settings.max_payload_bytes),
+            max_future_ms=int(contract_settings.max_future_s * 1000),
+            max_age_ms=int(contract_settings.max_age_s * 1000),
+        )
+
+
+# ---------------------------------------------------------------- topics
+
+
+def _check_root(root: str) -> str:
+    if not ROOT_RE.match(root):
+        raise ValueError(f"invalid topic root {root!r}")
+    return root
+
+
+def device_topic(root: str, city: str, kind: str, device: str, channel: str) -> str:
+    """``{root}/v1/{city}/{kind}/{device}/{channel}``; raises ValueError on unsafe segments."""
+    if not CITY_RE.match(city):
+        raise ValueError(f"invalid city {city!r}")
+    if not DEVICE_RE.match(device):
+        raise ValueError(f"invalid device id {device!r}")
+    if not re.match(r"^[a-z_]{1,32}$", kind):
+        raise ValueError(f"invalid kind {kind!r}")
+    if channel not in DEVICE_CHANNELS:
+        raise ValueError(f"invalid channel {channel!r}")
+    return f"{_check_root(root)}/v{VERSION}/{city}/{kind}/{device}/{channel}"
+
+
+def telemetry_topic(root: str, city: str, kind: str, device: str) -> str:
+    return device_topic(root, city, kind, device, "telemetry")
+
+
+def status_topic(root: str, city: str, kind: str, device: str) -> str:
+    return device_topic(root, city, kind, device, "status")
+
+
+def config_topic(root: str, city: str, kind: str, device: str) -> str:
+    return device_topic(root, city, kind, device, "config")
+
+
+def cmd_topic(root: str, city: str, kind: str, device: str) -> str:
+    return device_topic(root, city, kind, device, "cmd")
+
+
+def device_subscription(root: str, channel: str, city: str = "+", kind: str = "+") -> str:
+    """Wildcard subscription for one channel of every device (of a city/kind)."""
+    return f"{_check_root(root)}/v{VERSION}/{city}/{kind}/+/{channel}"
+
+
+def normalized_topic(root: str, city: str, kind: str, device: str) -> str:
+    """Gateway -> ingest: validated, enriched telemetry."""
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/norm/{city}/{kind}/{device}"
+
+
+def normalized_subscription(root: str, share_group: str | None = None) -> str:
+    topic = f"{_check_root(root)}/v{VERSION}/{PLATFORM}/norm/+/+/+"
+    return f"$share/{share_group}/{topic}" if share_group else topic
+
+
+def deadletter_topic(root: str, stage: str, reason: Reason | str) -> str:
+    """Rejected messages: ``{root}/v1/_platform/deadletter/{stage}/{reason}``."""
+    r = reason.value if isinstance(reason, Reason) else reason
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/deadletter/{stage}/{r}"
+
+
+def deadletter_subscription(root: str) -> str:
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/deadletter/#"
+
+
+def alert_topic(root: str, department: str, severity: str) -> str:
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/alerts/{department}/{severity}"
+
+
+def alert_subscription(root: str) -> str:
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/alerts/#"
+
+
+def devstatus_topic(root: str, city: str, kind: str, device: str) -> str:
+    """Gateway's retained view of a device's lifecycle (online/offline/stale)."""
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/devstatus/{city}/{kind}/{device}"
+
+
+def parse_device_topic(topic: str, root: str) -> DeviceTopic | Rejection:
+    parts = topic.split("/")
+    if len(parts) != 6:
+        return Rejection(Reason.BAD_TOPIC, f"expected 6 topic levels, got {len(parts)}")
+    r, ver, city, kind, device, channel = parts
+    if r != root:
+        return Rejection(Reason.BAD_TOPIC, f"topic root {r!r} is not {root!r}")
+    if ver != f"v{VERSION}":
+        return Rejection(Reason.UNSUPPORTED_VERSION, f"topic version {ver!r}")
+    if not CITY_RE.match(city):
+        return Rejection(Reason.BAD_TOPIC, "invalid city segment")
+    if not DEVICE_RE.match(device):
+        return Rejection(Reason.BAD_TOPIC, "invalid device segment")
+    if channel not in DEVICE_CHANNELS:
+        return Rejection(Reason.BAD_TOPIC, f"unknown channel {channel[:32]!r}")
+    return DeviceTopic(r, city, kind, device, channel)
+
+
+# ---------------------------------------------------------------- payloads
+
+
+def encode_telemetry(
+    ts_ms: int,
+    seq: int,
+    fields: Mapping[str, float],
+    *,
+    battery: float | None = None,
+    fw: str | None = None,
+    rssi: int | None = None,
+) -> bytes:
+    """Telemetry payload, compact JSON: ``{"v":1,"ts":..,"seq":..,"fields":{..},"bat":..,"fw":..}``."""
+    doc: dict[str, Any] = {"v": VERSION, "ts": int(ts_ms), "seq": int(seq), "fields": dict(fields)}
+    if battery is not None:
+        doc["bat"] = battery
+    if fw is not None:
+        doc["fw"] = fw
+    if rssi is not None:
+        doc["rssi"] = rssi
+    return json.dumps(doc, separators=(",", ":"), allow_nan=True).encode()
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def validate_telemetry(
+    topic: str,
+    payload: bytes,
+    now_ms: int,
+    *,
+    root: str = "kc",
+    limits: Limits = Limits(),
+    catalogue: Catalogue | None = None,
+) -> Reading | Rejection:
+    """Validate one device telemetry message against topic scheme, schema and catalogue.
+
+    Returns a :class:`Reading` or a :class:`Rejection` (never raises on input).
+    Registry checks (unknown device, wrong kind) and dedup are the gateway's.
+    """
+    if len(payload) > limits.max_payload_bytes:
+        return Rejection(Reason.OVERSIZED, f"{len(payload)} bytes > {limits.max_payload_bytes}")
+    t = parse_device_topic(topic, root)
+    if isinstance(t, Rejection):
+        return t
+    if t.channel != "telemetry":
+        return Rejection(Reason.BAD_TOPIC, f"channel {t.channel!r} is not telemetry")
+    cat = catalogue or load_catalogue()
+    if t.kind not in cat:
+        return Rejection(Reason.UNKNOWN_KIND, f"kind {t.kind[:32]!r} not in catalogue")
+    kind = cat[t.kind]
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(Reason.NOT_UTF8, f"byte {exc.start} is not UTF-8")
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
+    if not isinstance(doc, dict):
+        return Rejection(Reason.NOT_AN_OBJECT, f"payload is a JSON {type(doc).__name__}")
+    for key in ("v", "ts", "seq", "fields"):
+        if key not in doc:
+            return Rejection(Reason.MISSING_KEY, f"missing {key!r}")
+    v = doc["v"]
+    if not isinstance(v, int) or isinstance(v, bool) or v not in SUPPORTED_VERSIONS:
+        return Rejection(Reason.UNSUPPORTED_VERSION, f"v={str(v)[:16]!r}")
+    ts, seq, fields = doc["ts"], doc["seq"], doc["fields"]
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        return Rejection(Reason.WRONG_TYPE, "ts must be an integer (ms since epoch)")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not (0 <= seq <= SEQ_MAX):
+        return Rejection(Reason.WRONG_TYPE, "seq must be an integer in 0..2^32-1")
+    if ts > now_ms + limits.max_future_ms:
+        return Rejection(Reason.FUTURE_TIMESTAMP, f"ts is {(ts - now_ms) / 1000:.0f} s ahead")
+    if ts < now_ms - limits.max_age_ms:
+        return Rejection(Reason.STALE_TIMESTAMP, f"ts is {(now_ms - ts) / 1000:.0f} s old")
+    if not isinstance(fields, dict):
+        return Rejection(Reason.WRONG_TYPE, "fields must be an object")
+    if not fields:
+        return Rejection(Reason.EMPTY_FIELDS, "no fields")
+    clean: dict[str, float] = {}
+    for name, value in fields.items():
+        if not kind.has_field(name):
+            return Rejection(Reason.UNKNOWN_FIELD, f"{str(name)[:32]!r} is not a {kind.name} field")
+        if not _is_number(value):
+            return Rejection(Reason.WRONG_TYPE, f"{name} must be a number")
+        value = float(value)
+        if not math.isfinite(value):
+            return Rejection(Reason.NOT_FINITE, f"{name} is {value}")
+        f = kind.field(name)
+        if not (f.lo <= value <= f.hi):
+            return Rejection(Reason.OUT_OF_RANGE, f"{name}={value} outside [{f.lo}, {f.hi}] {f.unit}")
+        clean[name] = value
+    battery = doc.get("bat")
+    if battery is not None:
+        if not _is_number(battery):
+            return Rejection(Reason.WRONG_TYPE, "bat must be a number (volts)")
+        battery = float(battery)
+        if not math.isfinite(battery):
+            return Rejection(Reason.NOT_FINITE, f"bat is {battery}")
+        b = cat.battery
+        if not (b.lo <= battery <= b.hi):
+            return Rejection(Reason.OUT_OF_RANGE, f"bat={battery} outside [{b.lo}, {b.hi}] V")
+    fw = doc.get("fw")
+    if fw is not None and (not isinstance(fw, str) or len(fw) > 32):
+        return Rejection(Reason.WRONG_TYPE, "fw must be a string of at most 32 characters")
+    rssi = doc.get("rssi")
+    if rssi is not None and (not isinstance(rssi, int) or isinstance(rssi, bool)):
+        return Rejection(Reason.WRONG_TYPE, "rssi must be an integer (dBm)")
+    return Reading(
+        city=t.city, kind=t.kind, device=t.device, ts_ms=ts, seq=seq,
+        fields=clean, battery=battery, fw=fw, rssi=rssi,
+    )
+
+
+def encode_normalized(r: NormalizedReading) -> bytes:
+    doc = {
+        "v": VERSION, "city": r.city, "kind": r.kind, "device": r.device, "ts": r.ts_ms,
+        "seq": r.seq, "fields": r.fields, "bat": r.battery, "fw": r.fw, "rssi": r.rssi,
+        "district": r.district, "department": r.department, "lat": r.lat, "lon": r.lon,
+        "rx": r.rx_ms, "tags": r.extra_tags,
+    }
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def decode_normalized(payload: bytes) -> NormalizedReading | Rejection:
+    """Decode the gateway's output. Ingest still refuses anything malformed."""
+    try:
+        d = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
+    if not isinstance(d, dict):
+        return Rejection(Reason.NOT_AN_OBJECT, "normalized payload is not an object")
+    if d.get("v") not in SUPPORTED_VERSIONS:
+        return Rejection(Reason.UNSUPPORTED_VERSION, f"v={str(d.get('v'))[:16]!r}")
+    try:
+        fields = d["fields"]
+        if not isinstance(fields, dict) or not fields:
+            return Rejection(Reason.EMPTY_FIELDS, "no fields")
+        for k, x in fields.items():
+            if not _is_number(x) or not math.isfinite(x):
+                return Rejection(Reason.WRONG_TYPE, f"field {str(k)[:32]!r} is not a finite number")
+        ts, seq = d["ts"], d["seq"]
+        if not isinstance(ts, int) or not isinstance(seq, int):
+            return Rejection(Reason.WRONG_TYPE, "ts and seq must be integers")
+        return NormalizedReading(
+            city=str(d["city"]), kind=str(d["kind"]), device=str(d["device"]), ts_ms=ts,
+            seq=seq, fields=fields, battery=d.get("bat"), fw=d.get("fw"), rssi=d.get("rssi"),
+            district=str(d.get("district") or "unknown"), department=str(d.get("department") or ""),
+            lat=d.get("lat"), lon=d.get("lon"), rx_ms=int(d.get("rx") or 0),
+            extra_tags=dict(d.get("tags") or {}),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return Rejection(Reason.MISSING_KEY, f"normalized payload: {exc}"[:120])
+
+
+def encode_status(state: str, ts_ms: int, *, fw: str | None = None, reason: str | None = None) -> bytes:
+    """Device birth/last-will payload on the retained ``status`` topic: state is online|offline."""
+    if state not in ("online", "offline"):
+        raise ValueError(f"invalid state {state!r}")
+    doc: dict[str, Any] = {"v": VERSION, "state": state, "ts": int(ts_ms)}
+    if fw is not None:
+        doc["fw"] = fw
+    if reason is not None:
+        doc["reason"] = reason
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def deadletter_payload(
+    stage: str, rejection: Rejection, topic: str, payload: bytes, now_ms: int, *, keep_bytes: int = 1024
+) -> bytes:
+    """What goes on a dead-letter topic: reason, detail, origin and the (truncated) raw payload."""
+    raw = payload[:keep_bytes]
+    return json.dumps(
+        {
+            "v": VERSION, "stage": stage, "reason": rejection.reason.value, "detail": rejection.detail,
+            "topic": topic[:256], "ts": now_ms, "size": len(payload),
+            "payload_b64": base64.b64encode(raw).decode(), "truncated": len(payload) > keep_bytes,
+        },
+        separators=(",", ":"),
+    ).encode()

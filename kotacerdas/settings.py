@@ -1,0 +1,139 @@
+"""The one typed settings object for every Kota Cerdas service.
+
+Sources, highest priority first: constructor arguments, environment variables
+(``KC_`` prefix, ``__`` between nesting levels, e.g. ``KC_INFLUX__URL``), a TOML
+file (``KC_CONFIG`` or ``./kotacerdas.toml``), then the defaults below.
+
+Nothing else in the code base reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+# The local stack's ports: deliberately not the system defaults (1883/8086) so the
+# project's own broker and database never collide with a distribution's services.
+DEFAULT_MQTT_PORT = 11883
+DEFAULT_INFLUX_PORT = 18086
+
+
+class MqttSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_MQTT_PORT
+    username: str | None = None
+    password: SecretStr | None = None
+    tls_ca: Path | None = None
+    # Root of every topic (docs/wire-contract.md). Tests give each run its own root.
+    topic_root: str = "kc"
+    keepalive_s: int = 30
+    qos: int = 1
+
+
+class InfluxSettings(BaseModel):
+    url: str = f"http://127.0.0.1:{DEFAULT_INFLUX_PORT}"
+    database: str = "kotacerdas"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = 10.0
+
+
+class ContractSettings(BaseModel):
+    max_payload_bytes: int = 4096
+    # Device clocks: how far ahead/behind "now" a reading may be stamped.
+    max_future_s: float = 300.0
+    max_age_s: float = 7 * 24 * 3600.0
+
+
+class GatewaySettings(BaseModel):
+    registry_path: Path = Path(".kc/gateway/registry.sqlite")
+    queue_path: Path = Path(".kc/gateway/queue.sqlite")
+    # Accept telemetry from devices not in the registry (demo convenience only).
+    auto_register: bool = False
+    http_host: str = "127.0.0.1"
+    http_port: int = 18080
+    admin_token: SecretStr = SecretStr("change-me")
+    stale_after_intervals: int = 3
+    upstream: MqttSettings | None = None
+
+
+class IngestSettings(BaseModel):
+    batch_size: int = 5000
+    batch_interval_s: float = 0.5
+    spool_path: Path = Path(".kc/ingest/spool")
+    spool_max_bytes: int = 512 * 1024 * 1024
+    client_id: str = "kc-ingest"
+    share_group: str | None = "ingest"
+    http_host: str = "127.0.0.1"
+    http_port: int = 18081
+    raw_retention: str = "30d"
+
+
+class AnalyticsSettings(BaseModel):
+    interval_s: float = 60.0
+    window_s: float = 24 * 3600.0
+    http_host: str = "127.0.0.1"
+    http_port: int = 18082
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    alert_email_to: dict[str, str] = Field(default_factory=dict)
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 18000
+    rate_limit_per_minute: int = 600
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KC_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    city: str = "depok"
+    state_dir: Path = Path(".kc")
+    log_level: str = "INFO"
+    log_json: bool = True
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    influx: InfluxSettings = Field(default_factory=InfluxSettings)
+    contract: ContractSettings = Field(default_factory=ContractSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = os.environ.get("KC_CONFIG", "kotacerdas.toml")
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+            file_secret_settings,
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from all sources; keyword overrides win."""
+    return Settings(**overrides)
