@@ -8,7 +8,6 @@ and never re-type a field list elsewhere.
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -40,8 +39,10 @@ class Field:
     def quantise(self, value: float) -> float:
         """Round to the sensor's resolution (what a real device would report)."""
         steps = round(value / self.resolution)
-        # round() again to kill binary noise such as 7.210000000000001
-        digits = max(0, -math.floor(math.log10(self.resolution)) + 1)
+        # round() again to kill binary noise such as 7.210000000000001; as many
+        # decimals as the resolution itself has (0.0625 -> 4)
+        text = repr(self.resolution)
+        digits = len(text.split(".")[1]) if "." in text and "e" not in text else 6
         return round(steps * self.resolution, digits)
 
 

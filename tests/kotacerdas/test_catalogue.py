@@ -1,0 +1,73 @@
+import copy
+
+import pytest
+import yaml
+from importlib import resources
+
+from kotacerdas.catalogue import CatalogueError, load_catalogue, parse_catalogue
+
+
+def _doc():
+    return yaml.safe_load(resources.files("kotacerdas").joinpath("catalogue.yaml").read_text())
+
+
+def test_three_kinds_with_fiware_models():
+    cat = load_catalogue()
+    assert cat.kind_names == ("water", "waste_bin", "air")
+    assert cat["water"].fiware_type == "WaterQualityObserved"
+    assert cat["waste_bin"].fiware_type == "WasteContainer"
+    assert cat["air"].fiware_type == "AirQualityObserved"
+
+
+@pytest.mark.parametrize(
+    "kind,fields",
+    [
+        ("water", {"ph", "turbidity", "tds", "conductivity", "dissolved_oxygen", "temperature", "chlorine"}),
+        ("waste_bin", {"distance", "fill", "tilt", "temperature"}),
+        ("air", {"pm25", "pm10", "co2", "no2", "o3", "co", "temperature", "humidity"}),
+    ],
+)
+def test_fields_per_kind(kind, fields):
+    assert set(load_catalogue()[kind].field_names) == fields
+
+
+def test_every_field_is_consistent():
+    for kind in load_catalogue():
+        assert kind.department in {"water_utility", "waste_department", "environment_agency"}
+        assert kind.report_interval_s > 0
+        for f in kind.fields:
+            assert f.lo < f.hi and f.lo <= f.expected_lo <= f.expected_hi <= f.hi
+            assert f.resolution > 0 and f.unit and f.fiware
+            assert f.in_range(f.typical)
+        lo, hi = kind.ranges()
+        assert len(lo) == len(hi) == len(kind.fields)
+
+
+def test_quantise_to_resolution():
+    ph = load_catalogue()["water"].field("ph")
+    assert ph.quantise(7.2134) == 7.21
+    ds = load_catalogue()["water"].field("temperature")
+    assert ds.quantise(27.03) == 27.0  # DS18B20 12-bit: 0.0625 C steps
+    assert ds.quantise(27.04) == 27.0625
+
+
+def test_unknown_field_lookup_raises():
+    with pytest.raises(KeyError):
+        load_catalogue()["air"].field("ph")
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d["kinds"]["air"]["fields"]["pm25"].__setitem__("range", [10, 5]), "min must be < max"),
+        (lambda d: d["kinds"]["air"]["fields"]["pm25"].__setitem__("expected", [-5, 10]), "expected range"),
+        (lambda d: d["kinds"]["air"]["fields"]["pm25"].__setitem__("resolution", 0), "resolution"),
+        (lambda d: d["kinds"]["air"]["fields"]["pm25"].pop("unit"), "bad field spec"),
+        (lambda d: d["kinds"]["air"].__setitem__("fields", {}), "no fields"),
+    ],
+)
+def test_bad_catalogue_refused_at_load(mutate, message):
+    d = copy.deepcopy(_doc())
+    mutate(d)
+    with pytest.raises(CatalogueError, match=message):
+        parse_catalogue(d)

@@ -1,0 +1,21 @@
+import subprocess
+import sys
+
+from kotacerdas.cli import COMMANDS, main
+
+
+def test_help_lists_every_part(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in ("gateway", "ingest", "analytics", "simulate", "dashboards", "demo", "stack"):
+        assert name in out and name in COMMANDS
+
+
+def test_unknown_command_exits_2(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_console_script_runs_catalogue():
+    out = subprocess.run([sys.executable, "-m", "kotacerdas", "catalogue", "--json"], capture_output=True, text=True, check=True)
+    assert '"WasteContainer"' in out.stdout

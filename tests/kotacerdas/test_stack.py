@@ -1,0 +1,69 @@
+"""The local stack and the private daemons tests use: real Mosquitto and InfluxDB processes."""
+
+import threading
+
+import pytest
+
+from kotacerdas import stack
+from kotacerdas.influx import InfluxClient, InfluxError
+from kotacerdas.mqtt import connect, make_client
+from tests.conftest import influx_for, mqtt_for
+
+
+def test_shared_stack_is_up(base_settings):
+    rows = {r["service"]: r for r in stack.status(base_settings)}
+    assert rows["mosquitto"]["ready"] and rows["influxd"]["ready"]
+    stack.up(base_settings)  # idempotent: second call leaves the running daemons alone
+    assert {r["service"]: r["pid"] for r in stack.status(base_settings)} == {k: v["pid"] for k, v in rows.items()}
+
+
+def test_private_broker_round_trip_and_restart(private_broker):
+    b = private_broker()
+    ms = mqtt_for(b)
+    got = threading.Event()
+    sub = make_client(ms)
+    sub.on_message = lambda c, u, m: got.set()
+    connect(sub, ms)
+    sub.subscribe("x/#", qos=1)
+    pub = make_client(ms)
+    connect(pub, ms)
+    pub.publish("x/y", b"hi", qos=1).wait_for_publish(5)
+    assert got.wait(5)
+    pub.loop_stop()
+    sub.loop_stop()
+    b.stop()
+    assert not b.answering()
+    b.start()
+    assert b.answering()
+
+
+def test_private_influx_write_query_and_errors(private_influx):
+    ix = private_influx()
+    with InfluxClient(influx_for(ix, "p")) as c:
+        assert c.ping()
+        c.create_database()
+        c.write(["m,device=a v=1 1000", "m,device=b v=2 2000"])
+        assert c.scalar("SELECT count(v) FROM m") == 2
+        with pytest.raises(InfluxError) as e:
+            c.write("m v=notanumber,")
+        assert e.value.status == 400 and not e.value.retryable
+    ix.stop()
+    with InfluxClient(influx_for(ix, "p")) as c:
+        assert not c.ping()
+        with pytest.raises(InfluxError) as e:
+            c.write("m v=1 3000")
+        assert e.value.retryable
+
+
+def test_refuses_non_loopback(base_settings):
+    s = base_settings.model_copy(deep=True)
+    s.mqtt.host = "10.0.0.5"
+    with pytest.raises(stack.StackError, match="loopback"):
+        stack.up(s)
+
+
+def test_port_taken_by_stranger_is_reported(private_broker, tmp_path):
+    b = private_broker()
+    imposter = stack.InfluxProcess(tmp_path / "imp", b.port)
+    with pytest.raises(stack.StackError, match="taken"):
+        imposter.start()
