@@ -67,3 +67,29 @@ def test_port_taken_by_stranger_is_reported(private_broker, tmp_path):
     imposter = stack.InfluxProcess(tmp_path / "imp", b.port)
     with pytest.raises(stack.StackError, match="taken"):
         imposter.start()
+
+
+def test_install_refused_clearly_when_not_root():
+    """As an unprivileged user a missing package is refused with the command to run, not attempted."""
+    import shutil
+    import subprocess
+    import sys
+
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) not available to drop privileges")
+    code = (
+        "from kotacerdas.stack import ensure_installed, StackError\n"
+        "try:\n    ensure_installed({'kc-no-such-binary': 'kc-no-such-package'})\n"
+        "except StackError as e:\n    print('refused:', e)\n"
+    )
+    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", code],
+                       capture_output=True, text=True, timeout=60)
+    assert "refused:" in r.stdout and "not running as root" in r.stdout and "apt-get install" in r.stdout, r.stderr
+
+
+def test_install_refused_clearly_without_apt(monkeypatch):
+    monkeypatch.setattr(stack.shutil, "which", lambda exe: None)
+    monkeypatch.setattr(stack, "_which", lambda exe: None)
+    monkeypatch.setattr(stack.os, "geteuid", lambda: 0)
+    with pytest.raises(stack.StackError, match="no apt-get"):
+        stack.ensure_installed({"kc-no-such-binary": "kc-no-such-package"})
