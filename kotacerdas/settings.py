@@ -65,6 +65,12 @@ class GatewaySettings(BaseModel):
     admin_token: SecretStr = SecretStr("change-me")
     stale_after_intervals: int = 3
     upstream: MqttSettings | None = None
+    # MQTT client id of the persistent session; None = "kc-gateway-<topic_root>"
+    client_id: str | None = None
+    # SQLite synchronous=FULL: survive power loss, not only a process crash (slower)
+    durable_fsync: bool = False
+    # how often last_seen/battery of active devices are re-published on devstatus
+    status_refresh_s: float = 60.0
 
 
 class IngestSettings(BaseModel):
@@ -77,6 +83,14 @@ class IngestSettings(BaseModel):
     http_host: str = "127.0.0.1"
     http_port: int = 18081
     raw_retention: str = "30d"
+    # Flush before this many messages are un-acked: the broker stops delivering once its
+    # in-flight window (Mosquitto max_inflight_messages, 1000 in our config) is full.
+    max_unacked: int = 500
+    # Bound on decoded-but-not-yet-durable messages held in memory (backpressure beyond it).
+    max_buffered: int = 20000
+    agg_1m_retention: str = "730d"
+    agg_1h_retention: str = "INF"
+    stats_interval_s: float = 10.0
 
 
 class AnalyticsSettings(BaseModel):

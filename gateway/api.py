@@ -1,0 +1,190 @@
+"""The gateway's HTTP API (FastAPI, OpenAPI docs at /docs): registry, device status, config, health.
+
+Reads are open on the loopback/ops network; every change (register, import,
+decommission, rotate credentials, config push, command) needs the admin token as
+``Authorization: Bearer <token>``: without it the answer is 401, with a wrong one 403.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, Field
+
+from gateway.registry import Registry, RegistryError
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
+
+
+class DeviceIn(BaseModel):
+    device: str = Field(examples=["air-depok-001"])
+    kind: str = Field(examples=["air"])
+    city: str = Field(examples=["depok"])
+    district: str = "unknown"
+    lat: float | None = None
+    lon: float | None = None
+    department: str | None = None
+    installed: str | None = Field(default=None, description="installation date, ISO 8601")
+    calibration: dict[str, Any] | None = None
+
+
+class ConfigIn(BaseModel):
+    interval_s: float | None = Field(default=None, gt=0)
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+    calibration: dict[str, Any] = Field(default_factory=dict)
+
+
+class CommandIn(BaseModel):
+    cmd: Literal["reboot", "calibrate", "ping"]
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+def make_app(registry: Registry, admin_token: str, gateway: "Gateway | None" = None) -> FastAPI:
+    app = FastAPI(title="Kota Cerdas gateway", version="1",
+                  description="Device registry, device lifecycle, config push and health of one gateway.")
+    bearer = HTTPBearer(auto_error=False)
+    lock = threading.Lock()
+
+    def admin(cred: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if cred is None:
+            raise HTTPException(401, "admin token required", headers={"WWW-Authenticate": "Bearer"})
+        if not hmac.compare_digest(cred.credentials.encode(), admin_token.encode()):
+            raise HTTPException(403, "wrong admin token")
+
+    def get_device(device: str):
+        d = registry.get(device)
+        if d is None:
+            raise HTTPException(404, f"no device {device!r}")
+        return d
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz(response: Response) -> dict:
+        checks = gateway.ready() if gateway else {"registry": True}
+        ok = all(checks.values())
+        response.status_code = 200 if ok else 503
+        return {"status": "ready" if ok else "not_ready", "checks": checks}
+
+    @app.get("/metrics", tags=["health"])
+    def metrics() -> Response:
+        body = generate_latest(gateway.metrics.registry) if gateway else b""
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/devices", tags=["registry"])
+    def list_devices(kind: str | None = None, city: str | None = None, status: str | None = None) -> list[dict]:
+        out = []
+        for d in registry.all():
+            if (kind and d.kind != kind) or (city and d.city != city) or (status and d.status != status):
+                continue
+            out.append(d.public())
+        return out
+
+    @app.get("/devices/{device}", tags=["registry"])
+    def read_device(device: str) -> dict:
+        d = get_device(device).public()
+        d["lifecycle"] = gateway.device_state(device) if gateway else None
+        return d
+
+    @app.get("/devices/{device}/status", tags=["lifecycle"])
+    def device_status(device: str) -> dict:
+        d = get_device(device)
+        st = gateway.device_state(device) if gateway else None
+        return st or {"v": 1, "device": d.device, "kind": d.kind, "city": d.city, "district": d.district,
+                      "state": "offline", "stale": False, "last_seen": None, "battery": None, "fw": None}
+
+    @app.get("/status", tags=["lifecycle"])
+    def all_status() -> list[dict]:
+        if gateway is None:
+            return []
+        with gateway._lock_lifecycle:
+            return [s.to_dict() for s in gateway.lifecycle.devices.values()]
+
+    @app.post("/devices", status_code=201, tags=["registry"], dependencies=[Depends(admin)])
+    def register(body: DeviceIn) -> dict:
+        try:
+            with lock:
+                d, pw = registry.register(body.device, body.kind, body.city, district=body.district, lat=body.lat,
+                                          lon=body.lon, department=body.department, installed=body.installed,
+                                          calibration=body.calibration)
+        except RegistryError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        if gateway:
+            gateway.reload_devices(force=True)
+        return {**d.public(), "mqtt_username": d.device, "mqtt_password": pw}
+
+    @app.post("/devices/import", tags=["registry"], dependencies=[Depends(admin)])
+    def import_devices(body: list[DeviceIn]) -> dict:
+        try:
+            with lock:
+                n, pws = registry.import_devices(b.model_dump() for b in body)
+        except RegistryError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        if gateway:
+            gateway.reload_devices(force=True)
+        return {"imported": n, "credentials": pws}
+
+    @app.post("/devices/{device}/decommission", tags=["registry"], dependencies=[Depends(admin)])
+    def decommission(device: str) -> dict:
+        get_device(device)
+        with lock:
+            d = registry.decommission(device)
+        if gateway:
+            gateway.reload_devices(force=True)
+        return d.public()
+
+    @app.delete("/devices/{device}", tags=["registry"], dependencies=[Depends(admin)])
+    def delete(device: str) -> dict:
+        """Decommission (the record stays for the audit trail; its data is refused from now on)."""
+        return decommission(device)
+
+    @app.post("/devices/{device}/rotate-credentials", tags=["registry"], dependencies=[Depends(admin)])
+    def rotate(device: str) -> dict:
+        get_device(device)
+        try:
+            with lock:
+                d, pw = registry.rotate_credentials(device)
+        except RegistryError as exc:
+            raise HTTPException(409, str(exc)) from exc
+        return {**d.public(), "mqtt_username": d.device, "mqtt_password": pw}
+
+    @app.put("/devices/{device}/config", tags=["config"], dependencies=[Depends(admin)])
+    def put_config(device: str, body: ConfigIn) -> dict:
+        d = get_device(device)
+        cfg = {k: v for k, v in body.model_dump().items() if v is not None}
+        with lock:
+            d = registry.set_config(device, cfg)
+        if gateway:
+            gateway.reload_devices(force=True)
+            gateway.publish_to_device(d, "config", json.dumps({"v": 1, **cfg}, separators=(",", ":")).encode(), True)
+        return {"device": device, "config": cfg, "published": gateway is not None}
+
+    @app.post("/devices/{device}/cmd", status_code=202, tags=["config"], dependencies=[Depends(admin)])
+    def command(device: str, body: CommandIn) -> dict:
+        d = get_device(device)
+        if not d.active:
+            raise HTTPException(409, f"device {device!r} is decommissioned")
+        cid = str(uuid.uuid4())
+        doc = {"v": 1, "id": cid, "cmd": body.cmd, "args": body.args, "ts": int(time.time() * 1000)}
+        if gateway is None:
+            raise HTTPException(503, "commands need the running gateway")
+        gateway.publish_to_device(d, "cmd", json.dumps(doc, separators=(",", ":")).encode(), False)
+        return {"id": cid, "queued": True}
+
+    @app.exception_handler(RegistryError)
+    def _registry_error(request: Request, exc: RegistryError) -> Response:
+        return Response(json.dumps({"detail": str(exc)}), status_code=422, media_type="application/json")
+
+    return app

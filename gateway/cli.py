@@ -1,0 +1,153 @@
+"""``kotacerdas gateway ...``: run the service, manage the registry, provision the broker."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from kotacerdas.observability import setup_logging
+from kotacerdas.settings import load_settings
+
+log = logging.getLogger("gateway")
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.api import make_app
+    from gateway.service import Gateway
+
+    settings = load_settings()
+    if args.auto_register:
+        settings.gateway.auto_register = True
+    setup_logging(settings.log_level, settings.log_json)
+    gw = Gateway(settings)
+    app = make_app(gw.registry, settings.gateway.admin_token.get_secret_value(), gw)
+    config = uvicorn.Config(app, host=settings.gateway.http_host, port=settings.gateway.http_port,
+                            log_level="warning", access_log=False, lifespan="off")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # signals are ours (below)
+    http = threading.Thread(target=server.run, name="gateway-http", daemon=True)
+    http.start()
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        gw.start()
+    except Exception as exc:  # noqa: BLE001 - report and exit non-zero rather than a traceback
+        log.error("gateway could not start", extra={"error": str(exc)[:300]})
+        server.should_exit = True
+        return 1
+    log.info("gateway http", extra={"host": settings.gateway.http_host, "port": settings.gateway.http_port})
+    stop.wait()
+    log.info("stopping")
+    gw.stop()
+    server.should_exit = True
+    http.join(timeout=5)
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> int:
+    from gateway.registry import Registry, RegistryError
+
+    settings = load_settings()
+    with Registry(settings.gateway.registry_path) as reg:
+        try:
+            if args.action == "import":
+                docs = json.loads(Path(args.file).read_text())
+                if not isinstance(docs, list):
+                    print("gateway registry import: expected a JSON array of devices", file=sys.stderr)
+                    return 2
+                n, pws = reg.import_devices(docs)
+                if args.credentials_out:
+                    Path(args.credentials_out).write_text(json.dumps(pws, indent=1))
+                print(f"imported {n} devices into {settings.gateway.registry_path} ({len(pws)} new credentials"
+                      + (f" written to {args.credentials_out})" if args.credentials_out else ")"))
+            elif args.action == "list":
+                devices = [d.public() for d in reg.all()]
+                if args.json:
+                    print(json.dumps(devices, indent=1))
+                else:
+                    from rich.console import Console
+                    from rich.table import Table
+
+                    t = Table("device", "kind", "city", "district", "department", "status", "installed")
+                    for d in devices:
+                        t.add_row(d["device"], d["kind"], d["city"], d["district"], d["department"], d["status"],
+                                  d["installed"] or "")
+                    Console().print(t)
+            elif args.action == "register":
+                d, pw = reg.register(args.device, args.kind, args.city, district=args.district, lat=args.lat,
+                                     lon=args.lon, department=args.department)
+                print(json.dumps({**d.public(), "mqtt_username": d.device, "mqtt_password": pw}, indent=1))
+            elif args.action == "decommission":
+                d = reg.decommission(args.device)
+                print(f"{d.device}: {d.status}")
+            elif args.action == "rotate-credentials":
+                d, pw = reg.rotate_credentials(args.device)
+                print(json.dumps({"mqtt_username": d.device, "mqtt_password": pw}))
+        except (RegistryError, OSError, ValueError) as exc:
+            print(f"gateway registry {args.action}: {exc}", file=sys.stderr)
+            return 1
+    return 0
+
+
+def _provision(args: argparse.Namespace) -> int:
+    from gateway.provision import provision
+
+    settings = load_settings()
+    out = provision(settings, Path(args.out), tls_port=args.tls_port, port=args.port, with_tls=not args.no_tls)
+    for name, path in out.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kotacerdas gateway", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway service")
+    run.add_argument("--auto-register", action="store_true", help="accept and register unknown devices (demo only)")
+    run.set_defaults(func=_run)
+
+    reg = sub.add_parser("registry", help="manage the device registry")
+    rsub = reg.add_subparsers(dest="action", required=True)
+    imp = rsub.add_parser("import", help="import a devices.json (kotacerdas simulate devices)")
+    imp.add_argument("file")
+    imp.add_argument("--credentials-out", help="write the new devices' MQTT passwords (JSON) here")
+    ls = rsub.add_parser("list", help="list devices")
+    ls.add_argument("--json", action="store_true")
+    r = rsub.add_parser("register", help="register one device and print its MQTT credentials")
+    r.add_argument("device")
+    r.add_argument("--kind", required=True)
+    r.add_argument("--city", required=True)
+    r.add_argument("--district", default="unknown")
+    r.add_argument("--lat", type=float)
+    r.add_argument("--lon", type=float)
+    r.add_argument("--department")
+    for name in ("decommission", "rotate-credentials"):
+        p = rsub.add_parser(name)
+        p.add_argument("device")
+    reg.set_defaults(func=_registry)
+
+    prov = sub.add_parser("provision", help="write Mosquitto password/ACL files, TLS CA and certificates")
+    prov.add_argument("--out", required=True)
+    prov.add_argument("--port", type=int, default=None, help="plain listener port (default: settings.mqtt.port)")
+    prov.add_argument("--tls-port", type=int, default=8883)
+    prov.add_argument("--no-tls", action="store_true")
+    prov.set_defaults(func=_provision)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

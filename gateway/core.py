@@ -1,0 +1,116 @@
+"""The gateway's pure decisions: is this message acceptable, and what does it become.
+
+No I/O here: the service feeds topics, payloads, the clock and a registry lookup,
+and gets back a :class:`NormalizedReading` or a :class:`Rejection` with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from kotacerdas import contract
+from kotacerdas.catalogue import Catalogue
+from kotacerdas.contract import Limits, NormalizedReading, Reason, Rejection
+
+from gateway.registry import Device
+
+Lookup = Callable[[str], "Device | None"]
+
+
+def check_registry(device: Device | None, device_id: str, kind: str, city: str) -> Rejection | None:
+    if device is None:
+        return Rejection(Reason.UNKNOWN_DEVICE, f"device {device_id[:64]!r} is not registered")
+    if not device.active:
+        return Rejection(Reason.DECOMMISSIONED, f"device {device_id!r} was decommissioned")
+    if device.kind != kind:
+        return Rejection(Reason.WRONG_KIND, f"device {device_id!r} is registered as {device.kind!r}, sent {kind[:32]!r}")
+    if device.city != city:
+        # a device claiming another city's topic is as wrong as a wrong kind: its data would be mis-filed
+        return Rejection(Reason.BAD_TOPIC, f"device {device_id!r} is registered in {device.city!r}, sent {city!r}")
+    return None
+
+
+def normalise_telemetry(
+    topic: str,
+    payload: bytes,
+    now_ms: int,
+    *,
+    root: str,
+    limits: Limits,
+    catalogue: Catalogue,
+    lookup: Lookup,
+) -> NormalizedReading | Rejection:
+    """Contract validation, then registry checks, then enrichment with registry metadata and receive time.
+
+    Dedup is not decided here (it needs durable state); see :func:`dedup_key`.
+    """
+    r = contract.validate_telemetry(topic, payload, now_ms, root=root, limits=limits, catalogue=catalogue)
+    if isinstance(r, Rejection):
+        return r
+    dev = lookup(r.device)
+    rej = check_registry(dev, r.device, r.kind, r.city)
+    if rej is not None:
+        return rej
+    assert dev is not None
+    return NormalizedReading(
+        city=r.city, kind=r.kind, device=r.device, ts_ms=r.ts_ms, seq=r.seq, fields=r.fields,
+        battery=r.battery, fw=r.fw, rssi=r.rssi, district=dev.district, department=dev.department,
+        lat=dev.lat, lon=dev.lon, rx_ms=now_ms,
+    )
+
+
+def dedup_key(r: NormalizedReading) -> tuple[str, int, int]:
+    """(device, seq, ts): a rebooted device restarting seq at 0 carries new timestamps, so it is not a duplicate."""
+    return (r.device, r.seq, r.ts_ms)
+
+
+@dataclass(frozen=True)
+class StatusMessage:
+    device: str
+    kind: str
+    city: str
+    state: str
+    ts_ms: int
+    fw: str | None
+    reason: str | None
+
+
+def parse_status(
+    topic: str, payload: bytes, *, root: str, limits: Limits, catalogue: Catalogue, lookup: Lookup
+) -> StatusMessage | Rejection | None:
+    """A device birth / last-will message. ``None`` for an empty payload (a cleared retained message)."""
+    if len(payload) > limits.max_payload_bytes:
+        return Rejection(Reason.OVERSIZED, f"{len(payload)} bytes > {limits.max_payload_bytes}")
+    t = contract.parse_device_topic(topic, root)
+    if isinstance(t, Rejection):
+        return t
+    if t.kind not in catalogue:
+        return Rejection(Reason.UNKNOWN_KIND, f"kind {t.kind[:32]!r} not in catalogue")
+    if not payload:
+        return None
+    try:
+        doc: Any = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError:
+        return Rejection(Reason.NOT_UTF8, "status payload is not UTF-8")
+    except ValueError as exc:
+        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
+    if not isinstance(doc, dict):
+        return Rejection(Reason.NOT_AN_OBJECT, "status payload is not an object")
+    if doc.get("v") not in contract.SUPPORTED_VERSIONS:
+        return Rejection(Reason.UNSUPPORTED_VERSION, f"v={str(doc.get('v'))[:16]!r}")
+    state = doc.get("state")
+    if state not in ("online", "offline"):
+        return Rejection(Reason.WRONG_TYPE, "state must be 'online' or 'offline'")
+    ts = doc.get("ts", 0)
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        return Rejection(Reason.WRONG_TYPE, "ts must be an integer (ms since epoch)")
+    fw = doc.get("fw")
+    if fw is not None and (not isinstance(fw, str) or len(fw) > 32):
+        return Rejection(Reason.WRONG_TYPE, "fw must be a string of at most 32 characters")
+    rej = check_registry(lookup(t.device), t.device, t.kind, t.city)
+    if rej is not None:
+        return rej
+    reason = doc.get("reason")
+    return StatusMessage(t.device, t.kind, t.city, state, ts, fw, str(reason)[:32] if reason is not None else None)

@@ -1,0 +1,73 @@
+"""Shared helpers for gateway tests: a collector subscribed on the real broker, polling with a deadline."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Callable
+
+from kotacerdas import contract
+from kotacerdas.catalogue import load_catalogue
+from kotacerdas.mqtt import connect, make_client
+from kotacerdas.settings import MqttSettings
+
+
+class Collector:
+    """Subscribes to topics and keeps every message (topic, payload) in arrival order."""
+
+    def __init__(self, mqtt: MqttSettings, *topics: str):
+        self.msgs: list[tuple[str, bytes]] = []
+        self.lock = threading.Lock()
+        self.c = make_client(mqtt)
+        self.c.on_message = self._on
+        connect(self.c, mqtt)
+        done = threading.Event()
+        self.c.on_subscribe = lambda *a: done.set()
+        self.c.subscribe([(t, 1) for t in topics])
+        assert done.wait(10), "SUBACK not received"
+
+    def _on(self, c, u, m) -> None:  # noqa: ANN001
+        with self.lock:
+            self.msgs.append((m.topic, bytes(m.payload)))
+
+    def matching(self, pred: Callable[[str], bool]) -> list[tuple[str, bytes]]:
+        with self.lock:
+            return [x for x in self.msgs if pred(x[0])]
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 20.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(interval)
+    return cond()
+
+
+def good_fields(kind: str) -> dict[str, float]:
+    k = load_catalogue()[kind]
+    return {f.name: f.quantise(f.typical) for f in k.fields}
+
+
+def devices(city: str = "depok", n: int = 2) -> list[dict]:
+    cat = load_catalogue()
+    return [
+        {"device": f"{k.name.replace('_', '')}-{i}", "kind": k.name, "city": city, "district": "beji",
+         "lat": -6.37 + i / 100, "lon": 106.82, "department": k.department}
+        for k in cat for i in range(n)
+    ]
+
+
+def reasons(col: Collector, root: str) -> list[str]:
+    prefix = contract.deadletter_topic(root, "gateway", "x")[:-1]
+    return [t[len(prefix):] for t, _ in col.matching(lambda t: t.startswith(prefix))]
+
+
+def normalized(col: Collector, root: str) -> list[dict]:
+    prefix = f"{root}/v1/_platform/norm/"
+    return [json.loads(p) for t, p in col.matching(lambda t: t.startswith(prefix))]
