@@ -1,0 +1,79 @@
+"""``kotacerdas ingest run|setup|spool``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+
+from kotacerdas.catalogue import load_catalogue
+from kotacerdas.influx import InfluxClient
+from kotacerdas.observability import HealthServer, setup_logging
+from kotacerdas.settings import load_settings
+
+log = logging.getLogger("ingest")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ingest.service import IngestService
+
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    svc = IngestService(settings)
+    health = HealthServer(settings.ingest.http_host, settings.ingest.http_port, svc.registry, ready=svc.ready)
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("stopping", extra={"signal": signum})
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    health.start()
+    svc.start()
+    log.info(
+        "ingest running",
+        extra={"http_port": health.port, "subscription": svc.sub_norm, "database": settings.influx.database,
+               "spool": str(settings.ingest.spool_path)},
+    )
+    while not done.wait(1.0):
+        if svc._stopped.is_set():  # the writer died: exit non-zero so a supervisor restarts us
+            log.error("writer stopped unexpectedly")
+            health.stop()
+            return 1
+    svc.stop()
+    health.stop()
+    log.info("stopped")
+    return 0
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from ingest import schema
+
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    with InfluxClient(settings.influx) as c:
+        names = schema.setup(c, settings, load_catalogue())
+    print(json.dumps({"database": settings.influx.database, "continuous_queries": names}))
+    return 0
+
+
+def _spool(args: argparse.Namespace) -> int:
+    from ingest.spool import Spool
+
+    settings = load_settings()
+    sp = Spool(settings.ingest.spool_path, settings.ingest.spool_max_bytes)
+    print(json.dumps({"path": str(sp.path), "batches": len(sp), "bytes": sp.bytes}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="kotacerdas ingest", description="stream normalised telemetry into InfluxDB")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run", help="run the ingest service (SIGTERM to stop)").set_defaults(fn=_run)
+    sub.add_parser("setup", help="create database, retention policies and continuous queries").set_defaults(fn=_setup)
+    sub.add_parser("spool", help="show what waits in the on-disk spool").set_defaults(fn=_spool)
+    args = p.parse_args(argv)
+    return int(args.fn(args))

@@ -1,0 +1,398 @@
+"""The ingest service: MQTT (QoS 1, persistent shared session) -> batches -> InfluxDB.
+
+Threads:
+- paho's network thread only appends received messages to a bounded buffer
+  (``settings.ingest.max_buffered``; beyond it the thread waits, so TCP and the
+  broker's queue hold the surplus instead of our memory);
+- one writer thread takes batches (by size, by age, or before the broker's
+  in-flight window fills), converts them, writes them, and acknowledges each
+  message only once its point is durable: stored in InfluxDB, or fsynced to the
+  on-disk spool when InfluxDB is down or answers 5xx. Lines InfluxDB refuses (400)
+  are dead-lettered with the reason; the rest of the batch is kept.
+
+A message received on an earlier connection is never acked on a later one (its
+packet id may name another message by then); the broker redelivers it instead,
+and the rewrite is idempotent (same measurement, tags and timestamp).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import orjson
+import paho.mqtt.client as paho
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from kotacerdas import contract
+from kotacerdas.catalogue import Catalogue, load_catalogue
+from kotacerdas.contract import Reason, Rejection
+from kotacerdas.influx import InfluxClient, InfluxError
+from kotacerdas.lineprotocol import format_line
+from kotacerdas.mqtt import connect, make_client
+from kotacerdas.settings import Settings
+
+from ingest import schema
+from ingest.convert import NS_PER_MS, Converter
+from ingest.spool import Spool
+from ingest.writer import is_transient, write_keep_good
+
+log = logging.getLogger("ingest")
+
+STAGE = "ingest"
+_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.received = Counter("kc_ingest_received_total", "MQTT messages received", registry=registry)
+        self.written = Counter("kc_ingest_written_total", "points stored in InfluxDB", registry=registry)
+        self.spooled = Counter("kc_ingest_spooled_total", "points put in the on-disk spool", registry=registry)
+        self.replayed = Counter("kc_ingest_replayed_total", "spooled points later stored", registry=registry)
+        self.deadlettered = Counter(
+            "kc_ingest_deadlettered_total", "messages or lines refused, by reason", ["reason"], registry=registry
+        )
+        self.lag = Histogram(
+            "kc_ingest_lag_seconds", "device timestamp to durable write (mean of each batch)",
+            buckets=_LAG_BUCKETS, registry=registry,
+        )
+        self.batch_latency = Histogram(
+            "kc_ingest_batch_latency_seconds", "time to make one batch durable", buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.spool_bytes = Gauge("kc_ingest_spool_bytes", "bytes waiting in the spool", registry=registry)
+        self.buffered = Gauge("kc_ingest_buffered", "messages received and not yet durable", registry=registry)
+
+
+@dataclass
+class _Msg:
+    gen: int
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+
+
+class IngestService:
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry | None = None,
+                 catalogue: Catalogue | None = None):
+        self.settings = settings
+        self.cfg = settings.ingest
+        self.root = settings.mqtt.topic_root
+        self.catalogue = catalogue or load_catalogue()
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.converter = Converter(self.catalogue)
+        self.influx = InfluxClient(settings.influx)
+        self.spool = Spool(self.cfg.spool_path, self.cfg.spool_max_bytes)
+        self.metrics.spool_bytes.set(self.spool.bytes)
+
+        group = self.cfg.share_group
+        self.sub_norm = contract.normalized_subscription(self.root, group)
+        dl = contract.deadletter_subscription(self.root)
+        self.sub_dead = f"$share/{group}/{dl}" if group else dl
+        # devstatus is retained; shared subscriptions never receive retained messages,
+        # so every worker subscribes plainly (a duplicate status point is harmless).
+        self.sub_status = contract.devstatus_topic(self.root, "+", "+", "+")
+        self._norm_prefix = contract.normalized_topic(self.root, "x", "x", "x").rsplit("/", 3)[0] + "/"
+        self._dead_prefix = contract.deadletter_subscription(self.root)[:-1]
+
+        self._buf: collections.deque[_Msg] = collections.deque()
+        self._cond = threading.Condition()
+        self._first_at = 0.0
+        self._gen = 0
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._influx_down_until = 0.0
+        self._backoff = 0.5
+        self._stats = {"received": 0, "written": 0, "spooled": 0, "deadlettered": 0}
+        self._lag_sum = 0.0
+        self._lag_n = 0
+        self._lat_sum = 0.0
+        self._lat_n = 0
+        self._next_stats = time.monotonic() + self.cfg.stats_interval_s
+
+        self.client = make_client(settings.mqtt, self.cfg.client_id, clean=False, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+
+    # ------------------------------------------------------------ MQTT side (network thread)
+
+    def _on_connect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
+        if getattr(rc, "is_failure", False):
+            return
+        with self._cond:
+            self._gen += 1
+            self._buf.clear()  # unacked messages of the old connection are redelivered
+            self._cond.notify_all()
+        q = self.settings.mqtt.qos
+        client.subscribe([(self.sub_norm, q), (self.sub_dead, q), (self.sub_status, q)])
+        log.info("connected and subscribed", extra={"session_present": bool(getattr(flags, "session_present", False))})
+
+    def _on_disconnect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
+        with self._cond:
+            self._gen += 1
+            self._buf.clear()
+        if not self._stopping.is_set():
+            log.warning("MQTT disconnected; paho reconnects", extra={"rc": str(rc)})
+
+    def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:  # noqa: ANN001
+        m = _Msg(self._gen, msg.mid, msg.qos, msg.topic, msg.payload)
+        with self._cond:
+            while len(self._buf) >= self.cfg.max_buffered and not self._stopping.is_set():
+                self._cond.wait(0.5)  # backpressure: stop reading the socket
+            if not self._buf:
+                self._first_at = time.monotonic()
+            self._buf.append(m)
+            if len(self._buf) >= self._flush_at:
+                self._cond.notify()
+
+    @property
+    def _flush_at(self) -> int:
+        return max(1, min(self.cfg.batch_size, self.cfg.max_unacked))
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, *, setup_schema: bool = True) -> "IngestService":
+        if setup_schema:
+            try:
+                schema.setup(self.influx, self.settings, self.catalogue)
+            except InfluxError as exc:  # InfluxDB down at start: ingest still spools
+                log.warning("could not set up retention policies / CQs now", extra={"error": str(exc)})
+        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._thread.start()
+        connect(self.client, self.settings.mqtt)
+        return self
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Make what was taken durable, then disconnect; anything unacked is redelivered later."""
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+            self.influx.close()
+
+    def ready(self) -> dict[str, bool]:
+        return {"influxdb": self.influx.ping(), "mqtt": self.client.is_connected()}
+
+    # ------------------------------------------------------------ writer thread
+
+    def _take(self) -> list[_Msg]:
+        with self._cond:
+            while not self._stopping.is_set():
+                n = len(self._buf)
+                if n >= self._flush_at:
+                    break
+                if n:
+                    left = self._first_at + self.cfg.batch_interval_s - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                else:
+                    self._cond.wait(self._idle_wait())
+                    if not self._buf:
+                        return []
+            k = min(len(self._buf), self.cfg.batch_size)
+            batch = [self._buf.popleft() for _ in range(k)]
+            if self._buf:
+                self._first_at = time.monotonic()
+            self._cond.notify_all()
+            return batch
+
+    def _idle_wait(self) -> float:
+        waits = [max(0.01, self._next_stats - time.monotonic())]
+        if len(self.spool):
+            waits.append(max(0.01, self._influx_down_until - time.monotonic()))
+        return min(waits + [1.0])
+
+    def _run(self) -> None:
+        try:
+            while True:
+                batch = self._take()
+                if batch:
+                    self._process(batch)
+                elif self._stopping.is_set():
+                    break
+                self._replay_one()
+                self._maybe_stats()
+        except Exception:  # noqa: BLE001 - a dead writer must be loud; messages stay unacked
+            log.exception("writer thread crashed")
+        finally:
+            self._stopped.set()
+
+    def _process(self, batch: list[_Msg]) -> None:
+        t0 = time.monotonic()
+        now_ms = int(time.time() * 1000)
+        conv = self.converter
+        lines: list[str] = []
+        owners: list[_Msg] = []
+        ts_sum = 0
+        n_tel = 0
+        norm, dead = self._norm_prefix, self._dead_prefix
+        for m in batch:
+            if m.topic.startswith(norm):
+                r = conv.telemetry(m.payload)
+                if type(r) is tuple:
+                    lines.append(r[0])
+                    ts_sum += r[1]
+                    n_tel += 1
+                    owners.append(m)
+                    continue
+            elif m.topic.startswith(dead):
+                r = conv.deadletter(m.payload, m.topic)
+                if type(r) is str:
+                    lines.append(r)
+                    owners.append(m)
+                    continue
+                # a malformed dead letter is counted but never dead-lettered again (no loops)
+                self._count_dead(r.reason.value)
+                log.warning("malformed dead letter dropped", extra={"topic": m.topic, "detail": r.detail})
+                continue
+            else:
+                r = conv.device_status(m.payload, now_ms)
+                if type(r) is str:
+                    lines.append(r)
+                    owners.append(m)
+                    continue
+            self._deadletter(r, m.topic, m.payload, now_ms)
+        self.metrics.received.inc(len(batch))
+        self._stats["received"] += len(batch)
+        durable = self._make_durable(lines, owners, now_ms)
+        if durable:
+            self._ack(batch)
+        else:  # stopping while InfluxDB is down and the spool is full: leave them to the broker
+            return
+        dt = time.monotonic() - t0
+        self.metrics.batch_latency.observe(dt)
+        self._lat_sum += dt
+        self._lat_n += 1
+        if n_tel:
+            lag = max(0.0, time.time() - ts_sum / n_tel / 1000)
+            self.metrics.lag.observe(lag)
+            self._lag_sum += lag * n_tel
+            self._lag_n += n_tel
+        self.metrics.buffered.set(len(self._buf))
+
+    def _make_durable(self, lines: list[str], owners: list[_Msg] | None, now_ms: int) -> bool:
+        """Write (or spool) the lines; dead-letter refused ones. False only if giving up on stop."""
+        if not lines:
+            return True
+        while True:
+            if time.monotonic() >= self._influx_down_until:
+                try:
+                    bad = write_keep_good(self.influx, lines)
+                except InfluxError as exc:
+                    self._mark_down(exc)
+                else:
+                    self._mark_up()
+                    for i, err in bad:
+                        o = owners[i] if owners else None
+                        topic = o.topic if o else "spool"
+                        payload = o.payload if o else lines[i].encode()
+                        self._deadletter(Rejection(Reason.WRITE_REJECTED, err[:300]), topic, payload, now_ms)
+                    ok = len(lines) - len(bad)
+                    self.metrics.written.inc(ok)
+                    self._stats["written"] += ok
+                    return True
+            # a JSON array, not newline-joined text: string fields may hold raw newlines
+            body = orjson.dumps(lines)
+            if self.spool.has_room(len(body)):
+                self.spool.put(body)
+                self.metrics.spooled.inc(len(lines))
+                self._stats["spooled"] += len(lines)
+                self.metrics.spool_bytes.set(self.spool.bytes)
+                return True
+            # spool full: hold the messages unacked (the broker keeps the rest) and retry
+            if self._stopping.is_set():
+                return False
+            time.sleep(min(1.0, max(0.05, self._influx_down_until - time.monotonic())))
+
+    def _mark_down(self, exc: InfluxError) -> None:
+        self._influx_down_until = time.monotonic() + self._backoff
+        log.warning("InfluxDB unavailable; spooling", extra={"status": exc.status, "error": exc.message[:200],
+                                                             "retry_in_s": self._backoff})
+        self._backoff = min(self._backoff * 2, 5.0)
+
+    def _mark_up(self) -> None:
+        self._influx_down_until = 0.0
+        self._backoff = 0.5
+
+    def _replay_one(self) -> None:
+        if time.monotonic() < self._influx_down_until:
+            return
+        item = self.spool.oldest()
+        if item is None:
+            return
+        path, body = item
+        try:
+            lines = orjson.loads(body)
+        except orjson.JSONDecodeError:  # cannot happen for files we fsynced; keep it aside, never loop on it
+            log.error("unreadable spool file set aside", extra={"path": str(path)})
+            path.rename(path.with_suffix(".bad"))
+            return
+        try:
+            bad = write_keep_good(self.influx, lines)
+        except InfluxError as exc:
+            self._mark_down(exc)
+            return
+        self._mark_up()
+        now_ms = int(time.time() * 1000)
+        for i, err in bad:
+            self._deadletter(Rejection(Reason.WRITE_REJECTED, err[:300]), "spool", lines[i].encode(), now_ms)
+        self.spool.remove(path)
+        ok = len(lines) - len(bad)
+        self.metrics.written.inc(ok)
+        self.metrics.replayed.inc(ok)
+        self._stats["written"] += ok
+        self.metrics.spool_bytes.set(self.spool.bytes)
+
+    def _ack(self, batch: list[_Msg]) -> None:
+        gen = self._gen
+        ack = self.client.ack
+        for m in batch:
+            if m.qos and m.gen == gen:
+                ack(m.mid, m.qos)
+
+    def _count_dead(self, reason: str) -> None:
+        self.metrics.deadlettered.labels(reason).inc()
+        self._stats["deadlettered"] += 1
+
+    def _deadletter(self, rej: Rejection, topic: str, payload: bytes, now_ms: int) -> None:
+        self._count_dead(rej.reason.value)
+        log.warning("dead-lettered", extra={"reason": rej.reason.value, "detail": rej.detail[:200], "topic": topic})
+        body = contract.deadletter_payload(STAGE, rej, topic, payload, now_ms)
+        self.client.publish(contract.deadletter_topic(self.root, STAGE, rej.reason), body, qos=1)
+
+    def _maybe_stats(self) -> None:
+        now = time.monotonic()
+        if now < self._next_stats:
+            return
+        self._next_stats = now + self.cfg.stats_interval_s
+        s = self._stats
+        fields = dict(
+            received=s["received"], written=s["written"], spooled=s["spooled"], deadlettered=s["deadlettered"],
+            lag_ms=(self._lag_sum / self._lag_n * 1000) if self._lag_n else 0.0,
+            batch_latency_ms=(self._lat_sum / self._lat_n * 1000) if self._lat_n else 0.0,
+            spool_bytes=self.spool.bytes,
+        )
+        self._lag_sum = self._lat_sum = 0.0
+        self._lag_n = self._lat_n = 0
+        line = format_line("kc_pipeline", {"service": "ingest", "instance": self.cfg.client_id}, fields,
+                           int(time.time() * 1000) * NS_PER_MS)
+        log.info("ingest stats", extra={k: v for k, v in fields.items()})
+        if time.monotonic() >= self._influx_down_until:
+            try:
+                self.influx.write(line, precision="ns")
+            except InfluxError as exc:
+                log.warning("could not write kc_pipeline stats", extra={"error": exc.message[:200]})
