@@ -24,6 +24,10 @@ VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
 DEFAULT_MAX_PAYLOAD_BYTES = 4096
 SEQ_MAX = 2**32 - 1
+# Wi-Fi RSSI in dBm is negative in practice; the bound keeps it far inside InfluxDB's int64.
+RSSI_MIN, RSSI_MAX = -200, 100
+# InfluxDB stores time as int64 nanoseconds: the latest representable instant in ms.
+TS_MAX_MS = (2**63 - 1) // 1_000_000
 
 # Topic segments: lower-case city slug; device ids are what a label printer and a
 # Mosquitto ACL `%u` can both carry safely. Neither may contain MQTT wildcards,
@@ -322,11 +326,14 @@ def validate_telemetry(
         if not (b.lo <= battery <= b.hi):
             return Rejection(Reason.OUT_OF_RANGE, f"bat={battery} outside [{b.lo}, {b.hi}] V")
     fw = doc.get("fw")
-    if fw is not None and (not isinstance(fw, str) or len(fw) > 32):
-        return Rejection(Reason.WRONG_TYPE, "fw must be a string of at most 32 characters")
+    # isprintable() also refuses lone surrogates ("\ud800" is valid JSON) that cannot be stored as UTF-8
+    if fw is not None and (not isinstance(fw, str) or len(fw) > 32 or not fw.isprintable()):
+        return Rejection(Reason.WRONG_TYPE, "fw must be a printable string of at most 32 characters")
     rssi = doc.get("rssi")
     if rssi is not None and (not isinstance(rssi, int) or isinstance(rssi, bool)):
         return Rejection(Reason.WRONG_TYPE, "rssi must be an integer (dBm)")
+    if rssi is not None and not (RSSI_MIN <= rssi <= RSSI_MAX):
+        return Rejection(Reason.OUT_OF_RANGE, f"rssi={str(rssi)[:24]} outside [{RSSI_MIN}, {RSSI_MAX}] dBm")
     return Reading(
         city=t.city, kind=t.kind, device=t.device, ts_ms=ts, seq=seq,
         fields=clean, battery=battery, fw=fw, rssi=rssi,
@@ -343,16 +350,29 @@ def encode_normalized(r: NormalizedReading) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _opt_finite(x: Any) -> bool:
+    return x is None or (_is_number(x) and math.isfinite(x))
+
+
 def decode_normalized(payload: bytes) -> NormalizedReading | Rejection:
-    """Decode the gateway's output. Ingest still refuses anything malformed."""
+    """Decode the gateway's output. Ingest still refuses anything malformed.
+
+    What passes can always be written to InfluxDB: strings are strings, numbers are
+    finite, integers fit int64 (found by tests/reliability/test_contract_fuzz.py).
+    """
     try:
         d = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
     if not isinstance(d, dict):
         return Rejection(Reason.NOT_AN_OBJECT, "normalized payload is not an object")
-    if d.get("v") not in SUPPORTED_VERSIONS:
-        return Rejection(Reason.UNSUPPORTED_VERSION, f"v={str(d.get('v'))[:16]!r}")
+    v = d.get("v")
+    if not _is_int(v) or v not in SUPPORTED_VERSIONS:
+        return Rejection(Reason.UNSUPPORTED_VERSION, f"v={str(v)[:16]!r}")
     try:
         fields = d["fields"]
         if not isinstance(fields, dict) or not fields:
@@ -361,14 +381,33 @@ def decode_normalized(payload: bytes) -> NormalizedReading | Rejection:
             if not _is_number(x) or not math.isfinite(x):
                 return Rejection(Reason.WRONG_TYPE, f"field {str(k)[:32]!r} is not a finite number")
         ts, seq = d["ts"], d["seq"]
-        if not isinstance(ts, int) or not isinstance(seq, int):
+        if not _is_int(ts) or not _is_int(seq):
             return Rejection(Reason.WRONG_TYPE, "ts and seq must be integers")
+        if not (0 <= ts <= TS_MAX_MS) or not (0 <= seq <= SEQ_MAX):
+            return Rejection(Reason.OUT_OF_RANGE, "ts or seq outside what can be stored")
+        for key in ("city", "kind", "device"):
+            if not isinstance(d[key], str) or not d[key]:
+                return Rejection(Reason.WRONG_TYPE, f"{key} must be a non-empty string")
+        for key in ("district", "department", "fw"):
+            if d.get(key) is not None and not isinstance(d[key], str):
+                return Rejection(Reason.WRONG_TYPE, f"{key} must be a string")
+        for key in ("bat", "lat", "lon"):
+            if not _opt_finite(d.get(key)):
+                return Rejection(Reason.WRONG_TYPE, f"{key} must be a finite number or null")
+        rssi, rx = d.get("rssi"), d.get("rx")
+        if rssi is not None and not (_is_int(rssi) and RSSI_MIN <= rssi <= RSSI_MAX):
+            return Rejection(Reason.WRONG_TYPE, f"rssi must be an integer in [{RSSI_MIN}, {RSSI_MAX}]")
+        if rx is not None and not (_is_int(rx) and 0 <= rx <= TS_MAX_MS):
+            return Rejection(Reason.WRONG_TYPE, "rx must be an integer (ms)")
+        tags = d.get("tags") or {}
+        if not isinstance(tags, dict) or not all(isinstance(x, str) for x in tags.values()):
+            return Rejection(Reason.WRONG_TYPE, "tags must be an object of strings")
         return NormalizedReading(
-            city=str(d["city"]), kind=str(d["kind"]), device=str(d["device"]), ts_ms=ts,
-            seq=seq, fields=fields, battery=d.get("bat"), fw=d.get("fw"), rssi=d.get("rssi"),
-            district=str(d.get("district") or "unknown"), department=str(d.get("department") or ""),
-            lat=d.get("lat"), lon=d.get("lon"), rx_ms=int(d.get("rx") or 0),
-            extra_tags=dict(d.get("tags") or {}),
+            city=d["city"], kind=d["kind"], device=d["device"], ts_ms=ts,
+            seq=seq, fields=fields, battery=d.get("bat"), fw=d.get("fw"), rssi=rssi,
+            district=d.get("district") or "unknown", department=d.get("department") or "",
+            lat=d.get("lat"), lon=d.get("lon"), rx_ms=rx or 0,
+            extra_tags=dict(tags),
         )
     except (KeyError, TypeError, ValueError) as exc:
         return Rejection(Reason.MISSING_KEY, f"normalized payload: {exc}"[:120])
