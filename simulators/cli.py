@@ -1,0 +1,111 @@
+"""``kotacerdas simulate``: list | run | devices | replay."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from kotacerdas.observability import setup_logging
+from kotacerdas.settings import load_settings
+
+log = logging.getLogger("simulators.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="kotacerdas simulate", description="virtual device fleets with fault injection")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="shipped scenarios")
+    r = sub.add_parser("run", help="simulate a scenario over MQTT (or into a dry-run file)")
+    r.add_argument("scenario", help="scenario name (see `list`) or path to a .toml file")
+    r.add_argument("--duration", type=float, help="wall-clock seconds (keeps the scenario's time acceleration)")
+    r.add_argument("--qos", type=int, choices=(0, 1), help="telemetry QoS (default: the scenario's)")
+    r.add_argument("--rate", type=float, help="target messages/s (default: the scenario's messages over its duration)")
+    r.add_argument("--summary", type=Path, help="write the run summary JSON here")
+    r.add_argument("--labels", type=Path, help="write the injected faults (ground truth) as JSON lines here")
+    r.add_argument("--dry-run", type=Path, metavar="FILE.jsonl", help="write messages to a file, publish nothing")
+    r.add_argument("--seed", type=int, help="override the scenario's seed")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d = sub.add_parser("devices", help="export the scenario's devices for the gateway registry")
+    d.add_argument("scenario")
+    d.add_argument("-o", "--output", type=Path, required=True, help="devices.json")
+    p = sub.add_parser("replay", help="re-publish a dry-run file (topic root rewritten to the configured one)")
+    p.add_argument("file", type=Path)
+    p.add_argument("--qos", type=int, choices=(0, 1), default=1)
+    p.add_argument("--rate", type=float, default=1000.0, help="messages/s (0: as fast as possible)")
+    p.add_argument("--summary", type=Path)
+    p.add_argument("--no-progress", action="store_true")
+    return ap
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum, frame):  # noqa: ANN001
+        log.info("stopping on signal", extra={"signal": signum})
+        stop.set()
+
+    for s in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(s, handler)
+    return stop
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = load_settings()
+    setup_logging(settings.log_level, settings.log_json)
+    from simulators.scenario import ScenarioError, list_scenarios, load_scenario
+
+    try:
+        if args.cmd == "list":
+            for name, desc in list_scenarios():
+                print(f"{name:12s} {desc}")
+            return 0
+        if args.cmd == "devices":
+            from simulators.fleet import device_records
+
+            recs = device_records(load_scenario(args.scenario))
+            args.output.write_text(json.dumps(recs, indent=1) + "\n", encoding="utf-8")
+            print(f"wrote {len(recs)} devices to {args.output}", file=sys.stderr)
+            return 0
+        if args.cmd == "run":
+            from simulators.firmware_mode import FirmwareUnavailable
+            from simulators.runner import Options, simulate
+
+            sc = load_scenario(args.scenario)
+            if args.duration:
+                sc = sc.with_duration(args.duration)
+            if args.seed is not None:
+                sc = sc.with_seed(args.seed)
+            if args.qos is not None:
+                sc = sc.with_qos(args.qos)
+            opts = Options(rate=args.rate, summary=args.summary, labels=args.labels, dry_run=args.dry_run,
+                           progress=not args.no_progress)
+            try:
+                s = simulate(sc, settings, opts, stop=_stop_on_signals())
+            except FirmwareUnavailable as exc:
+                print(f"kotacerdas simulate: {exc}", file=sys.stderr)
+                return 3
+            print(json.dumps({k: s[k] for k in ("sent", "good_by_kind", "bad_by_type", "errors", "duration_s", "rate")}))
+            return 0 if s["errors"] == 0 else 1
+        if args.cmd == "replay":
+            from simulators.runner import replay
+
+            s = replay(args.file, settings, args.qos, args.rate or None, progress=not args.no_progress,
+                       stop=_stop_on_signals())
+            if args.summary:
+                args.summary.write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
+            print(json.dumps(s))
+            return 0 if s["errors"] == 0 else 1
+    except ScenarioError as exc:
+        print(f"kotacerdas simulate: {exc}", file=sys.stderr)
+        return 2
+    except (ConnectionError, TimeoutError) as exc:
+        print(f"kotacerdas simulate: cannot reach the MQTT broker at {settings.mqtt.host}:{settings.mqtt.port}: {exc}",
+              file=sys.stderr)
+        return 4
+    return 2

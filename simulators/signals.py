@@ -1,0 +1,242 @@
+"""Vectorised sensor signals: numpy arrays shaped (devices, time) per catalogue field.
+
+Signals are closed-form functions of absolute time plus seeded noise, so a fleet
+can be generated chunk by chunk (bounded memory) and any single instant can be
+re-evaluated (a stuck sensor holds the value it had when it stuck).
+
+Shapes of the day for a Jakarta-area city (Depok, WIB = UTC+7); the magnitudes
+are plausible, not fitted:
+- traffic pollutants (PM, NO2, CO, CO2) peak in the morning (~07:30) and evening
+  (~18:30) rush hours, lower on weekends; PM is higher in the dry season (peak
+  around August) and washed out by rain;
+- ozone is photochemical: a midday peak;
+- rain events cluster in the wet season afternoons and raise river/water-main
+  turbidity with a lag of an hour or two;
+- waste bins fill at a rate set by their site type and are emptied on a
+  collection schedule (markets twice a day, homes daily, parks every two days).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from kotacerdas.catalogue import Field, Kind
+
+from simulators.fleet import SITE_TYPES, KindFleet
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+TWO_PI = 2.0 * np.pi
+
+# Fill rate (% of the bin per hour, lognormal-ish spread per bin) and collection
+# schedule per site type: (period h, first collection hour, local time).
+BIN_SITES = {
+    "market": {"fill_per_h": 7.0, "period_h": 12.0, "first_h": 6.0},
+    "residential": {"fill_per_h": 3.0, "period_h": 24.0, "first_h": 7.0},
+    "park": {"fill_per_h": 1.6, "period_h": 48.0, "first_h": 8.0},
+}
+BIN_DEPTH_CM = 110.0          # from the sensor to the bottom of an empty bin, beyond the blind zone
+BIN_BLIND_CM = 20.0           # JSN-SR04T blind zone (catalogue range lower bound)
+
+
+@dataclass
+class Clock:
+    """Local-time views of a (devices, time) array of epoch milliseconds."""
+
+    hour: np.ndarray        # local hour of day, float
+    weekend: np.ndarray     # bool
+    doy: np.ndarray         # day of year, float
+    t_ms: np.ndarray
+
+    @classmethod
+    def of(cls, t_ms: np.ndarray, utc_offset_h: float) -> "Clock":
+        local = t_ms.astype(np.float64) + utc_offset_h * HOUR_MS
+        hour = (local / HOUR_MS) % 24.0
+        days = np.floor(local / DAY_MS)
+        weekday = (days + 3) % 7  # 1970-01-01 was a Thursday; Monday = 0
+        doy = (local / DAY_MS) % 365.2425
+        return cls(hour=hour, weekend=weekday >= 5, doy=doy, t_ms=t_ms)
+
+
+def _bump(hour: np.ndarray, centre: float, width: float) -> np.ndarray:
+    d = (hour - centre + 12.0) % 24.0 - 12.0  # wrap around midnight
+    return np.exp(-0.5 * (d / width) ** 2)
+
+
+def rush(hour: np.ndarray) -> np.ndarray:
+    return 0.9 * _bump(hour, 7.5, 1.3) + 0.75 * _bump(hour, 18.5, 1.6)
+
+
+def dry_season(doy: np.ndarray) -> np.ndarray:
+    """1 at the height of the dry season (~mid August), 0 in the wet season (~mid February)."""
+    return 0.5 + 0.5 * np.cos(TWO_PI * (doy - 227.0) / 365.2425)
+
+
+class Weather:
+    """City-wide rain events drawn once per scenario from its seed."""
+
+    def __init__(self, seed: int, start_ms: int, end_ms: int, utc_offset_h: float):
+        rng = np.random.default_rng([seed, 7177])
+        days = int(np.ceil((end_ms - start_ms + 2 * DAY_MS) / DAY_MS)) + 1
+        starts, durs, peaks = [], [], []
+        day0 = (start_ms // DAY_MS - 1) * DAY_MS
+        for d in range(days):
+            day_ms = day0 + d * DAY_MS
+            doy = ((day_ms + utc_offset_h * HOUR_MS) / DAY_MS) % 365.2425
+            wet = 1.0 - float(dry_season(np.array(doy)))
+            # ~1 storm a day in the wet season, one every ~6 days in the dry season
+            for _ in range(rng.poisson(0.15 + 0.85 * wet)):
+                local_h = float(np.clip(rng.normal(15.5, 2.5), 0, 23.5))
+                starts.append(day_ms + (local_h - utc_offset_h) * HOUR_MS)
+                durs.append(rng.uniform(0.5, 3.0) * HOUR_MS)
+                peaks.append(rng.uniform(0.3, 1.0))
+        self.starts = np.array(starts, dtype=np.float64)
+        self.durs = np.array(durs, dtype=np.float64)
+        self.peaks = np.array(peaks, dtype=np.float64)
+
+    def rain(self, t_ms: np.ndarray) -> np.ndarray:
+        """Rain intensity 0..1 at each time (a smooth bump per event)."""
+        out = np.zeros(t_ms.shape, dtype=np.float64)
+        tf = t_ms.astype(np.float64)
+        for s, d, p in zip(self.starts, self.durs, self.peaks):  # a handful of events per day, not per device
+            x = (tf - s) / d
+            inside = (x > 0) & (x < 1)
+            if inside.any():
+                out += np.where(inside, p * np.sin(np.pi * np.clip(x, 0, 1)), 0.0)
+        return np.minimum(out, 1.0)
+
+
+Model = Callable[[KindFleet, Clock, "Weather", Callable[[str], np.ndarray]], dict[str, np.ndarray]]
+
+
+def _air(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray], kind: Kind) -> dict[str, np.ndarray]:
+    lv = f.level[:, None]
+    r = rush(c.hour)
+    wk = np.where(c.weekend, 0.85, 1.0)
+    rain = w.rain(c.t_ms)
+    season = 0.75 + 0.55 * dry_season(c.doy)
+    typ = {fl.name: fl.typical for fl in kind.fields}
+    out: dict[str, np.ndarray] = {}
+    traffic = (0.55 + 0.9 * r) * wk
+    pm25 = typ.get("pm25", 35.0) * lv * season * traffic * (1.0 - 0.6 * rain)
+    out["pm25"] = pm25 * (1.0 + 0.08 * noise("pm25"))
+    out["pm10"] = pm25 * 1.6 * (1.0 + 0.08 * noise("pm10"))
+    out["no2"] = typ.get("no2", 40.0) * lv * (0.45 + 1.0 * r) * wk * (1.0 + 0.1 * noise("no2"))
+    out["co"] = typ.get("co", 1500.0) * lv * (0.5 + 0.9 * r) * wk * (1.0 + 0.08 * noise("co"))
+    out["co2"] = 415.0 + (typ.get("co2", 450.0) - 415.0) * 2.0 * lv * traffic + 4.0 * noise("co2")
+    o3_sun = _bump(c.hour, 13.5, 2.5)
+    out["o3"] = typ.get("o3", 60.0) * (0.25 + 1.3 * o3_sun) * (1.0 - 0.5 * rain) * (1.0 + 0.1 * noise("o3"))
+    t_air = typ.get("temperature", 29.0) + 4.0 * np.cos(TWO_PI * (c.hour - 14.0) / 24.0) - 3.0 * rain
+    out["temperature"] = t_air + 0.3 * noise("temperature")
+    out["humidity"] = typ.get("humidity", 75.0) - 14.0 * np.cos(TWO_PI * (c.hour - 14.0) / 24.0) + 18.0 * rain \
+        + 2.0 * noise("humidity")
+    return out
+
+
+def _water(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray], kind: Kind) -> dict[str, np.ndarray]:
+    lv = f.level[:, None]
+    typ = {fl.name: fl.typical for fl in kind.fields}
+    day = np.cos(TWO_PI * (c.hour - 15.0) / 24.0)
+    # runoff reaches the network an hour or two after the rain
+    lagged = 0.5 * (w.rain(c.t_ms - HOUR_MS) + w.rain(c.t_ms - 2 * HOUR_MS))
+    temp = typ.get("temperature", 27.0) + 1.2 * day - 1.0 * lagged + 0.1 * noise("temperature")
+    site_ph = (lv - 1.0) * 0.6
+    out = {
+        "temperature": temp,
+        "ph": typ.get("ph", 7.2) + site_ph + 0.08 * day + 0.03 * noise("ph"),
+        "turbidity": typ.get("turbidity", 2.0) * lv * (1.0 + 0.1 * noise("turbidity")) + 80.0 * lagged,
+    }
+    tds = typ.get("tds", 180.0) * lv * (1.0 - 0.3 * lagged) * (1.0 + 0.02 * noise("tds"))
+    out["tds"] = tds
+    # TDS = 0.5 * EC (the catalogue's conversion factor for the derived conductivity)
+    out["conductivity"] = tds / 0.5 * (1.0 + 0.005 * noise("conductivity"))
+    # saturation DO falls with temperature (~7.9 mg/L at 28 C); daytime photosynthesis adds a little
+    out["dissolved_oxygen"] = (14.6 - 0.24 * temp) * 0.97 + 0.3 * day + 0.08 * noise("dissolved_oxygen")
+    out["chlorine"] = typ.get("chlorine", 0.4) * lv * (0.9 + 0.1 * day) * (1.0 + 0.05 * noise("chlorine"))
+    return out
+
+
+def bin_fill(f: KindFleet, c: Clock) -> np.ndarray:
+    """Fill % from the hours since the site's last collection (closed form, no state)."""
+    rate = np.empty(f.n)
+    period = np.empty(f.n)
+    first = np.empty(f.n)
+    for i, s in enumerate(SITE_TYPES):  # three site types, not per device
+        m = f.site == i
+        rate[m] = BIN_SITES[s]["fill_per_h"]
+        period[m] = BIN_SITES[s]["period_h"]
+        first[m] = BIN_SITES[s]["first_h"]
+    rate = rate * f.level
+    # bins of the same site type are collected in rounds, not all at once: stagger by phase
+    stagger = (f.phase_ms % 3_600_000) / 3_600_000 * 2.0
+    hours = c.t_ms.astype(np.float64) / HOUR_MS + 7.0  # local hours since epoch (WIB)
+    since = (hours - first[:, None] - stagger[:, None]) % period[:, None]
+    return np.clip(rate[:, None] * since + 3.0, 0.0, 100.0)
+
+
+def _bin(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray], kind: Kind) -> dict[str, np.ndarray]:
+    typ = {fl.name: fl.typical for fl in kind.fields}
+    fill = bin_fill(f, c)
+    distance = BIN_BLIND_CM + BIN_DEPTH_CM * (1.0 - fill / 100.0) + 0.8 * noise("distance")
+    # the device derives fill from the measured distance, so the two always agree
+    fill_meas = (1.0 - (distance - BIN_BLIND_CM) / BIN_DEPTH_CM) * 100.0
+    rain = w.rain(c.t_ms)
+    return {
+        "distance": distance,
+        "fill": fill_meas,
+        "tilt": np.zeros(c.t_ms.shape),
+        "temperature": typ.get("temperature", 30.0) + 4.0 * np.cos(TWO_PI * (c.hour - 14.0) / 24.0)
+        + 2.0 * fill / 100.0 - 2.5 * rain + 0.3 * noise("temperature"),
+    }
+
+
+MODELS = {"air": _air, "water": _water, "waste_bin": _bin}
+
+
+def generate(
+    kind: Kind, fleet: KindFleet, t_ms: np.ndarray, weather: Weather, utc_offset_h: float,
+    rng: np.random.Generator | None,
+) -> dict[str, np.ndarray]:
+    """Raw (unquantised) values for every catalogue field of ``kind``, shaped like ``t_ms``.
+
+    ``rng=None`` gives the noise-free signal (used to evaluate a stuck sensor's value).
+    """
+    shape = t_ms.shape
+
+    def noise(_name: str) -> np.ndarray:
+        return rng.standard_normal(shape) if rng is not None else np.zeros(shape)
+
+    c = Clock.of(t_ms, utc_offset_h)
+    model = MODELS.get(kind.name)
+    values = model(fleet, c, weather, noise, kind) if model else {}
+    out: dict[str, np.ndarray] = {}
+    for fl in kind.fields:  # the catalogue decides the field list; unknown fields get a generic signal
+        v = values.get(fl.name)
+        if v is None:
+            span = fl.expected_hi - fl.expected_lo
+            v = fl.typical * fleet.level[:, None] + 0.02 * span * noise(fl.name)
+        out[fl.name] = np.array(np.broadcast_to(v, shape), dtype=np.float64)  # writable: faults edit in place
+    return out
+
+
+def battery(fleet: KindFleet, t_ms: np.ndarray, span_start_ms: int) -> np.ndarray:
+    """Li-ion cell slowly discharging (solar top-up ignored): 4.15 V down ~0.02 V/day per device."""
+    drain = 0.01 + 0.02 * (fleet.phase_ms % 1000) / 1000.0
+    days = (t_ms - span_start_ms).astype(np.float64) / DAY_MS
+    return np.clip(4.15 - 0.3 * fleet.level[:, None] * 0.1 - drain[:, None] * days, 3.3, 4.2)
+
+
+def _decimals(res: float) -> int:
+    text = repr(float(res))
+    return len(text.split(".")[1].rstrip("0")) if "." in text and "e" not in text else 6
+
+
+def quantise(fl: Field, v: np.ndarray, clip: bool = True) -> np.ndarray:
+    """What the sensor would report: clipped to its physical range and rounded to its resolution."""
+    if clip:
+        v = np.clip(v, fl.lo, fl.hi)
+    q = np.round(v / fl.resolution) * fl.resolution
+    return np.round(q, _decimals(fl.resolution))
