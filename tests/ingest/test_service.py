@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import orjson
 import pytest
 
 from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
+from kotacerdas.mqtt import connect, make_client
 from ingest.service import IngestService
 from tests.ingest.helpers import normalized_messages, publish, telemetry_count, wait_for
 
@@ -105,3 +109,69 @@ def test_health_ready_metrics(settings, service):
             assert name in body
     finally:
         hs.stop()
+
+
+def test_lines_refused_by_influxdb_are_dead_lettered_and_the_rest_kept(settings, influx, service):
+    """Points older than the raw retention policy get a 400 partial write from InfluxDB."""
+    svc = service(raw_retention="1d")
+    root = settings.mqtt.topic_root
+    good = normalized_messages(root, 200)
+    old = normalized_messages(root, 3, t0_ms=int(time.time() * 1000) - 40 * 86_400_000)
+    publish(settings.mqtt, good[:100] + old + good[100:])
+    assert wait_for(lambda: svc.metrics.deadlettered.labels("write_rejected")._value.get() == 3, 30)
+    assert wait_for(lambda: telemetry_count(influx) == 200, 10), telemetry_count(influx)
+
+    def dl():
+        return influx.scalar('SELECT count("count") FROM "deadletter" WHERE "reason" = \'write_rejected\'')
+    assert wait_for(lambda: dl() == 3, 20), dl()
+    detail = influx.scalar('SELECT last("detail") FROM "deadletter" WHERE "reason" = \'write_rejected\'')
+    assert "retention" in detail
+
+
+def test_device_status_pipeline_stats_and_schema(settings, influx, service):
+    root = settings.mqtt.topic_root
+    status = orjson.dumps({"v": 1, "device": "air-0", "kind": "air", "city": "depok", "district": "beji",
+                           "state": "online", "stale": False, "last_seen": 123, "battery": 3.8, "fw": "1.2.0"})
+    c = make_client(settings.mqtt)
+    connect(c, settings.mqtt)
+    c.publish(contract.devstatus_topic(root, "depok", "air", "air-0"), status, qos=1, retain=True).wait_for_publish(5)
+    svc = service(stats_interval_s=0.5)  # retained status is delivered on subscribe
+    try:
+        assert wait_for(lambda: influx.scalar('SELECT last("online") FROM "device_status"') == 1, 15)
+        s = influx.series('SELECT * FROM "device_status"')
+        row = dict(zip(s[0].columns, s[0].values[-1]))
+        assert (row["state"], row["stale"], row["last_seen_ms"], row["fw"]) == ("online", 0, 123, "1.2.0")
+        publish(settings.mqtt, normalized_messages(root, 50))
+        assert wait_for(lambda: (influx.scalar(
+            'SELECT last("written") FROM "kc_pipeline" WHERE "service" = \'ingest\'') or 0) >= 50, 15)
+        tags = influx.series('SHOW TAG VALUES FROM "kc_pipeline" WITH KEY = "instance"')
+        assert tags[0].values[0][1] == svc.cfg.client_id
+        rps = {r[0]: r for x in influx.series("SHOW RETENTION POLICIES") for r in x.values}
+        assert rps["raw"][4] is True and rps["raw"][1] == "720h0m0s"
+        assert {"agg_1m", "agg_1h"} <= set(rps)
+        cqs = {r[0] for x in influx.series("SHOW CONTINUOUS QUERIES") if x.name == settings.influx.database
+               for r in x.values}
+        assert cqs == {f"cq_{k.measurement}_{i}" for k in CAT for i in ("1m", "1h")}
+    finally:
+        c.publish(contract.devstatus_topic(root, "depok", "air", "air-0"), b"", qos=1, retain=True).wait_for_publish(5)
+        c.disconnect()
+        c.loop_stop()
+
+
+def test_continuous_query_statement_aggregates_per_minute(settings, influx, service):
+    """Run one CQ's SELECT ... INTO by hand (a backfill) to check what it produces."""
+    from ingest import schema
+
+    service()
+    root = settings.mqtt.topic_root
+    publish(settings.mqtt, normalized_messages(root, 300))
+    assert wait_for(lambda: telemetry_count(influx) == 300, 30)
+    _, stmt = schema.continuous_query(settings.influx.database, "raw", CAT["air"], "agg_1m", "1m")
+    select = stmt.split(" BEGIN ", 1)[1].rsplit(" END", 1)[0]
+    select = select.replace(" GROUP BY ", " WHERE time > now() - 3h GROUP BY ")
+    influx.query(select)
+    s = influx.series('SELECT * FROM "agg_1m"."air" WHERE "device" = \'air-0\'')
+    row = dict(zip(s[0].columns, s[0].values[0]))
+    pm25 = CAT["air"].field("pm25")
+    assert row["pm25"] == row["pm25_min"] == row["pm25_max"] == pm25.quantise(pm25.typical)
+    assert row["n"] >= 1 and row["district"] == "beji"
