@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kotacerdas: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module_name = COMMANDS[name][0]
+    if module_name.startswith("tests."):
+        # the test suite is not an installed package: import it from this checkout
+        from pathlib import Path
+
+        root = str(Path(__file__).resolve().parents[1])
+        if root not in sys.path:
+            sys.path.insert(0, root)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
