@@ -26,6 +26,7 @@ from kotacerdas.contract import Limits, Reason, Rejection
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import Settings
 
+from gateway import adapters
 from gateway.core import StatusMessage, dedup_key, normalise_telemetry, parse_status
 from gateway.forwarder import Forwarder
 from gateway.lifecycle import DeviceState, Lifecycle
@@ -59,7 +60,7 @@ class Metrics:
         # pre-create every reason so dashboards see zeros rather than missing series
         for reason in Reason:
             self.rejected.labels(reason.value)
-        for ch in ("telemetry", "status"):
+        for ch in ("telemetry", "status", "tasmota", "esphome"):
             self.received.labels(ch)
 
 
@@ -141,11 +142,12 @@ class Gateway:
         self.reload_devices()
         t = now_ms()
         status_changes: dict[str, DeviceState] = {}
+        items, adapted_dead = self._adapt([(m.topic, bytes(m.payload)) for m in msgs], t)
         with self.store.transaction() as txn:
-            for m in msgs:
-                topic, payload = m.topic, bytes(m.payload)
+            for topic, payload, rej in adapted_dead:
+                txn.queue(self._dead(rej, topic, payload, t))
+            for topic, payload in items:
                 channel = topic.rsplit("/", 1)[-1]
-                self.metrics.received.labels("status" if channel == "status" else "telemetry").inc()
                 if channel == "status":
                     self._process_status(txn, topic, payload, t, status_changes)
                     continue
@@ -174,6 +176,46 @@ class Gateway:
             for s in status_changes.values():
                 txn.queue(self._status_out(s))
         self.forwarder.wake.set()
+
+    def _adapt(self, raw: list[tuple[str, bytes]], t: int
+               ) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes, Rejection]]]:
+        """Count what arrived and translate Tasmota/ESPHome messages into our contract."""
+        prefix = f"{self.root}/"
+        native: list[tuple[str, bytes]] = []
+        dead: list[tuple[str, bytes, Rejection]] = []
+        esphome: list[tuple[str, bytes]] = []
+        g = self.s.gateway
+        for topic, payload in raw:
+            if topic.startswith(prefix):
+                ch = "status" if topic.endswith("/status") else "telemetry"
+                self.metrics.received.labels(ch).inc()
+                native.append((topic, payload))
+                continue
+            res = None
+            if "tasmota" in g.adapters:
+                kw = dict(root=self.root, prefix=g.tasmota_prefix, lookup=self.lookup, rx_ms=t)
+                res = adapters.tasmota_sensor(topic, payload, catalogue=self.catalogue,
+                                              tz_offset_s=g.adapter_tz_offset_s, **kw)
+                if res is None:
+                    res = adapters.tasmota_lwt(topic, payload, **kw)
+            if res is not None:
+                self.metrics.received.labels("tasmota").inc()
+                if isinstance(res, Rejection):
+                    dead.append((topic, payload, res))
+                else:
+                    native.append(res)
+            elif "esphome" in g.adapters:
+                self.metrics.received.labels("esphome").inc()
+                esphome.append((topic, payload))
+        if esphome:
+            originals = dict(esphome)
+            for topic, res in adapters.esphome_batch(esphome, root=self.root, prefix=g.esphome_prefix,
+                                                     catalogue=self.catalogue, lookup=self.lookup, rx_ms=t):
+                if isinstance(res, Rejection):
+                    dead.append((topic, originals.get(topic, b""), res))
+                else:
+                    native.append(res)
+        return native, dead
 
     def _process_status(self, txn: Any, topic: str, payload: bytes, t: int,
                         changes: dict[str, DeviceState]) -> None:
@@ -273,8 +315,14 @@ class Gateway:
             return
         self.inbound_connected = True
         # subscribing again on every (re)connect is harmless with a persistent session
-        client.subscribe([(contract.device_subscription(self.root, "telemetry"), 1),
-                          (contract.device_subscription(self.root, "status"), 1)])
+        subs = [(contract.device_subscription(self.root, "telemetry"), 1),
+                (contract.device_subscription(self.root, "status"), 1)]
+        g = self.s.gateway
+        if "tasmota" in g.adapters:
+            subs += [(f"{g.tasmota_prefix}tele/+/SENSOR", 1), (f"{g.tasmota_prefix}tele/+/LWT", 1)]
+        if "esphome" in g.adapters:
+            subs += [(f"{g.esphome_prefix}+/sensor/+/state", 1), (f"{g.esphome_prefix}+/status", 1)]
+        client.subscribe(subs)
         log.info("subscribed", extra={"root": self.root, "session_present": bool(getattr(flags, "session_present", False))})
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:

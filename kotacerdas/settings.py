@@ -71,6 +71,12 @@ class GatewaySettings(BaseModel):
     durable_fsync: bool = False
     # how often last_seen/battery of active devices are re-published on devstatus
     status_refresh_s: float = 60.0
+    # off-the-shelf firmware: subset of ["tasmota", "esphome"]; prefixes go before "tele/" and the node name
+    adapters: list[str] = Field(default_factory=list)
+    tasmota_prefix: str = ""
+    esphome_prefix: str = ""
+    # Tasmota stamps local time without an offset; WIB (UTC+7) unless a device's config says otherwise
+    adapter_tz_offset_s: int = 7 * 3600
 
 
 class IngestSettings(BaseModel):
