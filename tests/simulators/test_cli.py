@@ -1,0 +1,76 @@
+import json
+
+import pytest
+
+from simulators import cli
+from simulators.firmware_mode import FirmwareUnavailable, check_available
+
+
+@pytest.fixture
+def env_for(settings, monkeypatch):
+    # the CLI builds its own settings from the environment, as a real invocation does
+    monkeypatch.setenv("KC_MQTT__HOST", settings.mqtt.host)
+    monkeypatch.setenv("KC_MQTT__PORT", str(settings.mqtt.port))
+    monkeypatch.setenv("KC_MQTT__TOPIC_ROOT", settings.mqtt.topic_root)
+    return settings
+
+
+def test_list_shows_shipped_scenarios(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "demo" in out and "depok" in out
+
+
+def test_devices_export(tmp_path):
+    out = tmp_path / "devices.json"
+    assert cli.main(["devices", "demo", "-o", str(out)]) == 0
+    recs = json.loads(out.read_text())
+    assert len(recs) == 15 and {r["kind"] for r in recs} == {"air", "water", "waste_bin"}
+
+
+def test_run_dry_run_writes_summary_labels_and_messages(env_for, tmp_path, capsys):
+    args = ["run", "demo", "--duration", "2", "--seed", "5", "--dry-run", str(tmp_path / "d.jsonl"),
+            "--summary", str(tmp_path / "s.json"), "--labels", str(tmp_path / "l.jsonl"), "--no-progress"]
+    assert cli.main(args) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["seed"] == 5 and s["sent"] > 0
+    lines = (tmp_path / "d.jsonl").read_text().splitlines()
+    assert sum(json.loads(x)["topic"].endswith("/telemetry") for x in lines) == s["sent"]
+    labels = [json.loads(x) for x in (tmp_path / "l.jsonl").read_text().splitlines()]
+    assert labels and all(set(lb) == {"device", "kind", "field", "start", "end", "type"} for lb in labels)
+
+
+def test_run_publishes_with_qos0_and_rate(env_for, tmp_path):
+    assert cli.main(["run", "demo", "--duration", "2", "--qos", "0", "--rate", "300", "--summary",
+                     str(tmp_path / "s.json"), "--no-progress"]) == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["qos"] == 0 and s["errors"] == 0 and s["sent"] > 0
+
+
+def test_bad_scenario_and_unreachable_broker_fail_clearly(monkeypatch, tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[kinds.plasma]\ncount = 1\n')
+    assert cli.main(["run", str(bad)]) == 2
+    assert "not a catalogue kind" in capsys.readouterr().err
+    from kotacerdas.stack import free_port
+
+    monkeypatch.setenv("KC_MQTT__PORT", str(free_port()))
+    assert cli.main(["run", "demo", "--duration", "1", "--no-progress"]) == 4
+    assert "cannot reach the MQTT broker" in capsys.readouterr().err
+
+
+def test_firmware_mode_spawns_real_firmware_or_says_what_is_missing(env_for, tmp_path, capsys):
+    sc = tmp_path / "fw.toml"
+    sc.write_text('span_s = 60\nduration_s = 3\n[kinds.air]\ncount = 1\n[firmware]\nair = 1\n')
+    try:
+        check_available()
+        available = True
+    except FirmwareUnavailable:
+        available = False
+    rc = cli.main(["run", str(sc), "--summary", str(tmp_path / "s.json"), "--no-progress"])
+    if not available:
+        assert rc == 3
+        assert "kotacerdas firmware virtual" in capsys.readouterr().err
+    else:
+        s = json.loads((tmp_path / "s.json").read_text())
+        assert s["firmware"]["devices"] == 1 and s["firmware"]["failed"] == 0, s["firmware"]
