@@ -109,6 +109,11 @@ class AnalyticsSettings(BaseModel):
     smtp_host: str | None = None
     smtp_port: int = 25
     alert_email_to: dict[str, str] = Field(default_factory=dict)
+    webhook_attempts: int = 4
+    webhook_backoff_s: float = 0.5
+    # bearer token required to acknowledge alerts over the HTTP API
+    admin_token: SecretStr = SecretStr("change-me")
+    publish_alerts_mqtt: bool = True
 
 
 class ApiSettings(BaseModel):

@@ -1,0 +1,97 @@
+"""The detector set with its default parameters, derived per field from the catalogue.
+
+One call runs every QC test over a (series, time) block of one field. Defaults
+are in :class:`QcParams`; the evaluation harness (analytics.evaluate) scores them
+against the simulators' ground truth.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from analytics import qc
+from kotacerdas.catalogue import Field, Kind
+
+
+@dataclass(frozen=True)
+class QcParams:
+    """Parameters of the QC tests for one field (units in comments)."""
+
+    fail_lo: float  # field units: catalogue `range` (sensor limits)
+    fail_hi: float
+    suspect_lo: float  # field units: catalogue `expected`
+    suspect_hi: float
+    resolution: float  # field units: catalogue `resolution`
+    step_s: float  # grid step, seconds
+    flat_suspect_s: float = 1800.0  # unchanged for this long -> suspect
+    flat_fail_s: float = 7200.0  # ... -> fail
+    flat_enabled: bool = True
+    spike_suspect_k: float = 6.0  # spike height in robust step scales
+    spike_fail_k: float = 12.0
+    roc_suspect_k: float = 8.0  # one-step change in robust step scales
+    roc_fail_k: float = 16.0
+    gap_suspect_n: int = 2  # missing grid bins before a reading
+    gap_fail_n: int = 10
+    drift_window_s: float = 3600.0  # smoothing window of the neighbour residual
+    drift_suspect_z: float = 6.0
+    drift_fail_z: float = 12.0
+
+    @property
+    def flat_n(self) -> tuple[int, int]:
+        return (max(int(math.ceil(self.flat_suspect_s / self.step_s)), 3),
+                max(int(math.ceil(self.flat_fail_s / self.step_s)), 4))
+
+    @property
+    def drift_window(self) -> int:
+        return max(int(round(self.drift_window_s / self.step_s)), 3)
+
+
+# Bins legitimately sit unchanged overnight; a stuck ultrasonic sensor shows up over a day.
+_KIND_OVERRIDES: dict[str, dict] = {"waste_bin": {"flat_suspect_s": 12 * 3600.0, "flat_fail_s": 36 * 3600.0,
+                                                  "drift_window_s": 6 * 3600.0}}
+
+
+def params_for(kind: Kind, field: Field, step_s: float | None = None) -> QcParams:
+    p = QcParams(
+        fail_lo=field.lo, fail_hi=field.hi, suspect_lo=field.expected_lo, suspect_hi=field.expected_hi,
+        resolution=field.resolution, step_s=float(step_s or kind.report_interval_s),
+        # a two-state field (tilt switch: expected [0, 0]) is constant by design
+        flat_enabled=field.expected_hi > field.expected_lo,
+    )
+    return replace(p, **_KIND_OVERRIDES.get(kind.name, {}))
+
+
+def run_qc(x: np.ndarray, p: QcParams, *, neighbours: bool = True) -> dict[str, qc.QcResult]:
+    """Every QC test over ``x`` shaped (S, T) (one field, regular grid). Keys are :data:`qc.TESTS`."""
+    out: dict[str, qc.QcResult] = {}
+    out["gross_range"] = qc.gross_range(x, p.fail_lo, p.fail_hi, p.suspect_lo, p.suspect_hi)
+    if p.flat_enabled:
+        out["flat_line"] = qc.flat_line(x, p.resolution * 0.5, *p.flat_n)
+    scale = qc.robust_step_scale(x, 2.0 * p.resolution)
+    out["spike"] = qc.spike(x, p.spike_suspect_k * scale, p.spike_fail_k * scale)
+    out["rate_of_change"] = qc.rate_of_change(x, p.step_s, p.roc_suspect_k * scale / p.step_s,
+                                              p.roc_fail_k * scale / p.step_s)
+    out["gap"] = qc.gap(x, p.gap_suspect_n, p.gap_fail_n)
+    if neighbours:
+        out["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution)
+    return out
+
+
+def run_qc_chunked(x: np.ndarray, p: QcParams, chunk: int = 1024) -> dict[str, qc.QcResult]:
+    """:func:`run_qc` over blocks of series: temporaries stay cache-sized; same results.
+
+    The drift test needs every neighbour at once, so its cross-series median is
+    taken over the whole array first.
+    """
+    s = x.shape[0]
+    res: dict[str, list] = {}
+    for i in range(0, s, chunk):  # a handful of blocks, each fully vectorised
+        for k, r in run_qc(x[i : i + chunk], p, neighbours=False).items():
+            res.setdefault(k, []).append(r)
+    out = {k: qc.QcResult(np.concatenate([r.flag for r in v]), np.concatenate([r.score for r in v]))
+           for k, v in res.items()}
+    out["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution)
+    return out

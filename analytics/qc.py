@@ -1,0 +1,249 @@
+"""QARTOD-style data-quality tests over arrays shaped (series, time).
+
+Flag values follow QARTOD (US IOOS, "Manual for Real-Time Quality Control", as
+implemented in ioos_qc): 1 good, 2 not evaluated, 3 suspect, 4 fail, 9 missing.
+Test names follow QARTOD too (gross range, flat line, spike, rate of change,
+time gap); "drift" compares a sensor with its neighbours of the same kind (the
+idea of SaQC's flagDriftFromNorm).
+
+Thresholds of the gross-range test come from the sensor catalogue: ``range``
+(the physical limits -> fail) and ``expected`` (plausible span -> suspect).
+
+Every test takes ``x`` shaped (S, T), float, NaN = no reading on the regular
+grid (see :mod:`analytics.grid`), and returns a :class:`QcResult` whose ``flag``
+(int8) and ``score`` (float) arrays have the same shape. Per-series thresholds
+may be scalars or arrays shaped (S,) / (S, 1).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+GOOD, NOT_EVALUATED, SUSPECT, FAIL, MISSING = 1, 2, 3, 4, 9
+
+# Names written into the `qc` measurement's `test` tag.
+TESTS = ("gross_range", "flat_line", "spike", "rate_of_change", "gap", "drift")
+
+
+class QcResult(NamedTuple):
+    flag: np.ndarray  # (S, T) int8 QARTOD flag
+    score: np.ndarray  # (S, T) float: test statistic (units documented per test)
+
+
+def _col(a: object, s: int) -> np.ndarray:
+    """Scalar or (S,) or (S,1) -> (S,1) float for broadcasting over time."""
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.ndim == 0:
+        return np.full((s, 1), float(arr))
+    return arr.reshape(s, 1)
+
+
+def _finish(flag: np.ndarray, score: np.ndarray, x: np.ndarray) -> QcResult:
+    missing = np.isnan(x)
+    flag[missing] = MISSING
+    score[missing] = np.nan
+    return QcResult(flag, score)
+
+
+def gross_range(x: np.ndarray, fail_lo, fail_hi, suspect_lo, suspect_hi) -> QcResult:
+    """QARTOD gross range test.
+
+    Outside [fail_lo, fail_hi] (sensor limits, catalogue ``range``) -> 4 fail;
+    outside [suspect_lo, suspect_hi] (catalogue ``expected``) -> 3 suspect.
+    score: distance outside the expected span, in units of that span (0 inside).
+    """
+    s = x.shape[0]
+    flo, fhi, slo, shi = (_col(a, s) for a in (fail_lo, fail_hi, suspect_lo, suspect_hi))
+    span = np.maximum(shi - slo, 1e-12)
+    with np.errstate(invalid="ignore"):
+        score = np.maximum(np.maximum(slo - x, x - shi), 0.0) / span
+        flag = np.full(x.shape, GOOD, dtype=np.int8)
+        flag[(x < slo) | (x > shi)] = SUSPECT
+        flag[(x < flo) | (x > fhi)] = FAIL
+    return _finish(flag, score, x)
+
+
+def run_length(b: np.ndarray) -> np.ndarray:
+    """For boolean (S, T): length of the run of True ending at each position (0 where False)."""
+    t = np.arange(b.shape[1])
+    last_false = np.maximum.accumulate(np.where(b, -1, t), axis=1)
+    return t - last_false
+
+
+def flat_line(x: np.ndarray, tolerance, suspect_n: int, fail_n: int) -> QcResult:
+    """QARTOD flat line test: a stuck sensor repeats the same value.
+
+    tolerance: field units; consecutive readings closer than this count as "same".
+    suspect_n / fail_n: number of consecutive unchanged steps (grid samples) after
+    which the reading is suspect / fail. A missing sample breaks the run.
+    score: length of the current unchanged run, in samples.
+    """
+    s = x.shape[0]
+    tol = _col(tolerance, s)
+    with np.errstate(invalid="ignore"):
+        same = np.abs(np.diff(x, axis=1)) <= tol  # NaN compares False: a gap breaks the run
+    run = np.zeros(x.shape, dtype=np.int64)
+    run[:, 1:] = run_length(same)
+    flag = np.full(x.shape, GOOD, dtype=np.int8)
+    flag[run >= suspect_n] = SUSPECT
+    flag[run >= fail_n] = FAIL
+    return _finish(flag, run.astype(np.float64), x)
+
+
+def robust_step_scale(x: np.ndarray, floor) -> np.ndarray:
+    """Per-series robust spread of one-step changes, shape (S, 1), field units.
+
+    1.4826 * median(|diff|) (normal-consistent MAD of differences around 0), never
+    below ``floor`` (e.g. the sensor resolution) so quantised, quiet signals do not
+    turn every step into an outlier.
+    """
+    d = np.abs(np.diff(x, axis=1))
+    d = np.where(np.isnan(d), np.inf, d)  # NaN sorts last anyway; inf keeps np.partition exact
+    n = np.sum(np.isfinite(d), axis=1)
+    d.sort(axis=1)
+    k = np.clip((n - 1) // 2, 0, d.shape[1] - 1)
+    med = d[np.arange(d.shape[0]), k]
+    med = np.where((n > 0) & np.isfinite(med), med, 0.0)
+    return np.maximum(1.4826 * med, np.asarray(floor, dtype=np.float64).reshape(-1))[:, None]
+
+
+def spike(x: np.ndarray, suspect, fail) -> QcResult:
+    """QARTOD spike test.
+
+    score = |x_i - (x_{i-1} + x_{i+1})/2| - |x_{i+1} - x_{i-1}|/2, field units (how
+    far x_i sticks out of the line through its two neighbours on the grid).
+    score > suspect -> 3, > fail -> 4 (thresholds in field units, e.g. k *
+    :func:`robust_step_scale`). Samples without both neighbours (series ends,
+    gap borders: the gap test covers those) are 2, not evaluated.
+    """
+    s = x.shape[0]
+    score = np.full(x.shape, np.nan, dtype=x.dtype)
+    a, b, c = x[:, :-2], x[:, 1:-1], x[:, 2:]
+    score[:, 1:-1] = np.abs(b - (a + c) * 0.5) - np.abs(c - a) * 0.5
+    flag = _thresholds(score, _col(suspect, s), _col(fail, s))
+    return _finish(flag, score, x)
+
+
+def _thresholds(score: np.ndarray, suspect: np.ndarray, fail: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        flag = (score > suspect).astype(np.int8) * 2 + 1  # 1 good / 3 suspect
+        flag[score > fail] = FAIL
+    flag[np.isnan(score)] = NOT_EVALUATED
+    return flag
+
+
+def rate_of_change(x: np.ndarray, step_s: float, suspect_rate, fail_rate) -> QcResult:
+    """QARTOD rate-of-change test: |x_i - x_{i-1}| / step between grid neighbours.
+
+    step_s: grid step in seconds. Rates in field units per second.
+    score: the absolute rate (units/s); 2 (not evaluated) after a gap.
+    """
+    s = x.shape[0]
+    score = np.full(x.shape, np.nan, dtype=x.dtype)
+    score[:, 1:] = np.abs(np.diff(x, axis=1)) * (1.0 / float(step_s))
+    flag = _thresholds(score, _col(suspect_rate, s), _col(fail_rate, s))
+    return _finish(flag, score, x)
+
+
+def gap(x: np.ndarray, suspect_n: int = 1, fail_n: int = 5) -> QcResult:
+    """QARTOD time-gap test on the grid.
+
+    Missing bins are flagged 9; the first reading after a gap of at least
+    ``suspect_n`` / ``fail_n`` missing bins is flagged 3 / 4 (the device was
+    silent, its clock or buffer may be off). score: missing bins before each
+    sample (for missing bins: the length of the gap so far).
+    """
+    missing = np.isnan(x)
+    run = run_length(missing)  # missing run ending at t
+    before = np.zeros(x.shape, dtype=np.int64)
+    before[:, 1:] = run[:, :-1]
+    score = np.where(missing, run, before).astype(np.float64)
+    flag = np.full(x.shape, GOOD, dtype=np.int8)
+    flag[(before >= suspect_n) & ~missing] = SUSPECT
+    flag[(before >= fail_n) & ~missing] = FAIL
+    flag[missing] = MISSING
+    return QcResult(flag, score)
+
+
+def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
+    """Trailing NaN-aware mean over ``window`` samples (NaN where the window is empty)."""
+    present = ~np.isnan(x)
+    s = x.shape[0]
+    c = np.zeros((s, x.shape[1] + 1))
+    np.cumsum(np.where(present, x, 0.0), axis=1, out=c[:, 1:])
+    n = np.zeros((s, x.shape[1] + 1), dtype=np.int32)
+    np.cumsum(present, axis=1, out=n[:, 1:])
+    w = min(window, x.shape[1])
+    tot = np.empty((s, x.shape[1]))
+    cnt = np.empty((s, x.shape[1]), dtype=np.int32)
+    tot[:, :w] = c[:, 1 : w + 1]
+    cnt[:, :w] = n[:, 1 : w + 1]
+    tot[:, w:] = c[:, w + 1 :] - c[:, 1 : -w]
+    cnt[:, w:] = n[:, w + 1 :] - n[:, 1 : -w]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = tot / cnt
+    return out
+
+
+def nanmedian_fast(a: np.ndarray, axis: int) -> np.ndarray:
+    """Median ignoring NaN, via plain ``np.median`` (partition, several times faster than nanmedian).
+
+    Each NaN is replaced by -inf or +inf alternately: adding equally many values
+    below and above every reading leaves the median where it was (exactly for an
+    even count of NaNs, within half a rank otherwise). All-NaN slices give NaN.
+    """
+    a = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
+    nan = np.isnan(a)
+    if not nan.any():
+        return np.median(a, axis=-1)
+    order = np.cumsum(nan, axis=-1)
+    filled = np.where(nan, np.where(order % 2 == 0, np.inf, -np.inf), a)
+    med = np.median(filled, axis=-1)
+    med = np.where(np.isfinite(med), med, np.nan)
+    med[nan.all(axis=-1)] = np.nan
+    return med
+
+
+def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.0, floor=0.0,
+          reference_frac: float = 1 / 3) -> QcResult:
+    """Drift against neighbours: a sensor slowly leaving its fellow sensors of the same kind.
+
+    Every series is compared with the median of all series at the same time
+    (neighbours: pass only stations of one kind/area). The residual is smoothed
+    with a trailing mean over ``window`` samples and compared with its own level in
+    the reference period (the first ``reference_frac`` of the window), so a station
+    with a steady local offset is not flagged, one that moves away over time is.
+    score: change of the smoothed residual in units of the residual's robust
+    spread in the reference period (never below ``floor``, field units).
+    Needs at least 3 series; otherwise every present sample is 2 (not evaluated).
+    """
+    s, t = x.shape
+    flag = np.full(x.shape, GOOD, dtype=np.int8)
+    if s < 3:
+        flag[:] = NOT_EVALUATED
+        return _finish(flag, np.full(x.shape, np.nan), x)
+    ref = nanmedian_fast(x, axis=0)[None, :]
+    r = x - ref
+    sm = rolling_mean(r, window)
+    n_ref = max(int(t * reference_frac), 2)
+    base = nanmedian_fast(r[:, :n_ref], axis=1)[:, None]
+    mad = nanmedian_fast(np.abs(r[:, :n_ref] - base), axis=1)[:, None]
+    # spread of a mean of `window` samples shrinks roughly with sqrt(window)
+    scale = np.maximum(1.4826 * mad / np.sqrt(window), _col(floor, s))
+    scale = np.where(np.isnan(scale), np.inf, np.maximum(scale, 1e-12))
+    with np.errstate(invalid="ignore"):
+        score = np.abs(sm - base) / scale
+        flag[score > suspect_z] = SUSPECT
+        flag[score > fail_z] = FAIL
+        flag[np.isnan(score)] = NOT_EVALUATED
+    return _finish(flag, score, x)
+
+
+def worst(*flags: np.ndarray) -> np.ndarray:
+    """Aggregate QARTOD flags: the most severe wins (4 > 3 > 1 > 2; 9 only if all say missing)."""
+    rank = np.array([0, 2, 1, 3, 4, 0, 0, 0, 0, 0], dtype=np.int8)  # 9 (missing) ranks lowest
+    f = np.stack(flags)
+    best = np.take_along_axis(f, np.argmax(rank[f], axis=0)[None], axis=0)[0]
+    return np.where((f == MISSING).all(axis=0), MISSING, best).astype(np.int8)

@@ -1,0 +1,348 @@
+"""The analytics service: a thin shell of I/O around the pure cores.
+
+One pass: read a window of telemetry per kind from InfluxDB, resample it to a
+regular grid, run the QC tests, compute ISPU / US AQI (air), Permenkes 2/2023
+compliance (water) and fill forecasts (bins), write everything back as the
+measurements in docs/team-interfaces.md, then evaluate alert rules and deliver
+the transitions (MQTT, webhook, e-mail).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from analytics import aqi_us, delivery, ispu, qc, waste, water
+from analytics.alerts import AlertEngine, AlertStore, Condition, rules
+from analytics.detectors import params_for, run_qc
+from analytics.grid import Grid, to_grid
+from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
+from kotacerdas.influx import InfluxClient, InfluxError
+from kotacerdas.lineprotocol import escape_key, escape_string_field, format_line
+from kotacerdas.settings import Settings
+
+log = logging.getLogger("analytics.service")
+
+ISPU_POLLUTANTS = ("pm25", "pm10", "no2", "o3", "co")
+WATER_WINDOW_S = 900.0  # compliance on the median of the last 15 minutes: one noisy reading is no breach
+HOURS_TO_FULL_CAP = 24.0 * 365  # "never at this rate" (inf cannot be stored in InfluxDB)
+WRITE_BATCH = 5000
+
+
+@dataclass
+class KindWindow:
+    kind: Kind
+    grid: Grid
+    tags: list[dict[str, str]]  # per series: device, city, district
+    fields: dict[str, np.ndarray] = field(default_factory=dict)  # name -> (S, T)
+
+    @property
+    def devices(self) -> list[str]:
+        return [t["device"] for t in self.tags]
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.passes = Counter("kc_analytics_passes_total", "analytics passes", ["result"], registry=registry)
+        self.pass_seconds = Histogram("kc_analytics_pass_seconds", "duration of a pass", registry=registry)
+        self.written = Counter("kc_analytics_points_written_total", "points written", ["measurement"],
+                               registry=registry)
+        self.alerts = Counter("kc_analytics_alerts_total", "alert transitions", ["state", "department"],
+                              registry=registry)
+        self.delivery_failures = Counter("kc_analytics_delivery_failures_total", "failed deliveries", ["channel"],
+                                         registry=registry)
+        self.rejected = Counter("kc_analytics_rows_rejected_total", "unusable rows read back", ["reason"],
+                                registry=registry)
+        self.series = Gauge("kc_analytics_series", "series analysed in the last pass", ["kind"], registry=registry)
+        self.last_pass = Gauge("kc_analytics_last_pass_timestamp_seconds", "end of the last good pass",
+                               registry=registry)
+
+
+def _num(v: Any) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    return math.nan
+
+
+class AnalyticsService:
+    def __init__(self, settings: Settings, *, catalogue: Catalogue | None = None,
+                 registry: CollectorRegistry | None = None, mqtt_client: Any = None):
+        self.settings = settings
+        self.cat = catalogue or load_catalogue()
+        self.registry = registry or CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.influx = InfluxClient(settings.influx)
+        self.store = AlertStore(settings.state_dir / "analytics" / "alerts.sqlite")
+        self.engine = AlertEngine(self.store)
+        self.rules = rules({k.name: k.department for k in self.cat})
+        self.mqtt = mqtt_client
+        self._emitted_to: dict[str, int] = {}  # kind -> last grid time already written (loop mode)
+
+    def close(self) -> None:
+        self.influx.close()
+        self.store.close()
+
+    # ------------------------------------------------------------- reading
+
+    def read_kind(self, kind: Kind, start_ms: int, end_ms: int) -> KindWindow:
+        step_ms = int(kind.report_interval_s * 1000)
+        grid = Grid.covering(start_ms, end_ms, step_ms)
+        cols = ",".join(f'"{f}"' for f in kind.field_names)
+        q = (f'SELECT {cols} FROM "{kind.measurement}" WHERE time >= {grid.t0_ms}ms AND time <= {int(end_ms)}ms '
+             f'GROUP BY "device","city","district"')
+        series = self.influx.series(q)
+        tags = [{"device": s.tags.get("device", ""), "city": s.tags.get("city", ""),
+                 "district": s.tags.get("district", "")} for s in series]
+        win = KindWindow(kind, grid, tags)
+        if not series:
+            return win
+        idx_parts, t_parts = [], []
+        vals: dict[str, list[np.ndarray]] = {f: [] for f in kind.field_names}
+        for i, s in enumerate(series):
+            t = np.array([r[0] for r in s.values], dtype=np.int64)
+            idx_parts.append(np.full(len(t), i, dtype=np.int64))
+            t_parts.append(t)
+            for f in kind.field_names:
+                if f in s.columns:
+                    j = s.columns.index(f)
+                    vals[f].append(np.array([_num(r[j]) for r in s.values], dtype=np.float64))
+                else:
+                    vals[f].append(np.full(len(t), np.nan))
+        idx, t = np.concatenate(idx_parts), np.concatenate(t_parts)
+        for f in kind.field_names:
+            win.fields[f] = to_grid(idx, t, np.concatenate(vals[f]), len(series), grid, how="mean")
+        self.metrics.series.labels(kind.name).set(len(series))
+        return win
+
+    # ------------------------------------------------------------- one pass
+
+    def run_pass(self, now_ms: int | None = None, *, window_s: float | None = None,
+                 emit_all: bool = True) -> dict[str, int]:
+        """One analytics pass over [now - window, now]; returns points written per measurement."""
+        t0 = time.monotonic()
+        now_ms = int(now_ms if now_ms is not None else time.time() * 1000)
+        window_ms = int((window_s or self.settings.analytics.window_s) * 1000)
+        counts: dict[str, int] = {}
+        conditions: list[Condition] = []
+        try:
+            for kind in self.cat:
+                win = self.read_kind(kind, now_ms - window_ms, now_ms)
+                if not win.tags:
+                    continue
+                emit_from = win.grid.t0_ms if emit_all else self._emitted_to.get(kind.name, win.grid.t0_ms - 1) + 1
+                flags = self._qc(win, emit_from, counts)
+                if kind.name == "air":
+                    conditions += self._air(win, flags, counts)
+                if any(f in water.LIMITS for f in kind.field_names) and kind.name == "water":
+                    conditions += self._water(win, flags, counts)
+                if kind.name == "waste_bin":
+                    conditions += self._bins(win, flags, counts)
+                self._emitted_to[kind.name] = int(win.grid.times_ms[-1])
+            counts["alerts"] = self._alerts(conditions)
+        except InfluxError:
+            self.metrics.passes.labels("error").inc()
+            raise
+        self.metrics.passes.labels("ok").inc()
+        self.metrics.pass_seconds.observe(time.monotonic() - t0)
+        self.metrics.last_pass.set(time.time())
+        log.info("analytics pass done", extra={"counts": str(counts), "seconds": round(time.monotonic() - t0, 3)})
+        return counts
+
+    def _write(self, measurement: str, lines: Iterable[str], counts: dict[str, int]) -> None:
+        batch: list[str] = []
+        n = 0
+        for ln in lines:
+            if ln is None:
+                continue
+            batch.append(ln)
+            if len(batch) >= WRITE_BATCH:
+                self.influx.write(batch)
+                n += len(batch)
+                batch = []
+        if batch:
+            self.influx.write(batch)
+            n += len(batch)
+        counts[measurement] = counts.get(measurement, 0) + n
+        self.metrics.written.labels(measurement).inc(n)
+
+    def _qc(self, win: KindWindow, emit_from: int, counts: dict[str, int]) -> dict[str, np.ndarray]:
+        """Run every QC test per field; write `qc`; return the worst flag per field (S, T)."""
+        times = win.grid.times_ms
+        emit = times >= emit_from
+        worst: dict[str, np.ndarray] = {}
+        lines: list[str] = []
+        tag_base = [",".join(f"{k}={escape_key(v)}" for k, v in (("city", t["city"]), ("device", t["device"]),
+                                                                 ("district", t["district"])) if v)
+                    for t in win.tags]
+        for fname, x in win.fields.items():
+            if np.isnan(x).all():
+                continue
+            p = params_for(win.kind, win.kind.field(fname), win.grid.step_ms / 1000.0)
+            res = run_qc(x, p)
+            worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
+                                                                                     "flat_line")))
+            present = ~np.isnan(x)
+            has_data = present.any(axis=1)
+            for test, r in res.items():
+                # missing bins are reported once, by the gap test, and only for series that report at all
+                mask = (present if test != "gap" else has_data[:, None] & np.ones_like(present)) & emit[None, :]
+                ss, tt = np.nonzero(mask)
+                fl, sc = r.flag[ss, tt], r.score[ss, tt]
+                suffix = f",field={escape_key(fname)},kind={escape_key(win.kind.name)},test={test} "
+                for s_, t_, f_, c_ in zip(ss.tolist(), tt.tolist(), fl.tolist(), sc.tolist()):
+                    fields = f"flag={f_}i" + (f",score={c_!r}" if math.isfinite(c_) else "")
+                    lines.append(f"qc,{tag_base[s_]}{suffix}{fields} {int(times[t_])}")
+        self._write("qc", lines, counts)
+        return worst
+
+    def _usable(self, win: KindWindow, flags: dict[str, np.ndarray], fname: str) -> np.ndarray:
+        x = win.fields[fname]
+        f = flags.get(fname)
+        return x if f is None else np.where(f == qc.FAIL, np.nan, x)
+
+    def _tail_mean(self, x: np.ndarray, seconds: float, step_ms: int, how: str = "mean") -> np.ndarray:
+        n = max(int(round(seconds * 1000 / step_ms)), 1)
+        tail = x[:, -n:]
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows give NaN, which is the answer
+            return np.nanmean(tail, axis=1) if how == "mean" else np.nanmedian(tail, axis=1)
+
+    def _air(self, win: KindWindow, flags: dict[str, np.ndarray], counts: dict[str, int]) -> list[Condition]:
+        ts = int(win.grid.times_ms[-1])
+        conditions: list[Condition] = []
+        pols = [p for p in ISPU_POLLUTANTS if p in win.fields]
+        for meas, mod in (("ispu", ispu), ("aqi_us", aqi_us)):
+            per: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            for p in pols:
+                if p not in mod.TABLES:
+                    continue
+                conc = self._tail_mean(self._usable(win, flags, p), mod.AVERAGING_S[p], win.grid.step_ms)
+                per[p] = (conc, mod.index(p, conc))
+            if not per:
+                continue
+            stack = np.stack([v[1] for v in per.values()])
+            valid = ~np.isnan(stack).all(axis=0)
+            best = np.argmax(np.where(np.isnan(stack), -1, stack), axis=0)
+            names = list(per)
+            lines = []
+            for i, tags in enumerate(win.tags):
+                rows = [(p, per[p][1][i], per[p][0][i]) for p in names]
+                if valid[i]:
+                    rows.append(("max", per[names[best[i]]][1][i], per[names[best[i]]][0][i]))
+                for p, val, conc in rows:
+                    if not math.isfinite(val):
+                        continue
+                    lvl = int(mod.level(np.array([val]))[0])
+                    lines.append(format_line(meas, {**tags, "pollutant": p}, {
+                        "value": float(val), "category": mod.category(lvl), "category_level": lvl,
+                        "concentration": float(conc)}, ts))
+                if meas == "ispu" and valid[i]:
+                    val = float(per[names[best[i]]][1][i])
+                    lvl = int(ispu.level(np.array([val]))[0])
+                    conditions.append(Condition(self.rules["ispu_unhealthy"], tags["device"], val, ts,
+                                                f"{ispu.category(lvl)}, {names[best[i]]}",
+                                                f"{ispu.CATEGORIES_EN[lvl - 1]}, {names[best[i]]}"))
+            self._write(meas, lines, counts)
+        return conditions
+
+    def _water(self, win: KindWindow, flags: dict[str, np.ndarray], counts: dict[str, int]) -> list[Condition]:
+        ts = int(win.grid.times_ms[-1])
+        params = [p for p in water.LIMITS if p in win.fields]
+        vals = {p: self._tail_mean(self._usable(win, flags, p), WATER_WINDOW_S, win.grid.step_ms, "median")
+                for p in params}
+        per, overall = water.evaluate(vals)
+        exceed = {p: water.exceedance(p, vals[p]) for p in params}
+        lines, conditions = [], []
+        for i, tags in enumerate(win.tags):
+            bad_id, bad_en, worst = [], [], math.nan
+            for p in params:
+                v = float(vals[p][i])
+                if not math.isfinite(v):
+                    continue
+                lim = water.LIMITS[p]
+                lines.append(format_line("water_compliance", {**tags, "parameter": p}, {
+                    "value": v, "limit_lo": float(lim.lo if lim.lo is not None else 0.0), "limit_hi": float(lim.hi),
+                    "compliant": int(per[p][i])}, ts))
+                e = float(exceed[p][i])
+                worst = e if not math.isfinite(worst) else max(worst, e)
+                if not per[p][i]:
+                    bad_id.append(f"{lim.name_id} {v:g}")
+                    bad_en.append(f"{lim.name_en} {v:g}")
+            if math.isfinite(worst):
+                lines.append(format_line("water_compliance", {**tags, "parameter": "all"}, {
+                    "value": float(len(bad_id)), "limit_lo": 0.0, "limit_hi": 0.0, "compliant": int(overall[i])}, ts))
+                conditions.append(Condition(self.rules["water_noncompliant"], tags["device"], worst, ts,
+                                            ", ".join(bad_id) or "-", ", ".join(bad_en) or "-"))
+        self._write("water_compliance", lines, counts)
+        return conditions
+
+    def _bins(self, win: KindWindow, flags: dict[str, np.ndarray], counts: dict[str, int]) -> list[Condition]:
+        ts = int(win.grid.times_ms[-1])
+        conditions: list[Condition] = []
+        if "fill" in win.fields:
+            fc = waste.forecast(self._usable(win, flags, "fill"), win.grid.step_ms / 1000.0)
+            lines = []
+            for i, tags in enumerate(win.tags):
+                if not math.isfinite(fc.fill[i]):
+                    continue
+                rate = float(fc.fill_rate[i]) if math.isfinite(fc.fill_rate[i]) else 0.0
+                lines.append(format_line("bin_forecast", tags, {
+                    "fill": float(fc.fill[i]), "fill_rate": rate,
+                    "hours_to_full": float(min(fc.hours_to_full[i], HOURS_TO_FULL_CAP)),
+                    "full_by_tomorrow": int(fc.full_by_horizon[i]), "priority": int(fc.priority[i])}, ts))
+                conditions.append(Condition(self.rules["bin_full"], tags["device"], float(fc.fill[i]), ts))
+            self._write("bin_forecast", lines, counts)
+        for fname, rule in (("tilt", "bin_tilted"), ("temperature", "bin_fire")):
+            if fname in win.fields:
+                latest = self._tail_mean(self._usable(win, flags, fname), 3 * win.kind.report_interval_s,
+                                         win.grid.step_ms, "median")
+                conditions += [Condition(self.rules[rule], t["device"], float(latest[i]), ts)
+                               for i, t in enumerate(win.tags)]
+        return conditions
+
+    # ------------------------------------------------------------- alerts
+
+    def _alerts(self, conditions: list[Condition]) -> int:
+        events = self.engine.evaluate(conditions)
+        if not events:
+            return 0
+        lines = [format_line("alerts", {"department": a.department, "severity": a.severity, "rule": a.rule,
+                                        "device": a.device},
+                             {"state": a.state, "value": float(a.value), "alert_id": a.alert_id,
+                              "text_id": a.text_id, "text_en": a.text_en}, a.updated_ms) for a in events]
+        counts: dict[str, int] = {}
+        self._write("alerts", lines, counts)
+        for a in events:
+            self.metrics.alerts.labels(a.state, a.department).inc()
+            self.deliver(a)
+        return counts.get("alerts", 0)
+
+    def deliver(self, a) -> dict[str, bool]:  # noqa: ANN001
+        s = self.settings.analytics
+        ok: dict[str, bool] = {}
+        if self.mqtt is not None:
+            try:
+                info = delivery.publish_mqtt(self.mqtt, self.settings.mqtt.topic_root, a, qos=1)
+                info.wait_for_publish(timeout=10)
+                ok["mqtt"] = info.is_published()
+            except (RuntimeError, ValueError, OSError) as exc:
+                log.warning("mqtt alert publish failed", extra={"error": str(exc)})
+                ok["mqtt"] = False
+        if s.webhook_url:
+            secret = s.webhook_secret.get_secret_value().encode() if s.webhook_secret else None
+            ok["webhook"] = delivery.post_webhook(s.webhook_url, secret, a, attempts=s.webhook_attempts,
+                                                  backoff_s=s.webhook_backoff_s)
+        to = s.alert_email_to.get(a.department)
+        if s.smtp_host and to:
+            ok["email"] = delivery.send_email(s.smtp_host, s.smtp_port, to, a)
+        for ch, good in ok.items():
+            if not good:
+                self.metrics.delivery_failures.labels(ch).inc()
+        return ok

@@ -1,0 +1,106 @@
+"""ISPU, US AQI and water compliance against worked examples from the official documents."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from analytics import aqi_us, ispu, water
+
+
+# ---------------------------------------------------------------- ISPU (P.14/MENLHK/SETJEN/KUM.1/7/2020)
+
+@pytest.mark.parametrize("pollutant,conc,expected", [
+    # segment end points map exactly onto the ISPU bounds of the Lampiran table
+    ("pm25", 15.5, 50), ("pm25", 55.4, 100), ("pm25", 150.4, 200), ("pm25", 250.4, 300), ("pm25", 500.0, 500),
+    ("pm10", 50, 50), ("pm10", 150, 100), ("pm10", 350, 200), ("pm10", 420, 300),
+    ("co", 4000, 50), ("co", 8000, 100), ("co", 15000, 200), ("co", 30000, 300), ("co", 45000, 500),
+    ("o3", 120, 50), ("o3", 235, 100), ("o3", 400, 200), ("o3", 800, 300),
+    ("no2", 80, 50), ("no2", 200, 100), ("no2", 1130, 200), ("no2", 2260, 300),
+    ("so2", 52, 50), ("hc", 45, 50),
+    # worked by the Lampiran formula I = (Ia-Ib)/(Xa-Xb)*(Xx-Xb)+Ib:
+    # PM2.5 35 ug/m3: (100-50)/(55.4-15.5)*(35-15.5)+50 = 74.44 -> 74
+    ("pm25", 35.0, 74),
+    # PM10 100 ug/m3: (100-50)/(150-50)*(100-50)+50 = 75
+    ("pm10", 100.0, 75),
+    # CO 10000 ug/m3: (200-100)/(15000-8000)*(10000-8000)+100 = 128.57 -> 129
+    ("co", 10000.0, 129),
+    ("pm25", 0.0, 0),
+])
+def test_ispu_worked_examples(pollutant, conc, expected):
+    assert ispu.index(pollutant, np.array([conc]))[0] == expected
+
+
+def test_ispu_categories_and_caps():
+    v = ispu.index("pm25", np.array([10.0, 30.0, 100.0, 200.0, 300.0, 900.0, np.nan, -1.0]))
+    assert list(v[:6]) == [32.0, 68.0, 147.0, 250.0, 340.0, 500.0]  # above the table: capped at 500
+    assert np.isnan(v[6]) and np.isnan(v[7])  # no data / impossible value: no index
+    lv = ispu.level(v)
+    assert list(lv) == [1, 2, 3, 4, 5, 5, 0, 0]
+    assert [ispu.category(x) for x in lv[:6]] == ["Baik", "Sedang", "Tidak Sehat", "Sangat Tidak Sehat",
+                                                  "Berbahaya", "Berbahaya"]
+    # category boundaries: 50 Baik, 51 Sedang, 100 Sedang, 101 Tidak Sehat, 300 Sangat Tidak Sehat, 301 Berbahaya
+    assert list(ispu.level(np.array([50, 51, 100, 101, 200, 201, 300, 301.0]))) == [1, 2, 2, 3, 3, 4, 4, 5]
+
+
+def test_ispu_averaging_periods():
+    assert ispu.AVERAGING_S["pm25"] == ispu.AVERAGING_S["pm10"] == 86400
+    assert ispu.AVERAGING_S["co"] == 8 * 3600 and ispu.AVERAGING_S["o3"] == ispu.AVERAGING_S["no2"] == 3600
+
+
+# ---------------------------------------------------------------- US AQI (EPA-454/B-24-002, 2024 PM2.5)
+
+@pytest.mark.parametrize("pollutant,conc,expected", [
+    # TAD worked example: PM2.5 35.9 ug/m3 -> (150-101)/(55.4-35.5)*(35.9-35.5)+101 = 101.98 -> 102
+    ("pm25", 35.9, 102),
+    # TAD worked example: 8-hour ozone 0.078 ppm -> (150-101)/(0.085-0.071)*(0.078-0.071)+101 = 125.5 -> 126
+    ("o3", 0.078, 126),
+    # 2024 PM2.5 rows: 9.0 is the top of Good, 9.1 starts Moderate; truncation to 0.1 first
+    ("pm25", 9.0, 50), ("pm25", 9.1, 51), ("pm25", 9.05, 50), ("pm25", 35.4, 100), ("pm25", 35.45, 100),
+    ("pm25", 55.5, 151), ("pm25", 125.4, 200), ("pm25", 125.5, 201), ("pm25", 225.4, 300), ("pm25", 225.5, 301),
+    ("pm25", 325.4, 500), ("pm25", 600.0, 500),
+    # under the pre-2024 table 12.0 was still Good (50); under 2024 it is Moderate: (100-51)/(35.4-9.1)*(12-9.1)+51
+    ("pm25", 12.0, 56),
+    ("pm10", 54, 50), ("pm10", 55, 51), ("pm10", 154.9, 100),
+    ("co", 4.4, 50), ("co", 9.5, 101), ("no2", 53, 50), ("no2", 100, 100), ("so2", 75, 100),
+])
+def test_aqi_worked_examples(pollutant, conc, expected):
+    assert aqi_us.index_table_units(pollutant, np.array([conc]))[0] == expected
+
+
+def test_aqi_unit_conversion_at_25c():
+    # the catalogue stores gases in ug/m3; 1 ppb NO2 = 46.0055/24.45 = 1.8816 ug/m3
+    assert aqi_us.TO_TABLE_UNIT["no2"] == pytest.approx(1 / 1.8816, rel=1e-3)
+    # 1 ppm CO = 1145.6 ug/m3: 9.5 ppm (AQI 101) = 10883 ug/m3
+    assert aqi_us.index("co", np.array([9.5 * 1145.6 + 1]))[0] == 101
+    # 0.078 ppm O3 = 153.1 ug/m3 -> the TAD example's 126
+    assert aqi_us.index("o3", np.array([0.0785 * 1963.1]))[0] == 126
+    lv = aqi_us.level(np.array([50, 51, 101, 151, 201, 301, np.nan]))
+    assert [aqi_us.category(x) for x in lv[:6]] == list(aqi_us.CATEGORIES) and lv[6] == 0
+
+
+# ---------------------------------------------------------------- water (Permenkes 2/2023)
+
+def test_water_limits_match_permenkes_2_2023():
+    L = water.LIMITS
+    assert (L["ph"].lo, L["ph"].hi) == (6.5, 8.5)
+    assert (L["turbidity"].hi, L["turbidity"].hi_inclusive) == (3.0, False)
+    assert (L["tds"].hi, L["tds"].hi_inclusive) == (300.0, False)
+    assert (L["chlorine"].lo, L["chlorine"].hi) == (0.2, 0.5)
+
+
+@pytest.mark.parametrize("param,values,expected", [
+    ("ph", [6.4, 6.5, 7.2, 8.5, 8.6], [False, True, True, True, False]),
+    ("turbidity", [0.0, 2.99, 3.0, 12.0], [True, True, False, False]),  # "< 3 NTU": 3.0 is a breach
+    ("tds", [180, 299, 300, 450], [True, True, False, False]),
+    ("chlorine", [0.1, 0.2, 0.4, 0.5, 0.8], [False, True, True, True, False]),
+])
+def test_water_compliance(param, values, expected):
+    assert list(water.compliant(param, np.array(values, dtype=float))) == expected
+
+
+def test_water_overall_ignores_missing_parameters():
+    per, overall = water.evaluate({"ph": np.array([7.0, 7.0, np.nan]), "tds": np.array([np.nan, 500.0, np.nan])})
+    assert list(overall) == [True, False, False]  # no evaluable parameter -> not compliant
+    ex = water.exceedance("tds", np.array([150.0, 450.0]))
+    assert ex[0] == 0 and ex[1] == pytest.approx(0.5)
