@@ -1,0 +1,74 @@
+"""`kotacerdas gateway registry|provision` through the real command-line entry point."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kotacerdas.cli import main as kc
+
+from gateway.passwords import verify_password
+from tests.gateway.helpers import devices
+
+
+@pytest.fixture
+def env(settings, monkeypatch, tmp_path):
+    monkeypatch.setenv("KC_GATEWAY__REGISTRY_PATH", str(settings.gateway.registry_path))
+    monkeypatch.setenv("KC_MQTT__TOPIC_ROOT", settings.mqtt.topic_root)
+    f = tmp_path / "devices.json"
+    f.write_text(json.dumps(devices()))
+    return f
+
+
+def test_registry_lifecycle_from_the_cli(env, capsys, tmp_path):
+    creds = tmp_path / "creds.json"
+    assert kc(["gateway", "registry", "import", str(env), "--credentials-out", str(creds)]) == 0
+    assert "imported 6 devices" in capsys.readouterr().out
+    assert sorted(json.loads(creds.read_text())) == sorted(d["device"] for d in devices())
+    assert kc(["gateway", "registry", "import", str(env)]) == 0  # idempotent: same devices, no new credentials
+    assert "(0 new credentials" in capsys.readouterr().out
+
+    assert kc(["gateway", "registry", "register", "air-77", "--kind", "air", "--city", "depok",
+               "--district", "sukmajaya", "--lat", "-6.39", "--lon", "106.83"]) == 0
+    reg = json.loads(capsys.readouterr().out)
+    assert reg["department"] == "environment_agency" and reg["mqtt_password"]
+    assert kc(["gateway", "registry", "rotate-credentials", "air-77"]) == 0
+    rot = json.loads(capsys.readouterr().out)
+    assert rot["mqtt_password"] != reg["mqtt_password"]
+    assert kc(["gateway", "registry", "decommission", "air-77"]) == 0
+    assert "decommissioned" in capsys.readouterr().out
+    assert kc(["gateway", "registry", "list", "--json"]) == 0
+    listed = {d["device"]: d for d in json.loads(capsys.readouterr().out)}
+    assert len(listed) == 7 and listed["air-77"]["status"] == "decommissioned"
+    assert listed["air-77"]["has_credentials"] is False and "password_hash" not in listed["air-77"]
+
+
+def test_cli_refuses_bad_input_clearly(env, capsys, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"device": "x", "kind": "volcano", "city": "depok"}]))
+    assert kc(["gateway", "registry", "import", str(bad)]) == 1
+    assert "unknown kind 'volcano'" in capsys.readouterr().err
+    bad.write_text('{"device": "x"}')
+    assert kc(["gateway", "registry", "import", str(bad)]) == 2
+    assert kc(["gateway", "registry", "decommission", "nobody"]) == 1
+    assert "no device 'nobody'" in capsys.readouterr().err
+
+
+def test_provision_writes_broker_files(env, capsys, tmp_path, settings):
+    assert kc(["gateway", "registry", "import", str(env)]) == 0
+    out = tmp_path / "prov"
+    assert kc(["gateway", "provision", "--out", str(out), "--port", "18883", "--tls-port", "18884"]) == 0
+    root = settings.mqtt.topic_root
+    acl = (out / "acl_file").read_text()
+    assert f"user air-0\ntopic write {root}/v1/depok/air/air-0/telemetry\n" in acl
+    assert f"topic read {root}/v1/depok/air/air-0/cmd" in acl
+    users = [line.split(":", 1)[0] for line in (out / "password_file").read_text().splitlines()]
+    assert set(users) >= {"kc-gateway", "kc-ingest", "air-0", "wastebin-1"}
+    svc = json.loads((out / "service-credentials.json").read_text())
+    gw_hash = dict(line.split(":", 1) for line in (out / "password_file").read_text().splitlines())["kc-gateway"]
+    assert verify_password(svc["kc-gateway"], gw_hash)
+    conf = (out / "mosquitto-auth.conf").read_text()
+    assert "allow_anonymous false" in conf and "listener 18884 127.0.0.1" in conf and "certfile" in conf
+    assert (out / "ca.crt").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert oct((out / "server.key").stat().st_mode & 0o777) == "0o600"
