@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+from kotacerdas.influx import InfluxError
 from kotacerdas.observability import setup_logging
 from kotacerdas.settings import load_settings
 
@@ -37,8 +38,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     svc = AnalyticsService(settings, mqtt_client=mqtt)
     window = args.window or settings.analytics.window_s
     try:
+        try:
+            svc.influx.create_database()  # idempotent; a fresh stack may not have the database yet
+        except InfluxError as exc:
+            log.warning("could not ensure the database exists", extra={"error": str(exc)})
         if args.once:
-            counts = svc.run_pass(window_s=window, emit_all=True)
+            try:
+                counts = svc.run_pass(window_s=window, emit_all=True)
+            except InfluxError as exc:
+                log.error("analytics pass failed", extra={"error": str(exc)})
+                print(f"kotacerdas analytics: pass failed: {exc}", file=sys.stderr)
+                return 1
             print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
             return 0
         stop = threading.Event()
