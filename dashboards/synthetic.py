@@ -1,0 +1,193 @@
+"""Realistic synthetic data in exactly the measurement schemas of docs/team-interfaces.md.
+
+Used by the verification tests (every panel query must return data of the expected
+shape) and by ``kotacerdas dashboards previews --synthetic`` when no pipeline has run.
+Telemetry fields come from the catalogue (typical value, expected span); derived
+measurements are consistent with their inputs (ISPU category matches the value,
+``full_by_tomorrow`` matches ``hours_to_full``) so tables and colours look right.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kotacerdas.catalogue import Catalogue, load_catalogue
+from kotacerdas.influx import InfluxClient
+from kotacerdas.lineprotocol import format_line
+
+from dashboards import standards as std
+
+# two cities so the city/district/device variables have something to filter
+LAYOUT: tuple[tuple[str, str], ...] = (("depok", "beji"), ("depok", "sukmajaya"), ("bogor", "tanah_sareal"))
+DEPOK_CENTRE = (-6.40, 106.82)
+BOGOR_CENTRE = (-6.56, 106.79)
+ISPU_POLLUTANTS = ("pm25", "pm10", "no2", "o3", "co")
+
+
+@dataclass(frozen=True)
+class Device:
+    device: str
+    kind: str
+    city: str
+    district: str
+    lat: float
+    lon: float
+    department: str
+
+
+def devices(cat: Catalogue, per_kind: int = 3) -> list[Device]:
+    out = []
+    for k in cat:
+        for i in range(per_kind):
+            city, district = LAYOUT[i % len(LAYOUT)]
+            lat0, lon0 = DEPOK_CENTRE if city == "depok" else BOGOR_CENTRE
+            out.append(Device(f"{k.name.replace('_', '')}-{i + 1:03d}", k.name, city, district,
+                              round(lat0 + 0.01 * i, 5), round(lon0 + 0.012 * i, 5), k.department))
+    return out
+
+
+def device_list_json(devs: list[Device]) -> list[dict]:
+    """The simulators' device-list format (docs/team-interfaces.md, "Device list exchange")."""
+    return [dict(d.__dict__) for d in devs]
+
+
+def _ispu_from_pm25(pm25: np.ndarray) -> np.ndarray:
+    # synthetic only: a monotone map onto the index so the categories vary over the day
+    return np.clip(pm25 * 2.2, 0, 500)
+
+
+def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
+             cat: Catalogue | None = None) -> tuple[list[str], list[Device]]:
+    cat = cat or load_catalogue()
+    rng = np.random.default_rng(seed)
+    devs = devices(cat, per_kind)
+    start = end_ms - int(hours * 3600_000)
+    lines: list[str | None] = []
+    for k in cat:
+        step = max(k.report_interval_s, 300) * 1000  # coarser than real: keeps tests fast
+        ts = np.arange(start + step, end_ms + 1, step)
+        n = len(ts)
+        phase = 2 * np.pi * (ts % 86400_000) / 86400_000
+        for di, d in enumerate(x for x in devs if x.kind == k.name):
+            vals: dict[str, np.ndarray] = {}
+            for f in k.fields:
+                span = max(f.expected_hi - f.expected_lo, 1e-6)
+                v = f.typical + 0.15 * span * np.sin(phase + di) + rng.normal(0, 0.02 * span, n)
+                vals[f.name] = np.clip(v, f.lo, f.hi)
+            if k.name == "waste_bin":
+                # bins fill up linearly and are emptied when full
+                rate = 2.0 + 1.5 * di
+                # the last reading is 92 % for the first bin, lower for the others (one bin due now)
+                fill = (92.0 - 30 * di - (n - 1 - np.arange(n)) * rate * step / 3600_000) % 100
+                vals["fill"] = fill
+                vals["distance"] = np.clip(20 + (100 - fill) * 1.0, 20, 600)
+                vals["tilt"] = np.zeros(n)
+            batt = 4.1 - 0.3 * np.arange(n) / n - 0.25 * di if k.battery else np.full(n, 5.0)
+            for j in range(n):
+                if di == 1 and n // 3 < j < n // 3 + 6:
+                    continue  # a data gap for the fleet dashboard
+                fields: dict[str, object] = {f: round(float(vals[f][j]), 4) for f in k.field_names}
+                fields.update(battery=round(float(batt[j]), 3), seq=j, fw="1.2.0" if di else "1.1.4",
+                              rssi=int(-60 - 8 * di), gw_lag_ms=int(150 + 40 * di))
+                lines.append(format_line(k.measurement, {"device": d.device, "city": d.city, "district": d.district,
+                                                         "kind": k.name}, fields, int(ts[j])))
+            tags = {"device": d.device, "city": d.city, "district": d.district}
+            hourly = np.arange(start + 3600_000, end_ms + 1, 3600_000)
+            for t in hourly:
+                j = min(int((t - start) // step), n - 1)
+                # derived: ISPU / AQI for air, compliance for water, forecast for bins
+                if k.name == "air":
+                    for table, bands in (("ispu", std.ISPU_BANDS), ("aqi_us", std.AQI_US_BANDS)):
+                        subs = {}
+                        for pol in ISPU_POLLUTANTS:
+                            conc = float(vals[pol][j])
+                            idx = float(_ispu_from_pm25(np.array(conc if pol == "pm25" else conc / 3)))
+                            subs[pol] = (idx, conc)
+                        subs["max"] = max(subs.values())
+                        for pol, (idx, conc) in subs.items():
+                            b = std.category_of(bands, idx)
+                            lines.append(format_line(table, {**tags, "pollutant": pol},
+                                                     {"value": round(idx, 1), "category": b.label,
+                                                      "category_level": b.level, "concentration": round(conc, 2)}, int(t)))
+                elif k.name == "water":
+                    ok_all = 1
+                    for f in k.fields:
+                        v = float(vals[f.name][j])
+                        ok = int(f.expected_lo <= v <= f.expected_hi) if not (di == 2 and f.name == "turbidity") else 0
+                        ok_all &= ok
+                        lines.append(format_line("water_compliance", {**tags, "parameter": f.name},
+                                                 {"value": round(v, 3), "limit_lo": f.expected_lo,
+                                                  "limit_hi": f.expected_hi, "compliant": ok}, int(t)))
+                    lines.append(format_line("water_compliance", {**tags, "parameter": "all"},
+                                             {"value": float(ok_all), "limit_lo": 1.0, "limit_hi": 1.0,
+                                              "compliant": ok_all}, int(t)))
+                elif k.name == "waste_bin":
+                    fill = float(vals["fill"][j])
+                    rate = 2.0 + 1.5 * di
+                    htf = max(0.0, (100 - fill) / rate)
+                    lines.append(format_line("bin_forecast", tags, {
+                        "fill": round(fill, 1), "fill_rate": rate, "hours_to_full": round(htf, 2),
+                        "full_by_tomorrow": int(htf <= 24), "priority": 0}, int(t)))
+                # qc: one suspect and one failing reading per device and few hours
+                if (t - start) // 3600_000 % 5 == di:
+                    f = k.fields[di % len(k.fields)]
+                    lines.append(format_line("qc", {**tags, "kind": k.name, "field": f.name, "test": "gross_range"},
+                                             {"flag": 3 if di % 2 == 0 else 4, "score": 0.8}, int(t)))
+                lines.append(format_line("qc", {**tags, "kind": k.name, "field": k.fields[0].name, "test": "spike"},
+                                         {"flag": 1, "score": 0.0}, int(t)))
+            # device_status every 10 minutes; device 2 goes offline in the last hour
+            for t in np.arange(start + 600_000, end_ms + 1, 600_000):
+                offline = di == 2 and t > end_ms - 3600_000
+                lines.append(format_line("device_status", {**tags, "kind": k.name}, {
+                    "state": "offline" if offline else "online", "online": 0 if offline else 1,
+                    "stale": int(di == 1 and t > end_ms - 1800_000), "last_seen_ms": int(t - (3000_000 if offline else 30_000)),
+                    "battery": round(float(batt[-1]), 3), "fw": "1.2.0" if di else "1.1.4"}, int(t)))
+            if di == 0:
+                lines.append(format_line("alerts", {"department": k.department, "severity": "warning",
+                                                    "rule": f"{k.name}_synthetic", "device": d.device},
+                                         {"state": "open", "value": 1.0, "alert_id": f"a-{d.device}",
+                                          "text_id": "Nilai di luar rentang", "text_en": "Value out of range"},
+                                         end_ms - 1800_000))
+    # bin_forecast priority: rank by hours_to_full at each hour (1 = most urgent)
+    lines = _rank_bins(lines)
+    # pipeline counters every 10 s over the last two hours; dead letters with reasons
+    pstart = end_ms - 2 * 3600_000
+    for svc, inst in (("ingest", "ingest-0"), ("gateway", "gw-0")):
+        for i, t in enumerate(range(pstart, end_ms + 1, 10_000)):
+            lines.append(format_line("kc_pipeline", {"service": svc, "instance": inst}, {
+                "received": 50 * i, "written": 49 * i, "spooled": 0, "deadlettered": i // 10,
+                "lag_ms": float(200.0 + 50 * np.sin(i / 30)), "batch_latency_ms": 12.0 + (i % 7),
+                "spool_bytes": 0 if i % 200 else 4096}, t))
+    for i, (stage, reason) in enumerate((("gateway", "out_of_range"), ("gateway", "bad_json"),
+                                         ("gateway", "unknown_device"), ("ingest", "write_rejected"))):
+        for r in range(i + 1):
+            lines.append(format_line("deadletter", {"stage": stage, "reason": reason}, {
+                "detail": f"synthetic {reason} #{r}", "topic": f"kc/v1/depok/air/air-00{r + 1}/telemetry",
+                "size": 120 + r, "count": 1}, end_ms - (r + 1) * 600_000 - i * 1000))
+    return [ln for ln in lines if ln], devs
+
+
+def _rank_bins(lines: list[str | None]) -> list[str | None]:
+    out: list[str | None] = []
+    by_time: dict[str, list[tuple[float, int]]] = {}
+    for i, ln in enumerate(lines):
+        if ln and ln.startswith("bin_forecast,"):
+            ts = ln.rsplit(" ", 1)[1]
+            htf = float(ln.split("hours_to_full=")[1].split(",")[0])
+            by_time.setdefault(ts, []).append((htf, i))
+    rank: dict[int, int] = {}
+    for entries in by_time.values():
+        for r, (_, i) in enumerate(sorted(entries), start=1):
+            rank[i] = r
+    for i, ln in enumerate(lines):
+        out.append(ln.replace("priority=0i", f"priority={rank[i]}i") if i in rank and ln else ln)
+    return out
+
+
+def write(client: InfluxClient, end_ms: int, hours: float = 24.0, per_kind: int = 3) -> list[Device]:
+    lines, devs = generate(end_ms, hours, per_kind)
+    for i in range(0, len(lines), 5000):
+        client.write(lines[i:i + 5000])
+    return devs

@@ -1,0 +1,69 @@
+"""Execute every panel and variable query of the dashboards against InfluxDB, as Grafana would.
+
+``kotacerdas dashboards verify`` and the tests use this; a problem is a string saying
+which dashboard/panel returned what, so a failing check is readable on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from kotacerdas.influx import InfluxClient, InfluxError, Series
+
+from dashboards.model import Dashboard, Target
+from dashboards.queries import interpolate
+
+
+@dataclass
+class QueryResult:
+    dashboard: str
+    panel: str
+    query: str
+    target: Target | None
+    series: list[Series] = field(default_factory=list)
+    error: str | None = None
+
+    def problems(self) -> list[str]:
+        where = f"{self.dashboard} / {self.panel}"
+        if self.error:
+            return [f"{where}: query failed: {self.error} ({self.query})"]
+        if not self.series or not any(s.values for s in self.series):
+            return [f"{where}: no data ({self.query})"]
+        out = []
+        t = self.target
+        for s in self.series:
+            if t is None:
+                continue
+            missing = [c for c in t.expect_columns if c not in s.columns]
+            if missing:
+                out.append(f"{where}: columns {s.columns} lack {missing}")
+            if tuple(sorted(s.tags)) != tuple(sorted(t.expect_group_by)):
+                out.append(f"{where}: grouped by {sorted(s.tags)}, expected {sorted(t.expect_group_by)}")
+            value_cols = [i for i, c in enumerate(s.columns) if c != "time"]
+            if not any(row[i] is not None for row in s.values for i in value_cols):
+                out.append(f"{where}: series {s.tags} has only nulls")
+        return out
+
+
+def run(client: InfluxClient, dashboards: Sequence[Dashboard], *, from_ms: int, to_ms: int,
+        variables: Mapping[str, Sequence[str] | None] | None = None) -> list[QueryResult]:
+    results: list[QueryResult] = []
+    for d in dashboards:
+        # variables this dashboard does not define are "All" for it
+        vs = {v.name: (variables or {}).get(v.name) for v in d.variables}
+        for v in d.variables:
+            results.append(_exec(client, d.uid, f"variable {v.name}", v.query, None, from_ms, to_ms, vs))
+        for p in d.panels():
+            for t in p.targets:
+                results.append(_exec(client, d.uid, p.title, t.query, t, from_ms, to_ms, vs))
+    return results
+
+
+def _exec(client: InfluxClient, uid: str, panel: str, raw: str, target: Target | None, from_ms: int, to_ms: int,
+          vs: Mapping[str, Sequence[str] | None]) -> QueryResult:
+    q = interpolate(raw, from_ms=from_ms, to_ms=to_ms, variables=vs)
+    try:
+        return QueryResult(uid, panel, q, target, client.series(q))
+    except InfluxError as exc:
+        return QueryResult(uid, panel, q, target, error=str(exc))

@@ -1,0 +1,137 @@
+"""The generated dashboards: schema-valid, derived from the catalogue, standards' colours, links, time zone."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kotacerdas.catalogue import load_catalogue
+
+from dashboards import standards as std
+from dashboards.cli import main as cli_main
+from dashboards.definitions import UID, all_dashboards
+from dashboards.model import DATASOURCE_UID
+from dashboards.units import UnknownUnit, grafana_unit, known_units
+from dashboards.validate import problems
+
+
+@pytest.fixture(scope="module")
+def boards():
+    return {d.uid: d for d in all_dashboards()}
+
+
+def test_every_dashboard_is_valid_against_the_schema(boards):
+    assert set(boards) == set(UID.values())
+    for d in boards.values():
+        assert problems(d.to_json()) == [], d.uid
+
+
+@pytest.mark.parametrize("breakage, expect", [
+    (lambda j: j["panels"][1]["gridPos"].update(x=20, w=12), "overflows"),
+    (lambda j: j["panels"][1]["targets"][0].update(rawQuery=False), "rawQuery"),
+    (lambda j: j["panels"][2].update(id=j["panels"][1]["id"]), "unique"),
+    (lambda j: j.update(timezone="Europe/Berlin"), "timezone"),
+    (lambda j: j["panels"][1]["targets"][0].update(query='SELECT 1 FROM "x" WHERE "a" =~ /^$nosuch$/'), "nosuch"),
+    (lambda j: j["panels"][1]["fieldConfig"]["defaults"]["thresholds"]["steps"].insert(0, {"color": "red", "value": 3}), "null"),
+])
+def test_schema_and_checks_catch_broken_dashboards(boards, breakage, expect):
+    j = copy.deepcopy(boards["kc-air"].to_json())
+    breakage(j)
+    ps = problems(j)
+    assert ps, "a broken dashboard passed validation"
+    assert any(expect in p for p in ps), ps
+
+
+def test_timezone_links_and_variables(boards):
+    for d in boards.values():
+        j = d.to_json()
+        assert j["timezone"] == "Asia/Jakarta"
+        assert j["links"][0]["type"] == "dashboards" and j["links"][0]["keepTime"] and j["links"][0]["includeVars"]
+        assert "kotacerdas" in j["tags"]
+        names = [v["name"] for v in j["templating"]["list"]]
+        if d.uid != "kc-pipeline":
+            assert names == ["city", "district", "device"]
+            # district depends on city, device on both (cascading variables)
+            qs = {v["name"]: v["query"] for v in j["templating"]["list"]}
+            assert "$city" in qs["district"] and "$district" in qs["device"]
+        for p in j["panels"]:
+            if p["type"] != "row":
+                assert p["datasource"]["uid"] == DATASOURCE_UID
+    # device cells link to the fleet dashboard with the device selected
+    air = boards["kc-air"].to_json()
+    urls = [ln["url"] for p in air["panels"] for ln in p.get("links", [])]
+    assert any(u.startswith("/d/kc-fleet/") and "var-device=" in u for u in urls)
+
+
+def test_telemetry_panels_follow_the_catalogue(boards):
+    cat = load_catalogue()
+    for kind, uid in (("air", "kc-air"), ("water", "kc-water"), ("waste_bin", "kc-waste")):
+        k = cat[kind]
+        panels = {p.title: p for p in boards[uid].panels()}
+        for f in k.fields:
+            if kind == "waste_bin" and f.name == "fill":
+                p = panels["Fill level"]
+            else:
+                p = panels[f"{f.name} ({f.unit})"]
+            assert p.unit == grafana_unit(f.unit)
+            assert f'"{f.name}"' in p.targets[0].query and f'FROM "{k.measurement}"' in p.targets[0].query
+    assert all(f.unit in known_units() for k in cat for f in k.fields)
+    assert grafana_unit("ug/m3") == "conμgm3" and grafana_unit("Cel") == "celsius"
+    with pytest.raises(UnknownUnit):
+        grafana_unit("furlong/fortnight")
+
+
+def test_ispu_colours_are_the_regulations(boards):
+    # Permen LHK P.14/2020: Baik hijau, Sedang biru, Tidak Sehat kuning, Sangat Tidak Sehat merah, Berbahaya hitam
+    assert [(b.label, b.color) for b in std.ISPU_BANDS] == [
+        ("Baik", "green"), ("Sedang", "blue"), ("Tidak Sehat", "yellow"),
+        ("Sangat Tidak Sehat", "red"), ("Berbahaya", "#000000")]
+    assert std.category_of(std.ISPU_BANDS, 50).label == "Baik"
+    assert std.category_of(std.ISPU_BANDS, 150).label == "Tidak Sehat"
+    assert std.category_of(std.ISPU_BANDS, 301).label == "Berbahaya"
+    geomap = next(p for p in boards["kc-air"].to_json()["panels"] if p["type"] == "geomap")
+    steps = geomap["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps == [{"color": "green", "value": None}, {"color": "blue", "value": 51}, {"color": "yellow", "value": 101},
+                     {"color": "red", "value": 201}, {"color": "#000000", "value": 301}]
+    layer = geomap["options"]["layers"][0]
+    assert layer["location"] == {"mode": "lookup", "lookup": "device", "gazetteer": "public/gazetteer/kotacerdas-devices.json"}
+
+
+def test_build_writes_provisioning_and_dashboards(tmp_path: Path):
+    devices = tmp_path / "devices.json"
+    devices.write_text(json.dumps([{"device": "air-001", "kind": "air", "city": "depok", "district": "beji",
+                                    "lat": -6.37, "lon": 106.83, "department": "environment_agency"},
+                                   {"device": "x-no-coords", "kind": "air", "city": "depok", "district": "beji",
+                                    "lat": None, "lon": None, "department": "environment_agency"}]))
+    out = tmp_path / "bundle"
+    assert cli_main(["build", "--out", str(out), "--influx-url", "http://influxdb:8086", "--database", "kc",
+                     "--devices", str(devices)]) == 0
+    ds = yaml.safe_load((out / "provisioning/datasources/kotacerdas.yaml").read_text())
+    d0 = ds["datasources"][0]
+    assert d0["type"] == "influxdb" and d0["uid"] == DATASOURCE_UID and d0["url"] == "http://influxdb:8086"
+    assert d0["jsonData"]["dbName"] == "kc" and d0["jsonData"]["version"] == "InfluxQL"
+    prov = yaml.safe_load((out / "provisioning/dashboards/kotacerdas.yaml").read_text())
+    assert prov["providers"][0]["type"] == "file"
+    files = sorted(p.stem for p in (out / "dashboards").glob("*.json"))
+    assert files == sorted(UID.values())
+    for f in (out / "dashboards").glob("*.json"):
+        assert problems(json.loads(f.read_text())) == []
+    gaz = json.loads((out / "gazetteer/kotacerdas-devices.json").read_text())
+    assert gaz == [{"key": "air-001", "latitude": -6.37, "longitude": 106.83, "name": "air-001 (beji, depok)"}]
+
+
+def test_committed_deploy_bundle_is_current(tmp_path: Path):
+    """dashboards/deploy/grafana is generated; it must match what the builders produce now."""
+    repo = Path(__file__).resolve().parents[2]
+    committed = repo / "dashboards/deploy/grafana"
+    out = tmp_path / "fresh"
+    assert cli_main(["build", "--out", str(out), "--influx-url", "http://influxdb:8086", "--database", "kotacerdas",
+                     "--devices", str(repo / "dashboards/deploy/devices.example.json")]) == 0
+    fresh = {p.relative_to(out): p.read_text() for p in out.rglob("*") if p.is_file()}
+    old = {p.relative_to(committed): p.read_text() for p in committed.rglob("*") if p.is_file()}
+    stale = [str(k) for k in fresh if old.get(k) != fresh[k]]
+    assert not stale, f"regenerate with scripts in docs/dashboards.md; stale: {stale}"
