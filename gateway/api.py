@@ -183,6 +183,15 @@ def make_app(registry: Registry, admin_token: str, gateway: "Gateway | None" = N
         gateway.publish_to_device(d, "cmd", json.dumps(doc, separators=(",", ":")).encode(), False)
         return {"id": cid, "queued": True}
 
+    @app.get("/devices/{device}/acks", tags=["config"])
+    def acks(device: str) -> list[dict]:
+        """The device's latest answers to commands (newest last)."""
+        get_device(device)
+        if gateway is None:
+            return []
+        with gateway._lock_lifecycle:
+            return list(gateway.acks.get(device, ()))
+
     @app.exception_handler(RegistryError)
     def _registry_error(request: Request, exc: RegistryError) -> Response:
         return Response(json.dumps({"detail": str(exc)}), status_code=422, media_type="application/json")

@@ -114,3 +114,24 @@ def parse_status(
         return rej
     reason = doc.get("reason")
     return StatusMessage(t.device, t.kind, t.city, state, ts, fw, str(reason)[:32] if reason is not None else None)
+
+
+def parse_ack(topic: str, payload: bytes, *, root: str, limits: Limits, lookup: Lookup) -> dict | Rejection:
+    """A device's answer to a command: ``{"v":1,"id":"<uuid>","ok":true,"detail":"..."}``."""
+    if len(payload) > limits.max_payload_bytes:
+        return Rejection(Reason.OVERSIZED, f"{len(payload)} bytes > {limits.max_payload_bytes}")
+    t = contract.parse_device_topic(topic, root)
+    if isinstance(t, Rejection):
+        return t
+    rej = check_registry(lookup(t.device), t.device, t.kind, t.city)
+    if rej is not None:
+        return rej
+    try:
+        doc: Any = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
+    if not isinstance(doc, dict):
+        return Rejection(Reason.NOT_AN_OBJECT, "ack payload is not an object")
+    if not isinstance(doc.get("id"), str) or not isinstance(doc.get("ok"), bool):
+        return Rejection(Reason.MISSING_KEY, "ack needs a string 'id' and a boolean 'ok'")
+    return {"device": t.device, "id": doc["id"][:64], "ok": doc["ok"], "detail": str(doc.get("detail", ""))[:256]}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import deque
 import time
 from typing import Any
 
@@ -27,7 +28,7 @@ from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import Settings
 
 from gateway import adapters
-from gateway.core import StatusMessage, dedup_key, normalise_telemetry, parse_status
+from gateway.core import StatusMessage, dedup_key, normalise_telemetry, parse_ack, parse_status
 from gateway.forwarder import Forwarder
 from gateway.lifecycle import DeviceState, Lifecycle
 from gateway.registry import Device, Registry
@@ -60,7 +61,7 @@ class Metrics:
         # pre-create every reason so dashboards see zeros rather than missing series
         for reason in Reason:
             self.rejected.labels(reason.value)
-        for ch in ("telemetry", "status", "tasmota", "esphome"):
+        for ch in ("telemetry", "status", "ack", "tasmota", "esphome"):
             self.received.labels(ch)
 
 
@@ -90,6 +91,7 @@ class Gateway:
         )
         self._worker = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
         self._lock_lifecycle = threading.Lock()
+        self.acks: dict[str, deque] = {}  # device -> its latest command answers (for the API)
 
     # ------------------------------------------------------------ registry cache
 
@@ -142,12 +144,22 @@ class Gateway:
         self.reload_devices()
         t = now_ms()
         status_changes: dict[str, DeviceState] = {}
+        accepted: list[tuple[int, Outgoing]] = []
         items, adapted_dead = self._adapt([(m.topic, bytes(m.payload)) for m in msgs], t)
         with self.store.transaction() as txn:
             for topic, payload, rej in adapted_dead:
                 txn.queue(self._dead(rej, topic, payload, t))
             for topic, payload in items:
                 channel = topic.rsplit("/", 1)[-1]
+                if channel == "ack":
+                    a = parse_ack(topic, payload, root=self.root, limits=self.limits, lookup=self.lookup)
+                    if isinstance(a, Rejection):
+                        txn.queue(self._dead(a, topic, payload, t))
+                    else:
+                        with self._lock_lifecycle:
+                            self.acks.setdefault(a["device"], deque(maxlen=50)).append({**a, "rx": t})
+                        log.info("command acknowledged", extra=a)
+                    continue
                 if channel == "status":
                     self._process_status(txn, topic, payload, t, status_changes)
                     continue
@@ -166,13 +178,17 @@ class Gateway:
                     txn.queue(self._dead(Rejection(Reason.DUPLICATE, f"seq {r.seq} at ts {r.ts_ms} already seen"),
                                          topic, payload, t))
                     continue
-                txn.queue(Outgoing(contract.normalized_topic(self.root, r.city, r.kind, r.device),
-                                   contract.encode_normalized(r), qos=1))
+                accepted.append((r.ts_ms, Outgoing(contract.normalized_topic(self.root, r.city, r.kind, r.device),
+                                                   contract.encode_normalized(r), qos=1)))
                 self.metrics.accepted.inc()
                 with self._lock_lifecycle:
                     ch = self.lifecycle.on_reading(r.device, r.kind, r.city, r.district, r.ts_ms, t, r.battery, r.fw)
                 if ch is not None:
                     status_changes[ch.device] = ch
+            # a device's backlog replayed out of order leaves in device-time order (stable within a batch)
+            accepted.sort(key=lambda x: x[0])
+            for _, out in accepted:
+                txn.queue(out)
             for s in status_changes.values():
                 txn.queue(self._status_out(s))
         self.forwarder.wake.set()
@@ -187,7 +203,8 @@ class Gateway:
         g = self.s.gateway
         for topic, payload in raw:
             if topic.startswith(prefix):
-                ch = "status" if topic.endswith("/status") else "telemetry"
+                ch = topic.rsplit("/", 1)[-1]
+                ch = ch if ch in ("status", "ack") else "telemetry"
                 self.metrics.received.labels(ch).inc()
                 native.append((topic, payload))
                 continue
@@ -316,7 +333,8 @@ class Gateway:
         self.inbound_connected = True
         # subscribing again on every (re)connect is harmless with a persistent session
         subs = [(contract.device_subscription(self.root, "telemetry"), 1),
-                (contract.device_subscription(self.root, "status"), 1)]
+                (contract.device_subscription(self.root, "status"), 1),
+                (contract.device_subscription(self.root, "ack"), 1)]
         g = self.s.gateway
         if "tasmota" in g.adapters:
             subs += [(f"{g.tasmota_prefix}tele/+/SENSOR", 1), (f"{g.tasmota_prefix}tele/+/LWT", 1)]

@@ -113,6 +113,20 @@ def test_config_push_is_retained_and_commands_reach_the_device(api):
         cmd = json.loads(dev.matching(lambda t: t.endswith("/cmd"))[0][1])
         assert (cmd["id"], cmd["cmd"], cmd["args"]) == (cmd_id, "calibrate", {"empty_cm": 120})
         assert http.post("/devices/wastebin-0/cmd", headers=ADMIN, json={"cmd": "self-destruct"}).status_code == 422
+        # the device answers on its ack topic; the API shows the answer
+        c = make_client(s.mqtt)
+        connect(c, s.mqtt)
+        ack_topic = contract.device_topic(root, "depok", "waste_bin", "wastebin-0", "ack")
+        wait_published([c.publish(ack_topic, json.dumps({"v": 1, "id": cmd_id, "ok": True, "detail": "empty=120cm"})
+                                  .encode(), qos=1),
+                        c.publish(ack_topic, b"not json", qos=1)])
+        c.disconnect()
+        c.loop_stop()
+        assert wait_for(lambda: http.get("/devices/wastebin-0/acks").json() != [])
+        a = http.get("/devices/wastebin-0/acks").json()[0]
+        assert (a["id"], a["ok"], a["detail"]) == (cmd_id, True, "empty=120cm")
+        assert wait_for(lambda: gw.metrics.registry.get_sample_value(
+            "kc_gateway_rejected_total", {"reason": "malformed_json"}) == 1)
     finally:
         dev.close()
         c = make_client(s.mqtt)
