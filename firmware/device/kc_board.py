@@ -1,0 +1,144 @@
+# The ESP32 board: machine/network/ntptime behind the small interface kc_node and
+# kc_sensors use. Pin numbers and ADC channels come from config.json ("pins"), with
+# defaults for an ESP32-DevKitC (ADC1 pins only: ADC2 is unusable while Wi-Fi is on).
+import time
+
+import machine
+import network
+
+DEFAULT_PINS = {
+    "battery": 35,
+    "ph": 36, "tds": 39, "turbidity": 34, "do": 32, "chlorine": 33, "onewire": 4,
+    "trig": 26, "echo": 27, "tilt": 25, "ntc": 34,
+    "pms_uart": [1, 17, 16], "co2_uart": [2, 13, 14], "i2c": [0, 22, 21],
+    "no2_we": 36, "no2_ae": 39, "o3_we": 34, "o3_ae": 35, "co_we": 32, "co_ae": 33,
+}
+# MicroPython on the ESP32 counts time from 2000-01-01; the wire contract uses the Unix epoch
+EPOCH_OFFSET_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
+VALID_AFTER_S = 1704067200  # 2024-01-01: an unsynced RTC starts in 2000
+
+
+class Board:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.pins = dict(DEFAULT_PINS)
+        self.pins.update(cfg.get("pins") or {})
+        self.sta = network.WLAN(network.STA_IF)
+        self.sta.active(True)
+        self.wdt = machine.WDT(timeout=cfg.get("wdt_ms", 60000))
+        self.rtc = machine.RTC()
+
+    # time
+    def ticks_ms(self):
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        return time.ticks_diff(a, b)
+
+    def ticks_add(self, a, d):
+        return time.ticks_add(a, d)
+
+    def sleep_ms(self, ms):
+        time.sleep_ms(ms)
+
+    def sleep_us(self, us):
+        time.sleep_us(us)
+
+    def now_ms(self):
+        ms = time.time_ns() // 1000000 + EPOCH_OFFSET_S * 1000
+        if ms < VALID_AFTER_S * 1000:
+            return None
+        return ms
+
+    def log(self, msg):
+        print(msg)
+
+    # network
+    def wifi_connect(self, ssid, password):
+        if not self.sta.isconnected():
+            self.sta.connect(ssid, password)
+            for _ in range(100):  # up to 10 s, watchdog fed meanwhile
+                if self.sta.isconnected():
+                    break
+                self.wdt.feed()
+                time.sleep_ms(100)
+
+    def wifi_connected(self):
+        return self.sta.isconnected()
+
+    def rssi(self):
+        try:
+            return self.sta.status("rssi")
+        except (OSError, ValueError):
+            return None
+
+    def ntp_sync(self, host):
+        try:
+            import ntptime
+            ntptime.host = host
+            ntptime.settime()
+            return True
+        except (OSError, OverflowError, IndexError):
+            return False
+
+    def socket_factory(self):
+        return None  # kc_mqtt opens a normal socket (and wraps TLS itself)
+
+    # power and persistence
+    def wdt_feed(self):
+        self.wdt.feed()
+
+    def rtc_load(self):
+        return self.rtc.memory()
+
+    def rtc_save(self, data):
+        self.rtc.memory(data)
+
+    def deepsleep(self, ms):
+        machine.deepsleep(ms)
+
+    def reset(self):
+        machine.reset()
+
+    def storage_dir(self):
+        return "/data"
+
+    # sensor buses
+    def adc(self, name):
+        a = machine.ADC(machine.Pin(self.pins[name]))
+        a.atten(machine.ADC.ATTN_11DB)  # full 0..~3.1 V input range
+        return a
+
+    def battery_adc(self):
+        return self.adc("battery") if self.cfg.get("battery_adc", True) else None
+
+    def uart(self, name):
+        n, tx, rx = self.pins[name + "_uart"]
+        return machine.UART(n, baudrate=9600, tx=tx, rx=rx, timeout=200)
+
+    def i2c(self):
+        n, scl, sda = self.pins["i2c"]
+        return machine.I2C(n, scl=machine.Pin(scl), sda=machine.Pin(sda), freq=100000)
+
+    def onewire(self):
+        import onewire
+        return onewire.OneWire(machine.Pin(self.pins["onewire"]))
+
+    def ultrasonic_pins(self):
+        return machine.Pin(self.pins["trig"], machine.Pin.OUT), machine.Pin(self.pins["echo"], machine.Pin.IN)
+
+    def tilt_pin(self):
+        return machine.Pin(self.pins["tilt"], machine.Pin.IN, machine.Pin.PULL_UP)
+
+    def time_pulse_us(self, pin, level, timeout_us):
+        return machine.time_pulse_us(pin, level, timeout_us)
+
+    def board_temperature(self):
+        # 10k NTC (B = 3950) to GND with a 10k pull-up to 3.3 V; beta equation
+        # 1/T = 1/T0 + ln(R/R0)/B (Steinhart-Hart simplified, T0 = 298.15 K)
+        import math
+        v = self.adc("ntc").read_uv() / 1e6
+        if v <= 0.01 or v >= 3.29:
+            raise OSError("NTC open or shorted")
+        r = 10000 * v / (3.3 - v)
+        return 1 / (1 / 298.15 + math.log(r / 10000) / 3950) - 273.15

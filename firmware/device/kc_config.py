@@ -1,0 +1,144 @@
+# Device configuration: the local config.json written at deploy time (identity,
+# Wi-Fi, broker, credentials) and the remote part received on the retained `config`
+# topic (interval, thresholds, calibration), validated before it is applied and
+# persisted so a reboot or deep sleep does not forget it.
+import json
+
+import kc_schema
+
+MIN_INTERVAL_S = 5
+MAX_INTERVAL_S = 86400
+
+DEFAULTS = {
+    "root": "kc",
+    "city": "depok",
+    "mqtt": {"host": "127.0.0.1", "port": 1883, "user": None, "password": None, "tls": False,
+             "keepalive": 30},
+    "wifi": {"ssid": "", "password": ""},
+    "ntp_host": "pool.ntp.org",
+    "ring": {"capacity": 256, "slot": 512},
+    "fw": "1.0.0",
+    "deep_sleep": None,  # None: battery-powered kinds sleep, others do not
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _merge(base, over):
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _is_num(x):
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and x not in (
+        float("inf"), float("-inf"))
+
+
+def _segment_ok(s, maxlen, lower=False):
+    if not isinstance(s, str) or not s or len(s) > maxlen:
+        return False
+    for i, c in enumerate(s):
+        alnum = ("a" <= c <= "z") or ("0" <= c <= "9") or (not lower and "A" <= c <= "Z")
+        if not (alnum or (i > 0 and (c == "-" or (c == "_" and not lower)))):
+            return False
+    return not lower or ("a" <= s[0] <= "z")
+
+
+def validate_device(doc):
+    """The merged local config, or ConfigError naming the first problem."""
+    if not isinstance(doc, dict):
+        raise ConfigError("config.json must be an object")
+    cfg = _merge(DEFAULTS, doc)
+    if cfg.get("kind") not in kc_schema.KINDS:
+        raise ConfigError("kind must be one of " + ", ".join(sorted(kc_schema.KINDS)))
+    # same rules as kotacerdas.contract CITY_RE / DEVICE_RE: no wildcard can reach a topic
+    if not _segment_ok(cfg.get("device"), kc_schema.DEVICE_MAX):
+        raise ConfigError("device id must be [A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+    if not _segment_ok(cfg["city"], kc_schema.CITY_MAX, lower=True):
+        raise ConfigError("city must be [a-z][a-z0-9-]{0,31}")
+    if not _segment_ok(cfg["root"], 32):
+        raise ConfigError("root must be [A-Za-z0-9][A-Za-z0-9_-]{0,31}")
+    port = cfg["mqtt"]["port"]
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError("mqtt.port must be 1..65535")
+    if "interval_s" not in cfg:
+        cfg["interval_s"] = kc_schema.KINDS[cfg["kind"]][0]
+    return cfg
+
+
+def validate_remote(doc, kind, cal_keys):
+    """Check a message from the `config` topic; return the normalised dict or raise ConfigError.
+
+    {"v":1, "interval_s":60, "thresholds":{"pm25":[0,150]}, "calibration":{"ph_v7":1.51}}
+    Every key is optional except v; unknown keys are refused so a typo is not silently ignored.
+    """
+    if not isinstance(doc, dict):
+        raise ConfigError("config must be a JSON object")
+    if doc.get("v") != kc_schema.VERSION:
+        raise ConfigError("unsupported config version")
+    out = {}
+    for key in doc:
+        if key not in ("v", "interval_s", "thresholds", "calibration"):
+            raise ConfigError("unknown config key " + str(key)[:32])
+    if "interval_s" in doc:
+        iv = doc["interval_s"]
+        if not _is_num(iv) or not MIN_INTERVAL_S <= iv <= MAX_INTERVAL_S:
+            raise ConfigError("interval_s must be %d..%d" % (MIN_INTERVAL_S, MAX_INTERVAL_S))
+        out["interval_s"] = iv
+    if "thresholds" in doc:
+        th = doc["thresholds"]
+        if not isinstance(th, dict):
+            raise ConfigError("thresholds must be an object")
+        fields = {}
+        for f in kc_schema.KINDS[kind][2]:
+            fields[f[0]] = f
+        clean = {}
+        for name, pair in th.items():
+            if name not in fields:
+                raise ConfigError("threshold for unknown field " + str(name)[:32])
+            if not isinstance(pair, list) or len(pair) != 2 or not (_is_num(pair[0]) and _is_num(pair[1])):
+                raise ConfigError("threshold %s must be [lo, hi]" % name)
+            if pair[0] > pair[1]:
+                raise ConfigError("threshold %s: lo > hi" % name)
+            clean[name] = [float(pair[0]), float(pair[1])]
+        out["thresholds"] = clean
+    if "calibration" in doc:
+        cal = doc["calibration"]
+        if not isinstance(cal, dict):
+            raise ConfigError("calibration must be an object")
+        for k, v in cal.items():
+            if k not in cal_keys:
+                raise ConfigError("unknown calibration constant " + str(k)[:32])
+            if not _is_num(v):
+                raise ConfigError("calibration %s must be a finite number" % k)
+        out["calibration"] = dict(cal)
+    return out
+
+
+def load_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
+def save_json(path, doc):
+    """Write via a temporary file and rename, so a reset mid-write keeps the old copy."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(doc))
+    try:
+        import os
+        os.rename(tmp, path)
+    except OSError:
+        import os
+        os.remove(path)
+        os.rename(tmp, path)

@@ -1,0 +1,351 @@
+# The node runtime shared by every kind: sample on schedule into the flash ring,
+# forward oldest-first over MQTT QoS 1, keep the link up with backoff, apply remote
+# config and commands, feed the watchdog, deep-sleep battery nodes between readings.
+#
+# Everything hardware-specific comes from `board` (kc_board on an ESP32, a fake under
+# CPython or the MicroPython test runner), so this loop is the same code everywhere.
+import json
+import struct
+
+import kc_config
+import kc_payload
+import kc_schema
+import kc_sensors
+from kc_backoff import Backoff
+from kc_mqtt import MQTTClient, MQTTError
+from kc_ring import Ring
+
+RTC_FMT = "<4sIII"  # magic, seq, boots, next reading wall-clock (s)
+RTC_MAGIC = b"KCN1"
+SLEEP_FLUSH_BUDGET_MS = 20000  # a sleeping node gives up on the link after this and sleeps anyway
+
+
+class Node:
+    def __init__(self, board, cfg):
+        self.b = board
+        self.cfg = cfg
+        self.kind = cfg["kind"]
+        self.device = cfg["device"]
+        root, city = cfg["root"], cfg["city"]
+        self.t_telemetry = kc_payload.topic(root, city, self.kind, self.device, "telemetry")
+        self.t_status = kc_payload.topic(root, city, self.kind, self.device, "status")
+        self.t_config = kc_payload.topic(root, city, self.kind, self.device, "config")
+        self.t_cmd = kc_payload.topic(root, city, self.kind, self.device, "cmd")
+        self.t_ack = kc_payload.topic(root, city, self.kind, self.device, "ack")
+        self.fw = cfg.get("fw")
+        self.battery_node = kc_schema.KINDS[self.kind][1]
+        ds = cfg.get("deep_sleep")
+        self.deep_sleep = self.battery_node if ds is None else bool(ds)
+        self.dir = board.storage_dir()
+        self.stats = {"readings": 0, "sent": 0, "delivered": 0, "no_clock": 0, "bad_fields": 0,
+                      "link_errors": 0, "bad_config": 0, "bad_cmd": 0, "corrupt": 0}
+        self.cal = dict(kc_sensors.CAL_DEFAULTS[self.kind])
+        self.cal.update(cfg.get("calibration") or {})
+        self.interval_s = cfg["interval_s"]
+        self.thresholds = {}
+        self.remote_path = self.dir + "/remote.json"
+        remote = kc_config.load_json(self.remote_path)
+        if remote is not None:
+            try:
+                self._apply_remote(kc_config.validate_remote(remote, self.kind, self.cal), persist=False)
+            except kc_config.ConfigError as e:
+                self.b.log("stored remote config ignored: %s" % e)
+        rc = cfg["ring"]
+        self.ring = Ring(self.dir + "/ring.bin", rc["capacity"], rc["slot"])
+        self.seq, self.boots, next_wall = self._restore_rtc()
+        self.boots += 1
+        self.suite = kc_sensors.make(self.kind, board, self.cal)
+        m = cfg["mqtt"]
+        self.client = MQTTClient(self.device, m["host"], m["port"], m.get("user"), m.get("password"),
+                                 m.get("keepalive", 30), ssl=bool(m.get("tls")),
+                                 ssl_params=m.get("ssl_params"), socket_factory=board.socket_factory(),
+                                 max_inflight=cfg.get("max_inflight", 16))
+        self.client.on_puback = self._on_puback
+        self.client.on_message = self._on_message
+        self.pending = []  # [pid, ring id, acked] in send order
+        self.send_next = self.ring.acked + 1
+        self.incoming = []
+        self.wifi_backoff = Backoff(500, 60000)
+        self.mqtt_backoff = Backoff(1000, 60000)
+        self.next_link_try = board.ticks_ms()
+        self.synced = False
+        self.reboot_at = None
+        self.stop = False
+        self.started = board.ticks_ms()
+        # after deep sleep the reading is due at the wall-clock time saved before sleeping
+        self.next_read = board.ticks_ms()
+        now = board.now_ms()
+        if next_wall and now:
+            wait = next_wall * 1000 - now
+            if 0 < wait < int(self.interval_s * 1000):
+                self.next_read = board.ticks_ms() + wait
+
+    # -- persistence of the sequence number -----------------------------------
+    def _restore_rtc(self):
+        raw = self.b.rtc_load()
+        seq, boots, next_wall = 0, 0, 0
+        if raw and len(raw) >= struct.calcsize(RTC_FMT):
+            magic, s, bo, nw = struct.unpack(RTC_FMT, raw[:struct.calcsize(RTC_FMT)])
+            if magic == RTC_MAGIC:
+                seq, boots, next_wall = s, bo, nw
+        # RTC memory is lost on power-off; the ring header keeps the last seq in flash
+        return max(seq, self.ring.seq), boots, next_wall
+
+    def _save_rtc(self, next_wall=0):
+        self.b.rtc_save(struct.pack(RTC_FMT, RTC_MAGIC, self.seq, self.boots, next_wall))
+
+    # -- sampling --------------------------------------------------------------
+    def sample(self):
+        now = self.b.now_ms()
+        if now is None:
+            self.stats["no_clock"] += 1
+            return False
+        values = self.suite.read()
+        bat = self.suite.battery()
+        rssi = self.b.rssi() if self.b.wifi_connected() else None
+        seq = (self.seq + 1) % (kc_schema.SEQ_MAX + 1)
+        payload, bad = kc_payload.telemetry(self.kind, now, seq, values, battery=bat, fw=self.fw, rssi=rssi)
+        self.stats["bad_fields"] += len(bad)
+        if payload is None:
+            return False
+        self.seq = seq
+        self.ring.push(payload, seq=seq)
+        self._save_rtc()
+        self.stats["readings"] += 1
+        self.last_values = values
+        return True
+
+    def _excursion(self, values):
+        for name, lohi in self.thresholds.items():
+            v = values.get(name)
+            if v is not None and not lohi[0] <= v <= lohi[1]:
+                return True
+        return False
+
+    # -- link ------------------------------------------------------------------
+    def _link_up(self):
+        b = self.b
+        now = b.ticks_ms()
+        if b.ticks_diff(now, self.next_link_try) < 0:
+            return False
+        if not b.wifi_connected():
+            w = self.cfg["wifi"]
+            b.wifi_connect(w["ssid"], w["password"])
+            if not b.wifi_connected():
+                self.next_link_try = b.ticks_add(now, self.wifi_backoff.next_ms())
+                return False
+        self.wifi_backoff.reset()
+        if not self.synced:
+            self.synced = b.ntp_sync(self.cfg["ntp_host"])
+        ts = b.now_ms() or 0
+        self.client.set_last_will(self.t_status, kc_payload.status("offline", ts, self.fw, "lwt"), True, 1)
+        try:
+            self.client.connect(clean_session=False)
+            self.client.publish(self.t_status, self._birth(ts), retain=True, qos=1)
+            self.client.subscribe(self.t_config, 1)
+            self.client.subscribe(self.t_cmd, 1)
+        except (OSError, MQTTError) as e:
+            self.client.close()
+            self.stats["link_errors"] += 1
+            self.next_link_try = b.ticks_add(now, self.mqtt_backoff.next_ms())
+            b.log("mqtt connect failed: %r" % (e,))
+            return False
+        self.mqtt_backoff.reset()
+        b.log("mqtt connected (session present: %s, buffered %d)" % (self.client.session_present, len(self.ring)))
+        return True
+
+    def _birth(self, ts):
+        doc = json.loads(kc_payload.status("online", ts, self.fw))
+        # beyond the contract's required keys (consumers ignore unknown ones): what the buffer lost
+        doc["buffered"] = len(self.ring)
+        doc["dropped"] = self.ring.dropped
+        doc["boots"] = self.boots
+        return json.dumps(doc)
+
+    def _on_puback(self, pid):
+        for p in self.pending:
+            if p[0] == pid:
+                p[2] = True
+                return
+
+    def _on_message(self, topic, msg, retain):
+        self.incoming.append((topic, bytes(msg)))
+
+    def pump(self):
+        """Publish buffered readings oldest-first while the in-flight window has room."""
+        c = self.client
+        while c.can_publish() and self.send_next <= self.ring.last:
+            if self.send_next <= self.ring.acked:  # overwritten while offline
+                self.send_next = self.ring.acked + 1
+                continue
+            rid = self.send_next
+            data = self.ring.get(rid)
+            self.send_next += 1
+            if data is None:
+                self.stats["corrupt"] += 1
+                self.pending.append([0, rid, True])
+                continue
+            pid = c.publish(self.t_telemetry, data, qos=1)
+            self.pending.append([pid, rid, False])
+            self.stats["sent"] += 1
+
+    def _settle(self):
+        done = 0
+        while self.pending and self.pending[0][2]:
+            done = self.pending.pop(0)[1]
+            self.stats["delivered"] += 1
+        if done:
+            self.ring.ack(done)
+
+    # -- config and commands ---------------------------------------------------
+    def _apply_remote(self, conf, persist=True):
+        if "interval_s" in conf:
+            self.interval_s = conf["interval_s"]
+        if "thresholds" in conf:
+            self.thresholds = conf["thresholds"]
+        if "calibration" in conf:
+            self.cal.update(conf["calibration"])
+        if persist:
+            kc_config.save_json(self.remote_path, conf)
+
+    def _ack(self, cid, ok, detail="", extra=None):
+        try:
+            self.client.publish(self.t_ack, kc_payload.ack(cid, ok, detail, extra), qos=1)
+        except OSError:
+            pass
+
+    def _handle(self, topic, msg):
+        try:
+            doc = json.loads(msg)
+        except ValueError:
+            doc = None
+        if topic == self.t_config:
+            if not msg:
+                return  # retained config cleared
+            try:
+                conf = kc_config.validate_remote(doc, self.kind, self.cal)
+            except kc_config.ConfigError as e:
+                self.stats["bad_config"] += 1
+                self._ack("config", False, str(e))
+                return
+            if conf == kc_config.load_json(self.remote_path):
+                return  # the retained copy re-delivered on reconnect
+            self._apply_remote(conf)
+            if "calibration" in conf:
+                self.suite = kc_sensors.make(self.kind, self.b, self.cal)
+            self._ack("config", True, "applied")
+            return
+        if not isinstance(doc, dict) or doc.get("v") != kc_schema.VERSION or not isinstance(doc.get("cmd"), str):
+            self.stats["bad_cmd"] += 1
+            self._ack(doc.get("id") if isinstance(doc, dict) else None, False, "malformed command")
+            return
+        cid, cmd, args = doc.get("id"), doc["cmd"], doc.get("args") or {}
+        if cmd == "ping":
+            self._ack(cid, True, "pong", self.health())
+        elif cmd == "reboot":
+            self._ack(cid, True, "rebooting")
+            self.reboot_at = self.b.ticks_add(self.b.ticks_ms(), 1000)
+        elif cmd == "calibrate":
+            try:
+                upd = self.suite.calibrate(args if isinstance(args, dict) else {})
+            except Exception as e:
+                self._ack(cid, False, "calibration failed: %s" % e)
+                return
+            self.cal.update(upd)
+            remote = kc_config.load_json(self.remote_path, {}) or {}
+            cal = remote.get("calibration", {})
+            cal.update(upd)
+            remote["calibration"] = cal
+            kc_config.save_json(self.remote_path, remote)
+            self._ack(cid, True, "calibrated", upd)
+        else:
+            self.stats["bad_cmd"] += 1
+            self._ack(cid, False, "unknown command")
+
+    def health(self):
+        return {"uptime_s": self.b.ticks_diff(self.b.ticks_ms(), self.started) // 1000, "seq": self.seq,
+                "buffered": len(self.ring), "dropped": self.ring.dropped, "boots": self.boots,
+                "rssi": self.b.rssi() if self.b.wifi_connected() else None, "fw": self.fw,
+                "interval_s": self.interval_s, "sensor_errors": self.suite.errors}
+
+    # -- main loop -------------------------------------------------------------
+    def idle(self):
+        return len(self.ring) == 0 and not self.pending
+
+    def step(self):
+        b = self.b
+        b.wdt_feed()
+        now = b.ticks_ms()
+        if b.ticks_diff(now, self.next_read) >= 0:
+            took = self.sample()
+            iv = int(self.interval_s * 1000) if took else 1000
+            if took and self._excursion(self.last_values):
+                iv = max(kc_config.MIN_INTERVAL_S * 1000, iv // 4)
+            self.next_read = b.ticks_add(self.next_read if took else now, iv)
+            if b.ticks_diff(now, self.next_read) > 0:  # we fell behind (long outage): no burst
+                self.next_read = b.ticks_add(now, iv)
+        if not self.client.connected():
+            self._link_up()
+        if self.client.connected():
+            try:
+                self.pump()
+                self.client.poll(50)
+                while self.incoming:
+                    t, m = self.incoming.pop(0)
+                    self._handle(t, m)
+            except (OSError, MQTTError) as e:
+                self.client.close()
+                self.stats["link_errors"] += 1
+                b.log("link lost: %r" % (e,))
+                self.next_link_try = b.ticks_add(b.ticks_ms(), self.mqtt_backoff.next_ms())
+            self._settle()
+        else:
+            b.sleep_ms(50)
+        if self.reboot_at is not None and b.ticks_diff(b.ticks_ms(), self.reboot_at) >= 0:
+            self.client.disconnect()
+            b.reset()
+
+    def maybe_sleep(self):
+        """Battery nodes: once flushed (or out of link budget), sleep until the next reading."""
+        if not self.deep_sleep:
+            return False
+        b = self.b
+        flushed = self.idle() and self.client.connected()
+        budget_over = b.ticks_diff(b.ticks_ms(), self.started) > SLEEP_FLUSH_BUDGET_MS
+        if not (flushed or budget_over):
+            return False
+        wait = b.ticks_diff(self.next_read, b.ticks_ms())
+        if wait <= 0:
+            return False
+        now = b.now_ms()
+        self._save_rtc((now + wait) // 1000 if now else 0)
+        self.ring.save_seq(self.seq)
+        # a clean DISCONNECT: sleeping is not dying, so no last-will "offline"
+        self.client.disconnect()
+        b.deepsleep(wait)
+        return True
+
+    def run(self, duration_ms=None, max_readings=None):
+        b = self.b
+        start = b.ticks_ms()
+        while not self.stop:
+            self.step()
+            if max_readings is not None and self.stats["readings"] >= max_readings:
+                self.next_read = b.ticks_add(b.ticks_ms(), 1 << 29)
+                if self.idle():
+                    break
+            if duration_ms is not None and b.ticks_diff(b.ticks_ms(), start) >= duration_ms:
+                break
+            self.maybe_sleep()
+        return self.stats
+
+    def shutdown(self):
+        if self.client.connected():
+            try:
+                ts = self.b.now_ms() or 0
+                self.client.publish(self.t_status, kc_payload.status("offline", ts, self.fw, "shutdown"), True, 1)
+                self.client.poll(200)
+            except (OSError, MQTTError):
+                pass
+        self.client.disconnect()
+        self.ring.close()

@@ -1,0 +1,170 @@
+# Per-kind sensor suites: build drivers from the board's buses and turn one sampling
+# pass into a {catalogue field: value} dict (kc_payload checks ranges/resolution).
+# A driver that fails leaves its fields out of the reading and is counted; the
+# others still report (docs/wire-contract.md: "a failed sensor is simply absent").
+# Drivers are imported inside each suite: a board only loads (and the bundle for a kind
+# only ships) the drivers its kind uses.
+
+# Calibration constants per kind (settable over the retained config topic and persisted).
+CAL_DEFAULTS = {
+    "water": {"ph_v7": 1.500, "ph_v4": 2.032, "ph_cal_temp": 25.0, "tds_k": 1.0, "turb_offset_v": 0.0,
+              "do_cal_v": 1.6, "do_cal_t": 25.0, "cl_v0": 0.0, "cl_per_volt": 6.6667},
+    "waste_bin": {"depth_cm": 120.0, "full_cm": 25.0},
+    "air": {"no2_we0": 225.0, "no2_ae0": 230.0, "no2_sens": 0.212, "o3_we0": 230.0, "o3_ae0": 235.0,
+            "o3_sens": 0.300, "co_we0": 300.0, "co_ae0": 290.0, "co_sens": 0.420},
+}
+
+
+class Suite:
+    def __init__(self, board, cal):
+        self.board = board
+        self.cal = cal
+        self.errors = {}
+
+    def _try(self, name, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as e:  # one broken sensor must not stop the node
+            self.errors[name] = self.errors.get(name, 0) + 1
+            self.board.log("sensor %s: %r" % (name, e))
+            return None
+
+    def battery(self):
+        from kc_drivers import analog
+        adc = self.board.battery_adc()
+        if adc is None:
+            return None
+        return self._try("battery", analog.Battery(adc).read)
+
+
+class WaterSuite(Suite):
+    def __init__(self, board, cal):
+        Suite.__init__(self, board, cal)
+        from kc_drivers import analog, ds18b20
+        b = board
+        self.temp = ds18b20.DS18B20(b.onewire(), sleep_ms=b.sleep_ms)
+        self.ph = analog.PH(b.adc("ph"), cal["ph_v7"], cal["ph_v4"], cal["ph_cal_temp"])
+        self.tds = analog.TDS(b.adc("tds"), cal["tds_k"])
+        self.turb = analog.Turbidity(b.adc("turbidity"), offset_v=cal["turb_offset_v"])
+        self.do = analog.DissolvedOxygen(b.adc("do"), cal["do_cal_v"], cal["do_cal_t"])
+        self.cl = analog.Linear(b.adc("chlorine"), cal["cl_v0"], cal["cl_per_volt"])
+
+    def read(self):
+        out = {}
+        t = self._try("ds18b20", self.temp.read)
+        if t is not None:
+            out["temperature"] = t
+        tc = 25.0 if t is None else t  # compensate at 25 degC when the probe is out
+        v = self._try("ph", self.ph.read, tc)
+        if v is not None:
+            out["ph"] = v
+        r = self._try("tds", self.tds.read, tc)
+        if r is not None:
+            out["tds"], out["conductivity"] = r
+        v = self._try("turbidity", self.turb.read)
+        if v is not None:
+            out["turbidity"] = v
+        v = self._try("do", self.do.read, tc)
+        if v is not None:
+            out["dissolved_oxygen"] = v
+        v = self._try("chlorine", self.cl.read)
+        if v is not None:
+            out["chlorine"] = v
+        return out
+
+    def calibrate(self, args):
+        what = args.get("sensor")
+        if what == "ph":
+            v = self.ph.calibrate(int(args.get("point", 7)), float(args.get("temp", 25.0)))
+            key = "ph_v7" if int(args.get("point", 7)) == 7 else "ph_v4"
+            return {key: v, "ph_cal_temp": self.ph.cal_temp}
+        if what == "do":
+            t = self.temp.read() or 25.0
+            return {"do_cal_v": self.do.calibrate(t), "do_cal_t": t}
+        raise ValueError("water calibrate: sensor must be ph or do")
+
+
+class WasteSuite(Suite):
+    def __init__(self, board, cal):
+        Suite.__init__(self, board, cal)
+        from kc_drivers import ultrasonic
+        self.ultrasonic = ultrasonic
+        b = board
+        trig, echo = b.ultrasonic_pins()
+        self.us = ultrasonic.Ultrasonic(trig, echo, b.time_pulse_us, b.sleep_us, b.sleep_ms)
+        self.tilt = ultrasonic.Tilt(b.tilt_pin(), sleep_ms=b.sleep_ms)
+        self.ntc = b.board_temperature
+
+    def read(self):
+        out = {}
+        t = self._try("ntc", self.ntc)
+        if t is not None:
+            out["temperature"] = t
+        d = self._try("ultrasonic", self.us.read, 25.0 if t is None else t)
+        if d is not None:
+            out["distance"] = d
+            f = self.ultrasonic.fill_percent(d, self.cal["depth_cm"], self.cal["full_cm"])
+            if f is not None:
+                out["fill"] = f
+        tilt = self._try("tilt", self.tilt.read)
+        if tilt is not None:
+            out["tilt"] = tilt
+        return out
+
+    def calibrate(self, args):
+        # "empty bin" calibration: the current echo is the floor
+        d = self.us.read(self.ntc())
+        if d is None:
+            raise ValueError("no valid echo")
+        return {"depth_cm": d}
+
+
+class AirSuite(Suite):
+    def __init__(self, board, cal):
+        Suite.__init__(self, board, cal)
+        from kc_drivers import analog, bme280, mhz19b, pms5003
+        b = board
+        self.pms = pms5003.PMS5003(b.uart("pms"), sleep_ms=b.sleep_ms)
+        self.co2 = mhz19b.MHZ19B(b.uart("co2"))
+        self.bme = self._try("bme280", bme280.BME280, b.i2c(), bme280.ADDR, b.sleep_ms)
+        self.gas = {}
+        for g in ("no2", "o3", "co"):
+            self.gas[g] = analog.GasChannel(b.adc(g + "_we"), b.adc(g + "_ae"), g, cal[g + "_we0"],
+                                            cal[g + "_ae0"], cal[g + "_sens"])
+
+    def read(self):
+        out = {}
+        pm = self._try("pms5003", self.pms.read)
+        if pm is not None:
+            out["pm25"] = pm["pm25"]
+            out["pm10"] = pm["pm10"]
+        co2 = self._try("mhz19b", self.co2.read)
+        if co2 is not None:
+            out["co2"] = co2
+        if self.bme is not None:
+            r = self._try("bme280", self.bme.read)
+            if r is not None:
+                out.update(r)
+        for g, ch in self.gas.items():
+            v = self._try(g, ch.read)
+            if v is not None:
+                out[g] = v
+        return out
+
+    def calibrate(self, args):
+        what = args.get("sensor", "co2")
+        if what == "co2":
+            self.co2.calibrate_zero()
+            return {}
+        if what in self.gas:
+            ch = self.gas[what]
+            ch.calibrate_zero()
+            return {what + "_we0": ch.we0, what + "_ae0": ch.ae0}
+        raise ValueError("air calibrate: sensor must be co2, no2, o3 or co")
+
+
+SUITES = {"water": WaterSuite, "waste_bin": WasteSuite, "air": AirSuite}
+
+
+def make(kind, board, cal):
+    return SUITES[kind](board, cal)
