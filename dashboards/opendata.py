@@ -1,0 +1,167 @@
+"""Open-data datasets: what each public endpoint serves, as pure functions over InfluxDB rows.
+
+In the spirit of Satu Data Indonesia (Perpres 39/2019): each dataset has a stable
+identifier, a title, column metadata with units, a licence, and is downloadable as
+JSON or CSV with paging. Only public, aggregated-free facts are served: latest
+readings and indices per station; nothing about devices' credentials or networks
+(rssi, firmware and gateway lag stay internal).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, Sequence
+
+from kotacerdas.catalogue import Catalogue
+from kotacerdas.influx import InfluxClient
+
+LICENSE = "CC-BY-4.0"
+LOOKBACK = "7d"  # a station silent for a week is no longer "latest"
+NAME_RE = r"^[A-Za-z0-9_.\-]{1,64}$"
+_NAME = re.compile(NAME_RE)
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # "string" | "number" | "integer" | "datetime"
+    unit: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    id: str
+    title: str
+    description: str
+    columns: tuple[Column, ...]
+    fetch: Callable[[InfluxClient, dict[str, str]], list[dict[str, Any]]]
+    sort_key: tuple[str, ...]
+
+
+def _lit(v: str) -> str:
+    if not _NAME.match(v):  # the API layer validates too; this is the last line before InfluxQL
+        raise ValueError(f"invalid filter value {v!r}")
+    return "'" + v + "'"
+
+
+def _tag_where(filters: dict[str, str], extra: Sequence[str] = ()) -> str:
+    parts = [*extra, *(f'"{k}" = {_lit(v)}' for k, v in sorted(filters.items()) if v)]
+    parts.append(f"time > now() - {LOOKBACK}")
+    return "WHERE " + " AND ".join(parts)
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _latest_rows(client: InfluxClient, q: str, keep: Sequence[str], group: Sequence[str]) -> list[dict[str, Any]]:
+    rows = []
+    for s in client.series(q):
+        for v in s.values:
+            rec = dict(zip(s.columns, v))
+            row: dict[str, Any] = {g: s.tags.get(g, rec.get(g)) for g in group}
+            row.update({"city": rec.get("city", s.tags.get("city")), "district": rec.get("district", s.tags.get("district")),
+                        "time": _iso(rec.get("time"))})
+            row.update({k: rec.get(k) for k in keep})
+            rows.append(row)
+    return rows
+
+
+def latest_readings(cat: Catalogue, kind_name: str) -> Dataset:
+    k = cat[kind_name]
+    cols = (Column("device", "string"), Column("city", "string"), Column("district", "string"),
+            Column("time", "datetime", description="device timestamp, UTC"),
+            *(Column(f.name, "number", f.unit, f"{f.sensor}") for f in k.fields))
+
+    def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
+        fields = ", ".join(f'"{f}"' for f in k.field_names)
+        q = (f'SELECT {fields}, "city", "district" FROM "{k.measurement}" {_tag_where(filters)} '
+             f'GROUP BY "device" ORDER BY time DESC LIMIT 1')
+        return _latest_rows(client, q, k.field_names, ("device",))
+
+    return Dataset(f"{kind_name}-latest", f"Latest readings: {k.title}",
+                   f"Most recent reading of every {k.title.lower()} (within {LOOKBACK}).", cols, fetch, ("device",))
+
+
+def ispu(pollutant_default: str | None = None) -> Dataset:
+    cols = (Column("device", "string"), Column("pollutant", "string", description="pm25, pm10, no2, o3, co, or max (station index)"),
+            Column("city", "string"), Column("district", "string"), Column("time", "datetime"),
+            Column("value", "number", "1", "ISPU (Permen LHK P.14/2020)"), Column("category", "string"),
+            Column("category_level", "integer", description="1 Baik .. 5 Berbahaya"),
+            Column("concentration", "number", "ug/m3"))
+
+    def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
+        q = (f'SELECT "value", "category", "category_level", "concentration", "city", "district" FROM "ispu" '
+             f'{_tag_where(filters)} GROUP BY "device", "pollutant" ORDER BY time DESC LIMIT 1')
+        return _latest_rows(client, q, ("value", "category", "category_level", "concentration"), ("device", "pollutant"))
+
+    return Dataset("air-ispu", "ISPU per station",
+                   "Latest Indeks Standar Pencemar Udara per station and pollutant (pollutant=max: the station's index).",
+                   cols, fetch, ("device", "pollutant"))
+
+
+def water_compliance() -> Dataset:
+    cols = (Column("device", "string"), Column("parameter", "string", description="catalogue field, or all"),
+            Column("city", "string"), Column("district", "string"), Column("time", "datetime"),
+            Column("value", "number"), Column("limit_lo", "number"), Column("limit_hi", "number"),
+            Column("compliant", "integer", description="1 within the limits, 0 not"))
+
+    def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
+        q = (f'SELECT "value", "limit_lo", "limit_hi", "compliant", "city", "district" FROM "water_compliance" '
+             f'{_tag_where(filters)} GROUP BY "device", "parameter" ORDER BY time DESC LIMIT 1')
+        return _latest_rows(client, q, ("value", "limit_lo", "limit_hi", "compliant"), ("device", "parameter"))
+
+    return Dataset("water-compliance", "Water compliance per sampling point",
+                   "Latest compliance of each sampling point with the drinking-water limits, per parameter.",
+                   cols, fetch, ("device", "parameter"))
+
+
+def bin_fill(cat: Catalogue) -> Dataset:
+    k = cat["waste_bin"]
+    cols = (Column("device", "string"), Column("city", "string"), Column("district", "string"),
+            Column("time", "datetime"), Column("fill", "number", k.field("fill").unit),
+            Column("hours_to_full", "number", "h", "forecast (analytics)"),
+            Column("full_by_tomorrow", "integer"), Column("priority", "integer", description="collection rank, 1 first"))
+
+    def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
+        q = (f'SELECT "fill", "city", "district" FROM "{k.measurement}" {_tag_where(filters)} '
+             f'GROUP BY "device" ORDER BY time DESC LIMIT 1')
+        rows = _latest_rows(client, q, ("fill",), ("device",))
+        fq = (f'SELECT "hours_to_full", "full_by_tomorrow", "priority" FROM "bin_forecast" {_tag_where(filters)} '
+              f'GROUP BY "device" ORDER BY time DESC LIMIT 1')
+        fc = {s.tags["device"]: dict(zip(s.columns, s.values[0])) for s in client.series(fq) if s.values}
+        for r in rows:
+            f = fc.get(r["device"], {})
+            r.update(hours_to_full=f.get("hours_to_full"), full_by_tomorrow=f.get("full_by_tomorrow"),
+                     priority=f.get("priority"))
+        return rows
+
+    return Dataset("waste-bins", "Waste bin fill levels",
+                   "Latest fill level of every bin with the analytics forecast (hours to full, collection priority).",
+                   cols, fetch, ("device",))
+
+
+def all_datasets(cat: Catalogue) -> dict[str, Dataset]:
+    ds = [*(latest_readings(cat, k.name) for k in cat), ispu(), water_compliance(), bin_fill(cat)]
+    return {d.id: d for d in ds}
+
+
+def page(rows: list[dict[str, Any]], sort_key: Sequence[str], limit: int, offset: int) -> list[dict[str, Any]]:
+    rows = sorted(rows, key=lambda r: tuple(str(r.get(k) or "") for k in sort_key))
+    return rows[offset:offset + limit]
+
+
+def to_csv(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([c.name for c in columns])
+    for r in rows:
+        w.writerow(["" if r.get(c.name) is None else r.get(c.name) for c in columns])
+    return buf.getvalue()
