@@ -375,11 +375,12 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
+        # let the worker finish (commit + ack) its current batch before the connection goes; whatever
+        # is still in the inbox is unacknowledged and stays with the broker (persistent session)
+        self._worker.join(timeout=10)
         if self.client is not None:
-            # stop receiving first; unacked messages stay with the broker (persistent session)
             self.client.disconnect()
             self.client.loop_stop()
-        self._worker.join(timeout=10)
         self.forwarder.stop()
         self.store.close()
         self.registry.close()
