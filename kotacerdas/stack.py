@@ -99,6 +99,7 @@ class _Daemon:
     workdir: Path
     host: str
     port: int
+    reuse_running: bool = False
 
     @property
     def pidfile(self) -> Path:
@@ -132,7 +133,12 @@ class _Daemon:
         if self.pid() and self.ready():
             return self
         if self.answering():
-            raise StackError(f"{self.host}:{self.port} is taken by another process, not our {self.name}")
+            if self.reuse_running and self.ready():
+                # Same protocol answering on our port (e.g. the stack of another
+                # checkout of this project): use it rather than fight over the port.
+                print(f"{self.name}: reusing the one already answering on {self.host}:{self.port}", file=sys.stderr)
+                return self
+            raise StackError(f"{self.host}:{self.port} is taken by another process, not a {self.name}")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._write_config()
         log = open(self.logfile, "ab")
@@ -223,6 +229,19 @@ class MosquittoProcess(_Daemon):
             lines += [f"listener {self.port} {self.host}", "allow_anonymous true"]
         self.config_path.write_text("\n".join(lines) + "\n" + self.extra_config + "\n")
 
+    def ready(self) -> bool:
+        """An MQTT 3.1.1 CONNECT answered by a CONNACK: the port speaks MQTT, not just TCP."""
+        connect = bytes([0x10, 16, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 5, 0, 4]) + b"kc-p"
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1) as sock:
+                sock.sendall(connect)
+                head = sock.recv(4)
+                sock.sendall(bytes([0xE0, 0]))  # DISCONNECT
+            # anonymous refused (rc 5) is still a broker answering
+            return len(head) == 4 and head[0] == 0x20
+        except OSError:
+            return False
+
     def _command(self) -> list[str]:
         return [_which("mosquitto") or "mosquitto", "-c", str(self.config_path)]
 
@@ -293,6 +312,7 @@ def _stack(settings: Settings) -> tuple[MosquittoProcess, InfluxProcess]:
     u = urlparse(settings.influx.url)
     mq = MosquittoProcess(base / "mosquitto", settings.mqtt.port, host=settings.mqtt.host)
     ix = InfluxProcess(base / "influxdb", u.port or 8086, host=u.hostname or "127.0.0.1")
+    mq.reuse_running = ix.reuse_running = True
     return mq, ix
 
 

@@ -93,3 +93,17 @@ def test_install_refused_clearly_without_apt(monkeypatch):
     monkeypatch.setattr(stack.os, "geteuid", lambda: 0)
     with pytest.raises(stack.StackError, match="no apt-get"):
         stack.ensure_installed({"kc-no-such-binary": "kc-no-such-package"})
+
+
+def test_stack_reuses_a_healthy_daemon_on_its_port(private_broker, tmp_path):
+    """A clean clone next to a running stack (same ports) uses it instead of failing."""
+    b = private_broker()
+    other = stack.MosquittoProcess(tmp_path / "other-checkout", b.port)
+    other.reuse_running = True
+    other.start()
+    assert other.pid() is None and other.ready()  # nothing new started
+    stranger = stack.MosquittoProcess(tmp_path / "x", b.port)
+    stranger.reuse_running = True
+    stranger.ready = lambda: False  # something on the port that does not speak MQTT
+    with pytest.raises(stack.StackError, match="taken"):
+        stranger.start()
