@@ -71,8 +71,10 @@ def build_kind(kind: str, out_root: Path = BUILD_DIR) -> list[BundleFile]:
     return files
 
 
-def build(kinds: list[str] | None = None, out_root: Path = BUILD_DIR) -> dict[str, list[BundleFile]]:
-    schema_gen.write()
+def build(kinds: list[str] | None = None, out_root: Path = BUILD_DIR,
+          write_schema: bool = True) -> dict[str, list[BundleFile]]:
+    if write_schema:
+        schema_gen.write()
     cat = load_catalogue()
     missing = [k for k in cat.kind_names if k not in KIND_DRIVERS]
     if missing:

@@ -8,7 +8,9 @@ import math
 import struct
 
 import kc_schema
-from kc_drivers import analog, bme280, ds18b20, mhz19b, pms5003, ultrasonic
+
+# Drivers are imported where used: a kind's bundle (firmware/build/<kind>) ships only
+# its own drivers, and this module must load next to any of them.
 
 
 class World:
@@ -81,6 +83,7 @@ class FakePMS5003:
         return body + struct.pack(">H", sum(body) & 0xFFFF)
 
     def write(self, data):
+        from kc_drivers import pms5003
         if len(data) != 7 or data[0] != 0x42 or data[1] != 0x4D:
             return len(data)
         if data[2] == pms5003.CMD_SLEEP:
@@ -108,6 +111,7 @@ class FakePMS5003:
 
 class FakeMHZ19B(FakePMS5003):
     def write(self, data):
+        from kc_drivers import mhz19b
         if len(data) == 9 and data[0] == 0xFF and data[8] == mhz19b.checksum(data) and data[2] == mhz19b.CMD_READ:
             ppm = int(round(self.world.value("co2")))
             r = bytearray([0xFF, 0x86, ppm >> 8, ppm & 0xFF, 0x40, 0, 0, 0, 0])
@@ -124,6 +128,8 @@ BME_CAL2 = bytes([0x6A, 0x01, 0x00, 0x13, 0x2C, 0x03, 0x1E])
 
 class FakeBME280:
     def __init__(self, world):
+        from kc_drivers import bme280
+        self.bme280 = bme280
         self.world = world
         self.cal = bme280.parse_calibration(BME_CAL1, BME_CAL2)
         self.regs = {}
@@ -132,12 +138,14 @@ class FakeBME280:
         t = self.world.value("temperature")
         h = self.world.value("humidity")
         cal = self.cal
+        bme280 = self.bme280
         adc_t = int(invert(lambda x: bme280.compensate_t(int(x), cal)[0], t * 100, 0, 1048575))
         t_fine = bme280.compensate_t(adc_t, cal)[1]
         adc_h = int(invert(lambda x: bme280.compensate_h(int(x), t_fine, cal), h * 1024, 0, 65535))
         return adc_t, adc_h
 
     def readfrom_mem(self, addr, reg, n):
+        bme280 = self.bme280
         if reg == bme280.REG_ID:
             return bytes([bme280.CHIP_ID])
         if reg == 0x88:
@@ -160,6 +168,8 @@ class FakeOneWire:
     """A single DS18B20 on the bus: SKIP ROM, CONVERT T, READ SCRATCHPAD."""
 
     def __init__(self, world, field="temperature"):
+        from kc_drivers import ds18b20
+        self.ds = ds18b20
         self.world = world
         self.field = field
         self.last = None
@@ -172,6 +182,7 @@ class FakeOneWire:
         return self.present
 
     def writebyte(self, b):
+        ds18b20 = self.ds
         if b == ds18b20.CONVERT_T:
             t = self.world.value(self.field)
             self.temp_raw = int(round(t * 16)) & 0xFFFF
@@ -188,6 +199,7 @@ class FakeOneWire:
 
 
 def water_adcs(world, cal):
+    from kc_drivers import analog
     ph = analog.PH(None, cal["ph_v7"], cal["ph_v4"], cal["ph_cal_temp"])
     temp = lambda: world.value("temperature")  # noqa: E731
     return {
@@ -203,6 +215,7 @@ def water_adcs(world, cal):
 
 
 def air_adcs(world, cal):
+    from kc_drivers import analog
     out = {}
     for g in ("no2", "o3", "co"):
         def we(g=g):
@@ -230,10 +243,13 @@ class FakeBoard:
             self.adcs = water_adcs(self.world, self.cal)
         elif kind == "air":
             self.adcs = air_adcs(self.world, self.cal)
-        self.pms = FakePMS5003(self.world)
-        self.co2 = FakeMHZ19B(self.world)
-        self.bme = FakeBME280(self.world)
-        self.ow = FakeOneWire(self.world)
+        self.pms = self.co2 = self.bme = self.ow = None
+        if kind == "air":
+            self.pms = FakePMS5003(self.world)
+            self.co2 = FakeMHZ19B(self.world)
+            self.bme = FakeBME280(self.world)
+        elif kind == "water":
+            self.ow = FakeOneWire(self.world)
         self.tilt = FakePin(0)
         self.trig = FakePin(0)
         self.echo = FakePin(0)
@@ -269,6 +285,7 @@ class FakeBoard:
         return self.tilt
 
     def time_pulse_us(self, pin, level, timeout_us):
+        from kc_drivers import ultrasonic
         # echo round trip for the true distance at the true air temperature
         d = self.world.value("distance")
         fill_d = self.cal["depth_cm"] - self.world.value("fill") / 100 * (self.cal["depth_cm"] - self.cal["full_cm"])
@@ -330,7 +347,7 @@ class FakeBrokerSocket:
             t = first & 0xF0
             if t == kc_mqtt.CONNECT:
                 self.out.extend(b"\x20\x02\x00\x00")
-            elif t == kc_mqtt.SUBSCRIBE:
+            elif first == kc_mqtt.SUBSCRIBE:
                 self.out.extend(b"\x90\x03" + body[:2] + b"\x01")
             elif t == kc_mqtt.PINGREQ:
                 self.out.extend(b"\xd0\x00")
@@ -351,3 +368,64 @@ class FakeBrokerSocket:
 
     def close(self):
         self.closed = True
+
+
+class SimBoard(FakeBoard):
+    """Simulated clock and fake broker sockets: the whole node loop without a network
+    (the MicroPython runner has no sockets). Each loop step advances the clock 50 ms."""
+
+    def __init__(self, kind, storage):
+        self.t = 0
+        FakeBoard.__init__(self, kind, lambda: self.t / 1000)
+        self.storage = storage
+        self.down = False
+        self.published = []
+        self.sock = None
+
+    def ticks_ms(self):
+        return self.t
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def ticks_add(self, a, d):
+        return a + d
+
+    def sleep_ms(self, ms):
+        self.t += ms
+
+    def now_ms(self):
+        return 1795441731000 + self.t
+
+    def wdt_feed(self):
+        self.t += 50
+
+    def wifi_connect(self, ssid, pw):
+        pass
+
+    def wifi_connected(self):
+        return True
+
+    def rssi(self):
+        return -61
+
+    def ntp_sync(self, host):
+        return True
+
+    def socket_factory(self):
+        def open_(host, port, timeout):
+            if self.down:
+                raise OSError(113)
+            self.sock = FakeBrokerSocket()
+            self.sock.published = self.published
+            return self.sock
+        return open_
+
+    def storage_dir(self):
+        return self.storage
+
+    def deepsleep(self, ms):
+        raise DeepSleep(ms)
+
+    def reset(self):
+        raise Reset()

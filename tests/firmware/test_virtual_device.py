@@ -1,0 +1,218 @@
+"""The firmware main loop under CPython with fake hardware against the real Mosquitto."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import paho.mqtt.client as paho
+import pytest
+
+from firmware.virtual import VirtualDevice
+from kotacerdas import contract
+from kotacerdas.mqtt import connect, make_client
+from kotacerdas.settings import Settings
+
+
+KOTACERDAS = str(Path(sys.executable).with_name("kotacerdas"))
+
+
+class Collector:
+    """Persistent-session QoS 1 subscriber that survives a broker restart."""
+
+    def __init__(self, settings: Settings, pattern: str, client_id: str):
+        self.msgs: list[tuple[str, bytes, float]] = []
+        self.lock = threading.Lock()
+        self.c = make_client(settings.mqtt, client_id, v5=False, clean=False)
+        self.c.reconnect_delay_set(0.2, 1)
+
+        def on_connect(client, userdata, flags, rc, props=None):  # noqa: ANN001
+            client.subscribe(pattern, qos=1)
+
+        def on_message(client, userdata, msg):  # noqa: ANN001
+            with self.lock:
+                self.msgs.append((msg.topic, msg.payload, time.time()))
+
+        self.c.on_connect = on_connect
+        self.c.on_message = on_message
+        connect(self.c, settings.mqtt)
+
+    def where(self, suffix: str) -> list[tuple[str, bytes]]:
+        with self.lock:
+            return [(t, p) for t, p, _ in self.msgs if t.endswith(suffix)]
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def wait_for(cond: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def validated_seqs(settings: Settings, msgs: list[tuple[str, bytes]]) -> list[int]:
+    """Run every telemetry message through the gateway's own validation."""
+    seqs = []
+    for topic, payload in msgs:
+        r = contract.validate_telemetry(topic, payload, int(time.time() * 1000), root=settings.mqtt.topic_root,
+                                        limits=contract.Limits.from_settings(settings.contract))
+        assert isinstance(r, contract.Reading), f"gateway would reject {payload!r}: {r}"
+        seqs.append(r.seq)
+    return seqs
+
+
+@pytest.mark.parametrize("kind", ["water", "waste_bin", "air"])
+def test_virtual_device_publishes_valid_telemetry(kind: str, settings: Settings, tmp_path: Path, uid: str) -> None:
+    col = Collector(settings, f"{settings.mqtt.topic_root}/#", f"col-{uid}")
+    try:
+        vd = VirtualDevice(settings, kind, f"V-{kind}", interval_s=0.2, state_dir=tmp_path / "dev")
+        res = vd.run(duration_s=30, count=4)
+        assert res.readings == 4 and res.delivered == 4 and res.buffered == 0
+        wait_for(lambda: len(col.where("/telemetry")) >= 4, 10, "telemetry")
+        tel = col.where("/telemetry")
+        assert validated_seqs(settings, tel) == [1, 2, 3, 4]
+        doc = json.loads(tel[0][1])
+        assert set(doc["fields"]) == set(contract.load_catalogue()[kind].field_names)
+        assert 0 < doc["bat"] <= 5 and doc["fw"] == "1.0.0-virtual"
+        wait_for(lambda: len(col.where("/status")) >= 2, 5, "status")
+        states = [json.loads(p)["state"] for _, p in col.where("/status")]
+        assert states[0] == "online" and states[-1] == "offline"
+    finally:
+        col.close()
+
+
+def test_survives_broker_restart_without_gap(private_broker, settings: Settings, tmp_path: Path, uid: str) -> None:
+    broker = private_broker()
+    s = settings.model_copy(deep=True)
+    s.mqtt.host, s.mqtt.port, s.mqtt.keepalive_s = broker.host, broker.port, 5
+    col = Collector(s, f"{s.mqtt.topic_root}/v1/+/air/+/telemetry", f"col-{uid}")
+    vd = VirtualDevice(s, "air", "AIR-R1", interval_s=0.2, state_dir=tmp_path / "dev")
+    t = threading.Thread(target=vd.run, kwargs={"duration_s": 90}, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: len(col.where("/telemetry")) >= 5, 20, "first readings")
+        broker.stop()
+        wait_for(lambda: vd.node is not None and len(vd.node.ring) >= 15, 20, "readings buffered in flash")
+        offline_last = vd.node.seq
+        broker.start()
+        wait_for(lambda: len(set(validated_seqs(s, col.where("/telemetry")))) >= offline_last + 5, 60,
+                 "buffer flushed after restart")
+    finally:
+        vd.stop()
+        t.join(20)
+        col.close()
+    seqs = validated_seqs(s, col.where("/telemetry"))
+    distinct = sorted(set(seqs))
+    assert distinct == list(range(1, distinct[-1] + 1)), "gap in sequence numbers"
+    assert distinct[-1] > offline_last
+    assert vd.result.link_errors >= 1 and vd.result.dropped == 0
+    assert not t.is_alive()
+
+
+def test_ring_overflow_loss_is_counted_and_reported(private_broker, settings: Settings, tmp_path: Path,
+                                                    uid: str) -> None:
+    broker = private_broker()
+    s = settings.model_copy(deep=True)
+    s.mqtt.host, s.mqtt.port = broker.host, broker.port
+    broker.stop()  # the device boots with no broker: everything goes to a 5-slot ring
+    vd = VirtualDevice(s, "air", "AIR-OV", interval_s=0.1, state_dir=tmp_path / "dev",
+                       config_overrides={"ring": {"capacity": 5, "slot": 512}})
+    t = threading.Thread(target=vd.run, kwargs={"duration_s": 60}, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: vd.node is not None and vd.node.seq >= 12, 20, "readings while offline")
+        broker.start()
+        col = Collector(s, f"{s.mqtt.topic_root}/#", f"col-{uid}")
+        wait_for(lambda: len(col.where("/status")) >= 1, 30, "birth message")
+        birth = json.loads(col.where("/status")[0][1])
+        assert birth["state"] == "online" and birth["dropped"] >= 7
+        col.close()
+    finally:
+        vd.stop()
+        t.join(20)
+    assert vd.result.dropped >= 7
+
+
+def test_remote_config_and_ping_over_broker(settings: Settings, tmp_path: Path, uid: str) -> None:
+    root = settings.mqtt.topic_root
+    cfg_topic = contract.config_topic(root, settings.city, "water", "W-CFG")
+    cmd_topic = contract.cmd_topic(root, settings.city, "water", "W-CFG")
+    pub = make_client(settings.mqtt, f"pub-{uid}", v5=False)
+    connect(pub, settings.mqtt)
+    pub.publish(cfg_topic, json.dumps({"v": 1, "interval_s": 7, "thresholds": {"ph": [6.5, 8.5]}}),
+                qos=1, retain=True).wait_for_publish(5)
+    col = Collector(settings, f"{root}/v1/+/water/W-CFG/ack", f"col-{uid}")
+    vd = VirtualDevice(settings, "water", "W-CFG", interval_s=60, state_dir=tmp_path / "dev")
+    t = threading.Thread(target=vd.run, kwargs={"duration_s": 30}, daemon=True)
+    t.start()
+    try:
+        wait_for(lambda: len(col.where("/ack")) >= 1, 15, "config ack")
+        assert json.loads(col.where("/ack")[0][1]) == {"v": 1, "id": "config", "ok": True, "detail": "applied"}
+        assert vd.node.interval_s == 7
+        pub.publish(cmd_topic, json.dumps({"v": 1, "id": "p1", "cmd": "ping"}), qos=1).wait_for_publish(5)
+        pub.publish(cmd_topic, b"{not json", qos=1).wait_for_publish(5)
+        wait_for(lambda: len(col.where("/ack")) >= 3, 15, "command acks")
+        pong, bad = (json.loads(p) for _, p in col.where("/ack")[1:3])
+        assert pong["id"] == "p1" and pong["ok"] and pong["data"]["interval_s"] == 7
+        assert bad["ok"] is False and "malformed" in bad["detail"]
+    finally:
+        vd.stop()
+        t.join(20)
+        col.close()
+        pub.publish(cfg_topic, b"", qos=1, retain=True).wait_for_publish(5)
+        pub.loop_stop()
+        pub.disconnect()
+    stored = json.loads((tmp_path / "dev" / "remote.json").read_text())
+    assert stored["interval_s"] == 7
+
+
+def test_virtual_cli_subprocess(settings: Settings, tmp_path: Path, uid: str) -> None:
+    """The command the simulators spawn: stable flags, JSON summary on stdout, MQTT from settings."""
+    col = Collector(settings, f"{settings.mqtt.topic_root}/#", f"col-{uid}")
+    env = dict(os.environ, KC_MQTT__TOPIC_ROOT=settings.mqtt.topic_root, KC_MQTT__PORT=str(settings.mqtt.port))
+    try:
+        r = subprocess.run(
+            [KOTACERDAS, "firmware", "virtual", "--kind", "waste_bin", "--device",
+             "BIN-CLI", "--city", "bogor", "--interval", "0.3", "--count", "3", "--duration", "60",
+             "--state-dir", str(tmp_path / "dev")],
+            capture_output=True, text=True, timeout=90, env=env,
+        )
+        assert r.returncode == 0, r.stderr[-2000:]
+        summary = json.loads(r.stdout.strip().splitlines()[-1])
+        assert summary["readings"] == 3 and summary["delivered"] == 3 and summary["last_seq"] == 3
+        wait_for(lambda: len(col.where("/telemetry")) >= 3, 10, "telemetry")
+        topics = {t for t, _ in col.where("/telemetry")}
+        assert topics == {contract.telemetry_topic(settings.mqtt.topic_root, "bogor", "waste_bin", "BIN-CLI")}
+        assert validated_seqs(settings, col.where("/telemetry")) == [1, 2, 3]
+    finally:
+        col.close()
+
+
+def test_virtual_cli_stops_on_sigterm(settings: Settings, tmp_path: Path) -> None:
+    env = dict(os.environ, KC_MQTT__TOPIC_ROOT=settings.mqtt.topic_root, KC_MQTT__PORT=str(settings.mqtt.port))
+    p = subprocess.Popen(
+        [KOTACERDAS, "firmware", "virtual", "--kind", "air", "--device", "AIR-SIG",
+         "--interval", "0.5", "--state-dir", str(tmp_path / "dev")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        wait_for(lambda: (tmp_path / "dev" / "ring.bin").exists(), 20, "device start")
+        time.sleep(1.0)
+        p.terminate()
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 0, err[-2000:]
+    assert json.loads(out.strip().splitlines()[-1])["readings"] >= 1
