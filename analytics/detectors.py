@@ -95,3 +95,52 @@ def run_qc_chunked(x: np.ndarray, p: QcParams, chunk: int = 1024) -> dict[str, q
            for k, v in res.items()}
     out["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution)
     return out
+
+
+@dataclass(frozen=True)
+class StatParams:
+    """Parameters of the statistical detectors (windows in grid samples, thresholds in robust sigmas)."""
+
+    hampel_window: int = 60
+    hampel_suspect_z: float = 5.0
+    hampel_fail_z: float = 10.0
+    ewma_alpha: float = 0.1
+    ewma_suspect_l: float = 4.0
+    ewma_fail_l: float = 8.0
+    cusum_k: float = 0.5
+    cusum_h: float = 8.0
+    seasonal_suspect_z: float = 5.0
+    seasonal_fail_z: float = 10.0
+
+
+def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(),
+            chunk: int = 512, score_dtype=np.float32) -> dict[str, qc.QcResult]:
+    """The full detector set (QC tests + statistical detectors) over one field's (S, T) grid.
+
+    Works through blocks of ``chunk`` series so every temporary stays cache-sized;
+    only the neighbour comparison (drift) needs all series at once. Scores are
+    stored as float32 by default (they are test statistics; 7 digits are plenty).
+    """
+    from analytics import stats
+
+    s, t = x.shape
+    flags: dict[str, np.ndarray] = {}
+    scores: dict[str, np.ndarray] = {}
+    for i in range(0, s, chunk):  # a few dozen blocks; each detector is vectorised within a block
+        xb = x[i : i + chunk]
+        out = run_qc(xb, p, neighbours=False)
+        out["hampel"] = stats.hampel(xb, sp.hampel_window, None, sp.hampel_suspect_z, sp.hampel_fail_z,
+                                     floor=p.resolution)
+        out["ewma"] = stats.ewma_chart(xb, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, floor=p.resolution)
+        out["cusum"] = stats.cusum(xb, sp.cusum_k, sp.cusum_h, floor=p.resolution)
+        out["seasonal"] = stats.seasonal_residual(xb, p.step_s, t0_ms, sp.seasonal_suspect_z, sp.seasonal_fail_z,
+                                                  floor=p.resolution)
+        for k, r in out.items():
+            if k not in flags:  # preallocated once: concatenating blocks afterwards doubled the memory traffic
+                flags[k] = np.empty((s, t), dtype=np.int8)
+                scores[k] = np.empty((s, t), dtype=score_dtype)
+            flags[k][i : i + chunk] = r.flag
+            scores[k][i : i + chunk] = r.score
+    merged = {k: qc.QcResult(flags[k], scores[k]) for k in flags}
+    merged["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution)
+    return merged

@@ -99,13 +99,8 @@ def robust_step_scale(x: np.ndarray, floor) -> np.ndarray:
     below ``floor`` (e.g. the sensor resolution) so quantised, quiet signals do not
     turn every step into an outlier.
     """
-    d = np.abs(np.diff(x, axis=1))
-    d = np.where(np.isnan(d), np.inf, d)  # NaN sorts last anyway; inf keeps np.partition exact
-    n = np.sum(np.isfinite(d), axis=1)
-    d.sort(axis=1)
-    k = np.clip((n - 1) // 2, 0, d.shape[1] - 1)
-    med = d[np.arange(d.shape[0]), k]
-    med = np.where((n > 0) & np.isfinite(med), med, 0.0)
+    med = nanmedian_fast(np.abs(np.diff(x, axis=1)), axis=1)
+    med = np.where(np.isnan(med), 0.0, med)
     return np.maximum(1.4826 * med, np.asarray(floor, dtype=np.float64).reshape(-1))[:, None]
 
 
@@ -187,23 +182,46 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def nanmedian_fast(a: np.ndarray, axis: int) -> np.ndarray:
-    """Median ignoring NaN, via plain ``np.median`` (partition, several times faster than nanmedian).
+def _median_last(a: np.ndarray) -> np.ndarray:
+    """Median over the last axis with np.partition (np.median's NaN bookkeeping costs ~10x here)."""
+    n = a.shape[-1]
+    k = n // 2
+    p = np.partition(a, k, axis=-1)  # one kth: a second one costs ~4x on short rows
+    if n % 2:
+        return p[..., k]
+    lower = p[..., :k].max(axis=-1)  # everything left of k is <= p[k]: its max is order statistic k-1
+    with np.errstate(invalid="ignore"):
+        return 0.5 * (lower + p[..., k])
+
+
+def nanmedian_fast(a: np.ndarray, axis: int, chunk_bytes: int = 1 << 23) -> np.ndarray:
+    """Median ignoring NaN, via partition (several times faster than np.nanmedian).
 
     Each NaN is replaced by -inf or +inf alternately: adding equally many values
-    below and above every reading leaves the median where it was (exactly for an
-    even count of NaNs, within half a rank otherwise). All-NaN slices give NaN.
+    below and above the readings leaves their median where it was (exactly for an
+    even number of NaNs in a slice, within half a rank for an odd number).
+    All-NaN slices give NaN. Works through the leading axis in blocks of about
+    ``chunk_bytes`` so temporaries stay in cache.
     """
-    a = np.moveaxis(np.asarray(a, dtype=np.float64), axis, -1)
-    nan = np.isnan(a)
-    if not nan.any():
-        return np.median(a, axis=-1)
-    order = np.cumsum(nan, axis=-1)
-    filled = np.where(nan, np.where(order % 2 == 0, np.inf, -np.inf), a)
-    med = np.median(filled, axis=-1)
-    med = np.where(np.isfinite(med), med, np.nan)
-    med[nan.all(axis=-1)] = np.nan
-    return med
+    a = np.moveaxis(np.asarray(a), axis, -1)
+    if a.ndim == 1:
+        a = a[None]
+        return nanmedian_fast(a, -1, chunk_bytes)[0]
+    out = np.empty(a.shape[:-1], dtype=np.result_type(a.dtype, np.float32))
+    rows = max(int(chunk_bytes // max(a[0].nbytes, 1)), 1)
+    for i in range(0, a.shape[0], rows):  # a few blocks; each is one vectorised call
+        blk = a[i : i + rows]
+        nan = np.isnan(blk)
+        if nan.any():
+            odd = np.cumsum(nan, axis=-1, dtype=np.int32) & 1
+            blk = np.where(nan, np.where(odd == 1, np.inf, -np.inf), blk)
+            med = _median_last(blk)
+            allnan = nan.all(axis=-1)
+            med[allnan | ~np.isfinite(med)] = np.nan
+        else:
+            med = _median_last(blk)
+        out[i : i + rows] = med
+    return out
 
 
 def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.0, floor=0.0,
