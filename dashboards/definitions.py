@@ -85,8 +85,14 @@ def _trend(kind: Kind, name: str, *, w: int = 12) -> Panel:
         description=f"{f.sensor}. Expected span {f.expected_lo:g}-{f.expected_hi:g} {f.unit} (dashed band).",
         thresholds=[{"color": "orange", "value": None}, {"color": "transparent", "value": f.expected_lo},
                     {"color": "orange", "value": f.expected_hi}],
-        custom={"thresholdsStyle": {"mode": "dashed"}, "spanNulls": False, "lineWidth": 1},
+        custom={"thresholdsStyle": {"mode": "dashed"}, "spanNulls": 3 * k_ms(kind), "lineWidth": 1},
+        # never aggregate finer than the devices report (else every other bucket is empty)
+        interval=f"{kind.report_interval_s}s",
     )
+
+
+def k_ms(kind: Kind) -> int:
+    return kind.report_interval_s * 1000
 
 
 def _alerts(department: str) -> Panel:

@@ -48,11 +48,10 @@ def tag_values(measurement: str, key: str, depends_on: Sequence[str] = ()) -> st
 
 
 def nice_interval_ms(range_ms: int, max_points: int = 1000, min_ms: int = 1000) -> int:
-    raw = max(range_ms / max(max_points, 1), min_ms)
-    for bound, nice in _NICE_MS:
-        if raw < bound:
-            return max(nice, min_ms)
-    return 604800000
+    # as Grafana: round first, then the panel's minimum interval wins outright
+    raw = range_ms / max(max_points, 1)
+    nice = next((n for bound, n in _NICE_MS if raw < bound), 604800000)
+    return max(nice, min_ms)
 
 
 def _fmt_ms(ms: int) -> str:

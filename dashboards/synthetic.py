@@ -53,9 +53,10 @@ def device_list_json(devs: list[Device]) -> list[dict]:
     return [dict(d.__dict__) for d in devs]
 
 
-def _ispu_from_pm25(pm25: np.ndarray) -> np.ndarray:
-    # synthetic only: a monotone map onto the index so the categories vary over the day
-    return np.clip(pm25 * 2.2, 0, 500)
+def _synthetic_index(conc: float, typical: float) -> float:
+    # synthetic only (the real sub-indices are analytics' job): a monotone map putting the
+    # catalogue's typical concentration at 70, so categories vary from Baik to Tidak Sehat
+    return float(np.clip(70.0 * conc / typical, 0, 500))
 
 
 def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
@@ -73,8 +74,11 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
         for di, d in enumerate(x for x in devs if x.kind == k.name):
             vals: dict[str, np.ndarray] = {}
             for f in k.fields:
-                span = max(f.expected_hi - f.expected_lo, 1e-6)
-                v = f.typical + 0.15 * span * np.sin(phase + di) + rng.normal(0, 0.02 * span, n)
+                # a diurnal swing around the catalogue's typical value, stronger at later stations
+                pollutant = f.unit == "ug/m3"
+                base = f.typical * (1 + (0.3 if pollutant else 0.03) * di)
+                swing = 0.45 if pollutant else 0.1
+                v = base * (1 + swing * np.sin(phase - 1.0 + 0.3 * di)) + rng.normal(0, 0.03 * abs(base) + 1e-9, n)
                 vals[f.name] = np.clip(v, f.lo, f.hi)
             if k.name == "waste_bin":
                 # bins fill up linearly and are emptied when full
@@ -103,7 +107,7 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
                         subs = {}
                         for pol in ISPU_POLLUTANTS:
                             conc = float(vals[pol][j])
-                            idx = float(_ispu_from_pm25(np.array(conc if pol == "pm25" else conc / 3)))
+                            idx = float(_synthetic_index(conc, k.field(pol).typical))
                             subs[pol] = (idx, conc)
                         subs["max"] = max(subs.values())
                         for pol, (idx, conc) in subs.items():

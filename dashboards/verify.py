@@ -56,13 +56,23 @@ def run(client: InfluxClient, dashboards: Sequence[Dashboard], *, from_ms: int, 
             results.append(_exec(client, d.uid, f"variable {v.name}", v.query, None, from_ms, to_ms, vs))
         for p in d.panels():
             for t in p.targets:
-                results.append(_exec(client, d.uid, p.title, t.query, t, from_ms, to_ms, vs))
+                results.append(_exec(client, d.uid, p.title, t.query, t, from_ms, to_ms, vs, _min_ms(p.interval)))
     return results
 
 
+def _min_ms(interval: str | None) -> int:
+    if not interval:
+        return 1000
+    units = {"ms": 1, "s": 1000, "m": 60000, "h": 3600000, "d": 86400000}
+    for u in ("ms", "s", "m", "h", "d"):
+        if interval.endswith(u) and interval[: -len(u)].isdigit():
+            return int(interval[: -len(u)]) * units[u]
+    raise ValueError(f"bad panel interval {interval!r}")
+
+
 def _exec(client: InfluxClient, uid: str, panel: str, raw: str, target: Target | None, from_ms: int, to_ms: int,
-          vs: Mapping[str, Sequence[str] | None]) -> QueryResult:
-    q = interpolate(raw, from_ms=from_ms, to_ms=to_ms, variables=vs)
+          vs: Mapping[str, Sequence[str] | None], min_ms: int = 1000) -> QueryResult:
+    q = interpolate(raw, from_ms=from_ms, to_ms=to_ms, variables=vs, min_interval_ms=min_ms)
     try:
         return QueryResult(uid, panel, q, target, client.series(q))
     except InfluxError as exc:

@@ -30,3 +30,11 @@ def test_unknown_variable_is_an_error():
                                               (7 * 86400_000, 600000), (1000, 1000)])
 def test_nice_interval(range_ms, expect):
     assert nice_interval_ms(range_ms) == expect
+
+
+def test_panel_min_interval_wins():
+    # a waste-bin trend reports every 900 s: $__interval never goes below it
+    assert nice_interval_ms(86400_000, min_ms=900_000) == 900_000
+    out = interpolate("SELECT 1 FROM x WHERE $timeFilter GROUP BY time($__interval)", from_ms=0, to_ms=86400_000,
+                      min_interval_ms=900_000)
+    assert out.endswith("GROUP BY time(15m)")
