@@ -8,7 +8,9 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from kotacerdas.observability import setup_logging
 from kotacerdas.settings import load_settings
@@ -31,9 +33,8 @@ def _run(args: argparse.Namespace) -> int:
     config = uvicorn.Config(app, host=settings.gateway.http_host, port=settings.gateway.http_port,
                             log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # signals are ours (below)
+    # uvicorn installs signal handlers only in the main thread; ours (below) stay in charge
     http = threading.Thread(target=server.run, name="gateway-http", daemon=True)
-    http.start()
 
     stop = threading.Event()
 
@@ -46,7 +47,15 @@ def _run(args: argparse.Namespace) -> int:
         gw.start()
     except Exception as exc:  # noqa: BLE001 - report and exit non-zero rather than a traceback
         log.error("gateway could not start", extra={"error": str(exc)[:300]})
-        server.should_exit = True
+        return 1
+    # HTTP comes up only once subscribed: a healthy gateway never misses what is published next
+    http.start()
+    deadline = time.monotonic() + 15
+    while not server.started and http.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        log.error("gateway HTTP did not start", extra={"port": settings.gateway.http_port})
+        gw.stop()
         return 1
     log.info("gateway http", extra={"host": settings.gateway.http_host, "port": settings.gateway.http_port})
     stop.wait()
@@ -63,6 +72,7 @@ def _registry(args: argparse.Namespace) -> int:
     settings = load_settings()
     with Registry(settings.gateway.registry_path) as reg:
         try:
+            d: Any
             if args.action == "import":
                 docs = json.loads(Path(args.file).read_text())
                 if not isinstance(docs, list):
@@ -74,7 +84,7 @@ def _registry(args: argparse.Namespace) -> int:
                 print(f"imported {n} devices into {settings.gateway.registry_path} ({len(pws)} new credentials"
                       + (f" written to {args.credentials_out})" if args.credentials_out else ")"))
             elif args.action == "list":
-                devices = [d.public() for d in reg.all()]
+                devices = [x.public() for x in reg.all()]
                 if args.json:
                     print(json.dumps(devices, indent=1))
                 else:

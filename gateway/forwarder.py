@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Callable
 
+import paho.mqtt.client as paho
+
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import MqttSettings
 
@@ -42,7 +44,7 @@ class Forwarder:
         self.on_forwarded = on_forwarded
         self.wake = threading.Event()
         self._stop = threading.Event()
-        self._client = None
+        self._client: paho.Client | None = None
         self.connected = False
         self._thread = threading.Thread(target=self._run, name="gateway-forwarder", daemon=True)
 
@@ -99,12 +101,13 @@ class Forwarder:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.2
+            c = self._client
+            assert c is not None
             rows = self.store.peek(limit=self.window)
             if not rows:
                 self.wake.wait(0.5)
                 self.wake.clear()
                 continue
-            c = self._client
             infos = [c.publish(r.topic, r.payload, qos=r.qos, retain=r.retain) for r in rows]
             deadline = time.monotonic() + self.ack_timeout_s
             ok = True

@@ -84,6 +84,7 @@ class Gateway:
         self._inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
         self._stop = threading.Event()
         self.inbound_connected = False
+        self._subscribed = threading.Event()
         self.client: paho.Client | None = None
         self.forwarder = Forwarder(
             self.store, g.upstream or settings.mqtt, f"{self.client_id}-up",
@@ -210,11 +211,12 @@ class Gateway:
                 continue
             res = None
             if "tasmota" in g.adapters:
-                kw = dict(root=self.root, prefix=g.tasmota_prefix, lookup=self.lookup, rx_ms=t)
-                res = adapters.tasmota_sensor(topic, payload, catalogue=self.catalogue,
-                                              tz_offset_s=g.adapter_tz_offset_s, **kw)
+                res = adapters.tasmota_sensor(topic, payload, root=self.root, prefix=g.tasmota_prefix,
+                                              catalogue=self.catalogue, lookup=self.lookup, rx_ms=t,
+                                              tz_offset_s=g.adapter_tz_offset_s)
                 if res is None:
-                    res = adapters.tasmota_lwt(topic, payload, **kw)
+                    res = adapters.tasmota_lwt(topic, payload, root=self.root, prefix=g.tasmota_prefix,
+                                               lookup=self.lookup, rx_ms=t)
             if res is not None:
                 self.metrics.received.labels("tasmota").inc()
                 if isinstance(res, Rejection):
@@ -325,7 +327,8 @@ class Gateway:
     # ------------------------------------------------------------ lifecycle
 
     def ready(self) -> dict[str, bool]:
-        return {"devices_broker": self.inbound_connected, "upstream_broker": self.forwarder.connected}
+        return {"devices_broker": self.inbound_connected and self._subscribed.is_set(),
+                "upstream_broker": self.forwarder.connected}
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         if getattr(rc, "is_failure", False):
@@ -340,8 +343,15 @@ class Gateway:
             subs += [(f"{g.tasmota_prefix}tele/+/SENSOR", 1), (f"{g.tasmota_prefix}tele/+/LWT", 1)]
         if "esphome" in g.adapters:
             subs += [(f"{g.esphome_prefix}+/sensor/+/state", 1), (f"{g.esphome_prefix}+/status", 1)]
+        self._subscribed.clear()
         client.subscribe(subs)
         log.info("subscribed", extra={"root": self.root, "session_present": bool(getattr(flags, "session_present", False))})
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any, props: Any = None) -> None:
+        failed = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if failed:
+            log.error("subscription refused by the broker (ACL?)", extra={"codes": ",".join(failed)})
+        self._subscribed.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
         self.inbound_connected = False
@@ -357,7 +367,8 @@ class Gateway:
         c.on_message = self._on_message
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
-        c.reconnect_delay_set(0.2, 5)
+        c.on_subscribe = self._on_subscribe
+        c.reconnect_delay_set(1, 5)
         self.client = c
         deadline = time.monotonic() + 60
         while True:
@@ -369,6 +380,9 @@ class Gateway:
                     raise
                 log.warning("devices broker not reachable; retrying", extra={"error": str(exc)[:200]})
                 time.sleep(1.0)
+        # a first-time session only receives what is published after the SUBACK: wait for it
+        if not self._subscribed.wait(10):
+            log.warning("no SUBACK from the devices broker yet")
         log.info("gateway started", extra={"client_id": self.client_id, "devices": len(self._devices),
                                            "queued": self.store.depth})
         return self

@@ -106,7 +106,7 @@ def test_dedup_survives_restart_and_rebooted_device_is_not_a_duplicate(registere
     gw = Gateway(s).start()
     try:
         wait_published([publisher.publish(t, p, qos=1) for p in first])
-        assert wait_for(lambda: len(normalized(collector, root)) == 5)
+        assert wait_for(lambda: len(normalized(collector, root)) == 5), normalized(collector, root)
     finally:
         gw.stop()
     gw = Gateway(s).start()  # same state files: the dedup memory is on disk
@@ -114,7 +114,8 @@ def test_dedup_survives_restart_and_rebooted_device_is_not_a_duplicate(registere
         # the device resends its backlog after a reconnect, then reboots: seq restarts at 0, new timestamps
         rebooted = [contract.encode_telemetry(now + i * 1000, i, good_fields("water")) for i in range(3)]
         wait_published([publisher.publish(t, p, qos=1) for p in first + rebooted])
-        assert wait_for(lambda: len(reasons(collector, root)) == 5 and len(normalized(collector, root)) == 8)
+        assert wait_for(lambda: len(reasons(collector, root)) == 5 and len(normalized(collector, root)) == 8), (
+            reasons(collector, root), [n["seq"] for n in normalized(collector, root)])
         time.sleep(0.3)
         assert set(reasons(collector, root)) == {"duplicate"}
         norm = normalized(collector, root)
