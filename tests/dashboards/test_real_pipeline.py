@@ -1,0 +1,114 @@
+"""A simulated day through the real pipeline, then every dashboard panel query against what it stored.
+
+simulate -> MQTT -> gateway -> ingest -> InfluxDB -> analytics --once, each as a
+``kotacerdas`` subprocess on the real local broker and database (per-test topic
+root and database), then dashboards.verify runs every panel and variable query.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kotacerdas.influx import InfluxClient
+from kotacerdas.stack import free_port
+
+from dashboards import verify
+from dashboards.definitions import all_dashboards
+
+SCENARIO = Path(__file__).parent / "data" / "day.toml"
+
+# Panels whose content depends on what the day happened to produce (an alert firing, a bin
+# due right now, an anomaly flagged): they must run without error but may be empty.
+MAY_BE_EMPTY = {
+    "Alerts (latest first)", "Open and recent alerts", "Bins due now (fill >= 80 %)",
+    "Bins predicted full tomorrow (list)", "Bins predicted full tomorrow", "Latest anomalies",
+    "Flagged readings (QARTOD suspect/fail) per field", "Dead letters by reason",
+    "Dead letters per reason (range total)", "Latest dead letters", "Dead-lettered per second",
+    "Stale (online, silent)", "Offline",
+}
+
+
+def _kc(argv: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "kotacerdas", *argv], env=env, capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, f"kotacerdas {' '.join(argv)} -> {r.returncode}\n{r.stderr[-3000:]}"
+    return r
+
+
+def _service(argv: list[str], env: dict, log: Path, health: str) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-m", "kotacerdas", *argv], env=env, stdout=open(log, "ab"),
+                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert p.poll() is None, f"{argv} exited {p.returncode}: {log.read_text()[-2000:]}"
+        try:
+            if httpx.get(health, timeout=1).status_code == 200:
+                return p
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{argv} not healthy")
+
+
+@pytest.mark.long
+def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path):
+    ports = {"gateway": free_port(), "ingest": free_port()}
+    env = {**os.environ,
+           "KC_MQTT__HOST": settings.mqtt.host, "KC_MQTT__PORT": str(settings.mqtt.port),
+           "KC_MQTT__TOPIC_ROOT": settings.mqtt.topic_root, "KC_INFLUX__URL": settings.influx.url,
+           "KC_INFLUX__DATABASE": settings.influx.database, "KC_STATE_DIR": str(tmp_path / "state"),
+           "KC_GATEWAY__REGISTRY_PATH": str(tmp_path / "gw/registry.sqlite"),
+           "KC_GATEWAY__QUEUE_PATH": str(tmp_path / "gw/queue.sqlite"),
+           "KC_INGEST__SPOOL_PATH": str(tmp_path / "ingest/spool"), "KC_INGEST__CLIENT_ID": f"kc-ingest-{settings.mqtt.topic_root}",
+           "KC_GATEWAY__HTTP_PORT": str(ports["gateway"]), "KC_INGEST__HTTP_PORT": str(ports["ingest"]),
+           "KC_LOG_JSON": "true"}
+    devices = tmp_path / "devices.json"
+    _kc(["simulate", "devices", str(SCENARIO), "-o", str(devices)], env)
+    _kc(["gateway", "registry", "import", str(devices)], env)
+    procs = []
+    try:
+        procs.append(_service(["gateway", "run"], env, tmp_path / "gateway.log", f"http://127.0.0.1:{ports['gateway']}/healthz"))
+        procs.append(_service(["ingest", "run"], env, tmp_path / "ingest.log", f"http://127.0.0.1:{ports['ingest']}/healthz"))
+        summary = tmp_path / "summary.json"
+        _kc(["simulate", "run", str(SCENARIO), "--summary", str(summary), "--no-progress"], env)
+        good = json.loads(summary.read_text()).get("good_by_kind", {})
+        assert sum(good.values()) > 300
+        with InfluxClient(settings.influx) as c:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline:
+                stored = {k: int(c.scalar(f'SELECT count("seq") FROM "{m}"') or 0)
+                          for k, m in (("air", "air"), ("water", "water"), ("waste_bin", "waste_bin"))}
+                if all(stored[k] >= n for k, n in good.items()):
+                    break
+                time.sleep(1)
+            assert all(stored[k] >= n for k, n in good.items()), (stored, good)
+            time.sleep(11)  # one kc_pipeline stats interval, so the pipeline dashboard has two points
+            _kc(["analytics", "run", "--once"], env)
+            to_ms = int(time.time() * 1000)
+            results = verify.run(c, all_dashboards(), from_ms=to_ms - 25 * 3600_000, to_ms=to_ms)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    errors = [r for r in results if r.error]
+    assert not errors, [r.error for r in errors]
+    problems = [p for r in results if r.panel not in MAY_BE_EMPTY for p in r.problems()]
+    assert problems == [], "\n".join(problems)
+    # and with data, even the may-be-empty ones must have the right shape
+    shape = [p for r in results if r.panel in MAY_BE_EMPTY and r.series for p in r.problems()]
+    assert shape == [], "\n".join(shape)
+    filled = sum(1 for r in results if r.series)
+    print(f"{filled}/{len(results)} queries returned data after a simulated day")
