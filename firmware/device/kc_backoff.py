@@ -12,7 +12,7 @@ class Backoff:
         if rand is None:
             try:
                 import random
-                self.rand = random.getrandbits and (lambda n: random.getrandbits(30) % n)
+                self.rand = lambda n: random.getrandbits(30) % n
             except ImportError:
                 self.rand = lambda n: n // 2
 

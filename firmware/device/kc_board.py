@@ -10,9 +10,10 @@ DEFAULT_PINS = {
     "battery": 35,
     "ph": 36, "tds": 39, "turbidity": 34, "do": 32, "chlorine": 33, "onewire": 4,
     "trig": 26, "echo": 27, "tilt": 25, "ntc": 34,
-    "pms_uart": [1, 17, 16], "co2_uart": [2, 13, 14], "i2c": [0, 22, 21],
     "no2_we": 36, "no2_ae": 39, "o3_we": 34, "o3_ae": 35, "co_we": 32, "co_ae": 33,
 }
+# (bus id, TX/SCL pin, RX/SDA pin)
+DEFAULT_BUSES = {"pms_uart": (1, 17, 16), "co2_uart": (2, 13, 14), "i2c": (0, 22, 21)}
 # MicroPython on the ESP32 counts time from 2000-01-01; the wire contract uses the Unix epoch
 EPOCH_OFFSET_S = 946684800 if time.gmtime(0)[0] == 2000 else 0
 VALID_AFTER_S = 1704067200  # 2024-01-01: an unsynced RTC starts in 2000
@@ -22,7 +23,12 @@ class Board:
     def __init__(self, cfg):
         self.cfg = cfg
         self.pins = dict(DEFAULT_PINS)
-        self.pins.update(cfg.get("pins") or {})
+        self.buses = dict(DEFAULT_BUSES)
+        for k, v in (cfg.get("pins") or {}).items():
+            if k in DEFAULT_BUSES:
+                self.buses[k] = (int(v[0]), int(v[1]), int(v[2]))
+            else:
+                self.pins[k] = int(v)
         self.sta = network.WLAN(network.STA_IF)
         self.sta.active(True)
         self.wdt = machine.WDT(timeout=cfg.get("wdt_ms", 60000))
@@ -113,11 +119,11 @@ class Board:
         return self.adc("battery") if self.cfg.get("battery_adc", True) else None
 
     def uart(self, name):
-        n, tx, rx = self.pins[name + "_uart"]
+        n, tx, rx = self.buses[name + "_uart"]
         return machine.UART(n, baudrate=9600, tx=tx, rx=rx, timeout=200)
 
     def i2c(self):
-        n, scl, sda = self.pins["i2c"]
+        n, scl, sda = self.buses["i2c"]
         return machine.I2C(n, scl=machine.Pin(scl), sda=machine.Pin(sda), freq=100000)
 
     def onewire(self):

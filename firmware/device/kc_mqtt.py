@@ -20,8 +20,10 @@ try:
 except AttributeError:  # CPython: emulate MicroPython's wrapping tick counter
     import time
 
+    _monotonic = getattr(time, "monotonic")
+
     def _ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(_monotonic() * 1000)
 
     def _ticks_diff(a, b):
         return a - b
@@ -189,8 +191,8 @@ class MQTTClient:
         self.will = None
         self.on_message = None
         self.on_puback = None
-        self.last_tx = 0
-        self.last_rx = 0
+        self.last_tx = _ticks_ms()
+        self.last_rx = _ticks_ms()
         self.ping_outstanding = False
         self.session_present = False
         self.stats = {"connects": 0, "published": 0, "acked": 0, "resent": 0, "received": 0, "pings": 0}
@@ -213,7 +215,7 @@ class MQTTClient:
             raise
         if self.ssl:
             import ssl as _ssl
-            s = _ssl.wrap_socket(s, server_hostname=self.host, **self.ssl_params)
+            return _ssl.wrap_socket(s, server_hostname=self.host, **self.ssl_params)
         return s
 
     def connect(self, clean_session=False, timeout_s=10):

@@ -235,6 +235,10 @@ class Node:
                 self.suite = kc_sensors.make(self.kind, self.b, self.cal)
             self._ack("config", True, "applied")
             return
+        if topic != self.t_cmd:
+            # e.g. a message queued in the persistent session under an older topic root
+            self.stats["foreign"] = self.stats.get("foreign", 0) + 1
+            return
         if not isinstance(doc, dict) or doc.get("v") != kc_schema.VERSION or not isinstance(doc.get("cmd"), str):
             self.stats["bad_cmd"] += 1
             self._ack(doc.get("id") if isinstance(doc, dict) else None, False, "malformed command")

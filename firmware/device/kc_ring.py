@@ -46,7 +46,7 @@ class Ring:
         self.dropped = 0
         self.seq = 0
         self.corrupt = 0
-        self._f = None
+        self.closed = False
         self._open()
 
     # -- file handling ---------------------------------------------------
@@ -102,9 +102,9 @@ class Ring:
         return struct.unpack(SLOT_HDR, raw)[0]
 
     def close(self):
-        if self._f is not None:
+        if not self.closed:
             self._f.close()
-            self._f = None
+            self.closed = True
 
     # -- API -------------------------------------------------------------
     def __len__(self):

@@ -397,11 +397,13 @@ def test_node_config_and_commands():
     deliver(node.t_cmd, {"v": 1, "id": "c1", "cmd": "ping"})
     deliver(node.t_cmd, {"v": 1, "id": "c2", "cmd": "selfdestruct"})
     deliver(node.t_cmd, {"v": 1, "id": "c3", "cmd": "calibrate", "args": {"sensor": "ph", "point": 7}})
+    deliver("oldroot/v1/depok/water/SIM-1/cmd", {"v": 1, "id": "c9", "cmd": "reboot"})  # ignored
     node.step()
     acks = [json.loads(m) for t, m, d in board.published if t.endswith("/ack")]
     assert [a["ok"] for a in acks] == [True, False, True, False, True], acks
     assert acks[2]["data"]["seq"] == 1 and node.interval_s == 30 and node.cal["tds_k"] == 1.1
     assert 1.4 < node.cal["ph_v7"] < 1.6  # the probe sat in the pH 7 buffer of the fake
+    assert node.stats["foreign"] == 1 and node.reboot_at is None
     stored = kc_config.load_json(node.remote_path)
     assert stored["interval_s"] == 30 and "ph_v7" in stored["calibration"]
     deliver(node.t_cmd, {"v": 1, "id": "c4", "cmd": "reboot"})

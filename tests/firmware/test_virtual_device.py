@@ -76,7 +76,7 @@ def validated_seqs(settings: Settings, msgs: list[tuple[str, bytes]]) -> list[in
 def test_virtual_device_publishes_valid_telemetry(kind: str, settings: Settings, tmp_path: Path, uid: str) -> None:
     col = Collector(settings, f"{settings.mqtt.topic_root}/#", f"col-{uid}")
     try:
-        vd = VirtualDevice(settings, kind, f"V-{kind}", interval_s=0.2, state_dir=tmp_path / "dev")
+        vd = VirtualDevice(settings, kind, f"V-{kind}-{uid}", interval_s=0.2, state_dir=tmp_path / "dev")
         res = vd.run(duration_s=30, count=4)
         assert res.readings == 4 and res.delivered == 4 and res.buffered == 0
         wait_for(lambda: len(col.where("/telemetry")) >= 4, 10, "telemetry")
@@ -146,14 +146,15 @@ def test_ring_overflow_loss_is_counted_and_reported(private_broker, settings: Se
 
 def test_remote_config_and_ping_over_broker(settings: Settings, tmp_path: Path, uid: str) -> None:
     root = settings.mqtt.topic_root
-    cfg_topic = contract.config_topic(root, settings.city, "water", "W-CFG")
-    cmd_topic = contract.cmd_topic(root, settings.city, "water", "W-CFG")
+    dev = f"W-CFG-{uid}"  # client id = device id: a persistent session must not leak between runs
+    cfg_topic = contract.config_topic(root, settings.city, "water", dev)
+    cmd_topic = contract.cmd_topic(root, settings.city, "water", dev)
     pub = make_client(settings.mqtt, f"pub-{uid}", v5=False)
     connect(pub, settings.mqtt)
     pub.publish(cfg_topic, json.dumps({"v": 1, "interval_s": 7, "thresholds": {"ph": [6.5, 8.5]}}),
                 qos=1, retain=True).wait_for_publish(5)
-    col = Collector(settings, f"{root}/v1/+/water/W-CFG/ack", f"col-{uid}")
-    vd = VirtualDevice(settings, "water", "W-CFG", interval_s=60, state_dir=tmp_path / "dev")
+    col = Collector(settings, f"{root}/v1/+/water/{dev}/ack", f"col-{uid}")
+    vd = VirtualDevice(settings, "water", dev, interval_s=60, state_dir=tmp_path / "dev")
     t = threading.Thread(target=vd.run, kwargs={"duration_s": 30}, daemon=True)
     t.start()
     try:
@@ -184,7 +185,7 @@ def test_virtual_cli_subprocess(settings: Settings, tmp_path: Path, uid: str) ->
     try:
         r = subprocess.run(
             [KOTACERDAS, "firmware", "virtual", "--kind", "waste_bin", "--device",
-             "BIN-CLI", "--city", "bogor", "--interval", "0.3", "--count", "3", "--duration", "60",
+             f"BIN-CLI-{uid}", "--city", "bogor", "--interval", "0.3", "--count", "3", "--duration", "60",
              "--state-dir", str(tmp_path / "dev")],
             capture_output=True, text=True, timeout=90, env=env,
         )
@@ -193,16 +194,16 @@ def test_virtual_cli_subprocess(settings: Settings, tmp_path: Path, uid: str) ->
         assert summary["readings"] == 3 and summary["delivered"] == 3 and summary["last_seq"] == 3
         wait_for(lambda: len(col.where("/telemetry")) >= 3, 10, "telemetry")
         topics = {t for t, _ in col.where("/telemetry")}
-        assert topics == {contract.telemetry_topic(settings.mqtt.topic_root, "bogor", "waste_bin", "BIN-CLI")}
+        assert topics == {contract.telemetry_topic(settings.mqtt.topic_root, "bogor", "waste_bin", f"BIN-CLI-{uid}")}
         assert validated_seqs(settings, col.where("/telemetry")) == [1, 2, 3]
     finally:
         col.close()
 
 
-def test_virtual_cli_stops_on_sigterm(settings: Settings, tmp_path: Path) -> None:
+def test_virtual_cli_stops_on_sigterm(settings: Settings, tmp_path: Path, uid: str) -> None:
     env = dict(os.environ, KC_MQTT__TOPIC_ROOT=settings.mqtt.topic_root, KC_MQTT__PORT=str(settings.mqtt.port))
     p = subprocess.Popen(
-        [KOTACERDAS, "firmware", "virtual", "--kind", "air", "--device", "AIR-SIG",
+        [KOTACERDAS, "firmware", "virtual", "--kind", "air", "--device", f"AIR-SIG-{uid}",
          "--interval", "0.5", "--state-dir", str(tmp_path / "dev")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
