@@ -10,6 +10,8 @@ Convenience routes name the common ones (``/v1/air/latest``, ``/v1/air/ispu``,
 # no `from __future__ import annotations`: FastAPI must resolve the handlers' locally built types
 import enum
 import logging
+import threading
+import time
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -77,6 +79,7 @@ def make_app(settings: Settings) -> FastAPI:
     requests = Counter("kc_api_requests_total", "HTTP requests", ["route", "status"], registry=registry)
     limited = Counter("kc_api_rate_limited_total", "requests refused with 429", registry=registry)
     db_errors = Counter("kc_api_influx_errors_total", "InfluxDB queries that failed", registry=registry)
+    cache_hits = Counter("kc_api_cache_hits_total", "dataset answers served from the cache", registry=registry)
     latency = Histogram("kc_api_request_seconds", "request latency", ["route"], registry=registry)
 
     app = FastAPI(
@@ -103,11 +106,34 @@ def make_app(settings: Settings) -> FastAPI:
         requests.labels("/v1" if route.startswith("/v1/") else route, str(resp.status_code)).inc()
         return resp
 
+    ttl = settings.api.cache_ttl_s
+    cache: dict[tuple, tuple[float, list[dict[str, Any]]]] = {}
+    cache_lock = threading.Lock()
+
+    def fetch_cached(ds: Dataset, filters: dict[str, str]) -> list[dict[str, Any]]:
+        # public data changes once per report interval; a short TTL turns a crowd of clients
+        # (or a scraper walking pages) into one InfluxDB query per dataset and filter
+        key = (ds.id, tuple(sorted(filters.items())))
+        now = time.monotonic()
+        if ttl > 0:
+            with cache_lock:
+                hit = cache.get(key)
+            if hit and hit[0] > now:
+                cache_hits.inc()
+                return hit[1]
+        rows = ds.fetch(client, filters)
+        if ttl > 0:
+            with cache_lock:
+                if len(cache) > 1000:  # bounded: filters come from clients
+                    cache.clear()
+                cache[key] = (now + ttl, rows)
+        return rows
+
     def serve(ds: Dataset, request: Request, city: str | None, district: str | None, limit: int, offset: int,
               fmt: str) -> Response:
         filters = {k: v for k, v in (("city", city), ("district", district)) if v}
         try:
-            rows = ds.fetch(client, filters)
+            rows = fetch_cached(ds, filters)
         except InfluxError as exc:
             db_errors.inc()
             log.warning("influx query failed", extra={"dataset": ds.id, "error": str(exc)[:300]})

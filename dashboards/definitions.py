@@ -8,6 +8,8 @@ docs/team-interfaces.md (``ispu``, ``aqi_us``, ``qc``, ``water_compliance``,
 
 from __future__ import annotations
 
+from typing import Any
+
 from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
 
 from dashboards import standards as std
@@ -224,7 +226,7 @@ def water_dashboard(cat: Catalogue) -> Dashboard:
 
 def waste_dashboard(cat: Catalogue) -> Dashboard:
     bin_ = cat["waste_bin"]
-    fill_steps = [{"color": "green", "value": None}, {"color": "orange", "value": std.BIN_FILL_WARN},
+    fill_steps: list[dict[str, Any]] = [{"color": "green", "value": None}, {"color": "orange", "value": std.BIN_FILL_WARN},
                   {"color": "red", "value": std.BIN_FILL_DUE}]
     latest = Target(
         f'SELECT last("fill") AS "fill" FROM "{bin_.measurement}" {where()} GROUP BY "device"',
@@ -233,7 +235,7 @@ def waste_dashboard(cat: Catalogue) -> Dashboard:
                  f'last("hours_to_full") AS "hours_to_full", last("full_by_tomorrow") AS "full_by_tomorrow" '
                  f'FROM "bin_forecast" {where()} GROUP BY "device"')
     fc_cols = ("time", "priority", "fill", "fill_rate", "hours_to_full", "full_by_tomorrow")
-    col_props = [
+    col_props: list[dict[str, Any]] = [
         {"matcher": {"id": "byName", "options": "fill"}, "properties": [
             {"id": "unit", "value": "percent"}, {"id": "custom.cellOptions", "value": {"type": "gauge", "mode": "basic"}},
             {"id": "min", "value": 0}, {"id": "max", "value": 100}]},

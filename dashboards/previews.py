@@ -79,11 +79,11 @@ def _draw(ax: Any, panel: Panel, res: verify.QueryResult, coords: dict[str, tupl
         if panel.unit:
             ax.set_ylabel(_UNIT_LABEL.get(panel.unit, panel.unit.removeprefix("suffix: ")), fontsize=6)
     elif t == "state-timeline":
-        rows = [s for s in series][:12]
-        i = _value_col(rows[0].columns)
-        grid = np.array([[np.nan if r[i] is None else r[i] for r in s.values] for s in rows], dtype=float)
+        shown = series[:12]
+        i = _value_col(shown[0].columns)
+        grid = np.array([[np.nan if r[i] is None else r[i] for r in s.values] for s in shown], dtype=float)
         ax.imshow(grid, aspect="auto", cmap="RdYlGn", vmin=0, vmax=100, interpolation="nearest")
-        ax.set_yticks(range(len(rows)), [s.tags.get("device", "") for s in rows], fontsize=5)
+        ax.set_yticks(range(len(shown)), [s.tags.get("device", "") for s in shown], fontsize=5)
         ax.set_xticks([])
     elif t in ("stat",):
         s = series[0]
@@ -130,7 +130,7 @@ def _draw(ax: Any, panel: Panel, res: verify.QueryResult, coords: dict[str, tupl
         ax.pie(list(counts.values()), labels=list(counts), textprops={"fontsize": 6}, wedgeprops={"width": 0.45})
     else:  # table: the first rows as text
         cols = [*series[0].tags.keys(), *[c for c in series[0].columns if c != "time"]][:7]
-        rows = []
+        rows: list[list[str]] = []
         for s in series:
             for r in s.values[:1] if s.tags else s.values[:8]:
                 rec = {**s.tags, **dict(zip(s.columns, r))}

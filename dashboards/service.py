@@ -22,7 +22,7 @@ def serve(settings: Settings, ready: threading.Event | None = None) -> int:
     config = uvicorn.Config(app, host=settings.api.host, port=settings.api.port, log_level="warning",
                             access_log=False, lifespan="off")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours, below
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined,method-assign]  # ours, below
 
     def on_signal(signum: int, frame: object) -> None:
         log.info("stopping", extra={"signal": signum})

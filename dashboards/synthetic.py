@@ -104,7 +104,7 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
                 # derived: ISPU / AQI for air, compliance for water, forecast for bins
                 if k.name == "air":
                     for table, bands in (("ispu", std.ISPU_BANDS), ("aqi_us", std.AQI_US_BANDS)):
-                        subs = {}
+                        subs: dict[str, tuple[float, float]] = {}
                         for pol in ISPU_POLLUTANTS:
                             conc = float(vals[pol][j])
                             idx = float(_synthetic_index(conc, k.field(pol).typical))
@@ -118,21 +118,21 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
                 elif k.name == "water":
                     ok_all = 1
                     for f in k.fields:
-                        v = float(vals[f.name][j])
-                        ok = int(f.expected_lo <= v <= f.expected_hi) if not (di == 2 and f.name == "turbidity") else 0
+                        val = float(vals[f.name][j])
+                        ok = int(f.expected_lo <= val <= f.expected_hi) if not (di == 2 and f.name == "turbidity") else 0
                         ok_all &= ok
                         lines.append(format_line("water_compliance", {**tags, "parameter": f.name},
-                                                 {"value": round(v, 3), "limit_lo": f.expected_lo,
+                                                 {"value": round(val, 3), "limit_lo": f.expected_lo,
                                                   "limit_hi": f.expected_hi, "compliant": ok}, int(t)))
                     lines.append(format_line("water_compliance", {**tags, "parameter": "all"},
                                              {"value": float(ok_all), "limit_lo": 1.0, "limit_hi": 1.0,
                                               "compliant": ok_all}, int(t)))
                 elif k.name == "waste_bin":
-                    fill = float(vals["fill"][j])
+                    fill_now = float(vals["fill"][j])
                     rate = 2.0 + 1.5 * di
-                    htf = max(0.0, (100 - fill) / rate)
+                    htf = max(0.0, (100 - fill_now) / rate)
                     lines.append(format_line("bin_forecast", tags, {
-                        "fill": round(fill, 1), "fill_rate": rate, "hours_to_full": round(htf, 2),
+                        "fill": round(fill_now, 1), "fill_rate": rate, "hours_to_full": round(htf, 2),
                         "full_by_tomorrow": int(htf <= 24), "priority": 0}, int(t)))
                 # qc: one suspect and one failing reading per device and few hours
                 if (t - start) // 3600_000 % 5 == di:
@@ -159,11 +159,11 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
     # pipeline counters every 10 s over the last two hours; dead letters with reasons
     pstart = end_ms - 2 * 3600_000
     for svc, inst in (("ingest", "ingest-0"), ("gateway", "gw-0")):
-        for i, t in enumerate(range(pstart, end_ms + 1, 10_000)):
+        for i, tp in enumerate(range(pstart, end_ms + 1, 10_000)):
             lines.append(format_line("kc_pipeline", {"service": svc, "instance": inst}, {
                 "received": 50 * i, "written": 49 * i, "spooled": 0, "deadlettered": i // 10,
                 "lag_ms": float(200.0 + 50 * np.sin(i / 30)), "batch_latency_ms": 12.0 + (i % 7),
-                "spool_bytes": 0 if i % 200 else 4096}, t))
+                "spool_bytes": 0 if i % 200 else 4096}, tp))
     for i, (stage, reason) in enumerate((("gateway", "out_of_range"), ("gateway", "bad_json"),
                                          ("gateway", "unknown_device"), ("ingest", "write_rejected"))):
         for r in range(i + 1):

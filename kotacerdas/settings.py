@@ -120,6 +120,8 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 18000
     rate_limit_per_minute: int = 600
+    # open-data API: seconds a dataset answer is reused (0 = query InfluxDB on every request)
+    cache_ttl_s: float = 10.0
 
 
 class Settings(BaseSettings):

@@ -120,6 +120,20 @@ def test_rate_limit_answers_429_with_retry_after(loaded):
         assert 'kc_api_requests_total{route="/v1",status="200"} 3.0' in metrics
 
 
+def test_cache_reuses_answers_within_the_ttl(loaded, influx):
+    settings, devs = loaded
+    settings.api.cache_ttl_s = 1.0
+    with TestClient(make_app(settings)) as c:
+        n = c.get("/v1/air/latest").json()["meta"]["total"]
+        influx.write(['air,city=depok,device=air-new,district=beji,kind=air pm25=10.0,seq=0i ' + str(int(time.time() * 1000))])
+        assert c.get("/v1/air/latest").json()["meta"]["total"] == n  # cached
+        deadline = time.monotonic() + 5
+        while c.get("/v1/air/latest").json()["meta"]["total"] == n:
+            assert time.monotonic() < deadline, "cache never expired"
+            time.sleep(0.2)
+        assert "kc_api_cache_hits_total" in c.get("/metrics").text
+
+
 def test_token_bucket_refills():
     now = [0.0]
     rl = RateLimiter(60, clock=lambda: now[0])
