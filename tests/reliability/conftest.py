@@ -1,0 +1,29 @@
+"""Fixtures of the reliability suite: result rows for the report, the full-length switch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.reliability.results import FaultRow, append
+
+
+@pytest.fixture
+def fault_log(request) -> Callable[[FaultRow], FaultRow]:
+    """Record one fault's counts: into the runner's results file when run by ``kotacerdas reliability``."""
+    path: Path | None = getattr(request.config, "kc_reliability_results", None)
+
+    def record(row: FaultRow) -> FaultRow:
+        row.test = request.node.nodeid.split("::", 1)[-1]
+        append(path, row)
+        return row
+
+    return record
+
+
+@pytest.fixture
+def full_length(request) -> bool:
+    """``kotacerdas reliability --full``: outages at their issue-specified length (60 s) instead of CI length."""
+    return bool(getattr(request.config, "kc_reliability_full", False))
