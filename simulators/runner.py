@@ -54,7 +54,10 @@ def simulate(sc: Scenario, settings: Settings, opts: Options, stop: threading.Ev
             sink.close()
         summary = stats.summary()
         if fw is not None:
+            if stop is not None and stop.is_set():
+                fw.stop()
             summary["firmware"] = fw.finish()
+        summary["stopped_early"] = bool(stop is not None and stop.is_set())
     summary.update(scenario=sc.name, seed=sc.seed, qos=sc.qos, target_rate=round(rate, 1),
                    simulated_span_s=sc.span_s, window_start_ms=run.start_ms, window_end_ms=run.end_ms)
     if opts.summary:

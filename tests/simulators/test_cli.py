@@ -74,3 +74,30 @@ def test_firmware_mode_spawns_real_firmware_or_says_what_is_missing(env_for, tmp
     else:
         s = json.loads((tmp_path / "s.json").read_text())
         assert s["firmware"]["devices"] == 1 and s["firmware"]["failed"] == 0, s["firmware"]
+
+
+def test_sigterm_stops_cleanly_and_still_writes_the_summary(env_for, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    summary = tmp_path / "s.json"
+    env = dict(os.environ)
+    p = subprocess.Popen([sys.executable, "-m", "kotacerdas", "simulate", "run", "demo", "--duration", "20",
+                          "--summary", str(summary), "--no-progress"], env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    from .test_publish import Collector
+
+    sub = Collector(env_for, f"{env_for.mqtt.topic_root}/#")
+    try:
+        assert sub.wait_for(20, timeout=30), "simulator never started publishing"
+    finally:
+        sub.close()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    s = json.loads(summary.read_text())
+    assert s["stopped_early"] is True
+    assert 0 < s["sent"] < 400 and s["errors"] == 0
