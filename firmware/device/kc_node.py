@@ -17,7 +17,8 @@ from kc_ring import Ring
 
 RTC_FMT = "<4sIII"  # magic, seq, boots, next reading wall-clock (s)
 RTC_MAGIC = b"KCN1"
-SLEEP_FLUSH_BUDGET_MS = 20000  # a sleeping node gives up on the link after this and sleeps anyway
+SLEEP_FLUSH_BUDGET_MS = 20000
+NTP_RESYNC_MS = 6 * 3600 * 1000  # the ESP32 RTC drifts seconds per day  # a sleeping node gives up on the link after this and sleeps anyway
 
 
 class Node:
@@ -69,6 +70,8 @@ class Node:
         self.mqtt_backoff = Backoff(1000, 60000)
         self.next_link_try = board.ticks_ms()
         self.synced = False
+        self.last_sync = board.ticks_ms()
+        self.warm = True  # sensors are powered at boot
         self.reboot_at = None
         self.stop = False
         self.started = board.ticks_ms()
@@ -137,6 +140,7 @@ class Node:
         self.wifi_backoff.reset()
         if not self.synced:
             self.synced = b.ntp_sync(self.cfg["ntp_host"])
+            self.last_sync = now
         ts = b.now_ms() or 0
         self.client.set_last_will(self.t_status, kc_payload.status("offline", ts, self.fw, "lwt"), True, 1)
         try:
@@ -280,8 +284,16 @@ class Node:
         b = self.b
         b.wdt_feed()
         now = b.ticks_ms()
+        warmup = self.suite.warmup_ms
+        power_save = warmup and self.interval_s * 1000 > 4 * warmup
+        if power_save and not self.warm and b.ticks_diff(now, b.ticks_add(self.next_read, -warmup)) >= 0:
+            self.suite.wake()
+            self.warm = True
         if b.ticks_diff(now, self.next_read) >= 0:
             took = self.sample()
+            if power_save and took:
+                self.suite.rest()
+                self.warm = False
             iv = int(self.interval_s * 1000) if took else 1000
             if took and self._excursion(self.last_values):
                 iv = max(kc_config.MIN_INTERVAL_S * 1000, iv // 4)
@@ -290,6 +302,9 @@ class Node:
                 self.next_read = b.ticks_add(now, iv)
         if not self.client.connected():
             self._link_up()
+        if self.client.connected() and b.ticks_diff(now, self.last_sync) > NTP_RESYNC_MS:
+            self.synced = b.ntp_sync(self.cfg["ntp_host"])
+            self.last_sync = now
         if self.client.connected():
             try:
                 self.pump()

@@ -16,10 +16,19 @@ CAL_DEFAULTS = {
 
 
 class Suite:
+    # how long before a reading the sensors must be woken (0: always on)
+    warmup_ms = 0
+
     def __init__(self, board, cal):
         self.board = board
         self.cal = cal
         self.errors = {}
+
+    def wake(self):
+        pass
+
+    def rest(self):
+        pass
 
     def _try(self, name, fn, *args):
         try:
@@ -120,6 +129,16 @@ class WasteSuite(Suite):
 
 
 class AirSuite(Suite):
+    # PMS5003 manual: stable data at least 30 s after wake-up; its fan and laser wear out
+    # (and draw ~100 mA), so between widely spaced readings it sleeps
+    warmup_ms = 30000
+
+    def wake(self):
+        self._try("pms5003", self.pms.wake)
+
+    def rest(self):
+        self._try("pms5003", self.pms.sleep)
+
     def __init__(self, board, cal):
         Suite.__init__(self, board, cal)
         from kc_drivers import analog, bme280, mhz19b, pms5003

@@ -311,7 +311,7 @@ class FakeBoard:
 
 class DeepSleep(Exception):
     def __init__(self, ms):
-        Exception.__init__(self, ms)
+        super().__init__(ms)
         self.ms = ms
 
 

@@ -326,21 +326,22 @@ def test_analog_curves():
 SimBoard = kc_fakes.SimBoard
 
 
-def _node(kind="air", interval=1):
+def _node(kind="air", interval=1, deep_sleep=False, board=None, storage=None):
     from kc_node import Node
-    storage = _tmp("node")
-    try:
-        os.mkdir(storage)
-    except OSError:
-        pass
-    for f in ("/ring.bin", "/remote.json"):
+    if storage is None:
+        storage = _tmp("node")
         try:
-            os.remove(storage + f)
+            os.mkdir(storage)
         except OSError:
             pass
+        for f in ("/ring.bin", "/remote.json"):
+            try:
+                os.remove(storage + f)
+            except OSError:
+                pass
     cfg = kc_config.validate_device({"kind": kind, "device": "SIM-1", "interval_s": interval,
-                                     "ring": {"capacity": 32, "slot": 384}, "deep_sleep": False})
-    board = SimBoard(kind, storage)
+                                     "ring": {"capacity": 32, "slot": 384}, "deep_sleep": deep_sleep})
+    board = board or SimBoard(kind, storage)
     return Node(board, cfg), board
 
 
@@ -414,6 +415,40 @@ def test_node_config_and_commands():
         assert False, "no reset after the reboot command"
     except kc_fakes.Reset:
         pass
+
+
+def test_deep_sleep_keeps_seq_in_rtc_memory():
+    node, board = _node("waste_bin", interval=60, deep_sleep=True)
+    boots = 0
+    while boots < 3:
+        try:
+            node.run(duration_ms=120000)
+            assert False, "a battery node must deep-sleep once flushed"
+        except kc_fakes.DeepSleep as e:
+            assert 50000 < e.ms <= 60000, e.ms  # sleeps until the next reading is due
+            board.t += e.ms  # asleep; RAM is lost, RTC memory and flash survive
+            node.ring.close()
+            node, board = _node("waste_bin", interval=60, deep_sleep=True, board=board, storage=board.storage)
+            boots += 1
+    assert _seqs(board) == [1, 2, 3] and node.boots == 4
+    # a clean DISCONNECT before each sleep: no last-will "offline" for a sleeping bin
+    assert not [m for t, m, d in board.published if t.endswith("/status") and b"offline" in m]
+    node.shutdown()
+
+
+def test_pms5003_sleeps_between_widely_spaced_readings():
+    node, board = _node("air", interval=300)
+    node.run(max_readings=1)
+    assert board.pms.asleep  # put to sleep right after the reading
+    node.next_read = board.t + 300000
+    node.run(duration_ms=250000)
+    assert board.pms.asleep  # still asleep well before the next reading
+    node.run(duration_ms=40000)
+    assert not board.pms.asleep and node.warm  # woken 30 s ahead (datasheet warm-up)
+    node.run(duration_ms=20000)
+    assert len(_seqs(board)) == 2 and board.pms.asleep
+    assert "pm25" in json.loads([m for t, m, d in board.published if t.endswith("/telemetry")][-1])["fields"]
+    node.shutdown()
 
 
 def run_all(names=None):
