@@ -29,15 +29,18 @@ class QcParams:
     flat_suspect_s: float = 1800.0  # unchanged for this long -> suspect
     flat_fail_s: float = 7200.0  # ... -> fail
     flat_enabled: bool = True
-    spike_suspect_k: float = 6.0  # spike height in robust step scales
-    spike_fail_k: float = 12.0
-    roc_suspect_k: float = 8.0  # one-step change in robust step scales
-    roc_fail_k: float = 16.0
+    # thresholds below chosen with the evaluation harness (docs/analytics.md, "Tuning")
+    spike_suspect_k: float = 16.0  # spike height in robust step scales
+    spike_fail_k: float = 32.0
+    roc_suspect_k: float = 16.0  # one-step change in robust step scales
+    roc_fail_k: float = 32.0
     gap_suspect_n: int = 2  # missing grid bins before a reading
     gap_fail_n: int = 10
+    roc_enabled: bool = True
+    drift_enabled: bool = True  # compare with neighbours (meaningless for independent processes)
     drift_window_s: float = 3600.0  # smoothing window of the neighbour residual
-    drift_suspect_z: float = 6.0
-    drift_fail_z: float = 12.0
+    drift_suspect_z: float = 45.0  # robust spreads of the smoothed residual's reference period
+    drift_fail_z: float = 90.0
 
     @property
     def flat_n(self) -> tuple[int, int]:
@@ -54,6 +57,14 @@ _KIND_OVERRIDES: dict[str, dict] = {"waste_bin": {"flat_suspect_s": 12 * 3600.0,
                                                   "drift_window_s": 6 * 3600.0}}
 
 
+# A bin's fill level steps down at every collection and rises with its own neighbourhood's
+# waste: neither steps nor differences from other bins are faults.
+_FIELD_OVERRIDES: dict[tuple[str, str], dict] = {
+    ("waste_bin", "fill"): {"roc_enabled": False, "drift_enabled": False},
+    ("waste_bin", "distance"): {"roc_enabled": False, "drift_enabled": False},
+}
+
+
 def params_for(kind: Kind, field: Field, step_s: float | None = None) -> QcParams:
     p = QcParams(
         fail_lo=field.lo, fail_hi=field.hi, suspect_lo=field.expected_lo, suspect_hi=field.expected_hi,
@@ -61,7 +72,8 @@ def params_for(kind: Kind, field: Field, step_s: float | None = None) -> QcParam
         # a two-state field (tilt switch: expected [0, 0]) is constant by design
         flat_enabled=field.expected_hi > field.expected_lo,
     )
-    return replace(p, **_KIND_OVERRIDES.get(kind.name, {}))
+    p = replace(p, **_KIND_OVERRIDES.get(kind.name, {}))
+    return replace(p, **_FIELD_OVERRIDES.get((kind.name, field.name), {}))
 
 
 def run_qc(x: np.ndarray, p: QcParams, *, neighbours: bool = True) -> dict[str, qc.QcResult]:
@@ -72,28 +84,12 @@ def run_qc(x: np.ndarray, p: QcParams, *, neighbours: bool = True) -> dict[str, 
         out["flat_line"] = qc.flat_line(x, p.resolution * 0.5, *p.flat_n)
     scale = qc.robust_step_scale(x, 2.0 * p.resolution)
     out["spike"] = qc.spike(x, p.spike_suspect_k * scale, p.spike_fail_k * scale)
-    out["rate_of_change"] = qc.rate_of_change(x, p.step_s, p.roc_suspect_k * scale / p.step_s,
-                                              p.roc_fail_k * scale / p.step_s)
+    if p.roc_enabled:
+        out["rate_of_change"] = qc.rate_of_change(x, p.step_s, p.roc_suspect_k * scale / p.step_s,
+                                                  p.roc_fail_k * scale / p.step_s)
     out["gap"] = qc.gap(x, p.gap_suspect_n, p.gap_fail_n)
-    if neighbours:
+    if neighbours and p.drift_enabled:
         out["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution)
-    return out
-
-
-def run_qc_chunked(x: np.ndarray, p: QcParams, chunk: int = 1024) -> dict[str, qc.QcResult]:
-    """:func:`run_qc` over blocks of series: temporaries stay cache-sized; same results.
-
-    The drift test needs every neighbour at once, so its cross-series median is
-    taken over the whole array first.
-    """
-    s = x.shape[0]
-    res: dict[str, list] = {}
-    for i in range(0, s, chunk):  # a handful of blocks, each fully vectorised
-        for k, r in run_qc(x[i : i + chunk], p, neighbours=False).items():
-            res.setdefault(k, []).append(r)
-    out = {k: qc.QcResult(np.concatenate([r.flag for r in v]), np.concatenate([r.score for r in v]))
-           for k, v in res.items()}
-    out["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution)
     return out
 
 
@@ -102,13 +98,13 @@ class StatParams:
     """Parameters of the statistical detectors (windows in grid samples, thresholds in robust sigmas)."""
 
     hampel_window: int = 60
-    hampel_suspect_z: float = 5.0
-    hampel_fail_z: float = 10.0
+    hampel_suspect_z: float = 8.0
+    hampel_fail_z: float = 16.0
     ewma_alpha: float = 0.1
-    ewma_suspect_l: float = 4.0
-    ewma_fail_l: float = 8.0
-    cusum_k: float = 0.5
-    cusum_h: float = 8.0
+    ewma_suspect_l: float = 20.0
+    ewma_fail_l: float = 40.0
+    cusum_k: float = 5.0
+    cusum_h: float = 200.0
     seasonal_suspect_z: float = 5.0
     seasonal_fail_z: float = 10.0
 
@@ -124,6 +120,9 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
     from analytics import stats
 
     s, t = x.shape
+    # EWMA/CUSUM watch the residual against the neighbours: weather and the daily cycle
+    # are shared by every station and cancel out; a sensor's own shift does not
+    resid = qc.neighbour_residual(x) if s >= 3 else x
     flags: dict[str, np.ndarray] = {}
     scores: dict[str, np.ndarray] = {}
     for i in range(0, s, chunk):  # a few dozen blocks; each detector is vectorised within a block
@@ -131,8 +130,9 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
         out = run_qc(xb, p, neighbours=False)
         out["hampel"] = stats.hampel(xb, sp.hampel_window, None, sp.hampel_suspect_z, sp.hampel_fail_z,
                                      floor=p.resolution)
-        out["ewma"] = stats.ewma_chart(xb, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, floor=p.resolution)
-        out["cusum"] = stats.cusum(xb, sp.cusum_k, sp.cusum_h, floor=p.resolution)
+        rb = resid[i : i + chunk]
+        out["ewma"] = stats.ewma_chart(rb, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, floor=p.resolution)
+        out["cusum"] = stats.cusum(rb, sp.cusum_k, sp.cusum_h, floor=p.resolution)
         out["seasonal"] = stats.seasonal_residual(xb, p.step_s, t0_ms, sp.seasonal_suspect_z, sp.seasonal_fail_z,
                                                   floor=p.resolution)
         for k, r in out.items():
@@ -142,5 +142,6 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
             flags[k][i : i + chunk] = r.flag
             scores[k][i : i + chunk] = r.score
     merged = {k: qc.QcResult(flags[k], scores[k]) for k in flags}
-    merged["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution)
+    if p.drift_enabled:
+        merged["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution)
     return merged

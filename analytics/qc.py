@@ -224,6 +224,11 @@ def nanmedian_fast(a: np.ndarray, axis: int, chunk_bytes: int = 1 << 23) -> np.n
     return out
 
 
+def neighbour_residual(x: np.ndarray) -> np.ndarray:
+    """x minus the median of all series at the same time (S, T): what the neighbours do not share."""
+    return x - nanmedian_fast(x, axis=0)[None, :]
+
+
 def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.0, floor=0.0,
           reference_frac: float = 1 / 3) -> QcResult:
     """Drift against neighbours: a sensor slowly leaving its fellow sensors of the same kind.
@@ -234,7 +239,8 @@ def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.
     the reference period (the first ``reference_frac`` of the window), so a station
     with a steady local offset is not flagged, one that moves away over time is.
     score: change of the smoothed residual in units of the residual's robust
-    spread in the reference period (never below ``floor``, field units).
+    spread (of the smoothed residual) in the reference period (never below
+    ``floor``, field units).
     Needs at least 3 series; otherwise every present sample is 2 (not evaluated).
     """
     s, t = x.shape
@@ -242,14 +248,14 @@ def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.
     if s < 3:
         flag[:] = NOT_EVALUATED
         return _finish(flag, np.full(x.shape, np.nan), x)
-    ref = nanmedian_fast(x, axis=0)[None, :]
-    r = x - ref
+    r = neighbour_residual(x)
     sm = rolling_mean(r, window)
     n_ref = max(int(t * reference_frac), 2)
-    base = nanmedian_fast(r[:, :n_ref], axis=1)[:, None]
-    mad = nanmedian_fast(np.abs(r[:, :n_ref] - base), axis=1)[:, None]
-    # spread of a mean of `window` samples shrinks roughly with sqrt(window)
-    scale = np.maximum(1.4826 * mad / np.sqrt(window), _col(floor, s))
+    # level and spread of the *smoothed* residual in the reference period: smoothing an
+    # autocorrelated residual does not shrink its spread by sqrt(window)
+    base = nanmedian_fast(sm[:, :n_ref], axis=1)[:, None]
+    mad = nanmedian_fast(np.abs(sm[:, :n_ref] - base), axis=1)[:, None]
+    scale = np.maximum(1.4826 * mad, _col(floor, s))
     scale = np.where(np.isnan(scale), np.inf, np.maximum(scale, 1e-12))
     with np.errstate(invalid="ignore"):
         score = np.abs(sm - base) / scale

@@ -117,14 +117,20 @@ def ewma_chart(x: np.ndarray, alpha: float = 0.1, suspect_l: float = 3.0, fail_l
     """EWMA control chart on robustly standardised readings.
 
     Baseline median/MAD from the first ``reference_frac`` of the window. score =
-    |EWMA of z| / sqrt(alpha / (2 - alpha)), i.e. in units of the EWMA's own
-    standard deviation: > suspect_l -> 3, > fail_l -> 4. Catches small persistent
+    distance of the EWMA of z from its reference level, in units of the EWMA's own
+    robust spread in the reference period (at least the white-noise value
+    sqrt(alpha / (2 - alpha))): > suspect_l -> 3, > fail_l -> 4. Catches small persistent
     shifts (offsets, slow contamination) that a point-wise test misses.
     """
     n_ref = max(int(x.shape[1] * reference_frac), 2)
     z = _robust_standardise(x, floor, slice(0, n_ref))
     e = ewma(np.where(np.isnan(z), 0.0, z), alpha)
-    score = np.abs(e) / np.sqrt(alpha / (2.0 - alpha))
+    # calibrate against the EWMA's own spread in the reference period: real residuals are
+    # autocorrelated, and the white-noise formula sqrt(alpha/(2-alpha)) underestimates it
+    e0 = nanmedian_fast(e[:, :n_ref], axis=1)[:, None]
+    spread = MAD_TO_SIGMA * nanmedian_fast(np.abs(e[:, :n_ref] - e0), axis=1)[:, None]
+    spread = np.maximum(spread, np.sqrt(alpha / (2.0 - alpha)))
+    score = np.abs(e - e0) / spread
     return _finish(_flags(score, suspect_l, fail_l), score, x)
 
 

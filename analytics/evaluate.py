@@ -1,0 +1,206 @@
+"""Evaluation harness: score the detectors against the simulators' ground-truth labels.
+
+Inputs (written by ``kotacerdas simulate run --dry-run FILE --labels FILE``):
+- dry run, JSON lines ``{"t": ms, "topic": str, "payload": str}`` (payload = telemetry JSON);
+- labels, JSON lines ``{"device","kind","field"|null,"start": ms,"end": ms,"type"}``.
+
+Each fault type is matched with the detectors meant to catch it (:data:`DETECTORS_FOR`).
+Per type:
+- recall: labelled events with at least one suspect/fail flag from those detectors
+  on the labelled device (and field, when the label names one) between ``start`` and
+  ``end`` plus a tolerance of :data:`TOLERANCE_STEPS` grid steps;
+- precision: runs of consecutive flags from those detectors that overlap a label of
+  that type (with the same tolerance either side), over all such runs;
+- delay: first flag minus label start, seconds (median and 90th percentile).
+Message-level faults (duplicate, out_of_order, malformed, clock_skew) are the
+gateway's job (it rejects or reorders them before storage) and are reported as such.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import Iterable
+
+import numpy as np
+
+from analytics import ispu, qc, water
+from analytics.detectors import StatParams, params_for, run_all
+from analytics.grid import Grid, to_grid
+from kotacerdas.catalogue import Catalogue, load_catalogue
+
+TOLERANCE_STEPS = 3
+GATEWAY_TYPES = ("duplicate", "out_of_order", "malformed", "clock_skew")
+DETECTORS_FOR: dict[str, tuple[str, ...]] = {
+    "spike": ("spike", "hampel"),
+    "flatline": ("flat_line",),
+    "drift": ("drift", "cusum", "ewma"),
+    "offset": ("rate_of_change", "cusum", "ewma", "drift", "hampel"),
+    "dropout": ("gap",),
+    "offline": ("gap",),
+    "pollution_episode": ("ispu_unhealthy",),
+    "contamination": ("water_noncompliant",),
+}
+
+
+@dataclass
+class Row:
+    type: str
+    detectors: str
+    events: int = 0
+    detected: int = 0
+    flagged_runs: int = 0
+    true_runs: int = 0
+    delays_s: list[float] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def recall(self) -> float:
+        return self.detected / self.events if self.events else math.nan
+
+    @property
+    def precision(self) -> float:
+        return self.true_runs / self.flagged_runs if self.flagged_runs else math.nan
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p == p and r == r and (p + r) > 0 else math.nan
+
+
+def read_dry_run(lines: Iterable[str]) -> tuple[dict[tuple[str, str], list[tuple[int, dict]]], int]:
+    """(kind, device) -> [(ts, fields)] of parseable telemetry, and the count of unusable messages."""
+    out: dict[tuple[str, str], list[tuple[int, dict]]] = defaultdict(list)
+    bad = 0
+    for ln in lines:
+        try:
+            doc = json.loads(ln)
+            parts = doc["topic"].split("/")
+            if len(parts) != 6 or parts[5] != "telemetry":
+                continue
+            p = json.loads(doc["payload"])
+            ts, fields = int(p["ts"]), p["fields"]
+            if not isinstance(fields, dict):
+                raise ValueError("fields")
+        except (KeyError, ValueError, TypeError):  # malformed on purpose: the gateway's dead letters
+            bad += 1
+            continue
+        num = {k: float(v) for k, v in fields.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        out[(parts[3], parts[4])].append((ts, num))
+    return out, bad
+
+
+def _runs_overlap(mask: np.ndarray, cover: np.ndarray) -> tuple[int, int]:
+    """(number of runs of True in mask, number of those touching cover)."""
+    starts = mask.copy()
+    starts[:, 1:] &= ~mask[:, :-1]
+    n = int(starts.sum())
+    if n == 0:
+        return 0, 0
+    run_id = np.cumsum(starts.ravel()).reshape(mask.shape)
+    hit = np.bincount(run_id[mask], weights=cover[mask].astype(np.float64), minlength=n + 1)[1:]
+    return n, int((hit > 0).sum())
+
+
+def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[dict],
+             cat: Catalogue | None = None, *, qc_overrides: dict | None = None,
+             stat_params: StatParams | None = None) -> list[Row]:
+    """Score the detector set; ``qc_overrides`` / ``stat_params`` try other parameters (for tuning)."""
+    cat = cat or load_catalogue()
+    rows = {t: Row(t, "+".join(d)) for t, d in DETECTORS_FOR.items()}
+    for t in GATEWAY_TYPES:
+        rows[t] = Row(t, "gateway", note="rejected/reordered by the gateway before storage")
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for kind, dev in data:
+        by_kind[kind].append(dev)
+    for kind_name, devices in by_kind.items():
+        if kind_name not in cat:
+            continue
+        kind = cat[kind_name]
+        devices.sort()
+        dindex = {d: i for i, d in enumerate(devices)}
+        all_ts = [ts for d in devices for ts, _ in data[(kind_name, d)]]
+        step_ms = kind.report_interval_s * 1000
+        grid = Grid.covering(min(all_ts), max(all_ts), step_ms)
+        times = grid.times_ms
+        klabels = [lb for lb in labels if lb["kind"] == kind_name and lb["device"] in dindex]
+        for f in kind.fields:
+            idx, ts, vals = [], [], []
+            for d in devices:
+                for t, fl in data[(kind_name, d)]:
+                    if f.name in fl:
+                        idx.append(dindex[d])
+                        ts.append(t)
+                        vals.append(fl[f.name])
+            if not vals:
+                continue
+            x = to_grid(np.array(idx), np.array(ts), np.array(vals), len(devices), grid, how="mean")
+            p = replace(params_for(kind, f, kind.report_interval_s), **(qc_overrides or {}))
+            res = run_all(x, p, grid.t0_ms, stat_params or StatParams())
+            flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items()}
+            # domain "detectors": what the alert rules would flag (rolling means like the service's)
+            if f.name in ispu.TABLES:
+                n = max(int(3600 / kind.report_interval_s), 1)
+                flagged["ispu_unhealthy"] = ispu.index(f.name, qc.rolling_mean(x, n)) > 100
+            if f.name in water.LIMITS:
+                n = max(int(900 / kind.report_interval_s), 1)
+                m = qc.rolling_mean(x, n)
+                flagged["water_noncompliant"] = ~water.compliant(f.name, m) & ~np.isnan(m)
+            for ftype, dets in DETECTORS_FOR.items():
+                have = [flagged[d] for d in dets if d in flagged]
+                if not have:
+                    continue
+                mask = np.logical_or.reduce(have)
+                cover = np.zeros_like(mask)
+                row = rows[ftype]
+                for lb in klabels:
+                    if lb["type"] != ftype or (lb["field"] not in (None, f.name)):
+                        continue
+                    s = dindex[lb["device"]]
+                    i0 = int(np.searchsorted(times, lb["start"] - step_ms + 1))
+                    i1 = int(np.searchsorted(times, lb["end"], side="right")) + TOLERANCE_STEPS
+                    cover[s, max(i0 - TOLERANCE_STEPS, 0) : i1] = True
+                    # a field-less label (device offline) is one event, counted on the first field only
+                    if lb["field"] is None and f.name != kind.fields[0].name:
+                        continue
+                    row.events += 1
+                    hit = np.nonzero(mask[s, i0:i1])[0]
+                    if hit.size:
+                        row.detected += 1
+                        row.delays_s.append(max((times[i0 + hit[0]] - lb["start"]) / 1000.0, 0.0))
+                n, tp = _runs_overlap(mask, cover)
+                row.flagged_runs += n
+                row.true_runs += tp
+    return list(rows.values())
+
+
+def evaluate_files(data_path: str, labels_path: str, root: str | None = None) -> list[Row]:  # noqa: ARG001
+    with open(data_path, encoding="utf-8") as fh:
+        data, _bad = read_dry_run(fh)
+    with open(labels_path, encoding="utf-8") as fh:
+        labels = [json.loads(ln) for ln in fh if ln.strip()]
+    return evaluate(data, labels)
+
+
+def _fmt(v: float, pct: bool = True) -> str:
+    if v != v:
+        return "-"
+    return f"{100 * v:.0f}%" if pct else f"{v:.0f}"
+
+
+def render(rows: list[Row]) -> str:
+    head = f"{'fault type':<18} {'detectors':<44} {'events':>6} {'found':>6} {'recall':>7} {'precision':>9} " \
+           f"{'F1':>5} {'delay p50 s':>11} {'p90 s':>7}"
+    out = [head, "-" * len(head)]
+    for r in rows:
+        if r.note:
+            out.append(f"{r.type:<18} {r.detectors:<44} {r.note}")
+            continue
+        d = np.array(r.delays_s) if r.delays_s else np.array([np.nan])
+        out.append(f"{r.type:<18} {r.detectors:<44} {r.events:>6} {r.detected:>6} {_fmt(r.recall):>7} "
+                   f"{_fmt(r.precision):>9} {_fmt(r.f1):>5} {_fmt(float(np.nanmedian(d)), False):>11} "
+                   f"{_fmt(float(np.nanpercentile(d, 90)) if r.delays_s else math.nan, False):>7}")
+    return "\n".join(out)
