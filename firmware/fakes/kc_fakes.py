@@ -48,12 +48,20 @@ def invert(fn, target, lo, hi, iters=40):
 
 
 class FakeADC:
-    def __init__(self, volts, divider=1.0):
+    def __init__(self, volts, divider=1.0, clock=None):
         self.volts = volts  # callable -> volts at the sensor output
         self.divider = divider
+        self.clock = clock
+        self._at = None
+        self._uv = 0
 
     def read_uv(self):
-        return int(self.volts() / self.divider * 1e6)
+        # a burst of samples at one instant inverts the sensor curve once, not per sample
+        now = self.clock() if self.clock is not None else None
+        if now is None or now != self._at:
+            self._uv = int(self.volts() / self.divider * 1e6)
+            self._at = now
+        return self._uv
 
 
 class FakePin:
@@ -243,6 +251,8 @@ class FakeBoard:
             self.adcs = water_adcs(self.world, self.cal)
         elif kind == "air":
             self.adcs = air_adcs(self.world, self.cal)
+        for a in self.adcs.values():
+            a.clock = clock
         self.pms = self.co2 = self.bme = self.ow = None
         if kind == "air":
             self.pms = FakePMS5003(self.world)
