@@ -119,6 +119,8 @@ class ProgressView:
             d = stats.duration_s
             self.progress.update(self.task, completed=stats.sent, rate=stats.sent / d if d > 0 else 0.0,
                                  errors=stats.errors)
+            if stats.finished is not None:  # the total was an estimate (dropouts, offline windows)
+                self.progress.update(self.task, total=max(stats.sent, 1))
 
 
 class MqttSink:

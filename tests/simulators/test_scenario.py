@@ -66,3 +66,19 @@ def test_device_export_matches_the_gateway_schema():
         assert set(r) == {"device", "kind", "city", "district", "lat", "lon", "department"}
         assert r["department"] == cat[r["kind"]].department
         assert -7 < r["lat"] < -6 and 106 < r["lon"] < 107
+
+
+@pytest.mark.parametrize("name", [n for n, _ in list_scenarios()])
+def test_every_shipped_scenario_produces_valid_traffic(name):
+    from kotacerdas import contract
+
+    from simulators.engine import GOOD, Run
+
+    sc = load_scenario(name)
+    sc = sc.with_duration(min(sc.duration_s, 300.0 / sc.acceleration))  # a few simulated minutes
+    now = 1_795_000_000_000
+    run = Run(sc, "kc", now)
+    good = [m for m in run.messages(births=False) if m.cls == GOOD]
+    assert good
+    for m in good[:2000]:
+        assert contract.validate_telemetry(m.topic, m.payload, now, root="kc")
