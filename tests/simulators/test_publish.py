@@ -112,3 +112,30 @@ def test_dry_run_then_replay_publishes_the_same_payloads(settings, tmp_path):
         sub.close()
     assert r["errors"] == 0 and r["sent"] == len(tele)
     assert [p for _, _, p, _ in got] == [m.payload for m in tele]  # same bytes, same order (non-UTF-8 ones too)
+
+
+def test_broker_restart_mid_run_is_counted_not_fatal(settings, private_broker):
+    """The broker goes away for a while: the run finishes, failed publishes are counted, later ones arrive."""
+    from tests.conftest import mqtt_for
+
+    broker = private_broker()
+    s = settings.model_copy(deep=True)
+    s.mqtt = mqtt_for(broker, settings.mqtt.topic_root)
+    sc = small_scenario(span_s=3600, qos=0, faults={})
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(simulate(sc, s, Options(rate=150, progress=False))))
+    t.start()
+    time.sleep(1.5)
+    broker.stop()
+    time.sleep(1.5)
+    broker.start()
+    sub = Collector(s, f"{s.mqtt.topic_root}/v1/+/+/+/telemetry")
+    try:
+        t.join(timeout=60)
+        assert not t.is_alive(), "the run hung after the broker came back"
+        got = sub.telemetry()
+    finally:
+        sub.close()
+    assert result["errors"] > 0  # publishes while the broker was down are reported
+    assert result["sent"] + result["errors"] >= 600
+    assert len(got) > 50  # publishing resumed after the restart
