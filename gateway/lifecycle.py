@@ -51,6 +51,7 @@ class Lifecycle:
         self.interval_s = interval_s
         self.devices: dict[str, DeviceState] = {}
         self._dirty: set[str] = set()
+        self._unsaved: set[str] = set()
 
     def _get(self, device: str, kind: str, city: str, district: str) -> DeviceState:
         s = self.devices.get(device)
@@ -75,6 +76,7 @@ class Lifecycle:
         s.state = "online"
         s.stale = False
         self._dirty.add(device)
+        self._unsaved.add(device)
         return s if s.view() != before else None
 
     def on_status(
@@ -88,6 +90,7 @@ class Lifecycle:
         if state == "online":
             s.last_seen = max(s.last_seen or 0, rx_ms)
             s.stale = False
+        self._unsaved.add(device)
         return s if s.view() != before else None
 
     def sweep(self, now_ms: int) -> list[DeviceState]:
@@ -99,6 +102,7 @@ class Lifecycle:
             if now_ms - s.last_seen > self.n * self.interval_s(s.device, s.kind) * 1000:
                 s.stale = True
                 changed.append(s)
+                self._unsaved.add(s.device)
         return changed
 
     def take_dirty(self) -> list[DeviceState]:
@@ -106,3 +110,13 @@ class Lifecycle:
         out = [self.devices[d] for d in self._dirty if d in self.devices]
         self._dirty.clear()
         return out
+
+    def take_unsaved(self) -> list[DeviceState]:
+        """States changed since the last call (to persist, so a restart keeps last_seen and stale)."""
+        out = [self.devices[d] for d in self._unsaved if d in self.devices]
+        self._unsaved.clear()
+        return out
+
+    def restore(self, states: list[DeviceState]) -> None:
+        for s in states:
+            self.devices[s.device] = s

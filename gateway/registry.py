@@ -41,6 +41,15 @@ CREATE TABLE IF NOT EXISTS devices (
     created_ms INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL
 );
+-- the gateway's lifecycle view, so a restart keeps last_seen/battery/fw and can still flag stale devices
+CREATE TABLE IF NOT EXISTS device_state (
+    device TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    stale INTEGER NOT NULL,
+    last_seen INTEGER,
+    battery REAL,
+    fw TEXT
+);
 """
 
 
@@ -248,3 +257,18 @@ class Registry:
             )
             self._db.commit()
             return self.get(device)  # type: ignore[return-value]
+
+    # ------------------------------------------------------------ lifecycle state
+
+    def save_states(self, rows: list[tuple[str, str, bool, int | None, float | None, str | None]]) -> None:
+        with self._lock:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO device_state (device, state, stale, last_seen, battery, fw) VALUES (?,?,?,?,?,?)",
+                [(d, st, int(stale), ls, b, fw) for d, st, stale, ls, b, fw in rows],
+            )
+            self._db.commit()
+
+    def load_states(self) -> list[tuple[str, str, bool, int | None, float | None, str | None]]:
+        with self._lock:
+            rows = self._db.execute("SELECT device, state, stale, last_seen, battery, fw FROM device_state").fetchall()
+        return [(r[0], r[1], bool(r[2]), r[3], r[4], r[5]) for r in rows]

@@ -298,6 +298,15 @@ class Gateway:
                 last_prune = mono
                 self.store.forget_before(now_ms() - self.limits.max_age_ms - self.limits.max_future_ms)
 
+    def _restore_states(self) -> None:
+        states = []
+        for dev_id, state, stale, last_seen, battery, fw in self.registry.load_states():
+            d = self.lookup(dev_id)
+            if d is not None:
+                states.append(DeviceState(dev_id, d.kind, d.city, d.district, state, stale, last_seen, battery, fw))
+        with self._lock_lifecycle:
+            self.lifecycle.restore(states)
+
     def _sweep(self, refresh: bool) -> None:
         with self._lock_lifecycle:
             out = {s.device: s for s in self.lifecycle.sweep(now_ms())}
@@ -305,6 +314,9 @@ class Gateway:
                 for s in self.lifecycle.take_dirty():
                     out.setdefault(s.device, s)
             states = list(self.lifecycle.devices.values())
+            unsaved = [(s.device, s.state, s.stale, s.last_seen, s.battery, s.fw) for s in self.lifecycle.take_unsaved()]
+        if unsaved:
+            self.registry.save_states(unsaved)
         if out:
             self.store.enqueue(self._status_out(s) for s in out.values())
             self.forwarder.wake.set()
@@ -360,6 +372,7 @@ class Gateway:
 
     def start(self) -> "Gateway":
         self.reload_devices(force=True)
+        self._restore_states()
         self.store.forget_before(now_ms() - self.limits.max_age_ms - self.limits.max_future_ms)
         self.forwarder.start()
         self._worker.start()
@@ -392,6 +405,7 @@ class Gateway:
         # let the worker finish (commit + ack) its current batch before the connection goes; whatever
         # is still in the inbox is unacknowledged and stays with the broker (persistent session)
         self._worker.join(timeout=10)
+        self._sweep(refresh=False)  # persist the latest lifecycle view
         if self.client is not None:
             self.client.disconnect()
             self.client.loop_stop()

@@ -229,3 +229,28 @@ def test_out_of_order_backlog_is_accepted_and_leaves_in_device_time_order(regist
     assert [o["ts"] for o in out] == sorted(o["ts"] for o in out)
     gw.store.close()
     gw.registry.close()
+
+
+def test_lifecycle_view_survives_a_restart_and_silent_devices_still_go_stale(registered, publisher, collector):
+    s = registered
+    root = s.mqtt.topic_root
+    with Registry(s.gateway.registry_path) as reg:
+        reg.set_config("water-1", {"interval_s": 0.5})
+    gw = Gateway(s).start()
+    try:
+        wait_published([publisher.publish(contract.telemetry_topic(root, "depok", "water", "water-1"),
+                                          contract.encode_telemetry(int(time.time() * 1000), 1, {"ph": 7.0},
+                                                                    battery=3.62, fw="1.4.0"), qos=1)])
+        assert wait_for(lambda: (gw.device_state("water-1") or {}).get("state") == "online")
+        seen = gw.device_state("water-1")["last_seen"]
+    finally:
+        gw.stop()
+    gw = Gateway(s).start()  # the device says nothing more
+    try:
+        st = gw.device_state("water-1")
+        assert (st["last_seen"], st["battery"], st["fw"]) == (seen, 3.62, "1.4.0")
+        assert wait_for(lambda: gw.device_state("water-1")["stale"] is True, timeout=10)
+        ds = contract.devstatus_topic(root, "depok", "water", "water-1")
+        assert wait_for(lambda: any(json.loads(p)["stale"] for t, p in collector.matching(lambda t: t == ds)))
+    finally:
+        gw.stop()
