@@ -35,6 +35,7 @@ class Forwarder:
         window: int = 200,
         ack_timeout_s: float = 10.0,
         on_forwarded: Callable[[int], None] = lambda n: None,
+        on_refused: Callable[[], None] = lambda: None,
     ):
         self.store = store
         self.upstream = upstream
@@ -42,6 +43,7 @@ class Forwarder:
         self.window = window
         self.ack_timeout_s = ack_timeout_s
         self.on_forwarded = on_forwarded
+        self.on_refused = on_refused
         self.wake = threading.Event()
         self._stop = threading.Event()
         self._client: paho.Client | None = None
@@ -88,9 +90,16 @@ class Forwarder:
                 pass
             return False
         log.info("upstream connected", extra={"host": self.upstream.host, "port": self.upstream.port})
+        c.on_publish = self._on_publish
         self._client = c
         self.connected = True
         return True
+
+    def _on_publish(self, client, userdata, mid, reason_code, props=None) -> None:  # noqa: ANN001
+        # a v5 PUBACK may carry "not authorized" etc.: the message is gone, so say so loudly
+        if getattr(reason_code, "is_failure", False):
+            self.on_refused()
+            log.error("upstream refused a message (ACL?)", extra={"mid": mid, "reason": str(reason_code)})
 
     def _run(self) -> None:
         backoff = 0.2

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import Counter as TallyCounter
 from collections import deque
 import time
 from typing import Any
@@ -57,6 +58,10 @@ class Metrics:
         self.queue_depth = Gauge("kc_gateway_queue_depth", "Messages on disk waiting for the upstream broker", registry=r)
         self.devices_online = Gauge("kc_gateway_devices_online", "Devices currently online", registry=r)
         self.devices_stale = Gauge("kc_gateway_devices_stale", "Devices silent for too many intervals", registry=r)
+        self.batch_failures = Counter("kc_gateway_batch_failures_total", "Batches that failed to commit (retried)",
+                                      registry=r)
+        self.upstream_refused = Counter("kc_gateway_upstream_refused_total",
+                                        "Messages the upstream broker acknowledged with a failure code", registry=r)
         self.batch_seconds = Histogram("kc_gateway_batch_seconds", "Time to validate and commit one batch", registry=r)
         # pre-create every reason so dashboards see zeros rather than missing series
         for reason in Reason:
@@ -88,10 +93,11 @@ class Gateway:
         self.client: paho.Client | None = None
         self.forwarder = Forwarder(
             self.store, g.upstream or settings.mqtt, f"{self.client_id}-up",
-            on_forwarded=self.metrics.forwarded.inc,
+            on_forwarded=self.metrics.forwarded.inc, on_refused=self.metrics.upstream_refused.inc,
         )
         self._worker = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
         self._lock_lifecycle = threading.Lock()
+        self._tally: TallyCounter = TallyCounter()
         self.acks: dict[str, deque] = {}  # device -> its latest command answers (for the API)
 
     # ------------------------------------------------------------ registry cache
@@ -132,7 +138,7 @@ class Gateway:
     # ------------------------------------------------------------ processing
 
     def _dead(self, rej: Rejection, topic: str, payload: bytes, t: int) -> Outgoing:
-        self.metrics.rejected.labels(rej.reason.value).inc()
+        self._tally[("rejected", rej.reason.value)] += 1
         log.info("rejected", extra={"reason": rej.reason.value, "detail": rej.detail[:200], "topic": topic[:200]})
         return Outgoing(contract.deadletter_topic(self.root, STAGE, rej.reason),
                         contract.deadletter_payload(STAGE, rej, topic, payload, t), qos=1)
@@ -143,6 +149,7 @@ class Gateway:
     def process_batch(self, msgs: list[paho.MQTTMessage]) -> None:
         """Validate, dedup and queue a batch in one transaction (then the caller acks)."""
         self.reload_devices()
+        self._tally = TallyCounter()  # counted only once the batch is committed (a retried batch counts once)
         t = now_ms()
         status_changes: dict[str, DeviceState] = {}
         accepted: list[tuple[int, Outgoing]] = []
@@ -181,7 +188,7 @@ class Gateway:
                     continue
                 accepted.append((r.ts_ms, Outgoing(contract.normalized_topic(self.root, r.city, r.kind, r.device),
                                                    contract.encode_normalized(r), qos=1)))
-                self.metrics.accepted.inc()
+                self._tally[("accepted", "")] += 1
                 with self._lock_lifecycle:
                     ch = self.lifecycle.on_reading(r.device, r.kind, r.city, r.district, r.ts_ms, t, r.battery, r.fw)
                 if ch is not None:
@@ -192,6 +199,13 @@ class Gateway:
                 txn.queue(out)
             for s in status_changes.values():
                 txn.queue(self._status_out(s))
+        for (what, label), n in self._tally.items():
+            if what == "received":
+                self.metrics.received.labels(label).inc(n)
+            elif what == "rejected":
+                self.metrics.rejected.labels(label).inc(n)
+            else:
+                self.metrics.accepted.inc(n)
         self.forwarder.wake.set()
 
     def _adapt(self, raw: list[tuple[str, bytes]], t: int
@@ -206,7 +220,7 @@ class Gateway:
             if topic.startswith(prefix):
                 ch = topic.rsplit("/", 1)[-1]
                 ch = ch if ch in ("status", "ack") else "telemetry"
-                self.metrics.received.labels(ch).inc()
+                self._tally[("received", ch)] += 1
                 native.append((topic, payload))
                 continue
             res = None
@@ -218,13 +232,13 @@ class Gateway:
                     res = adapters.tasmota_lwt(topic, payload, root=self.root, prefix=g.tasmota_prefix,
                                                lookup=self.lookup, rx_ms=t)
             if res is not None:
-                self.metrics.received.labels("tasmota").inc()
+                self._tally[("received", "tasmota")] += 1
                 if isinstance(res, Rejection):
                     dead.append((topic, payload, res))
                 else:
                     native.append(res)
             elif "esphome" in g.adapters:
-                self.metrics.received.labels("esphome").inc()
+                self._tally[("received", "esphome")] += 1
                 esphome.append((topic, payload))
         if esphome:
             originals = dict(esphome)
@@ -277,13 +291,20 @@ class Gateway:
             except queue.Empty:
                 pass
             if batch:
-                try:
-                    with self.metrics.batch_seconds.time():
-                        self.process_batch(batch)
-                except Exception:  # noqa: BLE001 - leave the batch unacked: the broker redelivers it
-                    log.exception("batch failed; not acknowledged, will be redelivered", extra={"size": len(batch)})
-                    time.sleep(1.0)
-                    continue
+                # MQTT redelivers unacked messages only on reconnect, so a failed batch (e.g. disk full,
+                # database locked) is retried here until it commits: never acked before it is durable
+                delay = 0.5
+                while True:
+                    try:
+                        with self.metrics.batch_seconds.time():
+                            self.process_batch(batch)
+                        break
+                    except Exception:  # noqa: BLE001
+                        log.exception("batch failed; not acknowledged, retrying", extra={"size": len(batch)})
+                        self.metrics.batch_failures.inc()
+                        if self._stop.wait(delay):
+                            return
+                        delay = min(delay * 2, 10.0)
                 c = self.client
                 for m in batch:
                     if m.qos > 0 and c is not None:

@@ -231,3 +231,20 @@ def test_gateway_runs_with_its_least_privilege_account(secure):
         close(d)
         gw.stop()
         ingest.close()
+
+
+def test_upstream_refusing_the_gateway_is_counted_not_silent(secure):
+    """A misconfigured upstream ACL acknowledges with "not authorized": counted and logged, never silent."""
+    s, acc, creds, root = secure["settings"], secure["account"], secure["creds"], secure["root"]
+    s.mqtt = acc(GATEWAY_USER, creds[GATEWAY_USER])
+    s.gateway.upstream = acc(INGEST_USER, creds[INGEST_USER])  # may not write normalised telemetry
+    gw = Gateway(s).start()
+    d = client(acc("air-1", secure["pws"]["air-1"]))
+    try:
+        now = int(time.time() * 1000)
+        wait_published([d.publish(contract.telemetry_topic(root, "depok", "air", "air-1"),
+                                  contract.encode_telemetry(now - i, i, {"pm25": 4.0}), qos=1) for i in range(3)])
+        assert wait_for(lambda: (gw.metrics.registry.get_sample_value("kc_gateway_upstream_refused_total") or 0) >= 3)
+    finally:
+        close(d)
+        gw.stop()
