@@ -64,7 +64,7 @@ def test_scores_spike_and_dropout(tmp_path):
 
 def test_cli_evaluate_prints_table(tmp_path):
     data, lab = make_dry_run(tmp_path)
-    r = subprocess.run([sys.executable, "-m", "kotacerdas.cli", "analytics", "evaluate", "--data", str(data),
+    r = subprocess.run([sys.executable, "-m", "kotacerdas", "analytics", "evaluate", "--data", str(data),
                         "--labels", str(lab)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "fault type" in r.stdout and "precision" in r.stdout and "dropout" in r.stdout
