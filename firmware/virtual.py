@@ -12,12 +12,11 @@ import json
 import logging
 import signal
 import ssl
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from kotacerdas.settings import Settings
 
@@ -44,10 +43,9 @@ def make_board_class() -> type:
     import kc_fakes  # type: ignore[import-not-found]
 
     class VirtualBoard(kc_fakes.FakeBoard):  # type: ignore[misc, name-defined]
-        def __init__(self, kind: str, storage: Path, seed: int, tls_ca: Path | None, t0: float):
+        def __init__(self, kind: str, storage: Path, seed: int, t0: float):
             super().__init__(kind, lambda: time.time() - t0, seed)
             self.storage = storage
-            self.tls_ca = tls_ca
             self.wifi_up = True
 
         def ticks_ms(self) -> int:
@@ -80,16 +78,8 @@ def make_board_class() -> type:
         def ntp_sync(self, host: str) -> bool:
             return True
 
-        def socket_factory(self) -> Callable[[str, int, float], Any] | None:
-            if not self.tls_ca:
-                return None
-            ctx = ssl.create_default_context(cafile=str(self.tls_ca))
-
-            def open_tls(host: str, port: int, timeout: float) -> Any:
-                raw = socket.create_connection((host, port), timeout=timeout)
-                return ctx.wrap_socket(raw, server_hostname=host)
-
-            return open_tls
+        def socket_factory(self) -> None:
+            return None  # kc_mqtt opens the socket (and TLS) itself, as on the board
 
         def storage_dir(self) -> str:
             return str(self.storage)
@@ -120,7 +110,8 @@ class VirtualResult:
         return self.__dict__.copy()
 
 
-def device_config(settings: Settings, kind: str, device: str, city: str, interval_s: float | None) -> dict[str, Any]:
+def device_config(settings: Settings, kind: str, device: str, city: str, interval_s: float | None,
+                  storage: Path | None = None) -> dict[str, Any]:
     device_path()
     import kc_config  # type: ignore[import-not-found]
 
@@ -136,6 +127,11 @@ def device_config(settings: Settings, kind: str, device: str, city: str, interva
     }
     if interval_s is not None:
         doc["interval_s"] = interval_s
+    if m.tls_ca and storage is not None:
+        # the board keeps its broker CA as DER in flash (config mqtt.tls_ca)
+        der = ssl.PEM_cert_to_DER_cert(Path(m.tls_ca).read_text())
+        (storage / "ca.der").write_bytes(der)
+        doc["mqtt"]["tls_ca"] = str(storage / "ca.der")
     return kc_config.validate_device(doc)
 
 
@@ -143,13 +139,13 @@ class VirtualDevice:
     def __init__(self, settings: Settings, kind: str, device: str, city: str | None = None,
                  interval_s: float | None = None, state_dir: Path | None = None, seed: int = 1,
                  config_overrides: dict[str, Any] | None = None):
-        self.cfg = device_config(settings, kind, device, city or settings.city, interval_s)
-        if config_overrides:
-            self.cfg.update(config_overrides)
         self.storage = Path(state_dir or settings.state_dir / "firmware" / f"{kind}-{device}")
         self.storage.mkdir(parents=True, exist_ok=True)
+        self.cfg = device_config(settings, kind, device, city or settings.city, interval_s, self.storage)
+        if config_overrides:
+            self.cfg.update(config_overrides)
         board_cls = make_board_class()
-        self.board = board_cls(kind, self.storage, seed, settings.mqtt.tls_ca, time.time())
+        self.board = board_cls(kind, self.storage, seed, time.time())
         self.node: Any = None
         self.stopping = False
         self.result = VirtualResult(device=device, kind=kind)

@@ -57,9 +57,13 @@ class Node:
         self.boots += 1
         self.suite = kc_sensors.make(self.kind, board, self.cal)
         m = cfg["mqtt"]
+        ssl_params = {}
+        if m.get("tls_ca"):
+            with open(m["tls_ca"], "rb") as f:  # the broker's CA certificate, DER
+                ssl_params["cadata"] = f.read()
         self.client = MQTTClient(self.device, m["host"], m["port"], m.get("user"), m.get("password"),
                                  m.get("keepalive", 30), ssl=bool(m.get("tls")),
-                                 ssl_params=m.get("ssl_params"), socket_factory=board.socket_factory(),
+                                 ssl_params=ssl_params, socket_factory=board.socket_factory(),
                                  max_inflight=cfg.get("max_inflight", 16))
         self.client.on_puback = self._on_puback
         self.client.on_message = self._on_message

@@ -217,3 +217,53 @@ def test_virtual_cli_stops_on_sigterm(settings: Settings, tmp_path: Path, uid: s
             p.kill()
     assert p.returncode == 0, err[-2000:]
     assert json.loads(out.strip().splitlines()[-1])["readings"] >= 1
+
+
+def _make_ca_and_server_cert(d: Path) -> None:
+    def ossl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    ossl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+         "-subj", "/CN=kc-test-ca")
+    ossl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    ossl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+
+
+def test_tls_with_ca_verification(private_broker, settings: Settings, tmp_path: Path, uid: str) -> None:
+    """The firmware's own TLS path (ssl.SSLContext, CA as DER) against a TLS-only Mosquitto."""
+    import shutil
+
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make test certificates")
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    _make_ca_and_server_cert(certs)
+    from kotacerdas.stack import free_port
+
+    # a plain listener for the fixture's readiness probe (an MQTT CONNECT), the device uses the TLS one
+    port, tls_port = free_port(), free_port()
+    broker = private_broker(extra_config=(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nlistener {tls_port} 127.0.0.1\n"
+        f"cafile {certs / 'ca.pem'}\ncertfile {certs / 'server.pem'}\nkeyfile {certs / 'server.key'}\n"), port=port)
+    s = settings.model_copy(deep=True)
+    s.mqtt.host, s.mqtt.port, s.mqtt.tls_ca = broker.host, tls_port, certs / "ca.pem"
+    col = Collector(s, f"{s.mqtt.topic_root}/#", f"col-{uid}")
+    try:
+        vd = VirtualDevice(s, "air", "AIR-TLS", interval_s=0.2, state_dir=tmp_path / "dev")
+        assert vd.cfg["mqtt"]["tls"] and vd.cfg["mqtt"]["tls_ca"].endswith("ca.der")
+        res = vd.run(duration_s=30, count=3)
+        assert res.delivered == 3
+        wait_for(lambda: len(col.where("/telemetry")) >= 3, 10, "telemetry over TLS")
+        assert validated_seqs(s, col.where("/telemetry")) == [1, 2, 3]
+    finally:
+        col.close()
+    # a broker whose certificate is not signed by the configured CA is refused: nothing delivered
+    other = tmp_path / "other"
+    other.mkdir()
+    _make_ca_and_server_cert(other)
+    s.mqtt.tls_ca = other / "ca.pem"
+    vd = VirtualDevice(s, "air", "AIR-TLS2", interval_s=0.2, state_dir=tmp_path / "dev2")
+    res = vd.run(duration_s=3)
+    assert res.delivered == 0 and res.link_errors >= 1 and res.buffered == res.readings >= 1
