@@ -167,12 +167,12 @@ class Run:
         for i, (r, c) in enumerate(zip(rows.tolist(), cols.tolist())):
             fields = dict(zip(names, matrix[i]))
             b = bat_list[i] if bat_list is not None else None
-            f = special.get((r, c)) if special else None
-            if f is None:
+            sf = special.get((r, c)) if special else None
+            if sf is None:
                 out.append(Msg(t_list[i], topics[r], enc(st_list[i], seq_list[i], fields, battery=b, fw=FW_VERSION,
                                                          rssi=rssi_list[i]), GOOD, kind_name))
                 continue
-            out.extend(self._special(f, kind_name, fl, r, t_list[i], st_list[i], seq_list[i], fields, b,
+            out.extend(self._special(sf, kind_name, fl, r, t_list[i], st_list[i], seq_list[i], fields, b,
                                      rssi_list[i], topics[r]))
         return out
 
@@ -190,6 +190,7 @@ class Run:
                     Msg(t + f.params["delay_ms"], topic, p, BAD, kind, "duplicate", Reason.DUPLICATE, device=dev)]
         if f.type == "out_of_range":
             bad = dict(fields)
+            assert f.field is not None
             fld = self.cat[kind].field(f.field)
             bad[f.field] = float(signals.quantise(fld, np.array(f.params["value"]), clip=False))
             return [Msg(t, topic, enc(stamp, seq, bad, battery=bat, fw=FW_VERSION, rssi=rssi), BAD, kind,
@@ -207,6 +208,7 @@ class Run:
         for f in faults:
             r = f.row
             if f.type in ("spike", "offset", "flatline", "drift"):
+                assert f.field is not None
                 m = (ts[r] >= f.start) & (ts[r] <= f.end)
                 if not m.any():
                     continue

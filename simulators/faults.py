@@ -131,6 +131,7 @@ def plan_faults(
 
     for ftype, count in sc.faults.items():
         for i in range(count):
+            params: dict[str, Any]
             if ftype in VALUE_FAULTS:
                 kind, fl, row = pick_device(kinds)
                 fname = _eligible_fields(cat, kind)[int(rng.integers(len(_eligible_fields(cat, kind))))]
@@ -174,7 +175,7 @@ def plan_faults(
                     continue
                 k, t = slot
                 fname = None
-                params: dict[str, Any] = {"k": k}
+                params = {"k": k}
                 if ftype == "malformed":
                     variant, reason = MALFORMED_VARIANTS[i % len(MALFORMED_VARIANTS)]
                     params.update(variant=variant, reason=reason)
