@@ -31,7 +31,7 @@ class _Collector:
         config.kc_reliability_full = self.full
 
     def pytest_runtest_logreport(self, report) -> None:  # noqa: ANN001
-        name = report.nodeid.split("::", 1)[-1]
+        name = report.nodeid.rsplit("/", 1)[-1]  # "test_faults.py::test_x[param]"
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             note = ""
             if report.outcome == "skipped" and isinstance(report.longrepr, tuple):
@@ -50,7 +50,7 @@ def _aggregate(outcomes: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str
     """Parametrised cases folded into one row per test function: 'N passed, M failed'."""
     groups: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for name, res in outcomes.items():
-        groups[name.split("[", 1)[0]].append(res)
+        groups[name.split("[", 1)[0].replace(".py::", ": ")].append(res)
     out = {}
     for name, results in groups.items():
         counts: dict[str, int] = defaultdict(int)

@@ -16,7 +16,7 @@ def fault_log(request) -> Callable[[FaultRow], FaultRow]:
     path: Path | None = getattr(request.config, "kc_reliability_results", None)
 
     def record(row: FaultRow) -> FaultRow:
-        row.test = request.node.nodeid.split("::", 1)[-1]
+        row.test = request.node.nodeid.rsplit("/", 1)[-1]  # the runner's key for this test's outcome
         append(path, row)
         return row
 
