@@ -135,7 +135,6 @@ class Variable:
             "type": "query",
             "datasource": dict(DATASOURCE_REF),
             "query": self.query,
-            "definition": self.query,
             "refresh": 2,  # on time range change: new devices appear without a reload
             "includeAll": self.include_all,
             "allValue": ".*",
@@ -204,9 +203,8 @@ class Dashboard:
             "liveNow": False,
             "weekStart": "monday",
             "templating": {"list": [v.to_json() for v in self.variables]},
-            "annotations": {"list": [{
-                "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
-                "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard"}]},
+            # Grafana adds its built-in annotation itself; its `builtIn` key is not in the dashboard schema
+            "annotations": {"list": []},
             # every Kota Cerdas dashboard links to the others, keeping time range and variables
             "links": [{"type": "dashboards", "tags": [TAG], "asDropdown": False, "includeVars": True,
                        "keepTime": True, "title": "Kota Cerdas", "icon": "external link", "targetBlank": False}],

@@ -46,6 +46,35 @@ def test_schema_and_checks_catch_broken_dashboards(boards, breakage, expect):
     assert any(expect in p for p in ps), ps
 
 
+def _paths(o, p=""):
+    out = set()
+    if isinstance(o, dict):
+        for k, v in o.items():
+            out.add(f"{p}/{k}")
+            out |= _paths(v, f"{p}/{k}")
+    elif isinstance(o, list):
+        for i, v in enumerate(o):
+            out |= _paths(v, f"{p}[{i}]")
+    return out
+
+
+def test_grafana_schema_models_keep_every_key(boards):
+    """Cross-check with Grafana's own schema: grafana-foundation-sdk's models are generated from
+    Grafana's dashboard kind (CUE). Parsing our JSON into them and back drops every key the schema
+    does not define, so nothing may be lost (a misspelt key such as "fieldconfig" would be)."""
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models.dashboard import Dashboard as SchemaDashboard
+
+    for d in boards.values():
+        ours = d.to_json()
+        back = json.loads(json.dumps(SchemaDashboard.from_json(ours), cls=JSONEncoder))
+        assert sorted(_paths(ours) - _paths(back)) == [], d.uid
+    bad = copy.deepcopy(boards["kc-air"].to_json())
+    bad["panels"][1]["fieldconfig"] = bad["panels"][1].pop("fieldConfig")
+    back = json.loads(json.dumps(SchemaDashboard.from_json(bad), cls=JSONEncoder))
+    assert "/panels[1]/fieldconfig" in _paths(bad) - _paths(back)
+
+
 def test_timezone_links_and_variables(boards):
     for d in boards.values():
         j = d.to_json()
