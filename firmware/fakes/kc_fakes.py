@@ -389,6 +389,8 @@ class SimBoard(FakeBoard):
         FakeBoard.__init__(self, kind, lambda: self.t / 1000)
         self.storage = storage
         self.down = False
+        self.wifi = True
+        self.wifi_attempts = []
         self.published = []
         self.sock = None
 
@@ -409,12 +411,13 @@ class SimBoard(FakeBoard):
 
     def wdt_feed(self):
         self.t += 50
+        self.wdt_feeds += 1
 
     def wifi_connect(self, ssid, pw):
-        pass
+        self.wifi_attempts.append(self.t)
 
     def wifi_connected(self):
-        return True
+        return self.wifi
 
     def rssi(self):
         return -61

@@ -417,6 +417,28 @@ def test_node_config_and_commands():
         pass
 
 
+def test_wifi_outage_backoff_watchdog_and_flush():
+    node, board = _node("water", interval=5)
+    node.run(max_readings=1)
+    node.wifi_backoff.rand = lambda n: n - 1  # the top of each jitter window: deterministic gaps
+    board.wifi = False
+    board.sock.closed = True
+    node.next_read = board.t
+    feeds = board.wdt_feeds
+    node.run(duration_ms=60000)
+    gaps = [b - a for a, b in zip(board.wifi_attempts, board.wifi_attempts[1:])]
+    assert len(gaps) >= 4 and gaps[0] < gaps[1] < gaps[2] < gaps[3], gaps  # exponential
+    assert max(gaps) <= 60000 + 500
+    assert board.wdt_feeds - feeds > 100  # the loop keeps feeding the watchdog while offline
+    assert len(node.ring) >= 10  # readings continue into flash
+    board.wifi = True
+    node.next_read = board.t
+    node.run(duration_ms=120000, max_readings=node.stats["readings"] + 1)
+    seqs = sorted(set(_seqs(board)))
+    assert seqs == list(range(1, seqs[-1] + 1)) and len(node.ring) == 0
+    node.shutdown()
+
+
 def test_deep_sleep_keeps_seq_in_rtc_memory():
     node, board = _node("waste_bin", interval=60, deep_sleep=True)
     boots = 0
