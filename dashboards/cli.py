@@ -36,7 +36,10 @@ def _build(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"{uid}: {p}", file=sys.stderr)
         return 1
     ds = datasource(args.influx_url or settings.influx.url, args.database or settings.influx.database)
-    files = write_bundle(args.out, boards, ds, _devices(args.devices))
+    devices = _devices(args.devices)
+    if not devices:
+        print("warning: no --devices given: the map panels will have no station coordinates", file=sys.stderr)
+    files = write_bundle(args.out, boards, ds, devices)
     for f in files:
         print(f)
     return 0

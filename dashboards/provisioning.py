@@ -57,8 +57,16 @@ def provider_yaml(path: str = DASHBOARDS_IN_CONTAINER) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
+# Grafana's geomap gazetteer loader takes an array whose first element has `key` and `latitude`
+# as the "worldmap points" format {key, latitude, longitude, name}
+# (grafana/grafana public/app/plugins/panel/geomap/gazetteer/gazetteer.ts, worldmap.ts).
+# It reads data[0] unguarded, so an empty array would break the map: a placeholder stands in.
+PLACEHOLDER = {"key": "_no_devices", "latitude": 0.0, "longitude": 0.0,
+               "name": "no device coordinates exported (kotacerdas dashboards build --devices)"}
+
+
 def gazetteer(device_list: Sequence[dict]) -> list[dict]:
-    """Grafana gazetteer (lookup) format: key + latitude + longitude (+ name shown in tooltips)."""
+    """Grafana gazetteer (lookup) entries: key + latitude + longitude (+ name shown in tooltips)."""
     out = []
     for d in sorted(device_list, key=lambda d: d["device"]):
         if d.get("lat") is None or d.get("lon") is None:
@@ -86,5 +94,5 @@ def write_bundle(out: Path, dashboards: Sequence[Dashboard], ds: dict[str, Any],
     put("provisioning/dashboards/kotacerdas.yaml", provider_yaml())
     for d in dashboards:
         put(f"dashboards/{d.uid}.json", dump_json(d.to_json()))
-    put("gazetteer/kotacerdas-devices.json", dump_json(gazetteer(device_list)))
+    put("gazetteer/kotacerdas-devices.json", dump_json(gazetteer(device_list) or [PLACEHOLDER]))
     return written

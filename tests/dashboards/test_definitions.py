@@ -153,6 +153,13 @@ def test_build_writes_provisioning_and_dashboards(tmp_path: Path):
     assert gaz == [{"key": "air-001", "latitude": -6.37, "longitude": 106.83, "name": "air-001 (beji, depok)"}]
 
 
+def test_build_without_devices_warns_and_writes_a_loadable_gazetteer(tmp_path: Path, capsys):
+    assert cli_main(["build", "--out", str(tmp_path)]) == 0
+    assert "--devices" in capsys.readouterr().err
+    gaz = json.loads((tmp_path / "gazetteer/kotacerdas-devices.json").read_text())
+    assert len(gaz) == 1 and gaz[0]["key"] and "latitude" in gaz[0]  # never [] (Grafana reads data[0])
+
+
 def test_committed_deploy_bundle_is_current(tmp_path: Path):
     """dashboards/deploy/grafana is generated; it must match what the builders produce now."""
     repo = Path(__file__).resolve().parents[2]
