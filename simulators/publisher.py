@@ -181,8 +181,13 @@ class MqttSink:
     def publish(self, m: Msg) -> bool:
         if m.cls == LWT:
             return self._last_will(m)
-        info = self.client.publish(m.topic, m.payload, qos=1 if m.retain else self.qos, retain=m.retain)
-        return info.rc == paho.MQTT_ERR_SUCCESS
+        qos = 1 if m.retain else self.qos
+        info = self.client.publish(m.topic, m.payload, qos=qos, retain=m.retain)
+        if info.rc == paho.MQTT_ERR_SUCCESS:
+            return True
+        # while disconnected paho keeps QoS 1 messages and sends them after the reconnect: not lost
+        # (if they are never acknowledged, drain() counts them as errors); QoS 0 ones are gone
+        return info.rc == paho.MQTT_ERR_NO_CONN and qos > 0
 
     def _last_will(self, m: Msg) -> bool:
         """A device that vanishes without DISCONNECT: the broker publishes its will (retained offline status)."""
