@@ -4,9 +4,10 @@ Threads:
 - paho's network thread only appends received messages to a bounded buffer
   (``settings.ingest.max_buffered``; beyond it the thread waits, so TCP and the
   broker's queue hold the surplus instead of our memory);
-- one writer thread takes batches (by size, by age, or before the broker's
-  in-flight window fills), converts them, writes them, and acknowledges each
-  message only once its point is durable: stored in InfluxDB, or fsynced to the
+- a converter thread takes batches (by size, by age, or before the broker's
+  in-flight window fills) and turns them into line protocol;
+- a writer thread (overlapping the next conversion) writes them and acknowledges
+  each message only once its point is durable: stored in InfluxDB, or fsynced to the
   on-disk spool when InfluxDB is down or answers 5xx. Lines InfluxDB refuses (400)
   are dead-lettered with the reason; the rest of the batch is kept.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -107,7 +109,10 @@ class IngestService:
         self._gen = 0
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        # converted batches waiting for the writer: at most 2, so conversion of the next batch
+        # overlaps the HTTP write of the previous one while memory stays bounded
+        self._outq: queue.Queue = queue.Queue(maxsize=2)
         self._influx_down_until = 0.0
         self._backoff = 0.5
         self._stats = {"received": 0, "written": 0, "spooled": 0, "deadlettered": 0}
@@ -165,8 +170,12 @@ class IngestService:
                 schema.setup(self.influx, self.settings, self.catalogue)
             except InfluxError as exc:  # InfluxDB down at start: ingest still spools
                 log.warning("could not set up retention policies / CQs now", extra={"error": str(exc)})
-        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._convert_loop, name="ingest-convert", daemon=True),
+            threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
         connect(self.client, self.settings.mqtt)
         return self
 
@@ -175,8 +184,8 @@ class IngestService:
         self._stopping.set()
         with self._cond:
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
+        for t in self._threads:
+            t.join(timeout_s)
         try:
             self.client.disconnect()
         finally:
@@ -216,22 +225,38 @@ class IngestService:
             waits.append(max(0.01, self._influx_down_until - time.monotonic()))
         return min(waits + [1.0])
 
-    def _run(self) -> None:
+    def _convert_loop(self) -> None:
         try:
             while True:
                 batch = self._take()
                 if batch:
-                    self._process(batch)
+                    self._outq.put(self._convert(batch))
                 elif self._stopping.is_set():
                     break
+        except Exception:  # noqa: BLE001 - a dead converter must be loud; messages stay unacked
+            log.exception("converter thread crashed")
+        finally:
+            self._outq.put(None)
+
+    def _write_loop(self) -> None:
+        try:
+            while True:
+                try:
+                    item = self._outq.get(timeout=self._idle_wait())
+                except queue.Empty:
+                    item = ()
+                if item is None:
+                    break
+                if item:
+                    self._finish(*item)
                 self._replay_one()
                 self._maybe_stats()
-        except Exception:  # noqa: BLE001 - a dead writer must be loud; messages stay unacked
+        except Exception:  # noqa: BLE001
             log.exception("writer thread crashed")
         finally:
             self._stopped.set()
 
-    def _process(self, batch: list[_Msg]) -> None:
+    def _convert(self, batch: list[_Msg]) -> tuple:
         t0 = time.monotonic()
         now_ms = int(time.time() * 1000)
         conv = self.converter
@@ -268,11 +293,13 @@ class IngestService:
             self._deadletter(r, m.topic, m.payload, now_ms)
         self.metrics.received.inc(len(batch))
         self._stats["received"] += len(batch)
-        durable = self._make_durable(lines, owners, now_ms)
-        if durable:
-            self._ack(batch)
-        else:  # stopping while InfluxDB is down and the spool is full: leave them to the broker
-            return
+        return batch, lines, owners, n_tel, ts_sum, t0, now_ms
+
+    def _finish(self, batch: list[_Msg], lines: list[str], owners: list[_Msg], n_tel: int, ts_sum: int,
+                t0: float, now_ms: int) -> None:
+        if not self._make_durable(lines, owners, now_ms):
+            return  # stopping while InfluxDB is down and the spool is full: the broker redelivers them
+        self._ack(batch)
         dt = time.monotonic() - t0
         self.metrics.batch_latency.observe(dt)
         self._lat_sum += dt
