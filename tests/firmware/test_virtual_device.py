@@ -267,3 +267,39 @@ def test_tls_with_ca_verification(private_broker, settings: Settings, tmp_path: 
     vd = VirtualDevice(s, "air", "AIR-TLS2", interval_s=0.2, state_dir=tmp_path / "dev2")
     res = vd.run(duration_s=3)
     assert res.delivered == 0 and res.link_errors >= 1 and res.buffered == res.readings >= 1
+
+
+def test_accepted_by_the_real_gateway(settings: Settings, tmp_path: Path, uid: str) -> None:
+    """End to end over the wire only: virtual device -> Mosquitto -> `kotacerdas gateway run`
+    (auto-register) -> normalised topic. Every reading comes out, none dead-lettered."""
+    root = settings.mqtt.topic_root
+    env = dict(os.environ, KC_MQTT__TOPIC_ROOT=root, KC_MQTT__PORT=str(settings.mqtt.port),
+               KC_GATEWAY__REGISTRY_PATH=str(tmp_path / "gw" / "registry.sqlite"),
+               KC_GATEWAY__QUEUE_PATH=str(tmp_path / "gw" / "queue.sqlite"), KC_GATEWAY__HTTP_PORT="0",
+               KC_GATEWAY__CLIENT_ID=f"kc-gw-{uid}", KC_STATE_DIR=str(tmp_path / "state"))
+    col = Collector(settings, f"{root}/v1/_platform/#", f"col-{uid}")
+    log_path = tmp_path / "gateway.log"
+    with open(log_path, "w") as log_file:
+        gw = subprocess.Popen([KOTACERDAS, "gateway", "run", "--auto-register"], env=env,
+                              stdout=log_file, stderr=subprocess.STDOUT, text=True)
+    try:
+        # its JSON log says when the subscription is in place; readings before that would be lost
+        wait_for(lambda: gw.poll() is not None or '"gateway started"' in log_path.read_text(), 30, "gateway start")
+        assert gw.poll() is None, log_path.read_text()[-2000:]
+        dev = f"AIR-GW-{uid}"
+        vd = VirtualDevice(settings, "air", dev, interval_s=0.2, state_dir=tmp_path / "dev")
+        res = vd.run(duration_s=40, count=5)
+        assert res.delivered == 5
+        wait_for(lambda: len(col.where(f"/norm/{settings.city}/air/{dev}")) >= 5, 30, "normalised readings")
+        norm = [contract.decode_normalized(p) for _, p in col.where(f"/norm/{settings.city}/air/{dev}")]
+        assert all(isinstance(n, contract.NormalizedReading) for n in norm), norm
+        assert sorted({n.seq for n in norm}) == [1, 2, 3, 4, 5]
+        # the topic root is this test's own: any dead letter would be about our device's messages
+        assert not [t for t, _ in col.where("") if "/deadletter/" in t]
+    finally:
+        gw.terminate()
+        try:
+            gw.wait(20)
+        except subprocess.TimeoutExpired:
+            gw.kill()
+        col.close()
