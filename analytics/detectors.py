@@ -110,15 +110,18 @@ class StatParams:
 
 
 def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(),
-            chunk: int = 512, score_dtype=np.float32) -> dict[str, qc.QcResult]:
+            chunk: int = 512, score_dtype=np.float32, dtype=np.float32) -> dict[str, qc.QcResult]:
     """The full detector set (QC tests + statistical detectors) over one field's (S, T) grid.
 
     Works through blocks of ``chunk`` series so every temporary stays cache-sized;
-    only the neighbour comparison (drift) needs all series at once. Scores are
-    stored as float32 by default (they are test statistics; 7 digits are plenty).
+    only the neighbours' median (for drift, EWMA, CUSUM) is taken over all series first. Readings are
+    processed and scores stored as float32 by default (half the memory traffic;
+    7 significant digits exceed every catalogue sensor's resolution).
     """
     from analytics import stats
 
+    if x.dtype != dtype:
+        x = x.astype(dtype)
     s, t = x.shape
     # EWMA/CUSUM watch the residual against the neighbours: weather and the daily cycle
     # are shared by every station and cancel out; a sensor's own shift does not
@@ -131,8 +134,12 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
         out["hampel"] = stats.hampel(xb, sp.hampel_window, None, sp.hampel_suspect_z, sp.hampel_fail_z,
                                      floor=p.resolution)
         rb = resid[i : i + chunk]
-        out["ewma"] = stats.ewma_chart(rb, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, floor=p.resolution)
-        out["cusum"] = stats.cusum(rb, sp.cusum_k, sp.cusum_h, floor=p.resolution)
+        if p.drift_enabled:  # the residual is precomputed, so drift works per block too
+            out["drift"] = qc.drift(xb, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution,
+                                    residual=rb, min_series=1)
+        z = stats.standardise(rb, p.resolution)
+        out["ewma"] = stats.ewma_chart(rb, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, floor=p.resolution, z=z)
+        out["cusum"] = stats.cusum(rb, sp.cusum_k, sp.cusum_h, floor=p.resolution, z=z)
         out["seasonal"] = stats.seasonal_residual(xb, p.step_s, t0_ms, sp.seasonal_suspect_z, sp.seasonal_fail_z,
                                                   floor=p.resolution)
         for k, r in out.items():
@@ -142,6 +149,6 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
             flags[k][i : i + chunk] = r.flag
             scores[k][i : i + chunk] = r.score
     merged = {k: qc.QcResult(flags[k], scores[k]) for k in flags}
-    if p.drift_enabled:
-        merged["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution)
+    if s < 3 and "drift" in merged:
+        merged["drift"].flag[merged["drift"].flag != qc.MISSING] = qc.NOT_EVALUATED
     return merged

@@ -67,8 +67,8 @@ def gross_range(x: np.ndarray, fail_lo, fail_hi, suspect_lo, suspect_hi) -> QcRe
 
 def run_length(b: np.ndarray) -> np.ndarray:
     """For boolean (S, T): length of the run of True ending at each position (0 where False)."""
-    t = np.arange(b.shape[1])
-    last_false = np.maximum.accumulate(np.where(b, -1, t), axis=1)
+    t = np.arange(b.shape[1], dtype=np.int32)
+    last_false = np.maximum.accumulate(np.where(b, np.int32(-1), t), axis=1)
     return t - last_false
 
 
@@ -84,12 +84,12 @@ def flat_line(x: np.ndarray, tolerance, suspect_n: int, fail_n: int) -> QcResult
     tol = _col(tolerance, s)
     with np.errstate(invalid="ignore"):
         same = np.abs(np.diff(x, axis=1)) <= tol  # NaN compares False: a gap breaks the run
-    run = np.zeros(x.shape, dtype=np.int64)
+    run = np.zeros(x.shape, dtype=np.int32)
     run[:, 1:] = run_length(same)
     flag = np.full(x.shape, GOOD, dtype=np.int8)
     flag[run >= suspect_n] = SUSPECT
     flag[run >= fail_n] = FAIL
-    return _finish(flag, run.astype(np.float64), x)
+    return _finish(flag, run.astype(x.dtype), x)
 
 
 def robust_step_scale(x: np.ndarray, floor) -> np.ndarray:
@@ -152,9 +152,9 @@ def gap(x: np.ndarray, suspect_n: int = 1, fail_n: int = 5) -> QcResult:
     """
     missing = np.isnan(x)
     run = run_length(missing)  # missing run ending at t
-    before = np.zeros(x.shape, dtype=np.int64)
+    before = np.zeros(x.shape, dtype=np.int32)
     before[:, 1:] = run[:, :-1]
-    score = np.where(missing, run, before).astype(np.float64)
+    score = np.where(missing, run, before).astype(x.dtype)
     flag = np.full(x.shape, GOOD, dtype=np.int8)
     flag[(before >= suspect_n) & ~missing] = SUSPECT
     flag[(before >= fail_n) & ~missing] = FAIL
@@ -224,13 +224,21 @@ def nanmedian_fast(a: np.ndarray, axis: int, chunk_bytes: int = 1 << 23) -> np.n
     return out
 
 
+MAX_REFERENCE_SERIES = 512
+
+
 def neighbour_residual(x: np.ndarray) -> np.ndarray:
-    """x minus the median of all series at the same time (S, T): what the neighbours do not share."""
-    return x - nanmedian_fast(x, axis=0)[None, :]
+    """x minus the median of the series at the same time (S, T): what the neighbours do not share.
+
+    With more than :data:`MAX_REFERENCE_SERIES` series the median is taken over an
+    evenly strided subset: 512 neighbours define "normal" as well as 10,000 do.
+    """
+    step = -(-x.shape[0] // MAX_REFERENCE_SERIES)
+    return x - nanmedian_fast(x[::step], axis=0)[None, :]
 
 
 def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.0, floor=0.0,
-          reference_frac: float = 1 / 3) -> QcResult:
+          reference_frac: float = 1 / 3, residual: np.ndarray | None = None, min_series: int = 3) -> QcResult:
     """Drift against neighbours: a sensor slowly leaving its fellow sensors of the same kind.
 
     Every series is compared with the median of all series at the same time
@@ -242,13 +250,14 @@ def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.
     spread (of the smoothed residual) in the reference period (never below
     ``floor``, field units).
     Needs at least 3 series; otherwise every present sample is 2 (not evaluated).
+    ``residual``: :func:`neighbour_residual` of x when the caller has it already.
     """
     s, t = x.shape
     flag = np.full(x.shape, GOOD, dtype=np.int8)
-    if s < 3:
+    if s < min_series:
         flag[:] = NOT_EVALUATED
         return _finish(flag, np.full(x.shape, np.nan), x)
-    r = neighbour_residual(x)
+    r = neighbour_residual(x) if residual is None else residual
     sm = rolling_mean(r, window)
     n_ref = max(int(t * reference_frac), 2)
     # level and spread of the *smoothed* residual in the reference period: smoothing an
