@@ -129,7 +129,7 @@ class MqttSink:
     The network loop runs in the publishing thread (``service``), not in paho's
     background thread: publish() then writes straight to the socket, without a
     wake-up byte and a thread hand-over per message. Measured on this machine that
-    is 3-5x more QoS 1 messages/s (bench/simulators_publish.py).
+    is ~3x more QoS 1 messages/s (bench/simulators_publish.py).
     """
 
     def __init__(self, mqtt: MqttSettings, qos: int, client_id: str | None = None, *, threaded: bool = False):
@@ -139,7 +139,6 @@ class MqttSink:
         self.client.max_inflight_messages_set(2000)
         self.lock = threading.Lock()
         self.acked = 0
-        self.unacked_mids: set[int] = set()
         self.client.on_publish = self._on_publish
         self.disconnects = 0
         self.closing = False
