@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -49,7 +49,11 @@ class CommandIn(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-def make_app(registry: Registry, admin_token: str, gateway: "Gateway | None" = None) -> FastAPI:
+def make_app(
+    registry: Registry, admin_token: str, gateway: "Gateway | None" = None,
+    on_change: Callable[[], object] | None = None,
+) -> FastAPI:
+    """``on_change`` runs after every credential-relevant registry change (re-provisions the broker)."""
     app = FastAPI(title="Kota Cerdas gateway", version="1",
                   description="Device registry, device lifecycle, config push and health of one gateway.")
     bearer = HTTPBearer(auto_error=False)
@@ -60,6 +64,12 @@ def make_app(registry: Registry, admin_token: str, gateway: "Gateway | None" = N
             raise HTTPException(401, "admin token required", headers={"WWW-Authenticate": "Bearer"})
         if not hmac.compare_digest(cred.credentials.encode(), admin_token.encode()):
             raise HTTPException(403, "wrong admin token")
+
+    def changed() -> None:
+        if gateway:
+            gateway.reload_devices(force=True)
+        if on_change:
+            on_change()
 
     def get_device(device: str):
         d = registry.get(device)
@@ -121,8 +131,7 @@ def make_app(registry: Registry, admin_token: str, gateway: "Gateway | None" = N
                                           calibration=body.calibration)
         except RegistryError as exc:
             raise HTTPException(422, str(exc)) from exc
-        if gateway:
-            gateway.reload_devices(force=True)
+        changed()
         return {**d.public(), "mqtt_username": d.device, "mqtt_password": pw}
 
     @app.post("/devices/import", tags=["registry"], dependencies=[Depends(admin)])
@@ -132,8 +141,7 @@ def make_app(registry: Registry, admin_token: str, gateway: "Gateway | None" = N
                 n, pws = registry.import_devices(b.model_dump() for b in body)
         except RegistryError as exc:
             raise HTTPException(422, str(exc)) from exc
-        if gateway:
-            gateway.reload_devices(force=True)
+        changed()
         return {"imported": n, "credentials": pws}
 
     @app.post("/devices/{device}/decommission", tags=["registry"], dependencies=[Depends(admin)])
@@ -141,8 +149,7 @@ def make_app(registry: Registry, admin_token: str, gateway: "Gateway | None" = N
         get_device(device)
         with lock:
             d = registry.decommission(device)
-        if gateway:
-            gateway.reload_devices(force=True)
+        changed()
         return d.public()
 
     @app.delete("/devices/{device}", tags=["registry"], dependencies=[Depends(admin)])
@@ -158,6 +165,7 @@ def make_app(registry: Registry, admin_token: str, gateway: "Gateway | None" = N
                 d, pw = registry.rotate_credentials(device)
         except RegistryError as exc:
             raise HTTPException(409, str(exc)) from exc
+        changed()
         return {**d.public(), "mqtt_username": d.device, "mqtt_password": pw}
 
     @app.put("/devices/{device}/config", tags=["config"], dependencies=[Depends(admin)])

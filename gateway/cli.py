@@ -22,6 +22,7 @@ def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.api import make_app
+    from gateway.provision import refresh_broker
     from gateway.service import Gateway
 
     settings = load_settings()
@@ -29,7 +30,9 @@ def _run(args: argparse.Namespace) -> int:
         settings.gateway.auto_register = True
     setup_logging(settings.log_level, settings.log_json)
     gw = Gateway(settings)
-    app = make_app(gw.registry, settings.gateway.admin_token.get_secret_value(), gw)
+    app = make_app(gw.registry, settings.gateway.admin_token.get_secret_value(), gw,
+                   on_change=lambda: refresh_broker(settings, gw.registry.all()))
+    refresh_broker(settings, gw.registry.all())
     config = uvicorn.Config(app, host=settings.gateway.http_host, port=settings.gateway.http_port,
                             log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
@@ -67,6 +70,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _registry(args: argparse.Namespace) -> int:
+    from gateway.provision import refresh_broker
     from gateway.registry import Registry, RegistryError
 
     settings = load_settings()
@@ -106,6 +110,8 @@ def _registry(args: argparse.Namespace) -> int:
             elif args.action == "rotate-credentials":
                 d, pw = reg.rotate_credentials(args.device)
                 print(json.dumps({"mqtt_username": d.device, "mqtt_password": pw}))
+            if args.action != "list" and refresh_broker(settings, reg.all()):
+                print(f"broker auth files in {settings.gateway.provision_dir} rewritten and reloaded")
         except (RegistryError, OSError, ValueError) as exc:
             print(f"gateway registry {args.action}: {exc}", file=sys.stderr)
             return 1
@@ -116,7 +122,8 @@ def _provision(args: argparse.Namespace) -> int:
     from gateway.provision import provision
 
     settings = load_settings()
-    out = provision(settings, Path(args.out), tls_port=args.tls_port, port=args.port, with_tls=not args.no_tls)
+    out = provision(settings, Path(args.out), tls_port=args.tls_port, port=args.port, with_tls=not args.no_tls,
+                    new_ca=args.new_ca)
     for name, path in out.items():
         print(f"{name}: {path}")
     return 0
@@ -154,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     prov.add_argument("--port", type=int, default=None, help="plain listener port (default: settings.mqtt.port)")
     prov.add_argument("--tls-port", type=int, default=8883)
     prov.add_argument("--no-tls", action="store_true")
+    prov.add_argument("--new-ca", action="store_true", help="replace an existing CA (devices must get the new one)")
     prov.set_defaults(func=_provision)
     return ap
 

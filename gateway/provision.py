@@ -19,6 +19,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import signal
 from pathlib import Path
 
 from kotacerdas import contract
@@ -155,23 +156,58 @@ def render_broker_config(out: Path, *, port: int | None, tls_port: int | None, b
     return "\n".join(lines) + "\n"
 
 
-def provision(
-    settings: Settings, out: Path, *, port: int | None = None, tls_port: int | None = 8883, with_tls: bool = True,
-    bind: str = "127.0.0.1",
-) -> dict[str, Path]:
+def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write-then-rename: a broker reloading on SIGHUP never reads half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def write_auth_files(settings: Settings, out: Path, devices: list[Device] | None = None) -> dict[str, Path]:
+    """Password file + ACL from the registry (service passwords kept); cheap enough to run on every change."""
     out.mkdir(parents=True, exist_ok=True)
-    root = settings.mqtt.topic_root
-    with Registry(settings.gateway.registry_path) as reg:
-        devices = reg.all()
+    if devices is None:
+        with Registry(settings.gateway.registry_path) as reg:
+            devices = reg.all()
     creds = _service_credentials(out / "service-credentials.json")
     hashes = {u: hash_password(pw) for u, pw in creds.items()}
-    (out / "password_file").write_text(render_passwords(devices, hashes))
-    os.chmod(out / "password_file", 0o600)
-    (out / "acl_file").write_text(render_acl(root, devices))
-    paths: dict[str, Path] = {"password_file": out / "password_file", "acl_file": out / "acl_file",
-                              "service_credentials": out / "service-credentials.json"}
+    _write_atomic(out / "password_file", render_passwords(devices, hashes), 0o600)
+    _write_atomic(out / "acl_file", render_acl(settings.mqtt.topic_root, devices))
+    return {"password_file": out / "password_file", "acl_file": out / "acl_file",
+            "service_credentials": out / "service-credentials.json"}
+
+
+def refresh_broker(settings: Settings, devices: list[Device] | None = None) -> bool:
+    """After a registry change: rewrite the broker's auth files and make it reload them (SIGHUP).
+
+    Active only when ``gateway.provision_dir`` is set; the reload only when ``gateway.broker_pid_file``
+    names the running Mosquitto's pid file. Returns whether the broker was told to reload.
+    """
+    g = settings.gateway
+    if g.provision_dir is None:
+        return False
+    write_auth_files(settings, Path(g.provision_dir), devices)
+    if g.broker_pid_file is None:
+        return False
+    try:
+        os.kill(int(Path(g.broker_pid_file).read_text().strip()), signal.SIGHUP)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def provision(
+    settings: Settings, out: Path, *, port: int | None = None, tls_port: int | None = 8883, with_tls: bool = True,
+    bind: str = "127.0.0.1", new_ca: bool = False,
+) -> dict[str, Path]:
+    paths = write_auth_files(settings, out)
     if with_tls:
-        paths.update(make_ca_and_server_cert(out, hosts=(bind, "localhost") if bind != "localhost" else ("localhost",)))
+        # keep an existing CA: devices in the field already trust it
+        if new_ca or not (out / "ca.crt").exists() or not (out / "server.crt").exists():
+            make_ca_and_server_cert(out, hosts=(bind, "localhost") if bind != "localhost" else ("localhost",))
+        paths.update({"ca_cert": out / "ca.crt", "ca_key": out / "ca.key", "server_cert": out / "server.crt",
+                      "server_key": out / "server.key"})
     conf = render_broker_config(out, port=port if port is not None else settings.mqtt.port,
                                 tls_port=tls_port if with_tls else None, bind=bind)
     (out / "mosquitto-auth.conf").write_text(conf)

@@ -77,6 +77,10 @@ class GatewaySettings(BaseModel):
     esphome_prefix: str = ""
     # Tasmota stamps local time without an offset; WIB (UTC+7) unless a device's config says otherwise
     adapter_tz_offset_s: int = 7 * 3600
+    # when set, every registry change rewrites the broker's password/ACL files here (gateway provision)
+    provision_dir: Path | None = None
+    # ... and SIGHUPs the Mosquitto whose pid is in this file so it reloads them
+    broker_pid_file: Path | None = None
 
 
 class IngestSettings(BaseModel):

@@ -72,3 +72,12 @@ def test_provision_writes_broker_files(env, capsys, tmp_path, settings):
     assert "allow_anonymous false" in conf and "listener 18884 127.0.0.1" in conf and "certfile" in conf
     assert (out / "ca.crt").read_text().startswith("-----BEGIN CERTIFICATE-----")
     assert oct((out / "server.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_registry_changes_rewrite_the_broker_files_when_configured(env, capsys, tmp_path, monkeypatch):
+    prov = tmp_path / "live"
+    monkeypatch.setenv("KC_GATEWAY__PROVISION_DIR", str(prov))
+    assert kc(["gateway", "registry", "register", "water-42", "--kind", "water", "--city", "depok"]) == 0
+    assert "user water-42" in (prov / "acl_file").read_text()
+    assert kc(["gateway", "registry", "decommission", "water-42"]) == 0
+    assert "water-42" not in (prov / "password_file").read_text()

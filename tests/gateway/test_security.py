@@ -248,3 +248,39 @@ def test_upstream_refusing_the_gateway_is_counted_not_silent(secure):
     finally:
         close(d)
         gw.stop()
+
+
+def test_registering_through_the_api_provisions_the_broker_at_once(secure):
+    """Register -> password/ACL rewritten + broker reloaded -> the new device connects; decommission -> refused."""
+    from fastapi.testclient import TestClient
+
+    from gateway.api import make_app
+    from gateway.provision import refresh_broker
+
+    s, acc = secure["settings"], secure["account"]
+    s.gateway.provision_dir = secure["out"]
+    s.gateway.broker_pid_file = secure["broker"].pidfile
+    with Registry(s.gateway.registry_path) as reg:
+        app = make_app(reg, "tok", None, on_change=lambda: refresh_broker(s))
+        with TestClient(app) as http:
+            h = {"Authorization": "Bearer tok"}
+            r = http.post("/devices", headers=h, json={"device": "air-new", "kind": "air", "city": "depok"})
+            assert r.status_code == 201
+            pw = r.json()["mqtt_password"]
+
+            def connects(user: str, password: str) -> bool:
+                try:
+                    close(client(acc(user, password)))
+                    return True
+                except ConnectionError:
+                    return False
+
+            assert wait_for(lambda: connects("air-new", pw), timeout=10)
+            acl = (secure["out"] / "acl_file").read_text()
+            assert f"topic write {secure['root']}/v1/depok/air/air-new/telemetry" in acl
+            assert http.post("/devices/air-new/decommission", headers=h).status_code == 200
+            assert wait_for(lambda: not connects("air-new", pw), timeout=10)
+    # re-provisioning keeps the CA devices already trust
+    ca = (secure["out"] / "ca.crt").read_bytes()
+    provision(s, secure["out"], port=secure["port"], tls_port=secure["tls_port"])
+    assert (secure["out"] / "ca.crt").read_bytes() == ca
