@@ -20,6 +20,10 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--out", type=Path, help="bundle root (default firmware/build)")
 
     sub.add_parser("schema", help="regenerate firmware/device/kc_schema.py from the catalogue")
+    sub.add_parser("typecheck", help="mypy the device sources against micropython-esp32-stubs")
+    r = sub.add_parser("ram", help="peak RAM of the main loop on real MicroPython (Node), per kind")
+    r.add_argument("--kind", action="append")
+    r.add_argument("--readings", type=int, default=10)
 
     d = sub.add_parser("deploy", help="copy a kind's bundle and a device config.json to a board with mpremote")
     d.add_argument("--kind", required=True)
@@ -57,6 +61,28 @@ def main(argv: list[str] | None = None) -> int:
         from firmware import schema_gen
 
         print(schema_gen.write())
+        return 0
+    if args.cmd == "typecheck":
+        from firmware import typecheck
+
+        rc, out = typecheck.run()
+        print(out.strip())
+        return rc
+    if args.cmd == "ram":
+        import tempfile
+
+        from firmware import build, mp_ram, mpnode
+
+        why = mpnode.available()
+        if why:
+            print(f"ram: {why}", file=sys.stderr)
+            return 2
+        with tempfile.TemporaryDirectory() as tmp:
+            res = build.build(args.kind, Path(tmp), write_schema=False)
+            for kind in res:
+                r = mp_ram.measure(kind, Path(tmp) / kind, args.readings)
+                print(f"{kind:10s} peak live {r['peak_live']:7d} B (fakes {r['fakes']} B)  "
+                      f"peak incl. one step's garbage {r['peak_alloc']:7d} B  after init {r['after_init']:7d} B")
         return 0
     if args.cmd == "build":
         from firmware import build

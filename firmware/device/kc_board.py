@@ -62,7 +62,11 @@ class Board:
     # network
     def wifi_connect(self, ssid, password):
         if not self.sta.isconnected():
-            self.sta.connect(ssid, password)
+            try:
+                self.sta.connect(ssid, password)
+            except OSError as e:  # "Wifi Internal Error" while a previous attempt is pending
+                print("wifi connect:", e)
+                return
             for _ in range(100):  # up to 10 s, watchdog fed meanwhile
                 if self.sta.isconnected():
                     break

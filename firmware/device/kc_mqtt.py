@@ -170,7 +170,7 @@ class MQTTClient:
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=60,
                  ssl=False, ssl_params=None, socket_factory=None, max_inflight=16,
-                 retry_ms=0):
+                 retry_ms=0, max_packet=8192):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -181,6 +181,7 @@ class MQTTClient:
         self.ssl_params = ssl_params or {}
         self.socket_factory = socket_factory
         self.max_inflight = max_inflight
+        self.max_packet = max_packet
         # 0: resend only on reconnect (the spec's rule); >0: also after this long unacked
         self.retry_ms = retry_ms
         self.sock = None
@@ -326,6 +327,12 @@ class MQTTClient:
         return True
 
     def _next_packet(self):
+        if len(self.rbuf) >= 2:
+            r = decode_len(self.rbuf, 1)
+            if r is not None and r[0] > self.max_packet:
+                # a broker (or an attacker on the config topic) must not be able to exhaust the heap
+                self.close()
+                raise MQTTError("incoming packet of %d bytes exceeds %d" % (r[0], self.max_packet))
         p = parse_packet(self.rbuf)
         if p is None:
             return None

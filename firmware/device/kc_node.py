@@ -115,6 +115,9 @@ class Node:
         self.stats["bad_fields"] += len(bad)
         if payload is None:
             return False
+        if len(payload) > self.ring.max_payload():
+            self.stats["oversized"] = self.stats.get("oversized", 0) + 1
+            return False
         self.seq = seq
         self.ring.push(payload, seq=seq)
         self._save_rtc()

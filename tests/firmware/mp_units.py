@@ -113,6 +113,24 @@ def test_mqtt_client_puback_tracking_and_dup_resend():
     assert c.stats["resent"] == 3
 
 
+def test_mqtt_refuses_oversized_incoming_packet():
+    class Flood(kc_fakes.FakeBrokerSocket):
+        def sendall(self, data):
+            kc_fakes.FakeBrokerSocket.sendall(self, data)
+            if data[0] == 0x82:  # after SUBSCRIBE the "broker" announces a 1 MB PUBLISH
+                self.out.extend(b"\x30" + kc_mqtt.encode_len(1 << 20) + b"\x00\x01t")
+
+    c = kc_mqtt.MQTTClient("d", "h", socket_factory=lambda h, p, t: Flood(), keepalive=0)
+    c.connect()
+    try:
+        c.subscribe("t")
+        c.poll(1)
+        assert False, "oversized packet accepted"
+    except kc_mqtt.MQTTError as e:
+        assert "exceeds" in str(e)
+    assert not c.connected() and len(c.rbuf) < 100
+
+
 def test_mqtt_refused_connack():
     class Refuse(kc_fakes.FakeBrokerSocket):
         def sendall(self, data):

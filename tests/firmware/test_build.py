@@ -67,3 +67,12 @@ def test_bundle_runs_on_micropython_within_esp32_heap(kind: str, bundles: dict) 
     print(f"RAM {kind}: {r}")
     assert r["telemetry"] == 5
     assert 0 < r["peak_live"] < ESP32_HEAP_BUDGET
+
+
+@pytest.mark.micropython
+def test_cli_ram_report(capsys: pytest.CaptureFixture[str]) -> None:
+    from firmware import cli
+
+    assert cli.main(["ram", "--kind", "waste_bin", "--readings", "2"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("waste_bin") and "peak live" in line
