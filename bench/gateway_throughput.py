@@ -1,7 +1,7 @@
 """Gateway throughput vs. the bare broker, on a private loopback Mosquitto.
 
 Baseline: N telemetry messages (QoS 1) published and received by a plain subscriber
-(one broker hop, no processing). Gateway: the same N messages through the gateway
+(one broker hop, no processing). Gateway: the same N messages through the gateway process
 (validation, registry, durable dedup + outbox in SQLite, second broker hop) until N
 normalised messages arrive. Also with ``durable_fsync`` (SQLite synchronous=FULL).
 
@@ -11,19 +11,24 @@ normalised messages arrive. Also with ``durable_fsync`` (SQLite synchronous=FULL
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import httpx
+
 from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.mqtt import connect, make_client, wait_published
-from kotacerdas.settings import MqttSettings, load_settings
+from kotacerdas.settings import MqttSettings
 from kotacerdas.stack import MosquittoProcess, free_port
 
 from gateway.registry import Registry
-from gateway.service import Gateway
 
 
 def messages(root: str, n: int, n_devices: int = 30) -> list[tuple[str, bytes]]:
@@ -74,7 +79,7 @@ def publish_all(mqtt: MqttSettings, msgs: list[tuple[str, bytes]]) -> None:
     c.loop_stop()
 
 
-def run(mqtt: MqttSettings, root: str, n: int, sub_topic: str, gateway: Gateway | None) -> float:
+def run(mqtt: MqttSettings, root: str, n: int, sub_topic: str, gateway: object | None) -> float:
     msgs = messages(root, n)
     cnt = Counter(mqtt, sub_topic, n)
     t0 = time.perf_counter()
@@ -85,6 +90,13 @@ def run(mqtt: MqttSettings, root: str, n: int, sub_topic: str, gateway: Gateway 
     if not ok:
         raise SystemExit(f"only {cnt.got}/{n} messages arrived")
     return n / dt
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def main() -> None:
@@ -101,26 +113,35 @@ def main() -> None:
             results["broker only"] = run(mqtt, "bench0", args.n, contract.device_subscription("bench0", "telemetry"), None)
             for label, fsync in (("gateway", False), ("gateway durable_fsync", True)):
                 root = f"bench{int(fsync) + 1}"
-                s = load_settings()
-                s.mqtt = MqttSettings(host=broker.host, port=broker.port, topic_root=root)
-                s.gateway.registry_path = tmpd / root / "registry.sqlite"
-                s.gateway.queue_path = tmpd / root / "queue.sqlite"
-                s.gateway.durable_fsync = fsync
-                s.gateway.http_port = 0
-                with Registry(s.gateway.registry_path) as reg:
+                reg_path = tmpd / root / "registry.sqlite"
+                with Registry(reg_path) as reg:
                     devs = {(t.split("/")[3], t.split("/")[4]) for t, _ in messages(root, 300)}
                     for kind, dev in devs:
                         reg.register(dev, kind, "depok", with_credentials=False)
-                gw = Gateway(s).start()
+                port = free_port()
+                env = dict(os.environ, KC_MQTT__HOST=broker.host, KC_MQTT__PORT=str(broker.port),
+                           KC_MQTT__TOPIC_ROOT=root, KC_GATEWAY__REGISTRY_PATH=str(reg_path),
+                           KC_GATEWAY__QUEUE_PATH=str(tmpd / root / "queue.sqlite"),
+                           KC_GATEWAY__DURABLE_FSYNC=str(fsync).lower(), KC_GATEWAY__HTTP_PORT=str(port),
+                           KC_LOG_LEVEL="WARNING")
+                # its own process, as deployed: the gateway does not share the GIL with the load generator
+                gw = subprocess.Popen([sys.executable, "-m", "kotacerdas", "gateway", "run"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 try:
-                    results[label] = run(s.mqtt, root, args.n, f"{root}/v1/_platform/norm/#", gw)
-                    rejected = sum(v for (name, labels), v in (
-                        ((m.name, tuple(sorted(smp.labels.items()))), smp.value)
-                        for m in gw.metrics.registry.collect() for smp in m.samples
-                        if smp.name == "kc_gateway_rejected_total"))
+                    deadline = time.monotonic() + 60
+                    while not _healthy(port):
+                        if time.monotonic() > deadline or gw.poll() is not None:
+                            raise SystemExit("gateway did not start")
+                        time.sleep(0.2)
+                    mqtt = MqttSettings(host=broker.host, port=broker.port, topic_root=root)
+                    results[label] = run(mqtt, root, args.n, f"{root}/v1/_platform/norm/#", None)
+                    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                    rejected = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                                   if line.startswith("kc_gateway_rejected_total{"))
                     assert rejected == 0, f"{rejected} rejected"
                 finally:
-                    gw.stop()
+                    gw.send_signal(signal.SIGTERM)
+                    gw.wait(30)
         finally:
             broker.stop()
     base = results["broker only"]
