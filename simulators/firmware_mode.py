@@ -40,6 +40,7 @@ def child_env(sc: Scenario, settings: Settings) -> dict[str, str]:
     env.update({
         "KC_MQTT__HOST": settings.mqtt.host, "KC_MQTT__PORT": str(settings.mqtt.port),
         "KC_MQTT__TOPIC_ROOT": settings.mqtt.topic_root, "KC_CITY": sc.city,
+        "KC_STATE_DIR": str(settings.state_dir),  # the virtual device's flash/RTC files go under it
     })
     return env
 

@@ -12,6 +12,7 @@ def env_for(settings, monkeypatch):
     monkeypatch.setenv("KC_MQTT__HOST", settings.mqtt.host)
     monkeypatch.setenv("KC_MQTT__PORT", str(settings.mqtt.port))
     monkeypatch.setenv("KC_MQTT__TOPIC_ROOT", settings.mqtt.topic_root)
+    monkeypatch.setenv("KC_STATE_DIR", str(settings.state_dir))
     return settings
 
 
@@ -60,20 +61,38 @@ def test_bad_scenario_and_unreachable_broker_fail_clearly(monkeypatch, tmp_path,
 
 
 def test_firmware_mode_spawns_real_firmware_or_says_what_is_missing(env_for, tmp_path, capsys):
+    import time
+
+    from kotacerdas import contract
+
+    from .test_publish import Collector
+
     sc = tmp_path / "fw.toml"
-    sc.write_text('span_s = 60\nduration_s = 3\n[kinds.air]\ncount = 1\n[firmware]\nair = 1\n')
+    sc.write_text('span_s = 60\nduration_s = 4\n[kinds.air]\ncount = 1\n[firmware]\nair = 1\n')
     try:
         check_available()
         available = True
     except FirmwareUnavailable:
         available = False
-    rc = cli.main(["run", str(sc), "--summary", str(tmp_path / "s.json"), "--no-progress"])
+    root = env_for.mqtt.topic_root
+    sub = Collector(env_for, f"{root}/v1/+/+/fw-fw-air-001/telemetry")
+    try:
+        rc = cli.main(["run", str(sc), "--summary", str(tmp_path / "s.json"), "--no-progress"])
+        got = sub.wait_for(1, timeout=10) if available else []
+    finally:
+        sub.close()
     if not available:
         assert rc == 3
         assert "kotacerdas firmware virtual" in capsys.readouterr().err
-    else:
-        s = json.loads((tmp_path / "s.json").read_text())
-        assert s["firmware"]["devices"] == 1 and s["firmware"]["failed"] == 0, s["firmware"]
+        return
+    assert rc == 0
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["firmware"]["devices"] == 1 and s["firmware"]["failed"] == 0, s["firmware"]
+    assert s["firmware"]["results"]["fw-fw-air-001"]["delivered"] >= 1
+    # the real firmware's readings arrived on the broker and pass the same contract as the fleet's
+    assert got
+    now = int(time.time() * 1000)
+    assert all(contract.validate_telemetry(t, p, now, root=root) for _, t, p, _ in got)
 
 
 def test_sigterm_stops_cleanly_and_still_writes_the_summary(env_for, tmp_path):
