@@ -7,7 +7,7 @@ standard deviations) with the input's shape.
 
 Speed: a median filter evaluated at every sample is the expensive part (scipy's
 runs at ~1.4 M points/s here). The Hampel filter below takes medians over
-windows that advance by a *hop* (default half a window) and assigns each
+windows that advance by a *hop* (default a whole window: adjacent blocks) and assigns each
 sample the statistics of the window centred nearest to it: the median of a
 60-sample window barely moves in 15 samples, and the cost drops by the hop.
 """
@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
-from analytics.qc import FAIL, NOT_EVALUATED, SUSPECT, QcResult, _finish, _median_last, nanmedian_fast
+from analytics.qc import FAIL, NOT_EVALUATED, SUSPECT, QcResult, _finish, _median_last, nanmedian_fast, row_median
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution * 1.4826 = its standard deviation
 
@@ -37,11 +37,11 @@ def rolling_median_mad(x: np.ndarray, window: int, hop: int | None = None) -> tu
     """Centred rolling median and MAD (field units), each (S, T), evaluated every ``hop`` samples.
 
     window: samples per window (clipped to T); hop: samples between evaluated
-    windows (default window // 2; 1 = an exact rolling median).
+    windows (default = window: adjacent blocks; 1 = an exact rolling median).
     """
     s, t = x.shape
     w = max(min(int(window), t), 1)
-    h = max(int(hop or w // 2), 1)
+    h = max(int(hop or w), 1)
     starts = np.arange(0, t - w + 1, h)
     if starts[-1] != t - w:
         starts = np.append(starts, t - w)
@@ -91,8 +91,8 @@ def hampel(x: np.ndarray, window: int = 60, hop: int | None = None, suspect_z: f
 def _robust_standardise(x: np.ndarray, floor: float, reference: slice | None = None) -> np.ndarray:
     """(x - median) / (1.4826 * MAD) per series, over the reference part of the window."""
     ref = x if reference is None else x[:, reference]
-    med = nanmedian_fast(ref, axis=1)[:, None]
-    mad = nanmedian_fast(np.abs(ref - med), axis=1)[:, None]
+    med = row_median(ref)[:, None]
+    mad = row_median(np.abs(ref - med))[:, None]
     scale = np.maximum(MAD_TO_SIGMA * mad, max(floor, 1e-12))
     return (x - med) / scale
 
@@ -140,8 +140,8 @@ def ewma_chart(x: np.ndarray, alpha: float = 0.1, suspect_l: float = 3.0, fail_l
     e = ewma(z, alpha)
     # calibrate against the EWMA's own spread in the reference period: real residuals are
     # autocorrelated, and the white-noise formula sqrt(alpha/(2-alpha)) underestimates it
-    e0 = nanmedian_fast(e[:, :n_ref], axis=1)[:, None]
-    spread = MAD_TO_SIGMA * nanmedian_fast(np.abs(e[:, :n_ref] - e0), axis=1)[:, None]
+    e0 = row_median(e[:, :n_ref])[:, None]
+    spread = MAD_TO_SIGMA * row_median(np.abs(e[:, :n_ref] - e0))[:, None]
     spread = np.maximum(spread, np.sqrt(alpha / (2.0 - alpha)))
     score = np.abs(e - e0) / spread
     return _finish(_flags(score, suspect_l, fail_l), score, x)
@@ -195,7 +195,7 @@ def seasonal_residual(x: np.ndarray, step_s: float, t0_ms: int, suspect_z: float
         base = np.where(n >= 1, (tot - trim) / np.maximum(np.where(n >= 3, n - 2, n), 1), np.nan)
     slot_of = (first_slot + np.arange(t)) % slots
     resid = x - base[:, slot_of]
-    mad = nanmedian_fast(np.abs(resid), axis=1)[:, None]
+    mad = row_median(np.abs(resid))[:, None]
     scale = np.maximum(MAD_TO_SIGMA * mad, max(floor, 1e-12))
     score = np.abs(resid) / scale
     return _finish(_flags(score, suspect_z, fail_z), score, x)
