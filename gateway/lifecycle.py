@@ -80,14 +80,17 @@ class Lifecycle:
         return s if s.view() != before else None
 
     def on_status(
-        self, device: str, kind: str, city: str, district: str, state: str, rx_ms: int, fw: str | None
+        self, device: str, kind: str, city: str, district: str, state: str, rx_ms: int, fw: str | None,
+        fresh: bool = True,
     ) -> DeviceState | None:
+        """``fresh=False`` for a retained status replayed at (re)subscription: it says what the device
+        last declared, not that it is alive now, so it must not reset last_seen (nor clear stale)."""
         s = self._get(device, kind, city, district)
         before = s.view()
         s.state = state
         if fw is not None:
             s.fw = fw
-        if state == "online":
+        if state == "online" and (fresh or s.last_seen is None):
             s.last_seen = max(s.last_seen or 0, rx_ms)
             s.stale = False
         self._unsaved.add(device)

@@ -154,6 +154,7 @@ class Gateway:
         status_changes: dict[str, DeviceState] = {}
         accepted: list[tuple[int, Outgoing]] = []
         items, adapted_dead = self._adapt([(m.topic, bytes(m.payload)) for m in msgs], t)
+        replayed = {m.topic for m in msgs if m.retain}  # retained copies sent at (re)subscription
         with self.store.transaction() as txn:
             for topic, payload, rej in adapted_dead:
                 txn.queue(self._dead(rej, topic, payload, t))
@@ -169,7 +170,7 @@ class Gateway:
                         log.info("command acknowledged", extra=a)
                     continue
                 if channel == "status":
-                    self._process_status(txn, topic, payload, t, status_changes)
+                    self._process_status(txn, topic, payload, t, status_changes, fresh=topic not in replayed)
                     continue
                 parts = topic.split("/")
 
@@ -251,7 +252,7 @@ class Gateway:
         return native, dead
 
     def _process_status(self, txn: Any, topic: str, payload: bytes, t: int,
-                        changes: dict[str, DeviceState]) -> None:
+                        changes: dict[str, DeviceState], fresh: bool = True) -> None:
         parts = topic.split("/")
 
         def lookup(dev_id: str) -> Device | None:
@@ -267,7 +268,7 @@ class Gateway:
         dev = self.lookup(st.device)
         with self._lock_lifecycle:
             ch = self.lifecycle.on_status(st.device, st.kind, st.city, dev.district if dev else "unknown",
-                                          st.state, t, st.fw)
+                                          st.state, t, st.fw, fresh)
         if ch is not None:
             changes[ch.device] = ch
             log.info("device state", extra={"device": st.device, "state": st.state})

@@ -102,3 +102,15 @@ def test_store_dedup_and_outbox_survive_reopen_and_accept_out_of_order(tmp_path)
     with st.transaction() as t:
         assert t.first_time("d", 9, 9999) is True
     st.close()
+
+
+def test_a_replayed_retained_birth_does_not_make_a_silent_device_look_alive():
+    lc = Lifecycle(3, lambda dev, kind: 60.0)
+    lc.on_reading("w1", "water", "depok", "beji", NOW, NOW, None, None)
+    assert [x.device for x in lc.sweep(NOW + 200_000)] == ["w1"]
+    # gateway restarts; the broker replays the device's retained "online" from long ago
+    s = lc.on_status("w1", "water", "depok", "beji", "online", NOW + 300_000, None, fresh=False)
+    assert s is None or (s.last_seen == NOW and s.stale)
+    assert lc.devices["w1"].stale and lc.devices["w1"].last_seen == NOW
+    lc.on_status("w1", "water", "depok", "beji", "online", NOW + 400_000, None)  # a live birth does
+    assert not lc.devices["w1"].stale and lc.devices["w1"].last_seen == NOW + 400_000
