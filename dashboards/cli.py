@@ -53,7 +53,8 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
     to_ms = int(time.time() * 1000)
     with InfluxClient(settings.influx) as c:
-        results = verify.run(c, all_dashboards(), from_ms=to_ms - int(args.hours * 3600_000), to_ms=to_ms)
+        from_ms = None if args.hours is None else to_ms - int(args.hours * 3600_000)
+        results = verify.run(c, all_dashboards(), from_ms=from_ms, to_ms=to_ms)
     problems = [p for r in results for p in r.problems()]
     for p in problems:
         print(p)
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--database", help="InfluxDB database (default: settings.influx.database)")
     b.add_argument("--devices", type=Path, help="devices.json (kotacerdas simulate devices) for the map gazetteer")
     v = sub.add_parser("verify", help="run every panel query against InfluxDB and check the result shapes")
-    v.add_argument("--hours", type=float, default=24.0)
+    v.add_argument("--hours", type=float, help="time range for every dashboard (default: each one's own)")
     s = sub.add_parser("synthetic", help="write synthetic data in the platform's schemas (demo without a pipeline)")
     s.add_argument("--hours", type=float, default=24.0)
     s.add_argument("--devices-out", type=Path)

@@ -158,10 +158,23 @@ def page(rows: list[dict[str, Any]], sort_key: Sequence[str], limit: int, offset
     return rows[offset:offset + limit]
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(v: Any) -> Any:
+    if v is None:
+        return ""
+    # a text cell starting like a formula would be executed by spreadsheet programs
+    # (OWASP "CSV injection"): prefix it with a quote; numbers (also negative) stay numbers
+    if isinstance(v, str) and v.startswith(_FORMULA_START):
+        return "'" + v
+    return v
+
+
 def to_csv(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([c.name for c in columns])
     for r in rows:
-        w.writerow(["" if r.get(c.name) is None else r.get(c.name) for c in columns])
+        w.writerow([_cell(r.get(c.name)) for c in columns])
     return buf.getvalue()

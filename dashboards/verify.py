@@ -46,17 +46,25 @@ class QueryResult:
         return out
 
 
-def run(client: InfluxClient, dashboards: Sequence[Dashboard], *, from_ms: int, to_ms: int,
+def default_from_ms(d: Dashboard, to_ms: int) -> int:
+    """The start of the dashboard's default time range (``now-6h`` etc.) relative to ``to_ms``."""
+    rel = d.time_from.removeprefix("now-")
+    return to_ms - _min_ms(rel)
+
+
+def run(client: InfluxClient, dashboards: Sequence[Dashboard], *, from_ms: int | None, to_ms: int,
         variables: Mapping[str, Sequence[str] | None] | None = None) -> list[QueryResult]:
+    """``from_ms=None``: each dashboard over its own default range, as it opens in Grafana."""
     results: list[QueryResult] = []
     for d in dashboards:
+        start = from_ms if from_ms is not None else default_from_ms(d, to_ms)
         # variables this dashboard does not define are "All" for it
         vs = {v.name: (variables or {}).get(v.name) for v in d.variables}
         for v in d.variables:
-            results.append(_exec(client, d.uid, f"variable {v.name}", v.query, None, from_ms, to_ms, vs))
+            results.append(_exec(client, d.uid, f"variable {v.name}", v.query, None, start, to_ms, vs))
         for p in d.panels():
             for t in p.targets:
-                results.append(_exec(client, d.uid, p.title, t.query, t, from_ms, to_ms, vs, _min_ms(p.interval)))
+                results.append(_exec(client, d.uid, p.title, t.query, t, start, to_ms, vs, _min_ms(p.interval)))
     return results
 
 

@@ -134,6 +134,15 @@ def test_cache_reuses_answers_within_the_ttl(loaded, influx):
         assert "kc_api_cache_hits_total" in c.get("/metrics").text
 
 
+def test_csv_neutralises_formulas_but_keeps_numbers():
+    from dashboards.opendata import Column, to_csv
+
+    cols = (Column("device", "string"), Column("value", "number"))
+    out = to_csv(cols, [{"device": "=HYPERLINK(\"http://x\")", "value": -3.5}, {"device": "ok", "value": None}])
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows == [["device", "value"], ["'=HYPERLINK(\"http://x\")", "-3.5"], ["ok", ""]]
+
+
 def test_token_bucket_refills():
     now = [0.0]
     rl = RateLimiter(60, clock=lambda: now[0])

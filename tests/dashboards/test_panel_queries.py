@@ -75,3 +75,20 @@ def test_derived_panels_show_what_the_data_says(influx, day):
     dl = res[("kc-pipeline", "Dead letters per reason (range total)")].series
     assert {s.tags["reason"]: s.column("count")[0] for s in dl} == {
         "out_of_range": 1, "bad_json": 2, "unknown_device": 3, "write_rejected": 4}
+
+
+def test_default_ranges_and_the_verify_cli(settings, influx, day, monkeypatch, capsys):
+    from dashboards.cli import main as cli_main
+    from dashboards.verify import default_from_ms
+
+    boards = {d.uid: d for d in all_dashboards()}
+    assert default_from_ms(boards["kc-air"], 100_000_000) == 100_000_000 - 86400_000
+    assert default_from_ms(boards["kc-pipeline"], 100_000_000) == 100_000_000 - 6 * 3600_000
+    monkeypatch.setenv("KC_INFLUX__DATABASE", settings.influx.database)
+    monkeypatch.setenv("KC_INFLUX__URL", settings.influx.url)
+    assert cli_main(["verify"]) == 0
+    assert "0 problems" in capsys.readouterr().out
+    influx.query(f'DROP MEASUREMENT "bin_forecast"')
+    assert cli_main(["verify"]) == 1
+    out = capsys.readouterr().out
+    assert "Collection list (priority 1 first): no data" in out
