@@ -120,7 +120,11 @@ class Board:
         return a
 
     def battery_adc(self):
-        return self.adc("battery") if self.cfg.get("battery_adc", True) else None
+        # only battery kinds have the divider on GPIO35 by default: on an air station all six
+        # exposed ADC1 pins carry gas electrodes (ADC2 is unusable while Wi-Fi is on)
+        import kc_schema
+        wired = "battery" in (self.cfg.get("pins") or {}) or kc_schema.KINDS[self.cfg["kind"]][1]
+        return self.adc("battery") if wired else None
 
     def uart(self, name):
         n, tx, rx = self.buses[name + "_uart"]

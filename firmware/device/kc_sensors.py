@@ -5,6 +5,8 @@
 # Drivers are imported inside each suite: a board only loads (and the bundle for a kind
 # only ships) the drivers its kind uses.
 
+MAINS_V = 5.0  # catalogue common.battery: "5 V USB-powered nodes report 5.0"
+
 # Calibration constants per kind (settable over the retained config topic and persisted).
 CAL_DEFAULTS = {
     "water": {"ph_v7": 1.500, "ph_v4": 2.032, "ph_cal_temp": 25.0, "tds_k": 1.0, "turb_offset_v": 0.0,
@@ -39,10 +41,11 @@ class Suite:
             return None
 
     def battery(self):
-        from kc_drivers import analog
         adc = self.board.battery_adc()
         if adc is None:
-            return None
+            # mains/USB-powered station without a cell: the catalogue's convention is 5.0 V
+            return MAINS_V
+        from kc_drivers import analog
         return self._try("battery", analog.Battery(adc).read)
 
 

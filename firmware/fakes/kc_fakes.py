@@ -277,6 +277,8 @@ class FakeBoard:
         return self.adcs[name]
 
     def battery_adc(self):
+        if not kc_schema.KINDS[self.kind][1]:
+            return None  # mains-powered kinds have no cell (kc_board does the same)
         return FakeADC(lambda: self.battery_v, divider=2.0)
 
     def uart(self, name):
