@@ -85,7 +85,7 @@ class Node:
         if next_wall and now:
             wait = next_wall * 1000 - now
             if 0 < wait < int(self.interval_s * 1000):
-                self.next_read = board.ticks_ms() + wait
+                self.next_read = board.ticks_add(board.ticks_ms(), wait)
 
     # -- persistence of the sequence number -----------------------------------
     def _restore_rtc(self):
@@ -281,7 +281,8 @@ class Node:
         return {"uptime_s": self.b.ticks_diff(self.b.ticks_ms(), self.started) // 1000, "seq": self.seq,
                 "buffered": len(self.ring), "dropped": self.ring.dropped, "boots": self.boots,
                 "rssi": self.b.rssi() if self.b.wifi_connected() else None, "fw": self.fw,
-                "interval_s": self.interval_s, "sensor_errors": self.suite.errors}
+                "interval_s": self.interval_s, "sensor_errors": self.suite.errors,
+                "counters": self.stats, "mqtt": self.client.stats}
 
     # -- main loop -------------------------------------------------------------
     def idle(self):
