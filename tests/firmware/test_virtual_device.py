@@ -303,3 +303,37 @@ def test_accepted_by_the_real_gateway(settings: Settings, tmp_path: Path, uid: s
         except subprocess.TimeoutExpired:
             gw.kill()
         col.close()
+
+
+@pytest.mark.long
+def test_hung_broker_detected_by_keepalive(private_broker, settings: Settings, tmp_path: Path, uid: str) -> None:
+    """A broker that stops answering without closing the socket (SIGSTOP): the node's PINGREQ goes
+    unanswered, it drops the link, buffers, and after SIGCONT delivers everything (dups allowed, no gap)."""
+    import signal
+
+    broker = private_broker()
+    s = settings.model_copy(deep=True)
+    s.mqtt.host, s.mqtt.port, s.mqtt.keepalive_s = broker.host, broker.port, 2
+    col = Collector(s, f"{s.mqtt.topic_root}/v1/+/air/+/telemetry", f"col-{uid}")
+    vd = VirtualDevice(s, "air", "AIR-HANG", interval_s=0.25, state_dir=tmp_path / "dev")
+    t = threading.Thread(target=vd.run, kwargs={"duration_s": 90}, daemon=True)
+    t.start()
+    pid = broker.pid()
+    assert pid
+    try:
+        wait_for(lambda: len(col.where("/telemetry")) >= 4, 20, "first readings")
+        os.kill(pid, signal.SIGSTOP)
+        wait_for(lambda: vd.node.stats["link_errors"] >= 1, 20, "keepalive timeout noticed")
+        wait_for(lambda: len(vd.node.ring) >= 8, 20, "buffering while the broker hangs")
+        hung_seq = vd.node.seq
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    try:
+        wait_for(lambda: len(set(validated_seqs(s, col.where("/telemetry")))) >= hung_seq + 2, 60,
+                 "delivery after the broker resumes")
+    finally:
+        vd.stop()
+        t.join(20)
+        col.close()
+    distinct = sorted(set(validated_seqs(s, col.where("/telemetry"))))
+    assert distinct == list(range(1, distinct[-1] + 1)), "gap in sequence numbers"
