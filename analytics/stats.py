@@ -117,7 +117,7 @@ def ffill(x: np.ndarray, fill: float = 0.0) -> np.ndarray:
 
 def ewma(x: np.ndarray, alpha: float) -> np.ndarray:
     """Exponentially weighted moving average along time (gaps hold the last value), (S, T)."""
-    xf = ffill(x)
+    xf = ffill(x) if np.isnan(x).any() else x
     first = xf[:, :1]
     zi = (1 - alpha) * first  # start at the first value, not at 0
     y, _ = lfilter([alpha], [1.0, -(1.0 - alpha)], xf, axis=1, zi=zi)
