@@ -13,6 +13,7 @@ import logging
 import signal
 import ssl
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,20 @@ def run_cli(settings: Settings, kind: str, device: str, city: str | None, interv
     signal.signal(signal.SIGINT, on_signal)
     log.info("virtual %s device %s starting (broker %s:%s, root %s)", kind, device,
              settings.mqtt.host, settings.mqtt.port, settings.mqtt.topic_root)
-    res = vd.run(duration_s, count)
+    done = threading.Event()
+
+    def progress() -> None:  # a long-running command reports progress (JSON log line every 10 s)
+        while not done.wait(10):
+            n = vd.node
+            if n is not None:
+                log.info("progress", extra={"readings": vd.result.readings + n.stats["readings"],
+                                            "buffered": len(n.ring), "dropped": n.ring.dropped,
+                                            "connected": n.client.connected(), "seq": n.seq})
+
+    threading.Thread(target=progress, daemon=True).start()
+    try:
+        res = vd.run(duration_s, count)
+    finally:
+        done.set()
     print(json.dumps(res.as_dict()), flush=True)
     return 0

@@ -70,7 +70,11 @@ class Ring:
             # a different geometry or a torn header: start empty rather than misread records,
             # but keep the sequence counter from RTC memory (see kc_node)
         self._f = open(self.path, "w+b")
-        self._f.write(b"\xff" * (HDR_SIZE + self.capacity * self.slot_size))
+        # slot by slot: the whole file (128 KiB by default) must never be one allocation on a board
+        blank = b"\xff" * self.slot_size
+        self._f.write(blank[:HDR_SIZE])
+        for _ in range(self.capacity):
+            self._f.write(blank)
         self._write_header()
 
     def _recover(self):
