@@ -112,7 +112,14 @@ class AnalyticsService:
             for f in kind.field_names:
                 if f in s.columns:
                     j = s.columns.index(f)
-                    vals[f].append(np.array([_num(r[j]) for r in s.values], dtype=np.float64))
+                    col = [r[j] for r in s.values]
+                    arr = np.array([_num(v) for v in col], dtype=np.float64)
+                    bad = sum(1 for v, a in zip(col, arr) if v is not None and a != a)
+                    if bad:  # a string or bool where a number belongs: counted and skipped, never fatal
+                        self.metrics.rejected.labels("non_numeric").inc(bad)
+                        log.warning("non-numeric values ignored",
+                                    extra={"measurement": kind.measurement, "field": f, "count": bad})
+                    vals[f].append(arr)
                 else:
                     vals[f].append(np.full(len(t), np.nan))
         idx, t = np.concatenate(idx_parts), np.concatenate(t_parts)

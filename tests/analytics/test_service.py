@@ -124,3 +124,19 @@ def test_empty_database_is_a_quiet_pass(settings):
         assert svc.run_pass(now_ms=NOW, window_s=3600) == {"alerts": 0}
     finally:
         svc.close()
+
+
+def test_non_numeric_values_are_counted_not_fatal(settings, influx):
+    # InfluxDB fixes a field's type per shard: a writer that got there first with a string
+    # (an old schema, a hand-made point) makes `ph` a string field for everybody in the shard
+    influx.write([f'water,city=depok,device=wq-2,district=beji,kind=water ph="high",tds=100.0 {NOW}'])
+    influx.write([format_line("water", {"device": "wq-1", "city": "depok", "district": "beji", "kind": "water"},
+                              {"tds": 150.0, "turbidity": 1.0}, NOW - i * 60_000) for i in range(20)])
+    svc = AnalyticsService(settings)
+    try:
+        counts = svc.run_pass(now_ms=NOW, window_s=3600)
+        rejected = svc.registry.get_sample_value("kc_analytics_rows_rejected_total", {"reason": "non_numeric"})
+    finally:
+        svc.close()
+    assert counts["water_compliance"] > 0  # the good parameters are still evaluated
+    assert rejected == 1.0
