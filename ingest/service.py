@@ -37,7 +37,7 @@ from kotacerdas.lineprotocol import format_line
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import Settings
 
-from ingest import schema
+from ingest import fastsock, schema
 from ingest.convert import NS_PER_MS, Converter
 from ingest.spool import Spool
 from ingest.writer import is_transient, write_keep_good
@@ -132,6 +132,8 @@ class IngestService:
     def _on_connect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
         if getattr(rc, "is_failure", False):
             return
+        if self.cfg.buffered_socket:
+            fastsock.install(client)
         with self._cond:
             self._gen += 1
             self._buf.clear()  # unacked messages of the old connection are redelivered

@@ -101,6 +101,8 @@ class IngestSettings(BaseModel):
     agg_1m_retention: str = "730d"
     agg_1h_retention: str = "INF"
     stats_interval_s: float = 10.0
+    # read MQTT through a buffered socket (ingest/fastsock.py); off = paho's own reads
+    buffered_socket: bool = True
 
 
 class AnalyticsSettings(BaseModel):
