@@ -9,6 +9,7 @@ the committed copy differs from a fresh rendering.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from kotacerdas import contract
@@ -25,6 +26,14 @@ def decimals(resolution: float) -> int:
         return 6
     frac = text.split(".")[1].rstrip("0")
     return len(frac)
+
+
+def _max_len(pattern: str) -> int:
+    """Longest match of the contract's segment regexes, e.g. ^[a-z][a-z0-9-]{0,31}$ -> 32."""
+    m = re.search(r"\{0,(\d+)\}\$$", pattern)
+    if not m:
+        raise ValueError(f"cannot read a length bound from {pattern!r}")
+    return int(m.group(1)) + 1
 
 
 def _field_row(f: Field) -> str:
@@ -46,13 +55,14 @@ def render(cat: Catalogue | None = None) -> str:
         f"VERSION = {contract.VERSION}",
         f"MAX_PAYLOAD = {contract.DEFAULT_MAX_PAYLOAD_BYTES}",
         f"SEQ_MAX = {contract.SEQ_MAX}",
-        f"FW_MAX_LEN = 32",
+        # limits the contract states in its regexes and validate_telemetry (fw <= 32 chars)
+        "FW_MAX_LEN = 32",
         f"RSSI_MIN = {contract.RSSI_MIN}",
         f"RSSI_MAX = {contract.RSSI_MAX}",
         f"TOPIC = {template!r}",
         f"CHANNELS = {tuple(contract.DEVICE_CHANNELS)!r}",
-        f"CITY_MAX = 32",
-        f"DEVICE_MAX = 64",
+        f"CITY_MAX = {_max_len(contract.CITY_RE.pattern)}",
+        f"DEVICE_MAX = {_max_len(contract.DEVICE_RE.pattern)}",
         "# (name, lo, hi, resolution, decimals, typical)",
         f"BATTERY = {_field_row(b)}",
         "# kind -> (report_interval_s, battery_powered, ((name, lo, hi, resolution, decimals, typical), ...))",
