@@ -29,6 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.auto_register:
         settings.gateway.auto_register = True
     setup_logging(settings.log_level, settings.log_json)
+    if settings.gateway.admin_token.get_secret_value() == "change-me":
+        log.warning("gateway admin token is the default; set KC_GATEWAY__ADMIN_TOKEN before exposing the API")
     gw = Gateway(settings)
     app = make_app(gw.registry, settings.gateway.admin_token.get_secret_value(), gw,
                    on_change=lambda: refresh_broker(settings, gw.registry.all()))

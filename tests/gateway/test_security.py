@@ -284,3 +284,23 @@ def test_registering_through_the_api_provisions_the_broker_at_once(secure):
     ca = (secure["out"] / "ca.crt").read_bytes()
     provision(s, secure["out"], port=secure["port"], tls_port=secure["tls_port"])
     assert (secure["out"] / "ca.crt").read_bytes() == ca
+
+
+def test_broker_refuses_huge_packets_but_passes_merely_oversized_ones(secure):
+    """max_packet_size protects the broker; a payload over the contract limit still reaches the gateway."""
+    from gateway.provision import MAX_PACKET_BYTES
+
+    acc, pws, root, creds = secure["account"], secure["pws"], secure["root"], secure["creds"]
+    gw = Collector(acc(GATEWAY_USER, creds[GATEWAY_USER]), contract.device_subscription(root, "telemetry"))
+    d = client(acc("air-0", pws["air-0"]))
+    try:
+        t = contract.telemetry_topic(root, "depok", "air", "air-0")
+        wait_published([d.publish(t, b"{" + b" " * 8000 + b"}", qos=1)])  # over 4 KiB: for the gateway to refuse
+        assert wait_for(lambda: len(gw.msgs) == 1)
+        d.publish(t, b"x" * (MAX_PACKET_BYTES * 2), qos=1)  # the broker drops the client instead
+        assert wait_for(lambda: not d.is_connected(), timeout=10)
+        time.sleep(0.3)
+        assert len(gw.msgs) == 1
+    finally:
+        close(d)
+        gw.close()
