@@ -152,7 +152,7 @@ def _fmt(v: Any) -> str:
 
 
 def render(d: Dashboard, results: list[verify.QueryResult], path: Path, coords: dict[str, tuple[float, float]],
-           max_panels: int = 12, dpi: int = 60) -> Path:
+           max_panels: int = 24, dpi: int = 60) -> Path:
     by_panel = {(r.panel): r for r in results if r.dashboard == d.uid and not r.panel.startswith("variable ")}
     panels = [p for p in d.panels() if p.title in by_panel][:max_panels]
     ncol = 3
