@@ -8,6 +8,7 @@ against the simulators' ground truth.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -110,13 +111,15 @@ class StatParams:
 
 
 def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(),
-            chunk: int = 512, score_dtype=np.float32, dtype=np.float32) -> dict[str, qc.QcResult]:
+            chunk: int = 512, score_dtype=np.float32, dtype=np.float32,
+            workers: int | None = None) -> dict[str, qc.QcResult]:
     """The full detector set (QC tests + statistical detectors) over one field's (S, T) grid.
 
     Works through blocks of ``chunk`` series so every temporary stays cache-sized;
     only the neighbours' median (for drift, EWMA, CUSUM) is taken over all series first. Readings are
     processed and scores stored as float32 by default (half the memory traffic;
-    7 significant digits exceed every catalogue sensor's resolution).
+    7 significant digits exceed every catalogue sensor's resolution). Blocks are
+    spread over ``workers`` threads (default 1 = serial; a service shares its cores).
     """
     from analytics import stats
 
@@ -128,7 +131,8 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
     resid = qc.neighbour_residual(x) if s >= 3 else x
     flags: dict[str, np.ndarray] = {}
     scores: dict[str, np.ndarray] = {}
-    for i in range(0, s, chunk):  # a few dozen blocks; each detector is vectorised within a block
+
+    def block(i: int) -> None:  # one block of series, every detector vectorised over it
         xb = x[i : i + chunk]
         out = run_qc(xb, p, neighbours=False)
         out["hampel"] = stats.hampel(xb, sp.hampel_window, None, sp.hampel_suspect_z, sp.hampel_fail_z,
@@ -148,6 +152,17 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
                 scores[k] = np.empty((s, t), dtype=score_dtype)
             flags[k][i : i + chunk] = r.flag
             scores[k][i : i + chunk] = r.score
+
+    starts = list(range(0, s, chunk))
+    block(starts[0])  # allocates the outputs; the other blocks only fill disjoint rows
+    n_workers = max(1, min(workers or 1, len(starts) - 1))
+    if n_workers > 1:
+        # numpy releases the GIL inside its loops and partitions: blocks run on every core
+        with ThreadPoolExecutor(n_workers, thread_name_prefix="detect") as pool:
+            list(pool.map(block, starts[1:]))
+    else:
+        for i in starts[1:]:
+            block(i)
     merged = {k: qc.QcResult(flags[k], scores[k]) for k in flags}
     if s < 3 and "drift" in merged:
         merged["drift"].flag[merged["drift"].flag != qc.MISSING] = qc.NOT_EVALUATED

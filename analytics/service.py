@@ -196,10 +196,11 @@ class AnalyticsService:
             worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
                                                                                      "flat_line")))
             present = ~np.isnan(x)
-            has_data = present.any(axis=1)
+            # missing bins are reported once, by the gap test, and only after a device's first
+            # reading in the window (a device that joined an hour ago has no 23-hour gap)
+            started = np.maximum.accumulate(present, axis=1)
             for test, r in res.items():
-                # missing bins are reported once, by the gap test, and only for series that report at all
-                mask = (present if test != "gap" else has_data[:, None] & np.ones_like(present)) & emit[None, :]
+                mask = (present if test != "gap" else started) & emit[None, :]
                 ss, tt = np.nonzero(mask)
                 fl, sc = r.flag[ss, tt], r.score[ss, tt]
                 suffix = f",field={escape_key(fname)},kind={escape_key(win.kind.name)},test={test} "

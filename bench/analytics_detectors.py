@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--step", type=int, default=300, help="grid step s (1440 x 300 s = 5 days: seasonal applies)")
     ap.add_argument("--baseline-series", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=None, help="threads for the vectorised run (default 1)")
     a = ap.parse_args()
     x = synthetic(a.series, a.points, a.step)
     p = QcParams(0, 1000, 0, 500, 1.0, float(a.step))
@@ -92,7 +93,7 @@ def main() -> None:
     times, cpu = [], []
     for _ in range(a.repeat):
         t, c = time.perf_counter(), time.process_time()
-        res = run_all(x, p, t0)
+        res = run_all(x, p, t0, workers=a.workers)
         times.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     best = min(times)
@@ -103,7 +104,7 @@ def main() -> None:
     tb = (time.perf_counter() - t) * a.series / a.baseline_series
     cb = (time.process_time() - c) * a.series / a.baseline_series
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the start of the baseline")
-    print(f"detectors: {', '.join(res)} ({len(res)})")
+    print(f"detectors: {', '.join(res)} ({len(res)}); threads: {a.workers or 1}")
     print(f"vectorised: {a.series} x {a.points} = {pts / 1e6:.1f} M points, best of {a.repeat}: {best:.2f} s "
           f"({pts / best / 1e6:.1f} M points/s); runs: {', '.join(f'{v:.2f}' for v in times)}")
     print(f"baseline (per-series pandas loop) on {a.baseline_series} series, extrapolated x{a.series / a.baseline_series:.0f}: "

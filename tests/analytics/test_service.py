@@ -140,3 +140,17 @@ def test_non_numeric_values_are_counted_not_fatal(settings, influx):
         svc.close()
     assert counts["water_compliance"] > 0  # the good parameters are still evaluated
     assert rejected == 1.0
+
+
+def test_gap_points_only_inside_a_devices_reporting_span(settings, influx):
+    base = typical("air", 0.01, 4)
+    lines = telemetry_lines("air", "air-hole", 30, 60, base)
+    del lines[10:15]  # a 5-minute silence
+    influx.write(lines)
+    svc = AnalyticsService(settings)
+    try:
+        svc.run_pass(now_ms=NOW, window_s=3 * 3600)  # the device reported only in the last 30 minutes
+    finally:
+        svc.close()
+    flags = [r[1] for r in influx.series('SELECT "flag" FROM "qc" WHERE "test"=\'gap\' AND "field"=\'pm25\'')[0].values]
+    assert len(flags) == 30 and flags.count(9) == 5 and flags.count(3) == 1  # suspect: first reading after 5 bins
