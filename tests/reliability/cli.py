@@ -21,14 +21,16 @@ REPO = HERE.parents[1]
 class _Collector:
     """pytest plugin: our options and every test's outcome."""
 
-    def __init__(self, results: Path, full: bool):
+    def __init__(self, results: Path, full: bool, soak_devices: int, soak_duration_s: int):
         self.results = results
         self.full = full
+        self.soak = (soak_devices, soak_duration_s)
         self.outcomes: dict[str, tuple[str, str]] = {}
 
     def pytest_configure(self, config) -> None:  # noqa: ANN001
         config.kc_reliability_results = self.results
         config.kc_reliability_full = self.full
+        config.kc_soak_devices, config.kc_soak_duration_s = self.soak
 
     def pytest_runtest_logreport(self, report) -> None:  # noqa: ANN001
         name = report.nodeid.rsplit("/", 1)[-1]  # "test_faults.py::test_x[param]"
@@ -66,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="kotacerdas reliability", description=__doc__.split("\n\n")[1])
     ap.add_argument("--soak", action="store_true", help="also run the 10-minute, 10,000-device soak")
     ap.add_argument("--full", action="store_true", help="full-length outages (InfluxDB stopped 60 s) instead of ~15 s")
+    ap.add_argument("--soak-devices", type=int, default=10_000, help="soak fleet size (default 10,000)")
+    ap.add_argument("--soak-duration", type=int, default=600, help="soak length in seconds (default 600)")
     ap.add_argument("--report", type=Path, default=REPO / "docs/reliability.md", help="where to write the report")
     ap.add_argument("--no-report", action="store_true", help="run only, write nothing")
     ap.add_argument("-k", dest="keyword", help="only tests matching this pytest -k expression")
@@ -75,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     import pytest
 
     results = Path(tempfile.mkdtemp(prefix="kc-reliability-")) / "faults.jsonl"
-    plugin = _Collector(results, args.full)
+    plugin = _Collector(results, args.full, args.soak_devices, args.soak_duration)
     marker = "soak or not soak" if args.soak else "not soak"
     pargs = [str(HERE), "-m", marker, "--rootdir", str(REPO), "-p", "no:cacheprovider", "-q", "-rA"]
     if args.keyword:

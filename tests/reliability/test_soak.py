@@ -117,12 +117,15 @@ def _pct(xs: list[int], q: float) -> float:
     return float(xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]) if xs else float("nan")
 
 
-def test_soak_10k_devices_10_minutes(private_broker, private_influx, tmp_path, fault_log):
+def test_soak_10k_devices_10_minutes(private_broker, private_influx, tmp_path, fault_log, request):
     require("gateway", "ingest", "simulate")
+    # `kotacerdas reliability --soak --soak-devices N --soak-duration S` scales it (a smoke run of the soak itself)
+    n_devices = int(getattr(request.config, "kc_soak_devices", DEVICES))
+    duration_s = int(getattr(request.config, "kc_soak_duration_s", DURATION_S))
     cat = load_catalogue()
     kinds = [k.name for k in cat]
-    counts = {k: DEVICES // len(kinds) + (1 if i < DEVICES % len(kinds) else 0) for i, k in enumerate(kinds)}
-    fleet = make_fleet(tmp_path, counts=counts, interval_s=None, span_s=DURATION_S, prefix="soak", seed=5)
+    counts = {k: n_devices // len(kinds) + (1 if i < n_devices % len(kinds) else 0) for i, k in enumerate(kinds)}
+    fleet = make_fleet(tmp_path, counts=counts, interval_s=None, span_s=duration_s, prefix="soak", seed=5)
     devices = json.loads(fleet.devices_json.read_text())
     devices += [{"device": f"probe-{i}", "kind": "air", "city": "depok", "district": "beji"} for i in range(PROBES)]
     fleet.devices_json.write_text(json.dumps(devices))
@@ -139,8 +142,8 @@ def test_soak_10k_devices_10_minutes(private_broker, private_influx, tmp_path, f
     try:
         sampler.start()
         probes.start()
-        pub = replay(fleet, p.env, tmp_path, rate=fleet.total / DURATION_S, name="soak-publisher")
-        pub.proc.wait(DURATION_S * 2)
+        pub = replay(fleet, p.env, tmp_path, rate=fleet.total / duration_s, name="soak-publisher")
+        pub.proc.wait(duration_s * 2 + 60)
         assert pub.proc.returncode == 0, pub.log()[-2000:]
         probes.stop_evt.set()
         t = wait_all_stored(p.influx, fleet, timeout_s=300)
@@ -157,12 +160,12 @@ def test_soak_10k_devices_10_minutes(private_broker, private_influx, tmp_path, f
             third = len(v) // 3
             growth[k] = round(max(v[2 * third:]) / max(1, max(v[third:2 * third])), 2)
     extra = {
-        "devices": DEVICES, "duration_s": DURATION_S, "messages/s": round(fleet.total / DURATION_S, 1),
+        "devices": n_devices, "duration_s": duration_s, "messages/s": round(fleet.total / duration_s, 1),
         "peak RSS MiB": peak, "RSS growth last/middle third": growth,
         "probe readings": f"{len(lat)} of {len(probes.sent)} queryable",
         "latency device ts -> queryable p50 ms": _pct(lat, 0.5), "p99 ms": _pct(lat, 0.99), "max ms": max(lat or [0]),
     }
-    fault_log(FaultRow("soak", f"{DEVICES} devices for {DURATION_S} s at catalogue intervals", t.sent, t.stored,
+    fault_log(FaultRow("soak", f"{n_devices} devices for {duration_s} s at catalogue intervals", t.sent, t.stored,
                        t.lost, t.duplicated, round(time.monotonic() - t0, 1), "", extra=extra))
     assert t.perfect, t
     assert len(lat) == len(probes.sent), "probe readings lost"
