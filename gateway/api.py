@@ -176,7 +176,7 @@ def make_app(
             d = registry.set_config(device, cfg)
         if gateway:
             gateway.reload_devices(force=True)
-            gateway.publish_to_device(d, "config", json.dumps({"v": 1, **cfg}, separators=(",", ":")).encode(), True)
+            gateway.publish_to_device(d, "config", gateway.config_payload(cfg), True)
         return {"device": device, "config": cfg, "published": gateway is not None}
 
     @app.post("/devices/{device}/cmd", status_code=202, tags=["config"], dependencies=[Depends(admin)])

@@ -11,6 +11,7 @@ messages are redelivered by the broker and the dedup memory turns repeats into n
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -358,6 +359,19 @@ class Gateway:
         self.store.enqueue([Outgoing(topic, payload, qos=1, retain=retain)])
         self.forwarder.wake.set()
 
+    def config_payload(self, config: dict) -> bytes:
+        return json.dumps({"v": 1, **config}, separators=(",", ":")).encode()
+
+    def _republish_configs(self) -> None:
+        """The registry is the source of truth: re-assert every device's retained config at start
+        (a broker that lost its retained store, or a config set from the CLI while we were down)."""
+        with self._dev_lock:
+            devices = [d for d in self._devices.values() if d.active and d.config]
+        if devices:
+            self.store.enqueue(
+                Outgoing(contract.config_topic(self.root, d.city, d.kind, d.device), self.config_payload(d.config),
+                         qos=1, retain=True) for d in devices)
+
     # ------------------------------------------------------------ lifecycle
 
     def ready(self) -> dict[str, bool]:
@@ -395,6 +409,7 @@ class Gateway:
     def start(self) -> "Gateway":
         self.reload_devices(force=True)
         self._restore_states()
+        self._republish_configs()
         self.store.forget_before(now_ms() - self.limits.max_age_ms - self.limits.max_future_ms)
         self.forwarder.start()
         self._worker.start()

@@ -254,3 +254,27 @@ def test_lifecycle_view_survives_a_restart_and_silent_devices_still_go_stale(reg
         assert wait_for(lambda: any(json.loads(p)["stale"] for t, p in collector.matching(lambda t: t == ds)))
     finally:
         gw.stop()
+
+
+def test_configs_in_the_registry_are_reasserted_retained_at_start(registered):
+    s = registered
+    root = s.mqtt.topic_root
+    with Registry(s.gateway.registry_path) as reg:
+        reg.set_config("air-0", {"interval_s": 30, "thresholds": {"pm25": 55.4}})
+    gw = Gateway(s).start()
+    t = contract.config_topic(root, "depok", "air", "air-0")
+    try:
+        assert wait_for(lambda: gw.store.depth == 0)
+        device = Collector(s.mqtt, t)  # subscribes after the fact: gets the retained copy
+        try:
+            assert wait_for(lambda: len(device.msgs) == 1)
+            assert json.loads(device.msgs[0][1]) == {"v": 1, "interval_s": 30, "thresholds": {"pm25": 55.4}}
+        finally:
+            device.close()
+    finally:
+        gw.stop()
+        c = make_client(s.mqtt)
+        connect(c, s.mqtt)
+        wait_published([c.publish(t, b"", qos=1, retain=True)])
+        c.disconnect()
+        c.loop_stop()
