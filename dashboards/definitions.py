@@ -79,6 +79,21 @@ def _geomap(title: str, target: Target, value_field: str, *, unit: str | None, t
 
 def _trend(kind: Kind, name: str, *, w: int = 12) -> Panel:
     f = kind.field(name)
+    regulated = std.water_limit_steps(name) if kind.name == "water" else None
+    if regulated:
+        lo, hi, _ = std.WATER_LIMITS[name]
+        limit = f"{lo:g}-{hi:g}" if lo is not None else f"< {hi:g}"
+        return Panel(
+            f"{name} ({f.unit})", "timeseries",
+            [Target(f'SELECT mean("{name}") FROM "{kind.measurement}" {where()} GROUP BY time($__interval), "device" fill(null)',
+                    alias="$tag_device", expect_columns=("time", "mean"), expect_group_by=("device",))],
+            w=w, h=8, unit=field_unit(f), links=[fleet_link()],
+            description=f"{f.sensor}. Permenkes 2/2023 drinking-water limit {limit} {f.unit} (red outside).",
+            thresholds=regulated,
+            custom={"thresholdsStyle": {"mode": "line+area"}, "spanNulls": 3 * k_ms(kind), "lineWidth": 1,
+                    "fillOpacity": 0},
+            interval=f"{kind.report_interval_s}s",
+        )
     return Panel(
         f"{name} ({f.unit})", "timeseries",
         [Target(f'SELECT mean("{name}") FROM "{kind.measurement}" {where()} GROUP BY time($__interval), "device" fill(null)',

@@ -56,6 +56,33 @@ QARTOD_FLAGS: tuple[tuple[int, str, str], ...] = (
     (9, "missing", "purple"),
 )
 
+# Drinking-water limits, Permenkes RI No. 2 Tahun 2023 (Lampiran, SBMKL media air minum,
+# parameter wajib): pH 6.5-8.5 (inclusive); kekeruhan < 3 NTU; TDS < 300 mg/L; sisa klor
+# 0.2-0.5 mg/L. (lo, hi, hi_inclusive). Analytics owns the compliance computation and writes
+# the limits it applied into `water_compliance` (limit_lo/limit_hi); the real-pipeline test
+# checks these panels' lines against those. Earlier Permenkes 492/2010 values (TDS 500, 5 NTU)
+# must not be used.
+WATER_LIMITS: dict[str, tuple[float | None, float, bool]] = {
+    "ph": (6.5, 8.5, True),
+    "turbidity": (None, 3.0, False),
+    "tds": (None, 300.0, False),
+    "chlorine": (0.2, 0.5, True),
+}
+# Grafana thresholds are ">= value": an inclusive upper limit turns red just above it
+_ABOVE = 1e-6
+
+
+def water_limit_steps(parameter: str) -> list[dict] | None:
+    if parameter not in WATER_LIMITS:
+        return None
+    lo, hi, hi_inclusive = WATER_LIMITS[parameter]
+    steps = [{"color": "red" if lo is not None else "green", "value": None}]
+    if lo is not None:
+        steps.append({"color": "green", "value": lo})
+    steps.append({"color": "red", "value": hi + _ABOVE if hi_inclusive else hi})
+    return steps
+
+
 # Operational (not regulatory) thresholds: a bin is due for collection at 80 % fill,
 # a Li-ion cell is low below 3.5 V and empty at 3.3 V (single-cell discharge curve).
 BIN_FILL_WARN = 60.0

@@ -130,6 +130,18 @@ def test_ispu_colours_are_the_regulations(boards):
     assert layer["location"] == {"mode": "lookup", "lookup": "device", "gazetteer": "public/gazetteer/kotacerdas-devices.json"}
 
 
+def test_water_trends_show_the_permenkes_limits(boards):
+    panels = {p.title: p for p in boards["kc-water"].panels()}
+    assert panels["ph (pH)"].thresholds == [{"color": "red", "value": None}, {"color": "green", "value": 6.5},
+                                            {"color": "red", "value": 8.5 + 1e-6}]
+    assert panels["turbidity (NTU)"].thresholds == [{"color": "green", "value": None}, {"color": "red", "value": 3.0}]
+    assert panels["tds (mg/L)"].thresholds[-1] == {"color": "red", "value": 300.0}
+    assert panels["chlorine (mg/L)"].thresholds[1] == {"color": "green", "value": 0.2}
+    # unregulated fields keep the catalogue's expected span
+    do = load_catalogue()["water"].field("dissolved_oxygen")
+    assert panels["dissolved_oxygen (mg/L)"].thresholds[1]["value"] == do.expected_lo
+
+
 def test_build_writes_provisioning_and_dashboards(tmp_path: Path):
     devices = tmp_path / "devices.json"
     devices.write_text(json.dumps([{"device": "air-001", "kind": "air", "city": "depok", "district": "beji",

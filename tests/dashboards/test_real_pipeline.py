@@ -21,6 +21,7 @@ import pytest
 from kotacerdas.influx import InfluxClient
 from kotacerdas.stack import free_port
 
+from dashboards import standards as std
 from dashboards import verify
 from dashboards.definitions import all_dashboards
 
@@ -97,6 +98,10 @@ def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path
             # each dashboard over its own default range, as it opens in Grafana (the pipeline
             # dashboard's 6 h gives 20 s buckets: the derivative panels need two in the run's minute)
             results = verify.run(c, all_dashboards(), from_ms=None, to_ms=to_ms)
+            # the limits analytics applied (written with each verdict) are the ones the water panels draw
+            applied = {s.tags["parameter"]: s.values[0][1:] for s in c.series(
+                'SELECT last("limit_lo"), last("limit_hi") FROM "water_compliance" WHERE "parameter" != \'all\' '
+                'GROUP BY "parameter"')}
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -105,6 +110,10 @@ def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path
                 p.wait(20)
             except subprocess.TimeoutExpired:
                 p.kill()
+    assert set(applied) == set(std.WATER_LIMITS), applied
+    for param, (lo, hi) in applied.items():
+        want_lo, want_hi, _ = std.WATER_LIMITS[param]
+        assert hi == pytest.approx(want_hi) and (want_lo is None or lo == pytest.approx(want_lo)), (param, lo, hi)
     errors = [r for r in results if r.error]
     assert not errors, [r.error for r in errors]
     problems = [p for r in results if r.panel not in MAY_BE_EMPTY for p in r.problems()]
