@@ -13,6 +13,7 @@ import logging
 import math
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -84,8 +85,13 @@ class AnalyticsService:
         self.rules = rules({k.name: k.department for k in self.cat})
         self.mqtt = mqtt_client
         self._emitted_to: dict[str, int] = {}  # kind -> last grid time already written (loop mode)
+        # one worker keeps deliveries in order per alert (open before resolved)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="alert-delivery")
+        self._outbox: list[Future] = []
 
     def close(self) -> None:
+        self.flush_deliveries()
+        self._pool.shutdown(wait=True)
         self.influx.close()
         self.store.close()
 
@@ -318,6 +324,7 @@ class AnalyticsService:
     # ------------------------------------------------------------- alerts
 
     def _alerts(self, conditions: list[Condition]) -> int:
+        self._outbox = [f for f in self._outbox if not f.done()]
         events = self.engine.evaluate(conditions)
         if not events:
             return 0
@@ -332,7 +339,23 @@ class AnalyticsService:
             self.deliver(a)
         return counts.get("alerts", 0)
 
-    def deliver(self, a) -> dict[str, bool]:  # noqa: ANN001
+    def deliver(self, a) -> None:  # noqa: ANN001
+        """Hand an alert transition to the delivery worker (a slow webhook never stalls a pass)."""
+        self._outbox.append(self._pool.submit(self._deliver_now, a))
+
+    def flush_deliveries(self, timeout_s: float = 60.0) -> dict[str, int]:
+        """Wait for queued deliveries (``--once`` exits only after them); returns successes per channel."""
+        done: dict[str, int] = {}
+        futures, self._outbox = self._outbox, []
+        for f in futures:
+            try:
+                for ch, good in f.result(timeout=timeout_s).items():
+                    done[ch] = done.get(ch, 0) + int(good)
+            except Exception as exc:  # noqa: BLE001 - a delivery bug must not take the service down
+                log.error("alert delivery crashed", extra={"error": f"{type(exc).__name__}: {exc}"})
+        return done
+
+    def _deliver_now(self, a) -> dict[str, bool]:  # noqa: ANN001
         s = self.settings.analytics
         ok: dict[str, bool] = {}
         if self.mqtt is not None:

@@ -177,3 +177,42 @@ def test_service_publishes_alerts_on_mqtt_and_serves_them_over_http(settings, in
         for c in (sub, pub):
             c.loop_stop()
             c.disconnect()
+
+
+def test_service_delivers_by_webhook_and_email_from_settings(settings, influx):
+    _Hook.calls, _Hook.received, _Hook.fail_first = 0, [], 1
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    got: list = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802, ANN001
+            got.append(envelope)
+            return "250 OK"
+
+    port = free_port()
+    ctl = Controller(Handler(), hostname="127.0.0.1", port=port)
+    ctl.start()
+    a = settings.analytics
+    a.webhook_url = f"http://127.0.0.1:{srv.server_address[1]}/kc"
+    a.webhook_secret = type(a.admin_token)("hook-secret")
+    a.webhook_backoff_s = 0.05
+    a.smtp_host, a.smtp_port = "127.0.0.1", port
+    a.alert_email_to = {"environment_agency": "dlh@depok.example.id"}
+    base = typical("air", 0.0, 1)
+    influx.write(telemetry_lines("air", "air-smog", 30, 60, lambda n, i: 300.0 if n == "pm25" else base(n, i)))
+    svc = AnalyticsService(settings)
+    try:
+        t = time.monotonic()
+        assert svc.run_pass(now_ms=NOW, window_s=3600)["alerts"] == 1
+        done = svc.flush_deliveries(timeout_s=30)
+        assert done == {"webhook": 1, "email": 1}, done
+        assert time.monotonic() - t < 30
+    finally:
+        svc.close()
+        srv.shutdown()
+        ctl.stop()
+    headers, body = _Hook.received[0]
+    assert _Hook.calls == 2  # one 503, then delivered
+    assert delivery.verify(b"hook-secret", body, headers[delivery.SIGNATURE_HEADER])
+    assert got[0].rcpt_tos == ["dlh@depok.example.id"] and "ISPU 340" in got[0].content.decode()
