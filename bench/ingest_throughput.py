@@ -275,24 +275,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes")
     ap.add_argument("--persistence", action="store_true", help="broker persistence on (autosave every 5 s)")
     ap.add_argument("--keep", action="store_true", help="keep the benchmark databases")
+    ap.add_argument("--shared-influx", action="store_true",
+                    help="use the local stack's InfluxDB (default: a private one, so other writers "
+                         "neither slow the run nor blur its CPU accounting)")
     args = ap.parse_args(argv)
 
     settings = load_settings()
-    stack.up(settings)  # the local InfluxDB; the broker is private (a 1M-message backlog stays off the team's)
-    url = settings.influx.url
     workdir = Path(tempfile.mkdtemp(prefix="kc-bench-ingest-"))
+    # private broker: a backlog of up to 1M messages stays off the team's broker
     broker = stack.MosquittoProcess(workdir / "mosquitto", stack.free_port(), persistence=args.persistence)
     broker.start()
+    if args.shared_influx:
+        stack.up(settings)
+        url = settings.influx.url
+        influxd = stack.InfluxProcess(Path(settings.state_dir) / "stack" / "influxdb", 0)
+    else:
+        influxd = stack.InfluxProcess(workdir / "influxdb", stack.free_port(), rpc_port=stack.free_port())
+        influxd.start()
+        url = influxd.url
     t0_ms = int(time.time() * 1000) - 6 * 86_400_000  # inside the 7-day device clock window and raw RP
     try:
         print("baseline (naive per-message writes) ...", file=sys.stderr)
         base = run_baseline(args, broker.port, url, t0_ms)
         print(f"baseline: {base}", file=sys.stderr)
         print("ingest service ...", file=sys.stderr)
-        influxd = stack.InfluxProcess(Path(settings.state_dir) / "stack" / "influxdb", 0)
         ing = run_ingest(args, broker.port, url, t0_ms, workdir, {"mosquitto": broker.pid(), "influxd": influxd.pid()})
     finally:
         broker.stop()
+        if not args.shared_influx:
+            influxd.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     ok = base["stored"] == base["messages"] and ing["stored"] == ing["messages"] == ing["acked"]
     print()

@@ -115,6 +115,7 @@ class IngestService:
         self._outq: queue.Queue = queue.Queue(maxsize=2)
         self._influx_down_until = 0.0
         self._backoff = 0.5
+        self._schema_ok = False
         self._stats = {"received": 0, "written": 0, "spooled": 0, "deadlettered": 0}
         self._lag_sum = 0.0
         self._lag_n = 0
@@ -167,11 +168,8 @@ class IngestService:
     # ------------------------------------------------------------ lifecycle
 
     def start(self, *, setup_schema: bool = True) -> "IngestService":
-        if setup_schema:
-            try:
-                schema.setup(self.influx, self.settings, self.catalogue)
-            except InfluxError as exc:  # InfluxDB down at start: ingest still spools
-                log.warning("could not set up retention policies / CQs now", extra={"error": str(exc)})
+        self._schema_ok = not setup_schema
+        self._ensure_schema()
         self._threads = [
             threading.Thread(target=self._convert_loop, name="ingest-convert", daemon=True),
             threading.Thread(target=self._write_loop, name="ingest-writer", daemon=True),
@@ -193,6 +191,17 @@ class IngestService:
         finally:
             self.client.loop_stop()
             self.influx.close()
+
+    def _ensure_schema(self) -> None:
+        """Database, RPs and CQs; retried from the writer loop while InfluxDB is unreachable."""
+        if self._schema_ok or time.monotonic() < self._influx_down_until:
+            return
+        try:
+            schema.setup(self.influx, self.settings, self.catalogue)
+            self._schema_ok = True
+        except InfluxError as exc:  # InfluxDB down: ingest spools meanwhile
+            log.warning("could not set up database / retention policies / CQs yet", extra={"error": str(exc)})
+            self._mark_down(exc)
 
     def ready(self) -> dict[str, bool]:
         return {"influxdb": self.influx.ping(), "mqtt": self.client.is_connected()}
@@ -233,8 +242,8 @@ class IngestService:
                 batch = self._take()
                 if batch:
                     self._outq.put(self._convert(batch))
-                elif self._stopping.is_set():
-                    break
+                if self._stopping.is_set():
+                    break  # what arrives from now on stays unacked: the broker redelivers it
         except Exception:  # noqa: BLE001 - a dead converter must be loud; messages stay unacked
             log.exception("converter thread crashed")
         finally:
@@ -249,6 +258,7 @@ class IngestService:
                     item = ()
                 if item is None:
                     break
+                self._ensure_schema()
                 if item:
                     self._finish(*item)
                 self._replay_one()
@@ -348,6 +358,8 @@ class IngestService:
             time.sleep(min(1.0, max(0.05, self._influx_down_until - time.monotonic())))
 
     def _mark_down(self, exc: InfluxError) -> None:
+        if exc.status == 404:  # "database not found": dropped or never created; set it up again
+            self._schema_ok = False
         self._influx_down_until = time.monotonic() + self._backoff
         log.warning("InfluxDB unavailable; spooling", extra={"status": exc.status, "error": exc.message[:200],
                                                              "retry_in_s": self._backoff})

@@ -157,3 +157,25 @@ def test_ingest_sigkilled_mid_stream_then_restarted(settings, influx, tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
+
+
+@pytest.mark.long
+def test_influxdb_down_at_start_spools_then_creates_database_and_replays(settings, private_influx):
+    ix = private_influx()
+    s = settings.model_copy(deep=True)
+    s.influx = influx_for(ix, "ingest_late")
+    s.influx.timeout_s = 2.0
+    ix.stop()
+    svc = IngestService(s).start()  # must not fail: InfluxDB is down
+    ic = InfluxClient(s.influx)
+    try:
+        n = 500
+        publish(s.mqtt, normalized_messages(s.mqtt.topic_root, n))
+        assert wait_for(lambda: svc.metrics.spooled._value.get() == n, 20)
+        ix.start()
+        assert wait_for(lambda: telemetry_count(ic) == n and len(svc.spool) == 0, 40), telemetry_count(ic)
+        rps = {r[0] for x in ic.series("SHOW RETENTION POLICIES") for r in x.values}
+        assert {"raw", "agg_1m", "agg_1h"} <= rps
+    finally:
+        svc.stop()
+        ic.close()
