@@ -64,12 +64,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         api = ApiServer(app, settings.analytics.http_host, settings.analytics.http_port).start()
         log.info("analytics running", extra={"http_port": api.port, "interval_s": settings.analytics.interval_s})
         first = True
+        new_data = threading.Event()
+        if mqtt is not None and settings.analytics.stream_trigger:
+            from kotacerdas import contract
+
+            # the stream only wakes the loop; the pass itself still reads InfluxDB (the durable copy)
+            mqtt.on_message = lambda client, userdata, msg: new_data.set()
+            mqtt.subscribe(contract.normalized_subscription(settings.mqtt.topic_root), qos=0)
         from rich.progress import Progress, SpinnerColumn, TextColumn
 
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), transient=True,
                       disable=not sys.stderr.isatty()) as progress:
             task = progress.add_task("analytics: waiting for the first pass")
             while not stop.is_set():
+                started = time.monotonic()
+                new_data.clear()
                 try:
                     counts = svc.run_pass(window_s=window, emit_all=first)
                     first = False
@@ -77,7 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     progress.update(task, description=f"analytics: last pass {counts}")
                 except Exception as exc:  # noqa: BLE001 - a failed pass is logged and retried next interval
                     log.error("analytics pass failed", extra={"error": f"{type(exc).__name__}: {exc}"})
-                stop.wait(settings.analytics.interval_s)
+                _wait_next(stop, new_data, started, settings.analytics.interval_s,
+                           settings.analytics.min_pass_interval_s)
         api.stop()
         return 0
     finally:
@@ -85,6 +95,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         if mqtt is not None:
             mqtt.loop_stop()
             mqtt.disconnect()
+
+
+def _wait_next(stop: threading.Event, new_data: threading.Event, started: float, interval_s: float,
+               min_interval_s: float) -> None:
+    """Sleep until the next scheduled pass, or earlier once new telemetry arrived (rate-limited)."""
+    deadline = started + interval_s
+    while not stop.is_set():
+        now = time.monotonic()
+        if now >= deadline:
+            return
+        if new_data.is_set() and now - started >= min_interval_s:
+            return
+        stop.wait(min(0.2, deadline - now))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -120,6 +120,9 @@ class AnalyticsSettings(BaseModel):
     # bearer token required to acknowledge alerts over the HTTP API
     admin_token: SecretStr = SecretStr("change-me")
     publish_alerts_mqtt: bool = True
+    # run a pass early when normalised telemetry arrives, at most every min_pass_interval_s
+    stream_trigger: bool = True
+    min_pass_interval_s: float = 5.0
 
 
 class ApiSettings(BaseModel):

@@ -75,3 +75,46 @@ def test_service_serves_health_and_stops_on_sigterm(settings, influx):
             p.kill()
             p.wait()
     assert int(influx.scalar('SELECT count("flag") FROM "qc"') or 0) > 0
+
+
+def test_new_telemetry_on_the_stream_triggers_an_early_pass(settings, influx):
+    from kotacerdas import contract
+    from kotacerdas.mqtt import connect, make_client, wait_published
+
+    _recent_air(influx)
+    env = _env(settings, KC_ANALYTICS__INTERVAL_S="600", KC_ANALYTICS__MIN_PASS_INTERVAL_S="1")
+    url = f"http://127.0.0.1:{env['KC_ANALYTICS__HTTP_PORT']}/metrics"
+    p = subprocess.Popen([sys.executable, "-m", "kotacerdas", "analytics", "run", "--window", "7200"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def passes() -> float:
+        try:
+            for ln in httpx.get(url, timeout=2).text.splitlines():
+                if ln.startswith('kc_analytics_passes_total{result="ok"}'):
+                    return float(ln.split()[-1])
+        except httpx.HTTPError:
+            pass
+        return 0.0
+
+    pub = make_client(settings.mqtt)
+    connect(pub, settings.mqtt)
+    try:
+        deadline = time.monotonic() + 60
+        while passes() < 1 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert passes() == 1  # the first, scheduled pass; the next is 10 minutes away
+        time.sleep(1.5)  # let the subscription settle
+        topic = contract.normalized_topic(settings.mqtt.topic_root, "depok", "air", "air-cli")
+        wait_published([pub.publish(topic, b"{}", qos=1)])
+        deadline = time.monotonic() + 30
+        while passes() < 2 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert passes() >= 2
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
