@@ -208,8 +208,7 @@ def test_virtual_cli_stops_on_sigterm(settings: Settings, tmp_path: Path, uid: s
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
-        wait_for(lambda: (tmp_path / "dev" / "ring.bin").exists(), 20, "device start")
-        time.sleep(1.0)
+        wait_for(lambda: ring_last(tmp_path / "dev" / "ring.bin") >= 1, 20, "first reading")
         p.terminate()
         out, err = p.communicate(timeout=20)
     finally:
