@@ -6,7 +6,6 @@ restart. The gateway also runs as a real process that we kill -9 with a full que
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,7 +15,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from kotacerdas import contract
 from kotacerdas.mqtt import connect, make_client, wait_published
