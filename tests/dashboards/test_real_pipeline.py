@@ -102,6 +102,9 @@ def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path
             applied = {s.tags["parameter"]: s.values[0][1:] for s in c.series(
                 'SELECT last("limit_lo"), last("limit_hi") FROM "water_compliance" WHERE "parameter" != \'all\' '
                 'GROUP BY "parameter"')}
+            # the index categories analytics wrote are the bands the panels colour by
+            categories = {m: [tuple(v[1:]) for s in c.series(f'SELECT "value", "category" FROM "{m}"') for v in s.values]
+                          for m in ("ispu", "aqi_us")}
     finally:
         for p in procs:
             p.send_signal(signal.SIGTERM)
@@ -114,6 +117,10 @@ def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path
     for param, (lo, hi) in applied.items():
         want_lo, want_hi, _ = std.WATER_LIMITS[param]
         assert hi == pytest.approx(want_hi) and (want_lo is None or lo == pytest.approx(want_lo)), (param, lo, hi)
+    for m, bands in (("ispu", std.ISPU_BANDS), ("aqi_us", std.AQI_US_BANDS)):
+        assert categories[m], f"analytics wrote no {m}"
+        wrong = [(v, cat) for v, cat in categories[m] if std.category_of(bands, v).label != cat]
+        assert wrong == [], (m, wrong[:5])
     errors = [r for r in results if r.error]
     assert not errors, [r.error for r in errors]
     problems = [p for r in results if r.panel not in MAY_BE_EMPTY for p in r.problems()]
