@@ -190,6 +190,7 @@ def make_app(settings: Settings) -> FastAPI:
         app.get(path, response_model=Page, responses=responses, tags=["data"], summary=summary,
                 operation_id=ds_id.replace("-", "_"))(handler)
 
+    named("/v1/stations", "stations", "Monitoring stations and whether they are reporting")
     named("/v1/air/latest", "air-latest", "Latest readings per air-quality station")
     named("/v1/air/ispu", "air-ispu", "ISPU per station and pollutant")
     named("/v1/water/latest", "water-latest", "Latest readings per water sampling point")

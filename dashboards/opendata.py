@@ -148,8 +148,28 @@ def bin_fill(cat: Catalogue) -> Dataset:
                    cols, fetch, ("device",))
 
 
+def stations(cat: Catalogue) -> Dataset:
+    cols = (Column("device", "string"), Column("kind", "string", description=", ".join(cat.kind_names)),
+            Column("city", "string"), Column("district", "string"),
+            Column("time", "datetime", description="last lifecycle update"),
+            Column("online", "integer", description="1 online, 0 offline"),
+            Column("last_seen", "datetime", description="last message from the device, UTC"))
+
+    def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
+        # battery and firmware stay internal: only whether a station reports is public
+        q = (f'SELECT "online", "last_seen_ms", "kind", "city", "district" FROM "device_status" {_tag_where(filters)} '
+             f'GROUP BY "device" ORDER BY time DESC LIMIT 1')
+        rows = _latest_rows(client, q, ("online", "last_seen_ms", "kind"), ("device",))
+        for r in rows:
+            r["last_seen"] = _iso(r.pop("last_seen_ms"))
+        return rows
+
+    return Dataset("stations", "Monitoring stations", "Every sensor station with its kind, location tags and "
+                   "whether it is currently reporting.", cols, fetch, ("device",))
+
+
 def all_datasets(cat: Catalogue) -> dict[str, Dataset]:
-    ds = [*(latest_readings(cat, k.name) for k in cat), ispu(), water_compliance(), bin_fill(cat)]
+    ds = [stations(cat), *(latest_readings(cat, k.name) for k in cat), ispu(), water_compliance(), bin_fill(cat)]
     return {d.id: d for d in ds}
 
 

@@ -76,7 +76,7 @@ def water_limit_steps(parameter: str) -> list[dict] | None:
     if parameter not in WATER_LIMITS:
         return None
     lo, hi, hi_inclusive = WATER_LIMITS[parameter]
-    steps = [{"color": "red" if lo is not None else "green", "value": None}]
+    steps: list[dict] = [{"color": "red" if lo is not None else "green", "value": None}]
     if lo is not None:
         steps.append({"color": "green", "value": lo})
     steps.append({"color": "red", "value": hi + _ABOVE if hi_inclusive else hi})

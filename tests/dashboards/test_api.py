@@ -72,6 +72,17 @@ def test_ispu_compliance_and_bins(client, loaded):
     assert max(b["fill"] for b in bins) == pytest.approx(92.0, abs=1.0)
 
 
+def test_stations_list_without_internal_fields(client, loaded):
+    _, devs = loaded
+    body = client.get("/v1/stations", params={"limit": 1000}).json()
+    assert sorted(r["device"] for r in body["data"]) == sorted(d.device for d in devs)
+    by = {r["device"]: r for r in body["data"]}
+    d3 = next(d for d in devs if d.kind == "air" and d.device.endswith("003"))
+    assert by[d3.device]["online"] == 0 and by[d3.device]["kind"] == "air"  # offline in the last hour
+    assert all(r["last_seen"].endswith("Z") for r in body["data"])
+    assert not any("battery" in r or "fw" in r for r in body["data"])
+
+
 def test_csv_and_paging(client, loaded):
     full = client.get("/v1/datasets/water-compliance", params={"limit": 1000}).json()
     total = full["meta"]["total"]
