@@ -107,7 +107,7 @@ class AlertStore:
         return self._row(r) if r else None
 
     def list(self, state: str | None = None, department: str | None = None, limit: int = 500) -> list[Alert]:
-        q, args = "SELECT * FROM alerts WHERE 1=1", []
+        q, args = "SELECT * FROM alerts WHERE 1=1", []  # type: tuple[str, list[object]]
         if state == "active":
             q += " AND state!='resolved'"
         elif state:

@@ -68,7 +68,9 @@ class ApiServer:
         self.sock.bind((host, port))
         self.port = self.sock.getsockname()[1]
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
-        self.server.install_signal_handlers = lambda: None  # the main thread owns SIGTERM
+        # the main thread owns SIGTERM (uvicorn < 0.29 installed handlers unless told not to; newer
+        # versions skip it outside the main thread)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
                                        name="analytics-http")
 

@@ -110,25 +110,27 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
              stat_params: StatParams | None = None) -> list[Row]:
     """Score the detector set; ``qc_overrides`` / ``stat_params`` try other parameters (for tuning)."""
     cat = cat or load_catalogue()
-    rows = {t: Row(t, "+".join(d)) for t, d in DETECTORS_FOR.items()}
-    for t in GATEWAY_TYPES:
-        rows[t] = Row(t, "gateway", note="rejected/reordered by the gateway before storage")
+    rows = {ft: Row(ft, "+".join(d)) for ft, d in DETECTORS_FOR.items()}
+    for ft in GATEWAY_TYPES:
+        rows[ft] = Row(ft, "gateway", note="rejected/reordered by the gateway before storage")
     by_kind: dict[str, list[str]] = defaultdict(list)
-    for kind, dev in data:
-        by_kind[kind].append(dev)
+    for kname, dev in data:
+        by_kind[kname].append(dev)
     for kind_name, devices in by_kind.items():
         if kind_name not in cat:
             continue
         kind = cat[kind_name]
         devices.sort()
         dindex = {d: i for i, d in enumerate(devices)}
-        all_ts = [ts for d in devices for ts, _ in data[(kind_name, d)]]
+        all_ts = [t for d in devices for t, _ in data[(kind_name, d)]]
         step_ms = kind.report_interval_s * 1000
         grid = Grid.covering(min(all_ts), max(all_ts), step_ms)
         times = grid.times_ms
         klabels = [lb for lb in labels if lb["kind"] == kind_name and lb["device"] in dindex]
         for f in kind.fields:
-            idx, ts, vals = [], [], []
+            idx: list[int] = []
+            ts: list[int] = []
+            vals: list[float] = []
             for d in devices:
                 for t, fl in data[(kind_name, d)]:
                     if f.name in fl:

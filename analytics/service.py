@@ -168,7 +168,7 @@ class AnalyticsService:
         log.info("analytics pass done", extra={"counts": str(counts), "seconds": round(time.monotonic() - t0, 3)})
         return counts
 
-    def _write(self, measurement: str, lines: Iterable[str], counts: dict[str, int]) -> None:
+    def _write(self, measurement: str, lines: Iterable[str | None], counts: dict[str, int]) -> None:
         batch: list[str] = []
         n = 0
         for ln in lines:
