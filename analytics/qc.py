@@ -42,8 +42,9 @@ def _col(a: object, s: int) -> np.ndarray:
 
 def _finish(flag: np.ndarray, score: np.ndarray, x: np.ndarray) -> QcResult:
     missing = np.isnan(x)
-    flag[missing] = MISSING
-    score[missing] = np.nan
+    # copyto(where=) is several times faster than boolean-index assignment on big arrays
+    np.copyto(flag, MISSING, where=missing)
+    np.copyto(score, np.nan, where=missing)
     return QcResult(flag, score)
 
 
@@ -123,8 +124,8 @@ def spike(x: np.ndarray, suspect, fail) -> QcResult:
 def _thresholds(score: np.ndarray, suspect: np.ndarray, fail: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         flag = (score > suspect).astype(np.int8) * 2 + 1  # 1 good / 3 suspect
-        flag[score > fail] = FAIL
-    flag[np.isnan(score)] = NOT_EVALUATED
+        np.copyto(flag, FAIL, where=score > fail)
+    np.copyto(flag, NOT_EVALUATED, where=np.isnan(score))
     return flag
 
 

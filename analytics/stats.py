@@ -28,8 +28,8 @@ MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution * 1.4826 = its standard de
 def _flags(score: np.ndarray, suspect: float, fail: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         flag = (score > suspect).astype(np.int8) * 2 + 1
-        flag[score > fail] = FAIL
-    flag[np.isnan(score)] = NOT_EVALUATED
+        np.copyto(flag, FAIL, where=score > fail)
+    np.copyto(flag, NOT_EVALUATED, where=np.isnan(score))
     return flag
 
 
