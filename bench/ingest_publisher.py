@@ -30,10 +30,12 @@ CITY = "depok"
 
 
 def message(j: int, devices: int, t0_ms: int, root: str) -> tuple[str, bytes]:
-    """Global message number j -> (topic, payload); `devices` devices per kind, (device, ts) unique."""
+    """Global message number j -> (topic, payload); `devices` devices in all, split evenly over
+    the kinds, each device reporting in turn; (device, ts) is unique."""
     kind = KINDS[j % len(KINDS)]
     slot = j // len(KINDS)
-    dev, seq = slot % devices, slot // devices
+    per_kind = max(1, devices // len(KINDS))
+    dev, seq = slot % per_kind, slot // per_kind
     ts = t0_ms + seq * 1000 + dev % 997
     device = f"{kind.name[:3]}-{dev:05d}"
     r = contract.NormalizedReading(

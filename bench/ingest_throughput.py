@@ -7,7 +7,7 @@ Same run, same broker, same database server, same message set:
 
 Publishers are separate processes (``bench/ingest_publisher.py``: raw-socket MQTT 3.1.1, QoS 1,
 PUBACKs counted, fixed total rate) so the Python ingest does not share its interpreter with them. Messages are
-the gateway's normalised payloads for ``--devices`` devices of every kind. Zero loss is
+the gateway's normalised payloads from ``--devices`` devices (split over the kinds). Zero loss is
 checked by counting points in InfluxDB (must equal the number published, no more, no less).
 
 Usage: .venv/bin/python bench/ingest_throughput.py [--rate 25000] [--duration 60]
@@ -171,7 +171,7 @@ def run_ingest(args, port: int, url: str, t0_ms: int, workdir: Path, pids: dict[
     env = dict(os.environ, KC_MQTT__HOST="127.0.0.1", KC_MQTT__PORT=str(port), KC_MQTT__TOPIC_ROOT=root,
                KC_INFLUX__URL=url, KC_INFLUX__DATABASE=db, KC_INGEST__SPOOL_PATH=str(workdir / "spool"),
                KC_INGEST__CLIENT_ID=f"bench-{root}", KC_INGEST__HTTP_PORT=str(http_port),
-               KC_LOG_LEVEL="WARNING")
+               KC_LOG_LEVEL="WARNING", KC_INGEST__MQTT_V5="false" if args.mqtt311 else "true")
     log = open(workdir / "ingest.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "kotacerdas", "ingest", "run"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)
@@ -270,11 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=25000, help="total publish rate, msg/s")
     ap.add_argument("--duration", type=float, default=60, help="seconds of publishing at --rate")
     ap.add_argument("--window", type=float, default=60, help="window for the sustained rate, s")
-    ap.add_argument("--devices", type=int, default=10000, help="devices per kind")
+    ap.add_argument("--devices", type=int, default=10000, help="devices in all (split over the kinds)")
     ap.add_argument("--baseline-messages", type=int, default=3000)
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes")
     ap.add_argument("--persistence", action="store_true", help="broker persistence on (autosave every 5 s)")
     ap.add_argument("--keep", action="store_true", help="keep the benchmark databases")
+    ap.add_argument("--mqtt311", action="store_true", help="ingest speaks MQTT 3.1.1 instead of 5")
     ap.add_argument("--shared-influx", action="store_true",
                     help="use the local stack's InfluxDB (default: a private one, so other writers "
                          "neither slow the run nor blur its CPU accounting)")
@@ -307,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
     ok = base["stored"] == base["messages"] and ing["stored"] == ing["messages"] == ing["acked"]
     print()
-    print(f"cpu: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}")
+    print(f"cpu: {os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f}; ingest MQTT "
+          f"{'3.1.1' if args.mqtt311 else '5'}; {args.devices:,} devices")
     print(f"baseline  {base['messages']:>9,} msgs  stored {base['stored']:>9,}  {base['rate']:>9,.0f} msg/s")
     print(f"ingest    {ing['messages']:>9,} msgs  stored {ing['stored']:>9,}  {ing['rate']:>9,.0f} msg/s end to end "
           f"(publishers offered {ing['publish_rate']:,.0f} msg/s)")

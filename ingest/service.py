@@ -123,7 +123,8 @@ class IngestService:
         self._lat_n = 0
         self._next_stats = time.monotonic() + self.cfg.stats_interval_s
 
-        self.client = make_client(settings.mqtt, self.cfg.client_id, clean=False, manual_ack=True)
+        self.client = make_client(settings.mqtt, self.cfg.client_id, v5=self.cfg.mqtt_v5, clean=False,
+                                  manual_ack=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -133,7 +134,7 @@ class IngestService:
     def _on_connect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
         if getattr(rc, "is_failure", False):
             return
-        if self.cfg.buffered_socket:
+        if self.cfg.fast_mqtt:
             fastsock.install(client)
         with self._cond:
             self._gen += 1
@@ -400,10 +401,15 @@ class IngestService:
 
     def _ack(self, batch: list[_Msg]) -> None:
         gen = self._gen
-        ack = self.client.ack
+        mids = [m.mid for m in batch if m.qos == 1 and m.gen == gen]
+        if self.cfg.fast_mqtt:
+            fastsock.ack_many(self.client, mids)
+        else:
+            for mid in mids:
+                self.client.ack(mid, 1)
         for m in batch:
-            if m.qos and m.gen == gen:
-                ack(m.mid, m.qos)
+            if m.qos == 2 and m.gen == gen:
+                self.client.ack(m.mid, 2)
 
     def _count_dead(self, reason: str) -> None:
         self.metrics.deadlettered.labels(reason).inc()

@@ -50,10 +50,12 @@ class Streamer(threading.Thread):
             self.error = exc
 
 
-def test_two_workers_on_a_shared_subscription_write_each_message_once(settings, influx):
+@pytest.mark.parametrize("mqtt_v5", [True, False], ids=["mqtt5", "mqtt311"])
+def test_two_workers_on_a_shared_subscription_write_each_message_once(settings, influx, mqtt_v5):
     workers = []
     for i in range(2):
         s = settings.model_copy(deep=True)
+        s.ingest.mqtt_v5 = mqtt_v5
         s.ingest.client_id = f"{settings.ingest.client_id}-w{i}"
         s.ingest.spool_path = Path(str(settings.ingest.spool_path) + f"-w{i}")
         workers.append(IngestService(s).start(setup_schema=(i == 0)))
