@@ -156,9 +156,9 @@ def run_demo(settings: Settings, scenario: str, serve: bool, timeout_s: float) -
         services: list[Service] = []
         try:
             for name, argv, health in [
-                ("gateway", ["gateway", "run"], f"http://127.0.0.1:{ports['gateway']}/healthz"),
-                ("ingest", ["ingest", "run"], f"http://127.0.0.1:{ports['ingest']}/healthz"),
-                ("api", ["dashboards", "api"], f"http://127.0.0.1:{ports['api']}/healthz"),
+                ("gateway", ["gateway", "run"], f"http://127.0.0.1:{ports['gateway']}/readyz"),
+                ("ingest", ["ingest", "run"], f"http://127.0.0.1:{ports['ingest']}/readyz"),
+                ("api", ["dashboards", "api"], f"http://127.0.0.1:{ports['api']}/readyz"),
             ]:
                 with console.status(f"[bold]starting {name}[/] ..."):
                     s = Service(name, argv, env, rundir, health)

@@ -51,7 +51,7 @@ def kc(*argv: str, env: dict[str, str], **kw) -> subprocess.CompletedProcess:
 def start(argv: list[str], env: dict[str, str], port_var: str, tmp_path: Path) -> subprocess.Popen:
     log = open(tmp_path / f"{argv[0]}.log", "ab")
     p = subprocess.Popen([sys.executable, "-m", "kotacerdas", *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{env[port_var]}/healthz"
+    url = f"http://127.0.0.1:{env[port_var]}/readyz"  # ready = subscribed and DB reachable
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert p.poll() is None, (tmp_path / f"{argv[0]}.log").read_text()[-3000:]
