@@ -87,7 +87,9 @@ class Service:
         log.close()
         self.pids.append(self.proc.pid)
         if self.port_var:
-            url = f"http://127.0.0.1:{self.env[self.port_var]}/healthz"
+            # /readyz, not /healthz: a service is healthy as soon as its HTTP server runs, but ready
+            # only once it is subscribed (a message published before that would have no subscriber)
+            url = f"http://127.0.0.1:{self.env[self.port_var]}/readyz"
             deadline = time.monotonic() + timeout_s
             while True:
                 if self.proc.poll() is not None:
@@ -98,7 +100,7 @@ class Service:
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"{self.name} not healthy in {timeout_s} s:\n{self.log()[-3000:]}")
+                    raise AssertionError(f"{self.name} not ready in {timeout_s} s:\n{self.log()[-3000:]}")
                 time.sleep(0.2)
         return self
 
