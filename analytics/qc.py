@@ -155,9 +155,14 @@ def gap(x: np.ndarray, suspect_n: int = 1, fail_n: int = 5) -> QcResult:
     before = np.zeros(x.shape, dtype=np.int32)
     before[:, 1:] = run[:, :-1]
     score = np.where(missing, run, before).astype(x.dtype)
+    # Only a silence *between* readings is a gap: the leading run before a series'
+    # first reading in the window is the window edge (or a device that just joined).
+    seen_before = np.zeros(x.shape, dtype=bool)
+    seen_before[:, 1:] = np.maximum.accumulate(~missing, axis=1)[:, :-1]
+    after_gap = ~missing & seen_before
     flag = np.full(x.shape, GOOD, dtype=np.int8)
-    flag[(before >= suspect_n) & ~missing] = SUSPECT
-    flag[(before >= fail_n) & ~missing] = FAIL
+    flag[(before >= suspect_n) & after_gap] = SUSPECT
+    flag[(before >= fail_n) & after_gap] = FAIL
     flag[missing] = MISSING
     return QcResult(flag, score)
 

@@ -163,3 +163,13 @@ def test_run_all_shapes_and_disabled_tests():
     q = QcParams(0, 100, 0, 100, 1.0, 60.0)
     assert set(run_all(x, q, 0)) == {"gross_range", "flat_line", "spike", "rate_of_change", "gap", "hampel",
                                      "ewma", "cusum", "seasonal", "drift"}
+
+
+def test_gap_ignores_the_leading_edge_of_the_window():
+    """A series whose first reading comes late in the window has no gap before it."""
+    x = np.full((2, 10), np.nan)
+    x[0, 6:] = 1.0  # joined late: no flag on its first reading
+    x[1, [0, 1, 7, 8]] = 1.0  # a real 5-bin silence between readings
+    r = qc.gap(x, suspect_n=1, fail_n=5)
+    assert r.flag[0, 6] == qc.GOOD and (r.flag[0, :6] == qc.MISSING).all()
+    assert r.flag[1, 7] == qc.FAIL and r.flag[1, 8] == qc.GOOD
