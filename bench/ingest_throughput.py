@@ -44,7 +44,8 @@ CAT = load_catalogue()
 HERE = Path(__file__).resolve().parent
 
 
-def publish(port: int, root: str, n: int, devices: int, t0_ms: int, rate: float, publishers: int) -> dict:
+def publish(port: int, root: str, n: int, devices: int, t0_ms: int, rate: float, publishers: int,
+            started: dict | None = None) -> dict:
     """n messages from `publishers` processes (bench/ingest_publisher.py), `rate` msg/s in total.
 
     Message building happens before the clock starts; returns offered rate and PUBACK count."""
@@ -61,6 +62,8 @@ def publish(port: int, root: str, n: int, devices: int, t0_ms: int, rate: float,
         if pr.stdout.readline().strip() != "ready":
             raise RuntimeError("publisher failed to start")
     t0 = time.monotonic()
+    if started is not None:
+        started["t"] = t0
     for pr in procs:
         pr.stdin.write("go\n")
         pr.stdin.flush()
@@ -134,8 +137,9 @@ def run_baseline(args, port: int, url: str, t0_ms: int) -> dict:
         while not ready.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         n = args.baseline_messages
-        t0 = time.monotonic()
-        pub = publish(port, root, n, args.devices, t0_ms, rate=args.rate, publishers=1)
+        started: dict = {}
+        pub = publish(port, root, n, args.devices, t0_ms, rate=args.rate, publishers=1, started=started)
+        t0 = started["t"]
         assert pub["acked"] == n, pub
         got, t1 = wait_count(ic, n, 600, 0.2)
         return {"messages": n, "stored": got, "seconds": t1 - t0, "rate": n / (t1 - t0)}
@@ -208,7 +212,9 @@ def run_ingest(args, port: int, url: str, t0_ms: int, workdir: Path, pids: dict[
         t0 = time.monotonic()
         pub_thread_result: dict = {}
         pub = threading.Thread(target=lambda: pub_thread_result.update(
-            publish(port, root, n, args.devices, t0_ms, rate=args.rate, publishers=args.publishers)), daemon=True)
+            publish(port, root, n, args.devices, t0_ms, rate=args.rate, publishers=args.publishers,
+                    started=started)), daemon=True)
+        started: dict = {}
         pub.start()
         with tqdm(total=n, desc="ingest written", unit="msg", file=sys.stderr) as bar:
             while True:
@@ -220,6 +226,7 @@ def run_ingest(args, port: int, url: str, t0_ms: int, workdir: Path, pids: dict[
                     break
         pub.join(120)
         got, t1 = wait_count(ic, n, 120)
+        t0 = started.get("t", t0)  # the clock starts when the publishers start sending
         cpu = {k: cpu_seconds(v) - cpu0[k] for k, v in pids.items()}
         stop.set()
         sampler.join(5)
