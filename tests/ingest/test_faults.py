@@ -181,3 +181,52 @@ def test_influxdb_down_at_start_spools_then_creates_database_and_replays(setting
     finally:
         svc.stop()
         ic.close()
+
+
+def test_memory_stays_bounded_under_a_burst(settings, influx):
+    """A burst far larger than the buffer: the broker keeps the surplus, ingest holds <= max_buffered."""
+    s = settings.model_copy(deep=True)
+    s.ingest.max_buffered = 100
+    s.ingest.max_unacked = 50
+    svc = IngestService(s).start()
+    peak = [0]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], len(svc._buf))
+            time.sleep(0.001)
+
+    w = threading.Thread(target=watch, daemon=True)
+    w.start()
+    try:
+        n = 5000
+        publish(s.mqtt, normalized_messages(s.mqtt.topic_root, n))
+        assert wait_for(lambda: telemetry_count(influx) == n, 60), telemetry_count(influx)
+        done.set()
+        assert 0 < peak[0] <= 100
+    finally:
+        done.set()
+        svc.stop()
+
+
+@pytest.mark.long
+def test_spool_full_holds_messages_unacked_until_influxdb_returns(settings, private_influx):
+    ix = private_influx()
+    s = settings.model_copy(deep=True)
+    s.influx = influx_for(ix, "ingest_full")
+    s.ingest.spool_max_bytes = 0  # nothing fits: the only durable place left is the broker
+    svc = IngestService(s).start()
+    ic = InfluxClient(s.influx)
+    try:
+        ix.stop()
+        n = 800
+        publish(s.mqtt, normalized_messages(s.mqtt.topic_root, n))
+        assert wait_for(lambda: svc.metrics.received._value.get() > 0, 10)
+        time.sleep(1.0)
+        assert svc.metrics.spooled._value.get() == 0 and svc.metrics.written._value.get() == 0
+        ix.start()
+        assert wait_for(lambda: telemetry_count(ic) == n, 60), telemetry_count(ic)
+    finally:
+        svc.stop()
+        ic.close()
