@@ -65,7 +65,7 @@ def _spool(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     sp = Spool(settings.ingest.spool_path, settings.ingest.spool_max_bytes)
-    print(json.dumps({"path": str(sp.path), "batches": len(sp), "bytes": sp.bytes}))
+    print(json.dumps({"path": str(sp.path), "batches": len(sp), "bytes": sp.nbytes}))
     return 0
 
 

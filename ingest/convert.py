@@ -116,12 +116,12 @@ class Converter:
         rx = d.get("rx")
         if type(rx) is int and rx > 0:
             parts.append(f"gw_lag_ms={rx - ts}i")
-        key = (kind, city, device, district)
-        prefix = self._prefix.get(key)
+        tkey = (kind, city, device, district)
+        prefix = self._prefix.get(tkey)
         if prefix is None:
             if len(self._prefix) >= _TAG_CACHE_MAX:
                 self._prefix.clear()
-            prefix = self._prefix[key] = tag_prefix(
+            prefix = self._prefix[tkey] = tag_prefix(
                 measurement, {"city": city, "device": device, "district": district, "kind": kind}
             )
         return f"{prefix} {','.join(parts)} {ts * NS_PER_MS}", ts

@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
@@ -91,7 +92,7 @@ class IngestService:
         self.converter = Converter(self.catalogue)
         self.influx = InfluxClient(settings.influx)
         self.spool = Spool(self.cfg.spool_path, self.cfg.spool_max_bytes)
-        self.metrics.spool_bytes.set(self.spool.bytes)
+        self.metrics.spool_bytes.set(self.spool.nbytes)
 
         group = self.cfg.share_group
         self.sub_norm = contract.normalized_subscription(self.root, group)
@@ -152,7 +153,7 @@ class IngestService:
             log.warning("MQTT disconnected; paho reconnects", extra={"rc": str(rc)})
 
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:  # noqa: ANN001
-        m = _Msg(self._gen, msg.mid, msg.qos, msg.topic, msg.payload)
+        m = _Msg(self._gen, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
         with self._cond:
             while len(self._buf) >= self.cfg.max_buffered and not self._stopping.is_set():
                 self._cond.wait(0.5)  # backpressure: stop reading the socket
@@ -278,6 +279,7 @@ class IngestService:
         ts_sum = 0
         n_tel = 0
         norm, dead = self._norm_prefix, self._dead_prefix
+        r: Any
         for m in batch:
             if m.topic.startswith(norm):
                 r = conv.telemetry(m.payload)
@@ -351,7 +353,7 @@ class IngestService:
                 self.spool.put(body)
                 self.metrics.spooled.inc(len(lines))
                 self._stats["spooled"] += len(lines)
-                self.metrics.spool_bytes.set(self.spool.bytes)
+                self.metrics.spool_bytes.set(self.spool.nbytes)
                 return True
             # spool full: hold the messages unacked (the broker keeps the rest) and retry
             if self._stopping.is_set():
@@ -397,7 +399,7 @@ class IngestService:
         self.metrics.written.inc(ok)
         self.metrics.replayed.inc(ok)
         self._stats["written"] += ok
-        self.metrics.spool_bytes.set(self.spool.bytes)
+        self.metrics.spool_bytes.set(self.spool.nbytes)
 
     def _ack(self, batch: list[_Msg]) -> None:
         gen = self._gen
@@ -431,12 +433,12 @@ class IngestService:
             received=s["received"], written=s["written"], spooled=s["spooled"], deadlettered=s["deadlettered"],
             lag_ms=(self._lag_sum / self._lag_n * 1000) if self._lag_n else 0.0,
             batch_latency_ms=(self._lat_sum / self._lat_n * 1000) if self._lat_n else 0.0,
-            spool_bytes=self.spool.bytes,
+            spool_bytes=self.spool.nbytes,
         )
         self._lag_sum = self._lat_sum = 0.0
         self._lag_n = self._lat_n = 0
-        line = format_line("kc_pipeline", {"service": "ingest", "instance": self.cfg.client_id}, fields,
-                           int(time.time() * 1000) * NS_PER_MS)
+        tags = {"service": "ingest", "instance": self.cfg.client_id}
+        line = format_line("kc_pipeline", tags, fields, int(time.time() * 1000) * NS_PER_MS) or ""
         log.info("ingest stats", extra={k: v for k, v in fields.items()})
         if time.monotonic() >= self._influx_down_until:
             try:

@@ -30,7 +30,7 @@ class Spool:
         return sorted(self.path.glob("*.lp"), key=lambda p: int(p.stem))
 
     @property
-    def bytes(self) -> int:
+    def nbytes(self) -> int:
         return self._bytes
 
     def __len__(self) -> int:
