@@ -230,3 +230,27 @@ def test_spool_full_holds_messages_unacked_until_influxdb_returns(settings, priv
     finally:
         svc.stop()
         ic.close()
+
+
+@pytest.mark.long
+def test_spool_survives_a_restart_and_is_replayed_once(settings, private_influx):
+    ix = private_influx()
+    s = settings.model_copy(deep=True)
+    s.influx = influx_for(ix, "ingest_restart")
+    s.influx.timeout_s = 2.0
+    svc = IngestService(s).start()
+    ix.stop()
+    n = 600
+    publish(s.mqtt, normalized_messages(s.mqtt.topic_root, n))
+    assert wait_for(lambda: svc.metrics.spooled._value.get() == n, 20)
+    svc.stop()  # everything was acked (spooled): the broker has nothing left for us
+    ix.start()
+    svc2 = IngestService(s).start()
+    ic = InfluxClient(s.influx)
+    try:
+        assert len(svc2.spool) > 0 or telemetry_count(ic) > 0
+        assert wait_for(lambda: telemetry_count(ic) == n and len(svc2.spool) == 0, 40), telemetry_count(ic)
+        assert svc2.metrics.replayed._value.get() == n and svc2.metrics.received._value.get() == 0
+    finally:
+        svc2.stop()
+        ic.close()
