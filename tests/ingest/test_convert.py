@@ -103,3 +103,24 @@ def test_deadletter_and_device_status_lines():
     assert line == ('device_status,city=depok,device=a1,district=beji,kind=air state="offline",online=0i,'
                     f'stale=1i,last_seen_ms=5i,battery=3.6,fw="1.0" {1000 * NS_PER_MS}')
     assert isinstance(conv.device_status(b'{"state":"x"}', 1), Rejection)
+
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+_text = st.text(min_size=1, max_size=20)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from([k.name for k in CAT]), city=_text, device=_text, district=st.text(max_size=12),
+       fw=st.one_of(st.none(), st.text(max_size=32)), ts=st.integers(0, 2**41), seq=st.integers(0, 2**32 - 1),
+       rssi=st.one_of(st.none(), st.integers(-130, 0)), data=st.data())
+def test_fast_converter_matches_decode_normalized_and_format_line(kind, city, device, district, fw, ts, seq, rssi, data):
+    fields = {f.name: data.draw(st.floats(f.lo, f.hi, allow_nan=False)) for f in CAT[kind].fields}
+    r = contract.NormalizedReading(city=city, kind=kind, device=device, ts_ms=ts, seq=seq, fields=fields,
+                                   battery=3.7, fw=fw, rssi=rssi, district=district, rx_ms=ts + 5)
+    payload = contract.encode_normalized(r)
+    ref = contract.decode_normalized(payload)
+    assert not isinstance(ref, Rejection)
+    line, got_ts = Converter(CAT).telemetry(payload)
+    assert got_ts == ts
+    assert line == reference_line(ref)
