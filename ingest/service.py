@@ -129,6 +129,10 @@ class IngestService:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        # Ready means subscribed (SUBACK), not merely connected: a message the
+        # gateway forwards between CONNACK and SUBACK would otherwise not reach us.
+        self._subscribed = threading.Event()
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
 
     # ------------------------------------------------------------ MQTT side (network thread)
 
@@ -146,6 +150,7 @@ class IngestService:
         log.info("connected and subscribed", extra={"session_present": bool(getattr(flags, "session_present", False))})
 
     def _on_disconnect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
+        self._subscribed.clear()
         with self._cond:
             self._gen += 1
             self._buf.clear()
@@ -206,7 +211,7 @@ class IngestService:
             self._mark_down(exc)
 
     def ready(self) -> dict[str, bool]:
-        return {"influxdb": self.influx.ping(), "mqtt": self.client.is_connected()}
+        return {"influxdb": self.influx.ping(), "mqtt": self.client.is_connected() and self._subscribed.is_set()}
 
     # ------------------------------------------------------------ writer thread
 

@@ -101,7 +101,9 @@ def test_health_ready_metrics(settings, service):
     try:
         base = f"http://127.0.0.1:{hs.port}"
         assert httpx.get(base + "/healthz").status_code == 200
-        r = httpx.get(base + "/readyz")
+        deadline = time.monotonic() + 10  # ready once the broker has acknowledged the subscriptions
+        while (r := httpx.get(base + "/readyz")).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert r.status_code == 200 and r.json()["checks"] == {"influxdb": True, "mqtt": True}
         body = httpx.get(base + "/metrics").text
         for name in ("kc_ingest_received_total", "kc_ingest_written_total", "kc_ingest_spooled_total",
