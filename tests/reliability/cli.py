@@ -18,6 +18,12 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
+def node_key(nodeid: str) -> str:
+    """'tests/reliability/test_faults.py::test_x[a/b]' -> 'test_faults.py::test_x[a/b]' (ids may hold slashes)."""
+    path, _, rest = nodeid.partition("::")
+    return f"{path.rsplit('/', 1)[-1]}::{rest}"
+
+
 class _Collector:
     """pytest plugin: our options and every test's outcome."""
 
@@ -33,7 +39,7 @@ class _Collector:
         config.kc_soak_devices, config.kc_soak_duration_s = self.soak
 
     def pytest_runtest_logreport(self, report) -> None:  # noqa: ANN001
-        name = report.nodeid.rsplit("/", 1)[-1]  # "test_faults.py::test_x[param]"
+        name = node_key(report.nodeid)
         if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
             note = ""
             if report.outcome == "skipped" and isinstance(report.longrepr, tuple):

@@ -7,6 +7,7 @@ from typing import Callable
 
 import pytest
 
+from tests.reliability.cli import node_key
 from tests.reliability.results import FaultRow, append
 
 
@@ -16,7 +17,7 @@ def fault_log(request) -> Callable[[FaultRow], FaultRow]:
     path: Path | None = getattr(request.config, "kc_reliability_results", None)
 
     def record(row: FaultRow) -> FaultRow:
-        row.test = request.node.nodeid.rsplit("/", 1)[-1]  # the runner's key for this test's outcome
+        row.test = node_key(request.node.nodeid)  # the runner's key for this test's outcome
         append(path, row)
         return row
 
