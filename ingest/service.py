@@ -69,6 +69,14 @@ class Metrics:
         )
         self.spool_bytes = Gauge("kc_ingest_spool_bytes", "bytes waiting in the spool", registry=registry)
         self.buffered = Gauge("kc_ingest_buffered", "messages received and not yet durable", registry=registry)
+        self.spool_full = Gauge(
+            "kc_ingest_spool_full", "1 while InfluxDB is down and the spool is full (messages held at the broker)",
+            registry=registry,
+        )
+        self.spool_full_events = Counter(
+            "kc_ingest_spool_full_events_total", "times the spool filled up and ingest stopped acknowledging",
+            registry=registry,
+        )
 
 
 @dataclass
@@ -335,6 +343,7 @@ class IngestService:
         """Write (or spool) the lines; dead-letter refused ones. False only if giving up on stop."""
         if not lines:
             return True
+        holding = False
         while True:
             if time.monotonic() >= self._influx_down_until:
                 try:
@@ -349,6 +358,9 @@ class IngestService:
                         payload = o.payload if o else lines[i].encode()
                         self._deadletter(Rejection(Reason.WRITE_REJECTED, err[:300]), topic, payload, now_ms)
                     ok = len(lines) - len(bad)
+                    if holding:
+                        self.metrics.spool_full.set(0)
+                        log.warning("spool full episode over: InfluxDB accepts writes again")
                     self.metrics.written.inc(ok)
                     self._stats["written"] += ok
                     return True
@@ -356,11 +368,21 @@ class IngestService:
             body = orjson.dumps(lines)
             if self.spool.has_room(len(body)):
                 self.spool.put(body)
+                if holding:
+                    self.metrics.spool_full.set(0)
                 self.metrics.spooled.inc(len(lines))
                 self._stats["spooled"] += len(lines)
                 self.metrics.spool_bytes.set(self.spool.nbytes)
                 return True
-            # spool full: hold the messages unacked (the broker keeps the rest) and retry
+            # spool full: hold the messages unacked (the broker keeps the rest) and retry.
+            # Nothing is lost yet, but an operator must know: say it once per episode.
+            if not holding:
+                holding = True
+                self.metrics.spool_full.set(1)
+                self.metrics.spool_full_events.inc()
+                log.error("spool full: holding messages unacknowledged at the broker until InfluxDB returns",
+                          extra={"spool_bytes": self.spool.nbytes, "spool_max_bytes": self.spool.max_bytes,
+                                 "held_lines": len(lines)})
             if self._stopping.is_set():
                 return False
             time.sleep(min(1.0, max(0.05, self._influx_down_until - time.monotonic())))

@@ -89,7 +89,10 @@ class IngestSettings(BaseModel):
     spool_path: Path = Path(".kc/ingest/spool")
     spool_max_bytes: int = 512 * 1024 * 1024
     client_id: str = "kc-ingest"
-    share_group: str | None = "ingest"
+    # None: a plain persistent subscription (survives a broker restart). Set a group to
+    # split load over several workers ($share/...); Mosquitto 2.0 does not restore shared
+    # subscriptions after a broker restart, so that mode can lose messages then.
+    share_group: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 18081
     raw_retention: str = "30d"

@@ -56,6 +56,7 @@ def test_two_workers_on_a_shared_subscription_write_each_message_once(settings, 
     for i in range(2):
         s = settings.model_copy(deep=True)
         s.ingest.mqtt_v5 = mqtt_v5
+        s.ingest.share_group = "ingest"  # opt-in: the default is one worker on a plain subscription
         s.ingest.client_id = f"{settings.ingest.client_id}-w{i}"
         s.ingest.spool_path = Path(str(settings.ingest.spool_path) + f"-w{i}")
         workers.append(IngestService(s).start(setup_schema=(i == 0)))
@@ -225,8 +226,12 @@ def test_spool_full_holds_messages_unacked_until_influxdb_returns(settings, priv
         assert wait_for(lambda: svc.metrics.received._value.get() > 0, 10)
         time.sleep(1.0)
         assert svc.metrics.spooled._value.get() == 0 and svc.metrics.written._value.get() == 0
+        # never silent: the full spool shows in the metrics while it lasts
+        assert wait_for(lambda: svc.metrics.spool_full._value.get() == 1, 10)
+        assert svc.metrics.spool_full_events._value.get() >= 1
         ix.start()
         assert wait_for(lambda: telemetry_count(ic) == n, 60), telemetry_count(ic)
+        assert wait_for(lambda: svc.metrics.spool_full._value.get() == 0, 10)
     finally:
         svc.stop()
         ic.close()
