@@ -150,8 +150,11 @@ class IngestService:
         if self.cfg.fast_mqtt:
             fastsock.install(client)
         with self._cond:
+            # Messages of the old connection stay buffered and are written: a broker that
+            # crashed before persisting them cannot redeliver them, and one that did
+            # redeliver makes an identical point (same series and device time), which
+            # InfluxDB overwrites. Only their acks are skipped (mids of a dead connection).
             self._gen += 1
-            self._buf.clear()  # unacked messages of the old connection are redelivered
             self._cond.notify_all()
         q = self.settings.mqtt.qos
         client.subscribe([(self.sub_norm, q), (self.sub_dead, q), (self.sub_status, q)])
@@ -160,8 +163,7 @@ class IngestService:
     def _on_disconnect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
         self._subscribed.clear()
         with self._cond:
-            self._gen += 1
-            self._buf.clear()
+            self._gen += 1  # keep the buffer (see _on_connect); its acks are now void
         if not self._stopping.is_set():
             log.warning("MQTT disconnected; paho reconnects", extra={"rc": str(rc)})
 
