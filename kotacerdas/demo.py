@@ -268,12 +268,15 @@ def _print_summary(sim: dict, obs: Observer, counts: dict, expected: dict, deriv
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="kotacerdas demo", description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", default="demo", help="simulator scenario name or path (default: demo)")
-    ap.add_argument("--serve", action="store_true", help="keep the services and APIs up after the summary")
+    ap.add_argument("--serve", action=argparse.BooleanOptionalAction, default=None,
+                    help="keep the services and APIs up after the summary until Ctrl-C "
+                         "(default: yes in an interactive terminal, no otherwise)")
     ap.add_argument("--timeout", type=float, default=120.0, help="max seconds to wait for the pipeline to drain")
     args = ap.parse_args(argv)
     settings = load_settings()
     try:
-        return run_demo(settings, args.scenario, args.serve, args.timeout)
+        serve = sys.stdin.isatty() if args.serve is None else args.serve
+        return run_demo(settings, args.scenario, serve, args.timeout)
     except RuntimeError as exc:
         console.print(f"[red]demo failed:[/] {exc}")
         return 1
