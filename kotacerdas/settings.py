@@ -106,9 +106,9 @@ class IngestSettings(BaseModel):
     stats_interval_s: float = 10.0
     # buffered MQTT reads and one write for a batch's PUBACKs (ingest/fastsock.py); off = paho's own paths
     fast_mqtt: bool = True
-    # MQTT 5 (standard shared subscriptions) by default; false = 3.1.1, where Mosquitto also
-    # honours $share/ and paho skips v5 property parsing (~1/3 less CPU per message, bench/)
-    mqtt_v5: bool = True
+    # MQTT 3.1.1 by default: paho skips v5 property parsing (~1/3 less CPU per message,
+    # docs/benchmarks.md) and Mosquitto honours $share/ there too; true = MQTT 5
+    mqtt_v5: bool = False
 
 
 class AnalyticsSettings(BaseModel):
