@@ -8,68 +8,18 @@ dead-lettered with its reason; the analytics pass writes its range check back.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
-import httpx
 import pytest
 
 from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.mqtt import connect, make_client, wait_published
-from kotacerdas.stack import free_port
+from tests.services import Service, kc, service_env
 
 pytestmark = pytest.mark.long
-
-
-def service_env(settings, tmp_path: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "KC_MQTT__HOST": settings.mqtt.host, "KC_MQTT__PORT": str(settings.mqtt.port),
-        "KC_MQTT__TOPIC_ROOT": settings.mqtt.topic_root, "KC_INFLUX__URL": settings.influx.url,
-        "KC_INFLUX__DATABASE": settings.influx.database, "KC_STATE_DIR": str(tmp_path / "state"),
-        "KC_GATEWAY__REGISTRY_PATH": str(tmp_path / "gw/registry.sqlite"),
-        "KC_GATEWAY__QUEUE_PATH": str(tmp_path / "gw/queue.sqlite"),
-        "KC_INGEST__SPOOL_PATH": str(tmp_path / "ingest/spool"),
-        "KC_INGEST__CLIENT_ID": f"ingest-{settings.mqtt.topic_root}",
-        "KC_GATEWAY__HTTP_PORT": str(free_port()), "KC_INGEST__HTTP_PORT": str(free_port()),
-        "KC_ANALYTICS__HTTP_PORT": str(free_port()),
-    })
-    return env
-
-
-def kc(*argv: str, env: dict[str, str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kotacerdas", *argv], env=env, capture_output=True, text=True, **kw)
-
-
-def start(argv: list[str], env: dict[str, str], port_var: str, tmp_path: Path) -> subprocess.Popen:
-    log = open(tmp_path / f"{argv[0]}.log", "ab")
-    p = subprocess.Popen([sys.executable, "-m", "kotacerdas", *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{env[port_var]}/readyz"  # ready = subscribed and DB reachable
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert p.poll() is None, (tmp_path / f"{argv[0]}.log").read_text()[-3000:]
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return p
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{argv} not healthy")
-
-
-def stop(p: subprocess.Popen) -> None:
-    p.send_signal(signal.SIGTERM)
-    try:
-        p.wait(20)
-    except subprocess.TimeoutExpired:
-        p.kill()
 
 
 def test_thin_pipeline_counts_every_message(settings, influx, tmp_path):
@@ -81,7 +31,8 @@ def test_thin_pipeline_counts_every_message(settings, influx, tmp_path):
         for k in cat for i in range(3)
     ]
     (tmp_path / "devices.json").write_text(json.dumps(devices))
-    env = service_env(settings, tmp_path)
+    env = service_env(tmp_path, mqtt_port=settings.mqtt.port, influx_url=settings.influx.url,
+                      database=settings.influx.database, root=root)
     r = kc("gateway", "registry", "import", str(tmp_path / "devices.json"), env=env)
     assert r.returncode == 0, r.stderr
 
@@ -97,8 +48,8 @@ def test_thin_pipeline_counts_every_message(settings, influx, tmp_path):
     connect(watcher, settings.mqtt)
     watcher.subscribe(contract.deadletter_subscription(root), qos=1)
 
-    gw = start(["gateway", "run"], env, "KC_GATEWAY__HTTP_PORT", tmp_path)
-    ing = start(["ingest", "run"], env, "KC_INGEST__HTTP_PORT", tmp_path)
+    gw = Service("gateway", ["gateway", "run"], env, tmp_path, "KC_GATEWAY__HTTP_PORT").start()
+    ing = Service("ingest", ["ingest", "run"], env, tmp_path, "KC_INGEST__HTTP_PORT").start()
     try:
         pub = make_client(settings.mqtt)
         connect(pub, settings.mqtt)
@@ -148,6 +99,6 @@ def test_thin_pipeline_counts_every_message(settings, influx, tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         assert int(influx.scalar('SELECT count("flag") FROM "qc"') or 0) > 0
     finally:
-        stop(ing)
-        stop(gw)
+        ing.stop()
+        gw.stop()
         watcher.loop_stop()

@@ -8,18 +8,13 @@ root and database), then dashboards.verify runs every panel and variable query.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from kotacerdas.influx import InfluxClient
-from kotacerdas.stack import free_port
+from tests.services import Service, kc, service_env
 
 from dashboards import standards as std
 from dashboards import verify
@@ -38,47 +33,23 @@ MAY_BE_EMPTY = {
 }
 
 
-def _kc(argv: list[str], env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    r = subprocess.run([sys.executable, "-m", "kotacerdas", *argv], env=env, capture_output=True, text=True,
-                       timeout=timeout, stdin=subprocess.DEVNULL)
+def _kc(argv: list[str], env: dict, timeout: float = 300):
+    r = kc(*argv, env=env, timeout=timeout)
     assert r.returncode == 0, f"kotacerdas {' '.join(argv)} -> {r.returncode}\n{r.stderr[-3000:]}"
     return r
 
 
-def _service(argv: list[str], env: dict, log: Path, health: str) -> subprocess.Popen:
-    p = subprocess.Popen([sys.executable, "-m", "kotacerdas", *argv], env=env, stdout=open(log, "ab"),
-                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert p.poll() is None, f"{argv} exited {p.returncode}: {log.read_text()[-2000:]}"
-        try:
-            if httpx.get(health, timeout=1).status_code == 200:
-                return p
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"{argv} not healthy")
-
-
 @pytest.mark.long
 def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path):
-    ports = {"gateway": free_port(), "ingest": free_port()}
-    env = {**os.environ,
-           "KC_MQTT__HOST": settings.mqtt.host, "KC_MQTT__PORT": str(settings.mqtt.port),
-           "KC_MQTT__TOPIC_ROOT": settings.mqtt.topic_root, "KC_INFLUX__URL": settings.influx.url,
-           "KC_INFLUX__DATABASE": settings.influx.database, "KC_STATE_DIR": str(tmp_path / "state"),
-           "KC_GATEWAY__REGISTRY_PATH": str(tmp_path / "gw/registry.sqlite"),
-           "KC_GATEWAY__QUEUE_PATH": str(tmp_path / "gw/queue.sqlite"),
-           "KC_INGEST__SPOOL_PATH": str(tmp_path / "ingest/spool"), "KC_INGEST__CLIENT_ID": f"kc-ingest-{settings.mqtt.topic_root}",
-           "KC_GATEWAY__HTTP_PORT": str(ports["gateway"]), "KC_INGEST__HTTP_PORT": str(ports["ingest"]),
-           "KC_LOG_JSON": "true"}
+    env = service_env(tmp_path, mqtt_port=settings.mqtt.port, influx_url=settings.influx.url,
+                      database=settings.influx.database, root=settings.mqtt.topic_root)
     devices = tmp_path / "devices.json"
     _kc(["simulate", "devices", str(SCENARIO), "-o", str(devices)], env)
     _kc(["gateway", "registry", "import", str(devices)], env)
     procs = []
     try:
-        procs.append(_service(["gateway", "run"], env, tmp_path / "gateway.log", f"http://127.0.0.1:{ports['gateway']}/healthz"))
-        procs.append(_service(["ingest", "run"], env, tmp_path / "ingest.log", f"http://127.0.0.1:{ports['ingest']}/healthz"))
+        procs.append(Service("gateway", ["gateway", "run"], env, tmp_path, "KC_GATEWAY__HTTP_PORT").start())
+        procs.append(Service("ingest", ["ingest", "run"], env, tmp_path, "KC_INGEST__HTTP_PORT").start())
         summary = tmp_path / "summary.json"
         _kc(["simulate", "run", str(SCENARIO), "--summary", str(summary), "--no-progress"], env)
         good = json.loads(summary.read_text()).get("good_by_kind", {})
@@ -106,13 +77,8 @@ def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path
             categories = {m: [tuple(v[1:]) for s in c.series(f'SELECT "value", "category" FROM "{m}"') for v in s.values]
                           for m in ("ispu", "aqi_us")}
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        for p in reversed(procs):
+            p.stop()
     assert set(applied) == set(std.WATER_LIMITS), applied
     for param, (lo, hi) in applied.items():
         want_lo, want_hi, _ = std.WATER_LIMITS[param]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,9 +24,8 @@ import pytest
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.settings import InfluxSettings
-from kotacerdas.stack import free_port
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.services import REPO, Service, kc, service_env  # noqa: F401 - re-exported for the suite
 
 
 @functools.cache
@@ -41,103 +39,6 @@ def require(*parts: str) -> None:
     for p in parts:
         if not part_available(p):
             pytest.skip(f"`kotacerdas {p}` is not available yet (part missing): cannot run this fault test")
-
-
-def kc(*argv: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "kotacerdas", *argv], env=env, capture_output=True, text=True,
-                          timeout=timeout, cwd=REPO)
-
-
-def service_env(tmp: Path, *, mqtt_port: int, influx_url: str, database: str, root: str,
-                upstream_port: int | None = None, **extra: str) -> dict[str, str]:
-    """Environment of one pipeline: private ports, paths under ``tmp``, HTTP on free ports."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KC_")}
-    env.update({
-        "KC_MQTT__HOST": "127.0.0.1", "KC_MQTT__PORT": str(mqtt_port), "KC_MQTT__TOPIC_ROOT": root,
-        "KC_INFLUX__URL": influx_url, "KC_INFLUX__DATABASE": database, "KC_STATE_DIR": str(tmp / "state"),
-        "KC_GATEWAY__REGISTRY_PATH": str(tmp / "gw/registry.sqlite"),
-        "KC_GATEWAY__QUEUE_PATH": str(tmp / "gw/queue.sqlite"),
-        "KC_INGEST__SPOOL_PATH": str(tmp / "ingest/spool"),
-        "KC_INGEST__CLIENT_ID": f"ingest-{root}",
-        "KC_GATEWAY__HTTP_PORT": str(free_port()), "KC_INGEST__HTTP_PORT": str(free_port()),
-        "KC_ANALYTICS__HTTP_PORT": str(free_port()), "KC_LOG_JSON": "true",
-        "PYTHONUNBUFFERED": "1",
-    })
-    if upstream_port is not None:
-        env.update({"KC_GATEWAY__UPSTREAM__HOST": "127.0.0.1", "KC_GATEWAY__UPSTREAM__PORT": str(upstream_port),
-                    "KC_GATEWAY__UPSTREAM__TOPIC_ROOT": root})
-    env.update(extra)
-    return env
-
-
-class Service:
-    """One ``kotacerdas <part> run`` subprocess with its log, health wait, SIGKILL and restart."""
-
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], logdir: Path, port_var: str | None):
-        self.name, self.argv, self.env, self.logdir, self.port_var = name, argv, env, logdir, port_var
-        self.log_path = logdir / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-        self.pids: list[int] = []
-
-    def start(self, timeout_s: float = 60.0) -> "Service":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "kotacerdas", *self.argv], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
-                                     start_new_session=True)
-        log.close()
-        self.pids.append(self.proc.pid)
-        if self.port_var:
-            # /readyz, not /healthz: a service is healthy as soon as its HTTP server runs, but ready
-            # only once it is subscribed (a message published before that would have no subscriber)
-            url = f"http://127.0.0.1:{self.env[self.port_var]}/readyz"
-            deadline = time.monotonic() + timeout_s
-            while True:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.log()[-3000:]}")
-                try:
-                    if httpx.get(url, timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise AssertionError(f"{self.name} not ready in {timeout_s} s:\n{self.log()[-3000:]}")
-                time.sleep(0.2)
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as on a crash or OOM kill."""
-        if self.alive:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout_s: float = 20.0) -> int | None:
-        if not self.alive:
-            return self.proc.returncode if self.proc else None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            return None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def rss_bytes(self) -> int:
-        """RSS of the service process and its children (psutil)."""
-        import psutil
-
-        if not self.alive:
-            return 0
-        try:
-            p = psutil.Process(self.proc.pid)
-            return p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
-        except psutil.Error:
-            return 0
 
 
 @dataclass
