@@ -26,7 +26,7 @@ from analytics.detectors import params_for, run_qc
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
-from kotacerdas.lineprotocol import escape_key, escape_string_field, format_line
+from kotacerdas.lineprotocol import escape_key, format_line
 from kotacerdas.settings import Settings
 
 log = logging.getLogger("analytics.service")

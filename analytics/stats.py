@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
-from analytics.qc import FAIL, NOT_EVALUATED, SUSPECT, QcResult, _finish, _median_last, nanmedian_fast, row_median
+from analytics.qc import FAIL, NOT_EVALUATED, SUSPECT, QcResult, _finish, _median_last, row_median
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution * 1.4826 = its standard deviation
 

@@ -38,7 +38,7 @@ from kotacerdas import contract, stack
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
 from kotacerdas.lineprotocol import format_line
-from kotacerdas.settings import InfluxSettings, MqttSettings, load_settings
+from kotacerdas.settings import InfluxSettings, load_settings
 
 CAT = load_catalogue()
 HERE = Path(__file__).resolve().parent

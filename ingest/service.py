@@ -41,7 +41,7 @@ from kotacerdas.settings import Settings
 from ingest import fastsock, schema
 from ingest.convert import NS_PER_MS, Converter
 from ingest.spool import Spool
-from ingest.writer import is_transient, write_keep_good
+from ingest.writer import write_keep_good
 
 log = logging.getLogger("ingest")
 

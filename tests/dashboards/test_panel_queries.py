@@ -88,7 +88,7 @@ def test_default_ranges_and_the_verify_cli(settings, influx, day, monkeypatch, c
     monkeypatch.setenv("KC_INFLUX__URL", settings.influx.url)
     assert cli_main(["verify"]) == 0
     assert "0 problems" in capsys.readouterr().out
-    influx.query(f'DROP MEASUREMENT "bin_forecast"')
+    influx.query('DROP MEASUREMENT "bin_forecast"')
     assert cli_main(["verify"]) == 1
     out = capsys.readouterr().out
     assert "Collection list (priority 1 first): no data" in out

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import paho.mqtt.client as paho
 import pytest
 
 from firmware.virtual import VirtualDevice

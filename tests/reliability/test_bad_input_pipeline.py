@@ -17,9 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from kotacerdas import contract
-from kotacerdas.catalogue import load_catalogue
 from kotacerdas.contract import Rejection
-from kotacerdas.influx import InfluxClient
 from kotacerdas.mqtt import connect, make_client
 from tests.reliability.harness import Service, kc, metric, require, service_env, wait_until
 

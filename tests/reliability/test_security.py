@@ -12,10 +12,8 @@ import secrets
 import ssl
 import threading
 import time
-from pathlib import Path
 
 import httpx
-import paho.mqtt.client as paho
 import pytest
 from pydantic import SecretStr
 

@@ -23,7 +23,7 @@ from kotacerdas.influx import InfluxClient
 from kotacerdas.mqtt import connect, make_client
 from tests.conftest import mqtt_for
 from tests.reliability.harness import (
-    kc, make_fleet, replay, require, start_pipeline, wait_all_stored,
+    make_fleet, replay, require, start_pipeline, wait_all_stored,
 )
 from tests.reliability.results import FaultRow
 

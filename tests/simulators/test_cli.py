@@ -100,7 +100,6 @@ def test_sigterm_stops_cleanly_and_still_writes_the_summary(env_for, tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     summary = tmp_path / "s.json"
     env = dict(os.environ)
