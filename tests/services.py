@@ -115,3 +115,36 @@ class Service:
             return p.memory_info().rss + sum(c.memory_info().rss for c in p.children(recursive=True))
         except psutil.Error:
             return 0
+
+
+class DeadLetters:
+    """Counts dead letters by reason (the last topic level) as the platform publishes them."""
+
+    def __init__(self, mqtt, subscription: str):  # noqa: ANN001 - kotacerdas.settings.MqttSettings
+        from collections import Counter
+        import threading
+
+        from kotacerdas.mqtt import connect, make_client
+
+        self._counts: Counter = Counter()
+        self._lock = threading.Lock()
+        self._client = make_client(mqtt)
+        self._client.on_message = self._on_message
+        connect(self._client, mqtt)
+        self._client.subscribe(subscription, qos=1)
+
+    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001 - paho callback
+        with self._lock:
+            self._counts[msg.topic.rsplit("/", 1)[1]] += 1
+
+    def counts(self) -> dict[str, int]:
+        """A snapshot: reason -> messages."""
+        with self._lock:
+            return dict(self._counts)
+
+    def total(self) -> int:
+        return sum(self.counts().values())
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()

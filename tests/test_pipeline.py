@@ -8,7 +8,6 @@ dead-lettered with its reason; the analytics pass writes its range check back.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 
@@ -17,7 +16,7 @@ import pytest
 from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.mqtt import connect, make_client, wait_published
-from tests.services import Service, kc, service_env
+from tests.services import DeadLetters, Service, kc, service_env
 
 pytestmark = pytest.mark.long
 
@@ -36,17 +35,7 @@ def test_thin_pipeline_counts_every_message(settings, influx, tmp_path):
     r = kc("gateway", "registry", "import", str(tmp_path / "devices.json"), env=env)
     assert r.returncode == 0, r.stderr
 
-    dead = Counter()
-    lock = threading.Lock()
-
-    def on_dead(c, u, m):
-        with lock:
-            dead[m.topic.rsplit("/", 1)[1]] += 1
-
-    watcher = make_client(settings.mqtt)
-    watcher.on_message = on_dead
-    connect(watcher, settings.mqtt)
-    watcher.subscribe(contract.deadletter_subscription(root), qos=1)
+    dead = DeadLetters(settings.mqtt, contract.deadletter_subscription(root))
 
     gw = Service("gateway", ["gateway", "run"], env, tmp_path, "KC_GATEWAY__HTTP_PORT").start()
     ing = Service("ingest", ["ingest", "run"], env, tmp_path, "KC_INGEST__HTTP_PORT").start()
@@ -82,8 +71,7 @@ def test_thin_pipeline_counts_every_message(settings, influx, tmp_path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             counts = {k.name: int(influx.scalar(f'SELECT count("seq") FROM "{k.measurement}"') or 0) for k in cat}
-            with lock:
-                got_dead = dict(dead)
+            got_dead = dead.counts()
             if counts == dict(good) and all(got_dead.get(r, 0) >= 1 for r in bad):
                 break
             time.sleep(0.5)
@@ -101,4 +89,4 @@ def test_thin_pipeline_counts_every_message(settings, influx, tmp_path):
     finally:
         ing.stop()
         gw.stop()
-        watcher.loop_stop()
+        dead.close()

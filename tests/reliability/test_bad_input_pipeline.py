@@ -9,7 +9,6 @@ one deserves; the real gateway must dead-letter exactly those, count them in
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 
@@ -20,6 +19,7 @@ from kotacerdas import contract
 from kotacerdas.contract import Rejection
 from kotacerdas.mqtt import connect, make_client
 from tests.reliability.harness import Service, kc, metric, require, service_env, wait_until
+from tests.services import DeadLetters
 
 pytestmark = pytest.mark.long
 
@@ -78,17 +78,7 @@ def test_garbage_is_dead_lettered_with_its_reason_and_good_data_still_lands(sett
     good = [(topic, contract.encode_telemetry(now - 60_000 + i * 100, i, {"pm25": 10.0 + i}, battery=3.9))
             for i in range(len(to_send))]
 
-    dead: Counter = Counter()
-    lock = threading.Lock()
-
-    def on_dead(c, u, m):  # noqa: ANN001
-        with lock:
-            dead[m.topic.rsplit("/", 1)[1]] += 1
-
-    watcher = make_client(settings.mqtt)
-    watcher.on_message = on_dead
-    connect(watcher, settings.mqtt)
-    watcher.subscribe(contract.deadletter_subscription(root) .replace("#", "gateway/#"), qos=1)
+    dead = DeadLetters(settings.mqtt, contract.deadletter_subscription(root).replace("#", "gateway/#"))
     ingest = Service("ingest", ["ingest", "run"], env, tmp_path, "KC_INGEST__HTTP_PORT").start()
     gw = Service("gateway", ["gateway", "run"], env, tmp_path, "KC_GATEWAY__HTTP_PORT").start()
     try:
@@ -102,7 +92,7 @@ def test_garbage_is_dead_lettered_with_its_reason_and_good_data_still_lands(sett
             i.wait_for_publish(30)
         n = sum(expected.values())
         port = env["KC_GATEWAY__HTTP_PORT"]
-        wait_until(lambda: sum(dead.values()) >= n and metric(port, "kc_gateway_rejected_total") >= n, 60, 0.5)
+        wait_until(lambda: dead.total() >= n and metric(port, "kc_gateway_rejected_total") >= n, 60, 0.5)
         time.sleep(1)
         rejected_metric = metric(port, "kc_gateway_rejected_total")
 
@@ -115,9 +105,8 @@ def test_garbage_is_dead_lettered_with_its_reason_and_good_data_still_lands(sett
     finally:
         gw.stop()
         ingest.stop()
-        watcher.loop_stop()
-    with lock:
-        got = dict(dead)
+        dead.close()
+    got = dead.counts()
     assert got == dict(expected), {"expected": dict(expected), "dead-lettered": got}
     assert rejected_metric == n, (rejected_metric, n)
     assert stored() == len(good)
@@ -141,17 +130,7 @@ def test_ingest_dead_letters_garbage_on_the_normalised_topic(settings, influx, t
     good = [contract.encode_normalized(contract.NormalizedReading(
         city=CITY, kind="air", device=DEVICE, ts_ms=now - 60_000 + i * 100, seq=i, fields={"pm25": 5.0 + i},
         district="beji", rx_ms=now)) for i in range(len(garbage))]
-    dead: Counter = Counter()
-    lock = threading.Lock()
-
-    def on_dead(c, u, m):  # noqa: ANN001
-        with lock:
-            dead[m.topic.rsplit("/", 1)[1]] += 1
-
-    watcher = make_client(settings.mqtt)
-    watcher.on_message = on_dead
-    connect(watcher, settings.mqtt)
-    watcher.subscribe(contract.deadletter_subscription(root).replace("#", "ingest/#"), qos=1)
+    dead = DeadLetters(settings.mqtt, contract.deadletter_subscription(root).replace("#", "ingest/#"))
     ingest = Service("ingest", ["ingest", "run"], env, tmp_path, "KC_INGEST__HTTP_PORT").start()
     try:
         pub = make_client(settings.mqtt)
@@ -166,15 +145,14 @@ def test_ingest_dead_letters_garbage_on_the_normalised_topic(settings, influx, t
         def stored() -> int:
             return int(influx.scalar(f"SELECT count(\"seq\") FROM \"air\" WHERE \"device\" = '{DEVICE}'") or 0)
 
-        wait_until(lambda: stored() == len(good) and sum(dead.values()) >= len(garbage), 60, 0.5)
+        wait_until(lambda: stored() == len(good) and dead.total() >= len(garbage), 60, 0.5)
         pub.loop_stop()
         pub.disconnect()
         assert ingest.alive, ingest.log()[-2000:]
     finally:
         ingest.stop()
-        watcher.loop_stop()
-    with lock:
-        total_dead = sum(dead.values())
+        dead.close()
+    got = dead.counts()
     assert stored() == len(good)
-    assert total_dead == len(garbage), dict(dead)
-    assert set(dead) <= {r.value for r in contract.Reason}, dict(dead)
+    assert sum(got.values()) == len(garbage), got
+    assert set(got) <= {r.value for r in contract.Reason}, got
