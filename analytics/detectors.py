@@ -77,21 +77,36 @@ def params_for(kind: Kind, field: Field, step_s: float | None = None) -> QcParam
     return replace(p, **_FIELD_OVERRIDES.get((kind.name, field.name), {}))
 
 
-def run_qc(x: np.ndarray, p: QcParams, *, neighbours: bool = True) -> dict[str, qc.QcResult]:
-    """Every QC test over ``x`` shaped (S, T) (one field, regular grid). Keys are :data:`qc.TESTS`."""
-    out: dict[str, qc.QcResult] = {}
-    out["gross_range"] = qc.gross_range(x, p.fail_lo, p.fail_hi, p.suspect_lo, p.suspect_hi)
+def qc_tests(p: QcParams, *, neighbours: bool = True) -> list[str]:
+    """Names of the QC tests :func:`run_qc` runs for ``p`` (a subset of :data:`qc.TESTS`, in its order)."""
+    on = {"flat_line": p.flat_enabled, "rate_of_change": p.roc_enabled, "drift": neighbours and p.drift_enabled}
+    return [t for t in qc.TESTS if on.get(t, True)]
+
+
+def run_qc(x: np.ndarray, p: QcParams, *, neighbours: bool = True, prep: qc.Prepared | None = None,
+           out: dict[str, qc.QcResult] | None = None) -> dict[str, qc.QcResult]:
+    """Every QC test over ``x`` shaped (S, T) (one field, regular grid). Keys are :data:`qc.TESTS`.
+
+    ``prep``: the block's shared inputs (:class:`qc.Prepared`); ``out``: name -> buffers to write into.
+    """
+    pr = prep if prep is not None else qc.Prepared(x)
+    o = out or {}
+    res: dict[str, qc.QcResult] = {}
+    res["gross_range"] = qc.gross_range(x, p.fail_lo, p.fail_hi, p.suspect_lo, p.suspect_hi, prep=pr,
+                                        out=o.get("gross_range"))
     if p.flat_enabled:
-        out["flat_line"] = qc.flat_line(x, p.resolution * 0.5, *p.flat_n)
-    scale = qc.robust_step_scale(x, 2.0 * p.resolution)
-    out["spike"] = qc.spike(x, p.spike_suspect_k * scale, p.spike_fail_k * scale)
+        res["flat_line"] = qc.flat_line(x, p.resolution * 0.5, *p.flat_n, prep=pr, out=o.get("flat_line"))
+    scale = qc.robust_step_scale(x, 2.0 * p.resolution, prep=pr)
+    res["spike"] = qc.spike(x, p.spike_suspect_k * scale, p.spike_fail_k * scale, prep=pr, out=o.get("spike"))
     if p.roc_enabled:
-        out["rate_of_change"] = qc.rate_of_change(x, p.step_s, p.roc_suspect_k * scale / p.step_s,
-                                                  p.roc_fail_k * scale / p.step_s)
-    out["gap"] = qc.gap(x, p.gap_suspect_n, p.gap_fail_n)
+        res["rate_of_change"] = qc.rate_of_change(x, p.step_s, p.roc_suspect_k * scale / p.step_s,
+                                                  p.roc_fail_k * scale / p.step_s, prep=pr,
+                                                  out=o.get("rate_of_change"))
+    res["gap"] = qc.gap(x, p.gap_suspect_n, p.gap_fail_n, prep=pr, out=o.get("gap"))
     if neighbours and p.drift_enabled:
-        out["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution)
-    return out
+        res["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution, prep=pr,
+                                out=o.get("drift"))
+    return res
 
 
 @dataclass(frozen=True)
@@ -110,16 +125,22 @@ class StatParams:
     seasonal_fail_z: float = 10.0
 
 
+STAT_TESTS = ("hampel", "ewma", "cusum", "seasonal")  # names of the statistical detectors' results
+
+
 def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(),
             chunk: int = 512, score_dtype=np.float32, dtype=np.float32,
             workers: int | None = None) -> dict[str, qc.QcResult]:
     """The full detector set (QC tests + statistical detectors) over one field's (S, T) grid.
 
-    Works through blocks of ``chunk`` series so every temporary stays cache-sized;
-    only the neighbours' median (for drift, EWMA, CUSUM) is taken over all series first. Readings are
-    processed and scores stored as float32 by default (half the memory traffic;
-    7 significant digits exceed every catalogue sensor's resolution). Blocks are
-    spread over ``workers`` threads (default 1 = serial; a service shares its cores).
+    Works through blocks of ``chunk`` series so every temporary stays cache-sized; each
+    block's shared inputs (missing mask, |differences|, residual against the neighbours,
+    standardised residual) are computed once and every detector writes straight into
+    the preallocated outputs. Only the neighbours' median (for drift, EWMA, CUSUM) is
+    taken over all series first. Readings are processed and scores stored as float32 by
+    default (half the memory traffic; 7 significant digits exceed every catalogue sensor's
+    resolution). Blocks are spread over ``workers`` threads (default 1 = serial; a
+    service shares its cores; numpy releases the GIL inside its loops).
     """
     from analytics import stats
 
@@ -128,42 +149,40 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
     s, t = x.shape
     # EWMA/CUSUM watch the residual against the neighbours: weather and the daily cycle
     # are shared by every station and cancel out; a sensor's own shift does not
-    resid = qc.neighbour_residual(x) if s >= 3 else x
-    flags: dict[str, np.ndarray] = {}
-    scores: dict[str, np.ndarray] = {}
+    ref = qc.neighbour_reference(x) if s >= 3 else np.zeros(t, dtype=x.dtype)
+    names = qc_tests(p, neighbours=False) + ["hampel"] + (["drift"] if p.drift_enabled else []) + list(STAT_TESTS[1:])
+    merged = {k: qc.QcResult(np.empty((s, t), dtype=np.int8), np.empty((s, t), dtype=score_dtype)) for k in names}
 
     def block(i: int) -> None:  # one block of series, every detector vectorised over it
-        xb = x[i : i + chunk]
-        out = run_qc(xb, p, neighbours=False)
-        out["hampel"] = stats.hampel(xb, sp.hampel_window, None, sp.hampel_suspect_z, sp.hampel_fail_z,
-                                     floor=p.resolution)
-        rb = resid[i : i + chunk]
-        if p.drift_enabled:  # the residual is precomputed, so drift works per block too
-            out["drift"] = qc.drift(xb, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution,
-                                    residual=rb, min_series=1)
+        rows = slice(i, i + chunk)
+        out = {k: qc.QcResult(r.flag[rows], r.score[rows]) for k, r in merged.items()}
+        xb = x[rows]
+        pr = qc.Prepared(xb)
+        run_qc(xb, p, neighbours=False, prep=pr, out=out)
+        stats.hampel(xb, sp.hampel_window, None, sp.hampel_suspect_z, sp.hampel_fail_z, floor=p.resolution,
+                     prep=pr, out=out["hampel"])
+        rb = xb - ref[None, :]
+        if p.drift_enabled:  # the residual is per block, so drift works per block too
+            qc.drift(xb, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution,
+                     residual=rb, min_series=1, prep=pr, out=out["drift"])
+        rpr = qc.Prepared(rb)
         z = stats.standardise(rb, p.resolution)
-        out["ewma"] = stats.ewma_chart(rb, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, floor=p.resolution, z=z)
-        out["cusum"] = stats.cusum(rb, sp.cusum_k, sp.cusum_h, floor=p.resolution, z=z)
-        out["seasonal"] = stats.seasonal_residual(xb, p.step_s, t0_ms, sp.seasonal_suspect_z, sp.seasonal_fail_z,
-                                                  floor=p.resolution)
-        for k, r in out.items():
-            if k not in flags:  # preallocated once: concatenating blocks afterwards doubled the memory traffic
-                flags[k] = np.empty((s, t), dtype=np.int8)
-                scores[k] = np.empty((s, t), dtype=score_dtype)
-            flags[k][i : i + chunk] = r.flag
-            scores[k][i : i + chunk] = r.score
+        zb = stats.time_blocks(z)
+        stats.ewma_chart(rb, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, floor=p.resolution, z=z, zb=zb,
+                         prep=rpr, out=out["ewma"])
+        stats.cusum(rb, sp.cusum_k, sp.cusum_h, floor=p.resolution, z=z, zb=zb, prep=rpr, out=out["cusum"])
+        stats.seasonal_residual(xb, p.step_s, t0_ms, sp.seasonal_suspect_z, sp.seasonal_fail_z, floor=p.resolution,
+                                prep=pr, out=out["seasonal"])
 
     starts = list(range(0, s, chunk))
-    block(starts[0])  # allocates the outputs; the other blocks only fill disjoint rows
-    n_workers = max(1, min(workers or 1, len(starts) - 1))
+    n_workers = max(1, min(workers or 1, len(starts)))
     if n_workers > 1:
         # numpy releases the GIL inside its loops and partitions: blocks run on every core
         with ThreadPoolExecutor(n_workers, thread_name_prefix="detect") as pool:
-            list(pool.map(block, starts[1:]))
+            list(pool.map(block, starts))
     else:
-        for i in starts[1:]:
+        for i in starts:
             block(i)
-    merged = {k: qc.QcResult(flags[k], scores[k]) for k in flags}
     if s < 3 and "drift" in merged:
         merged["drift"].flag[merged["drift"].flag != qc.MISSING] = qc.NOT_EVALUATED
     return merged

@@ -32,12 +32,110 @@ class QcResult(NamedTuple):
     score: np.ndarray  # (S, T) float: test statistic (units documented per test)
 
 
-def _col(a: object, s: int) -> np.ndarray:
-    """Scalar or (S,) or (S,1) -> (S,1) float for broadcasting over time."""
+class Prepared:
+    """Inputs shared by the tests of one (S, T) block, each computed once and reused by every detector.
+
+    ``missing``: isnan(x), (S, T) bool; ``nan0``: NaN where missing, 0 elsewhere (x.dtype;
+    adding it masks a score in one cheap pass); ``step``: |x_t - x_{t-1}|, (S, T), field
+    units, NaN in the first column; ``absdiff``: its (S, T-1) part without that column.
+    """
+
+    __slots__ = ("x", "missing", "_nan0", "_step")
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        self.missing = np.isnan(x)
+        self._nan0: np.ndarray | None = None
+        self._step: np.ndarray | None = None
+
+    @property
+    def nan0(self) -> np.ndarray:
+        if self._nan0 is None:
+            self._nan0 = np.zeros(self.x.shape, dtype=self.x.dtype)
+            np.copyto(self._nan0, np.nan, where=self.missing)
+        return self._nan0
+
+    @property
+    def step(self) -> np.ndarray:
+        if self._step is None:
+            d = np.empty(self.x.shape, dtype=self.x.dtype)
+            shift(np.subtract, self.x, 1, out=d)
+            np.abs(d, out=d)
+            d[:, 0] = np.nan
+            self._step = d
+        return self._step
+
+    @property
+    def absdiff(self) -> np.ndarray:
+        return self.step[:, 1:]
+
+
+def shift(op, x: np.ndarray, k: int, out: np.ndarray) -> np.ndarray:
+    """out[:, t] = op(x[:, t], x[:, t - k]) for t >= k, over the flattened (contiguous) arrays.
+
+    One long 1-D operation instead of S row slices (several times faster); the first
+    ``k`` columns of ``out`` mix in the previous row and are the caller's to overwrite.
+    """
+    xf = np.ascontiguousarray(x).reshape(-1)
+    op(xf[k:], xf[:-k], out=out.reshape(-1)[k:])
+    return out
+
+
+def _prep(x: np.ndarray, prep: Prepared | None) -> Prepared:
+    return prep if prep is not None and prep.x is x else Prepared(x)
+
+
+def _result(x: np.ndarray, out: QcResult | None) -> QcResult:
+    """Buffers to compute into: the caller's ``out`` when its score has x's dtype, else new ones."""
+    if out is not None and out.score.dtype == x.dtype:
+        return out
+    return QcResult(np.empty(x.shape, dtype=np.int8), np.empty(x.shape, dtype=x.dtype))
+
+
+def _deliver(res: QcResult, out: QcResult | None) -> QcResult:
+    if out is None or res is out:
+        return res
+    out.flag[...] = res.flag
+    out.score[...] = res.score
+    return out
+
+
+def _col(a: object, s: int, dtype=np.float64) -> np.ndarray | float:
+    """Threshold for broadcasting over time: a Python float stays a scalar (computed at the
+    array's precision); (S,) or (S,1) -> (S,1) of ``dtype``."""
     arr = np.asarray(a, dtype=np.float64)
     if arr.ndim == 0:
-        return np.full((s, 1), float(arr))
-    return arr.reshape(s, 1)
+        return float(arr)
+    return arr.reshape(s, 1).astype(dtype, copy=False)
+
+
+def _combine(flag: np.ndarray, suspect: np.ndarray, fail: np.ndarray, not_evaluated: np.ndarray | None,
+             missing: np.ndarray) -> np.ndarray:
+    """flag = 1, 3 where ``suspect``, 4 where ``fail`` (fail implies suspect), 2 where ``not_evaluated``
+    (boolean masks, disjoint from suspect), 9 where ``missing`` (where nothing else is set).
+
+    Plain int8 arithmetic on the masks instead of masked assignments: several times cheaper.
+    """
+    i8 = np.int8
+    np.add(suspect.view(i8), suspect.view(i8), out=flag)
+    flag += fail.view(i8)
+    flag += 1
+    if not_evaluated is not None:
+        flag += not_evaluated.view(i8)  # 1 -> 2
+        flag += missing.view(i8) * i8(7)  # missing readings are not evaluated either: 2 -> 9
+    else:
+        flag += missing.view(i8) * i8(8)  # 1 -> 9
+    return flag
+
+
+def _threshold_flags(flag: np.ndarray, score: np.ndarray, suspect, fail, missing: np.ndarray) -> np.ndarray:
+    """QARTOD flags of a score that is NaN where x is missing: > suspect 3, > fail 4, NaN 2, missing 9."""
+    lower = np.minimum(suspect, fail)  # a fail is always also past the suspect threshold
+    lower = float(lower) if np.ndim(lower) == 0 else lower  # a Python float compares at the score's precision
+    with np.errstate(invalid="ignore"):
+        b = score > fail
+        a = score > lower
+    return _combine(flag, a, b, np.isnan(score), missing)
 
 
 def _finish(flag: np.ndarray, score: np.ndarray, x: np.ndarray) -> QcResult:
@@ -48,31 +146,71 @@ def _finish(flag: np.ndarray, score: np.ndarray, x: np.ndarray) -> QcResult:
     return QcResult(flag, score)
 
 
-def gross_range(x: np.ndarray, fail_lo, fail_hi, suspect_lo, suspect_hi) -> QcResult:
+def gross_range(x: np.ndarray, fail_lo, fail_hi, suspect_lo, suspect_hi, *, prep: Prepared | None = None,
+                out: QcResult | None = None) -> QcResult:
     """QARTOD gross range test.
 
     Outside [fail_lo, fail_hi] (sensor limits, catalogue ``range``) -> 4 fail;
     outside [suspect_lo, suspect_hi] (catalogue ``expected``) -> 3 suspect.
     score: distance outside the expected span, in units of that span (0 inside).
+    ``prep``/``out``: shared block inputs and buffers to write into (see :class:`Prepared`).
     """
     s = x.shape[0]
-    flo, fhi, slo, shi = (_col(a, s) for a in (fail_lo, fail_hi, suspect_lo, suspect_hi))
-    span = np.maximum(shi - slo, 1e-12)
+    pr = _prep(x, prep)
+    flo, fhi, slo, shi = (_col(a, s, x.dtype) for a in (fail_lo, fail_hi, suspect_lo, suspect_hi))
+    span = np.maximum(np.subtract(shi, slo), 1e-12)
+    span = float(span) if np.ndim(span) == 0 else span.astype(x.dtype)
+    res = _result(x, out)
+    score = res.score
     with np.errstate(invalid="ignore"):
-        score = np.maximum(np.maximum(slo - x, x - shi), 0.0) / span
+        np.subtract(slo, x, out=score)
+        np.maximum(score, x - shi, out=score)  # NaN (missing) propagates
+        np.maximum(score, 0.0, out=score)
+        score /= span
+        fail = x < flo
+        fail |= x > fhi
         # outside the fail span implies outside the expected span: 1 + 2 + 1 = 4
-        flag = (1 + 2 * (score > 0) + ((x < flo) | (x > fhi))).astype(np.int8)
-    return _finish(flag, score, x)
+        _combine(res.flag, score > 0, fail, None, pr.missing)
+    return _deliver(res, out)
 
 
-def run_length(b: np.ndarray) -> np.ndarray:
-    """For boolean (S, T): length of the run of True ending at each position (0 where False)."""
-    t = np.arange(b.shape[1], dtype=np.int32)
-    last_false = np.maximum.accumulate(np.where(b, np.int32(-1), t), axis=1)
-    return t - last_false
+def _run_dtype(t: int):
+    return np.int16 if t < np.iinfo(np.int16).max else np.int32
 
 
-def flat_line(x: np.ndarray, tolerance, suspect_n: int, fail_n: int) -> QcResult:
+def run_length(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """For boolean (S, T): length of the run of True ending at each position (0 where False).
+
+    Sparse masks (the usual case: missing readings, repeated values) are encoded as runs of
+    flat indices, which costs a pass over the True positions only; dense ones use a running
+    maximum of the last False position. ``out``: (S, T) integer array to write into.
+    """
+    s, t = b.shape
+    if out is None:
+        out = np.empty((s, t), dtype=_run_dtype(t))
+    n_true = int(np.count_nonzero(b))
+    if n_true > b.size // 8:
+        idx = np.arange(1, t + 1, dtype=out.dtype)
+        last_false = np.multiply(~b, idx, dtype=out.dtype)  # t + 1 where False, 0 where True
+        np.maximum.accumulate(last_false, axis=1, out=last_false)
+        return np.subtract(idx, last_false, out=out)
+    out[...] = 0
+    if n_true == 0:
+        return out
+    pos = np.flatnonzero(b)  # (row, col) -> row * t + col, increasing
+    row, col = np.divmod(pos, t)
+    new = np.ones(len(pos), dtype=bool)
+    np.not_equal(np.diff(pos), 1, out=new[1:])
+    new[1:] |= col[1:] == 0  # a run never continues into the next row
+    first = np.flatnonzero(new)
+    length = np.diff(first, append=len(pos))
+    within = np.arange(1, len(pos) + 1) - np.repeat(first, length)
+    out[row, col] = within
+    return out
+
+
+def flat_line(x: np.ndarray, tolerance, suspect_n: int, fail_n: int, *, prep: Prepared | None = None,
+              out: QcResult | None = None) -> QcResult:
     """QARTOD flat line test: a stuck sensor repeats the same value.
 
     tolerance: field units; consecutive readings closer than this count as "same".
@@ -80,31 +218,31 @@ def flat_line(x: np.ndarray, tolerance, suspect_n: int, fail_n: int) -> QcResult
     which the reading is suspect / fail. A missing sample breaks the run.
     score: length of the current unchanged run, in samples.
     """
-    s = x.shape[0]
-    tol = _col(tolerance, s)
+    s, t = x.shape
+    pr = _prep(x, prep)
+    tol = _col(tolerance, s, x.dtype)
     with np.errstate(invalid="ignore"):
-        same = np.abs(np.diff(x, axis=1)) <= tol  # NaN compares False: a gap breaks the run
-    run = np.zeros(x.shape, dtype=np.int32)
-    run[:, 1:] = run_length(same)
-    flag = np.full(x.shape, GOOD, dtype=np.int8)
-    flag[run >= suspect_n] = SUSPECT
-    flag[run >= fail_n] = FAIL
-    return _finish(flag, run.astype(x.dtype), x)
+        same = pr.step <= tol  # NaN compares False: a gap breaks the run (and the first sample has no step)
+    run = run_length(same)
+    res = _result(x, out)
+    _combine(res.flag, run >= min(suspect_n, fail_n), run >= fail_n, None, pr.missing)  # a missing sample has run 0
+    np.add(run, pr.nan0, out=res.score)
+    return _deliver(res, out)
 
 
-def robust_step_scale(x: np.ndarray, floor) -> np.ndarray:
+def robust_step_scale(x: np.ndarray, floor, *, prep: Prepared | None = None) -> np.ndarray:
     """Per-series robust spread of one-step changes, shape (S, 1), field units.
 
     1.4826 * median(|diff|) (normal-consistent MAD of differences around 0), never
     below ``floor`` (e.g. the sensor resolution) so quantised, quiet signals do not
     turn every step into an outlier.
     """
-    med = row_median(np.abs(np.diff(x, axis=1)))
+    med = row_median(_prep(x, prep).absdiff)
     med = np.where(np.isnan(med), 0.0, med)
     return np.maximum(1.4826 * med, np.asarray(floor, dtype=np.float64).reshape(-1))[:, None]
 
 
-def spike(x: np.ndarray, suspect, fail) -> QcResult:
+def spike(x: np.ndarray, suspect, fail, *, prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:
     """QARTOD spike test.
 
     score = |x_i - (x_{i-1} + x_{i+1})/2| - |x_{i+1} - x_{i-1}|/2, field units (how
@@ -114,35 +252,45 @@ def spike(x: np.ndarray, suspect, fail) -> QcResult:
     gap borders: the gap test covers those) are 2, not evaluated.
     """
     s = x.shape[0]
-    score = np.full(x.shape, np.nan, dtype=x.dtype)
-    a, b, c = x[:, :-2], x[:, 1:-1], x[:, 2:]
-    score[:, 1:-1] = np.abs(b - (a + c) * 0.5) - np.abs(c - a) * 0.5
-    flag = _thresholds(score, _col(suspect, s), _col(fail, s))
-    return _finish(flag, score, x)
+    pr = _prep(x, prep)
+    res = _result(x, out)
+    score = res.score
+    # over the flattened block: the two end columns mix neighbouring rows and are set to NaN after
+    score = score if score.flags.c_contiguous else np.empty(x.shape, dtype=x.dtype)
+    xf, inner = np.ascontiguousarray(x).reshape(-1), score.reshape(-1)[1:-1]
+    a, b, c = xf[:-2], xf[1:-1], xf[2:]
+    np.add(a, c, out=inner)
+    inner *= 0.5
+    np.subtract(b, inner, out=inner)
+    np.abs(inner, out=inner)
+    half = np.subtract(c, a)
+    np.abs(half, out=half)
+    half *= 0.5
+    inner -= half
+    score[:, 0] = score[:, -1] = np.nan
+    if score is not res.score:
+        res.score[...] = score
+    _threshold_flags(res.flag, score, _col(suspect, s, x.dtype), _col(fail, s, x.dtype), pr.missing)
+    return _deliver(res, out)
 
 
-def _thresholds(score: np.ndarray, suspect: np.ndarray, fail: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        flag = (score > suspect).astype(np.int8) * 2 + 1  # 1 good / 3 suspect
-        np.copyto(flag, FAIL, where=score > fail)
-    np.copyto(flag, NOT_EVALUATED, where=np.isnan(score))
-    return flag
-
-
-def rate_of_change(x: np.ndarray, step_s: float, suspect_rate, fail_rate) -> QcResult:
+def rate_of_change(x: np.ndarray, step_s: float, suspect_rate, fail_rate, *, prep: Prepared | None = None,
+                   out: QcResult | None = None) -> QcResult:
     """QARTOD rate-of-change test: |x_i - x_{i-1}| / step between grid neighbours.
 
     step_s: grid step in seconds. Rates in field units per second.
     score: the absolute rate (units/s); 2 (not evaluated) after a gap.
     """
     s = x.shape[0]
-    score = np.full(x.shape, np.nan, dtype=x.dtype)
-    score[:, 1:] = np.abs(np.diff(x, axis=1)) * (1.0 / float(step_s))
-    flag = _thresholds(score, _col(suspect_rate, s), _col(fail_rate, s))
-    return _finish(flag, score, x)
+    pr = _prep(x, prep)
+    res = _result(x, out)
+    np.multiply(pr.step, 1.0 / float(step_s), out=res.score)  # NaN in the first column
+    _threshold_flags(res.flag, res.score, _col(suspect_rate, s, x.dtype), _col(fail_rate, s, x.dtype), pr.missing)
+    return _deliver(res, out)
 
 
-def gap(x: np.ndarray, suspect_n: int = 1, fail_n: int = 5) -> QcResult:
+def gap(x: np.ndarray, suspect_n: int = 1, fail_n: int = 5, *, prep: Prepared | None = None,
+        out: QcResult | None = None) -> QcResult:
     """QARTOD time-gap test on the grid.
 
     Missing bins are flagged 9; the first reading after a gap of at least
@@ -150,61 +298,98 @@ def gap(x: np.ndarray, suspect_n: int = 1, fail_n: int = 5) -> QcResult:
     silent, its clock or buffer may be off). score: missing bins before each
     sample (for missing bins: the length of the gap so far).
     """
-    missing = np.isnan(x)
-    run = run_length(missing)  # missing run ending at t
-    before = np.zeros(x.shape, dtype=np.int32)
-    before[:, 1:] = run[:, :-1]
-    score = np.where(missing, run, before).astype(x.dtype)
+    s, t = x.shape
+    missing = _prep(x, prep).missing
+    before = np.empty(x.shape, dtype=_run_dtype(t))  # missing bins right before each sample
+    before[:, 0] = 0
+    run_length(missing[:, :-1], out=before[:, 1:])
+    res = _result(x, out)
+    # a missing bin's own gap so far is one more than the run before it
+    np.add(before, missing, out=res.score)
     # Only a silence *between* readings is a gap: the leading run before a series'
     # first reading in the window is the window edge (or a device that just joined).
-    seen_before = np.zeros(x.shape, dtype=bool)
-    seen_before[:, 1:] = np.maximum.accumulate(~missing, axis=1)[:, :-1]
-    after_gap = ~missing & seen_before
-    flag = np.full(x.shape, GOOD, dtype=np.int8)
-    flag[(before >= suspect_n) & after_gap] = SUSPECT
-    flag[(before >= fail_n) & after_gap] = FAIL
-    flag[missing] = MISSING
-    return QcResult(flag, score)
+    present = ~missing
+    first = np.where(present.any(axis=1), np.argmax(present, axis=1), t)
+    after_gap = present & (np.arange(t)[None, :] > first[:, None])
+    fail = before >= fail_n
+    fail &= after_gap
+    sus = before >= min(suspect_n, fail_n)
+    sus &= after_gap
+    _combine(res.flag, sus, fail, None, missing)
+    return _deliver(res, out)
 
 
 def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
-    """Trailing NaN-aware mean over ``window`` samples (NaN where the window is empty)."""
+    """Trailing NaN-aware mean over ``window`` samples (NaN where the window is empty), (S, T).
+
+    Short windows (float32) add shifted copies; long ones (or float64 input) difference
+    float64 running sums.
+    """
     present = ~np.isnan(x)
-    s = x.shape[0]
-    c = np.zeros((s, x.shape[1] + 1))
-    np.cumsum(np.where(present, x, 0.0), axis=1, out=c[:, 1:])
-    n = np.zeros((s, x.shape[1] + 1), dtype=np.int32)
-    np.cumsum(present, axis=1, out=n[:, 1:])
-    w = min(window, x.shape[1])
-    tot = np.empty((s, x.shape[1]))
-    cnt = np.empty((s, x.shape[1]), dtype=np.int32)
-    tot[:, :w] = c[:, 1 : w + 1]
-    cnt[:, :w] = n[:, 1 : w + 1]
-    tot[:, w:] = c[:, w + 1 :] - c[:, 1 : -w]
-    cnt[:, w:] = n[:, w + 1 :] - n[:, 1 : -w]
+    s, t = x.shape
+    w = max(min(int(window), t), 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = tot / cnt
-    return out
+        if w <= 32 and x.dtype == np.float32:
+            # w shifted adds over rows padded with w-1 zeros in front (so a shift never
+            # reaches into the previous row), each one long 1-D operation
+            x0 = np.zeros((s, w - 1 + t), dtype=x.dtype)
+            np.copyto(x0[:, w - 1 :], x, where=present)
+            n0 = np.zeros((s, w - 1 + t), dtype=np.int8)
+            n0[:, w - 1 :] = present
+            tot, cnt = x0.copy(), n0.copy()
+            for k in range(1, w):
+                tot.reshape(-1)[k:] += x0.reshape(-1)[:-k]
+                cnt.reshape(-1)[k:] += n0.reshape(-1)[:-k]
+            return tot[:, w - 1 :] / cnt[:, w - 1 :]
+        c = np.zeros((s, t + 1))
+        np.cumsum(np.where(present, x, 0.0), axis=1, out=c[:, 1:])
+        n = np.zeros((s, t + 1), dtype=np.int32)
+        np.cumsum(present, axis=1, out=n[:, 1:])
+        tot = np.empty((s, t))
+        cnt = np.empty((s, t), dtype=np.int32)
+        tot[:, :w] = c[:, 1 : w + 1]
+        cnt[:, :w] = n[:, 1 : w + 1]
+        tot[:, w:] = c[:, w + 1 :] - c[:, 1 : -w]
+        cnt[:, w:] = n[:, w + 1 :] - n[:, 1 : -w]
+        return tot / cnt
 
 
-def _median_last(a: np.ndarray) -> np.ndarray:
-    """Median over the last axis with np.partition (np.median's NaN bookkeeping costs ~10x here)."""
+def _median_last(a: np.ndarray, overwrite: bool = False) -> np.ndarray:
+    """Median over the last axis by sorting short rows / partitioning long ones (np.median's
+    NaN bookkeeping costs ~10x here). ``overwrite``: reorder ``a`` in place instead of a copy.
+    """
     n = a.shape[-1]
     k = n // 2
-    p = np.partition(a, k, axis=-1)  # one kth: a second one costs ~4x on short rows
+    p = a if overwrite else a.copy()
+    if n <= 512:  # numpy's SIMD sort beats a partition plus the max of its lower half on short rows
+        p.sort(axis=-1)
+        lower = p[..., k - 1] if n > 1 else p[..., 0]
+    else:
+        p.partition(k, axis=-1)  # one kth: a second one costs ~4x on short rows
+        lower = p[..., :k].max(axis=-1) if n % 2 == 0 else None  # all left of k are <= p[k]: max = statistic k-1
     if n % 2:
-        return p[..., k]
-    lower = p[..., :k].max(axis=-1)  # everything left of k is <= p[k]: its max is order statistic k-1
+        return p[..., k].copy()
     with np.errstate(invalid="ignore"):
         return 0.5 * (lower + p[..., k])
+
+
+def alternate_inf(a: np.ndarray, nan_pos: np.ndarray) -> None:
+    """Replace the NaN at flat positions ``nan_pos`` (sorted) of ``a`` (..., n) by +inf, -inf, +inf, ...
+    in order along each last-axis slice, in place.
+
+    Adding equally many values below and above the readings leaves their median where it
+    was (exactly for an even number of NaNs in a slice, within half a rank for an odd number).
+    """
+    n = a.shape[-1]
+    sl = nan_pos // n
+    rank = np.arange(len(nan_pos)) - np.searchsorted(sl, sl, side="left")
+    a.reshape(-1)[nan_pos] = np.where(rank & 1, -np.inf, np.inf)
 
 
 def nanmedian_fast(a: np.ndarray, axis: int, chunk_bytes: int = 1 << 23) -> np.ndarray:
     """Median ignoring NaN, via partition (several times faster than np.nanmedian).
 
-    Each NaN is replaced by -inf or +inf alternately: adding equally many values
-    below and above the readings leaves their median where it was (exactly for an
-    even number of NaNs in a slice, within half a rank for an odd number).
+    Each NaN is replaced by +inf or -inf alternately (:func:`alternate_inf`).
     All-NaN slices give NaN. Works through the leading axis in blocks of about
     ``chunk_bytes`` so temporaries stay in cache.
     """
@@ -215,16 +400,14 @@ def nanmedian_fast(a: np.ndarray, axis: int, chunk_bytes: int = 1 << 23) -> np.n
     out = np.empty(a.shape[:-1], dtype=np.result_type(a.dtype, np.float32))
     rows = max(int(chunk_bytes // max(a[0].nbytes, 1)), 1)
     for i in range(0, a.shape[0], rows):  # a few blocks; each is one vectorised call
-        blk = a[i : i + rows]
-        nan = np.isnan(blk)
-        if nan.any():
-            odd = np.cumsum(nan, axis=-1, dtype=np.int32) & 1
-            blk = np.where(nan, np.where(odd == 1, np.inf, -np.inf), blk)
-            med = _median_last(blk)
-            allnan = nan.all(axis=-1)
-            med[allnan | ~np.isfinite(med)] = np.nan
+        blk = np.array(a[i : i + rows], order="C")  # a contiguous copy: partitioned in place below
+        nan_pos = np.flatnonzero(np.isnan(blk))
+        if len(nan_pos):
+            alternate_inf(blk, nan_pos)
+            med = _median_last(blk, overwrite=True)
+            med[~np.isfinite(med)] = np.nan  # all NaN (or more NaN than readings): no median
         else:
-            med = _median_last(blk)
+            med = _median_last(blk, overwrite=True)
         out[i : i + rows] = med
     return out
 
@@ -232,14 +415,19 @@ def nanmedian_fast(a: np.ndarray, axis: int, chunk_bytes: int = 1 << 23) -> np.n
 MAX_REFERENCE_SERIES = 512
 
 
-def neighbour_residual(x: np.ndarray) -> np.ndarray:
-    """x minus the median of the series at the same time (S, T): what the neighbours do not share.
+def neighbour_reference(x: np.ndarray) -> np.ndarray:
+    """The median of the series at each time, (T,): what all neighbours share.
 
     With more than :data:`MAX_REFERENCE_SERIES` series the median is taken over an
     evenly strided subset: 512 neighbours define "normal" as well as 10,000 do.
     """
     step = -(-x.shape[0] // MAX_REFERENCE_SERIES)
-    return x - nanmedian_fast(x[::step], axis=0)[None, :]
+    return nanmedian_fast(x[::step], axis=0)
+
+
+def neighbour_residual(x: np.ndarray) -> np.ndarray:
+    """x minus the median of the series at the same time (S, T): what the neighbours do not share."""
+    return x - neighbour_reference(x)[None, :]
 
 
 def row_median(a: np.ndarray, max_n: int = 256) -> np.ndarray:
@@ -254,7 +442,8 @@ def row_median(a: np.ndarray, max_n: int = 256) -> np.ndarray:
 
 
 def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.0, floor=0.0,
-          reference_frac: float = 1 / 3, residual: np.ndarray | None = None, min_series: int = 3) -> QcResult:
+          reference_frac: float = 1 / 3, residual: np.ndarray | None = None, min_series: int = 3, *,
+          prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:
     """Drift against neighbours: a sensor slowly leaving its fellow sensors of the same kind.
 
     Every series is compared with the median of all series at the same time
@@ -269,10 +458,13 @@ def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.
     ``residual``: :func:`neighbour_residual` of x when the caller has it already.
     """
     s, t = x.shape
-    flag = np.full(x.shape, GOOD, dtype=np.int8)
+    pr = _prep(x, prep)
+    res = _result(x, out)
     if s < min_series:
-        flag[:] = NOT_EVALUATED
-        return _finish(flag, np.full(x.shape, np.nan), x)
+        res.score[...] = np.nan
+        res.flag[...] = NOT_EVALUATED
+        np.copyto(res.flag, MISSING, where=pr.missing)
+        return _deliver(res, out)
     r = neighbour_residual(x) if residual is None else residual
     sm = rolling_mean(r, window)
     n_ref = max(int(t * reference_frac), 2)
@@ -281,13 +473,14 @@ def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.
     base = row_median(sm[:, :n_ref])[:, None]
     mad = row_median(np.abs(sm[:, :n_ref] - base))[:, None]
     scale = np.maximum(1.4826 * mad, _col(floor, s))
-    scale = np.where(np.isnan(scale), np.inf, np.maximum(scale, 1e-12))
-    with np.errstate(invalid="ignore"):
-        score = np.abs(sm - base) / scale
-        flag[score > suspect_z] = SUSPECT
-        flag[score > fail_z] = FAIL
-        flag[np.isnan(score)] = NOT_EVALUATED
-    return _finish(flag, score, x)
+    scale = np.where(np.isnan(scale), np.inf, np.maximum(scale, 1e-12)).astype(sm.dtype)
+    score = res.score
+    np.subtract(sm, base, out=score)
+    np.abs(score, out=score)
+    score /= scale
+    score += pr.nan0
+    _threshold_flags(res.flag, score, suspect_z, fail_z, pr.missing)
+    return _deliver(res, out)
 
 
 def worst(*flags: np.ndarray) -> np.ndarray:

@@ -14,30 +14,22 @@ sample the statistics of the window centred nearest to it: the median of a
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
-from analytics.qc import FAIL, NOT_EVALUATED, SUSPECT, QcResult, _finish, _median_last, row_median
+from analytics.qc import (FAIL, MISSING, NOT_EVALUATED, SUSPECT, Prepared, QcResult, _deliver, _median_last, _prep,
+                          _result, _threshold_flags, alternate_inf, row_median)
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution * 1.4826 = its standard deviation
+SCAN_BLOCK = 32  # samples per time block of the blocked scans (EWMA, CUSUM)
 
 
-def _flags(score: np.ndarray, suspect: float, fail: float) -> np.ndarray:
-    with np.errstate(invalid="ignore"):
-        flag = (score > suspect).astype(np.int8) * 2 + 1
-        np.copyto(flag, FAIL, where=score > fail)
-    np.copyto(flag, NOT_EVALUATED, where=np.isnan(score))
-    return flag
+def _window_median_mad(x: np.ndarray, window: int, hop: int | None):
+    """Median and MAD (field units) of windows of ``window`` samples starting every ``hop`` samples.
 
-
-def rolling_median_mad(x: np.ndarray, window: int, hop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Centred rolling median and MAD (field units), each (S, T), evaluated every ``hop`` samples.
-
-    window: samples per window (clipped to T); hop: samples between evaluated
-    windows (default = window: adjacent blocks; 1 = an exact rolling median).
+    Returns (med, mad) shaped (S, B), the window starts (B,), the window length, and
+    whether the windows tile the series exactly (then window b covers samples b*w .. b*w+w-1).
     """
     s, t = x.shape
     w = max(min(int(window), t), 1)
@@ -46,46 +38,80 @@ def rolling_median_mad(x: np.ndarray, window: int, hop: int | None = None) -> tu
     if starts[-1] != t - w:
         starts = np.append(starts, t - w)
     nb = len(starts)
-    med = np.empty((s, nb))
-    mad = np.empty((s, nb))
-    rows = max((1 << 22) // (nb * w * 8), 1)  # ~4 MB of window copies at a time
+    tiles = h == w and t % w == 0  # adjacent windows: a reshape, no window copies
+    med = np.empty((s, nb), dtype=x.dtype)
+    mad = np.empty((s, nb), dtype=x.dtype)
+    rows = max((1 << 22) // (nb * w * x.itemsize), 1)  # ~4 MB of window copies at a time
     for i in range(0, s, rows):  # a few dozen blocks, each one vectorised call
-        blk = sliding_window_view(x[i : i + rows], w, axis=1)[:, starts]  # (r, B, w) copy of a small block
-        nan = np.isnan(blk)
-        if nan.any():
-            odd = (np.cumsum(nan, axis=-1, dtype=np.int32) & 1).astype(bool)
-            sign = np.where(odd, np.inf, -np.inf)  # see qc.nanmedian_fast: +/-inf pairs keep the median
-            m = _median_last(np.where(nan, sign, blk))
-            dev = np.where(nan, sign, np.abs(blk - m[..., None]))
-            d = _median_last(dev)
-            bad = nan.all(axis=-1) | ~np.isfinite(m)
+        xs = x[i : i + rows]
+
+        def windows() -> np.ndarray:  # (r, B, w): a view when the windows tile, else a copy
+            return xs.reshape(len(xs), nb, w) if tiles else sliding_window_view(xs, w, axis=1)[:, starts]
+        blk = np.array(windows(), order="C")  # partitioned in place
+        nan_pos = np.flatnonzero(np.isnan(blk))
+        if len(nan_pos):
+            alternate_inf(blk, nan_pos)  # see qc.nanmedian_fast: +/-inf pairs keep the median
+        m = _median_last(blk, overwrite=True)
+        dev = np.subtract(windows(), m[..., None])
+        np.abs(dev, out=dev)
+        if len(nan_pos):
+            alternate_inf(dev, nan_pos)
+        d = _median_last(dev, overwrite=True)
+        if len(nan_pos):
+            bad = ~np.isfinite(m)  # all NaN, or more NaN than readings
             m[bad] = np.nan
             d[bad | ~np.isfinite(d)] = np.nan
-        else:
-            m = _median_last(blk)
-            d = _median_last(np.abs(blk - m[..., None]))
         med[i : i + rows], mad[i : i + rows] = m, d
-    # each sample takes the window centred nearest to it; the window index never decreases along time
+    return med, mad, starts, w, tiles
+
+
+def _nearest_window(starts: np.ndarray, w: int, t: int) -> np.ndarray:
+    """Samples per window when each sample takes the window centred nearest to it, (B,)."""
     centres = starts + (w - 1) / 2.0
     mids = (centres[:-1] + centres[1:]) / 2.0
-    b = np.searchsorted(mids, np.arange(t), side="left")
-    counts = np.bincount(b, minlength=nb)
+    b = np.searchsorted(mids, np.arange(t), side="left")  # the window index never decreases along time
+    return np.bincount(b, minlength=len(starts))
+
+
+def rolling_median_mad(x: np.ndarray, window: int, hop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Centred rolling median and MAD (field units), each (S, T), evaluated every ``hop`` samples.
+
+    window: samples per window (clipped to T); hop: samples between evaluated
+    windows (default = window: adjacent blocks; 1 = an exact rolling median).
+    Each sample takes the statistics of the window centred nearest to it.
+    """
+    med, mad, starts, w, _ = _window_median_mad(x, window, hop)
+    counts = _nearest_window(starts, w, x.shape[1])
     return np.repeat(med, counts, axis=1), np.repeat(mad, counts, axis=1)
 
 
 def hampel(x: np.ndarray, window: int = 60, hop: int | None = None, suspect_z: float = 4.0,
-           fail_z: float = 8.0, floor: float = 0.0) -> QcResult:
+           fail_z: float = 8.0, floor: float = 0.0, *, prep: Prepared | None = None,
+           out: QcResult | None = None) -> QcResult:
     """Hampel identifier / robust rolling z-score.
 
     score = |x - rolling median| / (1.4826 * rolling MAD), robust standard
     deviations; the scale never goes below ``floor`` (field units, e.g. the
     sensor resolution) so a quantised, constant signal does not explode.
     """
-    med, mad = rolling_median_mad(x, window, hop)
+    s, t = x.shape
+    pr = _prep(x, prep)
+    med, mad, starts, w, tiles = _window_median_mad(x, window, hop)
     scale = np.maximum(MAD_TO_SIGMA * mad, max(floor, 1e-12))
-    with np.errstate(invalid="ignore"):
-        score = np.abs(x - med) / scale
-    return _finish(_flags(score, suspect_z, fail_z), score, x)
+    res = _result(x, out)
+    if tiles and res.score.flags.c_contiguous:  # every sample's window is its own tile: broadcast
+        nb = len(starts)
+        sv = res.score.reshape(s, nb, w)
+        np.subtract(x.reshape(s, nb, w), med[..., None], out=sv)
+        np.abs(sv, out=sv)
+        sv /= scale[..., None]
+    else:
+        counts = _nearest_window(starts, w, t)
+        np.subtract(x, np.repeat(med, counts, axis=1), out=res.score)
+        np.abs(res.score, out=res.score)
+        np.divide(res.score, np.repeat(scale, counts, axis=1), out=res.score)
+    _threshold_flags(res.flag, res.score, suspect_z, fail_z, pr.missing)  # NaN where x is missing
+    return _deliver(res, out)
 
 
 def _robust_standardise(x: np.ndarray, floor: float, reference: slice | None = None) -> np.ndarray:
@@ -104,7 +130,8 @@ def standardise(x: np.ndarray, floor: float = 0.0, reference_frac: float = 0.5) 
     """
     n_ref = max(int(x.shape[1] * reference_frac), 2)
     z = _robust_standardise(x, floor, slice(0, n_ref))
-    return np.where(np.isnan(z), 0.0, z)
+    np.copyto(z, 0.0, where=np.isnan(z))
+    return z
 
 
 def ffill(x: np.ndarray, fill: float = 0.0) -> np.ndarray:
@@ -113,6 +140,59 @@ def ffill(x: np.ndarray, fill: float = 0.0) -> np.ndarray:
     idx = np.maximum.accumulate(np.where(present, np.arange(x.shape[1]), 0), axis=1)
     out = np.take_along_axis(x, idx, axis=1)
     return np.where(np.isnan(out), fill, out)
+
+
+def time_blocks(a: np.ndarray, bs: int = SCAN_BLOCK, fill: float = 0.0) -> np.ndarray:
+    """(S, T) -> (bs, S, B) copy, B = ceil(T / bs): time cut into blocks of ``bs`` samples with the
+    position inside the block leading, so a scan along time is ``bs`` steps over contiguous
+    (S, B) slices instead of T steps over rows. The end is padded with ``fill``."""
+    s, t = a.shape
+    nb = -(-t // bs)
+    if nb * bs != t:
+        padded = np.full((s, nb * bs), fill, dtype=a.dtype)
+        padded[:, :t] = a
+        a = padded
+    out = np.empty((bs, s, nb), dtype=a.dtype)
+    np.copyto(out, a.reshape(s, nb, bs).transpose(2, 0, 1))
+    return out
+
+
+def from_time_blocks(b: np.ndarray, t: int, out: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of :func:`time_blocks`: (bs, S, B) -> (S, T) (into ``out`` when given)."""
+    bs, s, nb = b.shape
+    if out is None:
+        out = np.empty((s, t), dtype=b.dtype)
+    if nb * bs == t and out.flags.c_contiguous:
+        np.copyto(out.reshape(s, nb, bs), b.transpose(1, 2, 0))
+    else:
+        out[...] = b.transpose(1, 2, 0).reshape(s, nb * bs)[:, :t]
+    return out
+
+
+def _ewma_blocks(zb: np.ndarray, alpha: float, before: np.ndarray) -> np.ndarray:
+    """EWMA y_t = alpha * z_t + (1 - alpha) * y_{t-1} over time blocks (see :func:`time_blocks`).
+
+    ``before``: (S,) the state before the first sample. Within each block the recursion
+    runs from a zero state (bs vectorised steps); each block then adds the decayed end
+    state of the previous one.
+    """
+    bs, s, nb = zb.shape
+    beta = 1.0 - alpha
+    y = np.multiply(zb, alpha)
+    tmp = np.empty_like(y[0])
+    for i in range(1, bs):  # bs steps, each over every series and block at once
+        np.multiply(y[i - 1], beta, out=tmp)
+        y[i] += tmp
+    ends = np.ascontiguousarray(y[-1].T)  # (B, S) local end states
+    carry = np.empty((nb, s), dtype=y.dtype)  # true state before each block
+    state = before.astype(y.dtype)
+    decay = beta ** bs
+    for k in range(nb):  # B steps over (S,) vectors
+        carry[k] = state
+        state = ends[k] + decay * state
+    powers = (beta ** np.arange(1, bs + 1)).astype(y.dtype)
+    y += powers[:, None, None] * carry.T[None]
+    return y
 
 
 def ewma(x: np.ndarray, alpha: float) -> np.ndarray:
@@ -125,7 +205,8 @@ def ewma(x: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def ewma_chart(x: np.ndarray, alpha: float = 0.1, suspect_l: float = 3.0, fail_l: float = 5.0,
-               floor: float = 0.0, reference_frac: float = 0.5, z: np.ndarray | None = None) -> QcResult:
+               floor: float = 0.0, reference_frac: float = 0.5, z: np.ndarray | None = None, *,
+               zb: np.ndarray | None = None, prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:
     """EWMA control chart on robustly standardised readings.
 
     Baseline median/MAD from the first ``reference_frac`` of the window. score =
@@ -133,42 +214,85 @@ def ewma_chart(x: np.ndarray, alpha: float = 0.1, suspect_l: float = 3.0, fail_l
     robust spread in the reference period (at least the white-noise value
     sqrt(alpha / (2 - alpha))): > suspect_l -> 3, > fail_l -> 4. Catches small persistent
     shifts (offsets, slow contamination) that a point-wise test misses.
+    ``z``: :func:`standardise` of x; ``zb``: :func:`time_blocks` of z (both shared with :func:`cusum`).
     """
-    n_ref = max(int(x.shape[1] * reference_frac), 2)
+    s, t = x.shape
+    n_ref = max(int(t * reference_frac), 2)
     if z is None:
         z = standardise(x, floor, reference_frac)
-    e = ewma(z, alpha)
+    if zb is None:
+        zb = time_blocks(z)
+    res = _result(x, out)
+    e = from_time_blocks(_ewma_blocks(zb, alpha, z[:, 0]), t, out=res.score)  # starts at the first value
     # calibrate against the EWMA's own spread in the reference period: real residuals are
     # autocorrelated, and the white-noise formula sqrt(alpha/(2-alpha)) underestimates it
     e0 = row_median(e[:, :n_ref])[:, None]
     spread = MAD_TO_SIGMA * row_median(np.abs(e[:, :n_ref] - e0))[:, None]
-    spread = np.maximum(spread, np.sqrt(alpha / (2.0 - alpha)))
-    score = np.abs(e - e0) / spread
-    return _finish(_flags(score, suspect_l, fail_l), score, x)
+    spread = np.maximum(spread, np.sqrt(alpha / (2.0 - alpha))).astype(e.dtype)
+    e -= e0
+    np.abs(e, out=e)
+    e /= spread
+    pr = _prep(x, prep)
+    e += pr.nan0
+    _threshold_flags(res.flag, e, suspect_l, fail_l, pr.missing)
+    return _deliver(res, out)
+
+
+def _cusum_side(ub: np.ndarray) -> np.ndarray:
+    """Lindley's recursion S_t = max(0, S_{t-1} + u_t) over time blocks, in place on ``ub``.
+
+    Closed form S_t = C_t - min(0, min_{j<=t} C_j) with C the running sum of u: the
+    running sum and running minimum are scanned inside each block (bs vectorised
+    steps), then shifted by the preceding blocks' totals and minima.
+    """
+    bs, s, nb = ub.shape
+    c = ub
+    for i in range(1, bs):
+        c[i] += c[i - 1]
+    off = np.zeros((s, nb), dtype=c.dtype)  # sum of u over the preceding blocks
+    np.cumsum(c[-1, :, :-1], axis=1, out=off[:, 1:])
+    m = c.copy()
+    for i in range(1, bs):
+        np.minimum(m[i], m[i - 1], out=m[i])
+    prev = np.full((s, nb), np.inf, dtype=c.dtype)  # minimum of C over the preceding blocks
+    np.minimum.accumulate(m[-1, :, :-1] + off[:, :-1], axis=1, out=prev[:, 1:])
+    c += off
+    m += off
+    np.minimum(m, prev, out=m)
+    np.minimum(m, 0.0, out=m)
+    c -= m
+    return c
 
 
 def cusum(x: np.ndarray, k: float = 0.5, h: float = 5.0, floor: float = 0.0,
-          reference_frac: float = 0.5, z: np.ndarray | None = None) -> QcResult:
+          reference_frac: float = 0.5, z: np.ndarray | None = None, *, zb: np.ndarray | None = None,
+          prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:
     """Two-sided tabular CUSUM on robustly standardised readings.
 
     S+ = max(0, S+ + z - k), S- = max(0, S- - z - k); score = max(S+, S-) in
     standard deviations; > h -> 3 suspect, > 2h -> 4 fail. k = half the shift to
     detect (0.5 = a one-sigma shift). Missing readings add nothing (z = 0).
+    ``z``/``zb``: as for :func:`ewma_chart`.
     """
-    if z is None:
-        z = standardise(x, floor, reference_frac)
-    # Lindley's recursion S_t = max(0, S_{t-1} + u_t) has the closed form
-    # S_t = C_t - min(0, min_{j<=t} C_j) with C the running sum of u: no loop over time.
-    c = np.cumsum(z - k, axis=1)
-    hi = c - np.minimum(np.minimum.accumulate(c, axis=1), 0.0)
-    np.cumsum(-z - k, axis=1, out=c)
-    lo = c - np.minimum(np.minimum.accumulate(c, axis=1), 0.0)
-    score = np.maximum(hi, lo)
-    return _finish(_flags(score, h, 2 * h), score, x)
+    s, t = x.shape
+    if zb is None:
+        zb = time_blocks(standardise(x, floor, reference_frac) if z is None else z)
+    hi = _cusum_side(np.subtract(zb, k))
+    lo = np.negative(zb)
+    lo -= k
+    lo = _cusum_side(lo)
+    np.maximum(hi, lo, out=hi)
+    res = _result(x, out)
+    score = from_time_blocks(hi, t, out=res.score)  # the padding at the end is cut off
+    pr = _prep(x, prep)
+    score += pr.nan0
+    _threshold_flags(res.flag, score, h, 2 * h, pr.missing)
+    return _deliver(res, out)
 
 
 def seasonal_residual(x: np.ndarray, step_s: float, t0_ms: int, suspect_z: float = 4.0, fail_z: float = 8.0,
-                      floor: float = 0.0, day_s: int = 86400) -> QcResult:
+                      floor: float = 0.0, day_s: int = 86400, *, prep: Prepared | None = None,
+                      out: QcResult | None = None) -> QcResult:
     """Residual from each series' time-of-day baseline (the same slot's trimmed mean over the days in the window).
 
     Needs at least 3 days in the window (a median of 2 is no baseline); otherwise
@@ -176,30 +300,53 @@ def seasonal_residual(x: np.ndarray, step_s: float, t0_ms: int, suspect_z: float
     the residuals), robust standard deviations.
     """
     s, t = x.shape
+    pr = _prep(x, prep)
+    res = _result(x, out)
     slots = int(round(day_s / step_s))
     if slots < 1 or t < 3 * slots:
-        flag = np.full(x.shape, NOT_EVALUATED, dtype=np.int8)
-        return _finish(flag, np.full(x.shape, np.nan), x)
+        res.score[...] = np.nan
+        res.flag[...] = NOT_EVALUATED
+        np.copyto(res.flag, MISSING, where=pr.missing)
+        return _deliver(res, out)
     first_slot = int(((t0_ms // 1000) % day_s) // step_s)
     days = -(-(first_slot + t) // slots)
-    padded = np.full((s, days * slots), np.nan, dtype=x.dtype)
-    padded[:, first_slot : first_slot + t] = x
+    aligned = first_slot == 0 and days * slots == t
+    if aligned:
+        padded = x
+    else:
+        padded = np.full((s, days * slots), np.nan, dtype=x.dtype)
+        padded[:, first_slot : first_slot + t] = x
     by_day = padded.reshape(s, days, slots)
     # baseline = mean of the slot over the days without the highest and lowest day (a trimmed
     # mean: robust to one odd day, and plain vector arithmetic instead of millions of tiny medians)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        n = np.sum(~np.isnan(by_day), axis=1)
-        tot = np.nansum(by_day, axis=1)
-        trim = np.where(n >= 3, np.nanmax(by_day, axis=1) + np.nanmin(by_day, axis=1), 0.0)
-        base = np.where(n >= 1, (tot - trim) / np.maximum(np.where(n >= 3, n - 2, n), 1), np.nan)
-    slot_of = (first_slot + np.arange(t)) % slots
-    resid = x - base[:, slot_of]
-    mad = row_median(np.abs(resid))[:, None]
-    scale = np.maximum(MAD_TO_SIGMA * mad, max(floor, 1e-12))
-    score = np.abs(resid) / scale
-    return _finish(_flags(score, suspect_z, fail_z), score, x)
+    n = np.zeros((s, slots), dtype=np.int32)
+    tot = np.zeros((s, slots), dtype=x.dtype)
+    hi = by_day[:, 0].copy()
+    lo = by_day[:, 0].copy()
+    for d in range(days):  # a handful of days, each over every series and slot at once
+        v = by_day[:, d]
+        ok = ~np.isnan(v)
+        n += ok
+        np.add(tot, v, out=tot, where=ok)
+        np.fmax(hi, v, out=hi)  # fmax/fmin skip NaN
+        np.fmin(lo, v, out=lo)
+    with np.errstate(invalid="ignore"):
+        trim = np.where(n >= 3, hi + lo, 0.0)
+        base = np.where(n >= 1, (tot - trim) / np.maximum(np.where(n >= 3, n - 2, n), 1), np.nan).astype(x.dtype)
+    if aligned and res.score.flags.c_contiguous:
+        resid = res.score
+        np.subtract(by_day, base[:, None, :], out=resid.reshape(s, days, slots))
+    else:
+        resid_all = np.subtract(by_day, base[:, None, :]).reshape(s, days * slots)
+        resid = res.score
+        resid[...] = resid_all[:, first_slot : first_slot + t]
+    np.abs(resid, out=resid)
+    mad = row_median(resid)[:, None]
+    scale = np.maximum(MAD_TO_SIGMA * mad, max(floor, 1e-12)).astype(x.dtype)
+    resid /= scale
+    _threshold_flags(res.flag, resid, suspect_z, fail_z, pr.missing)  # NaN where x is missing
+    return _deliver(res, out)
 
 
 __all__ = ["hampel", "rolling_median_mad", "ewma", "ewma_chart", "cusum", "seasonal_residual", "ffill",
-           "SUSPECT", "FAIL"]
+           "standardise", "time_blocks", "SUSPECT", "FAIL"]

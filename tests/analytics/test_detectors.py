@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analytics import qc, stats
-from analytics.detectors import QcParams, StatParams, params_for, run_all
+from analytics.detectors import QcParams, StatParams, params_for, run_all, run_qc
 from analytics.grid import Grid, stack_series, to_grid
 from kotacerdas.catalogue import load_catalogue
 
@@ -173,3 +173,154 @@ def test_gap_ignores_the_leading_edge_of_the_window():
     r = qc.gap(x, suspect_n=1, fail_n=5)
     assert r.flag[0, 6] == qc.GOOD and (r.flag[0, :6] == qc.MISSING).all()
     assert r.flag[1, 7] == qc.FAIL and r.flag[1, 8] == qc.GOOD
+
+
+# ---------------------------------------------------------------- fast formulations against straightforward references
+
+def _gappy(shape, seed, nan_frac=0.05, dtype=np.float64):
+    """Random readings with scattered NaN and a few long gaps (whole stretches missing)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(20.0, 3.0, shape)
+    x[rng.random(shape) < nan_frac] = np.nan
+    x[0, 10:40] = np.nan
+    x[-1, :] = np.nan
+    return x.astype(dtype)
+
+
+def _run_length_reference(b):
+    out = np.zeros(b.shape, dtype=int)
+    for i, row in enumerate(b):
+        n = 0
+        for j, v in enumerate(row):
+            n = n + 1 if v else 0
+            out[i, j] = n
+    return out
+
+
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.1, 0.5, 1.0])  # sparse (run encoding) and dense (running max) paths
+def test_run_length_matches_loop(density):
+    b = np.random.default_rng(8).random((7, 203)) < density
+    b[2, -5:] = True  # runs touching a row's end must not continue into the next row
+    b[3, :4] = True
+    assert (qc.run_length(b) == _run_length_reference(b)).all()
+
+
+def test_spike_and_step_work_row_by_row():
+    x = _gappy((6, 80), 9, dtype=np.float32)
+    s = qc.spike(x, 1.0, 2.0).score
+    a, b, c = x[:, :-2], x[:, 1:-1], x[:, 2:]
+    ref = np.abs(b - (a + c) / 2) - np.abs(c - a) / 2
+    assert np.isnan(s[:, [0, -1]]).all() and np.allclose(s[:, 1:-1], ref, equal_nan=True)
+    roc = qc.rate_of_change(x, 60.0, 1.0, 2.0).score
+    assert np.isnan(roc[:, 0]).all() and np.allclose(roc[:, 1:], np.abs(np.diff(x, axis=1)) / 60, equal_nan=True)
+
+
+@pytest.mark.parametrize("window", [1, 5, 12, 32, 40])
+def test_rolling_mean_float32_matches_pandas(window):
+    x = _gappy((5, 150), 10, nan_frac=0.3, dtype=np.float32)
+    ref = pd.DataFrame(x.T.astype(np.float64)).rolling(window, min_periods=1).mean().T.values
+    out = qc.rolling_mean(x, window)
+    assert np.allclose(out, ref, rtol=1e-5, equal_nan=True) and np.isnan(out[-1]).all()
+
+
+def _alternate_inf_median(v):
+    """The documented NaN rule spelled out: NaNs become +inf, -inf, +inf, ... in order, then the median."""
+    v = v.astype(np.float64).copy()
+    nan = np.flatnonzero(np.isnan(v))
+    v[nan] = np.where(np.arange(len(nan)) % 2 == 0, np.inf, -np.inf)
+    with np.errstate(invalid="ignore"):  # inf - inf in the middle of an all-NaN row
+        m = np.median(v)
+    return m if np.isfinite(m) else np.nan
+
+
+@pytest.mark.parametrize("n", [7, 60, 600])  # odd and even lengths; sorted (short) and partitioned (long) rows
+def test_nanmedian_fast_follows_the_alternating_inf_rule(n):
+    a = _gappy((9, n), 11, nan_frac=0.2)
+    a[4, : n // 2 + 1] = np.nan  # more NaN than readings: no median
+    ref = np.array([_alternate_inf_median(r) for r in a])
+    assert np.allclose(qc.nanmedian_fast(a, 1), ref, equal_nan=True)
+    assert np.allclose(qc.nanmedian_fast(a.astype(np.float32), 1), ref, rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("t,hop", [(240, None), (250, None), (240, 20)])  # tiled windows, a ragged end, overlapping
+def test_hampel_windows_match_reference(t, hop):
+    x = _gappy((4, t), 12, nan_frac=0.1, dtype=np.float32)
+    x[1, 100] = 80.0
+    w = 60
+    med, mad = stats.rolling_median_mad(x, w, hop)
+    h = hop or w
+    starts = list(range(0, t - w + 1, h))
+    starts += [t - w] if starts[-1] != t - w else []
+    centres = np.array(starts) + (w - 1) / 2
+    for i in range(x.shape[0]):
+        for j in range(t):
+            k = int(np.argmin(np.abs(centres - j)))  # nearest centre (ties: the earlier window)
+            win = x[i, starts[k] : starts[k] + w]
+            m = _alternate_inf_median(win)
+            d = _alternate_inf_median(np.abs(win - m)) if np.isfinite(m) else np.nan
+            assert np.allclose([med[i, j], mad[i, j]], [m, d], rtol=1e-6, equal_nan=True)
+    r = stats.hampel(x, w, hop, 4.0, 8.0, floor=0.1)
+    score = np.abs(x - med) / np.maximum(1.4826 * mad, 0.1)
+    assert np.allclose(r.score, score, rtol=1e-5, equal_nan=True) and r.flag[1, 100] == qc.FAIL
+
+
+@pytest.mark.parametrize("t", [1440, 1000, 7])  # whole scan blocks, a padded last block, less than one block
+def test_blocked_ewma_and_cusum_match_recursions(t):
+    rng = np.random.default_rng(13)
+    z = rng.standard_normal((5, t))
+    z[:2, t // 2 :] += 1.5
+    e = stats.from_time_blocks(stats._ewma_blocks(stats.time_blocks(z), 0.1, z[:, 0]), t)
+    assert np.allclose(e, stats.ewma(z, 0.1))  # scipy's lfilter with the same start
+    x = z * 2 + 7  # cusum standardises x itself when given no z
+    got = stats.cusum(x, k=0.5, h=5.0, z=z).score
+    hi = lo = np.zeros(5)
+    ref = []
+    for i in range(t):
+        hi = np.maximum(0, hi + z[:, i] - 0.5)
+        lo = np.maximum(0, lo - z[:, i] - 0.5)
+        ref.append(np.maximum(hi, lo))
+    assert np.allclose(got, np.array(ref).T)
+
+
+@pytest.mark.parametrize("t0_ms", [0, 7 * 3600_000 + 1_500_000])  # window starting at midnight, and mid-day
+def test_seasonal_baseline_matches_reference(t0_ms):
+    step, slots = 1800, 48
+    x = _gappy((3, 48 * 4 + 13), 14, nan_frac=0.2)
+    r = stats.seasonal_residual(x, step, t0_ms, 4.0, 8.0, floor=0.01)
+    first = (t0_ms // 1000 % 86400) // step
+    slot = (first + np.arange(x.shape[1])) % slots
+    resid = np.full(x.shape, np.nan)
+    for i in range(x.shape[0]):
+        for s_ in range(slots):
+            v = np.sort(x[i, slot == s_][~np.isnan(x[i, slot == s_])])
+            base = v[1:-1].mean() if len(v) >= 3 else (v.mean() if len(v) else np.nan)  # trimmed mean
+            resid[i, slot == s_] = x[i, slot == s_] - base
+    # the scale is a median over a strided sample of the residuals, as in qc.row_median
+    scale = np.array([max(1.4826 * qc.nanmedian_fast(np.abs(row)[None, :: max(len(row) // 256, 1)], 1)[0], 0.01)
+                      for row in resid])
+    assert np.allclose(r.score, np.abs(resid) / scale[:, None], rtol=1e-6, equal_nan=True)
+    assert ((r.flag == qc.MISSING) == np.isnan(x)).all()
+
+
+def test_run_all_equals_each_detector_on_its_own():
+    """The blocked run (shared inputs, outputs written in place, threads) gives what each public detector gives."""
+    x = _gappy((70, 600), 15, nan_frac=0.05)
+    x[5, 199:202] = [20.0, 220.0, 20.0]  # a spike
+    x[9, 300:] += 6  # an offset
+    x[12, 100:200] = 25.0  # a flat line
+    p = QcParams(0, 100, 5, 35, 0.1, 600.0)
+    sp = StatParams()
+    got = run_all(x, p, 0, sp, chunk=16, dtype=np.float64, score_dtype=np.float64, workers=2)
+    ref = dict(run_qc(x, p))  # whole-array QC (drift over every series at once)
+    ref["hampel"] = stats.hampel(x, sp.hampel_window, None, sp.hampel_suspect_z, sp.hampel_fail_z, floor=p.resolution)
+    r = qc.neighbour_residual(x)
+    z = stats.standardise(r, p.resolution)
+    ref["ewma"] = stats.ewma_chart(r, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, floor=p.resolution, z=z)
+    ref["cusum"] = stats.cusum(r, sp.cusum_k, sp.cusum_h, floor=p.resolution, z=z)
+    ref["seasonal"] = stats.seasonal_residual(x, p.step_s, 0, sp.seasonal_suspect_z, sp.seasonal_fail_z,
+                                              floor=p.resolution)
+    assert set(got) == set(ref)
+    for k in ref:
+        assert (got[k].flag == ref[k].flag).all(), k
+        assert np.allclose(got[k].score, ref[k].score, equal_nan=True), k
+    assert (got["spike"].flag[5, 200] >= qc.SUSPECT) and (got["flat_line"].flag[12, 150:200] >= qc.SUSPECT).all()
