@@ -23,7 +23,8 @@ import numpy as np
 
 GOOD, NOT_EVALUATED, SUSPECT, FAIL, MISSING = 1, 2, 3, 4, 9
 
-# Names written into the `qc` measurement's `test` tag.
+# Names of the QC tests in the `qc` measurement's `test` tag (the statistical detectors add
+# analytics.detectors.STAT_TESTS).
 TESTS = ("gross_range", "flat_line", "spike", "rate_of_change", "gap", "drift")
 
 

@@ -1,7 +1,7 @@
 """The analytics service: a thin shell of I/O around the pure cores.
 
 One pass: read a window of telemetry per kind from InfluxDB, resample it to a
-regular grid, run the QC tests, compute ISPU / US AQI (air), Permenkes 2/2023
+regular grid, run the QC tests and statistical detectors, compute ISPU / US AQI (air), Permenkes 2/2023
 compliance (water) and fill forecasts (bins), write everything back as the
 measurements in docs/team-interfaces.md, then evaluate alert rules and deliver
 the transitions (MQTT, webhook, e-mail).
@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from analytics import aqi_us, delivery, ispu, qc, waste, water
 from analytics.alerts import AlertEngine, AlertStore, Condition, rules
-from analytics.detectors import params_for, run_qc
+from analytics.detectors import STAT_TESTS, params_for, run_all
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
@@ -186,7 +186,12 @@ class AnalyticsService:
         self.metrics.written.labels(measurement).inc(n)
 
     def _qc(self, win: KindWindow, emit_from: int, counts: dict[str, int]) -> dict[str, np.ndarray]:
-        """Run every QC test per field; write `qc`; return the worst flag per field (S, T)."""
+        """Run the full detector set per field; write `qc`; return the worst data-quality flag per field (S, T).
+
+        QC tests write every flag but 1 (3/4 suspect/fail, 9 missing, 2 not evaluated); the
+        statistical detectors (Hampel, EWMA, CUSUM, seasonal) write only 3/4: "not evaluated"
+        is their normal state in a short window (the seasonal baseline needs 3 days).
+        """
         times = win.grid.times_ms
         emit = times >= emit_from
         worst: dict[str, np.ndarray] = {}
@@ -198,7 +203,8 @@ class AnalyticsService:
             if np.isnan(x).all():
                 continue
             p = params_for(win.kind, win.kind.field(fname), win.grid.step_ms / 1000.0)
-            res = run_qc(x, p)
+            # float64 like the telemetry read back (a service window is small; the benchmark runs float32)
+            res = run_all(x, p, win.grid.t0_ms, dtype=np.float64, score_dtype=np.float64)
             worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
                                                                                      "flat_line")))
             present = ~np.isnan(x)
@@ -208,7 +214,11 @@ class AnalyticsService:
             for test, r in res.items():
                 # Exceptions only: a GOOD flag is implied by absence. Writing every
                 # value x test would multiply the database's write load by ~40.
-                mask = (present if test != "gap" else started) & emit[None, :] & (r.flag != qc.GOOD)
+                if test in STAT_TESTS:
+                    flagged = (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL)
+                else:
+                    flagged = r.flag != qc.GOOD
+                mask = (present if test != "gap" else started) & emit[None, :] & flagged
                 ss, tt = np.nonzero(mask)
                 fl, sc = r.flag[ss, tt], r.score[ss, tt]
                 suffix = f",field={escape_key(fname)},kind={escape_key(win.kind.name)},test={test} "

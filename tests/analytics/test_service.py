@@ -155,3 +155,66 @@ def test_gap_points_only_inside_a_devices_reporting_span(settings, influx):
     flags = [r[1] for r in influx.series('SELECT "flag" FROM "qc" WHERE "test"=\'gap\' AND "field"=\'pm25\'')[0].values]
     # exceptions only (good is implied): the 5 missing bins and the suspect first reading after them
     assert len(flags) == 6 and flags.count(9) == 5 and flags.count(3) == 1
+
+
+def test_statistical_detectors_write_qc_exceptions(settings, influx):
+    """Hampel, EWMA, CUSUM and the seasonal residual write suspect/fail rows to `qc` (never "not evaluated")."""
+    day_n = 96  # bins report every 900 s
+    n = 4 * day_n  # four days: the seasonal baseline needs three
+
+    def temperature(dev: int, i: int) -> float:
+        cycle = 32.0 + 2.0 * np.sin(2 * np.pi * i / day_n) + 0.1 * ((i * 7 + dev * 3) % 5 - 2)
+        if dev == 1 and i == 2 * day_n + 10:
+            cycle += 25.0  # a reading that belongs to no hour of this bin's day
+        if dev == 0 and i >= 3 * day_n:
+            cycle += 3.0  # the last day: the bin's sensor reads 3 C above its neighbours
+        return round(cycle, 1)
+
+    lines = []
+    for d in range(4):
+        lines += telemetry_lines("waste_bin", f"bin-{d}", n, 900, lambda name, i, d=d: {
+            "fill": 40.0, "distance": 150.0, "tilt": 0.0, "temperature": temperature(d, i)}[name])
+    influx.write(lines)
+    svc = AnalyticsService(settings)
+    try:
+        svc.run_pass(now_ms=NOW, window_s=4 * 86400)
+    finally:
+        svc.close()
+
+    def times(test: str, device: str) -> list[int]:
+        s = influx.series(f'SELECT "flag" FROM "qc" WHERE "test"=\'{test}\' AND "device"=\'{device}\' '
+                          f'AND "field"=\'temperature\'')
+        return [r[0] for r in s[0].values] if s else []
+
+    def grid_time(i: int) -> int:  # qc points carry the start of the 900 s grid bin a reading fell in
+        ms = NOW - (n - 1 - i) * 900_000
+        return ms - ms % 900_000
+
+    outlier_ms, offset_ms = grid_time(2 * day_n + 10), grid_time(3 * day_n)
+    for test in ("hampel", "seasonal"):
+        assert outlier_ms in times(test, "bin-1"), test  # the off-cycle reading
+    for test in ("ewma", "cusum"):
+        ts = times(test, "bin-0")
+        assert ts and min(ts) >= offset_ms, test  # the shift against the neighbours, and nothing before it
+        assert len(ts) >= day_n // 2, test  # a persistent shift stays flagged
+    flags = influx.series('SELECT "flag" FROM "qc" WHERE "test"=\'hampel\' OR "test"=\'ewma\' OR "test"=\'cusum\' '
+                          'OR "test"=\'seasonal\'')
+    assert {r[1] for r in flags[0].values} <= {3, 4}  # suspect/fail only
+    tags = influx.series('SHOW TAG VALUES FROM "qc" WITH KEY = "test"')[0].column("value")
+    assert {"hampel", "ewma", "cusum", "seasonal"} <= set(tags)
+    assert sorted(influx.series('SHOW TAG KEYS FROM "qc"')[0].column("tagKey")) == [
+        "city", "device", "district", "field", "kind", "test"]
+
+
+def test_seasonal_writes_nothing_in_a_one_day_window(settings, influx):
+    """With less than three days in the window the seasonal residual is not evaluated: no `qc` rows at all."""
+    base = typical("air", 0.02, 5)
+    for d in range(3):
+        influx.write(telemetry_lines("air", f"air-{d}", 120, 60, base))
+    svc = AnalyticsService(settings)
+    try:
+        svc.run_pass(now_ms=NOW, window_s=86400)
+    finally:
+        svc.close()
+    assert influx.series('SELECT count("flag") FROM "qc" WHERE "test"=\'seasonal\'') == []
+    assert influx.series('SELECT count("flag") FROM "qc"')  # the pass did write qc (e.g. spike's unevaluated ends)
