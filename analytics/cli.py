@@ -30,10 +30,12 @@ def _connect_mqtt(settings):  # noqa: ANN001
 
 def cmd_run(args: argparse.Namespace) -> int:
     from analytics.api import ApiServer, make_app
+    from analytics.memory import retain_freed_memory
     from analytics.service import AnalyticsService
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)
+    retain_freed_memory()  # every pass allocates and frees its grids and results (analytics/memory.py)
     mqtt = _connect_mqtt(settings) if settings.analytics.publish_alerts_mqtt else None
     svc = AnalyticsService(settings, mqtt_client=mqtt)
     window = args.window or settings.analytics.window_s
