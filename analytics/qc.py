@@ -330,17 +330,15 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
     s, t = x.shape
     w = max(min(int(window), t), 1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        if w <= 32 and x.dtype == np.float32:
-            # w shifted adds over rows padded with w-1 zeros in front (so a shift never
-            # reaches into the previous row), each one long 1-D operation
+        if w <= 64 and x.dtype == np.float32:
+            # window sums from sums over 1, 2, 4, ... samples (log2(w) shifted adds, each one
+            # long 1-D operation over rows padded with w-1 zeros in front, so that a shift
+            # never reaches into the previous row)
             x0 = np.zeros((s, w - 1 + t), dtype=x.dtype)
             np.copyto(x0[:, w - 1 :], x, where=present)
             n0 = np.zeros((s, w - 1 + t), dtype=np.int8)
             n0[:, w - 1 :] = present
-            tot, cnt = x0.copy(), n0.copy()
-            for k in range(1, w):
-                tot.reshape(-1)[k:] += x0.reshape(-1)[:-k]
-                cnt.reshape(-1)[k:] += n0.reshape(-1)[:-k]
+            tot, cnt = _window_sum(x0, w), _window_sum(n0, w)
             return tot[:, w - 1 :] / cnt[:, w - 1 :]
         c = np.zeros((s, t + 1))
         np.cumsum(np.where(present, x, 0.0), axis=1, out=c[:, 1:])
@@ -353,6 +351,25 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
         tot[:, w:] = c[:, w + 1 :] - c[:, 1 : -w]
         cnt[:, w:] = n[:, w + 1 :] - n[:, 1 : -w]
         return tot / cnt
+
+
+def _window_sum(a: np.ndarray, w: int) -> np.ndarray:
+    """Trailing sums over ``w`` samples along the flattened rows of ``a`` (see :func:`rolling_mean`)."""
+    flat = a.reshape(-1)
+    power, span = flat.copy(), 1  # power[t] = sum over the last `span` samples
+    acc, covered = None, 0  # acc[t] = sum over samples t-covered+1-... : built from the bits of w
+    while True:
+        if w & span:
+            if acc is None:
+                acc = power.copy()
+            else:
+                acc[covered:] += power[:-covered]
+            covered += span
+        if span * 2 > w:
+            break
+        power[span:] += power[:-span].copy()  # the copy: source and target overlap
+        span *= 2
+    return acc.reshape(a.shape)
 
 
 def _median_last(a: np.ndarray, overwrite: bool = False) -> np.ndarray:

@@ -183,15 +183,15 @@ def _ewma_blocks(zb: np.ndarray, alpha: float, before: np.ndarray) -> np.ndarray
     for i in range(1, bs):  # bs steps, each over every series and block at once
         np.multiply(y[i - 1], beta, out=tmp)
         y[i] += tmp
-    ends = np.ascontiguousarray(y[-1].T)  # (B, S) local end states
-    carry = np.empty((nb, s), dtype=y.dtype)  # true state before each block
+    ends = y[-1]  # (S, B) local end states
+    carry = np.empty((s, nb), dtype=y.dtype)  # true state before each block
     state = before.astype(y.dtype)
     decay = beta ** bs
     for k in range(nb):  # B steps over (S,) vectors
-        carry[k] = state
-        state = ends[k] + decay * state
+        carry[:, k] = state
+        state = ends[:, k] + decay * state
     powers = (beta ** np.arange(1, bs + 1)).astype(y.dtype)
-    y += powers[:, None, None] * carry.T[None]
+    y += powers[:, None, None] * carry  # (bs, 1, 1) * (S, B): contiguous broadcast
     return y
 
 
@@ -331,8 +331,10 @@ def seasonal_residual(x: np.ndarray, step_s: float, t0_ms: int, suspect_z: float
         np.fmax(hi, v, out=hi)  # fmax/fmin skip NaN
         np.fmin(lo, v, out=lo)
     with np.errstate(invalid="ignore"):
-        trim = np.where(n >= 3, hi + lo, 0.0)
-        base = np.where(n >= 1, (tot - trim) / np.maximum(np.where(n >= 3, n - 2, n), 1), np.nan).astype(x.dtype)
+        three = n >= 3
+        trim = np.where(three, hi + lo, np.zeros(1, dtype=x.dtype))
+        base = (tot - trim) / np.maximum(n - 2 * three, 1).astype(x.dtype)
+        base[n == 0] = np.nan
     if aligned and res.score.flags.c_contiguous:
         resid = res.score
         np.subtract(by_day, base[:, None, :], out=resid.reshape(s, days, slots))
