@@ -113,7 +113,8 @@ def _col(a: object, s: int, dtype=np.float64) -> np.ndarray | float:
 def _combine(flag: np.ndarray, suspect: np.ndarray, fail: np.ndarray, not_evaluated: np.ndarray | None,
              missing: np.ndarray) -> np.ndarray:
     """flag = 1, 3 where ``suspect``, 4 where ``fail`` (fail implies suspect), 2 where ``not_evaluated``
-    (boolean masks, disjoint from suspect), 9 where ``missing`` (where nothing else is set).
+    (boolean masks, disjoint from suspect; it must include every missing position), 9 where
+    ``missing`` (which must be disjoint from suspect).
 
     Plain int8 arithmetic on the masks instead of masked assignments: several times cheaper.
     """
@@ -137,14 +138,6 @@ def _threshold_flags(flag: np.ndarray, score: np.ndarray, suspect, fail, missing
         b = score > fail
         a = score > lower
     return _combine(flag, a, b, np.isnan(score), missing)
-
-
-def _finish(flag: np.ndarray, score: np.ndarray, x: np.ndarray) -> QcResult:
-    missing = np.isnan(x)
-    # copyto(where=) is several times faster than boolean-index assignment on big arrays
-    np.copyto(flag, MISSING, where=missing)
-    np.copyto(score, np.nan, where=missing)
-    return QcResult(flag, score)
 
 
 def gross_range(x: np.ndarray, fail_lo, fail_hi, suspect_lo, suspect_hi, *, prep: Prepared | None = None,
