@@ -152,8 +152,8 @@ def gross_range(x: np.ndarray, fail_lo, fail_hi, suspect_lo, suspect_hi, *, prep
     s = x.shape[0]
     pr = _prep(x, prep)
     flo, fhi, slo, shi = (_col(a, s, x.dtype) for a in (fail_lo, fail_hi, suspect_lo, suspect_hi))
-    span = np.maximum(np.subtract(shi, slo), 1e-12)
-    span = float(span) if np.ndim(span) == 0 else span.astype(x.dtype)
+    spread = np.maximum(np.subtract(shi, slo), 1e-12)
+    span: float | np.ndarray = float(spread) if np.ndim(spread) == 0 else spread.astype(x.dtype)
     res = _result(x, out)
     score = res.score
     with np.errstate(invalid="ignore"):
@@ -347,21 +347,22 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def _window_sum(a: np.ndarray, w: int) -> np.ndarray:
-    """Trailing sums over ``w`` samples along the flattened rows of ``a`` (see :func:`rolling_mean`)."""
-    flat = a.reshape(-1)
-    power, span = flat.copy(), 1  # power[t] = sum over the last `span` samples
-    acc, covered = None, 0  # acc[t] = sum over samples t-covered+1-... : built from the bits of w
-    while True:
+    """Trailing sums over ``w`` (>= 1) samples along the flattened rows of ``a`` (see :func:`rolling_mean`):
+    sums over the last 1, 2, 4, ... samples, combined by the bits of ``w``."""
+    power = a.reshape(-1).copy()  # sums over the last `span` samples
+    acc: np.ndarray | None = None  # sums over the last `covered` samples
+    span, covered = 1, 0
+    while span <= w:
         if w & span:
             if acc is None:
                 acc = power.copy()
             else:
                 acc[covered:] += power[:-covered]
             covered += span
-        if span * 2 > w:
-            break
-        power[span:] += power[:-span].copy()  # the copy: source and target overlap
+        if span * 2 <= w:
+            power[span:] += power[:-span].copy()  # the copy: source and target overlap
         span *= 2
+    assert acc is not None
     return acc.reshape(a.shape)
 
 
@@ -372,6 +373,7 @@ def _median_last(a: np.ndarray, overwrite: bool = False) -> np.ndarray:
     n = a.shape[-1]
     k = n // 2
     p = a if overwrite else a.copy()
+    lower: np.ndarray | None
     if n <= 512:  # numpy's SIMD sort beats a partition plus the max of its lower half on short rows
         p.sort(axis=-1)
         lower = p[..., k - 1] if n > 1 else p[..., 0]
