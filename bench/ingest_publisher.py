@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
-import struct
 import sys
 import threading
 import time
 
+from ingest import wire
 from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
 
@@ -46,28 +47,12 @@ def message(j: int, devices: int, t0_ms: int, root: str) -> tuple[str, bytes]:
     return contract.normalized_topic(root, CITY, kind.name, device), contract.encode_normalized(r)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b, n = n % 128, n // 128
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _str(s: bytes) -> bytes:
-    return struct.pack("!H", len(s)) + s
-
-
 def connect_packet(client_id: str) -> bytes:
-    var = _str(b"MQTT") + bytes([4, 0x02]) + struct.pack("!H", 60)  # level 4 = 3.1.1, clean session
-    body = var + _str(client_id.encode())
-    return bytes([0x10]) + _varint(len(body)) + body
+    return wire.connect_packet(client_id, clean=True, keepalive_s=60)
 
 
 def publish_packet(topic: str, payload: bytes, mid: int) -> bytes:
-    body = _str(topic.encode()) + struct.pack("!H", mid) + payload
-    return bytes([0x32]) + _varint(len(body)) + body  # PUBLISH, QoS 1
+    return wire.publish_packet(topic, payload, 1, mid)
 
 
 def run(host: str, port: int, packets: list[bytes], rate: float, window: int) -> dict:
@@ -106,6 +91,7 @@ def run(host: str, port: int, packets: list[bytes], rate: float, window: int) ->
     th = threading.Thread(target=reader, daemon=True)
     th.start()
     t0 = time.monotonic()
+    c0 = os.times()
     chunk = max(1, min(500, int(rate / 200)))
     sent = 0
     for i in range(0, len(packets), chunk):
@@ -123,10 +109,12 @@ def run(host: str, port: int, packets: list[bytes], rate: float, window: int) ->
         while acked < sent and time.monotonic() < deadline:
             cond.wait(1.0)
     seconds = time.monotonic() - t0
+    c1 = os.times()
     done.set()
     s.sendall(bytes([0xE0, 0]))  # DISCONNECT
     s.close()
-    return {"sent": sent, "acked": acked, "seconds": seconds}
+    return {"sent": sent, "acked": acked, "seconds": seconds,
+            "cpu_s": (c1.user - c0.user) + (c1.system - c0.system)}
 
 
 def main() -> int:

@@ -1,11 +1,12 @@
 """The ingest service: MQTT (QoS 1, persistent shared session) -> batches -> InfluxDB.
 
 Threads:
-- paho's network thread only appends received messages to a bounded buffer
+- the MQTT reader thread (ingest's own 3.1.1 consumer, ``ingest/wire.py``, or paho's
+  network thread for TLS / MQTT 5) only appends received messages to a bounded buffer
   (``settings.ingest.max_buffered``; beyond it the thread waits, so TCP and the
   broker's queue hold the surplus instead of our memory);
-- a converter thread takes batches (by size, by age, or before the broker's
-  in-flight window fills) and turns them into line protocol;
+- a converter thread takes batches (by size, by age, when the stream pauses, or before
+  the broker's in-flight window fills) and turns them into line protocol;
 - a writer thread (overlapping the next conversion) writes them and acknowledges
   each message only once its point is durable: stored in InfluxDB, or fsynced to the
   on-disk spool when InfluxDB is down or answers 5xx. Lines InfluxDB refuses (400)
@@ -38,7 +39,7 @@ from kotacerdas.lineprotocol import format_line
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import Settings
 
-from ingest import fastsock, schema
+from ingest import fastsock, schema, wire
 from ingest.convert import NS_PER_MS, Converter
 from ingest.spool import Spool
 from ingest.writer import write_keep_good
@@ -79,7 +80,7 @@ class Metrics:
         )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Msg:
     gen: int
     mid: int
@@ -132,17 +133,46 @@ class IngestService:
         self._lat_n = 0
         self._next_stats = time.monotonic() + self.cfg.stats_interval_s
 
-        self.client = make_client(settings.mqtt, self.cfg.client_id, v5=self.cfg.mqtt_v5, clean=False,
-                                  manual_ack=True)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
+        self._last_at = 0.0
         # Ready means subscribed (SUBACK), not merely connected: a message the
         # gateway forwards between CONNACK and SUBACK would otherwise not reach us.
         self._subscribed = threading.Event()
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.wire = self.cfg.mqtt_client == "wire" and not self.cfg.mqtt_v5 and not settings.mqtt.tls_ca
+        self.client: Any
+        if self.wire:
+            self.client = wire.WireClient(
+                settings.mqtt, self.cfg.client_id, clean=False, on_connect=self._wire_connected,
+                on_disconnect=self._wire_disconnected, on_messages=self._on_messages,
+                on_subscribed=lambda codes: self._subscribed.set(),
+            )
+        else:
+            self.client = make_client(settings.mqtt, self.cfg.client_id, v5=self.cfg.mqtt_v5, clean=False,
+                                      manual_ack=True)
+            self.client.on_connect = self._on_connect
+            self.client.on_disconnect = self._on_disconnect
+            self.client.on_message = self._on_message
+            self.client.on_subscribe = lambda *a: self._subscribed.set()
 
     # ------------------------------------------------------------ MQTT side (network thread)
+
+    # Messages of an old connection stay buffered and are written: a broker that crashed
+    # before persisting them cannot redeliver them, and one that did redeliver makes an
+    # identical point (same series and device time), which InfluxDB overwrites. Only their
+    # acks are skipped (packet ids of a dead connection): every message carries the
+    # generation of the connection it came on.
+
+    def _subscribe(self, session_present: bool) -> None:
+        q = self.settings.mqtt.qos
+        self.client.subscribe([(self.sub_norm, q), (self.sub_dead, q), (self.sub_status, q)])
+        log.info("connected and subscribed", extra={"session_present": session_present})
+
+    def _wire_connected(self, session_present: bool) -> None:
+        self._subscribe(session_present)
+
+    def _wire_disconnected(self, why: str) -> None:
+        self._subscribed.clear()
+        if not self._stopping.is_set():
+            log.warning("MQTT disconnected; reconnecting", extra={"error": why[:200]})
 
     def _on_connect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
         if getattr(rc, "is_failure", False):
@@ -150,33 +180,41 @@ class IngestService:
         if self.cfg.fast_mqtt:
             fastsock.install(client)
         with self._cond:
-            # Messages of the old connection stay buffered and are written: a broker that
-            # crashed before persisting them cannot redeliver them, and one that did
-            # redeliver makes an identical point (same series and device time), which
-            # InfluxDB overwrites. Only their acks are skipped (mids of a dead connection).
             self._gen += 1
             self._cond.notify_all()
-        q = self.settings.mqtt.qos
-        client.subscribe([(self.sub_norm, q), (self.sub_dead, q), (self.sub_status, q)])
-        log.info("connected and subscribed", extra={"session_present": bool(getattr(flags, "session_present", False))})
+        self._subscribe(bool(getattr(flags, "session_present", False)))
 
     def _on_disconnect(self, client, userdata, flags, rc, props=None) -> None:  # noqa: ANN001
         self._subscribed.clear()
         with self._cond:
-            self._gen += 1  # keep the buffer (see _on_connect); its acks are now void
+            self._gen += 1  # keep the buffer; its acks are now void
         if not self._stopping.is_set():
             log.warning("MQTT disconnected; paho reconnects", extra={"rc": str(rc)})
 
     def _on_message(self, client, userdata, msg: paho.MQTTMessage) -> None:  # noqa: ANN001
-        m = _Msg(self._gen, msg.mid, msg.qos, msg.topic, bytes(msg.payload))
+        self._append([_Msg(self._gen, msg.mid, msg.qos, msg.topic, bytes(msg.payload))])
+
+    def _on_messages(self, gen: int, msgs: wire.Messages) -> None:
+        self._append([_Msg(gen, mid, qos, topic, payload) for topic, payload, mid, qos in msgs])
+
+    def _append(self, ms: list[_Msg]) -> None:
+        """Buffer what one read brought, in pieces that never take the buffer past max_buffered
+        (the rest waits here, so the reader stops reading: the broker keeps the surplus)."""
+        cap = self.cfg.max_buffered
+        i = 0
         with self._cond:
-            while len(self._buf) >= self.cfg.max_buffered and not self._stopping.is_set():
-                self._cond.wait(0.5)  # backpressure: stop reading the socket
-            if not self._buf:
-                self._first_at = time.monotonic()
-            self._buf.append(m)
-            if len(self._buf) >= self._flush_at:
-                self._cond.notify()
+            while i < len(ms):
+                while len(self._buf) >= cap and not self._stopping.is_set():
+                    self._cond.wait(0.5)
+                take = ms[i:i + max(1, cap - len(self._buf))]
+                i += len(take)
+                now = time.monotonic()
+                if not self._buf:
+                    self._first_at = now
+                self._last_at = now
+                self._buf.extend(take)
+                if len(self._buf) >= self._flush_at:
+                    self._cond.notify()
 
     @property
     def _flush_at(self) -> int:
@@ -193,7 +231,10 @@ class IngestService:
         ]
         for t in self._threads:
             t.start()
-        connect(self.client, self.settings.mqtt)
+        if self.wire:
+            self.client.start()
+        else:
+            connect(self.client, self.settings.mqtt)
         return self
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -204,9 +245,12 @@ class IngestService:
         for t in self._threads:
             t.join(timeout_s)
         try:
-            self.client.disconnect()
+            if self.wire:
+                self.client.stop()
+            else:
+                self.client.disconnect()
+                self.client.loop_stop()
         finally:
-            self.client.loop_stop()
             self.influx.close()
 
     def _ensure_schema(self) -> None:
@@ -232,10 +276,12 @@ class IngestService:
                 if n >= self._flush_at:
                     break
                 if n:
-                    left = self._first_at + self.cfg.batch_interval_s - time.monotonic()
-                    if left <= 0:
+                    now = time.monotonic()
+                    left = self._first_at + self.cfg.batch_interval_s - now
+                    quiet = self._last_at + self.cfg.idle_flush_s - now
+                    if left <= 0 or quiet <= 0:
                         break
-                    self._cond.wait(left)
+                    self._cond.wait(min(left, quiet))
                 else:
                     self._cond.wait(self._idle_wait())
                     if not self._buf:
@@ -431,6 +477,10 @@ class IngestService:
         self.metrics.spool_bytes.set(self.spool.nbytes)
 
     def _ack(self, batch: list[_Msg]) -> None:
+        if self.wire:  # QoS is at most 1 there; the client drops acks of an older connection
+            gen = self.client.generation
+            self.client.ack(gen, [m.mid for m in batch if m.qos and m.gen == gen])
+            return
         gen = self._gen
         mids = [m.mid for m in batch if m.qos == 1 and m.gen == gen]
         if self.cfg.fast_mqtt:

@@ -1,0 +1,387 @@
+"""A small MQTT 3.1.1 consumer for the ingest hot path (plain TCP).
+
+Why not paho here: paho reads and dispatches one packet at a time (a callback, a
+message object and a lock per message) and sends one PUBACK per ``ack`` call. At
+tens of thousands of QoS 1 messages a second that is most of the ingest's CPU. This
+client reads up to 1 MiB at once, parses every complete packet in it, hands the
+PUBLISHes to the service as **one list per read**, and sends a batch's PUBACKs as one
+write. It speaks only what ingest needs (OASIS MQTT 3.1.1): CONNECT/CONNACK (3.1, 3.2),
+PUBLISH QoS 0/1 in and out (3.3), PUBACK (3.4), SUBSCRIBE/SUBACK (3.8, 3.9),
+PINGREQ/PINGRESP (3.12, 3.13), DISCONNECT (3.14). Subscriptions are granted at most
+QoS 1, so the broker never starts a QoS 2 exchange with us.
+
+TLS and MQTT 5 stay with paho (``ingest.mqtt_client = "paho"``, chosen automatically
+when ``mqtt.tls_ca`` is set or ``ingest.mqtt_v5`` is true): an ``ssl`` socket cannot be
+read by one thread while another writes to it.
+
+Threads: a reader thread owns (re)connecting and parsing; a keep-alive thread sends
+PINGREQ and drops a silent connection (it must not share the reader's thread: the
+reader blocks in ``on_messages`` while the service applies backpressure); ``ack`` and
+``publish`` may be called from any thread (writes are serialised by a lock). Every
+connection has a generation number; acknowledgements carry the generation their
+messages arrived on and are dropped if the connection has changed since (a packet id
+of a dead connection may name another message on the new one; the broker redelivers
+the unacknowledged ones instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+import struct
+import threading
+import time
+from collections import OrderedDict
+from typing import Callable
+
+from kotacerdas.settings import MqttSettings
+
+log = logging.getLogger("ingest.wire")
+
+CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
+SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
+
+_PUBACK = struct.Struct("!BBH")
+_U16 = struct.Struct("!H")
+_READ = 1 << 20
+# dead letters we published and the broker has not acknowledged yet (resent on reconnect)
+_MAX_OUTGOING = 10_000
+
+CONNACK_ERRORS = {
+    1: "unacceptable protocol version", 2: "identifier rejected", 3: "server unavailable",
+    4: "bad user name or password", 5: "not authorised",
+}
+
+# (topic, payload, packet id, qos) for each PUBLISH in one read
+Messages = list[tuple[str, bytes, int, int]]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str(b: bytes) -> bytes:
+    return _U16.pack(len(b)) + b
+
+
+def packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + _varint(len(body)) + body
+
+
+def connect_packet(client_id: str, *, clean: bool, keepalive_s: int, username: str | None = None,
+                   password: str | None = None) -> bytes:
+    flags = (0x02 if clean else 0) | (0x80 if username else 0) | (0x40 if username and password is not None else 0)
+    body = _str(b"MQTT") + bytes([4, flags]) + _U16.pack(keepalive_s) + _str(client_id.encode())
+    if username:
+        body += _str(username.encode())
+        if password is not None:
+            body += _str(password.encode())
+    return packet(CONNECT, body)
+
+
+def subscribe_packet(mid: int, topics: list[tuple[str, int]]) -> bytes:
+    return packet(SUBSCRIBE, _U16.pack(mid) + b"".join(_str(t.encode()) + bytes([q]) for t, q in topics))
+
+
+def publish_packet(topic: str, payload: bytes, qos: int, mid: int, dup: bool = False) -> bytes:
+    first = PUBLISH | (qos << 1) | (0x08 if dup else 0)
+    return packet(first, _str(topic.encode()) + (_U16.pack(mid) if qos else b"") + payload)
+
+
+def pubacks(mids: list[int]) -> bytes:
+    # 0x40 0x02 <packet id>: MQTT 3.1.1 section 3.4
+    pack = _PUBACK.pack
+    return b"".join([pack(PUBACK, 2, m) for m in mids])
+
+
+def parse(buf: bytes, start: int = 0) -> tuple[list[tuple[int, bytes]], Messages, int]:
+    """Split ``buf[start:]`` into complete packets.
+
+    Returns (control packets as (first byte, body), PUBLISHes as (topic, payload, id, qos),
+    offset of the first incomplete packet). The PUBLISH branch is inlined: it is the per-message
+    cost of the whole ingest.
+    """
+    ctrl: list[tuple[int, bytes]] = []
+    msgs: Messages = []
+    n = len(buf)
+    i = start
+    while i + 1 < n:
+        first = buf[i]
+        # remaining length, 1-4 bytes (3.1.1 section 2.2.3)
+        j = i + 1
+        rl = buf[j] & 0x7F
+        if buf[j] & 0x80:
+            shift = 7
+            while True:
+                j += 1
+                if j >= n:
+                    return ctrl, msgs, i
+                rl |= (buf[j] & 0x7F) << shift
+                if not buf[j] & 0x80:
+                    break
+                shift += 7
+                if shift > 21:
+                    raise ProtocolError("remaining length longer than 4 bytes")
+        body = j + 1
+        end = body + rl
+        if end > n:
+            break
+        if first & 0xF0 == PUBLISH:
+            tl = (buf[body] << 8) | buf[body + 1]
+            p = body + 2 + tl
+            topic = buf[body + 2:p].decode()
+            qos = (first >> 1) & 3
+            if qos:
+                mid = (buf[p] << 8) | buf[p + 1]
+                p += 2
+            else:
+                mid = 0
+            msgs.append((topic, buf[p:end], mid, qos))
+        else:
+            ctrl.append((first, buf[body:end]))
+        i = end
+    return ctrl, msgs, i
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class WireClient:
+    """See the module docstring. ``on_connect(session_present)`` runs on the reader thread right
+    after CONNACK (subscribe from there); ``on_messages(generation, messages)`` runs on the reader
+    thread once per read and may block (backpressure: while it blocks, nothing is read)."""
+
+    def __init__(self, settings: MqttSettings, client_id: str, *, clean: bool = False,
+                 on_connect: Callable[[bool], None] | None = None,
+                 on_disconnect: Callable[[str], None] | None = None,
+                 on_messages: Callable[[int, Messages], None] | None = None,
+                 on_subscribed: Callable[[list[int]], None] | None = None):
+        if settings.tls_ca:
+            raise ValueError("WireClient speaks plain TCP; use paho for TLS")
+        self.settings = settings
+        self.client_id = client_id
+        self.clean = clean
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.on_messages = on_messages
+        self.on_subscribed = on_subscribed
+        self.generation = 0
+        self.max_qos = 1
+        self._sock: socket.socket | None = None
+        self._send_lock = threading.Lock()
+        self._last_send = 0.0
+        self._last_recv = 0.0
+        self._ping_out = False
+        self._busy = False
+        self._next_mid = 0
+        self._outgoing: OrderedDict[int, tuple[str, bytes]] = OrderedDict()
+        self._stopping = threading.Event()
+        self._connected = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._backoff = 0.5
+
+    # ------------------------------------------------------------ public API
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Connect (raises ConnectionError / TimeoutError / OSError like ``kotacerdas.mqtt.connect``),
+        then keep the connection up from a reader thread until :meth:`stop`."""
+        self._connect(timeout_s)
+        self._thread = threading.Thread(target=self._loop, name="ingest-mqtt", daemon=True)
+        self._thread.start()
+        self._pinger = threading.Thread(target=self._ping_loop, name="ingest-mqtt-ping", daemon=True)
+        self._pinger.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stopping.set()
+        sock = self._sock
+        if sock is not None:
+            try:
+                with self._send_lock:
+                    sock.sendall(bytes([DISCONNECT, 0]))
+            except OSError:
+                pass
+            self._close()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def is_connected(self) -> bool:
+        return self._connected.is_set()
+
+    def subscribe(self, topics: list[tuple[str, int]]) -> None:
+        self._send(subscribe_packet(self._mid(), [(t, min(q, self.max_qos)) for t, q in topics]))
+
+    def ack(self, generation: int, mids: list[int]) -> bool:
+        """PUBACK these packet ids in one write, if they belong to the current connection."""
+        if not mids or generation != self.generation:
+            return False
+        try:
+            self._send(pubacks(mids))
+            return True
+        except OSError:
+            return False  # the reader notices the broken connection and reconnects
+
+    def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Fire-and-track: QoS 1 messages are kept until PUBACK and resent after a reconnect."""
+        qos = min(qos, 1)
+        mid = self._mid() if qos else 0
+        if qos:
+            with self._send_lock:
+                if len(self._outgoing) >= _MAX_OUTGOING:
+                    old, _ = self._outgoing.popitem(last=False)
+                    log.warning("unacknowledged outgoing publish dropped", extra={"mid": old})
+                self._outgoing[mid] = (topic, payload)
+        try:
+            self._send(publish_packet(topic, payload, qos, mid))
+        except OSError:
+            pass  # resent on reconnect
+
+    # ------------------------------------------------------------ connection
+
+    def _mid(self) -> int:
+        with self._send_lock:
+            self._next_mid = self._next_mid % 65535 + 1
+            return self._next_mid
+
+    def _send(self, data: bytes) -> None:
+        sock = self._sock
+        if sock is None:
+            raise OSError("not connected")
+        with self._send_lock:
+            sock.sendall(data)
+            self._last_send = time.monotonic()
+
+    def _connect(self, timeout_s: float) -> None:
+        s = self.settings
+        sock = socket.create_connection((s.host, s.port), timeout=timeout_s)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            pw = s.password.get_secret_value() if s.password else None
+            sock.sendall(connect_packet(self.client_id, clean=self.clean, keepalive_s=s.keepalive_s,
+                                        username=s.username, password=pw))
+            head = b""
+            deadline = time.monotonic() + timeout_s
+            while len(head) < 4:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no CONNACK from {s.host}:{s.port} in {timeout_s} s")
+                chunk = sock.recv(4 - len(head))
+                if not chunk:
+                    raise ConnectionError("connection closed before CONNACK")
+                head += chunk
+        except BaseException:
+            sock.close()
+            raise
+        if head[0] != CONNACK:
+            sock.close()
+            raise ProtocolError(f"expected CONNACK, got {head[:1].hex()}")
+        if head[3] != 0:
+            sock.close()
+            raise ConnectionError(f"MQTT connect refused: {CONNACK_ERRORS.get(head[3], head[3])}")
+        sock.settimeout(None)  # blocking; the reader waits in select, so keep-alive still runs
+        session_present = bool(head[2] & 1)
+        with self._send_lock:
+            self._sock = sock
+            self.generation += 1
+            self._last_send = self._last_recv = time.monotonic()
+            self._ping_out = False
+            pending = list(self._outgoing.items())
+        self._connected.set()
+        self._backoff = 0.5
+        for mid, (topic, payload) in pending:  # 3.1.1 section 4.4: resend unacknowledged publishes
+            self._send(publish_packet(topic, payload, 1, mid, dup=True))
+        if self.on_connect is not None:
+            self.on_connect(session_present)
+
+    def _close(self) -> bool:
+        with self._send_lock:
+            sock, self._sock = self._sock, None
+        was = self._connected.is_set()
+        self._connected.clear()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        return was
+
+    def _drop(self, why: str) -> None:
+        if self._close() and self.on_disconnect is not None:
+            self.on_disconnect(why)
+
+    def _loop(self) -> None:
+        buf = b""
+        while not self._stopping.is_set():
+            sock = self._sock
+            if sock is None:
+                buf = b""
+                try:
+                    self._connect(10.0)
+                except (OSError, ConnectionError, TimeoutError, ProtocolError) as exc:
+                    log.warning("MQTT connect failed; retrying",
+                                extra={"error": str(exc)[:200], "retry_in_s": self._backoff})
+                    self._stopping.wait(self._backoff)
+                    self._backoff = min(self._backoff * 2, 5.0)
+                continue
+            try:
+                r, _, _ = select.select([sock], [], [], 1.0)
+                if r:
+                    data = sock.recv(_READ)
+                    if not data:
+                        raise ConnectionError("connection closed by broker")
+                    self._last_recv = time.monotonic()
+                    buf = buf + data if buf else data
+                    ctrl, msgs, used = parse(buf)
+                    buf = buf[used:]
+                    for first, body in ctrl:
+                        self._control(first, body)
+                    if msgs and self.on_messages is not None:
+                        self._busy = True  # unread PINGRESPs while we wait are not a dead broker
+                        try:
+                            self.on_messages(self.generation, msgs)
+                        finally:
+                            self._busy = False
+                            self._last_recv = time.monotonic()
+            except (OSError, ConnectionError, ProtocolError, ValueError) as exc:
+                if self._stopping.is_set():
+                    break
+                log.warning("MQTT connection lost; reconnecting", extra={"error": str(exc)[:200]})
+                self._drop(str(exc))
+
+    def _ping_loop(self) -> None:
+        ka = self.settings.keepalive_s
+        while ka and not self._stopping.wait(min(1.0, ka / 4)):
+            if self._sock is None:
+                continue
+            now = time.monotonic()
+            try:
+                if self._ping_out and not self._busy and now - self._last_recv > ka * 1.5:
+                    raise ConnectionError(f"no answer from the broker for {ka * 1.5:.0f} s")
+                if now - self._last_send >= ka / 2:
+                    self._ping_out = True
+                    self._send(bytes([PINGREQ, 0]))
+            except (OSError, ConnectionError) as exc:
+                if not self._stopping.is_set():
+                    log.warning("MQTT keep-alive failed; reconnecting", extra={"error": str(exc)[:200]})
+                    self._drop(str(exc))
+
+    def _control(self, first: int, body: bytes) -> None:
+        kind = first & 0xF0
+        if kind == PUBACK:
+            with self._send_lock:
+                self._outgoing.pop(_U16.unpack_from(body)[0], None)
+        elif kind == PINGRESP:
+            self._ping_out = False
+        elif kind == SUBACK:
+            codes = list(body[2:])
+            if any(c == 0x80 for c in codes):
+                log.error("broker refused a subscription", extra={"return_codes": codes})
+            if self.on_subscribed is not None:
+                self.on_subscribed(codes)
+        else:
+            log.warning("unexpected MQTT packet ignored", extra={"type": hex(first)})
