@@ -24,6 +24,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,6 +124,8 @@ class IngestService:
         # converted batches waiting for the writer: at most 2, so conversion of the next batch
         # overlaps the HTTP write of the previous one while memory stays bounded
         self._outq: queue.Queue = queue.Queue(maxsize=2)
+        self._write_slots = max(1, self.cfg.write_concurrency)
+        self._pool = ThreadPoolExecutor(self._write_slots, thread_name_prefix="ingest-write")
         self._influx_down_until = 0.0
         self._backoff = 0.5
         self._schema_ok = False
@@ -313,23 +316,47 @@ class IngestService:
             self._outq.put(None)
 
     def _write_loop(self) -> None:
+        """Batches are made durable and acknowledged in the order they were taken, but up to
+        ``ingest.write_concurrency`` of their first write attempts run at once: one InfluxDB
+        write request is parsed and applied on about one core, so a single request in flight
+        leaves the database's other cores idle."""
+        pending: collections.deque[tuple[tuple, Future | None]] = collections.deque()
         try:
             while True:
-                try:
-                    item = self._outq.get(timeout=self._idle_wait())
-                except queue.Empty:
-                    item = ()
-                if item is None:
-                    break
+                if len(pending) < self._write_slots:
+                    try:
+                        # with writes in flight, only glance at the queue before waiting on the oldest
+                        item = self._outq.get(timeout=0.005 if pending else self._idle_wait())
+                    except queue.Empty:
+                        item = ()
+                    if item is None:
+                        break
+                    if item:
+                        self._ensure_schema()
+                        pending.append((item, self._submit(item[1])))
+                        continue
+                if pending:
+                    item, fut = pending.popleft()
+                    self._finish(*item, first_try=fut)
                 self._ensure_schema()
-                if item:
-                    self._finish(*item)
                 self._replay_one()
                 self._maybe_stats()
         except Exception:  # noqa: BLE001
             log.exception("writer thread crashed")
         finally:
+            for item, fut in pending:  # stopping: finish what was taken (spooled if InfluxDB is down)
+                try:
+                    self._finish(*item, first_try=fut)
+                except Exception:  # noqa: BLE001
+                    log.exception("could not finish a batch while stopping; the broker redelivers it")
+            self._pool.shutdown(wait=False)
             self._stopped.set()
+
+    def _submit(self, lines: list[str]) -> Future | None:
+        """Start the first write attempt of a batch on the pool (None: InfluxDB is known to be down)."""
+        if not lines or time.monotonic() < self._influx_down_until:
+            return None
+        return self._pool.submit(write_keep_good, self.influx, lines)
 
     def _convert(self, batch: list[_Msg]) -> tuple:
         t0 = time.monotonic()
@@ -372,8 +399,8 @@ class IngestService:
         return batch, lines, owners, n_tel, ts_sum, t0, now_ms
 
     def _finish(self, batch: list[_Msg], lines: list[str], owners: list[_Msg], n_tel: int, ts_sum: int,
-                t0: float, now_ms: int) -> None:
-        if not self._make_durable(lines, owners, now_ms):
+                t0: float, now_ms: int, first_try: Future | None = None) -> None:
+        if not self._make_durable(lines, owners, now_ms, first_try):
             return  # stopping while InfluxDB is down and the spool is full: the broker redelivers them
         self._ack(batch)
         dt = time.monotonic() - t0
@@ -387,15 +414,23 @@ class IngestService:
             self._lag_n += n_tel
         self.metrics.buffered.set(len(self._buf))
 
-    def _make_durable(self, lines: list[str], owners: list[_Msg] | None, now_ms: int) -> bool:
-        """Write (or spool) the lines; dead-letter refused ones. False only if giving up on stop."""
+    def _make_durable(self, lines: list[str], owners: list[_Msg] | None, now_ms: int,
+                      first_try: Future | None = None) -> bool:
+        """Write (or spool) the lines; dead-letter refused ones. False only if giving up on stop.
+
+        ``first_try``: a write of these lines already started on the pool; its outcome is the
+        first attempt."""
         if not lines:
             return True
         holding = False
         while True:
-            if time.monotonic() >= self._influx_down_until:
+            if first_try is not None or time.monotonic() >= self._influx_down_until:
                 try:
-                    bad = write_keep_good(self.influx, lines)
+                    if first_try is not None:
+                        fut, first_try = first_try, None
+                        bad = fut.result()
+                    else:
+                        bad = write_keep_good(self.influx, lines)
                 except InfluxError as exc:
                     self._mark_down(exc)
                 else:

@@ -105,6 +105,8 @@ class IngestSettings(BaseModel):
     idle_flush_s: float = 0.02
     # Bound on decoded-but-not-yet-durable messages held in memory (backpressure beyond it).
     max_buffered: int = 20000
+    # InfluxDB write requests in flight at once (batches are still acknowledged in order)
+    write_concurrency: int = 2
     agg_1m_retention: str = "730d"
     agg_1h_retention: str = "INF"
     stats_interval_s: float = 10.0

@@ -212,9 +212,10 @@ class MosquittoProcess(_Daemon):
         # Why these: the defaults drop messages silently for slow or offline
         # subscribers (max_queued_messages 1000) and persist only every 30 min.
         # max_inflight_messages: ingest acknowledges a whole InfluxDB batch at once
-        # (ingest.max_unacked, 10,000), so the broker must let that many QoS 1 messages
-        # be in flight to it; with 1000 the batches stayed at 500 lines and InfluxDB's
-        # per-request cost dominated (docs/benchmarks.md, "Ingest").
+        # (ingest.max_unacked, 10,000) and keeps up to two writes in flight while the next
+        # batch fills, so the broker must let about 4 batches of QoS 1 messages be in flight
+        # to it; with 1000 the batches stayed at 500 lines and InfluxDB's per-request cost
+        # dominated (docs/benchmarks.md, "Ingest").
         # set_tcp_nodelay stays at Mosquitto's default (false): with it on, every PUBACK and
         # PUBLISH is its own TCP segment, 29 vs 19 us of broker CPU per QoS 1 message here.
         lines = [
@@ -225,7 +226,7 @@ class MosquittoProcess(_Daemon):
             "autosave_on_changes false",
             "max_queued_messages 1000000",
             "max_queued_bytes 0",
-            "max_inflight_messages 20000",
+            "max_inflight_messages 40000",
             "persistent_client_expiration 14d",
             "log_dest stderr",
             "log_type error",
@@ -303,13 +304,10 @@ bind-address = "{self.host}:{self.rpc_port}"
         )
 
     def _env(self) -> dict[str, str]:
-        # Go runtime knobs, measured with 10,000-line writes of 12-field points on 2 cores
-        # (docs/benchmarks.md, "Ingest"): GOGC=400 (collect at 5x the live heap, not 2x) cuts
-        # influxd's CPU per line by about a fifth for more memory, and one scheduler thread
-        # fewer than there are cores leaves the broker and the Python services a core without
-        # slowing the writes (about 40 vs 55-65 us of CPU per line, same lines/s). Variables
-        # already set in the environment win.
-        return {"GOGC": "400", "GOMAXPROCS": str(max(1, (os.cpu_count() or 2) - 1))} | dict(os.environ)
+        # GOGC=400: collect garbage at 5x the live heap instead of 2x. Measured with 10,000-line
+        # writes of 12-field points on 2 cores (docs/benchmarks.md, "Ingest"): about a fifth
+        # less influxd CPU per line, for more memory. A GOGC already in the environment wins.
+        return {"GOGC": "400"} | dict(os.environ)
 
     def ready(self) -> bool:
         try:
