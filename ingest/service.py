@@ -146,7 +146,7 @@ class IngestService:
             self.client = wire.WireClient(
                 settings.mqtt, self.cfg.client_id, clean=False, on_connect=self._wire_connected,
                 on_disconnect=self._wire_disconnected, on_messages=self._on_messages,
-                on_subscribed=lambda codes: self._subscribed.set(),
+                on_subscribed=self._wire_subscribed,
             )
         else:
             self.client = make_client(settings.mqtt, self.cfg.client_id, v5=self.cfg.mqtt_v5, clean=False,
@@ -171,6 +171,12 @@ class IngestService:
 
     def _wire_connected(self, session_present: bool) -> None:
         self._subscribe(session_present)
+
+    def _wire_subscribed(self, codes: list[int]) -> None:
+        if 0x80 in codes:  # e.g. an ACL refusing a topic: no data would come; stay not ready
+            log.error("subscription refused by the broker; not ready", extra={"return_codes": codes})
+            return
+        self._subscribed.set()
 
     def _wire_disconnected(self, why: str) -> None:
         self._subscribed.clear()

@@ -135,7 +135,7 @@ def parse(buf: bytes, start: int = 0) -> tuple[list[tuple[int, bytes]], Messages
         if first & 0xF0 == PUBLISH:
             tl = (buf[body] << 8) | buf[body + 1]
             p = body + 2 + tl
-            topic = buf[body + 2:p].decode()
+            topic = buf[body + 2:p].decode("utf-8", "replace")  # never raise: a redelivered bad topic would loop
             qos = (first >> 1) & 3
             if qos:
                 mid = (buf[p] << 8) | buf[p + 1]
