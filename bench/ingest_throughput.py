@@ -237,6 +237,19 @@ def run_ingest(args, port: int, url: str, t0_ms: int, workdir: Path, pids: dict[
         extra_wait = 1.0
         time.sleep(extra_wait)
         final = count_points(ic)
+        if final != n:  # say where the difference is: ingest's own counters and each measurement
+            try:
+                text = httpx.get(metrics_url, timeout=5).text
+                print("ingest counters: " + ", ".join(
+                    f"{k} {_metric(text, f'kc_ingest_{k}_total'):.0f}" for k in ("received", "written", "spooled", "replayed")
+                ) + "; " + "; ".join(ln for ln in text.splitlines() if ln.startswith("kc_ingest_deadlettered_total{")),
+                    file=sys.stderr)
+            except httpx.HTTPError as exc:
+                print(f"ingest not answering at the end ({exc}); exit code {proc.poll()}", file=sys.stderr)
+            meas = {k.measurement for k in CAT}
+            print("stored per measurement: " + ", ".join(
+                f"{m} {sum(int(x.values[0][1]) for x in ic.series(f'SELECT count(seq) FROM {m}'))}" for m in sorted(meas)),
+                file=sys.stderr)
         # best and worst full 60 s (or --window) windows of the written counter
         win = args.window
         rates = []
@@ -263,10 +276,16 @@ def run_ingest(args, port: int, url: str, t0_ms: int, workdir: Path, pids: dict[
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+        if proc.returncode not in (0, None):
+            print(f"ingest exited with {proc.returncode}", file=sys.stderr)
+        if args.keep_log:
+            shutil.copy(workdir / "ingest.log", args.keep_log)
         warnings = [ln for ln in (workdir / "ingest.log").read_text().splitlines() if '"level": "warning"' in ln
                     or '"level": "error"' in ln]
         if warnings:
-            print(f"ingest logged {len(warnings)} warnings/errors, e.g. {warnings[0][:300]}", file=sys.stderr)
+            print(f"ingest logged {len(warnings)} warnings/errors, first and last:", file=sys.stderr)
+            for w in warnings[:3] + warnings[3:][-3:]:
+                print("  " + w[:400], file=sys.stderr)
         if not args.keep:
             ic.drop_database(db)
         ic.close()
@@ -286,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--publishers", type=int, default=2, help="publisher processes")
     ap.add_argument("--persistence", action="store_true", help="broker persistence on (autosave every 5 s)")
     ap.add_argument("--keep", action="store_true", help="keep the benchmark databases")
+    ap.add_argument("--keep-log", type=Path, help="copy the ingest service's log here")
     ap.add_argument("--mqtt", choices=("wire", "paho311", "paho5"), default="wire",
                     help="ingest's MQTT client: its own 3.1.1 consumer (default), paho 3.1.1, paho MQTT 5")
     ap.add_argument("--shared-influx", action="store_true",
