@@ -144,7 +144,7 @@ class IngestService:
         self.client: Any
         if self.wire:
             self.client = wire.WireClient(
-                settings.mqtt, self.cfg.client_id, clean=False, on_connect=self._wire_connected,
+                settings.mqtt, self.cfg.client_id, clean=False, on_connect=self._subscribe,
                 on_disconnect=self._wire_disconnected, on_messages=self._on_messages,
                 on_subscribed=self._wire_subscribed,
             )
@@ -168,9 +168,6 @@ class IngestService:
         q = self.settings.mqtt.qos
         self.client.subscribe([(self.sub_norm, q), (self.sub_dead, q), (self.sub_status, q)])
         log.info("connected and subscribed", extra={"session_present": session_present})
-
-    def _wire_connected(self, session_present: bool) -> None:
-        self._subscribe(session_present)
 
     def _wire_subscribed(self, codes: list[int]) -> None:
         if 0x80 in codes:  # e.g. an ACL refusing a topic: no data would come; stay not ready
