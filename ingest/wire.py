@@ -219,13 +219,21 @@ class WireClient:
 
     def ack(self, generation: int, mids: list[int]) -> bool:
         """PUBACK these packet ids in one write, if they belong to the current connection."""
-        if not mids or generation != self.generation:
+        if not mids:
             return False
-        try:
-            self._send(pubacks(mids))
-            return True
-        except OSError:
-            return False  # the reader notices the broken connection and reconnects
+        data = pubacks(mids)
+        # checked under the lock that also guards a reconnect's swap of socket and generation:
+        # ids of the old connection sent on a new one would acknowledge other messages
+        with self._send_lock:
+            sock = self._sock
+            if generation != self.generation or sock is None:
+                return False
+            try:
+                sock.sendall(data)
+            except OSError:
+                return False  # the reader notices the broken connection and reconnects
+            self._last_send = time.monotonic()
+        return True
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         """Fire-and-track: QoS 1 messages are kept until PUBACK and resent after a reconnect."""
