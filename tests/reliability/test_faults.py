@@ -247,7 +247,10 @@ def test_firmware_virtual_device_offline_then_flushes(settings, private_broker, 
     if r.returncode != 0:
         pytest.skip("`kotacerdas firmware virtual` is not available yet: cannot run the firmware offline test")
     broker = private_broker()
-    root, device, interval, duration = settings.mqtt.topic_root, "fw-air-1", 1, 30
+    # 60 s, not 30: the firmware retries with full-jitter backoff (kc_backoff.py, delays up to
+    # 16-32 s after five or six failures during the 12 s outage); with 30 s a late draw left
+    # the device no time to reconnect before its run ended (seen once in CI)
+    root, device, interval, duration = settings.mqtt.topic_root, "fw-air-1", 1, 60
     devices = tmp_path / "fw-devices.json"
     devices.write_text(f'[{{"device": "{device}", "kind": "air", "city": "depok", "district": "beji"}}]')
     fleet = Fleet(tmp_path / "none.jsonl", devices, {"air": set()})
