@@ -47,18 +47,10 @@ def message(j: int, devices: int, t0_ms: int, root: str) -> tuple[str, bytes]:
     return contract.normalized_topic(root, CITY, kind.name, device), contract.encode_normalized(r)
 
 
-def connect_packet(client_id: str) -> bytes:
-    return wire.connect_packet(client_id, clean=True, keepalive_s=60)
-
-
-def publish_packet(topic: str, payload: bytes, mid: int) -> bytes:
-    return wire.publish_packet(topic, payload, 1, mid)
-
-
 def run(host: str, port: int, packets: list[bytes], rate: float, window: int) -> dict:
     s = socket.create_connection((host, port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    s.sendall(connect_packet(f"bench-pub-{time.time_ns()}"))
+    s.sendall(wire.connect_packet(f"bench-pub-{time.time_ns()}", clean=True, keepalive_s=60))
     ack = s.recv(4)
     if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
         raise RuntimeError(f"CONNACK refused: {ack!r}")
@@ -132,7 +124,7 @@ def main() -> int:
     packets = []
     for k, j in enumerate(range(a.start, a.count, a.step)):
         topic, payload = message(j, a.devices, a.t0, a.root)
-        packets.append(publish_packet(topic, payload, k % 65535 + 1))
+        packets.append(wire.publish_packet(topic, payload, 1, k % 65535 + 1))
     print("ready", flush=True)
     sys.stdin.readline()
     print(json.dumps(run("127.0.0.1", a.port, packets, a.rate, a.window)), flush=True)

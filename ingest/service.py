@@ -170,10 +170,8 @@ class IngestService:
         log.info("connected and subscribed", extra={"session_present": session_present})
 
     def _wire_subscribed(self, codes: list[int]) -> None:
-        if 0x80 in codes:  # e.g. an ACL refusing a topic: no data would come; stay not ready
-            log.error("subscription refused by the broker; not ready", extra={"return_codes": codes})
-            return
-        self._subscribed.set()
+        if 0x80 not in codes:  # a refused topic (the client logs it) would bring no data: stay not ready
+            self._subscribed.set()
 
     def _wire_disconnected(self, why: str) -> None:
         self._subscribed.clear()

@@ -98,7 +98,7 @@ class IngestSettings(BaseModel):
     http_port: int = 18081
     raw_retention: str = "30d"
     # Flush before this many messages are un-acked: the broker stops delivering once its
-    # in-flight window (Mosquitto max_inflight_messages, 20000 in our config) is full.
+    # in-flight window (Mosquitto max_inflight_messages, 40000 in our config: about 4 batches) is full.
     max_unacked: int = 10000
     # ... and when nothing has arrived for this long (a broker with a smaller window stalls
     # the stream before max_unacked is reached; this keeps it moving)
