@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from ingest import wire
+from kotacerdas import mqttwire as wire
 from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
 

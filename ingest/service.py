@@ -40,7 +40,8 @@ from kotacerdas.lineprotocol import format_line
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import Settings
 
-from ingest import fastsock, schema, wire
+from ingest import fastsock, schema
+from kotacerdas import mqttwire as wire
 from ingest.convert import NS_PER_MS, Converter
 from ingest.spool import Spool
 from ingest.writer import write_keep_good

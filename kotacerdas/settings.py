@@ -110,7 +110,7 @@ class IngestSettings(BaseModel):
     agg_1m_retention: str = "730d"
     agg_1h_retention: str = "INF"
     stats_interval_s: float = 10.0
-    # "wire": ingest's own MQTT 3.1.1 consumer (ingest/wire.py: one parse pass and one callback per
+    # "wire": the own MQTT 3.1.1 consumer (kotacerdas/mqttwire.py: one parse pass and one callback per
     # 1 MiB read, one write per batch of PUBACKs); "paho": paho-mqtt. paho is used anyway for TLS
     # (mqtt.tls_ca) and MQTT 5 (mqtt_v5).
     mqtt_client: Literal["wire", "paho"] = "wire"

@@ -1,18 +1,22 @@
-"""A small MQTT 3.1.1 consumer for the ingest hot path (plain TCP).
+"""A small batching MQTT client for the services' hot paths (plain TCP): ingest's consumer,
+the gateway's consumer and its forwarder.
 
 Why not paho here: paho reads and dispatches one packet at a time (a callback, a
 message object and a lock per message) and sends one PUBACK per ``ack`` call. At
 tens of thousands of QoS 1 messages a second that is most of the ingest's CPU. This
 client reads up to 1 MiB at once, parses every complete packet in it, hands the
-PUBLISHes to the service as **one list per read**, and sends a batch's PUBACKs as one
-write. It speaks only what ingest needs (OASIS MQTT 3.1.1): CONNECT/CONNACK (3.1, 3.2),
+PUBLISHes to the service as **one list per read**, and sends a batch's PUBACKs (or a
+window of PUBLISHes, :meth:`WireClient.publish_many`) as one write. It speaks only what
+the services need (OASIS MQTT 3.1.1): CONNECT/CONNACK (3.1, 3.2),
 PUBLISH QoS 0/1 in and out (3.3), PUBACK (3.4), SUBSCRIBE/SUBACK (3.8, 3.9),
 PINGREQ/PINGRESP (3.12, 3.13), DISCONNECT (3.14). Subscriptions are granted at most
 QoS 1, so the broker never starts a QoS 2 exchange with us.
 
-TLS and MQTT 5 stay with paho (``ingest.mqtt_client = "paho"``, chosen automatically
-when ``mqtt.tls_ca`` is set or ``ingest.mqtt_v5`` is true): an ``ssl`` socket cannot be
-read by one thread while another writes to it.
+``protocol=5`` speaks just enough MQTT 5.0 for a publisher (the gateway's forwarder wants
+the PUBACK reason code, 3.4.2.1, to count what an upstream ACL refused): CONNECT and
+PUBLISH with empty properties (3.1.2.11, 3.3.2.3), CONNACK properties skipped; a v5
+client does not subscribe. TLS stays with paho: an ``ssl`` socket cannot be read by one
+thread while another writes to it.
 
 Threads: a reader thread owns (re)connecting and parsing; a keep-alive thread sends
 PINGREQ and drops a silent connection (it must not share the reader's thread: the
@@ -37,7 +41,7 @@ from typing import Callable
 
 from kotacerdas.settings import MqttSettings
 
-log = logging.getLogger("ingest.wire")
+log = logging.getLogger("kotacerdas.mqttwire")
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
@@ -53,8 +57,9 @@ CONNACK_ERRORS = {
     4: "bad user name or password", 5: "not authorised",
 }
 
-# (topic, payload, packet id, qos) for each PUBLISH in one read
-Messages = list[tuple[str, bytes, int, int]]
+# (topic, payload, packet id, qos) for each PUBLISH in one read; with ``retain_flag`` a fifth
+# element, the RETAIN bit (3.3.1.3: 1 on a delivery of a retained message at subscription time)
+Messages = list[tuple]
 
 
 def _varint(n: int) -> bytes:
@@ -75,9 +80,10 @@ def packet(first: int, body: bytes) -> bytes:
 
 
 def connect_packet(client_id: str, *, clean: bool, keepalive_s: int, username: str | None = None,
-                   password: str | None = None) -> bytes:
+                   password: str | None = None, protocol: int = 4) -> bytes:
     flags = (0x02 if clean else 0) | (0x80 if username else 0) | (0x40 if username and password is not None else 0)
-    body = _str(b"MQTT") + bytes([4, flags]) + _U16.pack(keepalive_s) + _str(client_id.encode())
+    props = b"\x00" if protocol == 5 else b""  # v5: no properties (a clean, non-expiring session)
+    body = _str(b"MQTT") + bytes([protocol, flags]) + _U16.pack(keepalive_s) + props + _str(client_id.encode())
     if username:
         body += _str(username.encode())
         if password is not None:
@@ -89,9 +95,11 @@ def subscribe_packet(mid: int, topics: list[tuple[str, int]]) -> bytes:
     return packet(SUBSCRIBE, _U16.pack(mid) + b"".join(_str(t.encode()) + bytes([q]) for t, q in topics))
 
 
-def publish_packet(topic: str, payload: bytes, qos: int, mid: int, dup: bool = False) -> bytes:
-    first = PUBLISH | (qos << 1) | (0x08 if dup else 0)
-    return packet(first, _str(topic.encode()) + (_U16.pack(mid) if qos else b"") + payload)
+def publish_packet(topic: str, payload: bytes, qos: int, mid: int, dup: bool = False, retain: bool = False,
+                   protocol: int = 4) -> bytes:
+    first = PUBLISH | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    props = b"\x00" if protocol == 5 else b""
+    return packet(first, _str(topic.encode()) + (_U16.pack(mid) if qos else b"") + props + payload)
 
 
 def pubacks(mids: list[int]) -> bytes:
@@ -100,11 +108,11 @@ def pubacks(mids: list[int]) -> bytes:
     return b"".join([pack(PUBACK, 2, m) for m in mids])
 
 
-def parse(buf: bytes, start: int = 0) -> tuple[list[tuple[int, bytes]], Messages, int]:
-    """Split ``buf[start:]`` into complete packets.
+def parse(buf: bytes, start: int = 0, retain_flag: bool = False) -> tuple[list[tuple[int, bytes]], Messages, int]:
+    """Split ``buf[start:]`` into complete packets (MQTT 3.1.1 PUBLISHes).
 
-    Returns (control packets as (first byte, body), PUBLISHes as (topic, payload, id, qos),
-    offset of the first incomplete packet). The PUBLISH branch is inlined: it is the per-message
+    Returns (control packets as (first byte, body), PUBLISHes as (topic, payload, id, qos)
+    (``retain_flag``: (topic, payload, id, qos, retain)), offset of the first incomplete packet). The PUBLISH branch is inlined: it is the per-message
     cost of the whole ingest.
     """
     ctrl: list[tuple[int, bytes]] = []
@@ -142,7 +150,10 @@ def parse(buf: bytes, start: int = 0) -> tuple[list[tuple[int, bytes]], Messages
                 p += 2
             else:
                 mid = 0
-            msgs.append((topic, buf[p:end], mid, qos))
+            if retain_flag:
+                msgs.append((topic, buf[p:end], mid, qos, first & 1))
+            else:
+                msgs.append((topic, buf[p:end], mid, qos))
         else:
             ctrl.append((first, buf[body:end]))
         i = end
@@ -153,18 +164,55 @@ class ProtocolError(Exception):
     pass
 
 
+def _read_packet(sock: socket.socket, deadline: float, peer: str) -> bytes:
+    """One whole packet during the handshake, as [first byte, body[0], body[1], ...] (the
+    remaining length left out): a 3.1.1 CONNACK is 4 bytes, a v5 one carries properties."""
+    def take(n: int) -> bytes:
+        got = b""
+        while len(got) < n:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no CONNACK from {peer}")
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            chunk = sock.recv(n - len(got))
+            if not chunk:
+                raise ConnectionError("connection closed before CONNACK")
+            got += chunk
+        return got
+
+    first = take(1)
+    rl, shift = 0, 0
+    while True:
+        b = take(1)[0]
+        rl |= (b & 0x7F) << shift
+        if not b & 0x80:
+            break
+        shift += 7
+        if shift > 21:
+            raise ProtocolError("remaining length longer than 4 bytes")
+    return first + b"\x00" + take(rl)  # index 2 = flags, 3 = return/reason code, as before
+
+
 class WireClient:
     """See the module docstring. ``on_connect(session_present)`` runs on the reader thread right
     after CONNACK (subscribe from there); ``on_messages(generation, messages)`` runs on the reader
-    thread once per read and may block (backpressure: while it blocks, nothing is read)."""
+    thread once per read and may block (backpressure: while it blocks, nothing is read).
+    ``on_puback(mid, reason_code)`` runs on the reader thread for every PUBACK of our publishes."""
 
     def __init__(self, settings: MqttSettings, client_id: str, *, clean: bool = False,
                  on_connect: Callable[[bool], None] | None = None,
                  on_disconnect: Callable[[str], None] | None = None,
                  on_messages: Callable[[int, Messages], None] | None = None,
-                 on_subscribed: Callable[[list[int]], None] | None = None):
+                 on_subscribed: Callable[[list[int]], None] | None = None,
+                 on_puback: Callable[[int, int], None] | None = None,
+                 retain_flag: bool = False, protocol: int = 4, name: str = "mqtt"):
         if settings.tls_ca:
             raise ValueError("WireClient speaks plain TCP; use paho for TLS")
+        if protocol not in (4, 5):
+            raise ValueError("protocol is 4 (MQTT 3.1.1) or 5 (MQTT 5.0, publishing only)")
+        self.on_puback = on_puback
+        self.retain_flag = retain_flag
+        self.protocol = protocol
+        self.name = name
         self.settings = settings
         self.client_id = client_id
         self.clean = clean
@@ -193,9 +241,9 @@ class WireClient:
         """Connect (raises ConnectionError / TimeoutError / OSError like ``kotacerdas.mqtt.connect``),
         then keep the connection up from a reader thread until :meth:`stop`."""
         self._connect(timeout_s)
-        self._thread = threading.Thread(target=self._loop, name="ingest-mqtt", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
         self._thread.start()
-        self._pinger = threading.Thread(target=self._ping_loop, name="ingest-mqtt-ping", daemon=True)
+        self._pinger = threading.Thread(target=self._ping_loop, name=f"{self.name}-ping", daemon=True)
         self._pinger.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
@@ -246,9 +294,29 @@ class WireClient:
                     log.warning("unacknowledged outgoing publish dropped", extra={"mid": old})
                 self._outgoing[mid] = (topic, payload)
         try:
-            self._send(publish_packet(topic, payload, qos, mid))
+            self._send(publish_packet(topic, payload, qos, mid, protocol=self.protocol))
         except OSError:
             pass  # resent on reconnect
+
+    def publish_many(self, items: list[tuple[str, bytes, bool]]) -> tuple[int, list[int]]:
+        """QoS 1 PUBLISHes of (topic, payload, retain) as one write, NOT kept for resending:
+        the caller keeps them until every PUBACK (``on_puback``) came back and sends them again
+        after a reconnect. Returns (generation, packet ids); raises OSError when not connected."""
+        with self._send_lock:
+            sock = self._sock
+            if sock is None:
+                raise OSError("not connected")
+            mids = []
+            nxt = self._next_mid
+            for _ in items:
+                nxt = nxt % 65535 + 1
+                mids.append(nxt)
+            self._next_mid = nxt
+            proto = self.protocol
+            data = b"".join([publish_packet(t, p, 1, m, retain=r, protocol=proto) for (t, p, r), m in zip(items, mids)])
+            sock.sendall(data)
+            self._last_send = time.monotonic()
+            return self.generation, mids
 
     # ------------------------------------------------------------ connection
 
@@ -272,25 +340,17 @@ class WireClient:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             pw = s.password.get_secret_value() if s.password else None
             sock.sendall(connect_packet(self.client_id, clean=self.clean, keepalive_s=s.keepalive_s,
-                                        username=s.username, password=pw))
-            head = b""
-            deadline = time.monotonic() + timeout_s
-            while len(head) < 4:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"no CONNACK from {s.host}:{s.port} in {timeout_s} s")
-                chunk = sock.recv(4 - len(head))
-                if not chunk:
-                    raise ConnectionError("connection closed before CONNACK")
-                head += chunk
+                                        username=s.username, password=pw, protocol=self.protocol))
+            head = _read_packet(sock, time.monotonic() + timeout_s, f"{s.host}:{s.port}")
         except BaseException:
             sock.close()
             raise
-        if head[0] != CONNACK:
+        if head[0] != CONNACK or len(head) < 4:
             sock.close()
-            raise ProtocolError(f"expected CONNACK, got {head[:1].hex()}")
+            raise ProtocolError(f"expected CONNACK, got {head[:4].hex()}")
         if head[3] != 0:
             sock.close()
-            raise ConnectionError(f"MQTT connect refused: {CONNACK_ERRORS.get(head[3], head[3])}")
+            raise ConnectionError(f"MQTT connect refused: {CONNACK_ERRORS.get(head[3], head[3]) if self.protocol == 4 else hex(head[3])}")
         sock.settimeout(None)  # blocking; the reader waits in select, so keep-alive still runs
         session_present = bool(head[2] & 1)
         with self._send_lock:
@@ -302,7 +362,7 @@ class WireClient:
         self._connected.set()
         self._backoff = 0.5
         for mid, (topic, payload) in pending:  # 3.1.1 section 4.4: resend unacknowledged publishes
-            self._send(publish_packet(topic, payload, 1, mid, dup=True))
+            self._send(publish_packet(topic, payload, 1, mid, dup=True, protocol=self.protocol))
         if self.on_connect is not None:
             self.on_connect(session_present)
 
@@ -344,7 +404,7 @@ class WireClient:
                         raise ConnectionError("connection closed by broker")
                     self._last_recv = time.monotonic()
                     buf = buf + data if buf else data
-                    ctrl, msgs, used = parse(buf)
+                    ctrl, msgs, used = parse(buf, 0, self.retain_flag)
                     buf = buf[used:]
                     for first, body in ctrl:
                         self._control(first, body)
@@ -381,8 +441,13 @@ class WireClient:
     def _control(self, first: int, body: bytes) -> None:
         kind = first & 0xF0
         if kind == PUBACK:
-            with self._send_lock:
-                self._outgoing.pop(_U16.unpack_from(body)[0], None)
+            mid = _U16.unpack_from(body)[0]
+            if self._outgoing:
+                with self._send_lock:
+                    self._outgoing.pop(mid, None)
+            if self.on_puback is not None:
+                # v5: a reason code follows the id unless it is 0 (success), 3.4.2.1
+                self.on_puback(mid, body[2] if len(body) > 2 else 0)
         elif kind == PINGRESP:
             self._ping_out = False
         elif kind == SUBACK:

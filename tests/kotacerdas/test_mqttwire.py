@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ingest import wire
+from kotacerdas import mqttwire as wire
 from kotacerdas.mqtt import connect, make_client, wait_published
 from kotacerdas.settings import MqttSettings
 
