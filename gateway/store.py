@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import orjson
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -25,15 +27,28 @@ CREATE TABLE IF NOT EXISTS outbox (
     qos INTEGER NOT NULL DEFAULT 1,
     retain INTEGER NOT NULL DEFAULT 0
 );
--- a reading is identified by (device, seq, ts): a device that reboots and restarts seq
--- at 0 sends new timestamps, so its new readings are not mistaken for old ones.
-CREATE TABLE IF NOT EXISTS seen (
+-- a reading is identified by (device, ts), as InfluxDB identifies a point by its series and
+-- time (docs/wire-contract.md, "Reading identity"); seq is kept to tell a redelivery (same
+-- seq) from a conflicting second reading at the same time (another seq).
+CREATE TABLE IF NOT EXISTS reading_ids (
     device TEXT NOT NULL,
-    seq INTEGER NOT NULL,
     ts INTEGER NOT NULL,
-    PRIMARY KEY (device, seq, ts)
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (device, ts)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS seen_ts ON seen (ts);
+CREATE INDEX IF NOT EXISTS reading_ids_ts ON reading_ids (ts);
+-- retained copies (topic, payload digest) already handled: the broker replays them on every
+-- (re)subscription, and they must not be stored or dead-lettered again (docs/gateway.md)
+CREATE TABLE IF NOT EXISTS retained_seen (
+    topic TEXT PRIMARY KEY,
+    digest BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+# before 2026-12: identity (device, seq, ts); kept rows carry over with the new identity
+_MIGRATE = """
+INSERT OR IGNORE INTO reading_ids (device, ts, seq) SELECT device, ts, seq FROM seen;
+DROP TABLE seen;
 """
 
 
@@ -63,6 +78,8 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if durable_fsync else 'NORMAL'}")
         self._db.executescript(_SCHEMA)
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='seen'").fetchone():
+            self._db.executescript(f"BEGIN IMMEDIATE; {_MIGRATE} COMMIT;")
         self._depth = int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def close(self) -> None:
@@ -104,16 +121,16 @@ class Store:
     def forget_before(self, ts_ms: int) -> int:
         """Drop dedup keys older than the contract's max age: older readings are refused as stale anyway."""
         with self._lock:
-            cur = self._db.execute("DELETE FROM seen WHERE ts < ?", (ts_ms,))
+            cur = self._db.execute("DELETE FROM reading_ids WHERE ts < ?", (ts_ms,))
             return cur.rowcount
 
     def seen_count(self) -> int:
         with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM seen").fetchone()[0])
+            return int(self._db.execute("SELECT count(*) FROM reading_ids").fetchone()[0])
 
 
 class _Txn:
-    """``with store.transaction() as t: if t.first_time(key): t.queue(msg)``: one commit for a batch."""
+    """``with store.transaction() as t: new, old = t.claim(ids); t.queue_many(msgs)``: one commit a batch."""
 
     def __init__(self, store: Store):
         self.s = store
@@ -125,15 +142,56 @@ class _Txn:
         self._cur.execute("BEGIN IMMEDIATE")
         return self
 
+    def claim(self, ids: list[tuple[str, int, int]]) -> dict[tuple[str, int], int]:
+        """Remember readings (device, ts, seq) whose (device, ts) is new; return, for those already
+        known, the seq stored with them. ``ids`` holds distinct (device, ts) pairs.
+
+        The common batch is all new: one ``executemany`` whose change count proves it. Only a
+        batch with a repeat (a redelivery after a crash, a replayed backlog) is looked up."""
+        if not ids:
+            return {}
+        db = self.s._db
+        cur = self._cur
+        cur.execute("SAVEPOINT claim")
+        before = db.total_changes
+        cur.executemany("INSERT OR IGNORE INTO reading_ids (device, ts, seq) VALUES (?,?,?)", ids)
+        if db.total_changes - before == len(ids):
+            cur.execute("RELEASE claim")
+            return {}
+        cur.execute("ROLLBACK TO claim")
+        cur.execute("RELEASE claim")
+        known = {(d, t): q for d, t, q in cur.execute(
+            "SELECT r.device, r.ts, r.seq FROM json_each(?) j JOIN reading_ids r"
+            " ON r.device = json_extract(j.value, '$[0]') AND r.ts = json_extract(j.value, '$[1]')",
+            (orjson.dumps([(d, t) for d, t, _ in ids]),))}
+        cur.executemany("INSERT INTO reading_ids (device, ts, seq) VALUES (?,?,?)",
+                        [i for i in ids if (i[0], i[1]) not in known])
+        return known
+
     def first_time(self, device: str, seq: int, ts: int) -> bool:
-        self._cur.execute("INSERT OR IGNORE INTO seen (device, seq, ts) VALUES (?,?,?)", (device, seq, ts))
-        return self._cur.rowcount == 1
+        """One reading: True if its identity (device, ts) was not seen before (and now is)."""
+        return not self.claim([(device, ts, seq)])
+
+    def retained_known(self, items: list[tuple[str, bytes]]) -> set[tuple[str, bytes]]:
+        """Of these (topic, digest) retained copies, those handled before; remember the others."""
+        if not items:
+            return set()
+        known = {(t, d) for t, d in self._cur.execute(
+            "SELECT r.topic, r.digest FROM json_each(?) j JOIN retained_seen r ON r.topic = j.value",
+            (orjson.dumps([t for t, _ in items]),)) if (t, d) in set(items)}
+        self._cur.executemany("INSERT OR REPLACE INTO retained_seen (topic, digest) VALUES (?,?)",
+                              [x for x in items if x not in known])
+        return known
 
     def queue(self, m: Outgoing) -> None:
-        self._cur.execute(
-            "INSERT INTO outbox (topic, payload, qos, retain) VALUES (?,?,?,?)", (m.topic, m.payload, m.qos, int(m.retain))
-        )
-        self._n += 1
+        self.queue_many([m])
+
+    def queue_many(self, msgs: list[Outgoing]) -> None:
+        if not msgs:
+            return
+        self._cur.executemany("INSERT INTO outbox (topic, payload, qos, retain) VALUES (?,?,?,?)",
+                              [(m.topic, m.payload, m.qos, int(m.retain)) for m in msgs])
+        self._n += len(msgs)
 
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
         try:

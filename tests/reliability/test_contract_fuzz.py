@@ -272,3 +272,48 @@ def test_parser_never_accepts_wildcards(topic):
     p = c.parse_device_topic(topic, ROOT)
     if isinstance(p, c.DeviceTopic):
         assert not any(ch in p.city + p.device for ch in "+#/.\x00 ")
+
+
+# ---------------------------------------------------------------- batch validator == reference validator
+
+
+def _same(a: object, b: object) -> bool:
+    return vars(a) == vars(b) if isinstance(a, Reading) and isinstance(b, Reading) else a == b
+
+
+@FUZZ
+@given(msg=good_messages(), key=st.sampled_from(["v", "ts", "seq", "fields", "bat", "fw", "rssi", "x"]),
+       bad=json_values, drop=st.booleans())
+def test_batch_validator_answers_like_the_reference(msg, key, bad, drop):
+    """TelemetryValidator (the gateway's hot path) must return exactly what validate_telemetry returns:
+    a good message, the same message with one key changed or removed, and arbitrary bytes/topics."""
+    kind, device, city, doc = msg
+    topic = c.telemetry_topic(ROOT, city, kind, device)
+    good = c.encode_telemetry(doc["ts_ms"], doc["seq"], doc["fields"], battery=doc["battery"], fw=doc["fw"], rssi=doc["rssi"])
+    raw = json.loads(good)
+    if drop:
+        raw.pop(key, None)
+    else:
+        raw[key] = bad
+    bent = json.dumps(raw, allow_nan=True).encode()
+    items = [(topic, good), (topic, bent), (topic, b"\xff" + good), (topic.replace("/v1/", "/v2/"), good),
+             (topic.rsplit("/", 1)[0] + "/telemtry", good), (topic, good + b" " * 5000)]
+    v = c.TelemetryValidator(root=ROOT, catalogue=CAT)
+    for _ in range(2):  # cold and warm topic cache
+        got = v.validate_many(items, NOW)
+        want = [c.validate_telemetry(t, p, NOW, root=ROOT, catalogue=CAT) for t, p in items]
+        assert all(_same(a, b) for a, b in zip(got, want)), (got, want)
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"v":1,"ts":%d,"seq":1,"fields":{"pm25":NaN}}' % NOW, b'{"v":1,"ts":%d,"seq":1,"fields":{"pm25":1e400}}' % NOW,
+    b'{"v":true,"ts":%d,"seq":1,"fields":{"pm25":1}}' % NOW, b'{"v":1,"ts":%d,"seq":1,"fields":{"pm25":true}}' % NOW,
+    b'{"v":1,"ts":%d,"seq":99999999999999999999999,"fields":{"pm25":1}}' % NOW,
+    b'{"v":1,"ts":%d,"seq":1,"fields":{"pm25":1},"fw":"\\ud800"}' % NOW,
+    b'{"v":1,"ts":%d,"seq":1,"fields":{"pm25":1},"bat":null,"fw":null,"rssi":null}' % NOW,
+    b'{"v":1,"ts":%d,"seq":1,"fields":{"pm25":1,"pm25":2}}' % NOW, b"[]", b"",
+])
+def test_batch_validator_edge_cases(payload):
+    v = c.TelemetryValidator(root=ROOT, catalogue=CAT)
+    assert _same(v.validate_many([(good_topic(), payload)], NOW)[0],
+                 c.validate_telemetry(good_topic(), payload, NOW, root=ROOT, catalogue=CAT))
