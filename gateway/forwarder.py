@@ -15,14 +15,93 @@ import threading
 import time
 from typing import Callable
 
-import paho.mqtt.client as paho
-
 from kotacerdas.mqtt import connect, make_client
+from kotacerdas.mqttwire import WireClient
 from kotacerdas.settings import MqttSettings
 
-from gateway.store import Store
+from gateway.store import Queued, Store
 
 log = logging.getLogger("gateway.forwarder")
+
+
+class _WireLink:
+    """The upstream over the batching wire client (MQTT 5 for PUBACK reason codes): a window of
+    PUBLISHes goes out as one write; PUBACKs are collected by the client's reader thread."""
+
+    def __init__(self, settings: MqttSettings, client_id: str, on_refused: Callable[[], None]):
+        self._cond = threading.Condition()
+        self._acked: set[int] = set()
+        self._on_refused = on_refused
+        self.c = WireClient(settings, client_id, clean=True, protocol=5, on_puback=self._puback,
+                            name="gateway-upstream")
+        self.c.start(timeout_s=5.0)
+
+    def _puback(self, mid: int, reason: int) -> None:
+        if reason >= 0x80:  # e.g. 0x87 not authorized: the message is gone, so say so loudly
+            self._on_refused()
+            log.error("upstream refused a message (ACL?)", extra={"mid": mid, "reason": hex(reason)})
+        with self._cond:
+            self._acked.add(mid)
+            self._cond.notify_all()
+
+    def connected(self) -> bool:
+        return self.c.is_connected()
+
+    def send(self, rows: list[Queued], deadline: float, stop: threading.Event) -> bool:
+        with self._cond:
+            self._acked.clear()
+        gen, mids = self.c.publish_many([(r.topic, r.payload, r.retain) for r in rows])
+        want = set(mids)
+        with self._cond:
+            while not want <= self._acked:
+                if self.c.generation != gen or not self.c.is_connected() or stop.is_set():
+                    return False
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.2))
+        return True
+
+    def close(self) -> None:
+        self.c.stop(timeout_s=2.0)
+
+
+class _PahoLink:
+    """The upstream over paho (TLS): one publish call per row."""
+
+    def __init__(self, settings: MqttSettings, client_id: str, on_refused: Callable[[], None]):
+        self._on_refused = on_refused
+        self.c = make_client(settings, client_id, v5=True, clean=True)
+        try:
+            connect(self.c, settings, timeout_s=5.0)
+        except BaseException:
+            self.close()
+            raise
+        self.c.on_publish = self._on_publish
+
+    def _on_publish(self, client, userdata, mid, reason_code, props=None) -> None:  # noqa: ANN001
+        if getattr(reason_code, "is_failure", False):
+            self._on_refused()
+            log.error("upstream refused a message (ACL?)", extra={"mid": mid, "reason": str(reason_code)})
+
+    def connected(self) -> bool:
+        return self.c.is_connected()
+
+    def send(self, rows: list[Queued], deadline: float, stop: threading.Event) -> bool:
+        infos = [self.c.publish(r.topic, r.payload, qos=r.qos, retain=r.retain) for r in rows]
+        for info in infos:
+            while not info.is_published():
+                if info.rc != 0 or not self.c.is_connected() or time.monotonic() > deadline or stop.is_set():
+                    return False
+                time.sleep(0.002)
+        return True
+
+    def close(self) -> None:
+        try:
+            self.c.disconnect()
+            self.c.loop_stop()
+        except Exception:  # noqa: BLE001 - a dead connection may fail to close; nothing to save
+            pass
 
 
 class Forwarder:
@@ -32,10 +111,11 @@ class Forwarder:
         upstream: MqttSettings,
         client_id: str,
         *,
-        window: int = 200,
+        window: int = 5000,
         ack_timeout_s: float = 10.0,
         on_forwarded: Callable[[int], None] = lambda n: None,
         on_refused: Callable[[], None] = lambda: None,
+        client: str = "wire",
     ):
         self.store = store
         self.upstream = upstream
@@ -44,9 +124,10 @@ class Forwarder:
         self.ack_timeout_s = ack_timeout_s
         self.on_forwarded = on_forwarded
         self.on_refused = on_refused
+        self.wire = client == "wire" and not upstream.tls_ca
         self.wake = threading.Event()
         self._stop = threading.Event()
-        self._client: paho.Client | None = None
+        self._link: _WireLink | _PahoLink | None = None
         self.connected = False
         self._thread = threading.Thread(target=self._run, name="gateway-forwarder", daemon=True)
 
@@ -62,75 +143,52 @@ class Forwarder:
         self._stop.set()
         self.wake.set()
         self._thread.join(timeout=self.ack_timeout_s + 5)
-        self._drop_client()
+        self._drop_link()
 
-    def _drop_client(self) -> None:
-        c, self._client = self._client, None
+    def _drop_link(self) -> None:
+        link, self._link = self._link, None
         self.connected = False
-        if c is not None:
-            try:
-                c.disconnect()
-                c.loop_stop()
-            except Exception:  # noqa: BLE001 - a dead connection may fail to close; nothing to save
-                pass
+        if link is not None:
+            link.close()
 
-    def _ensure_client(self) -> bool:
-        if self._client is not None and self._client.is_connected():
+    def _ensure_link(self) -> bool:
+        if self._link is not None and self._link.connected():
             self.connected = True
             return True
-        self._drop_client()
-        c = make_client(self.upstream, self.client_id, v5=True, clean=True)
+        # a fresh connection (and client) per outage: nothing of the old one is resent behind our back
+        self._drop_link()
         try:
-            connect(c, self.upstream, timeout_s=5.0)
+            self._link = (_WireLink if self.wire else _PahoLink)(self.upstream, self.client_id, self.on_refused)
         except Exception as exc:  # noqa: BLE001 - upstream down: retry later, messages wait on disk
             log.warning("upstream not reachable", extra={"error": str(exc)[:200], "queued": self.store.depth})
-            try:
-                c.loop_stop()
-            except Exception:  # noqa: BLE001
-                pass
             return False
         log.info("upstream connected", extra={"host": self.upstream.host, "port": self.upstream.port})
-        c.on_publish = self._on_publish
-        self._client = c
         self.connected = True
         return True
-
-    def _on_publish(self, client, userdata, mid, reason_code, props=None) -> None:  # noqa: ANN001
-        # a v5 PUBACK may carry "not authorized" etc.: the message is gone, so say so loudly
-        if getattr(reason_code, "is_failure", False):
-            self.on_refused()
-            log.error("upstream refused a message (ACL?)", extra={"mid": mid, "reason": str(reason_code)})
 
     def _run(self) -> None:
         backoff = 0.2
         while not self._stop.is_set():
             # connect even when idle, so readiness tells the truth before the first message
-            if not self._ensure_client():
+            if not self._ensure_link():
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.2
-            c = self._client
-            assert c is not None
+            link = self._link
+            assert link is not None
             rows = self.store.peek(limit=self.window)
             if not rows:
                 self.wake.wait(0.5)
                 self.wake.clear()
                 continue
-            infos = [c.publish(r.topic, r.payload, qos=r.qos, retain=r.retain) for r in rows]
-            deadline = time.monotonic() + self.ack_timeout_s
-            ok = True
-            for info in infos:
-                while not info.is_published():
-                    if info.rc != 0 or not c.is_connected() or time.monotonic() > deadline or self._stop.is_set():
-                        ok = False
-                        break
-                    time.sleep(0.002)
-                if not ok:
-                    break
+            try:
+                ok = link.send(rows, time.monotonic() + self.ack_timeout_s, self._stop)
+            except OSError:
+                ok = False
             if ok:
-                self.store.delete(r.id for r in rows)
+                self.store.delete_through(rows[0].id, rows[-1].id)
                 self.on_forwarded(len(rows))
             else:
                 log.warning("upstream lost mid-window; will resend", extra={"window": len(rows)})
-                self._drop_client()
+                self._drop_link()

@@ -41,7 +41,10 @@ def service_acl(root: str) -> dict[str, list[tuple[str, str]]]:
     dev = f"{root}/v{contract.VERSION}/+/+/+"
     return {
         GATEWAY_USER: [
-            ("read", f"{dev}/telemetry"), ("read", f"{dev}/status"), ("read", f"{dev}/ack"),
+            # device topics, and wrong ones so they are counted and dead-lettered (contract.gateway_subscriptions);
+            # "deny" wins over those wide read grants for what other services publish
+            ("deny", f"{p}/alerts/#"), ("deny", f"{p}/deadletter/ingest/#"), ("deny", f"{p}/deadletter/analytics/#"),
+            *[("read", t) for t in contract.gateway_subscriptions(root)],
             ("write", f"{dev}/config"), ("write", f"{dev}/cmd"),
             ("write", f"{p}/norm/#"), ("write", f"{p}/deadletter/gateway/#"), ("write", f"{p}/devstatus/#"),
         ],

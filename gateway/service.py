@@ -11,9 +11,9 @@ messages are redelivered by the broker and the dedup memory turns repeats into n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import queue
 import threading
 from collections import Counter as TallyCounter
 from collections import deque
@@ -25,12 +25,13 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
-from kotacerdas.contract import Limits, Reason, Rejection
+from kotacerdas.contract import Limits, NormalizedReading, Reason, Rejection
+from kotacerdas.mqttwire import WireClient
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import Settings
 
 from gateway import adapters
-from gateway.core import StatusMessage, dedup_key, normalise_telemetry, parse_ack, parse_status
+from gateway.core import StatusMessage, check_registry, parse_ack, parse_status
 from gateway.forwarder import Forwarder
 from gateway.lifecycle import DeviceState, Lifecycle
 from gateway.registry import Device, Registry
@@ -39,9 +40,14 @@ from gateway.store import Outgoing, Store
 log = logging.getLogger("gateway")
 
 STAGE = "gateway"
-BATCH_MAX = 500
-BATCH_WAIT_S = 0.02
 PRUNE_EVERY_S = 600.0
+V1 = f"v{contract.VERSION}"
+DEVICE_INPUT = frozenset({"telemetry", "status", "ack"})
+ECHOED = frozenset({"config", "cmd"})  # device channels the gateway itself publishes
+
+
+def _digest(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=8).digest()
 
 
 def now_ms() -> int:
@@ -64,11 +70,22 @@ class Metrics:
         self.upstream_refused = Counter("kc_gateway_upstream_refused_total",
                                         "Messages the upstream broker acknowledged with a failure code", registry=r)
         self.batch_seconds = Histogram("kc_gateway_batch_seconds", "Time to validate and commit one batch", registry=r)
+        self.retained_replays = Counter(
+            "kc_gateway_retained_replays_total",
+            "Retained copies replayed by the broker at (re)subscription and already handled: counted, not "
+            "stored or dead-lettered again", ["channel"], registry=r)
+        self.inbox_depth = Gauge("kc_gateway_inbox_depth", "Messages read from the broker, not yet committed",
+                                 registry=r)
+        self.backpressure = Counter("kc_gateway_backpressure_seconds_total",
+                                    "Time reading from the devices' broker was paused (inbox or outbox full)",
+                                    registry=r)
         # pre-create every reason so dashboards see zeros rather than missing series
         for reason in Reason:
             self.rejected.labels(reason.value)
-        for ch in ("telemetry", "status", "ack", "tasmota", "esphome"):
+        for ch in ("telemetry", "status", "ack", "tasmota", "esphome", "other", "echo"):
             self.received.labels(ch)
+        for ch in ("telemetry", "tasmota", "esphome"):
+            self.retained_replays.labels(ch)
 
 
 class Gateway:
@@ -82,19 +99,24 @@ class Gateway:
         self.store = Store(g.queue_path, durable_fsync=g.durable_fsync)
         self.metrics = Metrics()
         self.metrics.queue_depth.set_function(lambda: self.store.depth)
+        self.metrics.inbox_depth.set_function(lambda: len(self._inbox))
         self.client_id = g.client_id or f"kc-gateway-{self.root}"
         self._devices: dict[str, Device] = {}
         self._reg_version = -1
         self._dev_lock = threading.Lock()
         self.lifecycle = Lifecycle(g.stale_after_intervals, self._interval_s)
-        self._inbox: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self.validator = contract.TelemetryValidator(root=self.root, limits=self.limits, catalogue=self.catalogue)
+        # Inbound: (topic, payload, packet id, qos, retain, connection generation), bounded
+        self._inbox: deque[tuple] = deque()
+        self._cond = threading.Condition()
         self._stop = threading.Event()
         self.inbound_connected = False
         self._subscribed = threading.Event()
-        self.client: paho.Client | None = None
+        self.client: WireClient | paho.Client | None = None
         self.forwarder = Forwarder(
             self.store, g.upstream or settings.mqtt, f"{self.client_id}-up",
             on_forwarded=self.metrics.forwarded.inc, on_refused=self.metrics.upstream_refused.inc,
+            window=g.forward_window, client=g.mqtt_client,
         )
         self._worker = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
         self._lock_lifecycle = threading.Lock()
@@ -147,83 +169,180 @@ class Gateway:
     def _status_out(self, s: DeviceState) -> Outgoing:
         return Outgoing(s.topic(self.root), s.payload(), qos=1, retain=True)
 
-    def process_batch(self, msgs: list[paho.MQTTMessage]) -> None:
-        """Validate, dedup and queue a batch in one transaction (then the caller acks)."""
+    def process_batch(self, msgs: list) -> None:
+        """Validate, dedup and queue a batch in one transaction (then the caller acks).
+
+        ``msgs`` are :data:`Inbound` tuples (paho messages are accepted too, for tests)."""
+        if msgs and not isinstance(msgs[0], tuple):
+            msgs = [(m.topic, bytes(m.payload), m.mid, m.qos, int(m.retain), 0) for m in msgs]
         self.reload_devices()
         self._tally = TallyCounter()  # counted only once the batch is committed (a retried batch counts once)
         t = now_ms()
         status_changes: dict[str, DeviceState] = {}
-        accepted: list[tuple[int, Outgoing]] = []
-        items, adapted_dead = self._adapt([(m.topic, bytes(m.payload)) for m in msgs], t)
-        replayed = {m.topic for m in msgs if m.retain}  # retained copies sent at (re)subscription
+        dead: list[Outgoing] = []
         with self.store.transaction() as txn:
-            for topic, payload, rej in adapted_dead:
-                txn.queue(self._dead(rej, topic, payload, t))
-            for topic, payload in items:
-                channel = topic.rsplit("/", 1)[-1]
-                if channel == "ack":
-                    a = parse_ack(topic, payload, root=self.root, limits=self.limits, lookup=self.lookup)
-                    if isinstance(a, Rejection):
-                        txn.queue(self._dead(a, topic, payload, t))
-                    else:
-                        with self._lock_lifecycle:
-                            self.acks.setdefault(a["device"], deque(maxlen=50)).append({**a, "rx": t})
-                        log.info("command acknowledged", extra=a)
-                    continue
-                if channel == "status":
-                    self._process_status(txn, topic, payload, t, status_changes, fresh=topic not in replayed)
-                    continue
-                parts = topic.split("/")
-
-                def lookup(dev_id: str, parts: list[str] = parts) -> Device | None:
-                    kind, city = (parts[3], parts[2]) if len(parts) == 6 else ("", "")
-                    return self._lookup_or_register(dev_id, kind, city)
-
-                r = normalise_telemetry(topic, payload, t, root=self.root, limits=self.limits,
-                                        catalogue=self.catalogue, lookup=lookup)
-                if isinstance(r, Rejection):
-                    txn.queue(self._dead(r, topic, payload, t))
-                    continue
-                if not txn.first_time(*dedup_key(r)):
-                    txn.queue(self._dead(Rejection(Reason.DUPLICATE, f"seq {r.seq} at ts {r.ts_ms} already seen"),
-                                         topic, payload, t))
-                    continue
-                accepted.append((r.ts_ms, Outgoing(contract.normalized_topic(self.root, r.city, r.kind, r.device),
-                                                   contract.encode_normalized(r), qos=1)))
-                self._tally[("accepted", "")] += 1
-                with self._lock_lifecycle:
-                    ch = self.lifecycle.on_reading(r.device, r.kind, r.city, r.district, r.ts_ms, t, r.battery, r.fw)
-                if ch is not None:
-                    status_changes[ch.device] = ch
-            # a device's backlog replayed out of order leaves in device-time order (stable within a batch)
-            accepted.sort(key=lambda x: x[0])
-            for _, out in accepted:
-                txn.queue(out)
-            for s in status_changes.values():
-                txn.queue(self._status_out(s))
+            native, replayed = self._route(txn, msgs, t, dead)
+            telemetry: list[tuple[str, bytes, int]] = []
+            for topic, payload, retain in native:
+                channel = topic[topic.rfind("/") + 1:]
+                if channel == "telemetry":
+                    telemetry.append((topic, payload, retain))
+                elif channel == "status":
+                    self._process_status(dead, topic, payload, t, status_changes, fresh=topic not in replayed)
+                else:
+                    self._process_ack(dead, topic, payload, t)
+            accepted = self._telemetry(txn, telemetry, t, dead, status_changes)
+            txn.queue_many(dead)
+            txn.queue_many(accepted)
+            txn.queue_many([self._status_out(s) for s in status_changes.values()])
         for (what, label), n in self._tally.items():
             if what == "received":
                 self.metrics.received.labels(label).inc(n)
             elif what == "rejected":
                 self.metrics.rejected.labels(label).inc(n)
+            elif what == "replayed":
+                self.metrics.retained_replays.labels(label).inc(n)
             else:
                 self.metrics.accepted.inc(n)
         self.forwarder.wake.set()
 
-    def _adapt(self, raw: list[tuple[str, bytes]], t: int
-               ) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes, Rejection]]]:
-        """Count what arrived and translate Tasmota/ESPHome messages into our contract."""
+    def _route(self, txn: Any, msgs: list, t: int, dead: list[Outgoing]
+               ) -> tuple[list[tuple[str, bytes, int]], set[str]]:
+        """Sort a batch by where it came from: our own device topics (wide subscription: anything
+        under the root that is not a device channel is dead-lettered), the gateway's own outputs
+        echoed back (ignored), Tasmota/ESPHome (adapted), and retained copies already handled."""
         prefix = f"{self.root}/"
-        native: list[tuple[str, bytes]] = []
-        dead: list[tuple[str, bytes, Rejection]] = []
-        esphome: list[tuple[str, bytes]] = []
+        native: list[tuple[str, bytes, int]] = []
+        foreign: list[tuple[str, bytes, int]] = []
+        replayed: set[str] = set()
+        tally = self._tally
+        for m in msgs:
+            topic, payload, retain = m[0], m[1], m[4]
+            if not topic.startswith(prefix):
+                foreign.append((topic, payload, retain))
+                continue
+            parts = topic.split("/")
+            if len(parts) > 2 and parts[2] == contract.PLATFORM or (len(parts) == 6 and parts[5] in ECHOED):
+                tally[("received", "echo")] += 1  # our own config/cmd/dead letters: not device input
+                continue
+            ch = parts[5] if len(parts) == 6 and parts[1] == V1 else ""
+            if ch not in DEVICE_INPUT:
+                tally[("received", "other")] += 1
+                rej = contract.parse_device_topic(topic, self.root)
+                if not isinstance(rej, Rejection):
+                    rej = Rejection(Reason.BAD_TOPIC, f"channel {parts[-1][:32]!r} is not sent by devices")
+                dead.append(self._dead(rej, topic, payload, t))
+                continue
+            tally[("received", ch)] += 1
+            if retain:
+                replayed.add(topic)
+            native.append((topic, payload, retain))
+        # retained telemetry replayed at (re)subscription: handled once, then only counted
+        again = txn.retained_known([(tp, _digest(p)) for tp, p, r in native if r and tp.endswith("/telemetry")])
+        if again:
+            kept = []
+            for item in native:
+                if item[2] and (item[0], _digest(item[1])) in again:
+                    tally[("replayed", "telemetry")] += 1
+                else:
+                    kept.append(item)
+            native = kept
+        if foreign:
+            native += self._adapt(txn, foreign, t, dead)
+        return native, replayed
+
+    def _telemetry(self, txn: Any, items: list[tuple[str, bytes, int]], t: int, dead: list[Outgoing],
+                   status_changes: dict[str, DeviceState]) -> list[Outgoing]:
+        """Batched: one decode and cached topic parse per message, one dedup statement per batch."""
+        results = self.validator.validate_many([(tp, p) for tp, p, _ in items], t)
+        cands: list[tuple[NormalizedReading, str, bytes, int]] = []
+        first_seq: dict[tuple[str, int], int] = {}
+        repeats: list[tuple[NormalizedReading, str, bytes, int]] = []
+        for (topic, payload, retain), r in zip(items, results):
+            if isinstance(r, Rejection):
+                dead.append(self._dead(r, topic, payload, t))
+                continue
+            dev = self._devices.get(r.device)
+            if dev is None:
+                dev = self._lookup_or_register(r.device, r.kind, r.city)
+            rej = check_registry(dev, r.device, r.kind, r.city)
+            if rej is not None:
+                dead.append(self._dead(rej, topic, payload, t))
+                continue
+            n = NormalizedReading(
+                city=r.city, kind=r.kind, device=r.device, ts_ms=r.ts_ms, seq=r.seq, fields=r.fields,
+                battery=r.battery, fw=r.fw, rssi=r.rssi, district=dev.district, department=dev.department,
+                lat=dev.lat, lon=dev.lon, rx_ms=t)
+            key = (r.device, r.ts_ms)
+            if key in first_seq:
+                repeats.append((n, topic, payload, retain))
+            else:
+                first_seq[key] = r.seq
+                cands.append((n, topic, payload, retain))
+        known = txn.claim([(n.device, n.ts_ms, n.seq) for n, _, _, _ in cands])
+        accepted: list[NormalizedReading] = []
+        for i, (n, topic, payload, retain) in enumerate(cands + repeats):
+            key = (n.device, n.ts_ms)
+            if key in known or i >= len(cands):
+                held = known.get(key, first_seq[key])
+                if held == n.seq and retain:
+                    self._tally[("replayed", "telemetry")] += 1  # a retained copy of a reading we stored
+                elif held == n.seq:
+                    dead.append(self._dead(Rejection(Reason.DUPLICATE, f"seq {n.seq} at ts {n.ts_ms} already seen"),
+                                           topic, payload, t))
+                else:
+                    dead.append(self._dead(Rejection(
+                        Reason.TIMESTAMP_CONFLICT, f"ts {n.ts_ms} already holds seq {held} of this device, "
+                                                   f"not seq {n.seq}"), topic, payload, t))
+                continue
+            accepted.append(n)
+        self._tally[("accepted", "")] += len(accepted)
+        # one lifecycle update per device and batch (all share the receive time t)
+        latest: dict[str, NormalizedReading] = {}
+        bat: dict[str, float] = {}
+        fw: dict[str, str] = {}
+        for n in accepted:
+            latest[n.device] = n
+            if n.battery is not None:
+                bat[n.device] = n.battery
+            if n.fw is not None:
+                fw[n.device] = n.fw
+        with self._lock_lifecycle:
+            for d, n in latest.items():
+                ch = self.lifecycle.on_reading(d, n.kind, n.city, n.district, n.ts_ms, t, bat.get(d), fw.get(d))
+                if ch is not None:
+                    status_changes[d] = ch
+        # a device's backlog replayed out of order leaves in device-time order (stable within a batch)
+        accepted.sort(key=lambda n: n.ts_ms)
+        root, enc = self.root, contract.encode_normalized
+        return [Outgoing(contract.normalized_topic(root, n.city, n.kind, n.device), enc(n), qos=1) for n in accepted]
+
+    def _process_ack(self, dead: list[Outgoing], topic: str, payload: bytes, t: int) -> None:
+        a = parse_ack(topic, payload, root=self.root, limits=self.limits, lookup=self.lookup)
+        if isinstance(a, Rejection):
+            dead.append(self._dead(a, topic, payload, t))
+            return
+        with self._lock_lifecycle:
+            self.acks.setdefault(a["device"], deque(maxlen=50)).append({**a, "rx": t})
+        log.info("command acknowledged", extra=a)
+
+    def _adapt(self, txn: Any, raw: list[tuple[str, bytes, int]], t: int, dead: list[Outgoing]
+               ) -> list[tuple[str, bytes, int]]:
+        """Count what arrived and translate Tasmota/ESPHome messages into our contract.
+
+        ESPHome publishes its states retained and without a timestamp: every state seen is
+        remembered by (topic, digest), so the broker's replay at (re)subscription is counted,
+        not stored again with a new time. A retained Tasmota SENSOR replay likewise."""
         g = self.s.gateway
-        for topic, payload in raw:
-            if topic.startswith(prefix):
-                ch = topic.rsplit("/", 1)[-1]
-                ch = ch if ch in ("status", "ack") else "telemetry"
-                self._tally[("received", ch)] += 1
-                native.append((topic, payload))
+        esph = "esphome" in g.adapters
+        remember = [(tp, _digest(p)) for tp, p, r in raw
+                    if (r and tp.endswith("/SENSOR")) or (esph and "/sensor/" in tp)]
+        again = txn.retained_known(remember) if remember else set()
+        native: list[tuple[str, bytes, int]] = []
+        esphome: list[tuple[str, bytes]] = []
+        for topic, payload, retain in raw:
+            if retain and again and (topic, _digest(payload)) in again:
+                self._tally[("replayed", "esphome" if "/sensor/" in topic else "tasmota")] += 1
                 continue
             res = None
             if "tasmota" in g.adapters:
@@ -236,10 +355,10 @@ class Gateway:
             if res is not None:
                 self._tally[("received", "tasmota")] += 1
                 if isinstance(res, Rejection):
-                    dead.append((topic, payload, res))
+                    dead.append(self._dead(res, topic, payload, t))
                 else:
-                    native.append(res)
-            elif "esphome" in g.adapters:
+                    native.append((res[0], res[1], 0))
+            elif esph:
                 self._tally[("received", "esphome")] += 1
                 esphome.append((topic, payload))
         if esphome:
@@ -247,12 +366,12 @@ class Gateway:
             for topic, res in adapters.esphome_batch(esphome, root=self.root, prefix=g.esphome_prefix,
                                                      catalogue=self.catalogue, lookup=self.lookup, rx_ms=t):
                 if isinstance(res, Rejection):
-                    dead.append((topic, originals.get(topic, b""), res))
+                    dead.append(self._dead(res, topic, originals.get(topic, b""), t))
                 else:
-                    native.append(res)
-        return native, dead
+                    native.append((res[0], res[1], 0))
+        return native
 
-    def _process_status(self, txn: Any, topic: str, payload: bytes, t: int,
+    def _process_status(self, dead: list[Outgoing], topic: str, payload: bytes, t: int,
                         changes: dict[str, DeviceState], fresh: bool = True) -> None:
         parts = topic.split("/")
 
@@ -263,7 +382,7 @@ class Gateway:
         if st is None:
             return
         if isinstance(st, Rejection):
-            txn.queue(self._dead(st, topic, payload, t))
+            dead.append(self._dead(st, topic, payload, t))
             return
         assert isinstance(st, StatusMessage)
         dev = self.lookup(st.device)
@@ -274,24 +393,68 @@ class Gateway:
             changes[ch.device] = ch
             log.info("device state", extra={"device": st.device, "state": st.state})
 
+    # ------------------------------------------------------------ inbox (bounded: backpressure to the broker)
+
+    def _on_messages(self, gen: int, msgs: list) -> None:
+        """Reader thread (wire client): one call per socket read. Blocks while the inbox is full,
+        so nothing more is read: the surplus waits at the broker (persistent session), not in RAM."""
+        cap = self.s.gateway.max_buffered
+        with self._cond:
+            i = 0
+            while i < len(msgs) and not self._stop.is_set():
+                if len(self._inbox) >= cap:
+                    t0 = time.monotonic()
+                    self._cond.wait(0.5)
+                    self.metrics.backpressure.inc(time.monotonic() - t0)
+                    continue
+                take = msgs[i:i + cap - len(self._inbox)]
+                i += len(take)
+                self._inbox.extend([(*m, gen) for m in take])
+                self._cond.notify_all()
+
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
-        self._inbox.put(msg)
+        # paho (TLS): its network thread blocks here the same way when the inbox is full
+        self._on_messages(0, [(msg.topic, bytes(msg.payload), msg.mid, msg.qos, int(msg.retain))])
+
+    def _take(self, timeout_s: float) -> list:
+        with self._cond:
+            if not self._inbox and not self._stop.is_set():
+                self._cond.wait(timeout_s)
+            n = min(len(self._inbox), self.s.gateway.batch_max)
+            batch = [self._inbox.popleft() for _ in range(n)]
+            if n:
+                self._cond.notify_all()
+        return batch
+
+    def _ack(self, batch: list) -> None:
+        c = self.client
+        if c is None:
+            return
+        if isinstance(c, WireClient):
+            by_gen: dict[int, list[int]] = {}
+            for m in batch:
+                if m[3]:
+                    by_gen.setdefault(m[5], []).append(m[2])
+            for gen, mids in by_gen.items():
+                c.ack(gen, mids)  # one write; ids of an older connection are dropped (redelivered)
+        else:
+            for m in batch:
+                if m[3]:
+                    c.ack(m[2], m[3])
 
     def _work(self) -> None:
         last_sweep = last_refresh = 0.0
         last_prune = time.monotonic()
+        max_outbox = self.s.gateway.max_outbox
         while not self._stop.is_set():
-            batch: list[paho.MQTTMessage] = []
-            try:
-                batch.append(self._inbox.get(timeout=0.2))
-                deadline = time.monotonic() + BATCH_WAIT_S
-                while len(batch) < BATCH_MAX:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    batch.append(self._inbox.get(timeout=left))
-            except queue.Empty:
-                pass
+            if self.store.depth >= max_outbox:
+                # upstream far behind: stop taking input (the devices' broker keeps it) until it drains
+                self.metrics.backpressure.inc(0.2)
+                self.forwarder.wake.set()
+                self._stop.wait(0.2)
+                batch = []
+            else:
+                batch = self._take(0.2)
             if batch:
                 # MQTT redelivers unacked messages only on reconnect, so a failed batch (e.g. disk full,
                 # database locked) is retried here until it commits: never acked before it is durable
@@ -307,10 +470,7 @@ class Gateway:
                         if self._stop.wait(delay):
                             return
                         delay = min(delay * 2, 10.0)
-                c = self.client
-                for m in batch:
-                    if m.qos > 0 and c is not None:
-                        c.ack(m.mid, m.qos)
+                self._ack(batch)
             mono = time.monotonic()
             if mono - last_sweep >= 1.0:
                 last_sweep = mono
@@ -378,22 +538,22 @@ class Gateway:
         return {"devices_broker": self.inbound_connected and self._subscribed.is_set(),
                 "upstream_broker": self.forwarder.connected}
 
-    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
-        if getattr(rc, "is_failure", False):
-            return
-        self.inbound_connected = True
-        # subscribing again on every (re)connect is harmless with a persistent session
-        subs = [(contract.device_subscription(self.root, "telemetry"), 1),
-                (contract.device_subscription(self.root, "status"), 1),
-                (contract.device_subscription(self.root, "ack"), 1)]
+    def _subscriptions(self) -> list[tuple[str, int]]:
+        # wide enough that a device on a wrong version, level count or channel is counted and
+        # dead-lettered rather than silently unmatched (contract.gateway_subscriptions)
+        subs = [(t, 1) for t in contract.gateway_subscriptions(self.root)]
         g = self.s.gateway
         if "tasmota" in g.adapters:
             subs += [(f"{g.tasmota_prefix}tele/+/SENSOR", 1), (f"{g.tasmota_prefix}tele/+/LWT", 1)]
         if "esphome" in g.adapters:
             subs += [(f"{g.esphome_prefix}+/sensor/+/state", 1), (f"{g.esphome_prefix}+/status", 1)]
-        self._subscribed.clear()
-        client.subscribe(subs)
-        log.info("subscribed", extra={"root": self.root, "session_present": bool(getattr(flags, "session_present", False))})
+        return subs
+
+    # paho (TLS to the devices' broker) callbacks
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        if getattr(rc, "is_failure", False):
+            return
+        self._connected(bool(getattr(flags, "session_present", False)))
 
     def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reason_codes: Any, props: Any = None) -> None:
         failed = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
@@ -402,9 +562,25 @@ class Gateway:
         self._subscribed.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        self._disconnected(str(rc))
+
+    # wire client callbacks
+    def _connected(self, session_present: bool) -> None:
+        self.inbound_connected = True
+        # subscribing again on every (re)connect is harmless with a persistent session
+        self._subscribed.clear()
+        self.client.subscribe(self._subscriptions())  # type: ignore[union-attr]
+        log.info("subscribed", extra={"root": self.root, "session_present": session_present})
+
+    def _wire_subscribed(self, codes: list[int]) -> None:
+        if 0x80 in codes:
+            log.error("subscription refused by the broker (ACL?)", extra={"codes": ",".join(map(str, codes))})
+        self._subscribed.set()
+
+    def _disconnected(self, why: str) -> None:
         self.inbound_connected = False
         if not self._stop.is_set():
-            log.warning("devices broker disconnected", extra={"rc": str(rc)})
+            log.warning("devices broker disconnected", extra={"rc": why[:200]})
 
     def start(self) -> "Gateway":
         self.reload_devices(force=True)
@@ -413,17 +589,27 @@ class Gateway:
         self.store.forget_before(now_ms() - self.limits.max_age_ms - self.limits.max_future_ms)
         self.forwarder.start()
         self._worker.start()
-        c = make_client(self.s.mqtt, self.client_id, v5=True, clean=False, manual_ack=True)
-        c.on_message = self._on_message
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_subscribe = self._on_subscribe
-        c.reconnect_delay_set(1, 5)
-        self.client = c
+        wire = self.s.gateway.mqtt_client == "wire" and not self.s.mqtt.tls_ca
         deadline = time.monotonic() + 60
+        if wire:
+            # MQTT 3.1.1 persistent session (clean_session=0): RETAIN=1 marks a replay at subscription
+            self.client = WireClient(self.s.mqtt, self.client_id, clean=False, on_connect=self._connected,
+                                     on_disconnect=self._disconnected, on_messages=self._on_messages,
+                                     on_subscribed=self._wire_subscribed, retain_flag=True, name="gateway-mqtt")
+        else:
+            c = make_client(self.s.mqtt, self.client_id, v5=True, clean=False, manual_ack=True)
+            c.on_message = self._on_message
+            c.on_connect = self._on_connect
+            c.on_disconnect = self._on_disconnect
+            c.on_subscribe = self._on_subscribe
+            c.reconnect_delay_set(1, 5)
+            self.client = c
         while True:
             try:
-                connect(c, self.s.mqtt)
+                if wire:
+                    self.client.start()
+                else:
+                    connect(self.client, self.s.mqtt)
                 break
             except (OSError, TimeoutError, ConnectionError) as exc:
                 if time.monotonic() > deadline:
@@ -439,11 +625,16 @@ class Gateway:
 
     def stop(self) -> None:
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         # let the worker finish (commit + ack) its current batch before the connection goes; whatever
         # is still in the inbox is unacknowledged and stays with the broker (persistent session)
-        self._worker.join(timeout=10)
+        if self._worker.is_alive():
+            self._worker.join(timeout=10)
         self._sweep(refresh=False)  # persist the latest lifecycle view
-        if self.client is not None:
+        if isinstance(self.client, WireClient):
+            self.client.stop()
+        elif self.client is not None:
             self.client.disconnect()
             self.client.loop_stop()
         self.forwarder.stop()

@@ -118,6 +118,13 @@ class Store:
             # no count(*) here: on a backlog of millions that scan per window would make draining quadratic
             self._depth -= max(cur.rowcount, 0)
 
+    def delete_through(self, first_id: int, last_id: int) -> None:
+        """Delete a forwarded window: the rows ``peek`` returned are exactly the ids in
+        [first_id, last_id] (AUTOINCREMENT ids only grow, and peek reads from the lowest)."""
+        with self._lock:
+            cur = self._db.execute("DELETE FROM outbox WHERE id BETWEEN ? AND ?", (first_id, last_id))
+            self._depth -= max(cur.rowcount, 0)
+
     def forget_before(self, ts_ms: int) -> int:
         """Drop dedup keys older than the contract's max age: older readings are refused as stale anyway."""
         with self._lock:
@@ -176,9 +183,10 @@ class _Txn:
         """Of these (topic, digest) retained copies, those handled before; remember the others."""
         if not items:
             return set()
+        wanted = set(items)
         known = {(t, d) for t, d in self._cur.execute(
             "SELECT r.topic, r.digest FROM json_each(?) j JOIN retained_seen r ON r.topic = j.value",
-            (orjson.dumps([t for t, _ in items]),)) if (t, d) in set(items)}
+            (orjson.dumps([t for t, _ in items]),)) if (t, d) in wanted}
         self._cur.executemany("INSERT OR REPLACE INTO retained_seen (topic, digest) VALUES (?,?)",
                               [x for x in items if x not in known])
         return known

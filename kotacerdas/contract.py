@@ -174,6 +174,20 @@ def device_subscription(root: str, channel: str, city: str = "+", kind: str = "+
     return f"{_check_root(root)}/v{VERSION}/{city}/{kind}/+/{channel}"
 
 
+def gateway_subscriptions(root: str) -> list[str]:
+    """What the gateway subscribes to: every device channel, and everything else under the root
+    that is not a platform topic of 7 levels (normalised, devstatus; they would echo every
+    accepted message back), so a device on a wrong version, level count or channel is seen,
+    counted and dead-lettered instead of silently matching nothing.
+
+    6 levels catch ``{root}/v1/{city}/{kind}/{device}/{channel}`` (and v2, misspelt channels;
+    the gateway ignores its own ``_platform`` and config/cmd topics there); 2-5 levels and 8 or
+    more catch missing and extra levels; of 7 levels only those ending in ``telemetry``."""
+    r = _check_root(root)
+    return [f"{r}/+", f"{r}/+/+", f"{r}/+/+/+", f"{r}/+/+/+/+", f"{r}/+/+/+/+/+",
+            f"{r}/+/+/+/+/+/telemetry", f"{r}/+/+/+/+/+/+/+/#"]
+
+
 def normalized_topic(root: str, city: str, kind: str, device: str) -> str:
     """Gateway -> ingest: validated, enriched telemetry."""
     return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/norm/{city}/{kind}/{device}"

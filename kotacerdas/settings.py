@@ -69,6 +69,18 @@ class GatewaySettings(BaseModel):
     client_id: str | None = None
     # SQLite synchronous=FULL: survive power loss, not only a process crash (slower)
     durable_fsync: bool = False
+    # "wire": the batching MQTT 3.1.1 client (kotacerdas/mqttwire.py) for the devices' broker and
+    # (MQTT 5) the upstream; "paho": paho-mqtt, used anyway when that broker needs TLS
+    mqtt_client: Literal["wire", "paho"] = "wire"
+    # messages validated and committed per SQLite transaction, at most
+    batch_max: int = 5000
+    # messages read from the devices' broker and not yet committed; when full the gateway stops
+    # reading (the broker keeps the rest: needs max_inflight_messages >= this, see stack.py)
+    max_buffered: int = 20000
+    # outbox rows (waiting for the upstream broker) at which the gateway stops taking input
+    max_outbox: int = 2_000_000
+    # outbox rows published to the upstream per window (one write; deleted after every PUBACK)
+    forward_window: int = 5000
     # how often last_seen/battery of active devices are re-published on devstatus
     status_refresh_s: float = 60.0
     # off-the-shelf firmware: subset of ["tasmota", "esphome"]; prefixes go before "tele/" and the node name
