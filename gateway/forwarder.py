@@ -19,7 +19,7 @@ from kotacerdas.mqtt import connect, make_client
 from kotacerdas.mqttwire import WireClient
 from kotacerdas.settings import MqttSettings
 
-from gateway.store import Queued, Store
+from gateway.store import Store
 
 log = logging.getLogger("gateway.forwarder")
 
@@ -36,21 +36,22 @@ class _WireLink:
                             name="gateway-upstream")
         self.c.start(timeout_s=5.0)
 
-    def _puback(self, mid: int, reason: int) -> None:
-        if reason >= 0x80:  # e.g. 0x87 not authorized: the message is gone, so say so loudly
-            self._on_refused()
-            log.error("upstream refused a message (ACL?)", extra={"mid": mid, "reason": hex(reason)})
+    def _puback(self, acks: list[tuple[int, int]]) -> None:
+        for mid, reason in acks:
+            if reason >= 0x80:  # e.g. 0x87 not authorized: the message is gone, so say so loudly
+                self._on_refused()
+                log.error("upstream refused a message (ACL?)", extra={"mid": mid, "reason": hex(reason)})
         with self._cond:
-            self._acked.add(mid)
+            self._acked.update([mid for mid, _ in acks])
             self._cond.notify_all()
 
     def connected(self) -> bool:
         return self.c.is_connected()
 
-    def send(self, rows: list[Queued], deadline: float, stop: threading.Event) -> bool:
+    def send(self, rows: list[tuple], deadline: float, stop: threading.Event) -> bool:
         with self._cond:
             self._acked.clear()
-        gen, mids = self.c.publish_many([(r.topic, r.payload, r.retain) for r in rows])
+        gen, mids = self.c.publish_many([(r[1], r[2], r[4]) for r in rows])
         want = set(mids)
         with self._cond:
             while not want <= self._acked:
@@ -87,8 +88,8 @@ class _PahoLink:
     def connected(self) -> bool:
         return self.c.is_connected()
 
-    def send(self, rows: list[Queued], deadline: float, stop: threading.Event) -> bool:
-        infos = [self.c.publish(r.topic, r.payload, qos=r.qos, retain=r.retain) for r in rows]
+    def send(self, rows: list[tuple], deadline: float, stop: threading.Event) -> bool:
+        infos = [self.c.publish(r[1], r[2], qos=r[3], retain=bool(r[4])) for r in rows]
         for info in infos:
             while not info.is_published():
                 if info.rc != 0 or not self.c.is_connected() or time.monotonic() > deadline or stop.is_set():
@@ -177,7 +178,7 @@ class Forwarder:
             backoff = 0.2
             link = self._link
             assert link is not None
-            rows = self.store.peek(limit=self.window)
+            rows = self.store.peek_rows(limit=self.window)
             if not rows:
                 self.wake.wait(0.5)
                 self.wake.clear()
@@ -187,7 +188,7 @@ class Forwarder:
             except OSError:
                 ok = False
             if ok:
-                self.store.delete_through(rows[0].id, rows[-1].id)
+                self.store.delete_through(rows[0][0], rows[-1][0])
                 self.on_forwarded(len(rows))
             else:
                 log.warning("upstream lost mid-window; will resend", extra={"window": len(rows)})

@@ -109,6 +109,7 @@ class Gateway:
         # Inbound: (topic, payload, packet id, qos, retain, connection generation), bounded
         self._inbox: deque[tuple] = deque()
         self._cond = threading.Condition()
+        self._norm_topics: dict[tuple[str, str, str], str] = {}
         self._stop = threading.Event()
         self.inbound_connected = False
         self._subscribed = threading.Event()
@@ -314,8 +315,17 @@ class Gateway:
                     status_changes[d] = ch
         # a device's backlog replayed out of order leaves in device-time order (stable within a batch)
         accepted.sort(key=lambda n: n.ts_ms)
-        root, enc = self.root, contract.encode_normalized
-        return [Outgoing(contract.normalized_topic(root, n.city, n.kind, n.device), enc(n), qos=1) for n in accepted]
+        enc, topics = contract.encode_normalized, self._norm_topics
+        if len(topics) > 200_000:
+            topics.clear()
+        out = []
+        for n in accepted:
+            key = (n.city, n.kind, n.device)
+            topic = topics.get(key)
+            if topic is None:
+                topic = topics[key] = contract.normalized_topic(self.root, n.city, n.kind, n.device)
+            out.append(Outgoing(topic, enc(n), qos=1))
+        return out
 
     def _process_ack(self, dead: list[Outgoing], topic: str, payload: bytes, t: int) -> None:
         a = parse_ack(topic, payload, root=self.root, limits=self.limits, lookup=self.lookup)

@@ -107,6 +107,12 @@ class Store:
             ).fetchall()
         return [Queued(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
 
+    def peek_rows(self, limit: int = 500) -> list[tuple[int, str, bytes, int, int]]:
+        """The oldest rows as plain (id, topic, payload, qos, retain) tuples: the forwarder's hot path."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+
     def delete(self, ids: Iterable[int]) -> None:
         ids = list(ids)
         if not ids:

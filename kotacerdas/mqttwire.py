@@ -196,14 +196,14 @@ class WireClient:
     """See the module docstring. ``on_connect(session_present)`` runs on the reader thread right
     after CONNACK (subscribe from there); ``on_messages(generation, messages)`` runs on the reader
     thread once per read and may block (backpressure: while it blocks, nothing is read).
-    ``on_puback(mid, reason_code)`` runs on the reader thread for every PUBACK of our publishes."""
+    ``on_puback([(mid, reason_code), ...])`` runs on the reader thread with the PUBACKs of one read."""
 
     def __init__(self, settings: MqttSettings, client_id: str, *, clean: bool = False,
                  on_connect: Callable[[bool], None] | None = None,
                  on_disconnect: Callable[[str], None] | None = None,
                  on_messages: Callable[[int, Messages], None] | None = None,
                  on_subscribed: Callable[[list[int]], None] | None = None,
-                 on_puback: Callable[[int, int], None] | None = None,
+                 on_puback: Callable[[list[tuple[int, int]]], None] | None = None,
                  retain_flag: bool = False, protocol: int = 4, name: str = "mqtt"):
         if settings.tls_ca:
             raise ValueError("WireClient speaks plain TCP; use paho for TLS")
@@ -406,8 +406,15 @@ class WireClient:
                     buf = buf + data if buf else data
                     ctrl, msgs, used = parse(buf, 0, self.retain_flag)
                     buf = buf[used:]
+                    acks = []
                     for first, body in ctrl:
-                        self._control(first, body)
+                        if first & 0xF0 == PUBACK:
+                            # v5: a reason code follows the id unless it is 0 (success), 3.4.2.1
+                            acks.append((_U16.unpack_from(body)[0], body[2] if len(body) > 2 else 0))
+                        else:
+                            self._control(first, body)
+                    if acks:
+                        self._pubacks(acks)
                     if msgs and self.on_messages is not None:
                         self._busy = True  # unread PINGRESPs while we wait are not a dead broker
                         try:
@@ -438,17 +445,18 @@ class WireClient:
                     log.warning("MQTT keep-alive failed; reconnecting", extra={"error": str(exc)[:200]})
                     self._drop(str(exc))
 
+    def _pubacks(self, acks: list[tuple[int, int]]) -> None:
+        """All PUBACKs of one read: (packet id, reason code)."""
+        if self._outgoing:
+            with self._send_lock:
+                for mid, _ in acks:
+                    self._outgoing.pop(mid, None)
+        if self.on_puback is not None:
+            self.on_puback(acks)
+
     def _control(self, first: int, body: bytes) -> None:
         kind = first & 0xF0
-        if kind == PUBACK:
-            mid = _U16.unpack_from(body)[0]
-            if self._outgoing:
-                with self._send_lock:
-                    self._outgoing.pop(mid, None)
-            if self.on_puback is not None:
-                # v5: a reason code follows the id unless it is 0 (success), 3.4.2.1
-                self.on_puback(mid, body[2] if len(body) > 2 else 0)
-        elif kind == PINGRESP:
+        if kind == PINGRESP:
             self._ping_out = False
         elif kind == SUBACK:
             codes = list(body[2:])

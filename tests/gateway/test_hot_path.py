@@ -1,0 +1,160 @@
+"""The batched gateway's decisions: wrong topics counted, reading identity, retained replays.
+
+Real broker (own topic root per test), the gateway in-process.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from kotacerdas import contract
+from kotacerdas.mqtt import connect, make_client, wait_published
+
+from gateway.registry import Registry
+from gateway.service import Gateway
+from tests.gateway.helpers import Collector, devices, good_fields, normalized, reasons, wait_for
+
+
+@pytest.fixture
+def registered(settings):
+    with Registry(settings.gateway.registry_path) as reg:
+        reg.import_devices(devices())
+    return settings
+
+
+@pytest.fixture
+def publisher(settings):
+    c = make_client(settings.mqtt)
+    connect(c, settings.mqtt)
+    yield c
+    c.disconnect()
+    c.loop_stop()
+
+
+@pytest.fixture
+def collector(settings):
+    col = Collector(settings.mqtt, f"{settings.mqtt.topic_root}/v1/_platform/#")
+    yield col
+    col.close()
+
+
+def metric(gw: Gateway, name: str, **labels: str) -> float:
+    return gw.metrics.registry.get_sample_value(name, labels or None) or 0.0
+
+
+def test_topics_outside_the_device_scheme_are_dead_lettered_and_counted(registered, publisher, collector):
+    root = registered.mqtt.topic_root
+    now = int(time.time() * 1000)
+    body = contract.encode_telemetry(now, 1, good_fields("air"))
+    wrong = {
+        f"{root}/v2/depok/air/air-0/telemetry": "unsupported_version",
+        f"{root}/v1/depok/air/air-0/extra/telemetry": "bad_topic",
+        f"{root}/v1/depok/air/air-0/telemtry": "bad_topic",
+        f"{root}/v1/depok/air/telemetry": "bad_topic",
+        f"{root}/v1/depok/air/air-0/x/y/telemetry": "bad_topic",
+    }
+    gw = Gateway(registered).start()
+    try:
+        wait_published([publisher.publish(t, body, qos=1) for t in wrong]
+                       + [publisher.publish(contract.telemetry_topic(root, "depok", "air", "air-0"), body, qos=1)])
+        assert wait_for(lambda: len(reasons(collector, root)) == len(wrong) and len(normalized(collector, root)) == 1)
+        dead = {json.loads(p)["topic"]: json.loads(p)["reason"] for t, p in collector.msgs if "/deadletter/" in t}
+        assert dead == wrong
+        assert metric(gw, "kc_gateway_received_total", channel="other") == len(wrong)
+        # the dead letters come back on the wide subscription: seen as our own, not dead-lettered again
+        assert wait_for(lambda: metric(gw, "kc_gateway_received_total", channel="echo") >= len(wrong))
+        time.sleep(0.3)
+        assert len(reasons(collector, root)) == len(wrong)
+    finally:
+        gw.stop()
+
+
+def test_same_time_other_seq_is_refused_as_a_conflict_so_accepted_equals_stored(registered):
+    """InfluxDB keeps one point per series and time: a second reading at the same ts is refused."""
+    root = registered.mqtt.topic_root
+    topic = contract.telemetry_topic(root, "depok", "air", "air-0")
+    now = int(time.time() * 1000)
+
+    def msg(ts: int, seq: int) -> tuple:
+        return (topic, contract.encode_telemetry(ts, seq, {"pm25": 5.0 + seq}), 0, 1, 0, 0)
+
+    gw = Gateway(registered)  # not started: drive the batch step directly
+    gw.reload_devices(force=True)
+    try:
+        # one batch: the first reading at a time wins; a repeat is a duplicate, another seq a conflict
+        gw.process_batch([msg(now, 1), msg(now, 2), msg(now, 1), msg(now + 1, 3)])
+        # a later batch: the same against what is on disk
+        gw.process_batch([msg(now, 1), msg(now, 4), msg(now + 2, 5)])
+        out = [(q.topic, json.loads(q.payload)) for q in gw.store.peek(limit=100)]
+        norm = [d for t, d in out if "/norm/" in t]
+        dead = [t.rsplit("/", 1)[1] for t, _ in out if "/deadletter/" in t]
+        assert [(n["ts"], n["seq"]) for n in norm] == [(now, 1), (now + 1, 3), (now + 2, 5)]
+        assert sorted(dead) == ["duplicate", "duplicate", "timestamp_conflict", "timestamp_conflict"]
+        assert metric(gw, "kc_gateway_accepted_total") == 3
+        assert metric(gw, "kc_gateway_rejected_total", reason="timestamp_conflict") == 2
+    finally:
+        gw.store.close()
+        gw.registry.close()
+
+
+def test_retained_telemetry_is_handled_once_not_again_at_every_restart(registered, publisher, collector):
+    root = registered.mqtt.topic_root
+    now = int(time.time() * 1000)
+    good_t = contract.telemetry_topic(root, "depok", "water", "water-0")
+    bad_t = contract.telemetry_topic(root, "depok", "water", "water-1")
+    # a misconfigured device retains its telemetry: one good reading, one malformed
+    wait_published([publisher.publish(good_t, contract.encode_telemetry(now, 1, good_fields("water")), qos=1,
+                                      retain=True),
+                    publisher.publish(bad_t, b"{not json", qos=1, retain=True)])
+    try:
+        for start in range(3):
+            gw = Gateway(registered).start()
+            try:
+                if start == 0:
+                    assert wait_for(lambda: len(normalized(collector, root)) == 1 and len(reasons(collector, root)) == 1)
+                else:
+                    assert wait_for(lambda: metric(gw, "kc_gateway_retained_replays_total", channel="telemetry") == 2)
+                time.sleep(0.3)
+                assert len(normalized(collector, root)) == 1, start
+                assert reasons(collector, root) == ["malformed_json"], start
+            finally:
+                gw.stop()
+    finally:
+        wait_published([publisher.publish(t, b"", qos=1, retain=True) for t in (good_t, bad_t)])
+
+
+def test_esphome_retained_states_are_not_stored_again_after_a_restart(settings, uid, collector):
+    s = settings
+    root = s.mqtt.topic_root
+    s.gateway.adapters = ["esphome"]
+    s.gateway.esphome_prefix = f"y{uid}/"
+    with Registry(s.gateway.registry_path) as reg:
+        reg.register("esp-water", "water", "bogor", district="tanah-sareal")
+    c = make_client(s.mqtt)
+    connect(c, s.mqtt)
+    topic = f"y{uid}/esp-water/sensor/ph/state"
+    try:
+        wait_published([c.publish(topic, b"7.1", qos=1, retain=True)])  # ESPHome retains its states
+        gw = Gateway(s).start()
+        try:
+            assert wait_for(lambda: len(normalized(collector, root)) == 1)
+            # a live new state while running is stored (and remembered)
+            wait_published([c.publish(topic, b"7.3", qos=1, retain=True)])
+            assert wait_for(lambda: len(normalized(collector, root)) == 2)
+        finally:
+            gw.stop()
+        gw = Gateway(s).start()
+        try:
+            assert wait_for(lambda: metric(gw, "kc_gateway_retained_replays_total", channel="esphome") == 1)
+            time.sleep(0.3)
+            assert [n["fields"] for n in normalized(collector, root)] == [{"ph": 7.1}, {"ph": 7.3}]
+            assert reasons(collector, root) == []
+        finally:
+            gw.stop()
+    finally:
+        wait_published([c.publish(topic, b"", qos=1, retain=True)])
+        c.disconnect()
+        c.loop_stop()
