@@ -48,6 +48,21 @@ class InfluxSettings(BaseModel):
     timeout_s: float = 10.0
 
 
+class BackboneSettings(BaseModel):
+    """The clustered backbone (NATS JetStream with MQTT, kotacerdas/backbone.py); off = Mosquitto only."""
+
+    # NATS client URLs of the cluster's nodes; a worker reconnects to any of them
+    servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    # messages one worker fetches at once (one InfluxDB write per city per fetch)
+    fetch_batch: int = 2000
+    # un-acked messages the whole consumer group may hold; JetStream stops handing out more
+    max_ack_pending: int = 20000
+    # a message not acked this long after delivery goes to another worker (a dead worker's share)
+    ack_wait_s: float = 30.0
+    # a batch whose InfluxDB is down is NAKed and offered again after this delay
+    nak_delay_s: float = 2.0
+
+
 class ContractSettings(BaseModel):
     max_payload_bytes: int = 4096
     # Device clocks: how far ahead/behind "now" a reading may be stamped.
@@ -149,6 +164,15 @@ class ApiSettings(BaseModel):
     cache_ttl_s: float = 10.0
 
 
+class RoutingSettings(BaseModel):
+    """City -> InfluxDB (kotacerdas/routing.py). A city not listed uses ``Settings.influx``.
+
+    TOML: ``[routing.cities.bogor] url = "http://10.0.0.12:8086"`` (database etc. as in [influx]).
+    """
+
+    cities: dict[str, InfluxSettings] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KC_",
@@ -167,6 +191,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    backbone: BackboneSettings = Field(default_factory=BackboneSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     @classmethod
     def settings_customise_sources(
