@@ -189,7 +189,7 @@ def esphome_batch(
             out.append((topic, Rejection(Reason.NOT_FINITE, f"{name} is {v}")))
             continue
         readings.setdefault(d.device, (d, {}, topic))[1][name] = v
-    for dev_id, (d, fields, topic) in readings.items():
+    for _dev, (d, fields, topic) in readings.items():
         seq = (rx_ms // 1000) & contract.SEQ_MAX  # monotonic like a real counter; (seq, ts) stays unique
         out.append((topic, (contract.telemetry_topic(root, d.city, d.kind, d.device),
                             json.dumps({"v": 1, "ts": rx_ms, "seq": seq, "fields": fields}).encode())))

@@ -321,7 +321,7 @@ class IngestService:
         ``ingest.write_concurrency`` of their first write attempts run at once: one InfluxDB
         write request is parsed and applied on about one core, so a single request in flight
         leaves the database's other cores idle."""
-        pending: collections.deque[tuple[tuple, Future | None]] = collections.deque()
+        pending: collections.deque[tuple[Any, Future | None]] = collections.deque()
         try:
             while True:
                 if len(pending) < self._write_slots:
@@ -338,7 +338,7 @@ class IngestService:
                         continue
                 if pending:
                     item, fut = pending.popleft()
-                    self._finish(*item, first_try=fut)
+                    self._finish(*item, first_try=fut)  # type: ignore[misc]  # untyped tuple: a typed Batch replaces it
                 self._ensure_schema()
                 self._replay_one()
                 self._maybe_stats()
@@ -347,7 +347,7 @@ class IngestService:
         finally:
             for item, fut in pending:  # stopping: finish what was taken (spooled if InfluxDB is down)
                 try:
-                    self._finish(*item, first_try=fut)
+                    self._finish(*item, first_try=fut)  # type: ignore[misc]  # untyped tuple: a typed Batch replaces it
                 except Exception:  # noqa: BLE001
                     log.exception("could not finish a batch while stopping; the broker redelivers it")
             self._pool.shutdown(wait=False)

@@ -8,6 +8,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import pytest
 from aiosmtpd.controller import Controller
 
 from analytics import delivery
@@ -76,6 +77,7 @@ class _Hook(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+@pytest.mark.io
 def test_signed_webhook_retries_until_delivered(tmp_path):
     _Hook.calls, _Hook.received, _Hook.fail_first = 0, [], 2
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
@@ -99,6 +101,7 @@ def test_signed_webhook_retries_until_delivered(tmp_path):
         srv.shutdown()
 
 
+@pytest.mark.io
 def test_email_over_real_smtp(tmp_path):
     got: list = []
 
