@@ -31,7 +31,7 @@ from pathlib import Path
 
 import psutil
 
-from kotacerdas import backbone, contract
+from kotacerdas import backbone
 from kotacerdas.stack import free_port, port_open
 
 HERE = Path(__file__).resolve().parent
@@ -187,7 +187,7 @@ class Nats:
                 try:
                     await js.stream_info(backbone.MQTT_STREAM)
                     break
-                except Exception:
+                except Exception:  # noqa: BLE001 - the stream is not created yet: poll again
                     await asyncio.sleep(0.1)
             await js.add_consumer(backbone.MQTT_STREAM, ConsumerConfig(
                 durable_name=backbone.INGEST_CONSUMER, filter_subject=backbone.normalized_filter(ROOT),

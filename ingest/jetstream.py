@@ -27,6 +27,7 @@ import logging
 import signal
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -169,7 +170,7 @@ class JetStreamIngest:
         self.stats = {"received": 0, "written": 0, "deadlettered": 0, "nakked": 0, "redelivered": 0}
         self._stop = asyncio.Event()
         self._bound = False
-        self._nc = None
+        self._nc: Any = None  # nats.aio.client.Client once connected (nats is imported lazily)
 
     def stop(self) -> None:
         self._stop.set()
@@ -215,7 +216,7 @@ class JetStreamIngest:
                     msgs = await sub.fetch(self.cfg.fetch_batch, timeout=1.0)
                 except asyncio.TimeoutError:
                     continue
-                except Exception as exc:  # node lost / leader election: the client reconnects; retry
+                except Exception as exc:  # noqa: BLE001 - node lost / leader election: the client reconnects; retry
                     log.warning("fetch failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
                     await asyncio.sleep(0.25)
                     continue
