@@ -27,6 +27,7 @@ from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.lineprotocol import escape_key, format_line
+from kotacerdas.routing import influx_for_city
 from kotacerdas.settings import Settings
 
 log = logging.getLogger("analytics.service")
@@ -79,7 +80,8 @@ class AnalyticsService:
         self.cat = catalogue or load_catalogue()
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        self.influx = InfluxClient(settings.influx)
+        # one analytics process per city reads and writes that city's InfluxDB (kotacerdas/routing.py)
+        self.influx = InfluxClient(influx_for_city(settings))
         self.store = AlertStore(settings.state_dir / "analytics" / "alerts.sqlite")
         self.engine = AlertEngine(self.store)
         self.rules = rules({k.name: k.department for k in self.cat})

@@ -22,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from kotacerdas.catalogue import load_catalogue
+from kotacerdas.routing import influx_for_city
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.settings import Settings
 
@@ -72,7 +73,7 @@ class Problem(BaseModel):
 def make_app(settings: Settings) -> FastAPI:
     cat = load_catalogue()
     datasets = all_datasets(cat)
-    client = InfluxClient(settings.influx)
+    client = InfluxClient(influx_for_city(settings))  # the city this API serves (kotacerdas/routing.py)
     DatasetId = enum.Enum("DatasetId", {d.replace("-", "_"): d for d in datasets}, type=str)  # type: ignore[misc]
     limiter = RateLimiter(settings.api.rate_limit_per_minute)
     registry = CollectorRegistry()

@@ -18,7 +18,12 @@ from typing import Iterable
 from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import InfluxSettings, Settings
 
-__all__ = ["CityRouter"]
+__all__ = ["CityRouter", "influx_for_city"]
+
+
+def influx_for_city(settings: Settings, city: str | None = None) -> InfluxSettings:
+    """Where a service serving one city (``Settings.city`` unless given) reads and writes."""
+    return settings.routing.cities.get(city or settings.city, settings.influx)
 
 
 def _key(s: InfluxSettings) -> tuple[str, str, str | None, str | None]:
@@ -35,7 +40,7 @@ class CityRouter:
         self._lock = threading.Lock()
 
     def settings_for(self, city: str) -> InfluxSettings:
-        return self.table.get(city, self.default)
+        return self.table.get(city, self.default)  # the same rule as influx_for_city
 
     def client_for(self, city: str) -> InfluxClient:
         """One client (one HTTP connection pool) per distinct URL + database, shared by cities."""

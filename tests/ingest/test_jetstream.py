@@ -250,3 +250,60 @@ def test_node_and_worker_killed_mid_stream_nothing_lost(cluster, settings: Setti
                 w.wait(15)
             except subprocess.TimeoutExpired:
                 w.kill()
+
+
+def test_each_city_lands_in_its_own_influxdb(settings: Settings, influx: InfluxClient, private_influx) -> None:
+    """Two real InfluxDB instances: bogor is routed to the second, depok (not in the table) to the default."""
+    from kotacerdas.routing import influx_for_city
+    from kotacerdas.settings import InfluxSettings
+
+    second = private_influx()
+    s = settings.model_copy(deep=True)
+    s.routing.cities = {"bogor": InfluxSettings(url=second.url, database="kc_bogor")}
+    root = s.mqtt.topic_root
+    t0 = int(time.time() * 1000) - 600_000
+    batch = []
+    for j in range(30):
+        city = "bogor" if j % 3 == 0 else "depok"
+        topic, payload = reading(root, j, t0, city=city)
+        batch.append((backbone.MQTT_SUBJECT_PREFIX + backbone.mqtt_topic_to_subject(topic), payload))
+    router = CityRouter(s)
+    try:
+        out = BatchWriter(s, router, CAT).process(batch, int(time.time() * 1000))
+    finally:
+        router.close()
+    assert sorted(out.ack) == list(range(30)) and not out.dead and not out.nak
+    assert len(out.written) == 2
+    with InfluxClient(influx_for_city(s, "bogor")) as b:
+        assert stored(b) == 10
+        assert b.series('SHOW TAG VALUES FROM /.*/ WITH KEY = "city"')[0].column("value") == ["bogor"]
+    assert stored(influx) == 20
+    assert {v for x in influx.series('SHOW TAG VALUES FROM /.*/ WITH KEY = "city"') for v in x.column("value")} == {"depok"}
+    # the schema (retention policies, continuous queries) was set up on the second instance too
+    with InfluxClient(influx_for_city(s, "bogor")) as b:
+        assert any(r[0] == "raw" for x in b.series('SHOW RETENTION POLICIES ON "kc_bogor"') for r in x.values)
+    # a service serving one city reads where that city's data is
+    assert influx_for_city(s.model_copy(update={"city": "bogor"})).url == second.url
+    assert influx_for_city(s.model_copy(update={"city": "depok"})).url == settings.influx.url
+
+
+def test_city_down_is_handed_back_other_city_written(settings: Settings, influx: InfluxClient) -> None:
+    """bogor's InfluxDB is unreachable: its messages are NAKed (come back later), depok's are stored and acked."""
+    from kotacerdas.settings import InfluxSettings
+    from kotacerdas.stack import free_port
+
+    s = settings.model_copy(deep=True)
+    s.routing.cities = {"bogor": InfluxSettings(url=f"http://127.0.0.1:{free_port()}", database="x", timeout_s=1)}
+    t0 = int(time.time() * 1000) - 600_000
+    batch = []
+    for j in range(10):
+        topic, payload = reading(s.mqtt.topic_root, j, t0, city="bogor" if j < 4 else "depok")
+        batch.append((backbone.MQTT_SUBJECT_PREFIX + backbone.mqtt_topic_to_subject(topic), payload))
+    router = CityRouter(s)
+    try:
+        out = BatchWriter(s, router, CAT).process(batch, int(time.time() * 1000))
+    finally:
+        router.close()
+    assert sorted(out.nak) == [0, 1, 2, 3]
+    assert sorted(out.ack) == list(range(4, 10))
+    assert stored(influx) == 6
