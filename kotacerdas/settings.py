@@ -162,6 +162,15 @@ class ApiSettings(BaseModel):
     rate_limit_per_minute: int = 600
     # open-data API: seconds a dataset answer is reused (0 = query InfluxDB on every request)
     cache_ttl_s: float = 10.0
+    # the device list (`kotacerdas simulate devices` / gateway registry export format: a JSON array of
+    # {"device","kind","city","district","lat","lon"}) that gives stations their coordinates
+    stations_file: Path | None = None
+    # a station is shown offline when its last message is older than this many report intervals
+    stale_after_intervals: float = 3.0
+    # DCAT dataset metadata
+    publisher: str = "Pemerintah Kota (Dinas Lingkungan Hidup) - Kota Cerdas open data"
+    publisher_url: str | None = None
+    public_url: str | None = None  # base URL the API is reached at (links in metadata); None = the request's
 
 
 class RoutingSettings(BaseModel):
