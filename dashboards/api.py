@@ -247,9 +247,9 @@ def make_app(settings: Settings) -> FastAPI:
         if out == "ngsi-ld":
             kind = cat[ds.kind]  # type: ignore[index]
             idx = ispu_by_device(filters) if kind.name == "air" else None
-            body = ngsi.entities(kind, chunk, indices=idx, provider=api.publisher,
+            ents = ngsi.entities(kind, chunk, indices=idx, provider=api.publisher,
                                  key_values=request.query_params.get("options") == "keyValues")
-            return JSONResponse(body, media_type=ngsi.MEDIA_TYPE, headers=headers)
+            return JSONResponse(ents, media_type=ngsi.MEDIA_TYPE, headers=headers)
         cols = [ColumnOut(**c.__dict__) for c in ds.columns]
         body = Page(meta=Meta(dataset=ds.id, title=ds.title, license=LICENSE, publisher=api.publisher, total=total,
                               limit=limit, offset=offset, next=nxt,

@@ -20,9 +20,10 @@ from typing import Any, Callable, Sequence
 from kotacerdas.catalogue import Catalogue
 from kotacerdas.influx import InfluxClient
 
-from dashboards.dcat import LICENSE_ID as LICENSE
+from dashboards.dcat import LICENSE_ID
 from dashboards.stations import StationIndex
 
+LICENSE = LICENSE_ID
 LOOKBACK = "7d"  # a station silent for a week is no longer "latest"
 # city/district/device names as tagged: letters, digits, space (kecamatan "Pancoran Mas"), _ . -
 NAME_RE = r"^[A-Za-z0-9_.\- ]{1,64}$"
