@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
                "spool": str(settings.ingest.spool_path)},
     )
     while not done.wait(1.0):
-        if svc._stopped.is_set():  # the writer died: exit non-zero so a supervisor restarts us
+        if svc.stopped:  # the writer died: exit non-zero so a supervisor restarts us
             log.error("writer stopped unexpectedly")
             health.stop()
             return 1

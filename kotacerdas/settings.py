@@ -129,8 +129,6 @@ class IngestSettings(BaseModel):
     # 1 MiB read, one write per batch of PUBACKs); "paho": paho-mqtt. paho is used anyway for TLS
     # (mqtt.tls_ca) and MQTT 5 (mqtt_v5).
     mqtt_client: Literal["wire", "paho"] = "wire"
-    # paho only: buffered reads and one write for a batch's PUBACKs (ingest/fastsock.py)
-    fast_mqtt: bool = True
     # MQTT 3.1.1 by default: paho skips v5 property parsing (~1/3 less CPU per message,
     # docs/benchmarks.md) and Mosquitto honours $share/ there too; true = MQTT 5
     mqtt_v5: bool = False
