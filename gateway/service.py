@@ -63,12 +63,19 @@ class Metrics:
                                       registry=r)
         self.upstream_refused = Counter("kc_gateway_upstream_refused_total",
                                         "Messages the upstream broker acknowledged with a failure code", registry=r)
+        # the ledger (``GET /ledger``): every received message is stored, rejected by reason or ignored
+        self.stored = Counter("kc_gateway_stored_total", "Device messages accepted (a reading, a status or an ack)",
+                              ["channel"], registry=r)
+        self.ignored = Counter("kc_gateway_ignored_total", "Empty status payloads (a retained status cleared)",
+                               registry=r)
         self.batch_seconds = Histogram("kc_gateway_batch_seconds", "Time to validate and commit one batch", registry=r)
         # pre-create every reason so dashboards see zeros rather than missing series
         for reason in Reason:
             self.rejected.labels(reason.value)
-        for ch in ("telemetry", "status", "ack", "tasmota", "esphome"):
+        for ch in ("telemetry", "status", "ack", "tasmota", "esphome", "other"):
             self.received.labels(ch)
+        for ch in ("telemetry", "status", "ack"):
+            self.stored.labels(ch)
 
 
 class Gateway:
@@ -154,24 +161,32 @@ class Gateway:
         t = now_ms()
         status_changes: dict[str, DeviceState] = {}
         accepted: list[tuple[int, Outgoing]] = []
-        items, adapted_dead = self._adapt([(m.topic, bytes(m.payload)) for m in msgs], t)
+        items, adapted_dead = self._adapt([(m.topic, bytes(m.payload), bool(m.retain)) for m in msgs], t)
         replayed = {m.topic for m in msgs if m.retain}  # retained copies sent at (re)subscription
         with self.store.transaction() as txn:
-            for topic, payload, rej in adapted_dead:
-                txn.queue(self._dead(rej, topic, payload, t))
-            for topic, payload in items:
+
+            def dead(rej: Rejection, origins: list[tuple[str, bytes]]) -> None:
+                # one dead letter per message the device sent, naming its original topic and payload
+                for o_topic, o_payload in origins:
+                    txn.queue(self._dead(rej, o_topic, o_payload, t))
+
+            for origins, rej in adapted_dead:
+                dead(rej, origins)
+            for topic, payload, origins in items:
                 channel = topic.rsplit("/", 1)[-1]
                 if channel == "ack":
                     a = parse_ack(topic, payload, root=self.root, limits=self.limits, lookup=self.lookup)
                     if isinstance(a, Rejection):
-                        txn.queue(self._dead(a, topic, payload, t))
+                        dead(a, origins)
                     else:
+                        self._tally[("stored", "ack")] += len(origins)
                         with self._lock_lifecycle:
                             self.acks.setdefault(a["device"], deque(maxlen=50)).append({**a, "rx": t})
                         log.info("command acknowledged", extra=a)
                     continue
                 if channel == "status":
-                    self._process_status(txn, topic, payload, t, status_changes, fresh=topic not in replayed)
+                    self._process_status(txn, topic, payload, t, status_changes, fresh=topic not in replayed,
+                                         origins=origins)
                     continue
                 parts = topic.split("/")
 
@@ -182,15 +197,15 @@ class Gateway:
                 r = normalise_telemetry(topic, payload, t, root=self.root, limits=self.limits,
                                         catalogue=self.catalogue, lookup=lookup)
                 if isinstance(r, Rejection):
-                    txn.queue(self._dead(r, topic, payload, t))
+                    dead(r, origins)
                     continue
                 if not txn.first_time(*dedup_key(r)):
-                    txn.queue(self._dead(Rejection(Reason.DUPLICATE, f"seq {r.seq} at ts {r.ts_ms} already seen"),
-                                         topic, payload, t))
+                    dead(Rejection(Reason.DUPLICATE, f"seq {r.seq} at ts {r.ts_ms} already seen"), origins)
                     continue
                 accepted.append((r.ts_ms, Outgoing(contract.normalized_topic(self.root, r.city, r.kind, r.device),
                                                    contract.encode_normalized(r), qos=1)))
                 self._tally[("accepted", "")] += 1
+                self._tally[("stored", "telemetry")] += len(origins)
                 with self._lock_lifecycle:
                     ch = self.lifecycle.on_reading(r.device, r.kind, r.city, r.district, r.ts_ms, t, r.battery, r.fw)
                 if ch is not None:
@@ -206,54 +221,67 @@ class Gateway:
                 self.metrics.received.labels(label).inc(n)
             elif what == "rejected":
                 self.metrics.rejected.labels(label).inc(n)
+            elif what == "stored":
+                self.metrics.stored.labels(label).inc(n)
+            elif what == "ignored":
+                self.metrics.ignored.inc(n)
             else:
                 self.metrics.accepted.inc(n)
         self.forwarder.wake.set()
 
-    def _adapt(self, raw: list[tuple[str, bytes]], t: int
-               ) -> tuple[list[tuple[str, bytes]], list[tuple[str, bytes, Rejection]]]:
-        """Count what arrived and translate Tasmota/ESPHome messages into our contract."""
+    def _adapt(self, raw: list[tuple[str, bytes, bool]], t: int
+               ) -> tuple[list[tuple[str, bytes, list[tuple[str, bytes]]]],
+                          list[tuple[list[tuple[str, bytes]], Rejection]]]:
+        """Count what arrived and translate Tasmota/ESPHome messages into our contract.
+
+        Every item keeps its origins (the messages the device sent) for dead letters and the ledger.
+        """
         prefix = f"{self.root}/"
-        native: list[tuple[str, bytes]] = []
-        dead: list[tuple[str, bytes, Rejection]] = []
-        esphome: list[tuple[str, bytes]] = []
+        native: list[tuple[str, bytes, list[tuple[str, bytes]]]] = []
+        dead: list[tuple[list[tuple[str, bytes]], Rejection]] = []
+        esphome: list[tuple[str, bytes, bool]] = []
         g = self.s.gateway
-        for topic, payload in raw:
+        for topic, payload, retained in raw:
             if topic.startswith(prefix):
                 ch = topic.rsplit("/", 1)[-1]
                 ch = ch if ch in ("status", "ack") else "telemetry"
                 self._tally[("received", ch)] += 1
-                native.append((topic, payload))
+                native.append((topic, payload, [(topic, payload)]))
                 continue
             res = None
             if "tasmota" in g.adapters:
                 res = adapters.tasmota_sensor(topic, payload, root=self.root, prefix=g.tasmota_prefix,
                                               catalogue=self.catalogue, lookup=self.lookup, rx_ms=t,
                                               tz_offset_s=g.adapter_tz_offset_s)
-                if res is None:
-                    res = adapters.tasmota_lwt(topic, payload, root=self.root, prefix=g.tasmota_prefix,
-                                               lookup=self.lookup, rx_ms=t)
+                for other in (adapters.tasmota_lwt, adapters.tasmota_state):
+                    if res is None:
+                        res = other(topic, payload, root=self.root, prefix=g.tasmota_prefix, lookup=self.lookup,
+                                    rx_ms=t)
             if res is not None:
                 self._tally[("received", "tasmota")] += 1
                 if isinstance(res, Rejection):
-                    dead.append((topic, payload, res))
+                    dead.append(([(topic, payload)], res))
                 else:
-                    native.append(res)
+                    native.append((res.topic, res.payload, res.origins))
             elif "esphome" in g.adapters:
                 self._tally[("received", "esphome")] += 1
-                esphome.append((topic, payload))
+                esphome.append((topic, payload, retained))
+            else:
+                self._tally[("received", "other")] += 1
+                dead.append(([(topic, payload)], Rejection(Reason.BAD_TOPIC, "no adapter takes this topic")))
         if esphome:
-            originals = dict(esphome)
-            for topic, res in adapters.esphome_batch(esphome, root=self.root, prefix=g.esphome_prefix,
-                                                     catalogue=self.catalogue, lookup=self.lookup, rx_ms=t):
+            for origins, res in adapters.esphome_batch(esphome, root=self.root, prefix=g.esphome_prefix,
+                                                       catalogue=self.catalogue, lookup=self.lookup, rx_ms=t):
                 if isinstance(res, Rejection):
-                    dead.append((topic, originals.get(topic, b""), res))
+                    dead.append((origins, res))
                 else:
-                    native.append(res)
+                    native.append((res.topic, res.payload, res.origins))
         return native, dead
 
     def _process_status(self, txn: Any, topic: str, payload: bytes, t: int,
-                        changes: dict[str, DeviceState], fresh: bool = True) -> None:
+                        changes: dict[str, DeviceState], fresh: bool = True,
+                        origins: list[tuple[str, bytes]] | None = None) -> None:
+        origins = origins or [(topic, payload)]
         parts = topic.split("/")
 
         def lookup(dev_id: str) -> Device | None:
@@ -261,10 +289,13 @@ class Gateway:
 
         st = parse_status(topic, payload, root=self.root, limits=self.limits, catalogue=self.catalogue, lookup=lookup)
         if st is None:
+            self._tally[("ignored", "")] += len(origins)  # an empty payload clears a retained status
             return
         if isinstance(st, Rejection):
-            txn.queue(self._dead(st, topic, payload, t))
+            for o_topic, o_payload in origins:
+                txn.queue(self._dead(st, o_topic, o_payload, t))
             return
+        self._tally[("stored", "status")] += len(origins)
         assert isinstance(st, StatusMessage)
         dev = self.lookup(st.device)
         with self._lock_lifecycle:
@@ -388,9 +419,10 @@ class Gateway:
                 (contract.device_subscription(self.root, "ack"), 1)]
         g = self.s.gateway
         if "tasmota" in g.adapters:
-            subs += [(f"{g.tasmota_prefix}tele/+/SENSOR", 1), (f"{g.tasmota_prefix}tele/+/LWT", 1)]
+            subs += [(f"{g.tasmota_prefix}tele/+/{leaf}", 1) for leaf in ("SENSOR", "LWT", "STATE")]
         if "esphome" in g.adapters:
-            subs += [(f"{g.esphome_prefix}+/sensor/+/state", 1), (f"{g.esphome_prefix}+/status", 1)]
+            subs += [(f"{g.esphome_prefix}+/sensor/+/state", 1), (f"{g.esphome_prefix}+/binary_sensor/+/state", 1),
+                     (f"{g.esphome_prefix}+/status", 1)]
         self._subscribed.clear()
         client.subscribe(subs)
         log.info("subscribed", extra={"root": self.root, "session_present": bool(getattr(flags, "session_present", False))})
