@@ -20,6 +20,7 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
+from gateway.ledger import ledger
 from gateway.registry import Registry, RegistryError
 
 if TYPE_CHECKING:
@@ -92,6 +93,13 @@ def make_app(
     def metrics() -> Response:
         body = generate_latest(gateway.metrics.registry) if gateway else b""
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/ledger", tags=["health"])
+    def read_ledger() -> dict:
+        """Messages received since start = stored + rejected by reason + ignored (see gateway.ledger)."""
+        if gateway is None:
+            raise HTTPException(503, "the ledger needs the running gateway")
+        return ledger(gateway.metrics.registry)
 
     @app.get("/devices", tags=["registry"])
     def list_devices(kind: str | None = None, city: str | None = None, status: str | None = None) -> list[dict]:

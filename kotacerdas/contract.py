@@ -63,6 +63,8 @@ class Reason(str, enum.Enum):
     WRONG_KIND = "wrong_kind"
     DECOMMISSIONED = "decommissioned"
     DUPLICATE = "duplicate"
+    # a retained vendor message (ESPHome state) replayed at subscription: its age is unknown
+    RETAINED_REPLAY = "retained_replay"
     # decided by ingest when the database refuses a point:
     WRITE_REJECTED = "write_rejected"
 
