@@ -131,6 +131,39 @@ def _provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger(args: argparse.Namespace) -> int:
+    """Ask the running gateway for its ledger: received = stored + rejected by reason + ignored."""
+    import httpx
+
+    settings = load_settings()
+    url = args.url or f"http://{settings.gateway.http_host}:{settings.gateway.http_port}"
+    try:
+        doc = httpx.get(f"{url}/ledger", timeout=5).raise_for_status().json()
+    except httpx.HTTPError as exc:
+        print(f"gateway ledger: cannot read {url}/ledger: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table("", "messages", title="gateway ledger since start")
+        for ch, n in sorted(doc["received"].items()):
+            t.add_row(f"received ({ch})", str(n))
+        for ch, n in sorted(doc["stored"].items()):
+            t.add_row(f"stored ({ch})", str(n))
+        for reason, n in sorted(doc["rejected"].items()):
+            t.add_row(f"rejected: {reason}", str(n))
+        t.add_row("ignored (retained status cleared)", str(doc["ignored"]))
+        tot = doc["totals"]
+        t.add_row("received = stored + rejected + ignored",
+                  f"{tot['received']} = {tot['stored']} + {tot['rejected']} + {tot['ignored']}"
+                  + ("" if doc["balanced"] else "  UNBALANCED"))
+        Console().print(t)
+    return 0 if doc["balanced"] else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kotacerdas gateway", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -157,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
         p = rsub.add_parser(name)
         p.add_argument("device")
     reg.set_defaults(func=_registry)
+
+    led = sub.add_parser("ledger", help="received = stored + rejected by reason, from the running gateway")
+    led.add_argument("--url", help="gateway HTTP base URL (default: from settings)")
+    led.add_argument("--json", action="store_true")
+    led.set_defaults(func=_ledger)
 
     prov = sub.add_parser("provision", help="write Mosquitto password/ACL files, TLS CA and certificates")
     prov.add_argument("--out", required=True)
