@@ -103,9 +103,15 @@ def _registry(args: argparse.Namespace) -> int:
                                   d["installed"] or "")
                     Console().print(t)
             elif args.action == "register":
+                if reg.get(args.device) is not None and not args.update:
+                    print(f"gateway registry register: device {args.device!r} exists; --update changes it",
+                          file=sys.stderr)
+                    return 1
                 d, pw = reg.register(args.device, args.kind, args.city, district=args.district, lat=args.lat,
                                      lon=args.lon, department=args.department)
                 print(json.dumps({**d.public(), "mqtt_username": d.device, "mqtt_password": pw}, indent=1))
+            elif args.action == "config":
+                return _config(args, reg)
             elif args.action == "decommission":
                 d = reg.decommission(args.device)
                 print(f"{d.device}: {d.status}")
@@ -117,6 +123,52 @@ def _registry(args: argparse.Namespace) -> int:
         except (RegistryError, OSError, ValueError) as exc:
             print(f"gateway registry {args.action}: {exc}", file=sys.stderr)
             return 1
+    return 0
+
+
+def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k or not v:
+            raise ValueError(f"{what} {item!r} is not KEY=VALUE")
+        out[k] = v
+    return out
+
+
+def _config(args: argparse.Namespace, reg: Any) -> int:
+    """Show or change one device's config (merged into what it has), checked like the API checks it."""
+    from kotacerdas import device_config
+
+    d = reg.get(args.device)
+    if d is None:
+        print(f"gateway registry config: no device {args.device!r}", file=sys.stderr)
+        return 1
+    cfg = dict(d.config)
+    if args.interval_s is not None:
+        cfg["interval_s"] = args.interval_s
+    if args.tz_offset_s is not None:
+        cfg["tz_offset_s"] = args.tz_offset_s
+    th = {k: [float(x) for x in v.split(",")] for k, v in _pairs(args.threshold, "--threshold").items()}
+    if th:
+        cfg["thresholds"] = {**cfg.get("thresholds", {}), **th}
+    cal = {k: float(v) for k, v in _pairs(args.calibration, "--calibration").items()}
+    if cal:
+        cfg["calibration"] = {**cfg.get("calibration", {}), **cal}
+    for key, items in (("tasmota_map", args.tasmota_map), ("esphome_map", args.esphome_map)):
+        m = _pairs(items, f"--{key.replace('_', '-')}")
+        if m:
+            cfg[key] = {**cfg.get(key, {}), **m}
+    for key in args.clear or []:
+        cfg.pop(key, None)
+    try:
+        cfg = device_config.validate(cfg, reg.catalogue[d.kind])
+    except device_config.ConfigError as exc:
+        print(f"gateway registry config: {exc}", file=sys.stderr)
+        return 1
+    if cfg != d.config:
+        reg.set_config(d.device, cfg)
+    print(json.dumps({"device": d.device, "config": cfg}, indent=1))
     return 0
 
 
@@ -186,6 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lat", type=float)
     r.add_argument("--lon", type=float)
     r.add_argument("--department")
+    r.add_argument("--update", action="store_true", help="change an existing device (default: refuse)")
+    c = rsub.add_parser("config", help="show or change a device's config (merged; the running gateway "
+                                       "publishes the device part at its next start, PUT /devices/{id}/config at once)")
+    c.add_argument("device")
+    c.add_argument("--interval-s", type=float)
+    c.add_argument("--threshold", action="append", metavar="FIELD=LO,HI")
+    c.add_argument("--calibration", action="append", metavar="KEY=VALUE")
+    c.add_argument("--tasmota-map", action="append", metavar="SENSOR.QUANTITY=FIELD",
+                   help="e.g. DS18B20-2.Temperature=temperature")
+    c.add_argument("--esphome-map", action="append", metavar="OBJECT_ID=FIELD", help="e.g. kolam_ph=ph")
+    c.add_argument("--tz-offset-s", type=int, help="UTC offset of the device's local Tasmota time (WITA: 28800)")
+    c.add_argument("--clear", action="append", choices=["interval_s", "thresholds", "calibration", "tasmota_map",
+                                                         "esphome_map", "tz_offset_s"])
     for name in ("decommission", "rotate-credentials"):
         p = rsub.add_parser(name)
         p.add_argument("device")

@@ -23,7 +23,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from kotacerdas import contract
+from kotacerdas import contract, device_config
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.contract import Limits, Reason, Rejection
 from kotacerdas.mqtt import connect, make_client
@@ -391,13 +391,14 @@ class Gateway:
         self.forwarder.wake.set()
 
     def config_payload(self, config: dict) -> bytes:
-        return json.dumps({"v": 1, **config}, separators=(",", ":")).encode()
+        """Only what the firmware takes; adapter settings (tasmota_map, ...) stay here."""
+        return json.dumps({"v": 1, **device_config.device_part(config)}, separators=(",", ":")).encode()
 
     def _republish_configs(self) -> None:
         """The registry is the source of truth: re-assert every device's retained config at start
         (a broker that lost its retained store, or a config set from the CLI while we were down)."""
         with self._dev_lock:
-            devices = [d for d in self._devices.values() if d.active and d.config]
+            devices = [d for d in self._devices.values() if d.active and device_config.device_part(d.config)]
         if devices:
             self.store.enqueue(
                 Outgoing(contract.config_topic(self.root, d.city, d.kind, d.device), self.config_payload(d.config),
