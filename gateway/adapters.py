@@ -102,6 +102,24 @@ def _registered(device_id: str, lookup: Lookup) -> Device | Rejection:
     return d
 
 
+def _tasmota_json(topic: str, payload: bytes, prefix: str, leaf: str, lookup: Lookup
+                  ) -> tuple[Device, dict] | Rejection | None:
+    """The registered device and JSON object of a ``tele/<topic>/<leaf>`` message (None: not that topic)."""
+    dev_id = _tasmota_topic(topic, prefix, leaf)
+    if dev_id is None:
+        return None
+    d = _registered(dev_id, lookup)
+    if isinstance(d, Rejection):
+        return d
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
+    if not isinstance(doc, dict):
+        return Rejection(Reason.NOT_AN_OBJECT, f"Tasmota {leaf} payload is not an object")
+    return d, doc
+
+
 def tasmota_field(sensor: str, quantity: str, kind: Kind, override: dict) -> str | None:
     """The catalogue field a Tasmota ``sensor.quantity`` feeds on this kind, or None."""
     name = override.get(f"{sensor}.{quantity}")
@@ -132,18 +150,10 @@ def tasmota_sensor(
     tz_offset_s: int,
 ) -> Adapted | Rejection | None:
     """``tele/<topic>/SENSOR`` -> our telemetry. None if the topic is not a Tasmota SENSOR."""
-    dev_id = _tasmota_topic(topic, prefix, "SENSOR")
-    if dev_id is None:
-        return None
-    d = _registered(dev_id, lookup)
-    if isinstance(d, Rejection):
-        return d
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
-    if not isinstance(doc, dict):
-        return Rejection(Reason.NOT_AN_OBJECT, "Tasmota SENSOR payload is not an object")
+    got = _tasmota_json(topic, payload, prefix, "SENSOR", lookup)
+    if got is None or isinstance(got, Rejection):
+        return got
+    d, doc = got
     kind = catalogue[d.kind]
     fahrenheit = doc.get("TempUnit") == "F"
     override: dict = d.config.get("tasmota_map") or {}  # {"DS18B20.Temperature": "temperature"}
@@ -199,18 +209,10 @@ def tasmota_lwt(topic: str, payload: bytes, *, root: str, prefix: str, lookup: L
 def tasmota_state(topic: str, payload: bytes, *, root: str, prefix: str, lookup: Lookup, rx_ms: int
                   ) -> Adapted | Rejection | None:
     """``tele/<topic>/STATE`` (uptime, heap, Wi-Fi; sent every TelePeriod while connected) -> "online"."""
-    dev_id = _tasmota_topic(topic, prefix, "STATE")
-    if dev_id is None:
-        return None
-    d = _registered(dev_id, lookup)
-    if isinstance(d, Rejection):
-        return d
-    try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
-    if not isinstance(doc, dict):
-        return Rejection(Reason.NOT_AN_OBJECT, "Tasmota STATE payload is not an object")
+    got = _tasmota_json(topic, payload, prefix, "STATE", lookup)
+    if got is None or isinstance(got, Rejection):
+        return got
+    d = got[0]
     return Adapted(contract.status_topic(root, d.city, d.kind, d.device), contract.encode_status("online", rx_ms),
                    [(topic, payload)])
 
