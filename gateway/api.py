@@ -12,7 +12,7 @@ import json
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -184,7 +184,7 @@ def make_app(
         return {**d.public(), "mqtt_username": d.device, "mqtt_password": pw}
 
     @app.put("/devices/{device}/config", tags=["config"], dependencies=[Depends(admin)])
-    def put_config(device: str, body: Any = Body(examples=[CONFIG_EXAMPLE])) -> dict:
+    def put_config(device: str, body: Annotated[Any, Body(examples=[CONFIG_EXAMPLE])]) -> dict:
         """Replace the device's config. ``interval_s``/``thresholds``/``calibration`` are checked with the
         firmware's own rules and published retained; ``tasmota_map``/``esphome_map``/``tz_offset_s``
         stay with the gateway's adapters. Anything the firmware would refuse is a 422 and not published."""
