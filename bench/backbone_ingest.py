@@ -5,7 +5,8 @@ temp dir), ``k`` ingest worker processes (``kotacerdas ingest jetstream``) that 
 consumer and are then paused (SIGSTOP), ``--count`` readings published over MQTT QoS 1
 (bench/ingest_publisher.py, all PUBACKed = stored on the R3 stream), then the workers are resumed and
 timed until InfluxDB holds every point. Printed: drain msg/s per worker count and the ratio to 1
-worker; also publish msg/s into the 3-node cluster (R3) and the worker processes' CPU seconds.
+worker; also publish msg/s into the 3-node cluster (R3, one MQTT connection) and the CPU seconds of
+the workers, the three nats-servers and influxd during the drain (where the time goes).
 
     flock /tmp/kc-bench.lock .venv/bin/python bench/backbone_ingest.py --count 30000
 """
@@ -94,11 +95,16 @@ def run(k: int, args: argparse.Namespace, tmp: Path) -> dict:
              "--t0", str(int(time.time() * 1000) - 3_600_000), "--window", "1000"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert pub.stdout.readline().strip() == "ready"
+        nats_procs = [psutil.Process(n.pid()) for n in cluster.nodes]
+        pcpu0 = sum(sum(b.cpu_times()[:2]) for b in nats_procs)
         pub.stdin.write("go\n")
         pub.stdin.flush()
         res = json.loads(pub.stdout.readline())
         pub.wait()
+        nats_publish_cpu = sum(sum(b.cpu_times()[:2]) for b in nats_procs) - pcpu0
         cpu0 = [sum(psutil.Process(p.pid).cpu_times()[:2]) for p in procs]
+        brokers = [psutil.Process(n.pid()) for n in cluster.nodes] + [psutil.Process(ix.pid())]
+        bcpu0 = [sum(b.cpu_times()[:2]) for b in brokers]
         t0 = time.monotonic()
         for p in procs:
             p.send_signal(signal.SIGCONT)
@@ -110,9 +116,14 @@ def run(k: int, args: argparse.Namespace, tmp: Path) -> dict:
                 got = _stored(c)
         secs = time.monotonic() - t0
         cpu = sum(sum(psutil.Process(p.pid).cpu_times()[:2]) for p in procs) - sum(cpu0)
+        bcpu = [sum(b.cpu_times()[:2]) - c0 for b, c0 in zip(brokers, bcpu0)]
         return {"workers": k, "sent": res["acked"], "publish_msg_s": round(res["acked"] / res["seconds"]),
+                "nats_publish_cpu_s": round(nats_publish_cpu, 1),
                 "stored": got, "drain_s": round(secs, 2), "drain_msg_s": round(got / secs),
-                "worker_cpu_s": round(cpu, 1)}
+                "worker_cpu_s": round(cpu, 1), "nats_cpu_s": round(sum(bcpu[:-1]), 1),
+                "influxd_cpu_s": round(bcpu[-1], 1),
+                "nats_rss_mib": round(max(b.memory_info().rss for b in brokers[:-1]) / 2**20),
+                "worker_rss_mib": round(max(psutil.Process(p.pid).memory_info().rss for p in procs) / 2**20)}
     finally:
         for p in procs:
             p.send_signal(signal.SIGCONT)

@@ -1,8 +1,9 @@
 """Ingest worker on the clustered backbone: JetStream consumer group -> per-city InfluxDB.
 
 Any number of these processes share one durable pull consumer (``kc-ingest``) on the
-replicated ``$MQTT_msgs`` stream (kotacerdas/backbone.py explains why that stream). Each
-fetch of up to ``backbone.fetch_batch`` messages is converted (ingest/convert.py, the same
+replicated ``$MQTT_msgs`` stream (kotacerdas/backbone.py explains why that stream), filtered on
+the platform's own topics: normalised readings, dead letters and devstatus (alerts are skipped).
+Each fetch of up to ``backbone.fetch_batch`` messages is converted (ingest/convert.py, the same
 conversion as the MQTT path), grouped by the InfluxDB that holds each city
 (kotacerdas/routing.py) and written with ``write_keep_good``; only then are the messages
 acked. So:
@@ -14,8 +15,8 @@ acked. So:
 - a message that is not a valid normalised reading, or a line InfluxDB refuses (400), is
   written as a ``deadletter`` point with its reason, counted, and acked.
 
-Only normalised telemetry travels this way; dead-letter and devstatus topics stay on the
-MQTT ingest path (ingest/service.py), which this module does not touch.
+The MQTT ingest path (ingest/service.py, Mosquitto) is untouched: this module is the
+clustered alternative.
 
 ``kotacerdas ingest jetstream`` runs one worker (SIGTERM to stop).
 """
@@ -82,6 +83,8 @@ class BatchWriter:
         self.settings = settings
         self.router = router
         self.converter = Converter(catalogue)
+        self._catalogue_obj = catalogue
+        self._platform = backbone.platform_filter(settings.mqtt.topic_root)[:-1]  # "$MQTT.msgs.<root>.v1._platform."
         self._schema_done: set[str] = set()
 
     def ensure_schema(self, city: str) -> None:
@@ -91,27 +94,41 @@ class BatchWriter:
         if key in self._schema_done:
             return
         schema.setup(self.router.client_for(city), self.settings.model_copy(update={"influx": target}),
-                     self._catalogue())
+                     self._catalogue_obj)
         self._schema_done.add(key)
 
-    def _catalogue(self) -> Catalogue:
-        return load_catalogue()
+    def _line(self, subject: str, payload: bytes, now_ms: int) -> tuple[str, str] | Rejection | None:
+        """(city for routing, line), a Rejection, or None for a platform topic ingest does not store."""
+        channel, _, rest = subject[len(self._platform):].partition(".")
+        if channel == "norm":
+            got = self.converter.telemetry(payload)
+            return got if isinstance(got, Rejection) else (city_of(subject), got[0])
+        if channel == "deadletter":
+            got = self.converter.deadletter(payload, backbone.subject_to_mqtt_topic(subject))
+            return got if isinstance(got, Rejection) else ("", got)
+        if channel == "devstatus":
+            got = self.converter.device_status(payload, now_ms)
+            return got if isinstance(got, Rejection) else (rest.split(".")[0], got)
+        return None  # alerts and other platform traffic: not ingest's
 
     def process(self, batch: list[tuple[str, bytes]], now_ms: int) -> Outcome:
         out = Outcome()
         by_target: dict[str, tuple[InfluxClient, list[str], list[int], str]] = {}
         for i, (subject, payload) in enumerate(batch):
-            got = self.converter.telemetry(payload)
+            got = self._line(subject, payload, now_ms)
+            if got is None:
+                out.ack.append(i)
+                continue
             if isinstance(got, Rejection):
                 out.dead.append((i, got))
                 continue
-            city = city_of(subject)
+            city, line = got
             t = self.router.settings_for(city)
             key = f"{t.url}|{t.database}"
             slot = by_target.get(key)
             if slot is None:
                 slot = by_target[key] = (self.router.client_for(city), [], [], city)
-            slot[1].append(got[0])
+            slot[1].append(line)
             slot[2].append(i)
         for key, (client, lines, idx, city) in by_target.items():
             try:
@@ -164,66 +181,27 @@ class JetStreamIngest:
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.router = CityRouter(settings)
-        cat = catalogue or load_catalogue()
-        self.core = BatchWriter(settings, self.router, cat)
-        self.core._catalogue = lambda: cat  # type: ignore[method-assign]
+        self.core = BatchWriter(settings, self.router, catalogue or load_catalogue())
         self.stats = {"received": 0, "written": 0, "deadlettered": 0, "nakked": 0, "redelivered": 0}
-        self._stop = asyncio.Event()
-        self._bound = False
-        self._nc: Any = None  # nats.aio.client.Client once connected (nats is imported lazily)
+        self.group = backbone.GroupConsumer(
+            self.cfg.servers, backbone.INGEST_CONSUMER, backbone.platform_filter(settings.mqtt.topic_root),
+            ack_wait_s=self.cfg.ack_wait_s, max_ack_pending=self.cfg.max_ack_pending,
+            fetch_batch=self.cfg.fetch_batch, name="kc-ingest",
+        )
 
     def stop(self) -> None:
-        self._stop.set()
+        self.group.stop()
 
     def ready(self) -> dict[str, bool]:
-        return {"backbone": bool(self._nc and self._nc.is_connected and self._bound),
+        return {"backbone": self.group.connected,
                 "influxdb": all(self.router.client_for(c).ping() for c in [""] + list(self.router.table))}
 
-    async def _ensure_consumer(self, js) -> None:  # noqa: ANN001
-        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-
-        cfg = ConsumerConfig(
-            durable_name=backbone.INGEST_CONSUMER, filter_subject=backbone.normalized_filter(self.settings.mqtt.topic_root),
-            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=self.cfg.ack_wait_s,
-            max_ack_pending=self.cfg.max_ack_pending, max_deliver=-1,
-        )
-        await ensure_consumer(js, cfg, self._stop)
-
     async def run(self) -> None:
-        import nats
-
-        async def disconnected() -> None:
-            self.metrics.connected.set(0)
-            log.warning("backbone disconnected; reconnecting")
-
-        async def reconnected() -> None:
-            self.metrics.connected.set(1)
-            log.info("backbone reconnected", extra={"server": str(self._nc.connected_url.netloc if self._nc else "")})
-
-        self._nc = nc = await nats.connect(
-            servers=self.cfg.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
-            disconnected_cb=disconnected, reconnected_cb=reconnected, name="kc-ingest",
-        )
         self.metrics.connected.set(1)
-        js = nc.jetstream(timeout=5.0)
-        await self._ensure_consumer(js)
-        sub = await js.pull_subscribe_bind(backbone.INGEST_CONSUMER, stream=backbone.MQTT_STREAM)
-        self._bound = True
-        log.info("consuming", extra={"consumer": backbone.INGEST_CONSUMER, "servers": ",".join(self.cfg.servers)})
         try:
-            while not self._stop.is_set():
-                try:
-                    msgs = await sub.fetch(self.cfg.fetch_batch, timeout=1.0)
-                except asyncio.TimeoutError:
-                    continue
-                except Exception as exc:  # noqa: BLE001 - node lost / leader election: the client reconnects; retry
-                    log.warning("fetch failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
-                    await asyncio.sleep(0.25)
-                    continue
-                await self._handle(msgs)
+            await self.group.run(self._handle)
         finally:
-            self._bound = False
-            await nc.drain() if nc.is_connected else await nc.close()
+            self.metrics.connected.set(0)
             self.router.close()
 
     async def _handle(self, msgs: list) -> None:
@@ -236,16 +214,7 @@ class JetStreamIngest:
         batch = [(m.subject, m.data) for m in msgs]
         out = await asyncio.to_thread(self.core.process, batch, int(time.time() * 1000))
         # acks after the write; a lost ack (node down) means a redelivery and an idempotent rewrite
-        for i in out.ack:
-            try:
-                await msgs[i].ack()
-            except Exception as exc:  # noqa: BLE001 - the message comes back after ack_wait; harmless
-                log.debug("ack failed", extra={"error": str(exc)[:120]})
-        for i in out.nak:
-            try:
-                await msgs[i].nak(delay=self.cfg.nak_delay_s)
-            except Exception:  # noqa: BLE001
-                pass
+        await settle(msgs, out.ack, out.nak, self.cfg.nak_delay_s)
         for key, k in out.written.items():
             self.metrics.written.labels(key).inc(k)
             self.stats["written"] += k
@@ -256,19 +225,18 @@ class JetStreamIngest:
         self.stats["nakked"] += len(out.nak)
 
 
-async def ensure_consumer(js, cfg, stop: asyncio.Event | None = None, timeout_s: float = 60.0) -> None:  # noqa: ANN001
-    """Create the group's durable consumer once ``$MQTT_msgs`` exists (nats-server creates it when the
-    first MQTT client connects); an existing consumer with the same config is left as it is."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+async def settle(msgs: list, ack: list[int], nak: list[int], nak_delay_s: float) -> None:
+    """Ack and NAK by index. A failed ack is harmless: the message comes back after ack_wait."""
+    for i in ack:
         try:
-            await js.add_consumer(backbone.MQTT_STREAM, cfg)
-            return
-        except Exception as exc:  # noqa: BLE001 - stream not there yet, or no JetStream leader yet
-            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
-                raise RuntimeError(f"could not create consumer {cfg.durable_name}: {exc}") from exc
-            log.info("waiting for the backbone's MQTT stream", extra={"error": str(exc)[:120]})
-            await asyncio.sleep(0.5)
+            await msgs[i].ack()
+        except Exception as exc:  # noqa: BLE001
+            log.debug("ack failed", extra={"error": str(exc)[:120]})
+    for i in nak:
+        try:
+            await msgs[i].nak(delay=nak_delay_s)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def main(settings: Settings) -> int:

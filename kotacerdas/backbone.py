@@ -132,3 +132,120 @@ class NatsCluster:
 def remove_state(workdir: Path) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
+
+
+def platform_filter(root: str) -> str:
+    """Everything the platform itself publishes under ``root`` (normalised readings, dead letters,
+    devstatus, alerts): the ingest group's filter (nats-server 2.9 allows one filter per consumer)."""
+    return MQTT_SUBJECT_PREFIX + mqtt_topic_to_subject(contract.normalized_topic(root, "x", "x", "x")).rsplit(".", 4)[0] + ".>"
+
+
+def device_telemetry_filter(root: str) -> str:
+    """Devices' raw telemetry under ``root``: the gateway group's filter."""
+    return MQTT_SUBJECT_PREFIX + mqtt_topic_to_subject(contract.device_subscription(root, "telemetry"))
+
+
+def subject_for_topic(topic: str) -> str:
+    """Where a JetStream publish must go for MQTT subscribers and groups to see ``topic``."""
+    return MQTT_SUBJECT_PREFIX + mqtt_topic_to_subject(topic)
+
+
+# header nats-server puts on MQTT-published messages; MQTT subscribers need it to deliver a message
+MQTT_PUB_HEADER = {"Nmqtt-Pub": "1"}
+
+
+class GroupConsumer:
+    """One member of a consumer group: a durable pull consumer on ``$MQTT_msgs`` shared by every
+    process with the same ``durable`` name. ``handle(msgs)`` must ack/NAK each message itself, and
+    only after its effect is durable; an un-acked message goes to another member after ``ack_wait_s``.
+    """
+
+    def __init__(self, servers: list[str], durable: str, filter_subject: str, *, ack_wait_s: float,
+                 max_ack_pending: int, fetch_batch: int, name: str):
+        self.servers = servers
+        self.durable = durable
+        self.filter_subject = filter_subject
+        self.ack_wait_s = ack_wait_s
+        self.max_ack_pending = max_ack_pending
+        self.fetch_batch = fetch_batch
+        self.name = name
+        self.nc = None
+        self.js = None
+        self.bound = False
+        self._stop = None
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.nc and self.nc.is_connected and self.bound)
+
+    async def run(self, handle) -> None:  # noqa: ANN001 - async (list[nats Msg]) -> None
+        import asyncio
+        import logging
+
+        import nats
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        log = logging.getLogger(self.name)
+        self._stop = stop = asyncio.Event()
+
+        async def disconnected() -> None:
+            log.warning("backbone disconnected; reconnecting")
+
+        async def reconnected() -> None:
+            log.info("backbone reconnected")
+
+        self.nc = nc = await nats.connect(
+            servers=self.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
+            disconnected_cb=disconnected, reconnected_cb=reconnected, name=self.name,
+        )
+        self.js = js = nc.jetstream(timeout=5.0)
+        cfg = ConsumerConfig(
+            durable_name=self.durable, filter_subject=self.filter_subject, ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL, ack_wait=self.ack_wait_s, max_ack_pending=self.max_ack_pending,
+            max_deliver=-1,
+        )
+        await ensure_consumer(js, cfg, stop)
+        sub = await js.pull_subscribe_bind(self.durable, stream=MQTT_STREAM)
+        self.bound = True
+        log.info("consuming", extra={"consumer": self.durable, "filter": self.filter_subject})
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(self.fetch_batch, timeout=1.0)
+                except asyncio.TimeoutError:
+                    continue
+                except Exception as exc:  # noqa: BLE001 - node lost / leader election: the client reconnects
+                    log.warning("fetch failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+                    await asyncio.sleep(0.25)
+                    continue
+                await handle(msgs)
+        finally:
+            self.bound = False
+            if nc.is_connected:
+                await nc.drain()
+            else:
+                await nc.close()
+
+
+async def ensure_consumer(js, cfg, stop=None, timeout_s: float = 60.0) -> None:  # noqa: ANN001
+    """Create the group's durable consumer once ``$MQTT_msgs`` exists (nats-server creates it when the
+    first MQTT client connects); an existing consumer with the same config is left as it is."""
+    import asyncio
+    import logging
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            await js.add_consumer(MQTT_STREAM, cfg)
+            return
+        except Exception as exc:  # noqa: BLE001 - stream not there yet, or no JetStream leader yet
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+                raise RuntimeError(f"could not create consumer {cfg.durable_name}: {exc}") from exc
+            logging.getLogger("backbone").info("waiting for the backbone's MQTT stream",
+                                               extra={"error": str(exc)[:120]})
+            await asyncio.sleep(0.5)
