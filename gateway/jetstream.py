@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 import time
 
@@ -142,17 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     health = HealthServer(settings.gateway.http_host, settings.gateway.http_port, worker.prom,
                           ready=lambda: {"backbone": worker.group.connected}).start()
 
-    async def go() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
-
-    try:
-        asyncio.run(go())
-    finally:
-        health.stop()
-    return 0
+    return backbone.serve_member(worker.run, worker.stop, health)
 
 
 if __name__ == "__main__":

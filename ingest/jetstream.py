@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,14 +100,14 @@ class BatchWriter:
         """(city for routing, line), a Rejection, or None for a platform topic ingest does not store."""
         channel, _, rest = subject[len(self._platform):].partition(".")
         if channel == "norm":
-            got = self.converter.telemetry(payload)
-            return got if isinstance(got, Rejection) else (city_of(subject), got[0])
+            tel = self.converter.telemetry(payload)
+            return tel if isinstance(tel, Rejection) else (city_of(subject), tel[0])
         if channel == "deadletter":
-            got = self.converter.deadletter(payload, backbone.subject_to_mqtt_topic(subject))
-            return got if isinstance(got, Rejection) else ("", got)
+            dl = self.converter.deadletter(payload, backbone.subject_to_mqtt_topic(subject))
+            return dl if isinstance(dl, Rejection) else ("", dl)
         if channel == "devstatus":
-            got = self.converter.device_status(payload, now_ms)
-            return got if isinstance(got, Rejection) else (rest.split(".")[0], got)
+            st = self.converter.device_status(payload, now_ms)
+            return st if isinstance(st, Rejection) else (rest.split(".")[0], st)
         return None  # alerts and other platform traffic: not ingest's
 
     def process(self, batch: list[tuple[str, bytes]], now_ms: int) -> Outcome:
@@ -247,14 +246,4 @@ def main(settings: Settings) -> int:
     health = HealthServer(settings.ingest.http_host, settings.ingest.http_port, worker.registry,
                           ready=worker.ready).start()
 
-    async def go() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, worker.stop)
-        await worker.run()
-
-    try:
-        asyncio.run(go())
-    finally:
-        health.stop()
-    return 0
+    return backbone.serve_member(worker.run, worker.stop, health)

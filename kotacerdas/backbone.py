@@ -22,6 +22,7 @@ made asynchronously, after or without the PUBACK, so a node crash could lose it.
 from __future__ import annotations
 
 import shutil
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,10 +170,10 @@ class GroupConsumer:
         self.max_ack_pending = max_ack_pending
         self.fetch_batch = fetch_batch
         self.name = name
-        self.nc = None
-        self.js = None
+        self.nc: Any = None  # nats.aio.client.Client once run() connected
+        self.js: Any = None
         self.bound = False
-        self._stop = None
+        self._stop: Any = None
 
     def stop(self) -> None:
         if self._stop is not None:
@@ -249,3 +250,22 @@ async def ensure_consumer(js, cfg, stop=None, timeout_s: float = 60.0) -> None: 
             logging.getLogger("backbone").info("waiting for the backbone's MQTT stream",
                                                extra={"error": str(exc)[:120]})
             await asyncio.sleep(0.5)
+
+
+def serve_member(run, stop, health) -> int:  # noqa: ANN001
+    """Run a group member's ``run()`` coroutine until SIGTERM/SIGINT call ``stop``; ``health`` is a
+    started :class:`kotacerdas.observability.HealthServer`, stopped on the way out."""
+    import asyncio
+    import signal
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await run()
+
+    try:
+        asyncio.run(go())
+    finally:
+        health.stop()
+    return 0
