@@ -100,7 +100,7 @@ class GatewayWorker:
         self.metrics.received.inc(len(msgs))
         # publishes in flight together; each returns once the stream (R3) stored it
         acks = await asyncio.gather(*(js.publish(s, p, headers=h) for s, p, h in out), return_exceptions=True)
-        for m, (s, _p, h), a in zip(msgs, out, acks):
+        for m, (_s, _p, h), a in zip(msgs, out, acks):
             if isinstance(a, BaseException):
                 self.stats["nakked"] += 1
                 self.metrics.nakked.inc()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -10,9 +11,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Iterator
 
 import paho.mqtt.client as paho
-import pytest
 
 from kotacerdas import backbone
 from kotacerdas.settings import Settings
@@ -106,8 +107,9 @@ class Publisher:
         self.c.loop_stop()
 
 
-@pytest.fixture
-def cluster(tmp_path: Path):
+@contextlib.contextmanager
+def running_cluster(tmp_path: Path) -> Iterator[backbone.NatsCluster]:
+    """3 nodes under ``tmp_path``, JetStream ready; stopped on the way out."""
     c = backbone.NatsCluster(tmp_path / "nats", n=3).start()
     try:
         wait_jetstream(c)

@@ -8,17 +8,24 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
-from kotacerdas import contract
+from kotacerdas import backbone, contract
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import Settings
 
 from gateway.jetstream import GATEWAY_CONSUMER
 from gateway.registry import Registry
-from tests.backbone import Publisher, cluster, consumer_state, start_worker, worker_env  # noqa: F401
+from tests.backbone import Publisher, consumer_state, start_worker, worker_env, running_cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[backbone.NatsCluster]:
+    with running_cluster(tmp_path) as c:
+        yield c
 
 KINDS = list(load_catalogue())
 GATEWAY = ("gateway.jetstream",)

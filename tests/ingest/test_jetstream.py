@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -22,7 +23,13 @@ from kotacerdas.settings import Settings
 
 from ingest.jetstream import BatchWriter, city_of
 from kotacerdas.routing import CityRouter
-from tests.backbone import Publisher, cluster, consumer_state, start_worker, stream_leader, worker_env  # noqa: F401
+from tests.backbone import Publisher, consumer_state, start_worker, stream_leader, worker_env, running_cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[backbone.NatsCluster]:
+    with running_cluster(tmp_path) as c:
+        yield c
 
 CAT = load_catalogue()
 KINDS = list(CAT)
