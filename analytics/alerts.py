@@ -17,6 +17,12 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kotacerdas.standards import BIN_FILL_DUE, BIN_FILL_EMPTIED, ISPU_BANDS
+
+# ISPU index values where Tidak Sehat and Sangat Tidak Sehat begin (P.14/2020, kotacerdas/standards.py)
+_ISPU_UNHEALTHY = float(ISPU_BANDS[2].lower or 0.0)
+_ISPU_VERY_UNHEALTHY = float(ISPU_BANDS[3].lower or 0.0)
+
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -181,8 +187,8 @@ def rules(departments: dict[str, str]) -> dict[str, Rule]:
     air, water, bins = departments["air"], departments["water"], departments["waste_bin"]
     return {
         # ISPU > 100 = Tidak Sehat (P.14/2020); resolve back in Sedang with margin
-        "ispu_unhealthy": Rule("ispu_unhealthy", air, 101.0, 90.0,
-                               ((101.0, "warning"), (201.0, "critical")),
+        "ispu_unhealthy": Rule("ispu_unhealthy", air, _ISPU_UNHEALTHY, 90.0,
+                               ((_ISPU_UNHEALTHY, "warning"), (_ISPU_VERY_UNHEALTHY, "critical")),
                                "Kualitas udara di {device}: ISPU {value:.0f} ({detail}). Kurangi aktivitas di luar ruangan.",
                                "Air quality at {device}: ISPU {value:.0f} ({detail}). Reduce outdoor activity."),
         # value = exceedance of the Permenkes 2/2023 limit as a fraction of the limit
@@ -190,7 +196,8 @@ def rules(departments: dict[str, str]) -> dict[str, Rule]:
                                    ((0.0, "warning"), (0.5, "critical")),
                                    "Air di titik {device} tidak memenuhi Permenkes 2/2023: {detail}.",
                                    "Water at sampling point {device} breaches Permenkes 2/2023: {detail}."),
-        "bin_full": Rule("bin_full", bins, 90.0, 50.0, ((90.0, "info"), (100.0, "warning")),
+        # due for collection (operational threshold, kotacerdas/standards.py); resolves once emptied
+        "bin_full": Rule("bin_full", bins, BIN_FILL_DUE, BIN_FILL_EMPTIED, ((BIN_FILL_DUE, "info"), (100.0, "warning")),
                          "Tempat sampah {device} penuh ({value:.0f}%). Jadwalkan pengangkutan.",
                          "Waste bin {device} is full ({value:.0f}%). Schedule a collection."),
         "bin_tilted": Rule("bin_tilted", bins, 0.5, 0.5, ((0.5, "warning"),),

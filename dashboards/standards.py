@@ -7,26 +7,29 @@ the regulation prescribes for them.
 
 from __future__ import annotations
 
-from kotacerdas.standards import AQI_US_BANDS, ISPU_BANDS, Band, band_of
+from kotacerdas.standards import (
+    AQI_US_BANDS,
+    BATTERY_EMPTY_V,
+    BATTERY_LOW_V,
+    BIN_FILL_DUE,
+    BIN_FILL_WARN,
+    ISPU_BANDS,
+    QARTOD_FLAGS,
+    Band,
+    band_of,
+)
 from kotacerdas.standards import WATER_LIMITS as _WATER
 
-__all__ = ["AQI_US_BANDS", "ISPU_BANDS", "Band", "WATER_LIMITS", "category_of", "threshold_steps", "level_mappings",
-           "text_mappings", "water_limit_steps"]
+__all__ = ["AQI_US_BANDS", "BATTERY_EMPTY_V", "BATTERY_LOW_V", "BIN_FILL_DUE", "BIN_FILL_WARN", "ISPU_BANDS",
+           "QARTOD_FLAGS", "WATER_LIMITS", "Band", "category_of", "level_mappings", "text_mappings",
+           "threshold_steps", "water_limit_steps"]
 
 
 # ISPU (P.14/2020) and US AQI (EPA-454/B-24-002) bands: cited in kotacerdas/standards.py
 category_of = band_of
 
 
-# QARTOD flag values (IOOS "Manual for Real-Time Quality Control", flag scheme:
-# 1 pass, 2 not evaluated, 3 suspect, 4 fail, 9 missing).
-QARTOD_FLAGS: tuple[tuple[int, str, str], ...] = (
-    (1, "good", "green"),
-    (2, "not evaluated", "text"),
-    (3, "suspect", "orange"),
-    (4, "fail", "red"),
-    (9, "missing", "purple"),
-)
+# QARTOD flags and the operational thresholds (bin fill, battery) are cited in kotacerdas/standards.py.
 
 # Drinking-water limits (Permenkes 2/2023, cited in kotacerdas/standards.py) as
 # (lo, hi, hi_inclusive). Analytics writes the limits it applied into `water_compliance`
@@ -47,13 +50,6 @@ def water_limit_steps(parameter: str) -> list[dict] | None:
     steps.append({"color": "red", "value": hi + _ABOVE if hi_inclusive else hi})
     return steps
 
-
-# Operational (not regulatory) thresholds: a bin is due for collection at 80 % fill,
-# a Li-ion cell is low below 3.5 V and empty at 3.3 V (single-cell discharge curve).
-BIN_FILL_WARN = 60.0
-BIN_FILL_DUE = 80.0
-BATTERY_LOW_V = 3.5
-BATTERY_EMPTY_V = 3.3
 
 
 def threshold_steps(bands: tuple[Band, ...]) -> list[dict]:

@@ -103,3 +103,35 @@ WATER_LIMITS: dict[str, WaterLimit] = {
 }
 WATER_REGULATION = "Permenkes 2/2023"
 ISPU_REGULATION = "Permen LHK P.14/MENLHK/SETJEN/KUM.1/7/2020"
+
+
+# QARTOD flag scheme: U.S. IOOS, "Manual for Real-Time Quality Control" series (QARTOD), flag
+# table "1 pass, 2 not evaluated, 3 suspect or of high interest, 4 fail, 9 missing data"; the
+# same values as `ioos_qc`. analytics.qc computes them, the `qc` measurement stores them, the
+# dashboards colour them: all from here.
+QARTOD_GOOD = 1
+QARTOD_NOT_EVALUATED = 2
+QARTOD_SUSPECT = 3
+QARTOD_FAIL = 4
+QARTOD_MISSING = 9
+# (flag, name, Grafana colour)
+QARTOD_FLAGS: tuple[tuple[int, str, str], ...] = (
+    (QARTOD_GOOD, "good", "green"),
+    (QARTOD_NOT_EVALUATED, "not evaluated", "text"),
+    (QARTOD_SUSPECT, "suspect", "orange"),
+    (QARTOD_FAIL, "fail", "red"),
+    (QARTOD_MISSING, "missing", "purple"),
+)
+
+# Operational (not regulatory) thresholds, chosen by the project; one value each for every
+# dashboard, alert, forecast, synthetic data set and benchmark.
+# A bin is due for collection at 90 % fill: the `bin_full` alert opens there, the forecast counts
+# it as full already, the waste dashboard lists it as due. Crews asked for a margin before 100 %
+# (lids stop closing and overflow starts around 95 %); 60 % shades the fill gauge orange.
+BIN_FILL_WARN = 60.0
+BIN_FILL_DUE = 90.0
+# the bin_full alert resolves once fill falls below this (the bin was emptied, not a noisy reading)
+BIN_FILL_EMPTIED = 50.0
+# a single-cell Li-ion battery is low below 3.5 V and empty at 3.3 V (typical discharge curve)
+BATTERY_LOW_V = 3.5
+BATTERY_EMPTY_V = 3.3
