@@ -52,7 +52,7 @@ class Node:
             except kc_config.ConfigError as e:
                 self.b.log("stored remote config ignored: %s" % e)
         rc = cfg["ring"]
-        self.ring = Ring(self.dir + "/ring.bin", rc["capacity"], rc["slot"])
+        self.ring = Ring(self.dir + "/log", rc["capacity"], rc["slot"])
         self.seq, self.boots, next_wall = self._restore_rtc()
         self.boots += 1
         self.suite = kc_sensors.make(self.kind, board, self.cal)
@@ -64,7 +64,7 @@ class Node:
         self.client = MQTTClient(self.device, m["host"], m["port"], m.get("user"), m.get("password"),
                                  m.get("keepalive", 30), ssl=bool(m.get("tls")),
                                  ssl_params=ssl_params, socket_factory=board.socket_factory(),
-                                 max_inflight=cfg.get("max_inflight", 16))
+                                 max_inflight=cfg.get("max_inflight", 16), idle=board.wdt_feed)
         self.client.on_puback = self._on_puback
         self.client.on_message = self._on_message
         self.pending = []  # [pid, ring id, acked] in send order
@@ -155,7 +155,7 @@ class Node:
             self.client.publish(self.t_status, self._birth(ts), retain=True, qos=1)
             self.client.subscribe(self.t_config, 1)
             self.client.subscribe(self.t_cmd, 1)
-        except (OSError, MQTTError) as e:
+        except Exception as e:  # noqa: BLE001  any failure of link-up is a counted retry, never a reset loop
             self.client.close()
             self.stats["link_errors"] += 1
             self.next_link_try = b.ticks_add(now, self.mqtt_backoff.next_ms())

@@ -345,6 +345,18 @@ class FakeBrokerSocket:
     def settimeout(self, t):
         pass
 
+    def setblocking(self, flag):
+        pass
+
+    def write(self, data):
+        self.sendall(bytes(data))
+        return len(data)
+
+    def readinto(self, buf):
+        d = self.recv(len(buf))
+        buf[:len(d)] = d
+        return len(d)
+
     def sendall(self, data):
         import kc_mqtt
         if self.closed:

@@ -17,7 +17,7 @@ from kc_board import Board
 from kc_node import Node
 
 def fresh():
-    for f in ('/data/ring.bin', '/data/remote.json'):
+    for f in ['/data/remote.json'] + ['/data/log/' + n for n in (os.listdir('/data/log') if 'log' in os.listdir('/data') else [])]:
         try:
             os.remove(f)
         except OSError:
