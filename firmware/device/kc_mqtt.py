@@ -241,7 +241,7 @@ class MQTTClient:
             if key in self.addr_cache:
                 self.stats["dns_cached"] += 1
                 return self.addr_cache[key]
-            raise OSError("dns: %r" % (e,))
+            raise OSError("dns: %r" % (e,)) from None
 
     def _wait(self, sock, event, ms):
         """Wait up to ms for event on sock; feeds `idle` first. No poller: return at once."""
@@ -327,7 +327,7 @@ class MQTTClient:
         except (OSError, MQTTError):
             raise
         except Exception as e:  # noqa: BLE001  mbedTLS reports a bad CA/certificate as ValueError
-            raise MQTTError("connect: %r" % (e,))
+            raise MQTTError("connect: %r" % (e,)) from None
         self.rbuf = bytearray()
         w = self.will
         pkt = encode_connect(self.client_id, self.keepalive, clean_session, self.user, self.password,
@@ -339,7 +339,7 @@ class MQTTClient:
             raise
         except Exception as e:  # noqa: BLE001  (MicroPython: TLS verification fails inside write)
             self.close()
-            raise MQTTError("connect: %r" % (e,))
+            raise MQTTError("connect: %r" % (e,)) from None
         if len(body) != 2:
             self.close()
             raise MQTTError("bad CONNACK")

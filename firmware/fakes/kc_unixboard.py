@@ -15,17 +15,11 @@ class UnixBoard(kc_fakes.FakeBoard):
         self.ntp_ok = True
         self.ntp_calls = []
 
-    def ticks_ms(self):
-        return time.ticks_ms()
-
-    def ticks_diff(self, a, b):
-        return time.ticks_diff(a, b)
-
-    def ticks_add(self, a, d):
-        return time.ticks_add(a, d)
-
-    def sleep_ms(self, ms):
-        time.sleep_ms(ms)
+    # the port's own wrapping tick counter, as on a board
+    ticks_ms = staticmethod(time.ticks_ms)
+    ticks_diff = staticmethod(time.ticks_diff)
+    ticks_add = staticmethod(time.ticks_add)
+    sleep_ms = staticmethod(time.sleep_ms)
 
     def now_ms(self):
         return time.time_ns() // 1000000  # the unix port counts from 1970 like the wire contract
