@@ -96,6 +96,9 @@ class GatewaySettings(BaseModel):
     provision_dir: Path | None = None
     # ... and SIGHUPs the Mosquitto whose pid is in this file so it reloads them
     broker_pid_file: Path | None = None
+    # the account a root-started Mosquitto drops to (its `user` option); provisioning as root hands
+    # it the password file, ACL and TLS key, which it reads only after dropping privileges
+    broker_user: str | None = "mosquitto"
 
 
 class IngestSettings(BaseModel):
