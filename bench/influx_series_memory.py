@@ -21,11 +21,24 @@ from pathlib import Path
 import psutil
 
 from kotacerdas.catalogue import load_catalogue
-from kotacerdas.influx import InfluxClient
+from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.settings import InfluxSettings
 from kotacerdas.stack import InfluxProcess, free_port
 
 from ingest.convert import tag_prefix
+
+
+def _write(c: InfluxClient, lines: list[str]) -> int:
+    """A busy influxd answers 500 "timeout" while it still applies the write: retrying is idempotent."""
+    for attempt in range(5):
+        try:
+            c.write(lines, precision="ns")
+            return len(lines)
+        except InfluxError as exc:
+            if exc.status not in (0, 500) or attempt == 4:
+                raise
+            time.sleep(1 + attempt)
+    return 0
 
 
 def run(n_series: int, points: int, tmp: Path) -> dict:
@@ -47,12 +60,10 @@ def run(n_series: int, points: int, tmp: Path) -> dict:
                 for pre in prefixes:
                     lines.append(f"{pre} {fields},seq={p}i {ts}")
                     if len(lines) == 5000:
-                        c.write(lines, precision="ns")
-                        written += len(lines)
+                        written += _write(c, lines)
                         lines = []
             if lines:
-                c.write(lines, precision="ns")
-                written += len(lines)
+                written += _write(c, lines)
             secs = time.monotonic() - t0
             time.sleep(2)
             rss = psutil.Process(ix.pid()).memory_info().rss
