@@ -29,7 +29,7 @@ def _one(args: tuple[np.ndarray, QcParams, int, StatParams]) -> dict[str, qc.QcR
     return run_all(x, p, t0_ms, sp)
 
 
-def run_by_group(x: np.ndarray, groups: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(),
+def run_by_group(x: np.ndarray, groups: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams | None = None,
                  *, processes: int = 1) -> dict[str, qc.QcResult]:
     """``run_all`` per group of rows.
 
@@ -39,6 +39,7 @@ def run_by_group(x: np.ndarray, groups: np.ndarray, p: QcParams, t0_ms: int, sp:
     """
     labels, inverse = np.unique(groups, return_inverse=True)
     rows = [np.flatnonzero(inverse == g) for g in range(len(labels))]
+    sp = sp or StatParams()
     tasks = [(x[r], p, t0_ms, sp) for r in rows]
     if processes > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(min(processes, len(tasks))) as pool:
