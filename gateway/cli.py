@@ -216,12 +216,20 @@ def _ledger(args: argparse.Namespace) -> int:
     return 0 if doc["balanced"] else 3
 
 
+def _jetstream(args: argparse.Namespace) -> int:
+    from gateway import jetstream
+
+    return jetstream.main()
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kotacerdas gateway", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the gateway service")
     run.add_argument("--auto-register", action="store_true", help="accept and register unknown devices (demo only)")
     run.set_defaults(func=_run)
+    sub.add_parser("jetstream", help="run one member of the gateway group on the NATS backbone (docs/scale.md)"
+                   ).set_defaults(func=_jetstream)
 
     reg = sub.add_parser("registry", help="manage the device registry")
     rsub = reg.add_subparsers(dest="action", required=True)

@@ -16,7 +16,7 @@ off-the-shelf firmware adapters, the HTTP registry API. The registry is read fro
 file as the MQTT gateway's (``gateway.registry_path``); several machines need it replicated
 (docs/scale.md says how far this goes).
 
-``kotacerdas gateway jetstream`` would run one member; tests start it as ``python -m gateway.jetstream``.
+``kotacerdas gateway jetstream`` (or ``python -m gateway.jetstream``) runs one member.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def cluster(tmp_path: Path) -> Iterator[backbone.NatsCluster]:
         yield c
 
 KINDS = list(load_catalogue())
-GATEWAY = ("gateway.jetstream",)
+GATEWAY = ("kotacerdas", "gateway", "jetstream")
 
 
 def _stored(influx: InfluxClient) -> int:
