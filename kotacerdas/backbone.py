@@ -22,12 +22,13 @@ made asynchronously, after or without the PUBACK, so a node crash could lose it.
 from __future__ import annotations
 
 import shutil
+import socket
 from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kotacerdas import contract
-from kotacerdas.stack import StackError, _Daemon, _which, free_port
+from kotacerdas.stack import StackError, _Daemon, _which
 
 MQTT_STREAM = "$MQTT_msgs"
 MQTT_SUBJECT_PREFIX = "$MQTT.msgs."
@@ -93,17 +94,40 @@ class NatsNode(_Daemon):
         return port_open(self.host, self.port) and port_open(self.host, self.mqtt_port)
 
 
+def _free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all bound at once, so no two are the same)."""
+    socks = []
+    try:
+        for _ in range(n):
+            sk = socket.socket()
+            sk.bind(("127.0.0.1", 0))
+            socks.append(sk)
+        return [sk.getsockname()[1] for sk in socks]
+    finally:
+        for sk in socks:
+            sk.close()
+
+
 class NatsCluster:
     """``n`` nodes on free loopback ports under ``workdir`` (one sub-directory each)."""
 
     def __init__(self, workdir: Path, n: int = 3, host: str = "127.0.0.1"):
         if not _which("nats-server"):
             raise StackError("nats-server not installed: run scripts/bootstrap.sh (apt package nats-server)")
-        cports = [free_port() for _ in range(n)]
+        self.workdir = Path(workdir)
+        self.n = n
+        self.host = host
+        self.nodes: list[NatsNode] = []
+        self._assign_ports()
+
+    def _assign_ports(self) -> None:
+        n = self.n
+        ports = _free_ports(3 * n)
+        cports = ports[2 * n:]
         self.nodes = [
             NatsNode(
-                "nats-server", Path(workdir) / f"n{i + 1}", host, free_port(),
-                mqtt_port=free_port(), cluster_port=cports[i],
+                "nats-server", self.workdir / f"n{i + 1}", self.host, ports[i],
+                mqtt_port=ports[n + i], cluster_port=cports[i],
                 routes=[p for j, p in enumerate(cports) if j != i] if n > 1 else [],
                 server_name=f"kc-n{i + 1}",
             )
@@ -114,14 +138,24 @@ class NatsCluster:
     def urls(self) -> list[str]:
         return [n.url for n in self.nodes]
 
-    def start(self, timeout_s: float = 30.0) -> "NatsCluster":
-        for n in self.nodes:
-            n.start(timeout_s)
+    def start(self, timeout_s: float = 30.0, attempts: int = 3) -> "NatsCluster":
+        """Start every node; a port taken between choosing and binding it (a shared machine's
+        other processes) means new ports for the whole cluster, up to ``attempts`` times."""
+        for attempt in range(attempts):
+            try:
+                for node in self.nodes:
+                    node.start(timeout_s)
+                return self
+            except StackError as exc:
+                self.stop()
+                if "address already in use" not in str(exc) or attempt == attempts - 1:
+                    raise
+                self._assign_ports()
         return self
 
     def stop(self) -> None:
-        for n in self.nodes:
-            n.stop()
+        for node in self.nodes:
+            node.stop()
 
     def __enter__(self) -> "NatsCluster":
         return self.start()

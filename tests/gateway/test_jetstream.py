@@ -1,5 +1,6 @@
-"""Gateways as a consumer group on the clustered backbone: 2 gateway processes and 2 ingest
-processes on a real 3-node NATS cluster, devices publishing raw MQTT telemetry, the real InfluxDB."""
+"""The whole clustered pipeline: a real 3-node NATS cluster, 2 gateway processes and 3 ingest
+processes as consumer groups, devices publishing raw MQTT telemetry, the real InfluxDB. A broker
+node, a gateway and an ingest worker are killed mid-stream and restarted."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from kotacerdas.settings import Settings
 
 from gateway.jetstream import GATEWAY_CONSUMER
 from gateway.registry import Registry
-from tests.backbone import Publisher, consumer_state, start_worker, worker_env, running_cluster
+from tests.backbone import Publisher, consumer_state, running_cluster, start_worker, stream_leader, worker_env
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def _stored(influx: InfluxClient) -> int:
 
 
 @pytest.mark.long
-def test_gateway_group_member_killed_nothing_lost_nothing_doubled(cluster, settings: Settings, influx: InfluxClient,
+def test_node_gateway_and_worker_killed_nothing_lost_nothing_doubled(cluster, settings: Settings, influx: InfluxClient,
                                                                    tmp_path: Path) -> None:
     root = settings.mqtt.topic_root
     reg_path = tmp_path / "registry.sqlite"
@@ -45,7 +46,7 @@ def test_gateway_group_member_killed_nothing_lost_nothing_doubled(cluster, setti
         for d, k in devices:
             reg.register(d, k.name, "depok", district="beji", with_credentials=False)
     env = worker_env(settings, cluster, KC_GATEWAY__REGISTRY_PATH=str(reg_path), KC_GATEWAY__HTTP_PORT="0")
-    procs = [start_worker(env, tmp_path / f"ingest{i}.log") for i in range(2)]
+    procs = [start_worker(env, tmp_path / f"ingest{i}.log") for i in range(3)]
     gws = [start_worker(env, tmp_path / f"gw{i}.log", GATEWAY) for i in range(2)]
     pub = None
     try:
@@ -56,10 +57,16 @@ def test_gateway_group_member_killed_nothing_lost_nothing_doubled(cluster, setti
                     pub = Publisher(cluster.nodes[0].mqtt_port, f"devs-{root}")
                 consumer_state(cluster.urls[0])
                 consumer_state(cluster.urls[0], GATEWAY_CONSUMER)
+                leader = stream_leader(cluster)
                 break
             except Exception:  # noqa: BLE001
                 assert time.monotonic() < deadline, (tmp_path / "gw0.log").read_text()[-2000:]
                 time.sleep(0.3)
+        # the stream's leader goes down; devices publish through a node that stays up
+        victim = next(n for n in cluster.nodes if n.server_name == leader)
+        if victim is cluster.nodes[0]:
+            pub.close()
+            pub = Publisher(cluster.nodes[1].mqtt_port, f"devs2-{root}")
         n_rounds = 40
         now = int(time.time() * 1000)
         sent = 0
@@ -73,11 +80,19 @@ def test_gateway_group_member_killed_nothing_lost_nothing_doubled(cluster, setti
                 for j in range(5):
                     pub.c.publish(contract.telemetry_topic(root, "depok", KINDS[0].name, devices[0][0]),
                                   b"{not json %d" % j, qos=1)
+            if rnd == 10:
+                victim.kill()
             if rnd == 12:
                 os.kill(gws[0].pid, signal.SIGKILL)
                 gws[0].wait(10)
+            if rnd == 14:
+                os.kill(procs[0].pid, signal.SIGKILL)
+                procs[0].wait(10)
+            if rnd == 20:
+                victim.start()
             if rnd == 25:
                 gws[0] = start_worker(env, tmp_path / "gw0-restarted.log", GATEWAY)
+                procs[0] = start_worker(env, tmp_path / "ingest0-restarted.log")
             time.sleep(0.05)
         deadline = time.monotonic() + 60
         while pub.acked < sent + 5 and time.monotonic() < deadline:
