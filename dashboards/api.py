@@ -142,7 +142,7 @@ def negotiate(fmt: str | None, accept: str | None, allowed: tuple[str, ...]) -> 
 
 def make_app(settings: Settings) -> FastAPI:
     cat = load_catalogue()
-    where = StationIndex(settings.api.stations_file)
+    where = StationIndex(settings.stations_file)
     datasets = all_datasets(cat, where, settings.api.stale_after_intervals)
     client = InfluxClient(influx_for_city(settings))  # the city this API serves (kotacerdas/routing.py)
     api = settings.api

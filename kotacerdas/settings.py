@@ -149,6 +149,12 @@ class AnalyticsSettings(BaseModel):
     alert_email_to: dict[str, str] = Field(default_factory=dict)
     webhook_attempts: int = 4
     webhook_backoff_s: float = 0.5
+    # alert rules and subscriptions (YAML, validated at start); None = the shipped analytics/rules.yaml
+    rules_file: Path | None = None
+    # failed e-mails/webhooks are retried from a durable outbox with backoff (webhook_backoff_s doubling,
+    # capped at delivery_max_backoff_s) until delivered or delivery_max_attempts were made
+    delivery_max_attempts: int = 12
+    delivery_max_backoff_s: float = 3600.0
     # bearer token required to acknowledge alerts over the HTTP API
     admin_token: SecretStr = SecretStr("change-me")
     publish_alerts_mqtt: bool = True
@@ -163,9 +169,6 @@ class ApiSettings(BaseModel):
     rate_limit_per_minute: int = 600
     # open-data API: seconds a dataset answer is reused (0 = query InfluxDB on every request)
     cache_ttl_s: float = 10.0
-    # the device list (`kotacerdas simulate devices` / gateway registry export format: a JSON array of
-    # {"device","kind","city","district","lat","lon"}) that gives stations their coordinates
-    stations_file: Path | None = None
     # a station is shown offline when its last message is older than this many report intervals
     stale_after_intervals: float = 3.0
     # DCAT dataset metadata
@@ -192,6 +195,9 @@ class Settings(BaseSettings):
 
     city: str = "depok"
     state_dir: Path = Path(".kc")
+    # the device list (`kotacerdas simulate devices` / gateway registry export format: a JSON array of
+    # {"device","kind","city","district","lat","lon"}) that gives stations their coordinates
+    stations_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool = True
     mqtt: MqttSettings = Field(default_factory=MqttSettings)

@@ -25,7 +25,7 @@ def loaded(settings, influx, tmp_path):
     devs = synthetic.write(influx, end, hours=3)
     stations = tmp_path / "devices.json"
     stations.write_text(json.dumps(synthetic.device_list_json(devs)))
-    settings.api.stations_file = stations
+    settings.stations_file = stations
     settings.api.rate_limit_per_minute = 100000
     settings.api.cache_ttl_s = 0
     return settings, devs, end
