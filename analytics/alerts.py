@@ -6,6 +6,13 @@ when its severity changes (no repeats of the same news), and resolves only once
 the value is back past ``resolve_at`` (the hysteresis band keeps a value that
 hovers around a threshold from flapping). State lives in SQLite so a restarted
 service neither re-opens nor forgets alerts.
+
+An alert carries what an agency analyst needs without opening a dashboard: where
+(city, district, coordinates), what was measured (parameter, concentration and unit,
+the threshold and the averaging period it was judged on), when it was observed, and
+what the public should do (category advice, Bahasa Indonesia and English). The rules
+themselves are data (``analytics/rules.yaml``, or the operator's file, validated by
+:mod:`analytics.alertconfig`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import sqlite3
 import threading
 import uuid
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 SEVERITIES = ("info", "warning", "critical")
@@ -27,8 +35,17 @@ class Rule:
     open_at: float  # value >= open_at opens (for direction "above")
     resolve_at: float  # value < resolve_at resolves; open_at > resolve_at
     severities: tuple[tuple[float, str], ...]  # ascending (threshold, severity): highest reached wins
-    text_id: str  # str.format template: {device} {value} {severity} {detail}
+    text_id: str  # str.format template, placeholders in TEMPLATE_KEYS
     text_en: str
+    resolved_id: str = "SELESAI: {device} ({district}) kembali normal, nilai {value:g} pada {time}."
+    resolved_en: str = "RESOLVED: {device} ({district}) is back to normal, value {value:g} at {time}."
+    parameter: str = ""  # what ``value`` is: "ISPU", "fill", ...
+    unit: str = ""  # unit of ``value``
+
+
+# what a template may use; alertconfig checks every template against these
+TEMPLATE_KEYS = ("device", "city", "district", "value", "severity", "detail", "threshold", "time", "unit",
+                 "concentration", "averaging")
 
 
 @dataclass(frozen=True)
@@ -36,9 +53,20 @@ class Condition:
     rule: Rule
     device: str
     value: float  # NaN = no data this pass: the alert keeps its state
-    ts_ms: int
+    ts_ms: int  # when the value was observed (end of its averaging period)
     detail_id: str = ""
     detail_en: str = ""
+    city: str = ""
+    district: str = ""
+    lat: float | None = None
+    lon: float | None = None
+    pollutant: str = ""  # the parameter behind ``value`` (ISPU: the dominant pollutant)
+    concentration: float | None = None  # measured concentration behind an index value
+    concentration_unit: str = ""
+    threshold: float | None = None  # the regulatory/operational limit that was crossed (default rule.open_at)
+    averaging_s: float | None = None  # period the concentration/value was averaged over
+    advice_id: str = ""
+    advice_en: str = ""
 
 
 @dataclass
@@ -57,9 +85,53 @@ class Alert:
     ack_by: str | None
     text_id: str
     text_en: str
+    city: str = ""
+    district: str = ""
+    lat: float | None = None
+    lon: float | None = None
+    observed_ms: int | None = None
+    parameter: str = ""
+    unit: str = ""
+    pollutant: str = ""
+    concentration: float | None = None
+    concentration_unit: str = ""
+    threshold: float | None = None
+    averaging_s: float | None = None
+    advice_id: str = ""
+    advice_en: str = ""
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        d["observed_at"] = _iso(self.observed_ms)
+        return d
+
+
+_CTX = ("city", "district", "lat", "lon", "observed_ms", "parameter", "unit", "pollutant", "concentration",
+        "concentration_unit", "threshold", "averaging_s", "advice_id", "advice_en")
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _clean(x: float | None) -> float | None:
+    return None if x is None or x != x else float(x)
+
+
+def _fmt(c: Condition, sev: str, detail: str) -> dict:
+    return {"device": c.device, "city": c.city or "-", "district": c.district or "-", "value": c.value,
+            "severity": sev, "detail": detail, "threshold": c.threshold if c.threshold is not None else c.rule.open_at,
+            "time": _iso(c.ts_ms), "unit": c.rule.unit,
+            "concentration": "-" if c.concentration is None else f"{c.concentration:g} {c.concentration_unit}".strip(),
+            "averaging": _period(c.averaging_s)}
+
+
+def _period(s: float | None) -> str:
+    if not s:
+        return "-"
+    return f"{s / 3600:g} h" if s >= 3600 else f"{s / 60:g} min"
 
 
 def severity_of(rule: Rule, value: float) -> str:
@@ -82,12 +154,17 @@ class AlertStore:
             " severity TEXT, state TEXT, value REAL, opened_ms INTEGER, updated_ms INTEGER, resolved_ms INTEGER,"
             " acknowledged INTEGER, ack_by TEXT, text_id TEXT, text_en TEXT)")
         self._db.execute("CREATE INDEX IF NOT EXISTS active ON alerts(rule, device, state)")
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(alerts)")}
+        if "ctx" not in cols:  # databases from before alerts carried location and measurement context
+            self._db.execute("ALTER TABLE alerts ADD COLUMN ctx TEXT")
 
     def close(self) -> None:
         self._db.close()
 
     def _row(self, r: tuple) -> Alert:
-        return Alert(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]), r[11], r[12], r[13])
+        ctx = json.loads(r[14]) if len(r) > 14 and r[14] else {}
+        return Alert(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], bool(r[10]), r[11], r[12], r[13],
+                     **{k: ctx[k] for k in _CTX if k in ctx})
 
     def active(self, rule: str, device: str) -> Alert | None:
         with self._lock:
@@ -97,9 +174,10 @@ class AlertStore:
 
     def save(self, a: Alert) -> None:
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
+            self._db.execute("INSERT OR REPLACE INTO alerts VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", (
                 a.alert_id, a.rule, a.device, a.department, a.severity, a.state, a.value, a.opened_ms,
-                a.updated_ms, a.resolved_ms, int(a.acknowledged), a.ack_by, a.text_id, a.text_en))
+                a.updated_ms, a.resolved_ms, int(a.acknowledged), a.ack_by, a.text_id, a.text_en,
+                json.dumps({k: getattr(a, k) for k in _CTX})))
 
     def get(self, alert_id: str) -> Alert | None:
         with self._lock:
@@ -127,6 +205,18 @@ class AlertStore:
         return self.get(alert_id) if cur.rowcount else None
 
 
+def _context(a: Alert, c: Condition) -> None:
+    """Copy the observation's context onto the alert (latest observation wins)."""
+    a.city, a.district = c.city, c.district
+    a.lat, a.lon = _clean(c.lat), _clean(c.lon)
+    a.observed_ms = c.ts_ms
+    a.parameter, a.unit, a.pollutant = c.rule.parameter, c.rule.unit, c.pollutant
+    a.concentration, a.concentration_unit = _clean(c.concentration), c.concentration_unit
+    a.threshold = _clean(c.threshold if c.threshold is not None else c.rule.open_at)
+    a.averaging_s = _clean(c.averaging_s)
+    a.advice_id, a.advice_en = c.advice_id, c.advice_en
+
+
 class AlertEngine:
     def __init__(self, store: AlertStore):
         self.store = store
@@ -139,33 +229,37 @@ class AlertEngine:
                 continue
             r = c.rule
             cur = self.store.active(r.name, c.device)
-            fmt = {"device": c.device, "value": c.value, "detail": c.detail_id}
             if cur is None:
                 if c.value >= r.open_at:
                     sev = severity_of(r, c.value)
                     a = Alert(uuid.uuid4().hex, r.name, c.device, r.department, sev, "open", float(c.value),
                               c.ts_ms, c.ts_ms, None, False, None,
-                              r.text_id.format(**fmt, severity=sev),
-                              r.text_en.format(**(fmt | {"detail": c.detail_en}), severity=sev))
+                              r.text_id.format(**_fmt(c, sev, c.detail_id)),
+                              r.text_en.format(**_fmt(c, sev, c.detail_en)))
+                    _context(a, c)
                     self.store.save(a)
                     events.append(a)
                 continue
             if c.value < r.resolve_at:
                 cur.state, cur.value, cur.updated_ms, cur.resolved_ms = "resolved", float(c.value), c.ts_ms, c.ts_ms
-                cur.text_id = f"SELESAI: {cur.text_id}" if not cur.text_id.startswith("SELESAI") else cur.text_id
-                cur.text_en = f"RESOLVED: {cur.text_en}" if not cur.text_en.startswith("RESOLVED") else cur.text_en
+                # its own news: back to what, when; not the opening text again
+                cur.text_id = r.resolved_id.format(**_fmt(c, cur.severity, c.detail_id))
+                cur.text_en = r.resolved_en.format(**_fmt(c, cur.severity, c.detail_en))
+                _context(cur, c)
                 self.store.save(cur)
                 events.append(cur)
                 continue
             sev = severity_of(r, c.value)
             if sev != cur.severity:  # dedup: only a change of severity is news
                 cur.severity, cur.state, cur.value, cur.updated_ms = sev, "update", float(c.value), c.ts_ms
-                cur.text_id = r.text_id.format(**fmt, severity=sev)
-                cur.text_en = r.text_en.format(**(fmt | {"detail": c.detail_en}), severity=sev)
+                cur.text_id = r.text_id.format(**_fmt(c, sev, c.detail_id))
+                cur.text_en = r.text_en.format(**_fmt(c, sev, c.detail_en))
+                _context(cur, c)
                 self.store.save(cur)
                 events.append(cur)
             else:
                 cur.value = float(c.value)  # keep the latest value without announcing it
+                _context(cur, c)
                 self.store.save(cur)
         return events
 
@@ -176,27 +270,9 @@ def payload(a: Alert) -> bytes:
 
 # ------------------------------------------------------------------ the rules
 
-def rules(departments: dict[str, str]) -> dict[str, Rule]:
-    """The platform's alert rules; ``departments`` maps kind -> department (catalogue ``kind.department``)."""
-    air, water, bins = departments["air"], departments["water"], departments["waste_bin"]
-    return {
-        # ISPU > 100 = Tidak Sehat (P.14/2020); resolve back in Sedang with margin
-        "ispu_unhealthy": Rule("ispu_unhealthy", air, 101.0, 90.0,
-                               ((101.0, "warning"), (201.0, "critical")),
-                               "Kualitas udara di {device}: ISPU {value:.0f} ({detail}). Kurangi aktivitas di luar ruangan.",
-                               "Air quality at {device}: ISPU {value:.0f} ({detail}). Reduce outdoor activity."),
-        # value = exceedance of the Permenkes 2/2023 limit as a fraction of the limit
-        "water_noncompliant": Rule("water_noncompliant", water, 1e-6, 1e-6,
-                                   ((0.0, "warning"), (0.5, "critical")),
-                                   "Air di titik {device} tidak memenuhi Permenkes 2/2023: {detail}.",
-                                   "Water at sampling point {device} breaches Permenkes 2/2023: {detail}."),
-        "bin_full": Rule("bin_full", bins, 90.0, 50.0, ((90.0, "info"), (100.0, "warning")),
-                         "Tempat sampah {device} penuh ({value:.0f}%). Jadwalkan pengangkutan.",
-                         "Waste bin {device} is full ({value:.0f}%). Schedule a collection."),
-        "bin_tilted": Rule("bin_tilted", bins, 0.5, 0.5, ((0.5, "warning"),),
-                           "Tempat sampah {device} terguling.", "Waste bin {device} has been knocked over."),
-        # temperature inside a bin: a fire starts long before the sensor's 85 C limit
-        "bin_fire": Rule("bin_fire", bins, 60.0, 50.0, ((60.0, "critical"),),
-                         "Suhu tinggi di tempat sampah {device} ({value:.0f} C): kemungkinan kebakaran.",
-                         "High temperature in waste bin {device} ({value:.0f} C): possible fire."),
-    }
+def rules(departments: dict[str, str], path: Path | None = None) -> dict[str, Rule]:
+    """The platform's alert rules from ``analytics/rules.yaml`` or the operator's ``path`` (validated);
+    ``departments`` maps kind -> department (catalogue ``kind.department``)."""
+    from analytics.alertconfig import load  # the config module builds Rules: import at call time
+
+    return load(path, departments).rules

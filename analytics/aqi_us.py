@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from analytics.breakpoints import Table, category_level, round_half_up
+from kotacerdas.standards import AQI_US_BANDS, upper_bounds
 
 _I_LO = (0.0, 51.0, 101.0, 151.0, 201.0, 301.0)
 _I_HI = (50.0, 100.0, 150.0, 200.0, 300.0, 500.0)
@@ -61,8 +62,8 @@ TO_TABLE_UNIT: dict[str, float] = {
     "co": MOLAR_VOLUME_25C / MOLAR_MASS["co"] / 1000.0,  # ug/m3 -> ppm
 }
 
-CATEGORIES = ("Good", "Moderate", "Unhealthy for Sensitive Groups", "Unhealthy", "Very Unhealthy", "Hazardous")
-_UPPER = (50.0, 100.0, 150.0, 200.0, 300.0)
+CATEGORIES = tuple(b.label for b in AQI_US_BANDS)
+_UPPER = upper_bounds(AQI_US_BANDS)
 
 
 def truncate(pollutant: str, conc: np.ndarray) -> np.ndarray:

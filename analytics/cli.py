@@ -122,6 +122,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rules_check(args: argparse.Namespace) -> int:
+    """Validate an alerting config file without starting anything (exit 1 with every problem named)."""
+    from pathlib import Path
+
+    from analytics.alertconfig import AlertConfigError, load
+    from kotacerdas.catalogue import load_catalogue
+
+    try:
+        cfg = load(Path(args.file) if args.file else None, {k.name: k.department for k in load_catalogue()})
+    except (AlertConfigError, OSError) as exc:
+        print(f"invalid: {exc}")
+        return 1
+    print(f"ok: {len(cfg.rules)} rules, {len(cfg.subscriptions)} subscriptions")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="kotacerdas analytics", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -134,5 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--labels", required=True, help="labels JSON lines {device, kind, field, start, end, type}")
     e.add_argument("--root", default=None, help="topic root of the dry run (default settings)")
     e.set_defaults(func=cmd_evaluate)
+    rc = sub.add_parser("rules", help="alert rules and subscriptions").add_subparsers(dest="rules_cmd", required=True)
+    chk = rc.add_parser("check", help="validate a rules file (default: the shipped analytics/rules.yaml)")
+    chk.add_argument("file", nargs="?", default=None)
+    chk.set_defaults(func=cmd_rules_check)
     args = ap.parse_args(argv)
     return int(args.func(args) or 0)

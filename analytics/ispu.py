@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from analytics.breakpoints import Table, category_level, round_half_up
+from kotacerdas.standards import ISPU_BANDS, upper_bounds
 
 _INDEX = (0.0, 50.0, 100.0, 200.0, 300.0, 500.0)
 
@@ -49,9 +50,9 @@ AVERAGING_S: dict[str, int] = {
     "co": 8 * 3600, "o3": 3600, "no2": 3600, "hc": 3 * 3600,
 }
 
-CATEGORIES = ("Baik", "Sedang", "Tidak Sehat", "Sangat Tidak Sehat", "Berbahaya")
-CATEGORIES_EN = ("Good", "Moderate", "Unhealthy", "Very Unhealthy", "Hazardous")
-_UPPER = (50.0, 100.0, 200.0, 300.0)
+CATEGORIES = tuple(b.label for b in ISPU_BANDS)
+CATEGORIES_EN = tuple(b.label_en for b in ISPU_BANDS)
+_UPPER = upper_bounds(ISPU_BANDS)
 
 
 def index(pollutant: str, conc_ugm3: np.ndarray) -> np.ndarray:

@@ -21,7 +21,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-GOOD, NOT_EVALUATED, SUSPECT, FAIL, MISSING = 1, 2, 3, 4, 9
+from kotacerdas import standards as _std
+
+# QARTOD flag values, short names for this module and its users (one home: kotacerdas/standards.py)
+GOOD, NOT_EVALUATED, SUSPECT, FAIL, MISSING = (
+    _std.QARTOD_GOOD, _std.QARTOD_NOT_EVALUATED, _std.QARTOD_SUSPECT, _std.QARTOD_FAIL, _std.QARTOD_MISSING)
 
 # Names of the QC tests in the `qc` measurement's `test` tag (the statistical detectors add
 # analytics.detectors.STAT_TESTS).

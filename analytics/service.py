@@ -21,13 +21,18 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from analytics import aqi_us, delivery, ispu, qc, waste, water
-from analytics.alerts import AlertEngine, AlertStore, Condition, rules
+from analytics.alertconfig import Subscription, load as load_alert_config
+from analytics.alerts import AlertEngine, AlertStore, Condition
+from analytics.outbox import Item, Outbox
 from analytics.detectors import STAT_TESTS, params_for, run_all
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.lineprotocol import escape_key, format_line
+from kotacerdas.routing import influx_for_city
 from kotacerdas.settings import Settings
+from kotacerdas.standards import ISPU_BANDS
+from kotacerdas.stations import StationIndex
 
 log = logging.getLogger("analytics.service")
 
@@ -79,19 +84,29 @@ class AnalyticsService:
         self.cat = catalogue or load_catalogue()
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
-        self.influx = InfluxClient(settings.influx)
+        # one analytics process per city reads and writes that city's InfluxDB (kotacerdas/routing.py)
+        self.influx = InfluxClient(influx_for_city(settings))
         self.store = AlertStore(settings.state_dir / "analytics" / "alerts.sqlite")
         self.engine = AlertEngine(self.store)
-        self.rules = rules({k.name: k.department for k in self.cat})
+        cfg = load_alert_config(settings.analytics.rules_file, {k.name: k.department for k in self.cat})
+        self.rules = cfg.rules
+        self.subscriptions = list(cfg.subscriptions) + _legacy_subscriptions(settings)
+        a = settings.analytics
+        self.outbox = Outbox(settings.state_dir / "analytics" / "outbox.sqlite", backoff_s=a.webhook_backoff_s,
+                             max_backoff_s=a.delivery_max_backoff_s, max_attempts=a.delivery_max_attempts)
+        self.stations = StationIndex(settings.stations_file)
         self.mqtt = mqtt_client
         self._emitted_to: dict[str, int] = {}  # kind -> last grid time already written (loop mode)
         # one worker keeps deliveries in order per alert (open before resolved)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="alert-delivery")
         self._outbox: list[Future] = []
+        if self.outbox.next_due_ms() is not None:  # deliveries a previous run could not finish
+            self._outbox.append(self._pool.submit(self._drain))
 
     def close(self) -> None:
-        self.flush_deliveries()
+        self.flush_deliveries(retry=False)  # what still fails stays in the outbox for the next start
         self._pool.shutdown(wait=True)
+        self.outbox.close()
         self.influx.close()
         self.store.close()
 
@@ -272,9 +287,14 @@ class AnalyticsService:
                 if meas == "ispu" and valid[i]:
                     val = float(per[names[best[i]]][1][i])
                     lvl = int(ispu.level(np.array([val]))[0])
-                    conditions.append(Condition(self.rules["ispu_unhealthy"], tags["device"], val, ts,
-                                                f"{ispu.category(lvl)}, {names[best[i]]}",
-                                                f"{ispu.CATEGORIES_EN[lvl - 1]}, {names[best[i]]}"))
+                    band = ISPU_BANDS[lvl - 1]
+                    pol = names[best[i]]
+                    conditions.append(Condition(
+                        self.rules["ispu_unhealthy"], tags["device"], val, ts, f"{band.label}, {pol}",
+                        f"{band.label_en}, {pol}", **self._where(tags), pollutant=pol,
+                        concentration=float(per[pol][0][i]), concentration_unit=win.kind.field(pol).unit,
+                        averaging_s=float(ispu.AVERAGING_S[pol]), advice_id=band.advice_id,
+                        advice_en=band.advice_en))
             self._write(meas, lines, counts)
         return conditions
 
@@ -305,7 +325,10 @@ class AnalyticsService:
                 lines.append(format_line("water_compliance", {**tags, "parameter": "all"}, {
                     "value": float(len(bad_id)), "limit_lo": 0.0, "limit_hi": 0.0, "compliant": int(overall[i])}, ts))
                 conditions.append(Condition(self.rules["water_noncompliant"], tags["device"], worst, ts,
-                                            ", ".join(bad_id) or "-", ", ".join(bad_en) or "-"))
+                                            ", ".join(bad_id) or "-", ", ".join(bad_en) or "-", **self._where(tags),
+                                            averaging_s=WATER_WINDOW_S,
+                                            advice_id="Jangan minum air tanpa dimasak; PDAM sedang memeriksa.",
+                                            advice_en="Do not drink the water unboiled; the utility is checking."))
         self._write("water_compliance", lines, counts)
         return conditions
 
@@ -323,13 +346,15 @@ class AnalyticsService:
                     "fill": float(fc.fill[i]), "fill_rate": rate,
                     "hours_to_full": float(min(fc.hours_to_full[i], HOURS_TO_FULL_CAP)),
                     "full_by_tomorrow": int(fc.full_by_horizon[i]), "priority": int(fc.priority[i])}, ts))
-                conditions.append(Condition(self.rules["bin_full"], tags["device"], float(fc.fill[i]), ts))
+                conditions.append(Condition(self.rules["bin_full"], tags["device"], float(fc.fill[i]), ts,
+                                            **self._where(tags)))
             self._write("bin_forecast", lines, counts)
         for fname, rule in (("tilt", "bin_tilted"), ("temperature", "bin_fire")):
             if fname in win.fields:
                 latest = self._tail_mean(self._usable(win, flags, fname), 3 * win.kind.report_interval_s,
                                          win.grid.step_ms, "median")
-                conditions += [Condition(self.rules[rule], t["device"], float(latest[i]), ts)
+                conditions += [Condition(self.rules[rule], t["device"], float(latest[i]), ts, **self._where(t),
+                                         averaging_s=3.0 * win.kind.report_interval_s)
                                for i, t in enumerate(win.tags)]
         return conditions
 
@@ -351,24 +376,46 @@ class AnalyticsService:
             self.deliver(a)
         return counts.get("alerts", 0)
 
+    def _where(self, tags: dict[str, str]) -> dict[str, Any]:
+        pos = self.stations.get(tags.get("device", ""))
+        return {"city": tags.get("city", ""), "district": tags.get("district", ""),
+                "lat": pos.lat if pos else None, "lon": pos.lon if pos else None}
+
     def deliver(self, a) -> None:  # noqa: ANN001
-        """Hand an alert transition to the delivery worker (a slow webhook never stalls a pass)."""
+        """Publish on MQTT and queue e-mails/webhooks for the matching subscriptions (durably, before
+        sending); the delivery worker drains the queue (a slow webhook never stalls a pass)."""
+        now_ms = int(time.time() * 1000)
+        for sub in self.subscriptions:
+            if sub.channel == "email" and not self.settings.analytics.smtp_host:
+                continue  # no mail server configured: nothing could ever be sent
+            if sub.wants(a.department, a.city, a.district, a.severity):
+                self.outbox.add(a, sub.channel, sub.to, now_ms)
         self._outbox.append(self._pool.submit(self._deliver_now, a))
 
-    def flush_deliveries(self, timeout_s: float = 60.0) -> dict[str, int]:
-        """Wait for queued deliveries (``--once`` exits only after them); returns successes per channel."""
+    def flush_deliveries(self, timeout_s: float = 60.0, *, retry: bool = True) -> dict[str, int]:
+        """Wait for queued deliveries, retrying failed ones as their backoff allows, up to ``timeout_s``
+        (``--once`` exits after it; what is still undelivered stays queued for the next start).
+        Returns successes per channel."""
+        deadline = time.monotonic() + timeout_s
         done: dict[str, int] = {}
-        futures, self._outbox = self._outbox, []
-        for f in futures:
-            try:
-                for ch, good in f.result(timeout=timeout_s).items():
-                    done[ch] = done.get(ch, 0) + int(good)
-            except Exception as exc:  # noqa: BLE001 - a delivery bug must not take the service down
-                log.error("alert delivery crashed", extra={"error": f"{type(exc).__name__}: {exc}"})
-        return done
+        while True:
+            futures, self._outbox = self._outbox, []
+            for f in futures:
+                try:
+                    for ch, good in f.result(timeout=max(deadline - time.monotonic(), 0.1)).items():
+                        done[ch] = done.get(ch, 0) + int(good)
+                except Exception as exc:  # noqa: BLE001 - a delivery bug must not take the service down
+                    log.error("alert delivery crashed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            nxt = self.outbox.next_due_ms()
+            if nxt is None or not retry:
+                return done
+            wait_s = max(nxt / 1000 - time.time(), 0.0)
+            if time.monotonic() + wait_s > deadline:
+                return done
+            time.sleep(wait_s)
+            self._outbox.append(self._pool.submit(self._drain))
 
     def _deliver_now(self, a) -> dict[str, bool]:  # noqa: ANN001
-        s = self.settings.analytics
         ok: dict[str, bool] = {}
         if self.mqtt is not None:
             try:
@@ -378,14 +425,40 @@ class AnalyticsService:
             except (RuntimeError, ValueError, OSError) as exc:
                 log.warning("mqtt alert publish failed", extra={"error": str(exc)})
                 ok["mqtt"] = False
-        if s.webhook_url:
-            secret = s.webhook_secret.get_secret_value().encode() if s.webhook_secret else None
-            ok["webhook"] = delivery.post_webhook(s.webhook_url, secret, a, attempts=s.webhook_attempts,
-                                                  backoff_s=s.webhook_backoff_s)
-        to = s.alert_email_to.get(a.department)
-        if s.smtp_host and to:
-            ok["email"] = delivery.send_email(s.smtp_host, s.smtp_port, to, a)
-        for ch, good in ok.items():
-            if not good:
-                self.metrics.delivery_failures.labels(ch).inc()
+            if not ok["mqtt"]:
+                self.metrics.delivery_failures.labels("mqtt").inc()
+        ok.update(self._drain())
         return ok
+
+    def _drain(self) -> dict[str, bool]:
+        """Send every due outbox item once; failures are rescheduled (durably) with backoff."""
+        s = self.settings.analytics
+        secret = s.webhook_secret.get_secret_value().encode() if s.webhook_secret else None
+        ok: dict[str, bool] = {}
+        for item in self.outbox.due(int(time.time() * 1000)):
+            good, permanent, err = self._send(item, secret)
+            ok[item.channel] = ok.get(item.channel, False) or good
+            if good:
+                self.outbox.done(item)
+                continue
+            self.metrics.delivery_failures.labels(item.channel).inc()
+            if self.outbox.failed(item, int(time.time() * 1000), err, permanent=permanent):
+                log.error("alert delivery given up", extra={"channel": item.channel, "alert_id": item.alert.alert_id,
+                                                            "attempts": item.attempts + 1, "error": err})
+        return ok
+
+    def _send(self, item: Item, secret: bytes | None) -> tuple[bool, bool, str]:
+        s = self.settings.analytics
+        if item.channel == "webhook":
+            return delivery.webhook_attempt(item.target, secret, item.alert)
+        if not s.smtp_host:
+            return False, False, "no smtp_host configured"
+        return delivery.email_attempt(s.smtp_host, s.smtp_port, item.target, item.alert)
+
+
+def _legacy_subscriptions(settings: Settings) -> list[Subscription]:
+    """``webhook_url`` (every alert) and ``alert_email_to`` (department -> address) as subscriptions."""
+    a = settings.analytics
+    subs = [Subscription(channel="webhook", to=a.webhook_url)] if a.webhook_url else []
+    subs += [Subscription(channel="email", to=to, departments=[dept]) for dept, to in a.alert_email_to.items()]
+    return subs

@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from kotacerdas.standards import BIN_FILL_DUE
+
 
 class BinForecast(NamedTuple):
     fill: np.ndarray  # (S,) % latest fill reading
@@ -16,7 +18,7 @@ class BinForecast(NamedTuple):
 
 
 def forecast(fill: np.ndarray, step_s: float, *, horizon_h: float = 24.0, full_at: float = 100.0,
-             full_now: float = 90.0, empty_drop: float = 20.0, fit_window_h: float = 48.0) -> BinForecast:
+             full_now: float = BIN_FILL_DUE, empty_drop: float = 20.0, fit_window_h: float = 48.0) -> BinForecast:
     """Forecast every bin at once.
 
     fill: (S, T) fill level in % on a regular grid of ``step_s`` seconds, NaN = no reading.

@@ -15,26 +15,13 @@ the regulation (microbiology, metals, nitrate...) need laboratory samples.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Limit:
-    lo: float | None  # inclusive lower bound, None = no lower bound
-    hi: float  # upper bound
-    hi_inclusive: bool  # "< 3 NTU" is exclusive, "6.5-8.5" inclusive
-    name_id: str
-    name_en: str
+from kotacerdas.standards import WATER_LIMITS, WaterLimit
 
 
-LIMITS: dict[str, Limit] = {
-    "ph": Limit(6.5, 8.5, True, "pH", "pH"),
-    "turbidity": Limit(None, 3.0, False, "kekeruhan", "turbidity"),
-    "tds": Limit(None, 300.0, False, "TDS", "TDS"),
-    "chlorine": Limit(0.2, 0.5, True, "sisa klor", "free chlorine residual"),
-}
+Limit = WaterLimit
+LIMITS: dict[str, WaterLimit] = WATER_LIMITS  # Permenkes 2/2023, cited in kotacerdas/standards.py
 
 
 def compliant(parameter: str, value: np.ndarray) -> np.ndarray:

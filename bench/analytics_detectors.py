@@ -45,7 +45,6 @@ def synthetic(s: int, t: int, step_s: int, seed: int = 7) -> np.ndarray:
 def baseline(x: np.ndarray, p: QcParams, sp: StatParams, t0_ms: int) -> dict[str, np.ndarray]:
     """The same detectors, one series at a time with pandas (the way a notebook would do it)."""
     ref = pd.DataFrame(x.T).median(axis=1, skipna=True)  # cross-series median (drift needs all neighbours)
-    slots = int(86400 / p.step_s)
     slot = ((t0_ms // 1000 + np.arange(x.shape[1]) * p.step_s) % 86400 // p.step_s).astype(int)
     flags = {}
     n_ref = x.shape[1] // 2

@@ -1,10 +1,15 @@
 """The open-data HTTP API (read-only, no authentication: only public data is served).
 
 ``make_app(settings)`` builds the FastAPI app; ``kotacerdas dashboards api`` serves it.
-Every dataset: ``GET /v1/datasets/{id}?city=&district=&limit=&offset=&format=json|csv``.
+Every dataset: ``GET /v1/datasets/{id}?city=&district=&limit=&offset=&format=``, the format
+chosen by ``format`` or else the ``Accept`` header: JSON (default), CSV (``text/csv``, unit
+in every header), GeoJSON (``application/geo+json``, datasets with station coordinates) and
+NGSI-LD FIWARE Smart Data Model entities (``application/ld+json``, latest readings).
 Convenience routes name the common ones (``/v1/air/latest``, ``/v1/air/ispu``,
-``/v1/water/compliance``, ``/v1/waste/bins``). Rate limit per client address:
-``settings.api.rate_limit_per_minute``, answered with 429 + ``Retry-After``.
+``/v1/water/compliance``, ``/v1/waste/bins``); ``/v1/history/{kind}`` serves a time range
+at the resolutions the retention policies keep; ``/v1/catalog`` is the DCAT catalogue;
+``/ngsi-ld/v1/entities?type=`` lists entities as an NGSI-LD broker would. Rate limit per
+client address: ``settings.api.rate_limit_per_minute``, answered with 429 + ``Retry-After``.
 """
 
 # no `from __future__ import annotations`: FastAPI must resolve the handlers' locally built types
@@ -12,7 +17,7 @@ import enum
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
@@ -22,14 +27,19 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
 from kotacerdas.catalogue import load_catalogue
+from kotacerdas.routing import influx_for_city
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.settings import Settings
 
-from dashboards.opendata import LICENSE, NAME_RE, Dataset, all_datasets, page, to_csv
+from dashboards import dcat, history, ngsi
+from dashboards.opendata import (LICENSE, NAME_RE, Column, Dataset, all_datasets, page, tag_conditions, to_csv,
+                                 _iso)
 from dashboards.ratelimit import RateLimiter
+from dashboards.stations import StationIndex, to_geojson
 
 log = logging.getLogger("dashboards.api")
 MAX_LIMIT = 1000
+INFLUX_MAX_MS = 9_214_646_400_000  # 2262-01-01: inside InfluxDB's int64-nanosecond time range
 
 
 class ColumnOut(BaseModel):
@@ -44,6 +54,10 @@ class DatasetInfo(BaseModel):
     title: str
     description: str
     license: str
+    license_url: str
+    publisher: str
+    update_frequency: str
+    formats: list[str]
     columns: list[ColumnOut]
     url: str
 
@@ -52,6 +66,8 @@ class Meta(BaseModel):
     dataset: str
     title: str
     license: str
+    license_url: str = dcat.LICENSE_URL
+    publisher: str = ""
     total: int
     limit: int
     offset: int
@@ -69,10 +85,68 @@ class Problem(BaseModel):
     detail: str
 
 
+class HistoryMeta(BaseModel):
+    kind: str
+    resolution: str
+    start: str
+    end: str
+    license: str
+    license_url: str = dcat.LICENSE_URL
+    total: int
+    limit: int
+    offset: int
+    next: str | None
+    columns: list[ColumnOut]
+
+
+class HistoryPage(BaseModel):
+    meta: HistoryMeta
+    data: list[dict[str, Any]]
+
+
+MEDIA = {"json": "application/json", "csv": "text/csv", "geojson": "application/geo+json",
+         "ngsi-ld": ngsi.MEDIA_TYPE}
+Format = Literal["json", "csv", "geojson", "ngsi-ld"]
+
+
+def negotiate(fmt: str | None, accept: str | None, allowed: tuple[str, ...]) -> str:
+    """The format to answer in: ``format`` if given, else the best ``Accept`` match, else JSON; 406 if none fits."""
+    if fmt:
+        if fmt not in allowed:  # that representation of the resource does not exist
+            raise HTTPException(404, f"format {fmt} is not offered here; offered: {', '.join(allowed)}")
+        return fmt
+    if not accept:
+        return "json"
+    prefs = []
+    for i, part in enumerate(accept.split(",")):
+        bits = [b.strip() for b in part.split(";")]
+        q = 1.0
+        for b in bits[1:]:
+            if b.startswith("q="):
+                try:
+                    q = float(b[2:])
+                except ValueError:
+                    q = 0.0
+        prefs.append((-q, i, bits[0].lower()))
+    for negq, _, mt in sorted(prefs):
+        if negq == 0:
+            continue
+        if mt in ("*/*", "application/*", "application/json"):
+            return "json"
+        for f in allowed:
+            if MEDIA[f] == mt or (mt == "text/*" and f == "csv"):
+                return f
+    raise HTTPException(406, "none of the accepted media types is offered; offered: "
+                             + ", ".join(MEDIA[f] for f in allowed))
+
+
 def make_app(settings: Settings) -> FastAPI:
     cat = load_catalogue()
-    datasets = all_datasets(cat)
-    client = InfluxClient(settings.influx)
+    where = StationIndex(settings.stations_file)
+    datasets = all_datasets(cat, where, settings.api.stale_after_intervals)
+    client = InfluxClient(influx_for_city(settings))  # the city this API serves (kotacerdas/routing.py)
+    api = settings.api
+    retention = history.retention_ms(settings)
     DatasetId = enum.Enum("DatasetId", {d.replace("-", "_"): d for d in datasets}, type=str)  # type: ignore[misc]
     limiter = RateLimiter(settings.api.rate_limit_per_minute)
     registry = CollectorRegistry()
@@ -86,8 +160,9 @@ def make_app(settings: Settings) -> FastAPI:
         title="Kota Cerdas open data",
         version="1",
         description="Public environmental data of the city: latest sensor readings, ISPU air quality index, "
-                    f"drinking-water compliance and waste-bin fill levels. Licence {LICENSE}. "
-                    "JSON or CSV (`format=csv`), paged with `limit`/`offset`.",
+                    f"drinking-water compliance and waste-bin fill levels. Licence {LICENSE} ({dcat.LICENSE_URL}). "
+                    "JSON, CSV, GeoJSON or NGSI-LD (`format=` or the `Accept` header), paged with `limit`/`offset`; "
+                    "history at raw / 1-minute / 1-hour resolution; DCAT catalogue at `/v1/catalog`.",
     )
 
     @app.middleware("http")
@@ -129,62 +204,117 @@ def make_app(settings: Settings) -> FastAPI:
                 cache[key] = (now + ttl, rows)
         return rows
 
-    def serve(ds: Dataset, request: Request, city: str | None, district: str | None, limit: int, offset: int,
-              fmt: str) -> Response:
-        filters = {k: v for k, v in (("city", city), ("district", district)) if v}
+    def formats_of(ds: Dataset) -> tuple[str, ...]:
+        cols = {c.name for c in ds.columns}
+        return ("json", "csv", *(("geojson",) if {"lat", "lon"} <= cols else ()),
+                *(("ngsi-ld",) if ds.kind else ()))
+
+    def rows_of(ds: Dataset, filters: dict[str, str]) -> list[dict[str, Any]]:
         try:
-            rows = fetch_cached(ds, filters)
+            return fetch_cached(ds, filters)
         except InfluxError as exc:
             db_errors.inc()
             log.warning("influx query failed", extra={"dataset": ds.id, "error": str(exc)[:300]})
             raise HTTPException(503, "data store unavailable, try again later") from None
+
+    def ispu_by_device(filters: dict[str, str]) -> dict[str, dict[str, Any]]:
+        rows = rows_of(datasets["air-ispu"], filters)
+        return {str(r["device"]): {"value": r["value"], "description": f"airQualityIndex: ISPU ({r.get('category')}), "
+                                   "Permen LHK P.14/MENLHK/SETJEN/KUM.1/7/2020"}
+                for r in rows if r.get("pollutant") == "max" and r.get("value") is not None}
+
+    def serve(ds: Dataset, request: Request, city: str | None, district: str | None, limit: int, offset: int,
+              fmt: str | None) -> Response:
+        out = negotiate(fmt, request.headers.get("accept"), formats_of(ds))
+        filters = {k: v for k, v in (("city", city), ("district", district)) if v}
+        rows = rows_of(ds, filters)
         total = len(rows)
         chunk = page(rows, ds.sort_key, limit, offset)
         nxt = None
         if offset + limit < total:
             nxt = str(request.url.include_query_params(offset=offset + limit, limit=limit))
-        headers = {"X-Total-Count": str(total), "Cache-Control": "public, max-age=30"}
+        headers = {"X-Total-Count": str(total), "Cache-Control": "public, max-age=30", "Vary": "Accept",
+                   "Link": f'<{dcat.LICENSE_URL}>; rel="license"'}
         if nxt:
-            headers["Link"] = f'<{nxt}>; rel="next"'
-        if fmt == "csv":
+            headers["Link"] += f', <{nxt}>; rel="next"'
+        if out == "csv":
             return PlainTextResponse(to_csv(ds.columns, chunk), media_type="text/csv; charset=utf-8",
                                      headers={**headers, "Content-Disposition": f'inline; filename="{ds.id}.csv"'})
+        if out == "geojson":
+            return JSONResponse(to_geojson(chunk, meta={"dataset": ds.id, "license": dcat.LICENSE_URL,
+                                                        "total": total, "next": nxt}),
+                                media_type="application/geo+json", headers=headers)
+        if out == "ngsi-ld":
+            kind = cat[ds.kind]  # type: ignore[index]
+            idx = ispu_by_device(filters) if kind.name == "air" else None
+            ents = ngsi.entities(kind, chunk, indices=idx, provider=api.publisher,
+                                 key_values=request.query_params.get("options") == "keyValues")
+            return JSONResponse(ents, media_type=ngsi.MEDIA_TYPE, headers=headers)
         cols = [ColumnOut(**c.__dict__) for c in ds.columns]
-        body = Page(meta=Meta(dataset=ds.id, title=ds.title, license=LICENSE, total=total, limit=limit, offset=offset,
-                              next=nxt, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        body = Page(meta=Meta(dataset=ds.id, title=ds.title, license=LICENSE, publisher=api.publisher, total=total,
+                              limit=limit, offset=offset, next=nxt,
+                              generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                               columns=cols), data=chunk)
         return JSONResponse(body.model_dump(), headers=headers)
 
     responses: dict[int | str, dict[str, Any]] = {
-        200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "JSON page or CSV"},
+        200: {"content": {"text/csv": {"schema": {"type": "string"}},
+                          "application/geo+json": {"schema": {"type": "object"}},
+                          ngsi.MEDIA_TYPE: {"schema": {"type": "array", "items": {"type": "object"}}}},
+              "description": "JSON page, CSV, GeoJSON FeatureCollection or NGSI-LD entities"},
+        404: {"model": Problem, "description": "the format= asked for is not offered by this dataset"},
+        406: {"model": Problem, "description": "no media type in Accept is offered by this dataset"},
         429: {"model": Problem, "description": "rate limited; see Retry-After",
               "headers": {"Retry-After": {"schema": {"type": "integer"}}}},
         503: {"model": Problem, "description": "the data store is unavailable"},
     }
 
     City = Query(None, pattern=NAME_RE, description="city tag, e.g. depok")
-    District = Query(None, pattern=NAME_RE, description="district (kecamatan) tag")
+    District = Query(None, pattern=NAME_RE, description="district (kecamatan) tag, e.g. Pancoran Mas")
     Limit = Query(100, ge=1, le=MAX_LIMIT)
     Offset = Query(0, ge=0, le=1_000_000)
-    Fmt = Query("json", alias="format")
+    Fmt = Query(None, alias="format", description="json, csv, geojson (datasets with coordinates) or ngsi-ld "
+                                                  "(latest readings); without it the Accept header decides")
+
+    def base_url(request: Request) -> str:
+        return (api.public_url or str(request.base_url)).rstrip("/")
+
+    def info(d: Dataset, request: Request) -> DatasetInfo:
+        return DatasetInfo(id=d.id, title=d.title, description=d.description, license=LICENSE,
+                           license_url=dcat.LICENSE_URL, publisher=api.publisher,
+                           update_frequency=dcat.frequency_uri(d.update_s), formats=list(formats_of(d)),
+                           columns=[ColumnOut(**c.__dict__) for c in d.columns],
+                           url=f"{base_url(request)}/v1/datasets/{d.id}")
 
     @app.get("/v1/datasets", response_model=list[DatasetInfo], tags=["catalogue"])
     def list_datasets(request: Request) -> list[DatasetInfo]:
-        return [DatasetInfo(id=d.id, title=d.title, description=d.description, license=LICENSE,
-                            columns=[ColumnOut(**c.__dict__) for c in d.columns],
-                            url=str(request.url_for("dataset", dataset_id=d.id))) for d in datasets.values()]
+        return [info(d, request) for d in datasets.values()]
+
+    @app.get("/v1/catalog", tags=["catalogue"], summary="DCAT catalogue (JSON-LD)",
+             responses={200: {"content": {"application/ld+json": {"schema": {"type": "object"}}}}})
+    def catalog(request: Request) -> Response:
+        base = base_url(request)
+        items = [dcat.dataset(identifier=d.id, title=d.title, description=d.description,
+                              url=f"{base}/v1/datasets/{d.id}", update_s=d.update_s, publisher=api.publisher,
+                              publisher_url=api.publisher_url, spatial=settings.city,
+                              keywords=[d.id.split("-")[0], "open data", "Kota Cerdas"],
+                              formats=[(MEDIA[f], f"{base}/v1/datasets/{d.id}?format={f}") for f in formats_of(d)])
+                 for d in datasets.values()]
+        body = dcat.catalog(title="Kota Cerdas open data", url=f"{base}/v1/catalog", publisher=api.publisher,
+                            datasets=items)
+        return JSONResponse(body, media_type="application/ld+json")
 
     @app.get("/v1/datasets/{dataset_id}", response_model=Page, responses=responses, tags=["data"], name="dataset")
     def dataset(request: Request, dataset_id: DatasetId = Path(...),  # type: ignore[valid-type]
                 city: str | None = City, district: str | None = District, limit: int = Limit,
-                offset: int = Offset, fmt: Literal["json", "csv"] = Fmt) -> Response:
+                offset: int = Offset, fmt: Format | None = Fmt) -> Response:
         return serve(datasets[dataset_id.value], request, city, district, limit, offset, fmt)
 
     def named(path: str, ds_id: str, summary: str) -> None:
         ds = datasets[ds_id]
 
         def handler(request: Request, city: str | None = City, district: str | None = District, limit: int = Limit,
-                    offset: int = Offset, fmt: Literal["json", "csv"] = Fmt) -> Response:
+                    offset: int = Offset, fmt: Format | None = Fmt) -> Response:
             return serve(ds, request, city, district, limit, offset, fmt)
 
         app.get(path, response_model=Page, responses=responses, tags=["data"], summary=summary,
@@ -196,6 +326,96 @@ def make_app(settings: Settings) -> FastAPI:
     named("/v1/water/latest", "water-latest", "Latest readings per water sampling point")
     named("/v1/water/compliance", "water-compliance", "Water compliance per sampling point")
     named("/v1/waste/bins", "waste-bins", "Waste bin fill levels and forecast")
+    named("/v1/waste/latest", "waste_bin-latest", "Latest readings per waste bin")
+
+    names = "|".join(sorted({f.name for k in cat for f in k.fields}))
+    fields_re = rf"^({names})(,({names}))*$"
+    KindName = enum.Enum("KindName", {k.name: k.name for k in cat}, type=str)  # type: ignore[misc]
+
+    @app.get("/v1/history/{kind}", response_model=HistoryPage, responses=responses, tags=["data"],
+             summary="Readings over a time range (raw, 1-minute or 1-hour resolution)")
+    def history_route(request: Request, kind: KindName = Path(...),  # type: ignore[valid-type]
+                      device: str | None = Query(None, pattern=NAME_RE), city: str | None = City,
+                      district: str | None = District,
+                      start: datetime | None = Query(None, description="ISO 8601; default end - 24 h"),
+                      end: datetime | None = Query(None, description="ISO 8601; default now"),
+                      resolution: Literal["auto", "raw", "1m", "1h"] = Query(
+                          "auto", description="raw readings, 1-minute or 1-hour aggregates (mean, min, max, n); "
+                                              "auto = finest kept for the range"),
+                      fields: str | None = Query(None, pattern=fields_re,
+                                                 description="comma-separated catalogue fields; default all"),
+                      limit: int = Limit, offset: int = Offset, fmt: Literal["json", "csv"] | None = Fmt) -> Response:
+        k = cat[kind.value]
+        out = negotiate(fmt, request.headers.get("accept"), ("json", "csv"))
+        now = datetime.now(timezone.utc)
+        end_dt = _aware(end) if end else now
+        start_dt = _aware(start) if start else end_dt - timedelta(hours=24)
+        wanted = tuple(fields.split(",")) if fields else k.field_names
+        unknown = [f for f in wanted if not k.has_field(f)]
+        if unknown:  # 404: a field the kind does not have is a sub-resource that does not exist
+            raise HTTPException(404, f"unknown field(s) for {k.name}: {', '.join(unknown)}")
+        # InfluxDB stores int64 ns: 1677-09-21 .. 2262-04-11
+        s_ms, e_ms = (min(max(int(t.timestamp() * 1000), -INFLUX_MAX_MS), INFLUX_MAX_MS) for t in (start_dt, end_dt))
+        try:
+            res = history.choose(resolution, s_ms, e_ms, int(now.timestamp() * 1000), retention)
+        except history.HistoryError as exc:  # not kept at that resolution for that range
+            raise HTTPException(404, str(exc)) from None
+        filters = {k_: v for k_, v in (("device", device), ("city", city), ("district", district)) if v}
+        hq = history.build(k, res, wanted, tag_conditions(filters), s_ms, e_ms, limit, offset)
+        try:
+            series = client.series(hq.select)
+            counted = client.series(hq.count)
+        except InfluxError as exc:
+            if "retention policy not found" in str(exc):  # ingest has not created the aggregates (yet): no data
+                series, counted = [], []
+            else:
+                db_errors.inc()
+                log.warning("influx history query failed", extra={"error": str(exc)[:300]})
+                raise HTTPException(503, "data store unavailable, try again later") from None
+        rows = []
+        for s_ in series:
+            for v in s_.values:
+                rec = dict(zip(s_.columns, v))
+                rows.append({"device": rec.get("device"), "city": rec.get("city"), "district": rec.get("district"),
+                             "time": _iso(rec.get("time")), **{c: rec.get(c) for c in hq.value_columns}})
+        total = int(counted[0].values[0][1]) if counted and counted[0].values else 0
+        unit = {f.name: f.unit for f in k.fields}
+        cols = [Column("device", "string"), Column("city", "string"), Column("district", "string"),
+                Column("time", "datetime", description="UTC; for aggregates the start of the interval"),
+                *(Column(c, "integer" if c == "n" else "number",
+                         None if c == "n" else unit[c.removesuffix("_min").removesuffix("_max")],
+                         "readings in the interval" if c == "n" else "") for c in hq.value_columns)]
+        nxt = str(request.url.include_query_params(offset=offset + limit, limit=limit,
+                                                   start=start_dt.isoformat(), end=end_dt.isoformat(),
+                                                   resolution=res)) if offset + limit < total else None
+        headers = {"X-Total-Count": str(total), "X-Resolution": res, "Vary": "Accept",
+                   "Link": f'<{dcat.LICENSE_URL}>; rel="license"' + (f', <{nxt}>; rel="next"' if nxt else "")}
+        if out == "csv":
+            return PlainTextResponse(to_csv(cols, rows), media_type="text/csv; charset=utf-8", headers={
+                **headers, "Content-Disposition": f'inline; filename="{k.name}-history-{res}.csv"'})
+        meta = HistoryMeta(kind=k.name, resolution=res, start=start_dt.isoformat(), end=end_dt.isoformat(),
+                           license=LICENSE, total=total, limit=limit, offset=offset, next=nxt,
+                           columns=[ColumnOut(**c.__dict__) for c in cols])
+        return JSONResponse(HistoryPage(meta=meta, data=rows).model_dump(), headers=headers)
+
+    FiwareType = enum.Enum("FiwareType", {k.fiware_type: k.fiware_type for k in cat}, type=str)  # type: ignore[misc]
+    by_type = {k.fiware_type: k for k in cat}
+
+    @app.get("/ngsi-ld/v1/entities", tags=["data"], summary="FIWARE Smart Data Model entities (NGSI-LD)",
+             responses={200: {"content": {ngsi.MEDIA_TYPE: {"schema": {"type": "array", "items": {"type": "object"}}}}},
+                        503: {"model": Problem}})
+    def ngsi_entities(request: Request, type: FiwareType = Query(...),  # type: ignore[valid-type]  # noqa: A002
+                      options: Literal["normalized", "keyValues"] = Query("normalized"),
+                      city: str | None = City, district: str | None = District, limit: int = Limit,
+                      offset: int = Offset) -> Response:
+        k = by_type[type.value]
+        ds = datasets[f"{k.name}-latest"]
+        filters = {k_: v for k_, v in (("city", city), ("district", district)) if v}
+        rows = rows_of(ds, filters)
+        chunk = page(rows, ds.sort_key, limit, offset)
+        idx = ispu_by_device(filters) if k.name == "air" else None
+        body = ngsi.entities(k, chunk, indices=idx, provider=api.publisher, key_values=options == "keyValues")
+        return JSONResponse(body, media_type=ngsi.MEDIA_TYPE, headers={"NGSILD-Results-Count": str(len(rows))})
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, str]:
@@ -213,3 +433,7 @@ def make_app(settings: Settings) -> FastAPI:
     app.state.client = client
     app.state.limiter = limiter
     return app
+
+
+def _aware(t: datetime) -> datetime:
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)

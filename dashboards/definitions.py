@@ -17,6 +17,8 @@ from dashboards.model import Dashboard, Link, Panel, Row, Target, Variable
 from dashboards.queries import tag_values, where
 from dashboards.units import field_unit, grafana_unit
 
+BINS_DUE_TITLE = f"Bins due now (fill >= {std.BIN_FILL_DUE:g} %)"
+
 GAZETTEER = "public/gazetteer/kotacerdas-devices.json"
 
 P_MAX = "\"pollutant\" = 'max'"
@@ -269,7 +271,7 @@ def waste_dashboard(cat: Catalogue) -> Dashboard:
                       w=6, h=6, unit="none", thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1}],
                       color_mode="thresholds",
                       options={"reduceOptions": {"calcs": ["lastNotNull"], "values": False}, "colorMode": "background"}),
-                Panel("Bins due now (fill >= 80 %)", "stat",
+                Panel(BINS_DUE_TITLE, "stat",
                       [Target(f'SELECT count("fill") AS "bins" FROM ({latest.query}) WHERE "fill" >= {std.BIN_FILL_DUE:g}',
                               expect_columns=("time", "bins"))],
                       w=6, h=6, unit="none", thresholds=[{"color": "green", "value": None}, {"color": "red", "value": 1}],

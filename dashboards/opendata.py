@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
@@ -19,10 +20,15 @@ from typing import Any, Callable, Sequence
 from kotacerdas.catalogue import Catalogue
 from kotacerdas.influx import InfluxClient
 
-LICENSE = "CC-BY-4.0"
+from dashboards.dcat import LICENSE_ID
+from dashboards.stations import StationIndex
+
+LICENSE = LICENSE_ID
 LOOKBACK = "7d"  # a station silent for a week is no longer "latest"
-NAME_RE = r"^[A-Za-z0-9_.\-]{1,64}$"
+# city/district/device names as tagged: letters, digits, space (kecamatan "Pancoran Mas"), _ . -
+NAME_RE = r"^[A-Za-z0-9_.\- ]{1,64}$"
 _NAME = re.compile(NAME_RE)
+_NO_INDEX = StationIndex(None)
 
 
 @dataclass(frozen=True)
@@ -41,16 +47,23 @@ class Dataset:
     columns: tuple[Column, ...]
     fetch: Callable[[InfluxClient, dict[str, str]], list[dict[str, Any]]]
     sort_key: tuple[str, ...]
+    update_s: float = 60.0  # how often the data behind it changes (DCAT accrualPeriodicity)
+    kind: str | None = None  # the catalogue kind of a latest-readings dataset (NGSI-LD output)
 
 
 def _lit(v: str) -> str:
     if not _NAME.match(v):  # the API layer validates too; this is the last line before InfluxQL
         raise ValueError(f"invalid filter value {v!r}")
-    return "'" + v + "'"
+    return "'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def tag_conditions(filters: dict[str, str]) -> str:
+    """``"k" = 'v' AND ...`` for the non-empty filters (validated names only)."""
+    return " AND ".join(f'"{k}" = {_lit(v)}' for k, v in sorted(filters.items()) if v)
 
 
 def _tag_where(filters: dict[str, str], extra: Sequence[str] = ()) -> str:
-    parts = [*extra, *(f'"{k}" = {_lit(v)}' for k, v in sorted(filters.items()) if v)]
+    parts = [*extra, *([tag_conditions(filters)] if tag_conditions(filters) else [])]
     parts.append(f"time > now() - {LOOKBACK}")
     return "WHERE " + " AND ".join(parts)
 
@@ -74,9 +87,12 @@ def _latest_rows(client: InfluxClient, q: str, keep: Sequence[str], group: Seque
     return rows
 
 
-def latest_readings(cat: Catalogue, kind_name: str) -> Dataset:
+_LOCATION = (Column("lat", "number", "deg", "WGS84 latitude"), Column("lon", "number", "deg", "WGS84 longitude"))
+
+
+def latest_readings(cat: Catalogue, kind_name: str, where: StationIndex = _NO_INDEX) -> Dataset:
     k = cat[kind_name]
-    cols = (Column("device", "string"), Column("city", "string"), Column("district", "string"),
+    cols = (Column("device", "string"), Column("city", "string"), Column("district", "string"), *_LOCATION,
             Column("time", "datetime", description="device timestamp, UTC"),
             *(Column(f.name, "number", f.unit, f"{f.sensor}") for f in k.fields))
 
@@ -84,10 +100,13 @@ def latest_readings(cat: Catalogue, kind_name: str) -> Dataset:
         fields = ", ".join(f'"{f}"' for f in k.field_names)
         q = (f'SELECT {fields}, "city", "district" FROM "{k.measurement}" {_tag_where(filters)} '
              f'GROUP BY "device" ORDER BY time DESC LIMIT 1')
-        return _latest_rows(client, q, k.field_names, ("device",))
+        rows = _latest_rows(client, q, k.field_names, ("device",))
+        where.locate(rows)
+        return rows
 
     return Dataset(f"{kind_name}-latest", f"Latest readings: {k.title}",
-                   f"Most recent reading of every {k.title.lower()} (within {LOOKBACK}).", cols, fetch, ("device",))
+                   f"Most recent reading of every {k.title.lower()} (within {LOOKBACK}).", cols, fetch, ("device",),
+                   update_s=k.report_interval_s, kind=kind_name)
 
 
 def ispu(pollutant_default: str | None = None) -> Dataset:
@@ -148,28 +167,46 @@ def bin_fill(cat: Catalogue) -> Dataset:
                    cols, fetch, ("device",))
 
 
-def stations(cat: Catalogue) -> Dataset:
+def is_online(online: Any, stale: Any, last_seen_ms: Any, interval_s: float, stale_after: float,
+              now_ms: int) -> bool:
+    """Shown online only if the gateway says online, not stale, and a message came within
+    ``stale_after`` report intervals: a lifecycle "online" is not refreshed while a device
+    silently stops, so the last message's age decides."""
+    if online != 1 or stale == 1 or not isinstance(last_seen_ms, (int, float)):
+        return False
+    return now_ms - last_seen_ms <= stale_after * interval_s * 1000
+
+
+def stations(cat: Catalogue, where: StationIndex = _NO_INDEX, stale_after: float = 3.0) -> Dataset:
     cols = (Column("device", "string"), Column("kind", "string", description=", ".join(cat.kind_names)),
-            Column("city", "string"), Column("district", "string"),
+            Column("city", "string"), Column("district", "string"), *_LOCATION,
             Column("time", "datetime", description="last lifecycle update"),
-            Column("online", "integer", description="1 online, 0 offline"),
+            Column("online", "integer", description=f"1 reporting (last message within {stale_after:g} report "
+                                                    "intervals), 0 not"),
             Column("last_seen", "datetime", description="last message from the device, UTC"))
+    intervals = {k.name: float(k.report_interval_s) for k in cat}
 
     def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
         # battery and firmware stay internal: only whether a station reports is public
-        q = (f'SELECT "online", "last_seen_ms", "kind", "city", "district" FROM "device_status" {_tag_where(filters)} '
-             f'GROUP BY "device" ORDER BY time DESC LIMIT 1')
-        rows = _latest_rows(client, q, ("online", "last_seen_ms", "kind"), ("device",))
+        q = (f'SELECT "online", "stale", "last_seen_ms", "kind", "city", "district" FROM "device_status" '
+             f'{_tag_where(filters)} GROUP BY "device" ORDER BY time DESC LIMIT 1')
+        rows = _latest_rows(client, q, ("online", "stale", "last_seen_ms", "kind"), ("device",))
+        now_ms = int(time.time() * 1000)
         for r in rows:
-            r["last_seen"] = _iso(r.pop("last_seen_ms"))
+            seen = r.pop("last_seen_ms")
+            r["online"] = int(is_online(r["online"], r.pop("stale"), seen, intervals.get(str(r["kind"]), 60.0),
+                                        stale_after, now_ms))
+            r["last_seen"] = _iso(seen)
+        where.locate(rows)
         return rows
 
-    return Dataset("stations", "Monitoring stations", "Every sensor station with its kind, location tags and "
+    return Dataset("stations", "Monitoring stations", "Every sensor station with its kind, location and "
                    "whether it is currently reporting.", cols, fetch, ("device",))
 
 
-def all_datasets(cat: Catalogue) -> dict[str, Dataset]:
-    ds = [stations(cat), *(latest_readings(cat, k.name) for k in cat), ispu(), water_compliance(), bin_fill(cat)]
+def all_datasets(cat: Catalogue, where: StationIndex = _NO_INDEX, stale_after: float = 3.0) -> dict[str, Dataset]:
+    ds = [stations(cat, where, stale_after), *(latest_readings(cat, k.name, where) for k in cat), ispu(),
+          water_compliance(), bin_fill(cat)]
     return {d.id: d for d in ds}
 
 
@@ -191,10 +228,15 @@ def _cell(v: Any) -> Any:
     return v
 
 
+def csv_header(c: Column) -> str:
+    """``pm25 [ug/m3]``: the unit travels with the column into any spreadsheet."""
+    return f"{c.name} [{c.unit}]" if c.unit else c.name
+
+
 def to_csv(columns: Sequence[Column], rows: Sequence[dict[str, Any]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([c.name for c in columns])
+    w.writerow([csv_header(c) for c in columns])
     for r in rows:
         w.writerow([_cell(r.get(c.name)) for c in columns])
     return buf.getvalue()

@@ -83,8 +83,8 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
             if k.name == "waste_bin":
                 # bins fill up linearly and are emptied when full
                 rate = 2.0 + 1.5 * di
-                # the last reading is 92 % for the first bin, lower for the others (one bin due now)
-                fill = (92.0 - 30 * di - (n - 1 - np.arange(n)) * rate * step / 3600_000) % 100
+                # the last reading is just past "due" for the first bin, lower for the others (one bin due now)
+                fill = (std.BIN_FILL_DUE + 2.0 - 30 * di - (n - 1 - np.arange(n)) * rate * step / 3600_000) % 100
                 vals["fill"] = fill
                 vals["distance"] = np.clip(20 + (100 - fill) * 1.0, 20, 600)
                 vals["tilt"] = np.zeros(n)

@@ -12,14 +12,17 @@ import json
 import threading
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
+from kotacerdas import device_config
+
+from gateway.ledger import ledger
 from gateway.registry import Registry, RegistryError
 
 if TYPE_CHECKING:
@@ -31,17 +34,15 @@ class DeviceIn(BaseModel):
     kind: str = Field(examples=["air"])
     city: str = Field(examples=["depok"])
     district: str = "unknown"
-    lat: float | None = None
-    lon: float | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
     department: str | None = None
     installed: str | None = Field(default=None, description="installation date, ISO 8601")
     calibration: dict[str, Any] | None = None
 
 
-class ConfigIn(BaseModel):
-    interval_s: float | None = Field(default=None, gt=0)
-    thresholds: dict[str, Any] = Field(default_factory=dict)
-    calibration: dict[str, Any] = Field(default_factory=dict)
+CONFIG_EXAMPLE = {"interval_s": 300, "thresholds": {"fill": [0, 80]}, "calibration": {"full_cm": 25.0},
+                  "tasmota_map": {"SR04.Distance": "distance"}, "tz_offset_s": 28800}
 
 
 class CommandIn(BaseModel):
@@ -93,6 +94,13 @@ def make_app(
         body = generate_latest(gateway.metrics.registry) if gateway else b""
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/ledger", tags=["health"])
+    def read_ledger() -> dict:
+        """Messages received since start = stored + rejected by reason + ignored (see gateway.ledger)."""
+        if gateway is None:
+            raise HTTPException(503, "the ledger needs the running gateway")
+        return ledger(gateway.metrics.registry)
+
     @app.get("/devices", tags=["registry"])
     def list_devices(kind: str | None = None, city: str | None = None, status: str | None = None) -> list[dict]:
         out = []
@@ -123,15 +131,22 @@ def make_app(
             return [s.to_dict() for s in gateway.lifecycle.devices.values()]
 
     @app.post("/devices", status_code=201, tags=["registry"], dependencies=[Depends(admin)])
-    def register(body: DeviceIn) -> dict:
+    def register(body: DeviceIn, response: Response, update: bool = False) -> dict:
+        """Register a new device (201). An existing id is a 409 unless ``?update=true`` (then 200:
+        metadata replaced, a decommissioned device re-activated, credentials kept)."""
         try:
             with lock:
+                existed = registry.get(body.device) is not None
+                if existed and not update:
+                    raise HTTPException(409, f"device {body.device!r} exists; use ?update=true to change it")
                 d, pw = registry.register(body.device, body.kind, body.city, district=body.district, lat=body.lat,
                                           lon=body.lon, department=body.department, installed=body.installed,
                                           calibration=body.calibration)
         except RegistryError as exc:
             raise HTTPException(422, str(exc)) from exc
         changed()
+        if existed:
+            response.status_code = 200
         return {**d.public(), "mqtt_username": d.device, "mqtt_password": pw}
 
     @app.post("/devices/import", tags=["registry"], dependencies=[Depends(admin)])
@@ -169,15 +184,23 @@ def make_app(
         return {**d.public(), "mqtt_username": d.device, "mqtt_password": pw}
 
     @app.put("/devices/{device}/config", tags=["config"], dependencies=[Depends(admin)])
-    def put_config(device: str, body: ConfigIn) -> dict:
+    def put_config(device: str, body: Annotated[Any, Body(examples=[CONFIG_EXAMPLE])]) -> dict:
+        """Replace the device's config. ``interval_s``/``thresholds``/``calibration`` are checked with the
+        firmware's own rules and published retained; ``tasmota_map``/``esphome_map``/``tz_offset_s``
+        stay with the gateway's adapters. Anything the firmware would refuse is a 422 and not published."""
         d = get_device(device)
-        cfg = {k: v for k, v in body.model_dump().items() if v is not None}
+        try:
+            cfg = device_config.validate(body, registry.catalogue[d.kind])
+        except device_config.ConfigError as exc:
+            raise HTTPException(422, str(exc)) from exc
         with lock:
             d = registry.set_config(device, cfg)
+        published = bool(gateway and device_config.device_part(cfg))
         if gateway:
             gateway.reload_devices(force=True)
-            gateway.publish_to_device(d, "config", gateway.config_payload(cfg), True)
-        return {"device": device, "config": cfg, "published": gateway is not None}
+            if published:
+                gateway.publish_to_device(d, "config", gateway.config_payload(cfg), True)
+        return {"device": device, "config": cfg, "published": published}
 
     @app.post("/devices/{device}/cmd", status_code=202, tags=["config"], dependencies=[Depends(admin)])
     def command(device: str, body: CommandIn) -> dict:

@@ -103,9 +103,15 @@ def _registry(args: argparse.Namespace) -> int:
                                   d["installed"] or "")
                     Console().print(t)
             elif args.action == "register":
+                if reg.get(args.device) is not None and not args.update:
+                    print(f"gateway registry register: device {args.device!r} exists; --update changes it",
+                          file=sys.stderr)
+                    return 1
                 d, pw = reg.register(args.device, args.kind, args.city, district=args.district, lat=args.lat,
                                      lon=args.lon, department=args.department)
                 print(json.dumps({**d.public(), "mqtt_username": d.device, "mqtt_password": pw}, indent=1))
+            elif args.action == "config":
+                return _config(args, reg)
             elif args.action == "decommission":
                 d = reg.decommission(args.device)
                 print(f"{d.device}: {d.status}")
@@ -120,6 +126,52 @@ def _registry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k or not v:
+            raise ValueError(f"{what} {item!r} is not KEY=VALUE")
+        out[k] = v
+    return out
+
+
+def _config(args: argparse.Namespace, reg: Any) -> int:
+    """Show or change one device's config (merged into what it has), checked like the API checks it."""
+    from kotacerdas import device_config
+
+    d = reg.get(args.device)
+    if d is None:
+        print(f"gateway registry config: no device {args.device!r}", file=sys.stderr)
+        return 1
+    cfg = dict(d.config)
+    if args.interval_s is not None:
+        cfg["interval_s"] = args.interval_s
+    if args.tz_offset_s is not None:
+        cfg["tz_offset_s"] = args.tz_offset_s
+    th = {k: [float(x) for x in v.split(",")] for k, v in _pairs(args.threshold, "--threshold").items()}
+    if th:
+        cfg["thresholds"] = {**cfg.get("thresholds", {}), **th}
+    cal = {k: float(v) for k, v in _pairs(args.calibration, "--calibration").items()}
+    if cal:
+        cfg["calibration"] = {**cfg.get("calibration", {}), **cal}
+    for key, items in (("tasmota_map", args.tasmota_map), ("esphome_map", args.esphome_map)):
+        m = _pairs(items, f"--{key.replace('_', '-')}")
+        if m:
+            cfg[key] = {**cfg.get(key, {}), **m}
+    for key in args.clear or []:
+        cfg.pop(key, None)
+    try:
+        cfg = device_config.validate(cfg, reg.catalogue[d.kind])
+    except device_config.ConfigError as exc:
+        print(f"gateway registry config: {exc}", file=sys.stderr)
+        return 1
+    if cfg != d.config:
+        reg.set_config(d.device, cfg)
+    print(json.dumps({"device": d.device, "config": cfg}, indent=1))
+    return 0
+
+
 def _provision(args: argparse.Namespace) -> int:
     from gateway.provision import provision
 
@@ -131,12 +183,53 @@ def _provision(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ledger(args: argparse.Namespace) -> int:
+    """Ask the running gateway for its ledger: received = stored + rejected by reason + ignored."""
+    import httpx
+
+    settings = load_settings()
+    url = args.url or f"http://{settings.gateway.http_host}:{settings.gateway.http_port}"
+    try:
+        doc = httpx.get(f"{url}/ledger", timeout=5).raise_for_status().json()
+    except httpx.HTTPError as exc:
+        print(f"gateway ledger: cannot read {url}/ledger: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        t = Table("", "messages", title="gateway ledger since start")
+        for ch, n in sorted(doc["received"].items()):
+            t.add_row(f"received ({ch})", str(n))
+        for ch, n in sorted(doc["stored"].items()):
+            t.add_row(f"stored ({ch})", str(n))
+        for reason, n in sorted(doc["rejected"].items()):
+            t.add_row(f"rejected: {reason}", str(n))
+        t.add_row("ignored (retained status cleared)", str(doc["ignored"]))
+        tot = doc["totals"]
+        t.add_row("received = stored + rejected + ignored",
+                  f"{tot['received']} = {tot['stored']} + {tot['rejected']} + {tot['ignored']}"
+                  + ("" if doc["balanced"] else "  UNBALANCED"))
+        Console().print(t)
+    return 0 if doc["balanced"] else 3
+
+
+def _jetstream(args: argparse.Namespace) -> int:
+    from gateway import jetstream
+
+    return jetstream.main()
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="kotacerdas gateway", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the gateway service")
     run.add_argument("--auto-register", action="store_true", help="accept and register unknown devices (demo only)")
     run.set_defaults(func=_run)
+    sub.add_parser("jetstream", help="run one member of the gateway group on the NATS backbone (docs/scale.md)"
+                   ).set_defaults(func=_jetstream)
 
     reg = sub.add_parser("registry", help="manage the device registry")
     rsub = reg.add_subparsers(dest="action", required=True)
@@ -153,10 +246,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--lat", type=float)
     r.add_argument("--lon", type=float)
     r.add_argument("--department")
+    r.add_argument("--update", action="store_true", help="change an existing device (default: refuse)")
+    c = rsub.add_parser("config", help="show or change a device's config (merged; the running gateway "
+                                       "publishes the device part at its next start, PUT /devices/{id}/config at once)")
+    c.add_argument("device")
+    c.add_argument("--interval-s", type=float)
+    c.add_argument("--threshold", action="append", metavar="FIELD=LO,HI")
+    c.add_argument("--calibration", action="append", metavar="KEY=VALUE")
+    c.add_argument("--tasmota-map", action="append", metavar="SENSOR.QUANTITY=FIELD",
+                   help="e.g. DS18B20-2.Temperature=temperature")
+    c.add_argument("--esphome-map", action="append", metavar="OBJECT_ID=FIELD", help="e.g. kolam_ph=ph")
+    c.add_argument("--tz-offset-s", type=int, help="UTC offset of the device's local Tasmota time (WITA: 28800)")
+    c.add_argument("--clear", action="append", choices=["interval_s", "thresholds", "calibration", "tasmota_map",
+                                                         "esphome_map", "tz_offset_s"])
     for name in ("decommission", "rotate-credentials"):
         p = rsub.add_parser(name)
         p.add_argument("device")
     reg.set_defaults(func=_registry)
+
+    led = sub.add_parser("ledger", help="received = stored + rejected by reason, from the running gateway")
+    led.add_argument("--url", help="gateway HTTP base URL (default: from settings)")
+    led.add_argument("--json", action="store_true")
+    led.set_defaults(func=_ledger)
 
     prov = sub.add_parser("provision", help="write Mosquitto password/ACL files, TLS CA and certificates")
     prov.add_argument("--out", required=True)

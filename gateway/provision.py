@@ -19,6 +19,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import pwd
 import signal
 from pathlib import Path
 
@@ -163,11 +164,31 @@ def render_broker_config(out: Path, *, port: int | None, tls_port: int | None, b
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+def broker_owner(user: str | None) -> tuple[int, int] | None:
+    """(uid, gid) the broker's secrets must belong to, or None when no ownership change is needed.
+
+    Mosquitto started as root drops privileges to its ``user`` (default ``mosquitto``) BEFORE it
+    reads ``password_file``, ``acl_file`` and the TLS ``keyfile`` (mosquitto.conf(5), "user";
+    2.0.11 measured: "Unable to open pwfile" for a root-owned 0600 file). Files written by a root
+    provisioning run are therefore handed to that user; as non-root nothing changes (a broker
+    started by the same account does not switch users).
+    """
+    if not user or os.geteuid() != 0:
+        return None
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        return None
+    return pw.pw_uid, pw.pw_gid
+
+
+def _write_atomic(path: Path, text: str, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
     """Write-then-rename: a broker reloading on SIGHUP never reads half a file."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.chmod(tmp, mode)
+    if owner:
+        os.chown(tmp, *owner)
     os.replace(tmp, path)
 
 
@@ -179,8 +200,9 @@ def write_auth_files(settings: Settings, out: Path, devices: list[Device] | None
             devices = reg.all()
     creds = _service_credentials(out / "service-credentials.json")
     hashes = {u: hash_password(pw) for u, pw in creds.items()}
-    _write_atomic(out / "password_file", render_passwords(devices, hashes), 0o600)
-    _write_atomic(out / "acl_file", render_acl(settings.mqtt.topic_root, devices))
+    owner = broker_owner(settings.gateway.broker_user)
+    _write_atomic(out / "password_file", render_passwords(devices, hashes), 0o600, owner)
+    _write_atomic(out / "acl_file", render_acl(settings.mqtt.topic_root, devices), 0o600, owner)
     return {"password_file": out / "password_file", "acl_file": out / "acl_file",
             "service_credentials": out / "service-credentials.json"}
 
@@ -215,6 +237,9 @@ def provision(
             make_ca_and_server_cert(out, hosts=(bind, "localhost") if bind != "localhost" else ("localhost",))
         paths.update({"ca_cert": out / "ca.crt", "ca_key": out / "ca.key", "server_cert": out / "server.crt",
                       "server_key": out / "server.key"})
+        owner = broker_owner(settings.gateway.broker_user)
+        if owner:  # the broker reads its key after dropping privileges; the CA key stays root's alone
+            os.chown(out / "server.key", *owner)
     conf = render_broker_config(out, port=port if port is not None else settings.mqtt.port,
                                 tls_port=tls_port if with_tls else None, bind=bind)
     (out / "mosquitto-auth.conf").write_text(conf)

@@ -146,7 +146,10 @@ class Registry:
 
     # ------------------------------------------------------------ writes
 
-    def _check(self, device: str, kind: str, city: str) -> None:
+    def _check(self, device: str, kind: str, city: str, lat: float | None = None, lon: float | None = None) -> None:
+        for name, v, lim in (("lat", lat, 90.0), ("lon", lon, 180.0)):
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not -lim <= v <= lim):
+                raise RegistryError(f"{name} {v!r} is not a coordinate in -{lim:g}..{lim:g}")
         if not DEVICE_RE.match(device):
             raise RegistryError(f"invalid device id {device!r} (letters, digits, '-' and '_', max 64)")
         if kind not in self.catalogue:
@@ -173,7 +176,7 @@ class Registry:
         An existing device keeps its credentials unless it has none; the password is
         returned only when one was created.
         """
-        self._check(device, kind, city)
+        self._check(device, kind, city, lat, lon)
         now = _now_ms()
         dept = department or self.catalogue[kind].department
         with self._lock:

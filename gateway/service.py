@@ -23,7 +23,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from kotacerdas import contract
+from kotacerdas import contract, device_config
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.contract import Limits, NormalizedReading, Reason, Rejection
 from kotacerdas.mqttwire import WireClient
@@ -44,6 +44,11 @@ PRUNE_EVERY_S = 600.0
 V1 = f"v{contract.VERSION}"
 DEVICE_INPUT = frozenset({"telemetry", "status", "ack"})
 ECHOED = frozenset({"config", "cmd"})  # device channels the gateway itself publishes
+
+
+# one message on its way through a batch: (topic, payload, RETAIN flag, origins); origins is None
+# for a device's own message, else the vendor messages an adapted one was made from
+Item = tuple[str, bytes, int, "list[tuple[str, bytes]] | None"]
 
 
 def _digest(payload: bytes) -> bytes:
@@ -69,6 +74,13 @@ class Metrics:
                                       registry=r)
         self.upstream_refused = Counter("kc_gateway_upstream_refused_total",
                                         "Messages the upstream broker acknowledged with a failure code", registry=r)
+        # the ledger (``GET /ledger``): every received message is stored, rejected by reason or ignored
+        self.stored = Counter("kc_gateway_stored_total", "Device messages accepted (a reading, a status or an ack)",
+                              ["channel"], registry=r)
+        self.ignored = Counter("kc_gateway_ignored_total",
+                               "Messages neither stored nor rejected: an empty status payload (a retained status "
+                               "cleared), a retained copy already handled, the gateway's own output echoed back",
+                               registry=r)
         self.batch_seconds = Histogram("kc_gateway_batch_seconds", "Time to validate and commit one batch", registry=r)
         self.retained_replays = Counter(
             "kc_gateway_retained_replays_total",
@@ -86,6 +98,8 @@ class Metrics:
             self.received.labels(ch)
         for ch in ("telemetry", "tasmota", "esphome"):
             self.retained_replays.labels(ch)
+        for ch in ("telemetry", "status", "ack"):
+            self.stored.labels(ch)
 
 
 class Gateway:
@@ -183,15 +197,17 @@ class Gateway:
         dead: list[Outgoing] = []
         with self.store.transaction() as txn:
             native, replayed = self._route(txn, msgs, t, dead)
-            telemetry: list[tuple[str, bytes, int]] = []
-            for topic, payload, retain in native:
+            telemetry: list[Item] = []
+            for item in native:
+                topic, payload, _, origins = item
                 channel = topic[topic.rfind("/") + 1:]
                 if channel == "telemetry":
-                    telemetry.append((topic, payload, retain))
+                    telemetry.append(item)
                 elif channel == "status":
-                    self._process_status(dead, topic, payload, t, status_changes, fresh=topic not in replayed)
+                    self._process_status(dead, topic, payload, t, status_changes, fresh=topic not in replayed,
+                                         origins=origins)
                 else:
-                    self._process_ack(dead, topic, payload, t)
+                    self._process_ack(dead, topic, payload, t, origins)
             accepted = self._telemetry(txn, telemetry, t, dead, status_changes)
             txn.queue_many(dead)
             txn.queue_many(accepted)
@@ -203,17 +219,26 @@ class Gateway:
                 self.metrics.rejected.labels(label).inc(n)
             elif what == "replayed":
                 self.metrics.retained_replays.labels(label).inc(n)
+            elif what == "stored":
+                self.metrics.stored.labels(label).inc(n)
+            elif what == "ignored":
+                self.metrics.ignored.inc(n)
             else:
                 self.metrics.accepted.inc(n)
         self.forwarder.wake.set()
 
-    def _route(self, txn: Any, msgs: list, t: int, dead: list[Outgoing]
-               ) -> tuple[list[tuple[str, bytes, int]], set[str]]:
+    def _dead_all(self, rej: Rejection, topic: str, payload: bytes, origins: list | None, t: int,
+                  dead: list[Outgoing]) -> None:
+        """One dead letter per message the device sent (an adapted reading may come from several)."""
+        for o_topic, o_payload in origins or [(topic, payload)]:
+            dead.append(self._dead(rej, o_topic, o_payload, t))
+
+    def _route(self, txn: Any, msgs: list, t: int, dead: list[Outgoing]) -> tuple[list[Item], set[str]]:
         """Sort a batch by where it came from: our own device topics (wide subscription: anything
         under the root that is not a device channel is dead-lettered), the gateway's own outputs
         echoed back (ignored), Tasmota/ESPHome (adapted), and retained copies already handled."""
         prefix = f"{self.root}/"
-        native: list[tuple[str, bytes, int]] = []
+        native: list[Item] = []
         foreign: list[tuple[str, bytes, int]] = []
         replayed: set[str] = set()
         tally = self._tally
@@ -225,6 +250,7 @@ class Gateway:
             parts = topic.split("/")
             if len(parts) > 2 and parts[2] == contract.PLATFORM or (len(parts) == 6 and parts[5] in ECHOED):
                 tally[("received", "echo")] += 1  # our own config/cmd/dead letters: not device input
+                tally[("ignored", "")] += 1
                 continue
             ch = parts[5] if len(parts) == 6 and parts[1] == V1 else ""
             if ch not in DEVICE_INPUT:
@@ -237,14 +263,15 @@ class Gateway:
             tally[("received", ch)] += 1
             if retain:
                 replayed.add(topic)
-            native.append((topic, payload, retain))
+            native.append((topic, payload, retain, None))
         # retained telemetry replayed at (re)subscription: handled once, then only counted
-        again = txn.retained_known([(tp, _digest(p)) for tp, p, r in native if r and tp.endswith("/telemetry")])
+        again = txn.retained_known([(tp, _digest(p)) for tp, p, r, _ in native if r and tp.endswith("/telemetry")])
         if again:
             kept = []
             for item in native:
                 if item[2] and (item[0], _digest(item[1])) in again:
                     tally[("replayed", "telemetry")] += 1
+                    tally[("ignored", "")] += 1
                 else:
                     kept.append(item)
             native = kept
@@ -252,23 +279,24 @@ class Gateway:
             native += self._adapt(txn, foreign, t, dead)
         return native, replayed
 
-    def _telemetry(self, txn: Any, items: list[tuple[str, bytes, int]], t: int, dead: list[Outgoing],
+    def _telemetry(self, txn: Any, items: list[Item], t: int, dead: list[Outgoing],
                    status_changes: dict[str, DeviceState]) -> list[Outgoing]:
         """Batched: one decode and cached topic parse per message, one dedup statement per batch."""
-        results = self.validator.validate_many([(tp, p) for tp, p, _ in items], t)
-        cands: list[tuple[NormalizedReading, str, bytes, int]] = []
+        results = self.validator.validate_many([(tp, p) for tp, p, _, _ in items], t)
+        cands: list[tuple[NormalizedReading, Item]] = []
         first_seq: dict[tuple[str, int], int] = {}
-        repeats: list[tuple[NormalizedReading, str, bytes, int]] = []
-        for (topic, payload, retain), r in zip(items, results):
+        repeats: list[tuple[NormalizedReading, Item]] = []
+        for item, r in zip(items, results):
+            topic, payload, _, origins = item
             if isinstance(r, Rejection):
-                dead.append(self._dead(r, topic, payload, t))
+                self._dead_all(r, topic, payload, origins, t, dead)
                 continue
             dev = self._devices.get(r.device)
             if dev is None:
                 dev = self._lookup_or_register(r.device, r.kind, r.city)
             rej = check_registry(dev, r.device, r.kind, r.city)
             if rej is not None:
-                dead.append(self._dead(rej, topic, payload, t))
+                self._dead_all(rej, topic, payload, origins, t, dead)
                 continue
             n = NormalizedReading(
                 city=r.city, kind=r.kind, device=r.device, ts_ms=r.ts_ms, seq=r.seq, fields=r.fields,
@@ -276,28 +304,31 @@ class Gateway:
                 lat=dev.lat, lon=dev.lon, rx_ms=t)
             key = (r.device, r.ts_ms)
             if key in first_seq:
-                repeats.append((n, topic, payload, retain))
+                repeats.append((n, item))
             else:
                 first_seq[key] = r.seq
-                cands.append((n, topic, payload, retain))
-        known = txn.claim([(n.device, n.ts_ms, n.seq) for n, _, _, _ in cands])
+                cands.append((n, item))
+        known = txn.claim([(n.device, n.ts_ms, n.seq) for n, _ in cands])
         accepted: list[NormalizedReading] = []
-        for i, (n, topic, payload, retain) in enumerate(cands + repeats):
+        stored = 0
+        for i, (n, (topic, payload, retain, origins)) in enumerate(cands + repeats):
             key = (n.device, n.ts_ms)
             if key in known or i >= len(cands):
                 held = known.get(key, first_seq[key])
                 if held == n.seq and retain:
                     self._tally[("replayed", "telemetry")] += 1  # a retained copy of a reading we stored
+                    self._tally[("ignored", "")] += 1
                 elif held == n.seq:
-                    dead.append(self._dead(Rejection(Reason.DUPLICATE, f"seq {n.seq} at ts {n.ts_ms} already seen"),
-                                           topic, payload, t))
+                    self._dead_all(Rejection(Reason.DUPLICATE, f"seq {n.seq} at ts {n.ts_ms} already seen"),
+                                   topic, payload, origins, t, dead)
                 else:
-                    dead.append(self._dead(Rejection(
-                        Reason.TIMESTAMP_CONFLICT, f"ts {n.ts_ms} already holds seq {held} of this device, "
-                                                   f"not seq {n.seq}"), topic, payload, t))
+                    self._dead_all(Rejection(Reason.TIMESTAMP_CONFLICT, f"ts {n.ts_ms} already holds seq {held} of "
+                                             f"this device, not seq {n.seq}"), topic, payload, origins, t, dead)
                 continue
             accepted.append(n)
+            stored += len(origins) if origins else 1
         self._tally[("accepted", "")] += len(accepted)
+        self._tally[("stored", "telemetry")] += stored
         # one lifecycle update per device and batch (all share the receive time t)
         latest: dict[str, NormalizedReading] = {}
         bat: dict[str, float] = {}
@@ -327,62 +358,69 @@ class Gateway:
             out.append(Outgoing(topic, enc(n), qos=1))
         return out
 
-    def _process_ack(self, dead: list[Outgoing], topic: str, payload: bytes, t: int) -> None:
+    def _process_ack(self, dead: list[Outgoing], topic: str, payload: bytes, t: int, origins: list | None) -> None:
         a = parse_ack(topic, payload, root=self.root, limits=self.limits, lookup=self.lookup)
         if isinstance(a, Rejection):
-            dead.append(self._dead(a, topic, payload, t))
+            self._dead_all(a, topic, payload, origins, t, dead)
             return
+        self._tally[("stored", "ack")] += len(origins) if origins else 1
         with self._lock_lifecycle:
             self.acks.setdefault(a["device"], deque(maxlen=50)).append({**a, "rx": t})
         log.info("command acknowledged", extra=a)
 
-    def _adapt(self, txn: Any, raw: list[tuple[str, bytes, int]], t: int, dead: list[Outgoing]
-               ) -> list[tuple[str, bytes, int]]:
+    def _adapt(self, txn: Any, raw: list[tuple[str, bytes, int]], t: int, dead: list[Outgoing]) -> list[Item]:
         """Count what arrived and translate Tasmota/ESPHome messages into our contract.
 
-        ESPHome publishes its states retained and without a timestamp: every state seen is
-        remembered by (topic, digest), so the broker's replay at (re)subscription is counted,
-        not stored again with a new time. A retained Tasmota SENSOR replay likewise."""
+        Every item keeps its origins (the messages the device sent) for dead letters and the ledger.
+        Retained copies the broker replays at every (re)subscription are handled once: ESPHome
+        states (retained by default) are remembered by (topic, digest), also when they arrive live,
+        and so is a retained Tasmota SENSOR; a replay of one already handled is counted, not
+        stored or dead-lettered again."""
         g = self.s.gateway
         esph = "esphome" in g.adapters
         remember = [(tp, _digest(p)) for tp, p, r in raw
-                    if (r and tp.endswith("/SENSOR")) or (esph and "/sensor/" in tp)]
+                    if (r and tp.endswith("/SENSOR")) or (esph and tp.startswith(g.esphome_prefix) and "sensor/" in tp)]
         again = txn.retained_known(remember) if remember else set()
-        native: list[tuple[str, bytes, int]] = []
-        esphome: list[tuple[str, bytes]] = []
+        native: list[Item] = []
+        esphome: list[tuple[str, bytes, bool]] = []
         for topic, payload, retain in raw:
             if retain and again and (topic, _digest(payload)) in again:
-                self._tally[("replayed", "esphome" if "/sensor/" in topic else "tasmota")] += 1
+                self._tally[("replayed", "tasmota" if topic.endswith("/SENSOR") else "esphome")] += 1
+                self._tally[("ignored", "")] += 1
                 continue
             res = None
             if "tasmota" in g.adapters:
                 res = adapters.tasmota_sensor(topic, payload, root=self.root, prefix=g.tasmota_prefix,
                                               catalogue=self.catalogue, lookup=self.lookup, rx_ms=t,
                                               tz_offset_s=g.adapter_tz_offset_s)
-                if res is None:
-                    res = adapters.tasmota_lwt(topic, payload, root=self.root, prefix=g.tasmota_prefix,
-                                               lookup=self.lookup, rx_ms=t)
+                for other in (adapters.tasmota_lwt, adapters.tasmota_state):
+                    if res is None:
+                        res = other(topic, payload, root=self.root, prefix=g.tasmota_prefix, lookup=self.lookup,
+                                    rx_ms=t)
             if res is not None:
                 self._tally[("received", "tasmota")] += 1
                 if isinstance(res, Rejection):
                     dead.append(self._dead(res, topic, payload, t))
                 else:
-                    native.append((res[0], res[1], 0))
+                    native.append((res.topic, res.payload, 0, res.origins))
             elif esph:
                 self._tally[("received", "esphome")] += 1
-                esphome.append((topic, payload))
+                esphome.append((topic, payload, bool(retain)))
+            else:
+                self._tally[("received", "other")] += 1
+                dead.append(self._dead(Rejection(Reason.BAD_TOPIC, "no adapter takes this topic"), topic, payload, t))
         if esphome:
-            originals = dict(esphome)
-            for topic, res in adapters.esphome_batch(esphome, root=self.root, prefix=g.esphome_prefix,
-                                                     catalogue=self.catalogue, lookup=self.lookup, rx_ms=t):
+            for origins, res in adapters.esphome_batch(esphome, root=self.root, prefix=g.esphome_prefix,
+                                                       catalogue=self.catalogue, lookup=self.lookup, rx_ms=t):
                 if isinstance(res, Rejection):
-                    dead.append(self._dead(res, topic, originals.get(topic, b""), t))
+                    self._dead_all(res, "", b"", origins, t, dead)
                 else:
-                    native.append((res[0], res[1], 0))
+                    native.append((res.topic, res.payload, 0, res.origins))
         return native
 
     def _process_status(self, dead: list[Outgoing], topic: str, payload: bytes, t: int,
-                        changes: dict[str, DeviceState], fresh: bool = True) -> None:
+                        changes: dict[str, DeviceState], fresh: bool = True, origins: list | None = None) -> None:
+        n_origins = len(origins) if origins else 1
         parts = topic.split("/")
 
         def lookup(dev_id: str) -> Device | None:
@@ -390,10 +428,12 @@ class Gateway:
 
         st = parse_status(topic, payload, root=self.root, limits=self.limits, catalogue=self.catalogue, lookup=lookup)
         if st is None:
+            self._tally[("ignored", "")] += n_origins  # an empty payload clears a retained status
             return
         if isinstance(st, Rejection):
-            dead.append(self._dead(st, topic, payload, t))
+            self._dead_all(st, topic, payload, origins, t, dead)
             return
+        self._tally[("stored", "status")] += n_origins
         assert isinstance(st, StatusMessage)
         dev = self.lookup(st.device)
         with self._lock_lifecycle:
@@ -530,13 +570,14 @@ class Gateway:
         self.forwarder.wake.set()
 
     def config_payload(self, config: dict) -> bytes:
-        return json.dumps({"v": 1, **config}, separators=(",", ":")).encode()
+        """Only what the firmware takes; adapter settings (tasmota_map, ...) stay here."""
+        return json.dumps({"v": 1, **device_config.device_part(config)}, separators=(",", ":")).encode()
 
     def _republish_configs(self) -> None:
         """The registry is the source of truth: re-assert every device's retained config at start
         (a broker that lost its retained store, or a config set from the CLI while we were down)."""
         with self._dev_lock:
-            devices = [d for d in self._devices.values() if d.active and d.config]
+            devices = [d for d in self._devices.values() if d.active and device_config.device_part(d.config)]
         if devices:
             self.store.enqueue(
                 Outgoing(contract.config_topic(self.root, d.city, d.kind, d.device), self.config_payload(d.config),
@@ -554,9 +595,10 @@ class Gateway:
         subs = [(t, 1) for t in contract.gateway_subscriptions(self.root)]
         g = self.s.gateway
         if "tasmota" in g.adapters:
-            subs += [(f"{g.tasmota_prefix}tele/+/SENSOR", 1), (f"{g.tasmota_prefix}tele/+/LWT", 1)]
+            subs += [(f"{g.tasmota_prefix}tele/+/{leaf}", 1) for leaf in ("SENSOR", "LWT", "STATE")]
         if "esphome" in g.adapters:
-            subs += [(f"{g.esphome_prefix}+/sensor/+/state", 1), (f"{g.esphome_prefix}+/status", 1)]
+            subs += [(f"{g.esphome_prefix}+/sensor/+/state", 1), (f"{g.esphome_prefix}+/binary_sensor/+/state", 1),
+                     (f"{g.esphome_prefix}+/status", 1)]
         return subs
 
     # paho (TLS to the devices' broker) callbacks

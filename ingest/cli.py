@@ -39,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
                "spool": str(settings.ingest.spool_path)},
     )
     while not done.wait(1.0):
-        if svc._stopped.is_set():  # the writer died: exit non-zero so a supervisor restarts us
+        if svc.stopped:  # the writer died: exit non-zero so a supervisor restarts us
             log.error("writer stopped unexpectedly")
             health.stop()
             return 1
@@ -69,11 +69,19 @@ def _spool(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jetstream(args: argparse.Namespace) -> int:
+    from ingest import jetstream
+
+    return jetstream.main(load_settings())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="kotacerdas ingest", description="stream normalised telemetry into InfluxDB")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("run", help="run the ingest service (SIGTERM to stop)").set_defaults(fn=_run)
     sub.add_parser("setup", help="create database, retention policies and continuous queries").set_defaults(fn=_setup)
+    sub.add_parser("jetstream", help="run one worker of the ingest group on the NATS backbone (docs/scale.md)"
+                   ).set_defaults(fn=_jetstream)
     sub.add_parser("spool", help="show what waits in the on-disk spool").set_defaults(fn=_spool)
     args = p.parse_args(argv)
     return int(args.fn(args))

@@ -30,8 +30,11 @@ class Field:
     expected_hi: float
     resolution: float
     typical: float
-    fiware: str
+    fiware: str  # FIWARE Smart Data Model attribute; "" = the model has none
     sensor: str
+    fiware_scale: float = 1.0  # catalogue unit -> the model's unit
+    fiware_unit: str = ""  # UN/CEFACT code of the model's unit
+    measurand: str = ""  # WaterQualityObserved `measurand` formula, when not an attribute
 
     def in_range(self, value: float) -> bool:
         return self.lo <= value <= self.hi
@@ -113,8 +116,11 @@ def _field(name: str, spec: Mapping, where: str) -> Field:
             expected_hi=ehi,
             resolution=float(spec["resolution"]),
             typical=float(spec.get("typical", (lo + hi) / 2)),
-            fiware=str(spec.get("fiware", name)),
+            fiware="" if spec.get("fiware", name) is None else str(spec.get("fiware", name)),
             sensor=str(spec.get("sensor", "")),
+            fiware_scale=float(spec.get("fiware_scale", 1.0)),
+            fiware_unit=str(spec.get("fiware_unit", "")),
+            measurand=str(spec.get("measurand", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CatalogueError(f"{where}.{name}: bad field spec ({exc})") from exc

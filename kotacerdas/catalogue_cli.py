@@ -26,6 +26,6 @@ def main(argv: list[str] | None = None) -> int:
         for col in ("field", "unit", "range", "expected", "resolution", "FIWARE", "sensor"):
             t.add_column(col)
         for f in kind.fields:
-            t.add_row(f.name, f.unit, f"{f.lo:g}..{f.hi:g}", f"{f.expected_lo:g}..{f.expected_hi:g}", f"{f.resolution:g}", f.fiware, f.sensor)
+            t.add_row(f.name, f.unit, f"{f.lo:g}..{f.hi:g}", f"{f.expected_lo:g}..{f.expected_hi:g}", f"{f.resolution:g}", f.fiware or (f"measurand {f.measurand}" if f.measurand else "-"), f.sensor)
         con.print(t)
     return 0

@@ -67,6 +67,8 @@ class Reason(str, enum.Enum):
     DUPLICATE = "duplicate"
     # a second reading of a device at the same ts with another seq: InfluxDB would keep only one
     TIMESTAMP_CONFLICT = "timestamp_conflict"
+    # a retained vendor message (ESPHome state) replayed at subscription: its age is unknown
+    RETAINED_REPLAY = "retained_replay"
     # decided by ingest when the database refuses a point:
     WRITE_REJECTED = "write_rejected"
 

@@ -135,6 +135,8 @@ def run_demo(settings: Settings, scenario: str, serve: bool, timeout_s: float) -
         "KC_INGEST__SPOOL_PATH": str(rundir / "ingest/spool"), "KC_INGEST__CLIENT_ID": f"kc-ingest-{run_id}",
         "KC_GATEWAY__HTTP_PORT": str(ports["gateway"]), "KC_INGEST__HTTP_PORT": str(ports["ingest"]),
         "KC_ANALYTICS__HTTP_PORT": str(ports["analytics"]), "KC_API__PORT": str(ports["api"]),
+        # the open-data API places stations with the device list the gateway imports
+        "KC_STATIONS_FILE": str(rundir / "devices.json"),
     })
     console.rule(f"[bold]Kota Cerdas demo[/] run {run_id}: scenario {scenario!r}, topic root {root!r}, database {database!r}")
     with InfluxClient(settings.influx.model_copy(update={"database": database})) as influx:

@@ -6,6 +6,7 @@ import ssl
 import threading
 import time
 import uuid
+from typing import Any, Callable
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -28,7 +29,7 @@ def make_client(
     """
     cid = client_id or f"kc-{uuid.uuid4().hex[:12]}"
     proto = paho.MQTTv5 if v5 else paho.MQTTv311
-    kwargs = {} if v5 else {"clean_session": clean}
+    kwargs: dict[str, Any] = {} if v5 else {"clean_session": clean}
     c = paho.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=proto, manual_ack=manual_ack, **kwargs)
     c._kc_clean = clean  # type: ignore[attr-defined]  # read by connect()
     if settings.username:
@@ -46,7 +47,7 @@ def connect(c: paho.Client, settings: MqttSettings, *, session_expiry_s: int = 7
     done = threading.Event()
     result: dict[str, object] = {}
 
-    prev = c.on_connect
+    prev: Callable[..., None] | None = c.on_connect
 
     def on_connect(client, userdata, flags, rc, props=None):  # noqa: ANN001
         result["rc"] = rc

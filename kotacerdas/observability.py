@@ -24,7 +24,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object a line: ts, level, logger, msg and any ``extra=`` keys."""
 
     def format(self, record: logging.LogRecord) -> str:
-        doc = {
+        doc: dict[str, object] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,

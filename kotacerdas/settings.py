@@ -48,6 +48,21 @@ class InfluxSettings(BaseModel):
     timeout_s: float = 10.0
 
 
+class BackboneSettings(BaseModel):
+    """The clustered backbone (NATS JetStream with MQTT, kotacerdas/backbone.py); off = Mosquitto only."""
+
+    # NATS client URLs of the cluster's nodes; a worker reconnects to any of them
+    servers: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    # messages one worker fetches at once (one InfluxDB write per city per fetch)
+    fetch_batch: int = 2000
+    # un-acked messages the whole consumer group may hold; JetStream stops handing out more
+    max_ack_pending: int = 20000
+    # a message not acked this long after delivery goes to another worker (a dead worker's share)
+    ack_wait_s: float = 30.0
+    # a batch whose InfluxDB is down is NAKed and offered again after this delay
+    nak_delay_s: float = 2.0
+
+
 class ContractSettings(BaseModel):
     max_payload_bytes: int = 4096
     # Device clocks: how far ahead/behind "now" a reading may be stamped.
@@ -93,6 +108,9 @@ class GatewaySettings(BaseModel):
     provision_dir: Path | None = None
     # ... and SIGHUPs the Mosquitto whose pid is in this file so it reloads them
     broker_pid_file: Path | None = None
+    # the account a root-started Mosquitto drops to (its `user` option); provisioning as root hands
+    # it the password file, ACL and TLS key, which it reads only after dropping privileges
+    broker_user: str | None = "mosquitto"
 
 
 class IngestSettings(BaseModel):
@@ -126,8 +144,6 @@ class IngestSettings(BaseModel):
     # 1 MiB read, one write per batch of PUBACKs); "paho": paho-mqtt. paho is used anyway for TLS
     # (mqtt.tls_ca) and MQTT 5 (mqtt_v5).
     mqtt_client: Literal["wire", "paho"] = "wire"
-    # paho only: buffered reads and one write for a batch's PUBACKs (ingest/fastsock.py)
-    fast_mqtt: bool = True
     # MQTT 3.1.1 by default: paho skips v5 property parsing (~1/3 less CPU per message,
     # docs/benchmarks.md) and Mosquitto honours $share/ there too; true = MQTT 5
     mqtt_v5: bool = False
@@ -145,6 +161,12 @@ class AnalyticsSettings(BaseModel):
     alert_email_to: dict[str, str] = Field(default_factory=dict)
     webhook_attempts: int = 4
     webhook_backoff_s: float = 0.5
+    # alert rules and subscriptions (YAML, validated at start); None = the shipped analytics/rules.yaml
+    rules_file: Path | None = None
+    # failed e-mails/webhooks are retried from a durable outbox with backoff (webhook_backoff_s doubling,
+    # capped at delivery_max_backoff_s) until delivered or delivery_max_attempts were made
+    delivery_max_attempts: int = 12
+    delivery_max_backoff_s: float = 3600.0
     # bearer token required to acknowledge alerts over the HTTP API
     admin_token: SecretStr = SecretStr("change-me")
     publish_alerts_mqtt: bool = True
@@ -159,6 +181,21 @@ class ApiSettings(BaseModel):
     rate_limit_per_minute: int = 600
     # open-data API: seconds a dataset answer is reused (0 = query InfluxDB on every request)
     cache_ttl_s: float = 10.0
+    # a station is shown offline when its last message is older than this many report intervals
+    stale_after_intervals: float = 3.0
+    # DCAT dataset metadata
+    publisher: str = "Pemerintah Kota (Dinas Lingkungan Hidup) - Kota Cerdas open data"
+    publisher_url: str | None = None
+    public_url: str | None = None  # base URL the API is reached at (links in metadata); None = the request's
+
+
+class RoutingSettings(BaseModel):
+    """City -> InfluxDB (kotacerdas/routing.py). A city not listed uses ``Settings.influx``.
+
+    TOML: ``[routing.cities.bogor] url = "http://10.0.0.12:8086"`` (database etc. as in [influx]).
+    """
+
+    cities: dict[str, InfluxSettings] = Field(default_factory=dict)
 
 
 class Settings(BaseSettings):
@@ -170,6 +207,9 @@ class Settings(BaseSettings):
 
     city: str = "depok"
     state_dir: Path = Path(".kc")
+    # the device list (`kotacerdas simulate devices` / gateway registry export format: a JSON array of
+    # {"device","kind","city","district","lat","lon"}) that gives stations their coordinates
+    stations_file: Path | None = None
     log_level: str = "INFO"
     log_json: bool = True
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
@@ -179,6 +219,8 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     analytics: AnalyticsSettings = Field(default_factory=AnalyticsSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    backbone: BackboneSettings = Field(default_factory=BackboneSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     @classmethod
     def settings_customise_sources(

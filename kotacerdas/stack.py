@@ -350,7 +350,7 @@ def down(settings: Settings) -> None:
 
 
 def status(settings: Settings) -> list[dict[str, object]]:
-    rows = []
+    rows: list[dict[str, object]] = []
     for d in _stack(settings):
         rows.append({"service": d.name, "pid": d.pid(), "address": f"{d.host}:{d.port}", "ready": d.ready(), "dir": str(d.workdir)})
     return rows

@@ -11,6 +11,9 @@ need_apt=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv python3-pip)
 command -v influxd >/dev/null || [ -x /usr/bin/influxd ] || need_apt+=(influxdb)
 command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto mosquitto-clients)
+# the clustered backbone (docs/scale.md): NATS JetStream for the pipeline, RabbitMQ for the choice bench
+command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
 command -v node >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   command -v apt-get >/dev/null || { echo "need ${need_apt[*]} but there is no apt-get: install them by hand" >&2; exit 2; }

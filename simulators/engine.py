@@ -126,11 +126,11 @@ class Run:
     def _chunk(self, kind_name: str, c0: int, c1: int, ci: int) -> list[Msg]:
         fl = self.fleets[kind_name]
         kind = self.cat[kind_name]
-        I = fl.interval_ms
-        k_lo = max(0, (c0 - self.start_ms) // I - 1)
-        k_hi = (c1 - self.start_ms) // I + 1
+        step = fl.interval_ms
+        k_lo = max(0, (c0 - self.start_ms) // step - 1)
+        k_hi = (c1 - self.start_ms) // step + 1
         ks = np.arange(k_lo, k_hi + 1, dtype=np.int64)
-        ts = self.start_ms + fl.phase_ms[:, None] + ks[None, :] * I          # (devices, slots)
+        ts = self.start_ms + fl.phase_ms[:, None] + ks[None, :] * step          # (devices, slots)
         valid = (ts >= c0) & (ts < c1) & (ts <= self.end_ms)
         if not valid.any():
             return []

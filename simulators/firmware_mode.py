@@ -88,7 +88,7 @@ class FirmwareFleet:
     def finish(self, grace_s: float = 30.0) -> dict:
         """Wait for every firmware device (they stop after their duration); report exit codes."""
         out: dict = {"devices": len(self.procs), "failed": 0, "exit_codes": {}, "results": {}}
-        for kind, dev, p in self.procs:
+        for _kind, dev, p in self.procs:
             try:
                 stdout, err = p.communicate(timeout=grace_s)
             except subprocess.TimeoutExpired:

@@ -102,3 +102,52 @@ def mqtt_for(broker: stack.MosquittoProcess, root: str = "kc") -> MqttSettings:
 
 def influx_for(ix: stack.InfluxProcess, database: str = "kotacerdas") -> InfluxSettings:
     return InfluxSettings(url=ix.url, database=database)
+
+
+# --- the `unit` marker: pure tests, no broker, no database, no subprocess ------------------------
+#
+# A test is `unit` unless it asks for one of the I/O fixtures below, carries a slow marker, or is
+# marked `io` explicitly (a test that opens a socket or starts a process without a fixture).
+# `pytest -m unit` is the fast first step of scripts/test.sh. The marker is enforced, not trusted:
+# a unit test that connects a socket or spawns a process fails with a message saying to mark it `io`.
+
+IO_FIXTURES = frozenset({"base_settings", "settings", "influx", "private_broker", "private_influx"})
+NOT_UNIT_MARKERS = ("io", "long", "soak", "micropython")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(item.get_closest_marker(m) for m in NOT_UNIT_MARKERS):
+            continue
+        if IO_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            continue
+        item.add_marker(pytest.mark.unit)
+
+
+class NotAUnitTest(AssertionError):
+    """A test marked `unit` reached for the network or a subprocess."""
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_stay_pure(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.get_closest_marker("unit") is None:
+        return
+    import socket
+    import subprocess
+
+    def refuse(what: str) -> Callable[..., None]:
+        def _refuse(*_a: object, **_k: object) -> None:
+            raise NotAUnitTest(f"{request.node.nodeid}: a `unit` test {what}; mark it `@pytest.mark.io`")
+
+        return _refuse
+
+    real_connect = socket.socket.connect
+
+    def connect(sock: socket.socket, address: object) -> None:
+        if sock.family == socket.AF_UNIX:
+            return real_connect(sock, address)
+        refuse("opened a network connection")()
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("opened a network connection"))
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("started a subprocess"))

@@ -73,6 +73,17 @@ class Board:
                 self.wdt.feed()
                 time.sleep_ms(100)
 
+    def wifi_reset(self):
+        # power-cycle the radio: clears a wedged driver state that reconnects alone do not
+        try:
+            self.sta.disconnect()
+        except OSError:
+            pass
+        self.sta.active(False)
+        self.wdt.feed()
+        time.sleep_ms(200)
+        self.sta.active(True)
+
     def wifi_connected(self):
         return self.sta.isconnected()
 
@@ -109,6 +120,13 @@ class Board:
 
     def reset(self):
         machine.reset()
+
+    def reset_cause(self):
+        c = machine.reset_cause()
+        for name in ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET"):
+            if getattr(machine, name, None) == c:
+                return name[:-6].lower()  # "pwron", "wdt", "deepsleep", ...
+        return str(c)
 
     def storage_dir(self):
         return "/data"

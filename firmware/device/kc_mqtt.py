@@ -154,10 +154,30 @@ def parse_publish(first, body):
     return topic, body[pos:], qos, pid, bool(first & 1), bool(first & 8)
 
 
-def _is_timeout(exc):
+# Transport (the resilience ideas of Peter Hinch's mqtt_as, written anew): the socket is
+# non-blocking from the start and every wait is a select.poll slice of at most SLICE_MS with a
+# deadline, calling `idle` (the node feeds the watchdog there). MicroPython's TLS socket has no
+# settimeout() and its handshake runs inside the first read/write, so the same write loop that
+# sends CONNECT also drives the handshake. Reads go into one preallocated buffer (readinto).
+SLICE_MS = 50
+# "try again" errnos: EAGAIN, EINPROGRESS, ETIMEDOUT (MicroPython/Linux numbering), BSD EAGAIN,
+# and 118/119, which lwIP on the ESP32 returns while a non-blocking connect or write is pending
+BUSY_ERRNOS = (11, 35, 110, 115, 118, 119)
+POLLIN = 1
+POLLOUT = 4
+try:
+    import select as _select
+except ImportError:  # the WebAssembly port: stand-in sockets only, no waiting needed
+    _select = None  # type: ignore[assignment]
+
+
+def _busy(exc):
+    """True for "would block" (MicroPython errno, CPython BlockingIOError or ssl want-read/write)."""
+    name = type(exc).__name__
+    if name in ("SSLWantReadError", "SSLWantWriteError", "BlockingIOError"):
+        return True
     a = exc.args[0] if exc.args else None
-    # CPython: socket.timeout("timed out"); MicroPython: EAGAIN 11 / ETIMEDOUT 110 (116 on some libcs)
-    return a is None or isinstance(a, str) or a in (11, 35, 110, 116)
+    return a in BUSY_ERRNOS
 
 
 class MQTTClient:
@@ -166,11 +186,12 @@ class MQTTClient:
     Unacknowledged QoS 1 publishes stay in ``inflight`` across disconnects and are
     re-sent with DUP on the next connect, as 3.1.1 section 4.4 requires for
     clean_session=0; ``on_puback(pid)`` tells the caller when one is acknowledged.
+    Every failure of the link (socket, TLS, DNS, protocol) surfaces as OSError or MQTTError.
     """
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=60,
                  ssl=False, ssl_params=None, socket_factory=None, max_inflight=16,
-                 retry_ms=0, max_packet=8192):
+                 retry_ms=0, max_packet=8192, io_timeout_ms=10000, idle=None):
         self.client_id = client_id
         self.host = host
         self.port = port
@@ -182,10 +203,16 @@ class MQTTClient:
         self.socket_factory = socket_factory
         self.max_inflight = max_inflight
         self.max_packet = max_packet
+        self.io_timeout_ms = io_timeout_ms
+        self.idle = idle  # called in every wait slice (watchdog)
         # 0: resend only on reconnect (the spec's rule); >0: also after this long unacked
         self.retry_ms = retry_ms
         self.sock = None
+        self._poll = None
+        self._rb = bytearray(512)
+        self._rmv = memoryview(self._rb)
         self.rbuf = bytearray()
+        self.addr_cache = {}
         self.pid = 0
         self.inflight = {}   # pid -> [topic, msg, retain, sent_ticks]
         self.order = []      # pids in send order, so re-sends keep the original order
@@ -196,59 +223,125 @@ class MQTTClient:
         self.last_rx = _ticks_ms()
         self.ping_outstanding = False
         self.session_present = False
-        self.stats = {"connects": 0, "published": 0, "acked": 0, "resent": 0, "received": 0, "pings": 0}
+        self.stats = {"connects": 0, "published": 0, "acked": 0, "resent": 0, "received": 0, "pings": 0,
+                      "dns_cached": 0}
 
     # -- connection ------------------------------------------------------
     def set_last_will(self, topic, msg, retain=False, qos=0):
         self.will = (topic, msg, retain, qos)
 
-    def _open(self, timeout_s):
-        if self.socket_factory is not None:
-            return self.socket_factory(self.host, self.port, timeout_s)
-        import socket
-        addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1]
-        s = socket.socket()
-        s.settimeout(timeout_s)
+    def _resolve(self, socket):
+        # DNS on a flaky uplink fails more often than the broker does: keep the last answer
+        key = (self.host, self.port)
         try:
-            s.connect(addr)
-        except OSError:
+            addr = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0][-1]
+            self.addr_cache[key] = addr
+            return addr
+        except Exception as e:  # noqa: BLE001  (OSError, or IndexError on an empty answer)
+            if key in self.addr_cache:
+                self.stats["dns_cached"] += 1
+                return self.addr_cache[key]
+            raise OSError("dns: %r" % (e,)) from None
+
+    def _wait(self, sock, event, ms):
+        """Wait up to ms for event on sock; feeds `idle` first. No poller: return at once."""
+        if self.idle is not None:
+            self.idle()
+        p = self._poll
+        if p is None or ms <= 0:
+            return True
+        try:
+            p.register(sock, event)
+        except (TypeError, ValueError, OSError):  # a stand-in socket without ioctl/fileno
+            self._poll = None
+            return True
+        return bool(p.poll(ms))
+
+    def _open(self, timeout_ms):
+        if self.socket_factory is not None:
+            self._poll = None
+            return self.socket_factory(self.host, self.port, timeout_ms / 1000)
+        import socket
+        if self.idle is not None:
+            self.idle()
+        addr = self._resolve(socket)
+        s = socket.socket()
+        self._poll = _select.poll() if _select is not None else None
+        try:
+            s.setblocking(False)
+            try:
+                s.connect(addr)
+            except OSError as e:
+                if not _busy(e):
+                    raise
+            start = _ticks_ms()
+            while not self._wait(s, POLLOUT, SLICE_MS):
+                if _ticks_diff(_ticks_ms(), start) > timeout_ms:
+                    raise OSError(110, "tcp connect timeout")
+            if hasattr(s, "getsockopt") and hasattr(socket, "SO_ERROR"):  # CPython reports the result here
+                err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, "tcp connect failed")
+            if self.ssl:
+                s = self._wrap_tls(s, timeout_ms, start)
+            return s
+        except BaseException:
             s.close()
             raise
-        if self.ssl:
-            return self._wrap_tls(s)
-        return s
 
-    def _wrap_tls(self, s):
-        # ssl.SSLContext is the same API on MicroPython >= 1.23 (mbedTLS) and CPython, so the
-        # virtual device exercises this exact path. cadata = the broker CA in DER.
+    def _wrap_tls(self, s, timeout_ms, start):
+        # ssl.SSLContext is the same API on MicroPython >= 1.23 (mbedTLS) and CPython.
+        # cadata = the broker CA in DER. No do_handshake_on_connect: on a non-blocking socket
+        # the handshake is driven by our own wait loop (CPython: do_handshake(); MicroPython:
+        # inside the first write, i.e. the CONNECT packet's write loop).
         import ssl as _ssl
         ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
         ca = self.ssl_params.get("cadata")
         # setattr: the ESP32 stubs lack SSLContext.verify_mode, which MicroPython documents and has
-        try:
-            if ca:
-                setattr(ctx, "verify_mode", _ssl.CERT_REQUIRED)
-                ctx.load_verify_locations(cadata=ca)
-            else:
-                # encrypted but unauthenticated: only for bench setups; deploy with a CA
-                if hasattr(ctx, "check_hostname"):
-                    setattr(ctx, "check_hostname", False)
-                setattr(ctx, "verify_mode", _ssl.CERT_NONE)
-            return ctx.wrap_socket(s, server_hostname=self.host)
-        except Exception:
-            s.close()
-            raise
+        if ca:
+            setattr(ctx, "verify_mode", _ssl.CERT_REQUIRED)
+            ctx.load_verify_locations(cadata=ca)
+        else:
+            # encrypted but unauthenticated: only for bench setups; deploy refuses --tls without a CA
+            if hasattr(ctx, "check_hostname"):
+                setattr(ctx, "check_hostname", False)
+            setattr(ctx, "verify_mode", _ssl.CERT_NONE)
+        t = ctx.wrap_socket(s, server_hostname=self.host, do_handshake_on_connect=False)
+        if hasattr(t, "do_handshake"):
+            while True:
+                try:
+                    t.do_handshake()
+                    break
+                except OSError as e:
+                    if not _busy(e):
+                        raise
+                if _ticks_diff(_ticks_ms(), start) > timeout_ms:
+                    raise OSError(110, "tls handshake timeout")
+                self._wait(t, POLLIN | POLLOUT, SLICE_MS)
+        return t
 
     def connect(self, clean_session=False, timeout_s=10):
         self.close()
-        self.sock = self._open(timeout_s)
+        try:
+            self.sock = self._open(int(timeout_s * 1000))
+        except (OSError, MQTTError):
+            raise
+        except Exception as e:  # noqa: BLE001  mbedTLS reports a bad CA/certificate as ValueError
+            raise MQTTError("connect: %r" % (e,)) from None
         self.rbuf = bytearray()
         w = self.will
         pkt = encode_connect(self.client_id, self.keepalive, clean_session, self.user, self.password,
                              w[0] if w else None, w[1] if w else None, w[3] if w else 0, w[2] if w else False)
-        self._send(pkt)
-        first, body = self._wait_for(CONNACK, int(timeout_s * 1000))
+        try:
+            self._send(pkt, int(timeout_s * 1000))
+            first, body = self._wait_for(CONNACK, int(timeout_s * 1000))
+        except (OSError, MQTTError):
+            raise
+        except Exception as e:  # noqa: BLE001  (MicroPython: TLS verification fails inside write)
+            self.close()
+            raise MQTTError("connect: %r" % (e,)) from None
         if len(body) != 2:
+            self.close()
             raise MQTTError("bad CONNACK")
         if body[1] != 0:
             self.close()
@@ -259,9 +352,9 @@ class MQTTClient:
         self.last_rx = _ticks_ms()
         # 4.4: re-send every unacknowledged QoS 1 PUBLISH with DUP, in original order
         for pid in self.order:
-            e = self.inflight[pid]
-            self._send(encode_publish(e[0], e[1], 1, e[2], pid, dup=True))
-            e[3] = _ticks_ms()
+            entry = self.inflight[pid]
+            self._send(encode_publish(entry[0], entry[1], 1, entry[2], pid, dup=True))
+            entry[3] = _ticks_ms()
             self.stats["resent"] += 1
         return self.session_present
 
@@ -272,34 +365,59 @@ class MQTTClient:
         if self.sock is not None:
             try:
                 self.sock.close()
-            except OSError:
+            except Exception:  # noqa: BLE001  closing a broken TLS socket may raise anything
                 pass
         self.sock = None
+        self._poll = None
 
     def disconnect(self):
         if self.sock is not None:
             try:
-                self._send(bytes([DISCONNECT, 0]))
-            except OSError:
+                self._send(bytes([DISCONNECT, 0]), 1000)
+            except Exception:  # noqa: BLE001
                 pass
         self.close()
 
     # -- I/O -------------------------------------------------------------
-    def _send(self, data):
+    def _write(self, s, mv):
+        """Bytes written, or None when the socket would block."""
+        try:
+            if hasattr(s, "write"):
+                return s.write(mv)   # MicroPython (plain and TLS), CPython SSLSocket, the fakes
+            return s.send(mv)        # CPython plain socket
+        except OSError as e:
+            if _busy(e):
+                return None
+            raise
+
+    def _read(self, s):
+        """Bytes read into self._rb (0 = closed by the peer), or None when nothing is there."""
+        try:
+            if hasattr(s, "readinto"):
+                return s.readinto(self._rmv)  # MicroPython: None when it would block
+            return s.recv_into(self._rmv)
+        except OSError as e:
+            if _busy(e):
+                return None
+            raise
+
+    def _send(self, data, timeout_ms=None):
         s = self.sock
         if s is None:
             raise OSError("not connected")
+        deadline = self.io_timeout_ms if timeout_ms is None else timeout_ms
+        start = _ticks_ms()
+        mv = memoryview(data)
         try:
-            if hasattr(s, "sendall"):
-                s.sendall(data)
-            else:  # MicroPython TLS socket: write() may be partial
-                mv = memoryview(data)
-                while len(mv):
-                    n = s.write(mv)
-                    if n is None:
-                        continue
+            while len(mv):
+                n = self._write(s, mv)
+                if n:
                     mv = mv[n:]
-        except OSError:
+                    continue
+                if _ticks_diff(_ticks_ms(), start) > deadline:
+                    raise OSError(110, "write timeout")
+                self._wait(s, POLLOUT | POLLIN, SLICE_MS)
+        except BaseException:
             self.close()
             raise
         self.last_tx = _ticks_ms()
@@ -309,20 +427,21 @@ class MQTTClient:
         s = self.sock
         if s is None:
             raise OSError("not connected")
-        s.settimeout(timeout_ms / 1000)
         try:
-            data = s.recv(512) if hasattr(s, "recv") else s.read(512)
-        except OSError as e:
-            if _is_timeout(e):
-                return False
+            n = self._read(s)
+            if n is None and timeout_ms > 0:
+                # TLS may hold decrypted bytes poll() cannot see: read first, then wait
+                self._wait(s, POLLIN, timeout_ms)
+                n = self._read(s)
+        except BaseException:
             self.close()
             raise
-        if data is None:
+        if n is None:
             return False
-        if not data:
+        if not n:
             self.close()
             raise OSError("connection closed by broker")
-        self.rbuf.extend(data)
+        self.rbuf.extend(self._rmv[:n])
         self.last_rx = _ticks_ms()
         return True
 
@@ -353,7 +472,7 @@ class MQTTClient:
             if left <= 0:
                 self.close()
                 raise OSError("timeout waiting for packet 0x%02x" % ptype)
-            self._fill(min(left, 500))
+            self._fill(min(left, SLICE_MS))
 
     def _dispatch(self, first, body):
         t = first & 0xF0

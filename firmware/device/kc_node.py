@@ -15,10 +15,19 @@ from kc_backoff import Backoff
 from kc_mqtt import MQTTClient, MQTTError
 from kc_ring import Ring
 
-RTC_FMT = "<4sIII"  # magic, seq, boots, next reading wall-clock (s)
-RTC_MAGIC = b"KCN1"
-SLEEP_FLUSH_BUDGET_MS = 20000
-NTP_RESYNC_MS = 6 * 3600 * 1000  # the ESP32 RTC drifts seconds per day  # a sleeping node gives up on the link after this and sleeps anyway
+# RTC memory (kept through deep sleep, lost on power-off): magic, seq, boots, next reading
+# wall-clock (s), boot id (new at power-on), monotonic ms since power-on at the last sleep,
+# last NTP sync wall-clock (s), consecutive failed link attempts, wakes since power-on
+RTC_FMT = "<4sIIIIQIHH"
+RTC_MAGIC = b"KCN2"
+SLEEP_FLUSH_BUDGET_MS = 20000  # a sleeping node gives up on the link after this and sleeps anyway
+NTP_RESYNC_MS = 6 * 3600 * 1000  # the ESP32 RTC drifts seconds per day
+NTP_RETRY_MS = 60000  # until the first sync: every connection, and at least once a minute
+WIFI_RESET_AFTER = 5  # consecutive Wi-Fi failures before the radio is power-cycled
+STABLE_MS = 600000  # this long up (or the first delivery) clears the crash counter of main.py
+CRASH_FILE = "/crash.json"  # main.py writes it (storage dir relative); the birth message carries it
+# readings taken before the clock is known: ts 0 plus this marker, stamped before sending
+MONO_PREFIX = b'{"v":%d,"ts":0,"mono":'
 
 
 class Node:
@@ -52,9 +61,12 @@ class Node:
             except kc_config.ConfigError as e:
                 self.b.log("stored remote config ignored: %s" % e)
         rc = cfg["ring"]
-        self.ring = Ring(self.dir + "/ring.bin", rc["capacity"], rc["slot"])
-        self.seq, self.boots, next_wall = self._restore_rtc()
+        self.ring = Ring(self.dir + "/log", rc["capacity"], rc["slot"])
+        next_wall = self._restore_rtc()
         self.boots += 1
+        self.wakes += 1
+        self.boot_ticks = board.ticks_ms()
+        self.ntp_hosts = cfg.get("ntp_hosts") or [cfg["ntp_host"]]
         self.suite = kc_sensors.make(self.kind, board, self.cal)
         m = cfg["mqtt"]
         ssl_params = {}
@@ -64,7 +76,7 @@ class Node:
         self.client = MQTTClient(self.device, m["host"], m["port"], m.get("user"), m.get("password"),
                                  m.get("keepalive", 30), ssl=bool(m.get("tls")),
                                  ssl_params=ssl_params, socket_factory=board.socket_factory(),
-                                 max_inflight=cfg.get("max_inflight", 16))
+                                 max_inflight=cfg.get("max_inflight", 16), idle=board.wdt_feed)
         self.client.on_puback = self._on_puback
         self.client.on_message = self._on_message
         self.pending = []  # [pid, ring id, acked] in send order
@@ -73,8 +85,24 @@ class Node:
         self.wifi_backoff = Backoff(500, 60000)
         self.mqtt_backoff = Backoff(1000, 60000)
         self.next_link_try = board.ticks_ms()
-        self.synced = False
+        # a sync this recent (RTC memory) and a running clock: no NTP round trip on this wake
+        now_wall = board.now_ms()
+        self.synced = bool(now_wall and self.sync_wall and 0 <= now_wall // 1000 - self.sync_wall < NTP_RESYNC_MS // 1000)
         self.last_sync = board.ticks_ms()
+        self.last_ntp_try = board.ticks_add(board.ticks_ms(), -NTP_RETRY_MS)
+        self.wifi_fails = 0
+        self.uptime_ms = 0
+        self.no_link_ms = 0
+        self._tick = board.ticks_ms()
+        self.stable = False
+        self.low_battery = False
+        # deep-sleep nodes that keep failing try the link only on every 2nd, 4th .. 16th wake
+        self.link_this_wake = True
+        if self.deep_sleep and self.fails >= 2:
+            self.link_this_wake = self.wakes % min(1 << (self.fails - 1), 16) == 0
+        self.wake_failed = False
+        self.attempts = 0
+        self.mono_base_boot = self.mono_base
         self.warm = True  # sensors are powered at boot
         self.reboot_at = None
         self.stop = False
@@ -90,31 +118,58 @@ class Node:
     # -- persistence of the sequence number -----------------------------------
     def _restore_rtc(self):
         raw = self.b.rtc_load()
-        seq, boots, next_wall = 0, 0, 0
-        if raw and len(raw) >= struct.calcsize(RTC_FMT):
-            magic, s, bo, nw = struct.unpack(RTC_FMT, raw[:struct.calcsize(RTC_FMT)])
-            if magic == RTC_MAGIC:
-                seq, boots, next_wall = s, bo, nw
-        # RTC memory is lost on power-off; the ring header keeps the last seq in flash
-        return max(seq, self.ring.seq), boots, next_wall
+        n = struct.calcsize(RTC_FMT)
+        self.seq, self.boots, next_wall, self.boot_id, self.mono_base = 0, 0, 0, 0, 0
+        self.sync_wall, self.fails, self.wakes = 0, 0, 0
+        if raw and len(raw) >= n:
+            f = struct.unpack(RTC_FMT, raw[:n])
+            if f[0] == RTC_MAGIC:
+                self.seq, self.boots, next_wall, self.boot_id, self.mono_base, self.sync_wall, self.fails, \
+                    self.wakes = f[1:]
+        if not self.boot_id:  # power-on: a new monotonic epoch
+            self.boot_id = self._new_boot_id()
+        # RTC memory is lost on power-off; the flash log keeps the last seq
+        self.seq = max(self.seq, self.ring.seq)
+        return next_wall
 
-    def _save_rtc(self, next_wall=0):
-        self.b.rtc_save(struct.pack(RTC_FMT, RTC_MAGIC, self.seq, self.boots, next_wall))
+    def _new_boot_id(self):
+        try:
+            import os
+            bid = struct.unpack("<I", os.urandom(4))[0]
+        except (ImportError, AttributeError, OSError):
+            bid = self.b.ticks_ms() ^ (self.ring.last << 12)
+        return (bid & 0x7FFFFFFF) or 1
+
+    def mono_ms(self):
+        """Milliseconds since power-on, across deep sleeps (RTC memory), immune to ticks wrap."""
+        return self.mono_base_boot + self.uptime_ms + self.b.ticks_diff(self.b.ticks_ms(), self._tick)
+
+    def _save_rtc(self, next_wall=0, slept_ms=0):
+        self.b.rtc_save(struct.pack(RTC_FMT, RTC_MAGIC, self.seq, self.boots, next_wall, self.boot_id,
+                                    self.mono_ms() + slept_ms, self.sync_wall, min(self.fails, 65535),
+                                    self.wakes & 0xFFFF))
 
     # -- sampling --------------------------------------------------------------
     def sample(self):
         now = self.b.now_ms()
-        if now is None:
-            self.stats["no_clock"] += 1
-            return False
         values = self.suite.read()
         bat = self.suite.battery()
+        lb = self.cfg.get("low_battery_v", 3.45)  # Li-ion near empty under load; the radio would brown it out
+        if self.deep_sleep and bat is not None and bat < lb and not self.low_battery:
+            self.low_battery = True
+            self.stats["low_battery"] = self.stats.get("low_battery", 0) + 1
         rssi = self.b.rssi() if self.b.wifi_connected() else None
         seq = (self.seq + 1) % (kc_schema.SEQ_MAX + 1)
-        payload, bad = kc_payload.telemetry(self.kind, now, seq, values, battery=bat, fw=self.fw, rssi=rssi)
+        payload, bad = kc_payload.telemetry(self.kind, now or 0, seq, values, battery=bat, fw=self.fw, rssi=rssi)
         self.stats["bad_fields"] += len(bad)
         if payload is None:
             return False
+        if now is None:
+            # no clock yet: keep the monotonic time and boot id, stamp when the clock is known
+            # (pump); a reading is never sent with a guessed time
+            self.stats["no_clock"] += 1
+            head = MONO_PREFIX % kc_schema.VERSION
+            payload = head + b'%d,"boot":%d,' % (self.mono_ms(), self.boot_id) + payload[len(head) - 7:]
         if len(payload) > self.ring.max_payload():
             self.stats["oversized"] = self.stats.get("oversized", 0) + 1
             return False
@@ -142,12 +197,16 @@ class Node:
             w = self.cfg["wifi"]
             b.wifi_connect(w["ssid"], w["password"])
             if not b.wifi_connected():
+                self.wifi_fails += 1
+                self._link_failed("wifi")
+                if self.wifi_fails % WIFI_RESET_AFTER == 0 and hasattr(b, "wifi_reset"):
+                    b.log("wifi: %d failures, power-cycling the radio" % self.wifi_fails)
+                    b.wifi_reset()
                 self.next_link_try = b.ticks_add(now, self.wifi_backoff.next_ms())
                 return False
+        self.wifi_fails = 0
         self.wifi_backoff.reset()
-        if not self.synced:
-            self.synced = b.ntp_sync(self.cfg["ntp_host"])
-            self.last_sync = now
+        self._time_sync(force=not self.synced)
         ts = b.now_ms() or 0
         self.client.set_last_will(self.t_status, kc_payload.status("offline", ts, self.fw, "lwt"), True, 1)
         try:
@@ -155,23 +214,72 @@ class Node:
             self.client.publish(self.t_status, self._birth(ts), retain=True, qos=1)
             self.client.subscribe(self.t_config, 1)
             self.client.subscribe(self.t_cmd, 1)
-        except (OSError, MQTTError) as e:
+        except Exception as e:  # noqa: BLE001  any failure of link-up is a counted retry, never a reset loop
             self.client.close()
             self.stats["link_errors"] += 1
+            self._link_failed("mqtt")
             self.next_link_try = b.ticks_add(now, self.mqtt_backoff.next_ms())
             b.log("mqtt connect failed: %r" % (e,))
             return False
         self.mqtt_backoff.reset()
+        self.fails = 0
         b.log("mqtt connected (session present: %s, buffered %d)" % (self.client.session_present, len(self.ring)))
         return True
 
+    def _link_failed(self, what):
+        self.fails += 1
+        if self.deep_sleep:
+            self.wake_failed = True  # sleep the full interval now; the next wake tries again
+        self.stats[what + "_fails"] = self.stats.get(what + "_fails", 0) + 1
+
+    def _time_sync(self, force=False):
+        """NTP over several servers: until the first sync on every connection and once a minute,
+        then every NTP_RESYNC_MS. Returns whether the clock is synced."""
+        b = self.b
+        now = b.ticks_ms()
+        if self.synced:
+            if b.ticks_diff(now, self.last_sync) < NTP_RESYNC_MS:
+                return True
+        elif not force and b.ticks_diff(now, self.last_ntp_try) < NTP_RETRY_MS:
+            return False
+        self.last_ntp_try = now
+        for host in self.ntp_hosts:
+            b.wdt_feed()
+            if b.ntp_sync(host):
+                self.synced = True
+                self.last_sync = now
+                wall = b.now_ms()
+                self.sync_wall = wall // 1000 if wall else 0
+                self.stats["ntp_ok"] = self.stats.get("ntp_ok", 0) + 1
+                return True
+        self.stats["ntp_fail"] = self.stats.get("ntp_fail", 0) + 1
+        return self.synced
+
     def _birth(self, ts):
         doc = json.loads(kc_payload.status("online", ts, self.fw))
-        # beyond the contract's required keys (consumers ignore unknown ones): what the buffer lost
+        # beyond the contract's required keys (consumers ignore unknown ones): what the buffer lost,
+        # why the board last reset and the last crash main.py recorded
         doc["buffered"] = len(self.ring)
         doc["dropped"] = self.ring.dropped
         doc["boots"] = self.boots
+        doc["synced"] = self.synced
+        cause = getattr(self.b, "reset_cause", None)
+        if cause is not None:
+            doc["reset_cause"] = cause()
+        crash = kc_config.load_json(self.dir + CRASH_FILE)
+        if isinstance(crash, dict):
+            doc["crashes"] = crash.get("count", 0)
+            doc["last_crash"] = str(crash.get("tb", ""))[-300:]
         return json.dumps(doc)
+
+    def _mark_stable(self):
+        """Up long enough or delivered: clear main.py's crash counter (keep the last traceback)."""
+        self.stable = True
+        path = self.dir + CRASH_FILE
+        crash = kc_config.load_json(path)
+        if isinstance(crash, dict) and crash.get("count"):
+            crash["count"] = 0
+            kc_config.save_json(path, crash)
 
     def _on_puback(self, pid):
         for p in self.pending:
@@ -191,6 +299,10 @@ class Node:
                 continue
             rid = self.send_next
             data = self.ring.get(rid)
+            if data is not None and data.startswith(MONO_PREFIX % kc_schema.VERSION):
+                data = self._stamp(data)
+                if data is False:
+                    return  # clock still unknown: keep the reading (and everything after it) for later
             self.send_next += 1
             if data is None:
                 self.stats["corrupt"] += 1
@@ -200,6 +312,23 @@ class Node:
             self.pending.append([pid, rid, False])
             self.stats["sent"] += 1
 
+    def _stamp(self, data):
+        """The payload with its wall-clock ts; False if the clock is unknown yet; None (given up,
+        counted) if it was taken in an earlier power-on whose monotonic time cannot be related."""
+        now = self.b.now_ms()
+        if now is None:
+            return False
+        head = MONO_PREFIX % kc_schema.VERSION
+        i = data.find(b",", len(head))
+        j = data.find(b",", i + 1)
+        mono = int(data[len(head):i])
+        boot = int(data[i + 8:j])
+        if boot != self.boot_id:
+            self.stats["unstampable"] = self.stats.get("unstampable", 0) + 1
+            return None
+        ts = now - (self.mono_ms() - mono)
+        return b'{"v":%d,"ts":%d,' % (kc_schema.VERSION, ts) + data[j + 1:]
+
     def _settle(self):
         done = 0
         while self.pending and self.pending[0][2]:
@@ -207,6 +336,8 @@ class Node:
             self.stats["delivered"] += 1
         if done:
             self.ring.ack(done)
+            if not self.stable:
+                self._mark_stable()
 
     # -- config and commands ---------------------------------------------------
     def _apply_remote(self, conf, persist=True):
@@ -278,7 +409,7 @@ class Node:
             self._ack(cid, False, "unknown command")
 
     def health(self):
-        return {"uptime_s": self.b.ticks_diff(self.b.ticks_ms(), self.started) // 1000, "seq": self.seq,
+        return {"uptime_s": self.uptime_ms // 1000, "seq": self.seq, "synced": self.synced,
                 "buffered": len(self.ring), "dropped": self.ring.dropped, "boots": self.boots,
                 "rssi": self.b.rssi() if self.b.wifi_connected() else None, "fw": self.fw,
                 "interval_s": self.interval_s, "sensor_errors": self.suite.errors,
@@ -292,27 +423,43 @@ class Node:
         b = self.b
         b.wdt_feed()
         now = b.ticks_ms()
+        # uptime from per-step deltas: ticks_ms wraps (2**30 ms, 12.4 days, on the ESP32)
+        d = b.ticks_diff(now, self._tick)
+        self._tick = now
+        self.uptime_ms += d
+        if not self.client.connected():
+            self.no_link_ms += d
+        else:
+            self.no_link_ms = 0
+        if not self.stable and self.uptime_ms > STABLE_MS:
+            self._mark_stable()
         warmup = self.suite.warmup_ms
         power_save = warmup and self.interval_s * 1000 > 4 * warmup
         if power_save and not self.warm and b.ticks_diff(now, b.ticks_add(self.next_read, -warmup)) >= 0:
             self.suite.wake()
             self.warm = True
         if b.ticks_diff(now, self.next_read) >= 0:
+            self.attempts += 1
             took = self.sample()
             if power_save and took:
                 self.suite.rest()
                 self.warm = False
-            iv = int(self.interval_s * 1000) if took else 1000
+            iv = int(self.interval_s * 1000) if (took or self.deep_sleep) else 1000
             if took and self._excursion(self.last_values):
                 iv = max(kc_config.MIN_INTERVAL_S * 1000, iv // 4)
             self.next_read = b.ticks_add(self.next_read if took else now, iv)
             if b.ticks_diff(now, self.next_read) > 0:  # we fell behind (long outage): no burst
                 self.next_read = b.ticks_add(now, iv)
-        if not self.client.connected():
+        if not self.client.connected() and self._may_link():
             self._link_up()
-        if self.client.connected() and b.ticks_diff(now, self.last_sync) > NTP_RESYNC_MS:
-            self.synced = b.ntp_sync(self.cfg["ntp_host"])
-            self.last_sync = now
+        if self.client.connected():
+            self._time_sync()
+        limit_h = self.cfg.get("reboot_no_link_h", 6)
+        if not self.deep_sleep and limit_h and self.no_link_ms > limit_h * 3600000:
+            # a wedged radio or lwIP stack: a reset is the one cure that always works
+            b.log("no link for %d h: resetting" % limit_h)
+            self._save_rtc()
+            b.reset()
         if self.client.connected():
             try:
                 self.pump()
@@ -332,20 +479,32 @@ class Node:
             self.client.disconnect()
             b.reset()
 
+    def _may_link(self):
+        """Whether this wake may use Wi-Fi: not on a low battery (the radio's current spikes
+        brown the cell out), and after repeated failures only on some wakes."""
+        if not self.deep_sleep:
+            return True
+        if self.low_battery or not self.link_this_wake or self.wake_failed:
+            return False
+        return True
+
     def maybe_sleep(self):
-        """Battery nodes: once flushed (or out of link budget), sleep until the next reading."""
+        """Battery nodes: once flushed (or out of link budget, or the link failed this wake),
+        sleep until the next reading."""
         if not self.deep_sleep:
             return False
         b = self.b
-        flushed = self.idle() and self.client.connected()
+        # connected with nothing sendable left (what remains waits for a clock) counts as flushed
+        flushed = self.client.connected() and (self.idle() or (self.b.now_ms() is None and not self.pending))
+        gave_up = self.attempts and not self._may_link() and not self.client.connected()
         budget_over = b.ticks_diff(b.ticks_ms(), self.started) > SLEEP_FLUSH_BUDGET_MS
-        if not (flushed or budget_over):
+        if not (flushed or budget_over or gave_up):
             return False
         wait = b.ticks_diff(self.next_read, b.ticks_ms())
         if wait <= 0:
             return False
         now = b.now_ms()
-        self._save_rtc((now + wait) // 1000 if now else 0)
+        self._save_rtc((now + wait) // 1000 if now else 0, slept_ms=wait)
         self.ring.save_seq(self.seq)
         # a clean DISCONNECT: sleeping is not dying, so no last-will "offline"
         self.client.disconnect()

@@ -345,6 +345,18 @@ class FakeBrokerSocket:
     def settimeout(self, t):
         pass
 
+    def setblocking(self, flag):
+        pass
+
+    def write(self, data):
+        self.sendall(bytes(data))
+        return len(data)
+
+    def readinto(self, buf):
+        d = self.recv(len(buf))
+        buf[:len(d)] = d
+        return len(d)
+
     def sendall(self, data):
         import kc_mqtt
         if self.closed:
@@ -386,13 +398,20 @@ class SimBoard(FakeBoard):
     """Simulated clock and fake broker sockets: the whole node loop without a network
     (the MicroPython runner has no sockets). Each loop step advances the clock 50 ms."""
 
-    def __init__(self, kind, storage):
+    EPOCH_MS = 1795441731000  # true wall-clock time at t = 0
+
+    def __init__(self, kind, storage, battery_v=None):
         self.t = 0
-        FakeBoard.__init__(self, kind, lambda: self.t / 1000)
+        FakeBoard.__init__(self, kind, lambda: self.t / 1000, battery_v=battery_v)
         self.storage = storage
         self.down = False
         self.wifi = True
         self.wifi_attempts = []
+        self.clock_ok = True   # False: the RTC has no time until an NTP reply arrives
+        self.ntp_fail = 0      # this many NTP requests go unanswered (each costs a 1 s timeout)
+        self.ntp_calls = []
+        self.wifi_resets = 0
+        self.scan_ms = 0  # 10000: kc_board waits up to 10 s for an association that never comes
         self.published = []
         self.sock = None
 
@@ -409,7 +428,7 @@ class SimBoard(FakeBoard):
         self.t += ms
 
     def now_ms(self):
-        return 1795441731000 + self.t
+        return self.EPOCH_MS + self.t if self.clock_ok else None
 
     def wdt_feed(self):
         self.t += 50
@@ -417,6 +436,11 @@ class SimBoard(FakeBoard):
 
     def wifi_connect(self, ssid, pw):
         self.wifi_attempts.append(self.t)
+        if not self.wifi:
+            self.t += self.scan_ms
+
+    def wifi_reset(self):
+        self.wifi_resets += 1
 
     def wifi_connected(self):
         return self.wifi
@@ -425,6 +449,12 @@ class SimBoard(FakeBoard):
         return -61
 
     def ntp_sync(self, host):
+        self.ntp_calls.append((self.t, host))
+        if self.ntp_fail > 0:
+            self.ntp_fail -= 1
+            self.t += 1000
+            return False
+        self.clock_ok = True
         return True
 
     def socket_factory(self):

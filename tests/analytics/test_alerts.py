@@ -8,6 +8,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
+import pytest
 from aiosmtpd.controller import Controller
 
 from analytics import delivery
@@ -51,7 +52,7 @@ def test_bilingual_text_and_routing(tmp_path):
     eng = AlertEngine(AlertStore(tmp_path / "a.sqlite"))
     (a,) = eng.evaluate([Condition(RULES["bin_full"], "bin-7", 95.0, 1)])
     assert a.department == "waste_department" and a.severity == "info"
-    assert "Tempat sampah bin-7 penuh (95%)" in a.text_id and "Waste bin bin-7 is full (95%)" in a.text_en
+    assert "Tempat sampah bin-7 (-, -) penuh (95%)" in a.text_id and "Waste bin bin-7 (-, -) is full (95%)" in a.text_en
     (w,) = eng.evaluate([Condition(RULES["water_noncompliant"], "wq-1", 3.0, 1, "kekeruhan 12", "turbidity 12")])
     assert w.department == "water_utility" and w.severity == "critical" and "kekeruhan 12" in w.text_id
 
@@ -76,6 +77,7 @@ class _Hook(BaseHTTPRequestHandler):
         self.end_headers()
 
 
+@pytest.mark.io
 def test_signed_webhook_retries_until_delivered(tmp_path):
     _Hook.calls, _Hook.received, _Hook.fail_first = 0, [], 2
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
@@ -99,6 +101,7 @@ def test_signed_webhook_retries_until_delivered(tmp_path):
         srv.shutdown()
 
 
+@pytest.mark.io
 def test_email_over_real_smtp(tmp_path):
     got: list = []
 

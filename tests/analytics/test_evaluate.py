@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from analytics import evaluate as ev
 from kotacerdas import contract
@@ -62,6 +63,7 @@ def test_scores_spike_and_dropout(tmp_path):
     assert "spike" in table and "100%" in table
 
 
+@pytest.mark.io
 def test_cli_evaluate_prints_table(tmp_path):
     data, lab = make_dry_run(tmp_path)
     r = subprocess.run([sys.executable, "-m", "kotacerdas", "analytics", "evaluate", "--data", str(data),

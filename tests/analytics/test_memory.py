@@ -28,6 +28,7 @@ def _faults(mode: str) -> int:
     return int(out.stdout.strip())
 
 
+@pytest.mark.io
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc allocator settings")
 def test_retained_memory_is_reused_without_page_faults():
     # a separate interpreter each: the setting is process-wide

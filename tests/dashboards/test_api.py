@@ -102,7 +102,8 @@ def test_csv_and_paging(client, loaded):
     r = client.get("/v1/datasets/water-compliance", params={"format": "csv", "limit": 3, "offset": 2})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.text)))
-    assert len(rows) == 3 and list(rows[0]) == [c["name"] for c in full["meta"]["columns"]]
+    assert len(rows) == 3 and list(rows[0]) == [f'{c["name"]} [{c["unit"]}]' if c["unit"] else c["name"]
+                                                for c in full["meta"]["columns"]]
     assert [(x["device"], x["parameter"]) for x in rows] == seen[2:5]
     assert 'rel="next"' in r.headers["Link"]
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from dashboards import synthetic, verify
-from dashboards.definitions import all_dashboards
+from dashboards.definitions import BINS_DUE_TITLE, all_dashboards
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_derived_panels_show_what_the_data_says(influx, day):
     boards = {d.uid: d for d in all_dashboards()}
     res = {(r.dashboard, r.panel): r for r in verify.run(influx, boards.values(), from_ms=end - 86400_000, to_ms=end)}
     # waste: the first bin ends at 92 % -> one bin due now; the collection list is ranked 1..n
-    due = res[("kc-waste", "Bins due now (fill >= 80 %)")].series[0]
+    due = res[("kc-waste", BINS_DUE_TITLE)].series[0]
     assert due.column("bins") == [1]
     coll = res[("kc-waste", "Collection list (priority 1 first)")].series
     assert sorted(s.column("priority")[0] for s in coll) == list(range(1, len(coll) + 1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from dashboards.cli import main as cli_main
 from dashboards.definitions import UID, all_dashboards
 from dashboards.provisioning import datasource
@@ -9,6 +11,8 @@ from dashboards.push import GrafanaError, push
 
 from .fake_grafana import FakeGrafana
 
+
+pytestmark = pytest.mark.io  # subprocesses and loopback servers: not `unit`
 
 def _writes(fg: FakeGrafana) -> list[tuple[str, str]]:
     return [(m, p) for m, p, _ in fg.requests if m != "GET"]

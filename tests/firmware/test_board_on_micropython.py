@@ -17,7 +17,7 @@ from kc_board import Board
 from kc_node import Node
 
 def fresh():
-    for f in ('/data/ring.bin', '/data/remote.json'):
+    for f in ['/data/remote.json'] + ['/data/log/' + n for n in (os.listdir('/data/log') if 'log' in os.listdir('/data') else [])]:
         try:
             os.remove(f)
         except OSError:
@@ -29,7 +29,8 @@ out = {}
 for kind in ('air', 'water', 'waste_bin'):
     fresh()
     cfg = kc_config.validate_device({"kind": kind, "device": "BOARD-1", "interval_s": 1,
-                                     "ring": {"capacity": 16, "slot": 512}, "wdt_ms": 30000})
+                                     "ring": {"capacity": 16, "slot": 512}, "wdt_ms": 30000,
+                                     "low_battery_v": 2.8})  # the stand-in ADC reads 3.0 V
     board = Board(cfg)
     node = Node(board, cfg)
     feeds = machine.CALLS["wdt_feeds"]
@@ -93,5 +94,44 @@ def test_waste_bin_board_deep_sleeps(board_run: dict) -> None:
     # 4700 us echo at the speed of sound for the measured air temperature
     expected = 4700e-6 * (331.3 + 0.606 * f["temperature"]) / 2 * 100
     assert f["distance"] == pytest.approx(expected, abs=0.15)
-    assert 0 < b["slept_ms"] <= 1000 and b["rtc"] == 16  # seq/boots/next wake saved in RTC memory
+    assert 0 < b["slept_ms"] <= 1000 and b["rtc"] == 36  # seq, boots, next wake, boot id, monotonic time, ... in RTC memory
     assert b["telemetry"][0]["bat"] == 3.0  # 1.5 V at the ADC through the 2:1 divider
+
+
+MAIN_SCRIPT = r"""
+import json, machine
+with open('/config.json', 'w') as f:
+    f.write(json.dumps({"kind": "air", "device": "B-1"}))
+src = open('/lib/main.py').read()
+out = []
+for boot in range(7):
+    machine.CALLS["deepsleep"] = None
+    try:
+        exec(src, {"__name__": "main"})
+    except machine.DeepSleepCalled:
+        pass
+    out.append(machine.CALLS["deepsleep"])
+print("MAINJSON " + json.dumps({"sleeps": out, "crash": json.load(open('/data/crash.json'))}))
+"""
+
+
+@pytest.mark.micropython
+def test_main_survives_a_broken_module_with_backoff_then_safe_mode(tmp_path) -> None:  # noqa: ANN001
+    """main.py wraps even the imports: a half-written kc_node is recorded (count, reset cause,
+    traceback), the board deep-sleeps with growing back-off, and after 5 crashes stays in safe mode."""
+    broken = tmp_path / "kc_node.py"
+    broken.write_text("raise ImportError('half-written module')\n")
+    files = mpnode.source_files()
+    for p in (mpnode.FAKES_DIR / "esp32").glob("*.py"):
+        files[f"/lib/{p.name}"] = str(p)
+    files["/lib/main.py"] = str(mpnode.DEVICE_DIR / "main.py")
+    files["/lib/kc_node.py"] = str(broken)
+    r = mpnode.run(MAIN_SCRIPT, files)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = [x for x in r.stdout.splitlines() if x.startswith("MAINJSON ")]
+    assert line, r.stdout[-2000:]
+    doc = json.loads(line[0][9:])
+    assert doc["sleeps"] == [10000, 30000, 120000, 600000, 600000, None, None]
+    assert doc["crash"]["count"] == 5 and doc["crash"]["cause"] == 1
+    assert "half-written module" in doc["crash"]["tb"]
+    assert "safe mode" in r.stdout

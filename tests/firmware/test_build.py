@@ -11,6 +11,8 @@ import pytest
 from firmware import build, mp_ram, mpnode
 from kotacerdas.catalogue import load_catalogue
 
+pytestmark = pytest.mark.io  # subprocesses and loopback servers: not `unit`
+
 # An ESP32 without PSRAM gives MicroPython ~110 kB of heap after Wi-Fi starts.
 ESP32_HEAP_BUDGET = 96 * 1024
 

@@ -31,6 +31,7 @@ def test_device_config_validated_before_flashing(settings: Settings) -> None:
         deploy.device_config(settings, "volcano", "V1", "depok", "x", "y")
 
 
+@pytest.mark.io
 def test_cli_deploy_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pw = tmp_path / "wifi.txt"
     pw.write_text("hunter2\n")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pathlib import Path
 
 from firmware import typecheck
 
+
+pytestmark = pytest.mark.io  # subprocesses and loopback servers: not `unit`
 
 def test_device_sources_typecheck_against_esp32_stubs() -> None:
     rc, out = typecheck.run()

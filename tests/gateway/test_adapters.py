@@ -39,21 +39,23 @@ def tas(topic: str, payload: bytes, rx: int = 0):
 
 
 def test_tasmota_sensor_maps_quantities_time_and_units():
-    topic, payload = tas("tele/tasmota-air/SENSOR", TASMOTA_AIR)
+    a = tas("tele/tasmota-air/SENSOR", TASMOTA_AIR)
+    topic, payload = a.topic, a.payload
+    assert a.origins == [("tele/tasmota-air/SENSOR", TASMOTA_AIR)]
     assert topic == "kc/v1/depok/air/tasmota-air/telemetry"
     doc = json.loads(payload)
     # first sensor reporting a quantity wins (BME280 temperature, not the MH-Z19B's internal one)
     assert doc["fields"] == {"pm25": 12.0, "pm10": 20.0, "temperature": 29.5, "humidity": 78.1, "co2": 612.0}
     utc14 = calendar.timegm((2026, 11, 23, 14, 0, 0)) * 1000
-    assert doc["ts"] == utc14  # 21:00 WIB = 14:00 UTC
+    assert utc14 <= doc["ts"] < utc14 + 1000  # 21:00 WIB = 14:00 UTC (ms inside the second from the payload)
     r = contract.validate_telemetry(topic, payload, doc["ts"], root="kc")
     assert not isinstance(r, Rejection) and r.device == "tasmota-air"
     # Fahrenheit is converted, the waste bin takes only its own quantities, its config sets UTC
-    t2, p2 = tas("tele/tasmota-bin/SENSOR", b'{"Time":"2026-11-23T14:00:00","SR04":{"Distance":42.5},'
-                                            b'"DS18B20":{"Temperature":98.6},"TempUnit":"F"}')
-    d2 = json.loads(p2)
+    a2 = tas("tele/tasmota-bin/SENSOR", b'{"Time":"2026-11-23T14:00:00","SR04":{"Distance":42.5},'
+                                       b'"DS18B20":{"Temperature":98.6},"TempUnit":"F"}')
+    d2 = json.loads(a2.payload)
     assert d2["fields"] == {"distance": 42.5, "temperature": pytest.approx(37.0)}
-    assert d2["ts"] == utc14
+    assert utc14 <= d2["ts"] < utc14 + 1000
 
 
 @pytest.mark.parametrize("topic,payload,reason", [
@@ -71,30 +73,36 @@ def test_tasmota_rejections(topic, payload, reason):
 
 def test_tasmota_lwt_and_foreign_topics():
     assert tas("stat/tasmota-air/RESULT", b"{}") is None
-    t, p = adapters.tasmota_lwt("tele/tasmota-air/LWT", b"Offline", root="kc", prefix="", lookup=lookup, rx_ms=5)
+    a = adapters.tasmota_lwt("tele/tasmota-air/LWT", b"Offline", root="kc", prefix="", lookup=lookup, rx_ms=5)
+    t, p = a.topic, a.payload
     assert t == "kc/v1/depok/air/tasmota-air/status" and json.loads(p)["state"] == "offline"
 
 
 def test_esphome_values_of_one_batch_become_one_reading():
     out = adapters.esphome_batch([
-        ("esp-water/sensor/kolam_ph/state", b"7.25"),
-        ("esp-water/sensor/temperature/state", b"28.4"),
-        ("esp-water/sensor/wifi_signal/state", b"-60"),
-        ("esp-water/sensor/tds/state", b"nan"),
-        ("esp-water/status", b"online"),
-        ("esp-water/switch/pump/state", b"ON"),
-        ("ghost/sensor/temperature/state", b"20"),
+        ("esp-water/sensor/kolam_ph/state", b"7.25", False),
+        ("esp-water/sensor/temperature/state", b"28.4", False),
+        ("esp-water/sensor/wifi_signal/state", b"-60", False),
+        ("esp-water/sensor/tds/state", b"nan", False),
+        ("esp-water/status", b"online", False),
+        ("esp-water/switch/pump/state", b"ON", False),
+        ("ghost/sensor/temperature/state", b"20", False),
     ], root="kc", prefix="", catalogue=CAT, lookup=lookup, rx_ms=1_795_924_800_123)
-    rej = {t: r.reason for t, r in out if isinstance(r, Rejection)}
+    rej = {o[0][0]: r.reason for o, r in out if isinstance(r, Rejection)}
     assert rej == {"esp-water/sensor/wifi_signal/state": Reason.UNKNOWN_FIELD,
                    "esp-water/sensor/tds/state": Reason.NOT_FINITE,
+                   "esp-water/switch/pump/state": Reason.BAD_TOPIC,
                    "ghost/sensor/temperature/state": Reason.UNKNOWN_DEVICE}
     ok = [r for _, r in out if not isinstance(r, Rejection)]
-    status = [r for r in ok if r[0].endswith("/status")]
-    tele = [r for r in ok if r[0].endswith("/telemetry")]
-    assert status[0][0] == "kc/v1/bogor/water/esp-water/status"
-    assert len(tele) == 1 and json.loads(tele[0][1])["fields"] == {"ph": 7.25, "temperature": 28.4}
-    assert json.loads(tele[0][1])["ts"] == 1_795_924_800_123
+    status = [r for r in ok if r.topic.endswith("/status")]
+    tele = [r for r in ok if r.topic.endswith("/telemetry")]
+    assert status[0].topic == "kc/v1/bogor/water/esp-water/status"
+    assert len(tele) == 1 and json.loads(tele[0].payload)["fields"] == {"ph": 7.25, "temperature": 28.4}
+    assert json.loads(tele[0].payload)["ts"] == 1_795_924_800_123
+    # the reading remembers both messages it was made of (dead letters and the ledger count those)
+    assert [t for t, _ in tele[0].origins] == ["esp-water/sensor/kolam_ph/state", "esp-water/sensor/temperature/state"]
+    # every message handed in has exactly one outcome
+    assert sum(len(o) for o, _ in out) == 7
 
 
 def test_adapters_through_the_broker_and_gateway(settings, uid):

@@ -96,7 +96,8 @@ def test_register_list_rotate_decommission(api):
 def test_config_push_is_retained_and_commands_reach_the_device(api):
     http, gw, s = api
     root = s.mqtt.topic_root
-    r = http.put("/devices/wastebin-0/config", headers=ADMIN, json={"interval_s": 300, "thresholds": {"fill": 80}})
+    r = http.put("/devices/wastebin-0/config", headers=ADMIN,
+                 json={"interval_s": 300, "thresholds": {"fill": [0, 80]}, "tz_offset_s": 28800})
     assert r.status_code == 200 and r.json()["published"] is True
     cfg_topic = contract.config_topic(root, "depok", "waste_bin", "wastebin-0")
     # the device connects later (it was asleep) and still gets its config: retained
@@ -104,7 +105,9 @@ def test_config_push_is_retained_and_commands_reach_the_device(api):
     try:
         assert wait_for(lambda: dev.matching(lambda t: t == cfg_topic))
         cfg = json.loads(dev.matching(lambda t: t == cfg_topic)[-1][1])
-        assert cfg == {"v": 1, "interval_s": 300, "thresholds": {"fill": 80}, "calibration": {}}
+        # the firmware's part only: the adapter setting stays in the registry
+        assert cfg == {"v": 1, "interval_s": 300, "thresholds": {"fill": [0.0, 80.0]}}
+        assert http.get("/devices/wastebin-0").json()["config"]["tz_offset_s"] == 28800
         assert gw._interval_s("wastebin-0", "waste_bin") == 300  # stale detection follows the pushed interval
         r = http.post("/devices/wastebin-0/cmd", headers=ADMIN, json={"cmd": "calibrate", "args": {"empty_cm": 120}})
         assert r.status_code == 202
@@ -134,6 +137,46 @@ def test_config_push_is_retained_and_commands_reach_the_device(api):
         wait_published([c.publish(cfg_topic, b"", qos=1, retain=True)])  # clear the retained config
         c.disconnect()
         c.loop_stop()
+
+
+@pytest.mark.parametrize("body", [
+    '{"interval_s": true}', '{"interval_s": 0.001}', '{"interval_s": 1.8e308}', '{"interval_s": 3}',
+    '{"thresholds": {"fill": 80}}', '{"thresholds": {"pm25": [0, 50]}}', '{"thresholds": {"fill": [90, 10]}}',
+    '{"calibration": {"depth_cm": "deep"}}', '{"calibration": {"ph_v7": 1.5}}', '{"fan_speed": 3}',
+    '{"tasmota_map": {"SR04.Distance": "pm25"}}', '{"tz_offset_s": 100000}', '[1, 2]',
+])
+def test_config_the_firmware_would_refuse_is_a_422_and_not_published(api, body):
+    http, gw, _ = api
+    before = gw.store.depth
+    r = http.put("/devices/wastebin-0/config", headers={**ADMIN, "Content-Type": "application/json"}, content=body)
+    assert r.status_code == 422, r.text
+    assert gw.store.depth == before  # nothing queued for the device
+    assert http.get("/devices/wastebin-0").json()["config"] == {}
+
+
+def test_adapter_settings_are_kept_and_used(api):
+    http, gw, _ = api
+    r = http.put("/devices/air-0/config", headers=ADMIN,
+                 json={"tasmota_map": {"DS18B20.Temperature": "temperature"}, "esphome_map": {"kolam_pm": "pm25"},
+                       "tz_offset_s": 28800})
+    assert r.status_code == 200 and r.json()["published"] is False  # nothing for the firmware in it
+    d = gw.lookup("air-0")
+    assert d.config == {"tasmota_map": {"DS18B20.Temperature": "temperature"}, "esphome_map": {"kolam_pm": "pm25"},
+                        "tz_offset_s": 28800}
+
+
+def test_registering_an_existing_device_is_a_conflict_and_coordinates_are_checked(api):
+    http, _, _ = api
+    body = {"device": "air-0", "kind": "air", "city": "depok", "district": "elsewhere"}
+    r = http.post("/devices", headers=ADMIN, json=body)
+    assert r.status_code == 409 and "update=true" in r.json()["detail"]
+    assert http.get("/devices/air-0").json()["district"] != "elsewhere"
+    r = http.post("/devices", headers=ADMIN, params={"update": "true"}, json=body)
+    assert r.status_code == 200 and r.json()["district"] == "elsewhere" and r.json()["mqtt_password"] is None
+    for lat, lon in ((95, 106.8), (-6.4, 500), (float("nan"), 1.0)):
+        r = http.post("/devices", headers=ADMIN, content=json.dumps({**body, "device": "air-77", "lat": lat, "lon": lon}))
+        assert r.status_code == 422, (lat, lon, r.text)
+    assert http.get("/devices/air-77").status_code == 404
 
 
 def test_device_status_endpoint_follows_birth_message(api):

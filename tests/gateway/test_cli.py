@@ -55,6 +55,39 @@ def test_cli_refuses_bad_input_clearly(env, capsys, tmp_path):
     assert "no device 'nobody'" in capsys.readouterr().err
 
 
+def test_register_twice_needs_update_and_coordinates_are_checked(env, capsys):
+    args = ["gateway", "registry", "register", "air-78", "--kind", "air", "--city", "depok"]
+    assert kc(args) == 0
+    pw = json.loads(capsys.readouterr().out)["mqtt_password"]
+    assert kc(args + ["--district", "beji"]) == 1
+    assert "exists; --update" in capsys.readouterr().err
+    assert kc(args + ["--district", "beji", "--update"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["district"] == "beji" and out["mqtt_password"] is None  # credentials kept, not re-issued
+    assert pw
+    assert kc(["gateway", "registry", "register", "air-79", "--kind", "air", "--city", "depok", "--lat", "95"]) == 1
+    assert "lat 95.0 is not a coordinate" in capsys.readouterr().err
+
+
+def test_device_config_from_the_cli(env, capsys):
+    assert kc(["gateway", "registry", "import", str(env)]) == 0
+    capsys.readouterr()
+    assert kc(["gateway", "registry", "config", "air-0", "--tasmota-map", "DS18B20-2.Temperature=temperature",
+               "--tz-offset-s", "28800", "--interval-s", "120", "--threshold", "pm25=0,150"]) == 0
+    cfg = json.loads(capsys.readouterr().out)["config"]
+    assert cfg == {"interval_s": 120.0, "thresholds": {"pm25": [0.0, 150.0]}, "tz_offset_s": 28800,
+                   "tasmota_map": {"DS18B20-2.Temperature": "temperature"}}
+    # merged with what the device has; a value the firmware would refuse changes nothing
+    assert kc(["gateway", "registry", "config", "air-0", "--esphome-map", "kolam_pm=pm25"]) == 0
+    assert json.loads(capsys.readouterr().out)["config"]["tz_offset_s"] == 28800
+    assert kc(["gateway", "registry", "config", "air-0", "--interval-s", "0.001"]) == 1
+    assert "interval_s must be 5..86400" in capsys.readouterr().err
+    assert kc(["gateway", "registry", "config", "air-0", "--threshold", "pm25"]) == 1
+    assert "not KEY=VALUE" in capsys.readouterr().err
+    assert kc(["gateway", "registry", "config", "air-0", "--clear", "tasmota_map"]) == 0
+    assert "tasmota_map" not in json.loads(capsys.readouterr().out)["config"]
+
+
 def test_provision_writes_broker_files(env, capsys, tmp_path, settings):
     assert kc(["gateway", "registry", "import", str(env)]) == 0
     out = tmp_path / "prov"

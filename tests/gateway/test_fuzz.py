@@ -66,8 +66,8 @@ def test_a_valid_reading_among_garbage_is_not_lost(settings):
     root = settings.mqtt.topic_root
     t = contract.telemetry_topic(root, "depok", "air", "air-0")
     msgs = []
-    for i, p in enumerate([b"\xff\xfe", b"[]", contract.encode_telemetry(int(time.time() * 1000), 7, {"pm25": 8.0}),
-                           b'{"v":1,"ts":1,"seq":1,"fields":{"pm25":1e999}}', b"x" * 10_000]):
+    for p in [b"\xff\xfe", b"[]", contract.encode_telemetry(int(time.time() * 1000), 7, {"pm25": 8.0}),
+                b'{"v":1,"ts":1,"seq":1,"fields":{"pm25":1e999}}', b"x" * 10_000]:
         m = paho.MQTTMessage(topic=t.encode())
         m.payload = p
         msgs.append(m)

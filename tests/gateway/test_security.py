@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import threading
 import time
 
@@ -205,7 +206,7 @@ def test_tls_listener_with_local_ca(secure, tmp_path):
     other.mkdir()
     make_ca_and_server_cert(other)
     bad = acc("air-0", pws["air-0"], tls=True).model_copy(update={"tls_ca": other / "ca.crt"})
-    with pytest.raises(Exception):
+    with pytest.raises(ssl.SSLError):  # certificate verify failed
         client(bad)
     # plain MQTT on the TLS port gets nowhere
     with pytest.raises((TimeoutError, ConnectionError, OSError)):

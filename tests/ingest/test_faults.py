@@ -195,7 +195,7 @@ def test_memory_stays_bounded_under_a_burst(settings, influx):
 
     def watch() -> None:
         while not done.is_set():
-            peak[0] = max(peak[0], len(svc._buf))
+            peak[0] = max(peak[0], len(svc.batcher))
             time.sleep(0.001)
 
     w = threading.Thread(target=watch, daemon=True)

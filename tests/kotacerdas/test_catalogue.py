@@ -37,10 +37,25 @@ def test_every_field_is_consistent():
         assert kind.report_interval_s > 0
         for f in kind.fields:
             assert f.lo < f.hi and f.lo <= f.expected_lo <= f.expected_hi <= f.hi
-            assert f.resolution > 0 and f.unit and f.fiware
+            assert f.resolution > 0 and f.unit
+            # every field is either a model attribute, a WaterQualityObserved measurand, or
+            # explicitly absent from the model (the raw ultrasonic distance behind fillingLevel)
+            assert f.fiware or f.measurand or (kind.name, f.name) == ("waste_bin", "distance")
             assert f.in_range(f.typical)
         lo, hi = kind.ranges()
         assert len(lo) == len(hi) == len(kind.fields)
+
+
+def test_fiware_names_and_units_follow_the_smart_data_models():
+    cat = load_catalogue()
+    assert cat["air"].field("humidity").fiware == "relativeHumidity"
+    assert cat["air"].field("humidity").fiware_scale == 0.01
+    assert cat["waste_bin"].field("fill").fiware == "fillingLevel"
+    assert cat["waste_bin"].field("fill").fiware_scale == 0.01
+    chlorine = cat["water"].field("chlorine")
+    assert chlorine.fiware == "" and chlorine.measurand == "Cl2"
+    assert cat["water"].field("conductivity").fiware_scale == 0.0001  # uS/cm -> S/m
+    assert cat["water"].field("dissolved_oxygen").fiware == "O2"
 
 
 def test_quantise_to_resolution():

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from kotacerdas.cli import COMMANDS, main
 
 
@@ -16,6 +18,7 @@ def test_unknown_command_exits_2(capsys):
     assert "unknown command" in capsys.readouterr().err
 
 
+@pytest.mark.io
 def test_console_script_runs_catalogue():
     out = subprocess.run([sys.executable, "-m", "kotacerdas", "catalogue", "--json"], capture_output=True, text=True, check=True)
     assert '"WasteContainer"' in out.stdout

@@ -179,10 +179,10 @@ def test_refused_credentials_raise_a_clear_error(private_broker, uid):
 def test_a_refused_subscription_keeps_ingest_not_ready(settings):
     # Mosquitto 2.0 grants subscriptions its ACL denies (it filters on delivery), so the
     # 0x80 return code comes only from plugins or other brokers: fed to the handler directly.
-    from ingest.service import IngestService
+    from ingest.source import WireSource
 
-    svc = IngestService(settings)
-    svc._wire_subscribed([1, 0x80, 1])
-    assert not svc._subscribed.is_set()
-    svc._wire_subscribed([1, 1, 1])
-    assert svc._subscribed.is_set()
+    src = WireSource(settings, [])
+    src.on_subscribed([1, 0x80, 1])
+    assert not src._subscribed.is_set()
+    src.on_subscribed([1, 1, 1])
+    assert src._subscribed.is_set()

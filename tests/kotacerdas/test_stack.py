@@ -69,6 +69,7 @@ def test_port_taken_by_stranger_is_reported(private_broker, tmp_path):
         imposter.start()
 
 
+@pytest.mark.io
 def test_install_refused_clearly_when_not_root():
     """As an unprivileged user a missing package is refused with the command to run, not attempted."""
     import shutil

@@ -48,6 +48,7 @@ def test_run_publishes_with_qos0_and_rate(env_for, tmp_path):
     assert s["qos"] == 0 and s["errors"] == 0 and s["sent"] > 0
 
 
+@pytest.mark.io
 def test_bad_scenario_and_unreachable_broker_fail_clearly(monkeypatch, tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text('[kinds.plasma]\ncount = 1\n')

@@ -80,7 +80,7 @@ def test_value_faults_change_only_labelled_cells():
     assert labels
     a, b = _by_seq(faulty), _by_seq(clean)
     hit = defaultdict(int)
-    for key, (m, d) in a.items():
+    for key, (_m, d) in a.items():
         ref = b[key][1]
         for fname, v in d["fields"].items():
             if v != ref["fields"][fname]:

@@ -97,6 +97,14 @@ def time_pulse_us(pin, level, timeout_us):
     return 4700  # ~80 cm at 25 degC
 
 
+PWRON_RESET, HARD_RESET, WDT_RESET, DEEPSLEEP_RESET, SOFT_RESET = 1, 2, 3, 4, 5
+RESET_CAUSE = [PWRON_RESET]
+
+
+def reset_cause():
+    return RESET_CAUSE[0]
+
+
 def deepsleep(ms=0):
     CALLS["deepsleep"] = ms
     raise DeepSleepCalled()

@@ -1,0 +1,137 @@
+"""Facts taken from standards, in one place: ISPU and US AQI categories, drinking-water limits.
+
+Analytics (computations), dashboards (thresholds, colours), the open-data API and the
+public page all import these; none of them re-types a band, colour or limit.
+The concentration breakpoints stay with the index code (``analytics.ispu`` /
+``analytics.aqi_us``), which is their only user.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Band:
+    level: int
+    label: str  # the standard's own name (Indonesian for ISPU)
+    label_en: str
+    lower: float | None  # lowest index value of the band (None = from -inf)
+    color: str  # Grafana colour name
+    hex: str  # the same colour for HTML/PNG
+    advice_id: str = ""  # what the public should do, Bahasa Indonesia
+    advice_en: str = ""
+
+
+# ISPU categories: Permen LHK No. P.14/MENLHK/SETJEN/KUM.1/7/2020 tentang Indeks Standar
+# Pencemar Udara, Lampiran I (rentang dan kategori: 0-50 Baik, 51-100 Sedang, 101-200 Tidak
+# Sehat, 201-300 Sangat Tidak Sehat, >= 301 Berbahaya; warna hijau, biru, kuning, merah,
+# hitam). Ranges restated e.g. by voi.id/berita/305546 and detik.com d-6877417; the colours as
+# the KLHK ISPU portal shows them. The advice paraphrases the regulation's per-category
+# explanation (Lampiran: "penjelasan" of each category) and the KLHK portal's
+# recommendations; it is guidance text, not a quotation.
+ISPU_BANDS: tuple[Band, ...] = (
+    Band(1, "Baik", "Good", None, "green", "#2e9e44",
+         "Kualitas udara baik. Nikmati aktivitas di luar ruangan.",
+         "Air quality is good. Enjoy outdoor activities."),
+    Band(2, "Sedang", "Moderate", 51, "blue", "#1f6fd1",
+         "Kualitas udara masih dapat diterima. Kelompok sensitif sebaiknya mengurangi aktivitas fisik yang berat "
+         "atau lama di luar ruangan.",
+         "Air quality is acceptable. Sensitive groups should reduce prolonged or heavy outdoor exertion."),
+    Band(3, "Tidak Sehat", "Unhealthy", 101, "yellow", "#f2c200",
+         "Kurangi aktivitas fisik di luar ruangan; kelompok sensitif (anak, lansia, penderita penyakit jantung "
+         "atau paru) hindari aktivitas di luar ruangan. Gunakan masker bila keluar.",
+         "Reduce outdoor exertion; sensitive groups (children, elderly, people with heart or lung disease) "
+         "should avoid outdoor activity. Wear a mask outdoors."),
+    Band(4, "Sangat Tidak Sehat", "Very Unhealthy", 201, "red", "#d7191c",
+         "Hindari aktivitas di luar ruangan; tutup jendela. Kelompok sensitif tetap di dalam ruangan dan "
+         "periksakan diri bila sesak napas.",
+         "Avoid outdoor activity; keep windows closed. Sensitive groups stay indoors and seek care if "
+         "short of breath."),
+    Band(5, "Berbahaya", "Hazardous", 301, "#000000", "#000000",
+         "Tetap di dalam ruangan dan ikuti arahan pemerintah daerah; semua orang hindari aktivitas di luar "
+         "ruangan.",
+         "Stay indoors and follow the local government's instructions; everyone should avoid outdoor activity."),
+)
+
+# US EPA AQI categories (EPA-454/B-24-002, May 2024, Table 1/Table 2: 0-50 Good green,
+# 51-100 Moderate yellow, 101-150 USG orange, 151-200 Unhealthy red, 201-300 Very
+# Unhealthy purple, 301+ Hazardous maroon; RGB per the TAD's colour table).
+AQI_US_BANDS: tuple[Band, ...] = (
+    Band(1, "Good", "Good", None, "green", "#00e400"),
+    Band(2, "Moderate", "Moderate", 51, "yellow", "#ffff00"),
+    Band(3, "Unhealthy for Sensitive Groups", "Unhealthy for Sensitive Groups", 101, "orange", "#ff7e00"),
+    Band(4, "Unhealthy", "Unhealthy", 151, "red", "#ff0000"),
+    Band(5, "Very Unhealthy", "Very Unhealthy", 201, "purple", "#8f3f97"),
+    Band(6, "Hazardous", "Hazardous", 301, "#7e0023", "#7e0023"),
+)
+
+
+def band_of(bands: tuple[Band, ...], value: float) -> Band:
+    """The band an (already rounded) index value falls in."""
+    out = bands[0]
+    for b in bands:
+        if b.lower is not None and value >= b.lower:
+            out = b
+    return out
+
+
+def upper_bounds(bands: tuple[Band, ...]) -> tuple[float, ...]:
+    """Highest index value of every band but the last (50, 100, ...): rounded indices are integers."""
+    return tuple(float(b.lower) - 1.0 for b in bands[1:] if b.lower is not None)
+
+
+@dataclass(frozen=True)
+class WaterLimit:
+    lo: float | None  # inclusive lower bound, None = no lower bound
+    hi: float  # upper bound
+    hi_inclusive: bool  # "< 3 NTU" is exclusive, "6.5-8.5" inclusive
+    name_id: str
+    name_en: str
+
+
+# Drinking water: Peraturan Menteri Kesehatan RI Nomor 2 Tahun 2023 (Peraturan Pelaksanaan
+# PP 66/2014 tentang Kesehatan Lingkungan), Lampiran, SBMKL media air minum, parameter wajib:
+# pH 6.5-8.5; kekeruhan < 3 NTU; TDS < 300 mg/L; sisa khlor 0.2-0.5 mg/L (30 minutes' contact
+# time). Summarised in be-jogja.com "Parameter Wajib Kualitas Air yang Layak Dikonsumsi". The
+# earlier Permenkes 492/2010 allowed TDS 500 mg/L and 5 NTU: do not mix them up.
+WATER_LIMITS: dict[str, WaterLimit] = {
+    "ph": WaterLimit(6.5, 8.5, True, "pH", "pH"),
+    "turbidity": WaterLimit(None, 3.0, False, "kekeruhan", "turbidity"),
+    "tds": WaterLimit(None, 300.0, False, "TDS", "TDS"),
+    "chlorine": WaterLimit(0.2, 0.5, True, "sisa klor", "free chlorine residual"),
+}
+WATER_REGULATION = "Permenkes 2/2023"
+ISPU_REGULATION = "Permen LHK P.14/MENLHK/SETJEN/KUM.1/7/2020"
+
+
+# QARTOD flag scheme: U.S. IOOS, "Manual for Real-Time Quality Control" series (QARTOD), flag
+# table "1 pass, 2 not evaluated, 3 suspect or of high interest, 4 fail, 9 missing data"; the
+# same values as `ioos_qc`. analytics.qc computes them, the `qc` measurement stores them, the
+# dashboards colour them: all from here.
+QARTOD_GOOD = 1
+QARTOD_NOT_EVALUATED = 2
+QARTOD_SUSPECT = 3
+QARTOD_FAIL = 4
+QARTOD_MISSING = 9
+# (flag, name, Grafana colour)
+QARTOD_FLAGS: tuple[tuple[int, str, str], ...] = (
+    (QARTOD_GOOD, "good", "green"),
+    (QARTOD_NOT_EVALUATED, "not evaluated", "text"),
+    (QARTOD_SUSPECT, "suspect", "orange"),
+    (QARTOD_FAIL, "fail", "red"),
+    (QARTOD_MISSING, "missing", "purple"),
+)
+
+# Operational (not regulatory) thresholds, chosen by the project; one value each for every
+# dashboard, alert, forecast, synthetic data set and benchmark.
+# A bin is due for collection at 90 % fill: the `bin_full` alert opens there, the forecast counts
+# it as full already, the waste dashboard lists it as due. Crews asked for a margin before 100 %
+# (lids stop closing and overflow starts around 95 %); 60 % shades the fill gauge orange.
+BIN_FILL_WARN = 60.0
+BIN_FILL_DUE = 90.0
+# the bin_full alert resolves once fill falls below this (the bin was emptied, not a noisy reading)
+BIN_FILL_EMPTIED = 50.0
+# a single-cell Li-ion battery is low below 3.5 V and empty at 3.3 V (typical discharge curve)
+BATTERY_LOW_V = 3.5
+BATTERY_EMPTY_V = 3.3

@@ -1,0 +1,77 @@
+"""The gateway's config check and the firmware's agree on every case (the firmware runs on the
+device and cannot import kotacerdas, so this test is what keeps the two rule sets one)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from kotacerdas import device_config
+from kotacerdas.catalogue import load_catalogue
+
+DEVICE_DIR = Path(__file__).resolve().parents[2] / "firmware" / "device"
+CAT = load_catalogue()
+
+
+@pytest.fixture(scope="module")
+def firmware():
+    sys.path.insert(0, str(DEVICE_DIR))
+    try:
+        yield importlib.import_module("kc_config"), importlib.import_module("kc_sensors")
+    finally:
+        sys.path.remove(str(DEVICE_DIR))
+        for m in ("kc_config", "kc_sensors", "kc_schema"):
+            sys.modules.pop(m, None)
+
+
+CASES = [
+    {"interval_s": 60}, {"interval_s": 5}, {"interval_s": 86400}, {"interval_s": 4.99}, {"interval_s": 86401},
+    {"interval_s": True}, {"interval_s": 0.001}, {"interval_s": float("inf")}, {"interval_s": float("nan")},
+    {"interval_s": "60"}, {"interval_s": None}, {"interval_s": 1.8e308},
+    {"thresholds": {"ph": [6.5, 8.5]}}, {"thresholds": {"ph": [8.5, 6.5]}}, {"thresholds": {"ph": 7}},
+    {"thresholds": {"pm25": [0, 50]}}, {"thresholds": {"fill": [0, 80]}}, {"thresholds": {"nope": [0, 1]}},
+    {"thresholds": {"ph": [0, True]}}, {"thresholds": {"ph": [0, 1, 2]}}, {"thresholds": []},
+    {"calibration": {"ph_v7": 1.49}}, {"calibration": {"ph_v7": "1.49"}}, {"calibration": {"bogus": 1}},
+    {"calibration": {"full_cm": 30}}, {"calibration": {"co_sens": 0.4}}, {"calibration": 3},
+    {"fan": 1}, {},
+    {"interval_s": 120, "thresholds": {"temperature": [-5, 40]}, "calibration": {"depth_cm": 110}},
+]
+
+
+@pytest.mark.parametrize("kind", ["water", "air", "waste_bin"])
+@pytest.mark.parametrize("case", CASES, ids=[json.dumps(c) for c in CASES])
+def test_gateway_accepts_exactly_what_the_firmware_applies(firmware, kind, case):
+    kc_config, kc_sensors = firmware
+    try:
+        fw = kc_config.validate_remote({"v": 1, **case}, kind, kc_sensors.CAL_DEFAULTS[kind])
+    except kc_config.ConfigError:
+        fw = "refused"
+    try:
+        gw = device_config.validate(case, CAT[kind])
+    except device_config.ConfigError:
+        gw = "refused"
+    assert gw == fw
+
+
+def test_bounds_and_calibration_keys_are_the_firmwares(firmware):
+    kc_config, kc_sensors = firmware
+    assert (device_config.MIN_INTERVAL_S, device_config.MAX_INTERVAL_S) == (kc_config.MIN_INTERVAL_S,
+                                                                            kc_config.MAX_INTERVAL_S)
+    assert {k: set(v) for k, v in device_config.CALIBRATION_KEYS.items()} == {
+        k: set(v) for k, v in kc_sensors.CAL_DEFAULTS.items()}
+
+
+def test_adapter_settings_are_checked_and_never_published():
+    air = CAT["air"]
+    cfg = device_config.validate({"interval_s": 60, "tasmota_map": {"DS18B20-2.Temperature": "temperature"},
+                                  "esphome_map": {"kolam_pm": "pm25"}, "tz_offset_s": 28800}, air)
+    assert device_config.device_part(cfg) == {"interval_s": 60}
+    for bad in ({"tasmota_map": {"Temperature": "temperature"}}, {"tasmota_map": {"BME280.Temperature": "ph"}},
+                {"esphome_map": {"Bad Name": "pm25"}}, {"esphome_map": []}, {"tz_offset_s": 99999},
+                {"tz_offset_s": 7.5}, {"tz_offset_s": True}):
+        with pytest.raises(device_config.ConfigError):
+            device_config.validate(bad, air)
