@@ -254,7 +254,10 @@ def run_pipeline(args, port: int, url: str, workdir: Path, pids: dict[str, int])
             if j < len(samples):
                 lat.append(samples[j][0] - (start + k / offered))
         lat.sort()
-        pct = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan"))
+
+        def pct(q: float) -> float:
+            return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
+
         return {"messages": n, "acked": acked, "stored": final, "accepted": accepted, "rejected": rejected,
                 "seconds": end - start, "rate": n / (end - start), "offered": offered,
                 "p50_s": pct(0.5), "p99_s": pct(0.99), "max_s": lat[-1] if lat else float("nan"),

@@ -78,14 +78,17 @@ class Metrics:
         self.stored = Counter("kc_gateway_stored_total", "Device messages accepted (a reading, a status or an ack)",
                               ["channel"], registry=r)
         self.ignored = Counter("kc_gateway_ignored_total",
-                               "Messages neither stored nor rejected: an empty status payload (a retained status "
-                               "cleared), a retained copy already handled, the gateway's own output echoed back",
+                               "Device messages neither stored nor rejected: an empty status payload (a retained "
+                               "status cleared), a retained copy already handled (kc_gateway_retained_replays_total)",
                                registry=r)
         self.batch_seconds = Histogram("kc_gateway_batch_seconds", "Time to validate and commit one batch", registry=r)
         self.retained_replays = Counter(
             "kc_gateway_retained_replays_total",
             "Retained copies replayed by the broker at (re)subscription and already handled: counted, not "
             "stored or dead-lettered again", ["channel"], registry=r)
+        self.echo = Counter("kc_gateway_echo_total",
+                            "The gateway's own outputs (config, cmd, dead letters) seen on its wide subscription "
+                            "and skipped; not device messages, so not in the ledger", registry=r)
         self.inbox_depth = Gauge("kc_gateway_inbox_depth", "Messages read from the broker, not yet committed",
                                  registry=r)
         self.backpressure = Counter("kc_gateway_backpressure_seconds_total",
@@ -94,7 +97,7 @@ class Metrics:
         # pre-create every reason so dashboards see zeros rather than missing series
         for reason in Reason:
             self.rejected.labels(reason.value)
-        for ch in ("telemetry", "status", "ack", "tasmota", "esphome", "other", "echo"):
+        for ch in ("telemetry", "status", "ack", "tasmota", "esphome", "other"):
             self.received.labels(ch)
         for ch in ("telemetry", "tasmota", "esphome"):
             self.retained_replays.labels(ch)
@@ -223,6 +226,8 @@ class Gateway:
                 self.metrics.stored.labels(label).inc(n)
             elif what == "ignored":
                 self.metrics.ignored.inc(n)
+            elif what == "echo":
+                self.metrics.echo.inc(n)
             else:
                 self.metrics.accepted.inc(n)
         self.forwarder.wake.set()
@@ -249,8 +254,7 @@ class Gateway:
                 continue
             parts = topic.split("/")
             if len(parts) > 2 and parts[2] == contract.PLATFORM or (len(parts) == 6 and parts[5] in ECHOED):
-                tally[("received", "echo")] += 1  # our own config/cmd/dead letters: not device input
-                tally[("ignored", "")] += 1
+                tally[("echo", "")] += 1  # our own config/cmd/dead letters: not device input, not in the ledger
                 continue
             ch = parts[5] if len(parts) == 6 and parts[1] == V1 else ""
             if ch not in DEVICE_INPUT:
@@ -295,8 +299,9 @@ class Gateway:
             if dev is None:
                 dev = self._lookup_or_register(r.device, r.kind, r.city)
             rej = check_registry(dev, r.device, r.kind, r.city)
-            if rej is not None:
-                self._dead_all(rej, topic, payload, origins, t, dead)
+            if rej is not None or dev is None:  # (Rejection is falsy: no `rej or ...` here)
+                why = rej if rej is not None else Rejection(Reason.UNKNOWN_DEVICE, r.device)
+                self._dead_all(why, topic, payload, origins, t, dead)
                 continue
             n = NormalizedReading(
                 city=r.city, kind=r.kind, device=r.device, ts_ms=r.ts_ms, seq=r.seq, fields=r.fields,
@@ -351,11 +356,11 @@ class Gateway:
             topics.clear()
         out = []
         for n in accepted:
-            key = (n.city, n.kind, n.device)
-            topic = topics.get(key)
-            if topic is None:
-                topic = topics[key] = contract.normalized_topic(self.root, n.city, n.kind, n.device)
-            out.append(Outgoing(topic, enc(n), qos=1))
+            where = (n.city, n.kind, n.device)
+            norm_topic = topics.get(where)
+            if norm_topic is None:
+                norm_topic = topics[where] = contract.normalized_topic(self.root, n.city, n.kind, n.device)
+            out.append(Outgoing(norm_topic, enc(n), qos=1))
         return out
 
     def _process_ack(self, dead: list[Outgoing], topic: str, payload: bytes, t: int, origins: list | None) -> None:
@@ -658,7 +663,7 @@ class Gateway:
             self.client = c
         while True:
             try:
-                if wire:
+                if isinstance(self.client, WireClient):
                     self.client.start()
                 else:
                     connect(self.client, self.s.mqtt)

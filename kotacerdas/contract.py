@@ -398,19 +398,16 @@ class TelemetryValidator:
         topics = self._topics
         loads = orjson.loads
         for topic, payload in items:
-            r = None
-            hit = topics.get(topic, 0)
-            if hit == 0:
-                hit = self._topic(topic)
+            r: Reading | Rejection | None = None
+            hit = topics[topic] if topic in topics else self._topic(topic)
             if hit is not None and len(payload) <= max_bytes:
                 try:
                     doc = loads(payload)
                 except orjson.JSONDecodeError:
                     doc = None
                 r = self._happy(hit, doc, ts_lo, ts_hi, bat_lo, bat_hi) if type(doc) is dict else None
-            if r is None:  # not plainly valid: the reference validator says why
-                r = validate_telemetry(topic, payload, now_ms, root=self.root, limits=lim, catalogue=self.catalogue)
-            out.append(r)
+            out.append(r if r is not None else  # not plainly valid: the reference validator says why
+                       validate_telemetry(topic, payload, now_ms, root=self.root, limits=lim, catalogue=self.catalogue))
         return out
 
     @staticmethod
