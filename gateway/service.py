@@ -127,6 +127,7 @@ class Gateway:
         self._inbox: deque[tuple] = deque()
         self._cond = threading.Condition()
         self._norm_topics: dict[tuple[str, str, str], str] = {}
+        self._routes: dict[str, str] = {}
         self._stop = threading.Event()
         self.inbound_connected = False
         self._subscribed = threading.Event()
@@ -213,7 +214,7 @@ class Gateway:
                     self._process_ack(dead, topic, payload, t, origins)
             accepted = self._telemetry(txn, telemetry, t, dead, status_changes)
             txn.queue_many(dead)
-            txn.queue_many(accepted)
+            txn.queue_rows(accepted)
             txn.queue_many([self._status_out(s) for s in status_changes.values()])
         for (what, label), n in self._tally.items():
             if what == "received":
@@ -242,32 +243,36 @@ class Gateway:
         """Sort a batch by where it came from: our own device topics (wide subscription: anything
         under the root that is not a device channel is dead-lettered), the gateway's own outputs
         echoed back (ignored), Tasmota/ESPHome (adapted), and retained copies already handled."""
-        prefix = f"{self.root}/"
         native: list[Item] = []
         foreign: list[tuple[str, bytes, int]] = []
         replayed: set[str] = set()
         tally = self._tally
+        routes = self._routes
+        if len(routes) > 200_000:
+            routes.clear()
+        counts: dict[str, int] = {}
         for m in msgs:
             topic, payload, retain = m[0], m[1], m[4]
-            if not topic.startswith(prefix):
+            route = routes.get(topic)
+            if route is None:
+                route = routes[topic] = self._route_of(topic)
+            if route in DEVICE_INPUT:
+                counts[route] = counts.get(route, 0) + 1
+                if retain:
+                    replayed.add(topic)
+                native.append((topic, payload, retain, None))
+            elif route == "foreign":
                 foreign.append((topic, payload, retain))
-                continue
-            parts = topic.split("/")
-            if len(parts) > 2 and parts[2] == contract.PLATFORM or (len(parts) == 6 and parts[5] in ECHOED):
+            elif route == "echo":
                 tally[("echo", "")] += 1  # our own config/cmd/dead letters: not device input, not in the ledger
-                continue
-            ch = parts[5] if len(parts) == 6 and parts[1] == V1 else ""
-            if ch not in DEVICE_INPUT:
+            else:
                 tally[("received", "other")] += 1
                 rej = contract.parse_device_topic(topic, self.root)
                 if not isinstance(rej, Rejection):
-                    rej = Rejection(Reason.BAD_TOPIC, f"channel {parts[-1][:32]!r} is not sent by devices")
+                    rej = Rejection(Reason.BAD_TOPIC, f"channel {topic.rsplit('/', 1)[-1][:32]!r} is not sent by devices")
                 dead.append(self._dead(rej, topic, payload, t))
-                continue
-            tally[("received", ch)] += 1
-            if retain:
-                replayed.add(topic)
-            native.append((topic, payload, retain, None))
+        for ch, n in counts.items():
+            tally[("received", ch)] += n
         # retained telemetry replayed at (re)subscription: handled once, then only counted
         again = txn.retained_known([(tp, _digest(p)) for tp, p, r, _ in native if r and tp.endswith("/telemetry")])
         if again:
@@ -283,8 +288,18 @@ class Gateway:
             native += self._adapt(txn, foreign, t, dead)
         return native, replayed
 
+    def _route_of(self, topic: str) -> str:
+        """A device input channel, "foreign" (another prefix: adapters), "echo" (our own) or "other"."""
+        if not topic.startswith(f"{self.root}/"):
+            return "foreign"
+        parts = topic.split("/")
+        if len(parts) > 2 and parts[2] == contract.PLATFORM or (len(parts) == 6 and parts[5] in ECHOED):
+            return "echo"
+        ch = parts[5] if len(parts) == 6 and parts[1] == V1 else ""
+        return ch if ch in DEVICE_INPUT else "other"
+
     def _telemetry(self, txn: Any, items: list[Item], t: int, dead: list[Outgoing],
-                   status_changes: dict[str, DeviceState]) -> list[Outgoing]:
+                   status_changes: dict[str, DeviceState]) -> list[tuple[str, bytes, int, int]]:
         """Batched: one decode and cached topic parse per message, one dedup statement per batch."""
         results = self.validator.validate_many([(tp, p) for tp, p, _, _ in items], t)
         cands: list[tuple[NormalizedReading, Item]] = []
@@ -360,7 +375,7 @@ class Gateway:
             norm_topic = topics.get(where)
             if norm_topic is None:
                 norm_topic = topics[where] = contract.normalized_topic(self.root, n.city, n.kind, n.device)
-            out.append(Outgoing(norm_topic, enc(n), qos=1))
+            out.append((norm_topic, enc(n), 1, 0))  # outbox row: topic, payload, qos, retain
         return out
 
     def _process_ack(self, dead: list[Outgoing], topic: str, payload: bytes, t: int, origins: list | None) -> None:

@@ -201,11 +201,14 @@ class _Txn:
         self.queue_many([m])
 
     def queue_many(self, msgs: list[Outgoing]) -> None:
-        if not msgs:
+        self.queue_rows([(m.topic, m.payload, m.qos, int(m.retain)) for m in msgs])
+
+    def queue_rows(self, rows: list[tuple[str, bytes, int, int]]) -> None:
+        """(topic, payload, qos, retain) rows: the hot path skips building Outgoing objects."""
+        if not rows:
             return
-        self._cur.executemany("INSERT INTO outbox (topic, payload, qos, retain) VALUES (?,?,?,?)",
-                              [(m.topic, m.payload, m.qos, int(m.retain)) for m in msgs])
-        self._n += len(msgs)
+        self._cur.executemany("INSERT INTO outbox (topic, payload, qos, retain) VALUES (?,?,?,?)", rows)
+        self._n += len(rows)
 
     def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
         try:
