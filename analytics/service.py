@@ -24,7 +24,7 @@ from analytics import aqi_us, delivery, ispu, qc, waste, water
 from analytics.alertconfig import Subscription, load as load_alert_config
 from analytics.alerts import AlertEngine, AlertStore, Condition
 from analytics.outbox import Item, Outbox
-from analytics.detectors import STAT_TESTS, params_for, run_all
+from analytics.detectors import params_for, run_all
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
@@ -165,14 +165,17 @@ class AnalyticsService:
                 if not win.tags:
                     continue
                 emit_from = win.grid.t0_ms if emit_all else self._emitted_to.get(kind.name, win.grid.t0_ms - 1) + 1
-                flags = self._qc(win, emit_from, counts)
+                # one step of delay: the newest bin is judged once its successor has arrived (the
+                # spike test needs both neighbours); detectors.stream_run replays exactly this
+                emit_to = int(win.grid.times_ms[-2]) if win.grid.n > 1 else win.grid.t0_ms - 1
+                flags = self._qc(win, emit_from, emit_to, counts)
                 if kind.name == "air":
                     conditions += self._air(win, flags, counts)
                 if any(f in water.LIMITS for f in kind.field_names) and kind.name == "water":
                     conditions += self._water(win, flags, counts)
                 if kind.name == "waste_bin":
                     conditions += self._bins(win, flags, counts)
-                self._emitted_to[kind.name] = int(win.grid.times_ms[-1])
+                self._emitted_to[kind.name] = max(emit_to, emit_from - 1)
             counts["alerts"] = self._alerts(conditions)
         except InfluxError:
             self.metrics.passes.labels("error").inc()
@@ -200,15 +203,16 @@ class AnalyticsService:
         counts[measurement] = counts.get(measurement, 0) + n
         self.metrics.written.labels(measurement).inc(n)
 
-    def _qc(self, win: KindWindow, emit_from: int, counts: dict[str, int]) -> dict[str, np.ndarray]:
-        """Run the full detector set per field; write `qc`; return the worst data-quality flag per field (S, T).
+    def _qc(self, win: KindWindow, emit_from: int, emit_to: int, counts: dict[str, int]) -> dict[str, np.ndarray]:
+        """Run the full detector set per field; write `qc` for bins in [emit_from, emit_to]; return the
+        worst data-quality flag per field (S, T).
 
-        QC tests write every flag but 1 (3/4 suspect/fail, 9 missing, 2 not evaluated); the
-        statistical detectors (Hampel, EWMA, CUSUM, seasonal) write only 3/4: "not evaluated"
-        is their normal state in a short window (the seasonal baseline needs 3 days).
+        Only suspect/fail (3/4) are written: good is implied by absence, "not evaluated" (2:
+        warm-up, the newest bin, a seasonal baseline without 3 days) and "missing" (9: the gap
+        test flags the first reading after a silence instead) are the absence of a verdict.
         """
         times = win.grid.times_ms
-        emit = times >= emit_from
+        emit = (times >= emit_from) & (times <= emit_to)
         worst: dict[str, np.ndarray] = {}
         lines: list[str] = []
         tag_base = [",".join(f"{k}={escape_key(v)}" for k, v in (("city", t["city"]), ("device", t["device"]),
@@ -223,17 +227,10 @@ class AnalyticsService:
             worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
                                                                                      "flat_line")))
             present = ~np.isnan(x)
-            # missing bins are reported once, by the gap test, and only after a device's first
-            # reading in the window (a device that joined an hour ago has no 23-hour gap)
-            started = np.maximum.accumulate(present, axis=1)
             for test, r in res.items():
-                # Exceptions only: a GOOD flag is implied by absence. Writing every
-                # value x test would multiply the database's write load by ~40.
-                if test in STAT_TESTS:
-                    flagged = (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL)
-                else:
-                    flagged = r.flag != qc.GOOD
-                mask = (present if test != "gap" else started) & emit[None, :] & flagged
+                # Exceptions only: writing every value x test would multiply the database's
+                # write load by ~40.
+                mask = present & emit[None, :] & ((r.flag == qc.SUSPECT) | (r.flag == qc.FAIL))
                 ss, tt = np.nonzero(mask)
                 fl, sc = r.flag[ss, tt], r.score[ss, tt]
                 suffix = f",field={escape_key(fname)},kind={escape_key(win.kind.name)},test={test} "
