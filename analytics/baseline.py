@@ -20,7 +20,6 @@ Arrays are (S, T) as everywhere in analytics; block statistics are (S, NB).
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from analytics.qc import _median_last, alternate_inf
 
@@ -106,6 +105,29 @@ def block_median_mad(blocks: Blocks, a: np.ndarray, *, mad: bool = True, abs_val
     return med, d, n, q
 
 
+def _network_sort(a: np.ndarray) -> None:
+    """Sort (k, ...) along axis 0 in place by odd-even transposition: k rounds of elementwise
+    min/max over whole (...) slices. For the handful of blocks behind a sample this is far
+    cheaper than numpy's sort over millions of tiny rows."""
+    k = a.shape[0]
+    lo = np.empty_like(a[0])
+    for r in range(k):
+        for i in range(r % 2, k - 1, 2):
+            np.minimum(a[i], a[i + 1], out=lo)
+            np.maximum(a[i], a[i + 1], out=a[i + 1])
+            a[i] = lo
+
+
+def _middle(a: np.ndarray, cnt: np.ndarray) -> np.ndarray:
+    """Median of the first ``cnt`` entries along axis 0 of a sorted (k, ...) array."""
+    n = cnt.size
+    flat, cell = a.reshape(a.shape[0] * n), np.arange(n).reshape(cnt.shape)
+    lo = flat[np.maximum((cnt - 1) // 2, 0) * n + cell]
+    hi = flat[np.maximum(cnt // 2, 0) * n + cell]
+    with np.errstate(invalid="ignore"):
+        return 0.5 * (lo + hi)
+
+
 def trailing(v: np.ndarray, k: int, min_blocks: int = 1, with_mad: bool = False):
     """Median of the usable (non-NaN) block values over the previous ``k`` blocks, (S, NB) -> (S, NB).
 
@@ -116,42 +138,29 @@ def trailing(v: np.ndarray, k: int, min_blocks: int = 1, with_mad: bool = False)
     """
     s, nb = v.shape
     k = max(int(k), 1)
-    pad = np.full((s, nb + k), np.nan, dtype=v.dtype)
-    pad[:, k:] = v
-    win = np.sort(sliding_window_view(pad[:, :-1], k, axis=1), axis=2)  # (S, NB, k), NaN sorted last
-    cnt = (~np.isnan(win)).sum(axis=2)
-    lo = np.take_along_axis(win, np.maximum((cnt - 1) // 2, 0)[..., None], axis=2)[..., 0]
-    hi = np.take_along_axis(win, np.maximum(cnt // 2, 0)[..., None], axis=2)[..., 0]
-    out = 0.5 * (lo + hi)
-    out[cnt < max(min_blocks, 1)] = np.nan
+    pad = np.full((s, nb + k), np.inf, dtype=v.dtype)
+    np.copyto(pad[:, k:], v)
+    np.copyto(pad[:, k:], np.inf, where=np.isnan(v))  # unusable blocks sort last
+    if k == 1 and not with_mad:
+        out = pad[:, :nb].copy()
+        out[~np.isfinite(out)] = np.nan
+        if min_blocks > 1:
+            out[...] = np.nan
+        return out
+    win = np.stack([pad[:, i : i + nb] for i in range(k)])  # (k, S, NB): blocks j-k .. j-1
+    cnt = np.isfinite(win).sum(axis=0)
+    _network_sort(win)
+    out = _middle(win, cnt)
+    bad = cnt < max(min_blocks, 1)
+    out[bad] = np.nan
     if not with_mad:
         return out
-    dev = np.sort(np.abs(win - out[..., None]), axis=2)
-    lo = np.take_along_axis(dev, np.maximum((cnt - 1) // 2, 0)[..., None], axis=2)[..., 0]
-    hi = np.take_along_axis(dev, np.maximum(cnt // 2, 0)[..., None], axis=2)[..., 0]
-    return out, 0.5 * (lo + hi)
-    return out
+    dev = np.abs(win - out[None])
+    dev[~np.isfinite(dev)] = np.inf
+    _network_sort(dev)
+    mad = _middle(dev, cnt)
+    mad[bad] = np.nan
+    return out, mad
 
 
-def rolling_min(a: np.ndarray, w: int) -> np.ndarray:
-    """Trailing minimum over ``w`` samples (fewer at the start), (S, T) -> (S, T).
-
-    van Herk / Gil-Werman: minima running forward and backward inside blocks of ``w``
-    samples, so each output is the smaller of two lookups (three passes, whatever ``w``).
-    NaN is not expected (callers pass cumulative sums).
-    """
-    s, t = a.shape
-    w = max(min(int(w), t), 1)
-    nb = -(-(t + w - 1) // w)
-    pad = np.full((s, nb * w), np.inf, dtype=a.dtype)
-    pad[:, w - 1 : w - 1 + t] = a  # w-1 samples of +inf in front: the window before column 0 is empty
-    blk = pad.reshape(s, nb, w)
-    fwd = np.minimum.accumulate(blk, axis=2).reshape(s, -1)
-    bwd = np.minimum.accumulate(blk[..., ::-1], axis=2)[..., ::-1].reshape(s, -1)
-    # window ending at padded position q covers q-w+1 .. q: the backward min from its start
-    # (to the end of that start's block) and the forward min up to q (from the start of q's block)
-    q = np.arange(w - 1, w - 1 + t)
-    return np.minimum(bwd[:, q - w + 1], fwd[:, q])
-
-
-__all__ = ["BLOCK_S", "Blocks", "block_len", "block_median_mad", "rolling_min", "trailing"]
+__all__ = ["BLOCK_S", "Blocks", "block_len", "block_median_mad", "trailing"]

@@ -248,41 +248,58 @@ def ewma_chart(x: np.ndarray, g0: int, block: int, alpha: float = 0.1, suspect_l
     return _deliver(res, out)
 
 
-def windowed_cusum_side(u: np.ndarray, window: int) -> np.ndarray:
-    """max(0, largest sum of u over a run of at most ``window`` samples ending at t), (S, T).
+def restarted_cusum(z: np.ndarray, k: float, g0: int, w: int) -> np.ndarray:
+    """Two-sided tabular CUSUM max(S+, S-) of ``z`` (S, T) that restarts from 0 every ``w`` samples, (S, T).
 
-    The tabular CUSUM S_t = max(0, S_{t-1} + u_t) is the largest sum of u ending at t over
-    *any* length; bounding the length makes the statistic forget after ``window`` samples
-    (so a pass over a sliding window gives what a batch run gives, and the chart returns to 0
-    after a shift once the baseline has absorbed it). Closed form: C_t - min(C_{t-w} .. C_t)
-    with C the running sum (float64: differences of long sums), the minimum by
-    :func:`analytics.baseline.rolling_min`.
+    S+_t = max(0, S+_{t-1} + z_t - k), S-_t = max(0, S-_{t-1} - z_t - k). Two copies restart
+    at grid indices (column index + ``g0``) that are multiples of ``w`` and ``w/2`` past them,
+    and the larger one is kept: the chart remembers between w/2 and w samples, forgets an old
+    shift once its baseline has absorbed it, and, restarting at absolute grid times, gives a
+    live pass over a sliding window what a batch run gives. Inside a restart block the
+    recursion is the closed form C_t - min(0, min_{j<=t} C_j) (C: running sum of z - k),
+    computed over a (w, S, blocks) layout so each step is one contiguous vector operation.
     """
-    s, t = u.shape
-    c = np.zeros((s, t + 1))
-    np.cumsum(u, axis=1, out=c[:, 1:])
-    m = bl.rolling_min(c, window + 1)[:, 1:]
-    return (c[:, 1:] - m).astype(u.dtype)
+    s, t = z.shape
+    w = max(int(w), 2)
+    best: np.ndarray | None = None
+    for phase in (0, w // 2):
+        lead = (g0 + phase) % w
+        nb = -(-(lead + t) // w)
+        pad = np.zeros((s, nb * w), dtype=z.dtype)
+        pad[:, lead : lead + t] = z
+        a = np.empty((w, s, nb), dtype=z.dtype)
+        np.copyto(a, pad.reshape(s, nb, w).transpose(2, 0, 1))
+        side: np.ndarray | None = None
+        for sign in (1.0, -1.0):
+            c = np.multiply(a, sign)
+            c -= k
+            np.cumsum(c, axis=0, out=c)
+            m = np.minimum.accumulate(c, axis=0)
+            np.minimum(m, 0.0, out=m)
+            c -= m
+            side = c if side is None else np.maximum(side, c, out=side)
+        assert side is not None
+        np.copyto(pad.reshape(s, nb, w), side.transpose(1, 2, 0))
+        r = pad[:, lead : lead + t]
+        best = r.copy() if best is None else np.maximum(best, r, out=best)
+    assert best is not None
+    return best
 
 
 def cusum(x: np.ndarray, g0: int, block: int, k: float = 0.5, h: float = 5.0, window: int = 120, kb: int = 6,
           min_blocks: int = 2, floor: float = 0.0, z: tuple[np.ndarray, np.ndarray] | None = None, *,
           prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:
-    """Two-sided CUSUM over at most ``window`` samples on the trailing-baseline z of x.
+    """Two-sided CUSUM on the trailing-baseline z of x, restarting every ``window`` samples
+    (:func:`restarted_cusum`).
 
-    S+ over runs of z - k, S- over runs of -z - k (:func:`windowed_cusum_side`); score =
-    max(S+, S-) in standard deviations; > h -> 3 suspect, > 2h -> 4 fail. k = half the
+    score = max(S+, S-) in standard deviations; > h -> 3 suspect, > 2h -> 4 fail. k = half the
     shift to detect (0.5 = a one-sigma shift). Missing readings add nothing (z = 0); 2 where
     there is no baseline. ``z``: as for :func:`ewma_chart`.
     """
-    s, t = x.shape
     zz, evaluated = z if z is not None else standardise(x, g0, block, kb, min_blocks, floor)
-    hi = windowed_cusum_side(zz - k, window)
-    lo = windowed_cusum_side(-zz - k, window)
-    np.maximum(hi, lo, out=hi)
     res = _result(x, out)
     score = res.score
-    score[...] = hi
+    score[...] = restarted_cusum(zz, k, g0, window)
     pr = _prep(x, prep)
     score[~evaluated] = np.nan
     score += pr.nan0

@@ -123,15 +123,21 @@ def test_cusum_and_ewma_find_a_shift_against_the_trailing_baseline():
     assert not ((c.flag[:2, -50:] == qc.SUSPECT) | (c.flag[:2, -50:] == qc.FAIL)).any()
 
 
-@pytest.mark.parametrize("w", [1, 5, 60, 700])
-def test_windowed_cusum_is_the_best_bounded_run(w):
-    u = np.random.default_rng(5).standard_normal((3, 150)) - 0.2
-    got = stats.windowed_cusum_side(u, w)
-    ref = np.zeros_like(u)
-    for i in range(u.shape[0]):
-        for t in range(u.shape[1]):
-            sums = [u[i, j : t + 1].sum() for j in range(max(0, t - w + 1), t + 1)]
-            ref[i, t] = max(0.0, max(sums))
+@pytest.mark.parametrize("w,g0", [(2, 0), (10, 3), (60, 17), (700, 5)])
+def test_restarted_cusum_matches_the_recursion(w, g0):
+    """The plain recursion, restarted at grid indices that are multiples of w (and w/2 past them)."""
+    z = np.random.default_rng(5).standard_normal((3, 150))
+    k = 0.3
+    got = stats.restarted_cusum(z, k, g0, w)
+    ref = np.zeros_like(z)
+    for phase in (0, w // 2):
+        hi = lo = np.zeros(3)
+        for t in range(z.shape[1]):
+            if (g0 + t + phase) % w == 0:
+                hi = lo = np.zeros(3)
+            hi = np.maximum(0, hi + z[:, t] - k)
+            lo = np.maximum(0, lo - z[:, t] - k)
+            ref[:, t] = np.maximum(ref[:, t], np.maximum(hi, lo))
     assert np.allclose(got, ref)
 
 
