@@ -260,7 +260,7 @@ def spike(x: np.ndarray, suspect, fail, *, prep: Prepared | None = None, out: Qc
     score = |x_i - (x_{i-1} + x_{i+1})/2| - |x_{i+1} - x_{i-1}|/2, field units (how
     far x_i sticks out of the line through its two neighbours on the grid).
     score > suspect -> 3, > fail -> 4 (thresholds in field units, e.g. k *
-    :func:`robust_step_scale`). Samples without both neighbours (series ends,
+    :func:`step_scale`). Samples without both neighbours (series ends,
     gap borders: the gap test covers those) are 2, not evaluated.
     """
     s = x.shape[0]
