@@ -28,7 +28,8 @@ from analytics.detectors import params_for, run_all
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
-from kotacerdas.lineprotocol import escape_key, format_line
+from kotacerdas import measurements as M
+from kotacerdas.lineprotocol import escape_key
 from kotacerdas.routing import influx_for_city
 from kotacerdas.settings import Settings
 from kotacerdas.standards import ISPU_BANDS
@@ -236,8 +237,8 @@ class AnalyticsService:
                 suffix = f",field={escape_key(fname)},kind={escape_key(win.kind.name)},test={test} "
                 for s_, t_, f_, c_ in zip(ss.tolist(), tt.tolist(), fl.tolist(), sc.tolist()):
                     fields = f"flag={f_}i" + (f",score={c_!r}" if math.isfinite(c_) else "")
-                    lines.append(f"qc,{tag_base[s_]}{suffix}{fields} {int(times[t_])}")
-        self._write("qc", lines, counts)
+                    lines.append(f"qc,{tag_base[s_]}{suffix}{fields} {int(times[t_])}")  # M.QC, by hand: hot
+        self._write(M.QC.name, lines, counts)
         return worst
 
     def _usable(self, win: KindWindow, flags: dict[str, np.ndarray], fname: str) -> np.ndarray:
@@ -256,7 +257,7 @@ class AnalyticsService:
         ts = int(win.grid.times_ms[-1])
         conditions: list[Condition] = []
         pols = [p for p in ISPU_POLLUTANTS if p in win.fields]
-        for meas, mod in (("ispu", ispu), ("aqi_us", aqi_us)):
+        for meas, mod in ((M.ISPU, ispu), (M.AQI_US, aqi_us)):
             per: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             for p in pols:
                 if p not in mod.TABLES:
@@ -278,10 +279,10 @@ class AnalyticsService:
                     if not math.isfinite(val):
                         continue
                     lvl = int(mod.level(np.array([val]))[0])
-                    lines.append(format_line(meas, {**tags, "pollutant": p}, {
+                    lines.append(meas.line({**tags, "pollutant": p}, {
                         "value": float(val), "category": mod.category(lvl), "category_level": lvl,
                         "concentration": float(conc)}, ts))
-                if meas == "ispu" and valid[i]:
+                if meas is M.ISPU and valid[i]:
                     val = float(per[names[best[i]]][1][i])
                     lvl = int(ispu.level(np.array([val]))[0])
                     band = ISPU_BANDS[lvl - 1]
@@ -292,7 +293,7 @@ class AnalyticsService:
                         concentration=float(per[pol][0][i]), concentration_unit=win.kind.field(pol).unit,
                         averaging_s=float(ispu.AVERAGING_S[pol]), advice_id=band.advice_id,
                         advice_en=band.advice_en))
-            self._write(meas, lines, counts)
+            self._write(meas.name, lines, counts)
         return conditions
 
     def _water(self, win: KindWindow, flags: dict[str, np.ndarray], counts: dict[str, int]) -> list[Condition]:
@@ -310,7 +311,7 @@ class AnalyticsService:
                 if not math.isfinite(v):
                     continue
                 lim = water.LIMITS[p]
-                lines.append(format_line("water_compliance", {**tags, "parameter": p}, {
+                lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": p}, {
                     "value": v, "limit_lo": float(lim.lo if lim.lo is not None else 0.0), "limit_hi": float(lim.hi),
                     "compliant": int(per[p][i])}, ts))
                 e = float(exceed[p][i])
@@ -319,14 +320,14 @@ class AnalyticsService:
                     bad_id.append(f"{lim.name_id} {v:g}")
                     bad_en.append(f"{lim.name_en} {v:g}")
             if math.isfinite(worst):
-                lines.append(format_line("water_compliance", {**tags, "parameter": "all"}, {
+                lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": "all"}, {
                     "value": float(len(bad_id)), "limit_lo": 0.0, "limit_hi": 0.0, "compliant": int(overall[i])}, ts))
                 conditions.append(Condition(self.rules["water_noncompliant"], tags["device"], worst, ts,
                                             ", ".join(bad_id) or "-", ", ".join(bad_en) or "-", **self._where(tags),
                                             averaging_s=WATER_WINDOW_S,
                                             advice_id="Jangan minum air tanpa dimasak; PDAM sedang memeriksa.",
                                             advice_en="Do not drink the water unboiled; the utility is checking."))
-        self._write("water_compliance", lines, counts)
+        self._write(M.WATER_COMPLIANCE.name, lines, counts)
         return conditions
 
     def _bins(self, win: KindWindow, flags: dict[str, np.ndarray], counts: dict[str, int]) -> list[Condition]:
@@ -339,13 +340,13 @@ class AnalyticsService:
                 if not math.isfinite(fc.fill[i]):
                     continue
                 rate = float(fc.fill_rate[i]) if math.isfinite(fc.fill_rate[i]) else 0.0
-                lines.append(format_line("bin_forecast", tags, {
+                lines.append(M.BIN_FORECAST.line(tags, {
                     "fill": float(fc.fill[i]), "fill_rate": rate,
                     "hours_to_full": float(min(fc.hours_to_full[i], HOURS_TO_FULL_CAP)),
                     "full_by_tomorrow": int(fc.full_by_horizon[i]), "priority": int(fc.priority[i])}, ts))
                 conditions.append(Condition(self.rules["bin_full"], tags["device"], float(fc.fill[i]), ts,
                                             **self._where(tags)))
-            self._write("bin_forecast", lines, counts)
+            self._write(M.BIN_FORECAST.name, lines, counts)
         for fname, rule in (("tilt", "bin_tilted"), ("temperature", "bin_fire")):
             if fname in win.fields:
                 latest = self._tail_mean(self._usable(win, flags, fname), 3 * win.kind.report_interval_s,
@@ -362,12 +363,11 @@ class AnalyticsService:
         events = self.engine.evaluate(conditions)
         if not events:
             return 0
-        lines = [format_line("alerts", {"department": a.department, "severity": a.severity, "rule": a.rule,
-                                        "device": a.device},
-                             {"state": a.state, "value": float(a.value), "alert_id": a.alert_id,
-                              "text_id": a.text_id, "text_en": a.text_en}, a.updated_ms) for a in events]
+        lines = [M.ALERTS.line({"department": a.department, "severity": a.severity, "rule": a.rule, "device": a.device},
+                               {"state": a.state, "value": a.value, "alert_id": a.alert_id,
+                                "text_id": a.text_id, "text_en": a.text_en}, a.updated_ms) for a in events]
         counts: dict[str, int] = {}
-        self._write("alerts", lines, counts)
+        self._write(M.ALERTS.name, lines, counts)
         for a in events:
             self.metrics.alerts.labels(a.state, a.department).inc()
             self.deliver(a)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
-import threading
 
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
-from kotacerdas.observability import HealthServer, setup_logging
+from kotacerdas.observability import setup_logging
+from kotacerdas.runtime import HealthServer, stop_on_signals
 from kotacerdas.settings import load_settings
 
 log = logging.getLogger("ingest")
@@ -23,14 +22,7 @@ def _run(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_json)
     svc = IngestService(settings)
     health = HealthServer(settings.ingest.http_host, settings.ingest.http_port, svc.registry, ready=svc.ready)
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        log.info("stopping", extra={"signal": signum})
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    done = stop_on_signals()
     health.start()
     svc.start()
     log.info(
