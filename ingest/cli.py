@@ -20,7 +20,12 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)
-    svc = IngestService(settings)
+    source = None
+    if args.source == "jetstream":  # the clustered backbone (docs/scale.md) instead of Mosquitto
+        from ingest.jetstream_source import JetStreamSource
+
+        source = JetStreamSource(settings)
+    svc = IngestService(settings, source=source)
     health = HealthServer(settings.ingest.http_host, settings.ingest.http_port, svc.registry, ready=svc.ready)
     done = stop_on_signals()
     health.start()
@@ -70,7 +75,10 @@ def _jetstream(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="kotacerdas ingest", description="stream normalised telemetry into InfluxDB")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("run", help="run the ingest service (SIGTERM to stop)").set_defaults(fn=_run)
+    run = sub.add_parser("run", help="run the ingest service (SIGTERM to stop)")
+    run.add_argument("--source", choices=["mqtt", "jetstream"], default="mqtt",
+                     help="mqtt: Mosquitto (default); jetstream: the ingest group on the NATS backbone")
+    run.set_defaults(fn=_run)
     sub.add_parser("setup", help="create database, retention policies and continuous queries").set_defaults(fn=_setup)
     sub.add_parser("jetstream", help="run one worker of the ingest group on the NATS backbone (docs/scale.md)"
                    ).set_defaults(fn=_jetstream)

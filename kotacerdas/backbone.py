@@ -237,9 +237,12 @@ class GroupConsumer:
         async def reconnected() -> None:
             log.info("backbone reconnected")
 
+        async def error(exc: Exception) -> None:  # nats-py prints a traceback per failed reconnect otherwise
+            log.warning("backbone connection error", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+
         self.nc = nc = await nats.connect(
             servers=self.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
-            disconnected_cb=disconnected, reconnected_cb=reconnected, name=self.name,
+            disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error, name=self.name,
         )
         self.js = js = nc.jetstream(timeout=5.0)
         cfg = ConsumerConfig(
