@@ -144,7 +144,7 @@ def _threshold_flags(flag: np.ndarray, score: np.ndarray, suspect, fail, missing
     lower = np.minimum(suspect, fail)  # a fail is always also past the suspect threshold
     lower = float(lower) if np.ndim(lower) == 0 else lower  # a Python float compares at the score's precision
     not_eval = np.isnan(score)
-    if np.ndim(lower) == 2 and lower.shape[1] > 1:
+    if np.ndim(lower) == 2 and np.shape(lower)[1] > 1:
         not_eval |= np.isnan(lower)
     with np.errstate(invalid="ignore"):
         b = score > fail
