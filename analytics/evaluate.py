@@ -165,10 +165,10 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
             else:
                 res = batch_run(x, p, grid.t0_ms, sp)
             flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items()}
-            # domain "detectors": what the alert rules would flag (rolling means like the service's)
+            # domain "detectors": what the alert rules would flag, averaged exactly as the service
+            # averages (ispu.averaged: the regulation's period with hourly completeness)
             if f.name in ispu.TABLES:
-                n = max(int(3600 / kind.report_interval_s), 1)
-                flagged["ispu_unhealthy"] = ispu.index(f.name, qc.rolling_mean(x, n)) > 100
+                flagged["ispu_unhealthy"] = ispu.index(f.name, ispu.averaged(f.name, x, grid.step_ms / 1000).conc) > 100
             if f.name in water.LIMITS:
                 n = max(int(900 / kind.report_interval_s), 1)
                 m = qc.rolling_mean(x, n)

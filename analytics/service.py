@@ -21,6 +21,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from analytics import aqi_us, delivery, ispu, qc, waste, water
+from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
 from analytics.alerts import AlertEngine, AlertStore, Condition
 from analytics.outbox import Item, Outbox
@@ -70,6 +71,11 @@ class Metrics:
         self.series = Gauge("kc_analytics_series", "series analysed in the last pass", ["kind"], registry=registry)
         self.last_pass = Gauge("kc_analytics_last_pass_timestamp_seconds", "end of the last good pass",
                                registry=registry)
+
+
+def ispu_hourly(x: np.ndarray, step_s: float) -> np.ndarray:
+    """Latest 1-hour mean (S,) with the same hourly completeness (US AQI 1-hour ozone)."""
+    return period_mean(x, step_s, 3600.0).conc[:, -1]
 
 
 def _num(v: Any) -> float:
@@ -257,13 +263,20 @@ class AnalyticsService:
         ts = int(win.grid.times_ms[-1])
         conditions: list[Condition] = []
         pols = [p for p in ISPU_POLLUTANTS if p in win.fields]
+        step_s = win.grid.step_ms / 1000.0
         for meas, mod in ((M.ISPU, ispu), (M.AQI_US, aqi_us)):
-            per: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+            # per pollutant: (concentration, index, provisional, hours, samples) at the last step, (S,)
+            per: dict[str, tuple[np.ndarray, ...]] = {}
             for p in pols:
                 if p not in mod.TABLES:
                     continue
-                conc = self._tail_mean(self._usable(win, flags, p), mod.AVERAGING_S[p], win.grid.step_ms)
-                per[p] = (conc, mod.index(p, conc))
+                x = self._usable(win, flags, p)
+                avg = mod.averaged(p, x, step_s)
+                conc = avg.conc[:, -1]
+                idx = mod.index(p, conc)
+                if meas is M.AQI_US and p == "o3":
+                    idx = aqi_us.o3_index(conc, ispu_hourly(x, step_s))
+                per[p] = (conc, idx, avg.provisional[:, -1], avg.hours[:, -1], avg.samples[:, -1])
             if not per:
                 continue
             stack = np.stack([v[1] for v in per.values()])
@@ -272,16 +285,18 @@ class AnalyticsService:
             names = list(per)
             lines = []
             for i, tags in enumerate(win.tags):
-                rows = [(p, per[p][1][i], per[p][0][i]) for p in names]
+                rows = [(p, per[p]) for p in names]
                 if valid[i]:
-                    rows.append(("max", per[names[best[i]]][1][i], per[names[best[i]]][0][i]))
-                for p, val, conc in rows:
+                    rows.append(("max", per[names[best[i]]]))
+                for p, (conc_a, idx_a, prov_a, hours_a, samples_a) in rows:
+                    val = idx_a[i]
                     if not math.isfinite(val):
                         continue
                     lvl = int(mod.level(np.array([val]))[0])
                     lines.append(meas.line({**tags, "pollutant": p}, {
                         "value": float(val), "category": mod.category(lvl), "category_level": lvl,
-                        "concentration": float(conc)}, ts))
+                        "concentration": float(conc_a[i]), "provisional": int(prov_a[i]),
+                        "hours": int(hours_a[i]), "samples": int(samples_a[i])}, ts))
                 if meas is M.ISPU and valid[i]:
                     val = float(per[names[best[i]]][1][i])
                     lvl = int(ispu.level(np.array([val]))[0])

@@ -114,8 +114,11 @@ QC = Measurement(
 )
 ISPU = Measurement(
     "ispu", (*_SITE, "pollutant"),
-    {"value": "float", "category": "str", "category_level": "int", "concentration": "float"},
-    "ISPU sub-indices per pollutant and their max (pollutant=max)", "analytics",
+    {"value": "float", "category": "str", "category_level": "int", "concentration": "float",
+     "provisional": "int", "hours": "int", "samples": "int"},
+    "ISPU sub-indices per pollutant and their max (pollutant=max); provisional = fewer than 75 % valid hourly "
+    "means in the averaging period (analytics/averaging.py), hours = valid hourly means, samples = readings",
+    "analytics",
 )
 AQI_US = Measurement("aqi_us", ISPU.tags, ISPU.fields, "US EPA AQI, same layout as ispu", "analytics")
 WATER_COMPLIANCE = Measurement(
