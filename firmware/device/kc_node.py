@@ -109,6 +109,8 @@ class Node:
         self.started = board.ticks_ms()
         # after deep sleep the reading is due at the wall-clock time saved before sleeping
         self.next_read = board.ticks_ms()
+        if hasattr(self.suite, "first_reading_ms"):  # e.g. the PMS5003 fan must run 30 s first
+            self.next_read = board.ticks_add(self.next_read, self.suite.first_reading_ms())
         now = board.now_ms()
         if next_wall and now:
             wait = next_wall * 1000 - now
@@ -413,6 +415,7 @@ class Node:
                 "buffered": len(self.ring), "dropped": self.ring.dropped, "boots": self.boots,
                 "rssi": self.b.rssi() if self.b.wifi_connected() else None, "fw": self.fw,
                 "interval_s": self.interval_s, "sensor_errors": self.suite.errors,
+                "warming": getattr(self.suite, "warming", 0),
                 "counters": self.stats, "mqtt": self.client.stats}
 
     # -- main loop -------------------------------------------------------------
