@@ -420,6 +420,9 @@ class SimBoard(FakeBoard):
         self.ntp_fail = 0      # this many NTP requests go unanswered (each costs a 1 s timeout)
         self.ntp_calls = []
         self.wifi_resets = 0
+        self.led = []
+        self.ssids = []
+        self.good_ssid = None  # set: only this network answers
         self.scan_ms = 0  # 10000: kc_board waits up to 10 s for an association that never comes
         self.published = []
         self.sock = None
@@ -443,8 +446,14 @@ class SimBoard(FakeBoard):
         self.t += 50
         self.wdt_feeds += 1
 
+    def status_led(self, on):
+        self.led.append((self.t, on))
+
     def wifi_connect(self, ssid, pw):
         self.wifi_attempts.append(self.t)
+        self.ssids.append(ssid)
+        if self.good_ssid is not None:
+            self.wifi = ssid == self.good_ssid
         if not self.wifi:
             self.t += self.scan_ms
 

@@ -709,6 +709,18 @@ def test_air_warmup_humidity_and_o3_cross_sensitivity():
     node.shutdown()
 
 
+def test_several_ssids_and_status_led():
+    board = SimBoard("water", _storage("ssids"))
+    board.wifi = False
+    board.good_ssid = "site-ap"
+    nets = [{"ssid": "installer-phone", "password": "x"}, {"ssid": "site-ap", "password": "y"}]
+    node, _b = _node("water", 5, board=board, storage=board.storage, extra={"wifi_networks": nets})
+    node.run(max_readings=2)
+    assert board.ssids[:2] == ["installer-phone", "site-ap"] and len(_seqs(board)) == 2
+    assert board.led and board.led[-1][1] is True  # lit once the broker link is up
+    node.shutdown()
+
+
 def kc_node_rtc_fmt():
     import kc_node
     return kc_node.RTC_FMT
