@@ -12,8 +12,6 @@
 # the bootloader's own rollback.
 import json
 
-import kc_ecdsa
-
 STATE = "/app.json"
 MAX_TRIES = 3
 SLOTS = ("a", "b")
@@ -34,6 +32,7 @@ def _hex(b):
 
 def verify_manifest(manifest, sig, pubkey_hex, kind=None, idle=None):
     """The manifest dict if the signature is valid (and it is for this kind); else UpdateError."""
+    import kc_ecdsa  # only when an update arrives: ~3 KB of heap the node does not need otherwise
     h = _sha256()
     h.update(manifest)
     pub = bytes(int(pubkey_hex[i:i + 2], 16) for i in range(0, len(pubkey_hex), 2))
