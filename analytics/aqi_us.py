@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from analytics.averaging import PeriodMean, period_mean
 from analytics.breakpoints import Table, category_level, round_half_up
 from kotacerdas.standards import AQI_US_BANDS, upper_bounds
 
@@ -42,6 +43,12 @@ TABLES: dict[str, Table] = {
     "no2": _t((0.0, 54.0, 101.0, 361.0, 650.0, 1250.0), (53.0, 100.0, 360.0, 649.0, 1249.0, 2049.0)),
     "so2": _t((0.0, 36.0, 76.0, 186.0, 305.0, 605.0), (35.0, 75.0, 185.0, 304.0, 604.0, 1004.0)),
 }
+
+# 1-hour ozone (TAD 2024 Table 6, footnotes 1-2: 8-hour O3 does not define AQI values of 301 or
+# higher; those are calculated from 1-hour O3, and in some areas the 1-hour index is reported when
+# it is the higher one). ppm; no 1-hour index below 0.125 ppm.
+O3_1H = Table((0.125, 0.165, 0.205, 0.405), (0.164, 0.204, 0.404, 0.604), (101.0, 151.0, 201.0, 301.0),
+              (150.0, 200.0, 300.0, 500.0))
 
 # truncation step of the concentration before lookup (same units as TABLES)
 TRUNCATE: dict[str, float] = {"pm25": 0.1, "pm10": 1.0, "o3": 0.001, "co": 0.1, "no2": 1.0, "so2": 1.0}
@@ -89,3 +96,18 @@ def level(aqi: np.ndarray) -> np.ndarray:
 
 def category(lvl: int) -> str:
     return CATEGORIES[int(lvl) - 1] if 1 <= int(lvl) <= 6 else ""
+
+
+def averaged(pollutant: str, x: np.ndarray, step_s: float) -> PeriodMean:
+    """The TAD's average of readings ``x`` (S, T) at every time step, with completeness (analytics/averaging.py)."""
+    return period_mean(x, step_s, AVERAGING_S[pollutant])
+
+
+def o3_index(conc_8h_ugm3: np.ndarray, conc_1h_ugm3: np.ndarray) -> np.ndarray:
+    """Ozone AQI: the 8-hour index, or the 1-hour index where that is higher (which is the only
+    one defined above 300: 8-hour ozone above 0.200 ppm has no AQI row)."""
+    i8 = index("o3", conc_8h_ugm3)
+    c1 = truncate("o3", np.asarray(conc_1h_ugm3, dtype=np.float64) * TO_TABLE_UNIT["o3"])
+    with np.errstate(invalid="ignore"):
+        i1 = np.where(c1 >= O3_1H.c_lo[0], round_half_up(O3_1H.index(c1)), np.nan)
+    return np.fmax(i8, i1)

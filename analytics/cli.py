@@ -117,7 +117,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)
-    rows = evaluate_files(args.data, args.labels, root=args.root or settings.mqtt.topic_root)
+    rows = evaluate_files(args.data, args.labels, root=args.root or settings.mqtt.topic_root, mode=args.mode,
+                          window_s=args.window or settings.analytics.window_s, every_s=args.every)
     print(render(rows))
     return 0
 
@@ -149,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--data", required=True, help="dry-run JSON lines {t, topic, payload}")
     e.add_argument("--labels", required=True, help="labels JSON lines {device, kind, field, start, end, type}")
     e.add_argument("--root", default=None, help="topic root of the dry run (default settings)")
+    e.add_argument("--mode", choices=("stream", "batch"), default="stream",
+                   help="stream: replay the service's live loop (default); batch: one run over the record")
+    e.add_argument("--window", type=float, default=None, metavar="S", help="live window (default settings)")
+    e.add_argument("--every", type=float, default=3 * 3600.0, metavar="S",
+                   help="seconds of data between replayed passes (the flags do not depend on it)")
     e.set_defaults(func=cmd_evaluate)
     rc = sub.add_parser("rules", help="alert rules and subscriptions").add_subparsers(dest="rules_cmd", required=True)
     chk = rc.add_parser("check", help="validate a rules file (default: the shipped analytics/rules.yaml)")

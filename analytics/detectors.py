@@ -31,22 +31,45 @@ class QcParams:
     flat_fail_s: float = 7200.0  # ... -> fail
     flat_enabled: bool = True
     # thresholds below chosen with the evaluation harness (docs/analytics.md, "Tuning")
-    spike_suspect_k: float = 16.0  # spike height in robust step scales
-    spike_fail_k: float = 32.0
-    roc_suspect_k: float = 16.0  # one-step change in robust step scales
-    roc_fail_k: float = 32.0
+    spike_suspect_k: float = 12.0  # spike height in robust step scales
+    spike_fail_k: float = 24.0
+    roc_suspect_k: float = 12.0  # one-step change in robust step scales
+    roc_fail_k: float = 24.0
     gap_suspect_n: int = 2  # missing grid bins before a reading
     gap_fail_n: int = 10
     roc_enabled: bool = True
     drift_enabled: bool = True  # compare with neighbours (meaningless for independent processes)
     drift_window_s: float = 3600.0  # smoothing window of the neighbour residual
-    drift_suspect_z: float = 45.0  # robust spreads of the smoothed residual's reference period
+    drift_suspect_z: float = 45.0  # robust spreads of the smoothed residual's trailing block medians
     drift_fail_z: float = 90.0
+    drift_blocks: int = 12  # trailing blocks of the drift baseline
+    # trailing baselines (analytics.baseline): blocks of block_s aligned to grid time; a sample
+    # is judged against the previous baseline_blocks blocks, and not at all (2) with fewer than
+    # min_blocks of them usable (warm-up after start or after an outage)
+    block_s: float = 3600.0
+    baseline_blocks: int = 6
+    min_blocks: int = 2
 
     @property
     def flat_n(self) -> tuple[int, int]:
         return (max(int(math.ceil(self.flat_suspect_s / self.step_s)), 3),
                 max(int(math.ceil(self.flat_fail_s / self.step_s)), 4))
+
+    @property
+    def block(self) -> int:
+        from analytics.baseline import block_len
+
+        return block_len(self.step_s, self.block_s)
+
+    def g0(self, t0_ms: int) -> int:
+        """Grid index (time // step) of a window's first column."""
+        return int(t0_ms // int(round(self.step_s * 1000)))
+
+    @property
+    def lookback(self) -> int:
+        """Samples of history a verdict can depend on: a live window at least this long (plus
+        the newest bin) gives the flags of a batch run (see :func:`stream_run`)."""
+        return (max(self.baseline_blocks, self.drift_blocks) + 2) * self.block + self.drift_window
 
     @property
     def drift_window(self) -> int:
@@ -83,20 +106,22 @@ def qc_tests(p: QcParams, *, neighbours: bool = True) -> list[str]:
     return [t for t in qc.TESTS if on.get(t, True)]
 
 
-def run_qc(x: np.ndarray, p: QcParams, *, neighbours: bool = True, prep: qc.Prepared | None = None,
+def run_qc(x: np.ndarray, p: QcParams, t0_ms: int = 0, *, neighbours: bool = True, prep: qc.Prepared | None = None,
            out: dict[str, qc.QcResult] | None = None) -> dict[str, qc.QcResult]:
-    """Every QC test over ``x`` shaped (S, T) (one field, regular grid). Keys are :data:`qc.TESTS`.
+    """Every QC test over ``x`` shaped (S, T) (one field, regular grid; column 0 at ``t0_ms``).
+    Keys are :data:`qc.TESTS`.
 
     ``prep``: the block's shared inputs (:class:`qc.Prepared`); ``out``: name -> buffers to write into.
     """
     pr = prep if prep is not None else qc.Prepared(x)
     o = out or {}
+    g0, blk = p.g0(t0_ms), p.block
     res: dict[str, qc.QcResult] = {}
     res["gross_range"] = qc.gross_range(x, p.fail_lo, p.fail_hi, p.suspect_lo, p.suspect_hi, prep=pr,
                                         out=o.get("gross_range"))
     if p.flat_enabled:
         res["flat_line"] = qc.flat_line(x, p.resolution * 0.5, *p.flat_n, prep=pr, out=o.get("flat_line"))
-    scale = qc.robust_step_scale(x, 2.0 * p.resolution, prep=pr)
+    scale = qc.step_scale(x, g0, blk, 2.0 * p.resolution, p.baseline_blocks, 1, prep=pr)
     res["spike"] = qc.spike(x, p.spike_suspect_k * scale, p.spike_fail_k * scale, prep=pr, out=o.get("spike"))
     if p.roc_enabled:
         res["rate_of_change"] = qc.rate_of_change(x, p.step_s, p.roc_suspect_k * scale / p.step_s,
@@ -104,8 +129,8 @@ def run_qc(x: np.ndarray, p: QcParams, *, neighbours: bool = True, prep: qc.Prep
                                                   out=o.get("rate_of_change"))
     res["gap"] = qc.gap(x, p.gap_suspect_n, p.gap_fail_n, prep=pr, out=o.get("gap"))
     if neighbours and p.drift_enabled:
-        res["drift"] = qc.drift(x, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution, prep=pr,
-                                out=o.get("drift"))
+        res["drift"] = qc.drift(x, g0, blk, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution,
+                                k=p.drift_blocks, min_blocks=p.min_blocks + 1, prep=pr, out=o.get("drift"))
     return res
 
 
@@ -113,16 +138,23 @@ def run_qc(x: np.ndarray, p: QcParams, *, neighbours: bool = True, prep: qc.Prep
 class StatParams:
     """Parameters of the statistical detectors (windows in grid samples, thresholds in robust sigmas)."""
 
-    hampel_window: int = 60
-    hampel_suspect_z: float = 8.0
-    hampel_fail_z: float = 16.0
+    hampel_suspect_z: float = 30.0
+    hampel_fail_z: float = 60.0
     ewma_alpha: float = 0.1
-    ewma_suspect_l: float = 20.0
-    ewma_fail_l: float = 40.0
+    ewma_suspect_l: float = 30.0
+    ewma_fail_l: float = 60.0
     cusum_k: float = 5.0
     cusum_h: float = 200.0
+    cusum_window_s: float = 7200.0  # the CUSUM forgets runs longer than this
     seasonal_suspect_z: float = 5.0
     seasonal_fail_z: float = 10.0
+
+
+def cusum_window_n(sp: StatParams, step_s: float) -> int:
+    """CUSUM memory in samples: ``cusum_window_s``, but at least 32 samples (a coarse grid such as
+    the bins' 15 min still sums long enough to reach h). Within :attr:`QcParams.lookback` for the
+    catalogue's grids."""
+    return max(int(round(sp.cusum_window_s / step_s)), 32)
 
 
 STAT_TESTS = ("hampel", "ewma", "cusum", "seasonal")  # names of the statistical detectors' results
@@ -153,24 +185,28 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
     names = qc_tests(p, neighbours=False) + ["hampel"] + (["drift"] if p.drift_enabled else []) + list(STAT_TESTS[1:])
     merged = {k: qc.QcResult(np.empty((s, t), dtype=np.int8), np.empty((s, t), dtype=score_dtype)) for k in names}
 
+    g0, blk = p.g0(t0_ms), p.block
+    cusum_window = cusum_window_n(sp, p.step_s)
+
     def block(i: int) -> None:  # one block of series, every detector vectorised over it
         rows = slice(i, i + chunk)
         out = {k: qc.QcResult(r.flag[rows], r.score[rows]) for k, r in merged.items()}
         xb = x[rows]
         pr = qc.Prepared(xb)
-        run_qc(xb, p, neighbours=False, prep=pr, out=out)
-        stats.hampel(xb, sp.hampel_window, None, sp.hampel_suspect_z, sp.hampel_fail_z, floor=p.resolution,
-                     prep=pr, out=out["hampel"])
+        run_qc(xb, p, t0_ms, neighbours=False, prep=pr, out=out)
+        stats.hampel(xb, g0, blk, p.baseline_blocks, sp.hampel_suspect_z, sp.hampel_fail_z, floor=p.resolution,
+                     min_blocks=p.min_blocks, prep=pr, out=out["hampel"])
         rb = xb - ref[None, :]
         if p.drift_enabled:  # the residual is per block, so drift works per block too
-            qc.drift(xb, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution,
-                     residual=rb, min_series=1, prep=pr, out=out["drift"])
+            qc.drift(xb, g0, blk, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution,
+                     k=p.drift_blocks, min_blocks=p.min_blocks + 1, residual=rb, min_series=1, prep=pr,
+                     out=out["drift"])
         rpr = qc.Prepared(rb)
-        z = stats.standardise(rb, p.resolution)
-        zb = stats.time_blocks(z)
-        stats.ewma_chart(rb, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, floor=p.resolution, z=z, zb=zb,
-                         prep=rpr, out=out["ewma"])
-        stats.cusum(rb, sp.cusum_k, sp.cusum_h, floor=p.resolution, z=z, zb=zb, prep=rpr, out=out["cusum"])
+        z = stats.standardise(rb, g0, blk, p.baseline_blocks, p.min_blocks, p.resolution)
+        stats.ewma_chart(rb, g0, blk, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, p.baseline_blocks,
+                         p.min_blocks, floor=p.resolution, z=z, prep=rpr, out=out["ewma"])
+        stats.cusum(rb, g0, blk, sp.cusum_k, sp.cusum_h, cusum_window, p.baseline_blocks, p.min_blocks,
+                    floor=p.resolution, z=z, prep=rpr, out=out["cusum"])
         stats.seasonal_residual(xb, p.step_s, t0_ms, sp.seasonal_suspect_z, sp.seasonal_fail_z, floor=p.resolution,
                                 prep=pr, out=out["seasonal"])
 
@@ -186,3 +222,54 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
     if s < 3 and "drift" in merged:
         merged["drift"].flag[merged["drift"].flag != qc.MISSING] = qc.NOT_EVALUATED
     return merged
+
+
+def batch_run(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(), **kw) -> dict[str, qc.QcResult]:
+    """:func:`run_all` over a whole record at once, ``x`` (S, T) with column 0 at ``t0_ms``.
+
+    The record is padded in front with one block of "no reading" so that the block holding
+    its first reading is judged as a live window (which always reaches back before the
+    first reading) judges it.
+    """
+    s, t = x.shape
+    lead = p.block + p.g0(t0_ms) % p.block
+    padded = np.full((s, lead + t), np.nan, dtype=x.dtype)
+    padded[:, lead:] = x
+    res = run_all(padded, p, t0_ms - lead * int(round(p.step_s * 1000)), sp, **kw)
+    return {k: qc.QcResult(r.flag[:, lead:], r.score[:, lead:]) for k, r in res.items()}
+
+
+def stream_run(x: np.ndarray, p: QcParams, t0_ms: int, window_n: int, every_n: int = 1,
+               sp: StatParams = StatParams(), **kw) -> dict[str, qc.QcResult]:
+    """What the service's live loop writes, replayed over a record ``x`` (S, T) (column 0 at ``t0_ms``).
+
+    A pass runs after every ``every_n`` new bins over the last ``window_n`` bins (the
+    service's ``window_s``), like :meth:`analytics.service.AnalyticsService.run_pass`, and keeps
+    only bins it has not written before, up to the *second newest*: the spike test needs the
+    bin after the one it judges, so every verdict waits one grid step. The record's last bin
+    therefore has no verdict here (flag 2). With ``window_n`` >= :attr:`QcParams.lookback` + 2
+    the flags equal :func:`batch_run`'s (tests/analytics/test_stream.py).
+    """
+    s, t = x.shape
+    step_ms = int(round(p.step_s * 1000))
+    pad = np.full((s, window_n - 1 + t), np.nan, dtype=x.dtype)
+    pad[:, window_n - 1 :] = x
+    out: dict[str, qc.QcResult] = {}
+    ends = list(range(min(every_n, t), t + 1, every_n))
+    if ends[-1] != t:
+        ends.append(t)
+    emitted = -1  # last column of x written
+    for end in ends:  # the pass that sees columns end - window_n .. end - 1
+        first = end - window_n
+        res = run_all(pad[:, end - 1 : end - 1 + window_n], p, t0_ms + first * step_ms, sp, **kw)
+        if not out:
+            out = {k: qc.QcResult(np.full((s, t), qc.NOT_EVALUATED, dtype=np.int8),
+                                  np.full((s, t), np.nan, dtype=r.score.dtype)) for k, r in res.items()}
+        lo, hi = emitted + 1, end - 2
+        if hi < lo:
+            continue
+        for k, r in res.items():
+            out[k].flag[:, lo : hi + 1] = r.flag[:, lo - first : hi + 1 - first]
+            out[k].score[:, lo : hi + 1] = r.score[:, lo - first : hi + 1 - first]
+        emitted = hi
+    return out

@@ -4,14 +4,20 @@ Inputs (written by ``kotacerdas simulate run --dry-run FILE --labels FILE``):
 - dry run, JSON lines ``{"t": ms, "topic": str, "payload": str}`` (payload = telemetry JSON);
 - labels, JSON lines ``{"device","kind","field"|null,"start": ms,"end": ms,"type"}``.
 
+The detectors run as the service's live loop runs them (:func:`analytics.detectors.stream_run`:
+a pass every ``every_s`` over the last ``window_s``, verdicts one grid step late), or, with
+``mode="batch"``, in one run over the record (the same flags: tests/analytics/test_stream.py).
 Each fault type is matched with the detectors meant to catch it (:data:`DETECTORS_FOR`).
 Per type:
 - recall: labelled events with at least one suspect/fail flag from those detectors
   on the labelled device (and field, when the label names one) between ``start`` and
   ``end`` plus a tolerance of :data:`TOLERANCE_STEPS` grid steps;
 - precision: runs of consecutive flags from those detectors that overlap a label of
-  that type (with the same tolerance either side), over all such runs;
-- delay: first flag minus label start, seconds (median and 90th percentile).
+  that type (with the same tolerance either side), over those runs plus the runs that touch
+  no label at all (a run on another type's label is neither);
+- delay: first flag minus label start, seconds (median and 90th percentile);
+- alarm budget: flagged runs of those detectors that touch no label of *any* type (with the
+  same tolerance), per sensor (series of one field) per day: false alarms on clean stretches.
 Message-level faults (duplicate, out_of_order, malformed, clock_skew) are the
 gateway's job (it rejects or reorders them before storage) and are reported as such.
 """
@@ -27,7 +33,7 @@ from typing import Iterable
 import numpy as np
 
 from analytics import ispu, qc, water
-from analytics.detectors import StatParams, params_for, run_all
+from analytics.detectors import StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, load_catalogue
 
@@ -36,8 +42,8 @@ GATEWAY_TYPES = ("duplicate", "out_of_order", "malformed", "clock_skew")
 DETECTORS_FOR: dict[str, tuple[str, ...]] = {
     "spike": ("spike", "hampel"),
     "flatline": ("flat_line",),
-    "drift": ("drift", "cusum", "ewma"),
-    "offset": ("rate_of_change", "cusum", "ewma", "drift", "hampel"),
+    "drift": ("drift", "ewma", "cusum"),
+    "offset": ("rate_of_change", "drift", "ewma", "cusum"),
     "dropout": ("gap",),
     "offline": ("gap",),
     "pollution_episode": ("ispu_unhealthy",),
@@ -54,7 +60,13 @@ class Row:
     flagged_runs: int = 0
     true_runs: int = 0
     delays_s: list[float] = field(default_factory=list)
+    false_runs: int = 0  # flagged runs touching no label at all
+    sensor_days: float = 0.0
     note: str = ""
+
+    @property
+    def false_per_sensor_day(self) -> float:
+        return self.false_runs / self.sensor_days if self.sensor_days else math.nan
 
     @property
     def recall(self) -> float:
@@ -107,8 +119,12 @@ def _runs_overlap(mask: np.ndarray, cover: np.ndarray) -> tuple[int, int]:
 
 def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[dict],
              cat: Catalogue | None = None, *, qc_overrides: dict | None = None,
-             stat_params: StatParams | None = None) -> list[Row]:
-    """Score the detector set; ``qc_overrides`` / ``stat_params`` try other parameters (for tuning)."""
+             stat_params: StatParams | None = None, mode: str = "stream", window_s: float = 86400.0,
+             every_s: float = 3 * 3600.0) -> list[Row]:
+    """Score the detector set; ``qc_overrides`` / ``stat_params`` try other parameters (for tuning).
+
+    ``mode``: "stream" (the live loop, a pass every ``every_s`` over ``window_s``) or "batch".
+    """
     cat = cat or load_catalogue()
     rows = {ft: Row(ft, "+".join(d)) for ft, d in DETECTORS_FOR.items()}
     for ft in GATEWAY_TYPES:
@@ -125,6 +141,7 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
         all_ts = [t for d in devices for t, _ in data[(kind_name, d)]]
         step_ms = kind.report_interval_s * 1000
         grid = Grid.covering(min(all_ts), max(all_ts), step_ms)
+        days = (grid.n * step_ms) / 86_400_000
         times = grid.times_ms
         klabels = [lb for lb in labels if lb["kind"] == kind_name and lb["device"] in dindex]
         for f in kind.fields:
@@ -141,21 +158,36 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                 continue
             x = to_grid(np.array(idx), np.array(ts), np.array(vals), len(devices), grid, how="mean")
             p = replace(params_for(kind, f, kind.report_interval_s), **(qc_overrides or {}))
-            res = run_all(x, p, grid.t0_ms, stat_params or StatParams())
+            sp = stat_params or StatParams()
+            if mode == "stream":
+                res = stream_run(x, p, grid.t0_ms, max(int(window_s * 1000 // step_ms), 2),
+                                 max(int(every_s * 1000 // step_ms), 1), sp)
+            else:
+                res = batch_run(x, p, grid.t0_ms, sp)
             flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items()}
-            # domain "detectors": what the alert rules would flag (rolling means like the service's)
+            # domain "detectors": what the alert rules would flag, averaged exactly as the service
+            # averages (ispu.averaged: the regulation's period with hourly completeness)
             if f.name in ispu.TABLES:
-                n = max(int(3600 / kind.report_interval_s), 1)
-                flagged["ispu_unhealthy"] = ispu.index(f.name, qc.rolling_mean(x, n)) > 100
+                flagged["ispu_unhealthy"] = ispu.index(f.name, ispu.averaged(f.name, x, grid.step_ms / 1000).conc) > 100
             if f.name in water.LIMITS:
                 n = max(int(900 / kind.report_interval_s), 1)
                 m = qc.rolling_mean(x, n)
                 flagged["water_noncompliant"] = ~water.compliant(f.name, m) & ~np.isnan(m)
+            # every labelled stretch of this field (any type), for the alarm budget
+            any_label = np.zeros(x.shape, dtype=bool)
+            for lb in klabels:
+                if lb["field"] in (None, f.name):
+                    i0 = int(np.searchsorted(times, lb["start"] - step_ms + 1)) - TOLERANCE_STEPS
+                    i1 = int(np.searchsorted(times, lb["end"], side="right")) + TOLERANCE_STEPS
+                    any_label[dindex[lb["device"]], max(i0, 0) : i1] = True
             for ftype, dets in DETECTORS_FOR.items():
                 have = [flagged[d] for d in dets if d in flagged]
                 if not have:
                     continue
                 mask = np.logical_or.reduce(have)
+                rows[ftype].sensor_days += x.shape[0] * days
+                n_all, touching = _runs_overlap(mask, any_label)
+                rows[ftype].false_runs += n_all - touching
                 cover = np.zeros_like(mask)
                 row = rows[ftype]
                 for lb in klabels:
@@ -173,18 +205,20 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                     if hit.size:
                         row.detected += 1
                         row.delays_s.append(max((times[i0 + hit[0]] - lb["start"]) / 1000.0, 0.0))
+                # runs on another type's label are that type's: neither true nor false here
                 n, tp = _runs_overlap(mask, cover)
-                row.flagged_runs += n
+                row.flagged_runs += n_all - touching + tp
                 row.true_runs += tp
     return list(rows.values())
 
 
-def evaluate_files(data_path: str, labels_path: str, root: str | None = None) -> list[Row]:  # noqa: ARG001
+def evaluate_files(data_path: str, labels_path: str, root: str | None = None, **kw) -> list[Row]:  # noqa: ARG001
+    """:func:`evaluate` over a dry run and its labels file; ``kw``: mode, window_s, every_s."""
     with open(data_path, encoding="utf-8") as fh:
         data, _bad = read_dry_run(fh)
     with open(labels_path, encoding="utf-8") as fh:
         labels = [json.loads(ln) for ln in fh if ln.strip()]
-    return evaluate(data, labels)
+    return evaluate(data, labels, **kw)
 
 
 def _fmt(v: float, pct: bool = True) -> str:
@@ -193,16 +227,22 @@ def _fmt(v: float, pct: bool = True) -> str:
     return f"{100 * v:.0f}%" if pct else f"{v:.0f}"
 
 
+def _fmt2(v: float) -> str:
+    return "-" if v != v else f"{v:.3f}"
+
+
 def render(rows: list[Row]) -> str:
     head = f"{'fault type':<18} {'detectors':<44} {'events':>6} {'found':>6} {'recall':>7} {'precision':>9} " \
-           f"{'F1':>5} {'delay p50 s':>11} {'p90 s':>7}"
+           f"{'F1':>5} {'delay p50 s':>11} {'p90 s':>7} {'false/sensor/day':>16}"
     out = [head, "-" * len(head)]
     for r in rows:
         if r.note:
             out.append(f"{r.type:<18} {r.detectors:<44} {r.note}")
             continue
-        d = np.array(r.delays_s) if r.delays_s else np.array([np.nan])
+        d = np.array(r.delays_s) if r.delays_s else np.array([math.nan])
+        p50 = float(np.median(d)) if r.delays_s else math.nan
         out.append(f"{r.type:<18} {r.detectors:<44} {r.events:>6} {r.detected:>6} {_fmt(r.recall):>7} "
-                   f"{_fmt(r.precision):>9} {_fmt(r.f1):>5} {_fmt(float(np.nanmedian(d)), False):>11} "
-                   f"{_fmt(float(np.nanpercentile(d, 90)) if r.delays_s else math.nan, False):>7}")
+                   f"{_fmt(r.precision):>9} {_fmt(r.f1):>5} {_fmt(p50, False):>11} "
+                   f"{_fmt(float(np.nanpercentile(d, 90)) if r.delays_s else math.nan, False):>7} "
+                   f"{_fmt2(r.false_per_sensor_day):>16}")
     return "\n".join(out)

@@ -111,6 +111,8 @@ def _col(a: object, s: int, dtype=np.float64) -> np.ndarray | float:
     arr = np.asarray(a, dtype=np.float64)
     if arr.ndim == 0:
         return float(arr)
+    if arr.ndim == 2 and arr.shape[1] > 1:  # per sample (S, T), e.g. a trailing baseline
+        return arr.astype(dtype, copy=False)
     return arr.reshape(s, 1).astype(dtype, copy=False)
 
 
@@ -135,13 +137,19 @@ def _combine(flag: np.ndarray, suspect: np.ndarray, fail: np.ndarray, not_evalua
 
 
 def _threshold_flags(flag: np.ndarray, score: np.ndarray, suspect, fail, missing: np.ndarray) -> np.ndarray:
-    """QARTOD flags of a score that is NaN where x is missing: > suspect 3, > fail 4, NaN 2, missing 9."""
+    """QARTOD flags of a score that is NaN where x is missing: > suspect 3, > fail 4, NaN 2, missing 9.
+
+    Thresholds may be per sample (S, T); where one is NaN (no baseline yet) the sample is 2.
+    """
     lower = np.minimum(suspect, fail)  # a fail is always also past the suspect threshold
     lower = float(lower) if np.ndim(lower) == 0 else lower  # a Python float compares at the score's precision
+    not_eval = np.isnan(score)
+    if np.ndim(lower) == 2 and np.shape(lower)[1] > 1:
+        not_eval |= np.isnan(lower)
     with np.errstate(invalid="ignore"):
         b = score > fail
         a = score > lower
-    return _combine(flag, a, b, np.isnan(score), missing)
+    return _combine(flag, a, b, not_eval, missing)
 
 
 def gross_range(x: np.ndarray, fail_lo, fail_hi, suspect_lo, suspect_hi, *, prep: Prepared | None = None,
@@ -228,16 +236,22 @@ def flat_line(x: np.ndarray, tolerance, suspect_n: int, fail_n: int, *, prep: Pr
     return _deliver(res, out)
 
 
-def robust_step_scale(x: np.ndarray, floor, *, prep: Prepared | None = None) -> np.ndarray:
-    """Per-series robust spread of one-step changes, shape (S, 1), field units.
+def step_scale(x: np.ndarray, g0: int, block: int, floor, k: int = 6, min_blocks: int = 1, *,
+               prep: Prepared | None = None) -> np.ndarray:
+    """Robust spread of one-step changes from the trailing baseline, (S, T), field units.
 
-    1.4826 * median(|diff|) (normal-consistent MAD of differences around 0), never
-    below ``floor`` (e.g. the sensor resolution) so quantised, quiet signals do not
-    turn every step into an outlier.
+    1.4826 * the median over the previous ``k`` blocks of each block's median |diff|
+    (:mod:`analytics.baseline`: a sample's scale comes from its past only), never below
+    ``floor`` (e.g. twice the sensor resolution) so quantised, quiet signals do not turn
+    every step into an outlier. NaN where there is no baseline yet (warm-up).
     """
-    med = row_median(_prep(x, prep).absdiff)
-    med = np.where(np.isnan(med), 0.0, med)
-    return np.maximum(1.4826 * med, np.asarray(floor, dtype=np.float64).reshape(-1))[:, None]
+    from analytics import baseline as bl
+
+    pr = _prep(x, prep)
+    blocks = bl.Blocks(x.shape[1], g0, block)
+    med = bl.block_median_mad(blocks, pr.step, mad=False)[0]
+    sc = np.maximum(1.4826 * bl.trailing(med, k, min_blocks), np.asarray(floor, dtype=np.float64).reshape(-1, 1))
+    return blocks.expand(sc.astype(x.dtype))
 
 
 def spike(x: np.ndarray, suspect, fail, *, prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:
@@ -246,7 +260,7 @@ def spike(x: np.ndarray, suspect, fail, *, prep: Prepared | None = None, out: Qc
     score = |x_i - (x_{i-1} + x_{i+1})/2| - |x_{i+1} - x_{i-1}|/2, field units (how
     far x_i sticks out of the line through its two neighbours on the grid).
     score > suspect -> 3, > fail -> 4 (thresholds in field units, e.g. k *
-    :func:`robust_step_scale`). Samples without both neighbours (series ends,
+    :func:`step_scale`). Samples without both neighbours (series ends,
     gap borders: the gap test covers those) are 2, not evaluated.
     """
     s = x.shape[0]
@@ -458,22 +472,23 @@ def row_median(a: np.ndarray, max_n: int = 256) -> np.ndarray:
     return nanmedian_fast(a[:, ::step], axis=1)
 
 
-def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.0, floor=0.0,
-          reference_frac: float = 1 / 3, residual: np.ndarray | None = None, min_series: int = 3, *,
+def drift(x: np.ndarray, g0: int, block: int, window: int, suspect_z: float = 4.0, fail_z: float = 8.0, floor=0.0,
+          k: int = 12, min_blocks: int = 3, residual: np.ndarray | None = None, min_series: int = 3, *,
           prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:
     """Drift against neighbours: a sensor slowly leaving its fellow sensors of the same kind.
 
     Every series is compared with the median of all series at the same time
     (neighbours: pass only stations of one kind/area). The residual is smoothed
-    with a trailing mean over ``window`` samples and compared with its own level in
-    the reference period (the first ``reference_frac`` of the window), so a station
-    with a steady local offset is not flagged, one that moves away over time is.
-    score: change of the smoothed residual in units of the residual's robust
-    spread (of the smoothed residual) in the reference period (never below
-    ``floor``, field units).
-    Needs at least 3 series; otherwise every present sample is 2 (not evaluated).
+    with a trailing mean over ``window`` samples and compared with its own trailing
+    baseline (:mod:`analytics.baseline`): the median of the previous ``k`` blocks' medians,
+    so a station with a steady local offset is not flagged, one that moves away over time is.
+    score: change of the smoothed residual in units of the spread of those block medians
+    (1.4826 * their MAD; never below ``floor``, field units). 2 (not evaluated) without a
+    baseline (warm-up) and with fewer than ``min_series`` series.
     ``residual``: :func:`neighbour_residual` of x when the caller has it already.
     """
+    from analytics import baseline as bl
+
     s, t = x.shape
     pr = _prep(x, prep)
     res = _result(x, out)
@@ -484,17 +499,14 @@ def drift(x: np.ndarray, window: int, suspect_z: float = 4.0, fail_z: float = 8.
         return _deliver(res, out)
     r = neighbour_residual(x) if residual is None else residual
     sm = rolling_mean(r, window)
-    n_ref = max(int(t * reference_frac), 2)
-    # level and spread of the *smoothed* residual in the reference period: smoothing an
-    # autocorrelated residual does not shrink its spread by sqrt(window)
-    base = row_median(sm[:, :n_ref])[:, None]
-    mad = row_median(np.abs(sm[:, :n_ref] - base))[:, None]
-    scale = np.maximum(1.4826 * mad, _col(floor, s))
-    scale = np.where(np.isnan(scale), np.inf, np.maximum(scale, 1e-12)).astype(sm.dtype)
+    blocks = bl.Blocks(t, g0, block)
+    med = bl.block_median_mad(blocks, sm, mad=False)[0]
+    level, spread = bl.trailing(med, k, min_blocks, with_mad=True)
+    scale = np.maximum(1.4826 * spread, np.asarray(floor, dtype=np.float64).reshape(-1, 1))
     score = res.score
-    np.subtract(sm, base, out=score)
+    np.subtract(sm, blocks.expand(level.astype(sm.dtype)), out=score)
     np.abs(score, out=score)
-    score /= scale
+    score /= blocks.expand(np.maximum(scale, 1e-12).astype(sm.dtype))
     score += pr.nan0
     _threshold_flags(res.flag, score, suspect_z, fail_z, pr.missing)
     return _deliver(res, out)

@@ -21,14 +21,16 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from analytics import aqi_us, delivery, ispu, qc, waste, water
+from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
 from analytics.alerts import AlertEngine, AlertStore, Condition
 from analytics.outbox import Item, Outbox
-from analytics.detectors import STAT_TESTS, params_for, run_all
+from analytics.detectors import params_for, run_all
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
-from kotacerdas.lineprotocol import escape_key, format_line
+from kotacerdas import measurements as M
+from kotacerdas.lineprotocol import escape_key
 from kotacerdas.routing import influx_for_city
 from kotacerdas.settings import Settings
 from kotacerdas.standards import ISPU_BANDS
@@ -69,6 +71,11 @@ class Metrics:
         self.series = Gauge("kc_analytics_series", "series analysed in the last pass", ["kind"], registry=registry)
         self.last_pass = Gauge("kc_analytics_last_pass_timestamp_seconds", "end of the last good pass",
                                registry=registry)
+
+
+def ispu_hourly(x: np.ndarray, step_s: float) -> np.ndarray:
+    """Latest 1-hour mean (S,) with the same hourly completeness (US AQI 1-hour ozone)."""
+    return period_mean(x, step_s, 3600.0).conc[:, -1]
 
 
 def _num(v: Any) -> float:
@@ -165,14 +172,17 @@ class AnalyticsService:
                 if not win.tags:
                     continue
                 emit_from = win.grid.t0_ms if emit_all else self._emitted_to.get(kind.name, win.grid.t0_ms - 1) + 1
-                flags = self._qc(win, emit_from, counts)
+                # one step of delay: the newest bin is judged once its successor has arrived (the
+                # spike test needs both neighbours); detectors.stream_run replays exactly this
+                emit_to = int(win.grid.times_ms[-2]) if win.grid.n > 1 else win.grid.t0_ms - 1
+                flags = self._qc(win, emit_from, emit_to, counts)
                 if kind.name == "air":
                     conditions += self._air(win, flags, counts)
                 if any(f in water.LIMITS for f in kind.field_names) and kind.name == "water":
                     conditions += self._water(win, flags, counts)
                 if kind.name == "waste_bin":
                     conditions += self._bins(win, flags, counts)
-                self._emitted_to[kind.name] = int(win.grid.times_ms[-1])
+                self._emitted_to[kind.name] = max(emit_to, emit_from - 1)
             counts["alerts"] = self._alerts(conditions)
         except InfluxError:
             self.metrics.passes.labels("error").inc()
@@ -200,15 +210,16 @@ class AnalyticsService:
         counts[measurement] = counts.get(measurement, 0) + n
         self.metrics.written.labels(measurement).inc(n)
 
-    def _qc(self, win: KindWindow, emit_from: int, counts: dict[str, int]) -> dict[str, np.ndarray]:
-        """Run the full detector set per field; write `qc`; return the worst data-quality flag per field (S, T).
+    def _qc(self, win: KindWindow, emit_from: int, emit_to: int, counts: dict[str, int]) -> dict[str, np.ndarray]:
+        """Run the full detector set per field; write `qc` for bins in [emit_from, emit_to]; return the
+        worst data-quality flag per field (S, T).
 
-        QC tests write every flag but 1 (3/4 suspect/fail, 9 missing, 2 not evaluated); the
-        statistical detectors (Hampel, EWMA, CUSUM, seasonal) write only 3/4: "not evaluated"
-        is their normal state in a short window (the seasonal baseline needs 3 days).
+        Only suspect/fail (3/4) are written: good is implied by absence, "not evaluated" (2:
+        warm-up, the newest bin, a seasonal baseline without 3 days) and "missing" (9: the gap
+        test flags the first reading after a silence instead) are the absence of a verdict.
         """
         times = win.grid.times_ms
-        emit = times >= emit_from
+        emit = (times >= emit_from) & (times <= emit_to)
         worst: dict[str, np.ndarray] = {}
         lines: list[str] = []
         tag_base = [",".join(f"{k}={escape_key(v)}" for k, v in (("city", t["city"]), ("device", t["device"]),
@@ -223,24 +234,17 @@ class AnalyticsService:
             worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
                                                                                      "flat_line")))
             present = ~np.isnan(x)
-            # missing bins are reported once, by the gap test, and only after a device's first
-            # reading in the window (a device that joined an hour ago has no 23-hour gap)
-            started = np.maximum.accumulate(present, axis=1)
             for test, r in res.items():
-                # Exceptions only: a GOOD flag is implied by absence. Writing every
-                # value x test would multiply the database's write load by ~40.
-                if test in STAT_TESTS:
-                    flagged = (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL)
-                else:
-                    flagged = r.flag != qc.GOOD
-                mask = (present if test != "gap" else started) & emit[None, :] & flagged
+                # Exceptions only: writing every value x test would multiply the database's
+                # write load by ~40.
+                mask = present & emit[None, :] & ((r.flag == qc.SUSPECT) | (r.flag == qc.FAIL))
                 ss, tt = np.nonzero(mask)
                 fl, sc = r.flag[ss, tt], r.score[ss, tt]
                 suffix = f",field={escape_key(fname)},kind={escape_key(win.kind.name)},test={test} "
                 for s_, t_, f_, c_ in zip(ss.tolist(), tt.tolist(), fl.tolist(), sc.tolist()):
                     fields = f"flag={f_}i" + (f",score={c_!r}" if math.isfinite(c_) else "")
-                    lines.append(f"qc,{tag_base[s_]}{suffix}{fields} {int(times[t_])}")
-        self._write("qc", lines, counts)
+                    lines.append(f"qc,{tag_base[s_]}{suffix}{fields} {int(times[t_])}")  # M.QC, by hand: hot
+        self._write(M.QC.name, lines, counts)
         return worst
 
     def _usable(self, win: KindWindow, flags: dict[str, np.ndarray], fname: str) -> np.ndarray:
@@ -259,13 +263,20 @@ class AnalyticsService:
         ts = int(win.grid.times_ms[-1])
         conditions: list[Condition] = []
         pols = [p for p in ISPU_POLLUTANTS if p in win.fields]
-        for meas, mod in (("ispu", ispu), ("aqi_us", aqi_us)):
-            per: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        step_s = win.grid.step_ms / 1000.0
+        for meas, mod in ((M.ISPU, ispu), (M.AQI_US, aqi_us)):
+            # per pollutant: (concentration, index, provisional, hours, samples) at the last step, (S,)
+            per: dict[str, tuple[np.ndarray, ...]] = {}
             for p in pols:
                 if p not in mod.TABLES:
                     continue
-                conc = self._tail_mean(self._usable(win, flags, p), mod.AVERAGING_S[p], win.grid.step_ms)
-                per[p] = (conc, mod.index(p, conc))
+                x = self._usable(win, flags, p)
+                avg = mod.averaged(p, x, step_s)
+                conc = avg.conc[:, -1]
+                idx = mod.index(p, conc)
+                if meas is M.AQI_US and p == "o3":
+                    idx = aqi_us.o3_index(conc, ispu_hourly(x, step_s))
+                per[p] = (conc, idx, avg.provisional[:, -1], avg.hours[:, -1], avg.samples[:, -1])
             if not per:
                 continue
             stack = np.stack([v[1] for v in per.values()])
@@ -274,17 +285,19 @@ class AnalyticsService:
             names = list(per)
             lines = []
             for i, tags in enumerate(win.tags):
-                rows = [(p, per[p][1][i], per[p][0][i]) for p in names]
+                rows = [(p, per[p]) for p in names]
                 if valid[i]:
-                    rows.append(("max", per[names[best[i]]][1][i], per[names[best[i]]][0][i]))
-                for p, val, conc in rows:
+                    rows.append(("max", per[names[best[i]]]))
+                for p, (conc_a, idx_a, prov_a, hours_a, samples_a) in rows:
+                    val = idx_a[i]
                     if not math.isfinite(val):
                         continue
                     lvl = int(mod.level(np.array([val]))[0])
-                    lines.append(format_line(meas, {**tags, "pollutant": p}, {
+                    lines.append(meas.line({**tags, "pollutant": p}, {
                         "value": float(val), "category": mod.category(lvl), "category_level": lvl,
-                        "concentration": float(conc)}, ts))
-                if meas == "ispu" and valid[i]:
+                        "concentration": float(conc_a[i]), "provisional": int(prov_a[i]),
+                        "hours": int(hours_a[i]), "samples": int(samples_a[i])}, ts))
+                if meas is M.ISPU and valid[i]:
                     val = float(per[names[best[i]]][1][i])
                     lvl = int(ispu.level(np.array([val]))[0])
                     band = ISPU_BANDS[lvl - 1]
@@ -295,7 +308,7 @@ class AnalyticsService:
                         concentration=float(per[pol][0][i]), concentration_unit=win.kind.field(pol).unit,
                         averaging_s=float(ispu.AVERAGING_S[pol]), advice_id=band.advice_id,
                         advice_en=band.advice_en))
-            self._write(meas, lines, counts)
+            self._write(meas.name, lines, counts)
         return conditions
 
     def _water(self, win: KindWindow, flags: dict[str, np.ndarray], counts: dict[str, int]) -> list[Condition]:
@@ -313,7 +326,7 @@ class AnalyticsService:
                 if not math.isfinite(v):
                     continue
                 lim = water.LIMITS[p]
-                lines.append(format_line("water_compliance", {**tags, "parameter": p}, {
+                lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": p}, {
                     "value": v, "limit_lo": float(lim.lo if lim.lo is not None else 0.0), "limit_hi": float(lim.hi),
                     "compliant": int(per[p][i])}, ts))
                 e = float(exceed[p][i])
@@ -322,14 +335,14 @@ class AnalyticsService:
                     bad_id.append(f"{lim.name_id} {v:g}")
                     bad_en.append(f"{lim.name_en} {v:g}")
             if math.isfinite(worst):
-                lines.append(format_line("water_compliance", {**tags, "parameter": "all"}, {
+                lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": "all"}, {
                     "value": float(len(bad_id)), "limit_lo": 0.0, "limit_hi": 0.0, "compliant": int(overall[i])}, ts))
                 conditions.append(Condition(self.rules["water_noncompliant"], tags["device"], worst, ts,
                                             ", ".join(bad_id) or "-", ", ".join(bad_en) or "-", **self._where(tags),
                                             averaging_s=WATER_WINDOW_S,
                                             advice_id="Jangan minum air tanpa dimasak; PDAM sedang memeriksa.",
                                             advice_en="Do not drink the water unboiled; the utility is checking."))
-        self._write("water_compliance", lines, counts)
+        self._write(M.WATER_COMPLIANCE.name, lines, counts)
         return conditions
 
     def _bins(self, win: KindWindow, flags: dict[str, np.ndarray], counts: dict[str, int]) -> list[Condition]:
@@ -342,13 +355,13 @@ class AnalyticsService:
                 if not math.isfinite(fc.fill[i]):
                     continue
                 rate = float(fc.fill_rate[i]) if math.isfinite(fc.fill_rate[i]) else 0.0
-                lines.append(format_line("bin_forecast", tags, {
+                lines.append(M.BIN_FORECAST.line(tags, {
                     "fill": float(fc.fill[i]), "fill_rate": rate,
                     "hours_to_full": float(min(fc.hours_to_full[i], HOURS_TO_FULL_CAP)),
                     "full_by_tomorrow": int(fc.full_by_horizon[i]), "priority": int(fc.priority[i])}, ts))
                 conditions.append(Condition(self.rules["bin_full"], tags["device"], float(fc.fill[i]), ts,
                                             **self._where(tags)))
-            self._write("bin_forecast", lines, counts)
+            self._write(M.BIN_FORECAST.name, lines, counts)
         for fname, rule in (("tilt", "bin_tilted"), ("temperature", "bin_fire")):
             if fname in win.fields:
                 latest = self._tail_mean(self._usable(win, flags, fname), 3 * win.kind.report_interval_s,
@@ -365,12 +378,11 @@ class AnalyticsService:
         events = self.engine.evaluate(conditions)
         if not events:
             return 0
-        lines = [format_line("alerts", {"department": a.department, "severity": a.severity, "rule": a.rule,
-                                        "device": a.device},
-                             {"state": a.state, "value": float(a.value), "alert_id": a.alert_id,
-                              "text_id": a.text_id, "text_en": a.text_en}, a.updated_ms) for a in events]
+        lines = [M.ALERTS.line({"department": a.department, "severity": a.severity, "rule": a.rule, "device": a.device},
+                               {"state": a.state, "value": a.value, "alert_id": a.alert_id,
+                                "text_id": a.text_id, "text_en": a.text_en}, a.updated_ms) for a in events]
         counts: dict[str, int] = {}
-        self._write("alerts", lines, counts)
+        self._write(M.ALERTS.name, lines, counts)
         for a in events:
             self.metrics.alerts.labels(a.state, a.department).inc()
             self.deliver(a)

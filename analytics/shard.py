@@ -15,6 +15,7 @@ the city's InfluxDB); this module is for one process serving many cities of one 
 from __future__ import annotations
 
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 
@@ -24,23 +25,23 @@ from analytics.detectors import QcParams, StatParams, run_all
 __all__ = ["run_by_group"]
 
 
-def _one(args: tuple[np.ndarray, QcParams, int, StatParams]) -> dict[str, qc.QcResult]:
-    x, p, t0_ms, sp = args
-    return run_all(x, p, t0_ms, sp)
+def _one(args: tuple[np.ndarray, QcParams, int, StatParams, dict[str, Any]]) -> dict[str, qc.QcResult]:
+    x, p, t0_ms, sp, kw = args
+    return run_all(x, p, t0_ms, sp, **kw)
 
 
 def run_by_group(x: np.ndarray, groups: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams | None = None,
-                 *, processes: int = 1) -> dict[str, qc.QcResult]:
+                 *, processes: int = 1, **run_all_kw: Any) -> dict[str, qc.QcResult]:
     """``run_all`` per group of rows.
 
     x: (S, T) readings in field units, NaN = missing. groups: (S,) label per row (city or
-    district). Returns, like ``run_all``, {detector: QcResult} with (S, T) flag and score arrays
+    district). ``run_all_kw`` (dtype, score_dtype, chunk) go to every ``run_all``. Returns, like ``run_all``, {detector: QcResult} with (S, T) flag and score arrays
     in the rows' original order.
     """
     labels, inverse = np.unique(groups, return_inverse=True)
     rows = [np.flatnonzero(inverse == g) for g in range(len(labels))]
     sp = sp or StatParams()
-    tasks = [(x[r], p, t0_ms, sp) for r in rows]
+    tasks = [(x[r], p, t0_ms, sp, run_all_kw) for r in rows]
     if processes > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(min(processes, len(tasks))) as pool:
             parts = list(pool.map(_one, tasks))

@@ -22,10 +22,12 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.signal import lfilter
 
+from analytics import baseline as bl
 from analytics.qc import (FAIL, MISSING, NOT_EVALUATED, SUSPECT, Prepared, QcResult, _deliver, _median_last, _prep,
                           _result, _threshold_flags, alternate_inf, row_median)
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution * 1.4826 = its standard deviation
+TAIL_Q, TAIL_TO_SIGMA = 0.9, 1.645  # 90th percentile of |x - median| of a normal distribution = 1.645 sigma
 SCAN_BLOCK = 32  # samples per time block of the blocked scans (EWMA, CUSUM)
 
 
@@ -89,53 +91,60 @@ def rolling_median_mad(x: np.ndarray, window: int, hop: int | None = None) -> tu
     return np.repeat(med, counts, axis=1), np.repeat(mad, counts, axis=1)
 
 
-def hampel(x: np.ndarray, window: int = 60, hop: int | None = None, suspect_z: float = 4.0,
-           fail_z: float = 8.0, floor: float = 0.0, *, prep: Prepared | None = None,
+def hampel(x: np.ndarray, g0: int, block: int, k_scale: int = 6, suspect_z: float = 4.0, fail_z: float = 8.0,
+           floor: float = 0.0, min_blocks: int = 2, *, prep: Prepared | None = None,
            out: QcResult | None = None) -> QcResult:
-    """Hampel identifier / robust rolling z-score.
+    """Causal Hampel identifier / robust z against the trailing baseline.
 
-    score = |x - rolling median| / (1.4826 * rolling MAD), robust standard
-    deviations; the scale never goes below ``floor`` (field units, e.g. the
-    sensor resolution) so a quantised, constant signal does not explode.
+    score = |x - median of the previous block| / scale, robust standard deviations; scale =
+    1.4826 * the larger of the median of the previous ``k_scale`` blocks' MADs and the MAD of
+    their medians (noise within a block, and how much the level moves between blocks); never below
+    ``floor`` (field units, e.g. the sensor resolution). Blocks of ``block`` samples are aligned
+    to absolute grid time (``g0`` = grid index of column 0; :mod:`analytics.baseline`), so the
+    verdict on a sample depends on its past only: a live pass gives what a batch run gives.
+    Without a baseline (warm-up, after an outage): 2, not evaluated.
     """
-    s, t = x.shape
     pr = _prep(x, prep)
-    med, mad, starts, w, tiles = _window_median_mad(x, window, hop)
-    scale = np.maximum(MAD_TO_SIGMA * mad, max(floor, 1e-12))
+    blocks = bl.Blocks(x.shape[1], g0, block)
+    med, mad, _, tail = bl.block_median_mad(blocks, x, tail_q=TAIL_Q)
+    level = bl.trailing(med, 1, 1)
+    # the scale is the largest of: the noise inside a block (MAD), the width of its tail (a
+    # bursty, heavy-tailed series has a small MAD and many large deviations: its 90th
+    # percentile of |x - median| / 1.645 is what the MAD would be if it were normal), and how
+    # far the block medians move from block to block (a level wandering with the weather is
+    # no outlier); never below floor
+    moves = bl.trailing(med, k_scale, min_blocks, with_mad=True)[1]
+    scale = np.fmax(MAD_TO_SIGMA * bl.trailing(mad, k_scale, min_blocks), MAD_TO_SIGMA * moves)
+    scale = np.fmax(scale, bl.trailing(tail, k_scale, min_blocks) / TAIL_TO_SIGMA)
+    scale = np.maximum(scale, max(floor, 1e-12))
     res = _result(x, out)
-    if tiles and res.score.flags.c_contiguous:  # every sample's window is its own tile: broadcast
-        nb = len(starts)
-        sv = res.score.reshape(s, nb, w)
-        np.subtract(x.reshape(s, nb, w), med[..., None], out=sv)
-        np.abs(sv, out=sv)
-        sv /= scale[..., None]
-    else:
-        counts = _nearest_window(starts, w, t)
-        np.subtract(x, np.repeat(med, counts, axis=1), out=res.score)
-        np.abs(res.score, out=res.score)
-        np.divide(res.score, np.repeat(scale, counts, axis=1), out=res.score)
-    _threshold_flags(res.flag, res.score, suspect_z, fail_z, pr.missing)  # NaN where x is missing
+    np.subtract(x, blocks.expand(level), out=res.score)
+    np.abs(res.score, out=res.score)
+    np.divide(res.score, blocks.expand(scale.astype(x.dtype)), out=res.score)
+    _threshold_flags(res.flag, res.score, suspect_z, fail_z, pr.missing)  # NaN: missing (9) or no baseline (2)
     return _deliver(res, out)
 
 
-def _robust_standardise(x: np.ndarray, floor: float, reference: slice | None = None) -> np.ndarray:
-    """(x - median) / (1.4826 * MAD) per series, over the reference part of the window."""
-    ref = x if reference is None else x[:, reference]
-    med = row_median(ref)[:, None]
-    mad = row_median(np.abs(ref - med))[:, None]
-    scale = np.maximum(MAD_TO_SIGMA * mad, max(floor, 1e-12))
-    return (x - med) / scale
+def standardise(x: np.ndarray, g0: int, block: int, k: int = 6, min_blocks: int = 2,
+                floor: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Robust z of x against its trailing baseline: (x - level) / (1.4826 * MAD), each from the
+    medians of the previous ``k`` blocks' medians / MADs (:mod:`analytics.baseline`).
 
-
-def standardise(x: np.ndarray, floor: float = 0.0, reference_frac: float = 0.5) -> np.ndarray:
-    """Robust z of x against its first ``reference_frac``; missing readings -> 0 (no evidence).
-
-    Shared input of :func:`ewma_chart` and :func:`cusum` (pass it as ``z=`` to both).
+    Returns (z, evaluated): z (S, T) with missing readings and samples without a baseline set
+    to 0 (no evidence), and the (S, T) mask of samples that have a baseline. Shared input of
+    :func:`ewma_chart` and :func:`cusum`.
     """
-    n_ref = max(int(x.shape[1] * reference_frac), 2)
-    z = _robust_standardise(x, floor, slice(0, n_ref))
+    blocks = bl.Blocks(x.shape[1], g0, block)
+    med, mad, _ = bl.block_median_mad(blocks, x)
+    lvl, moves = bl.trailing(med, k, min_blocks, with_mad=True)
+    # noise within blocks, or how far the level moves between blocks, whichever is larger (see hampel)
+    scale = np.fmax(MAD_TO_SIGMA * bl.trailing(mad, k, min_blocks), MAD_TO_SIGMA * moves)
+    level = blocks.expand(lvl)
+    scale = blocks.expand(np.maximum(scale, max(floor, 1e-12)))
+    z = (x - level) / scale
+    evaluated = ~np.isnan(level)
     np.copyto(z, 0.0, where=np.isnan(z))
-    return z
+    return z.astype(x.dtype, copy=False), evaluated
 
 
 def ffill(x: np.ndarray, fill: float = 0.0) -> np.ndarray:
@@ -208,87 +217,91 @@ def ewma(x: np.ndarray, alpha: float) -> np.ndarray:
     return y
 
 
-def ewma_chart(x: np.ndarray, alpha: float = 0.1, suspect_l: float = 3.0, fail_l: float = 5.0,
-               floor: float = 0.0, reference_frac: float = 0.5, z: np.ndarray | None = None, *,
-               zb: np.ndarray | None = None, prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:
-    """EWMA control chart on robustly standardised readings.
+def ewma_chart(x: np.ndarray, g0: int, block: int, alpha: float = 0.1, suspect_l: float = 3.0, fail_l: float = 5.0,
+               k: int = 6, min_blocks: int = 2, floor: float = 0.0,
+               z: tuple[np.ndarray, np.ndarray] | None = None, *, prep: Prepared | None = None,
+               out: QcResult | None = None) -> QcResult:
+    """EWMA control chart on the trailing-baseline z of x (:func:`standardise`).
 
-    Baseline median/MAD from the first ``reference_frac`` of the window. score =
-    distance of the EWMA of z from its reference level, in units of the EWMA's own
-    robust spread in the reference period (at least the white-noise value
-    sqrt(alpha / (2 - alpha))): > suspect_l -> 3, > fail_l -> 4. Catches small persistent
-    shifts (offsets, slow contamination) that a point-wise test misses.
-    ``z``: :func:`standardise` of x; ``zb``: :func:`time_blocks` of z (both shared with :func:`cusum`).
+    score = |EWMA of z| in units of the EWMA's own robust spread over the previous ``k``
+    blocks (1.4826 * median of the blocks' median |EWMA|; at least the white-noise value
+    sqrt(alpha / (2 - alpha)): real residuals are autocorrelated and the white-noise formula
+    alone flags everything): > suspect_l -> 3, > fail_l -> 4. Catches small persistent
+    shifts (offsets, slow contamination) that a point-wise test misses. The EWMA starts from
+    0 at the window's start; its memory (~ 1/alpha samples) is far shorter than the warm-up,
+    so a longer window gives the same values within rounding. 2 where there is no baseline.
+    ``z``: (z, evaluated) from :func:`standardise` (shared with :func:`cusum`).
     """
     s, t = x.shape
-    n_ref = max(int(t * reference_frac), 2)
-    if z is None:
-        z = standardise(x, floor, reference_frac)
-    if zb is None:
-        zb = time_blocks(z)
+    zz, evaluated = z if z is not None else standardise(x, g0, block, k, min_blocks, floor)
     res = _result(x, out)
-    e = from_time_blocks(_ewma_blocks(zb, alpha, z[:, 0]), t, out=res.score)  # starts at the first value
-    # calibrate against the EWMA's own spread in the reference period: real residuals are
-    # autocorrelated, and the white-noise formula sqrt(alpha/(2-alpha)) underestimates it
-    e0 = row_median(e[:, :n_ref])[:, None]
-    spread = MAD_TO_SIGMA * row_median(np.abs(e[:, :n_ref] - e0))[:, None]
-    spread = np.maximum(spread, np.sqrt(alpha / (2.0 - alpha))).astype(e.dtype)
-    e -= e0
+    e = from_time_blocks(_ewma_blocks(time_blocks(zz), alpha, np.zeros(s)), t, out=res.score)
     np.abs(e, out=e)
-    e /= spread
+    blocks = bl.Blocks(t, g0, block)
+    spread = bl.block_median_mad(blocks, e, mad=False)[0]
+    spread = np.maximum(MAD_TO_SIGMA * bl.trailing(spread, k, min_blocks), np.sqrt(alpha / (2.0 - alpha)))
+    e /= blocks.expand(spread.astype(e.dtype))
     pr = _prep(x, prep)
+    e[~evaluated] = np.nan
     e += pr.nan0
     _threshold_flags(res.flag, e, suspect_l, fail_l, pr.missing)
     return _deliver(res, out)
 
 
-def _cusum_side(ub: np.ndarray) -> np.ndarray:
-    """Lindley's recursion S_t = max(0, S_{t-1} + u_t) over time blocks, in place on ``ub``.
+def restarted_cusum(z: np.ndarray, k: float, g0: int, w: int) -> np.ndarray:
+    """Two-sided tabular CUSUM max(S+, S-) of ``z`` (S, T) that restarts from 0 every ``w`` samples, (S, T).
 
-    Closed form S_t = C_t - min(0, min_{j<=t} C_j) with C the running sum of u: the
-    running sum and running minimum are scanned inside each block (bs vectorised
-    steps), then shifted by the preceding blocks' totals and minima.
+    S+_t = max(0, S+_{t-1} + z_t - k), S-_t = max(0, S-_{t-1} - z_t - k). Two copies restart
+    at grid indices (column index + ``g0``) that are multiples of ``w`` and ``w/2`` past them,
+    and the larger one is kept: the chart remembers between w/2 and w samples, forgets an old
+    shift once its baseline has absorbed it, and, restarting at absolute grid times, gives a
+    live pass over a sliding window what a batch run gives. Inside a restart block the
+    recursion is the closed form C_t - min(0, min_{j<=t} C_j) (C: running sum of z - k),
+    computed over a (w, S, blocks) layout so each step is one contiguous vector operation.
     """
-    bs, s, nb = ub.shape
-    c = ub
-    for i in range(1, bs):
-        c[i] += c[i - 1]
-    off = np.zeros((s, nb), dtype=c.dtype)  # sum of u over the preceding blocks
-    np.cumsum(c[-1, :, :-1], axis=1, out=off[:, 1:])
-    m = c.copy()
-    for i in range(1, bs):
-        np.minimum(m[i], m[i - 1], out=m[i])
-    prev = np.full((s, nb), np.inf, dtype=c.dtype)  # minimum of C over the preceding blocks
-    np.minimum.accumulate(m[-1, :, :-1] + off[:, :-1], axis=1, out=prev[:, 1:])
-    c += off
-    m += off
-    np.minimum(m, prev, out=m)
-    np.minimum(m, 0.0, out=m)
-    c -= m
-    return c
+    s, t = z.shape
+    w = max(int(w), 2)
+    best: np.ndarray | None = None
+    for phase in (0, w // 2):
+        lead = (g0 + phase) % w
+        nb = -(-(lead + t) // w)
+        pad = np.zeros((s, nb * w), dtype=z.dtype)
+        pad[:, lead : lead + t] = z
+        a = np.empty((w, s, nb), dtype=z.dtype)
+        np.copyto(a, pad.reshape(s, nb, w).transpose(2, 0, 1))
+        side: np.ndarray | None = None
+        for sign in (1.0, -1.0):
+            c = np.multiply(a, sign)
+            c -= k
+            np.cumsum(c, axis=0, out=c)
+            m = np.minimum.accumulate(c, axis=0)
+            np.minimum(m, 0.0, out=m)
+            c -= m
+            side = c if side is None else np.maximum(side, c, out=side)
+        assert side is not None
+        np.copyto(pad.reshape(s, nb, w), side.transpose(1, 2, 0))
+        r = pad[:, lead : lead + t]
+        best = r.copy() if best is None else np.maximum(best, r, out=best)
+    assert best is not None
+    return best
 
 
-def cusum(x: np.ndarray, k: float = 0.5, h: float = 5.0, floor: float = 0.0,
-          reference_frac: float = 0.5, z: np.ndarray | None = None, *, zb: np.ndarray | None = None,
+def cusum(x: np.ndarray, g0: int, block: int, k: float = 0.5, h: float = 5.0, window: int = 120, kb: int = 6,
+          min_blocks: int = 2, floor: float = 0.0, z: tuple[np.ndarray, np.ndarray] | None = None, *,
           prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:
-    """Two-sided tabular CUSUM on robustly standardised readings.
+    """Two-sided CUSUM on the trailing-baseline z of x, restarting every ``window`` samples
+    (:func:`restarted_cusum`).
 
-    S+ = max(0, S+ + z - k), S- = max(0, S- - z - k); score = max(S+, S-) in
-    standard deviations; > h -> 3 suspect, > 2h -> 4 fail. k = half the shift to
-    detect (0.5 = a one-sigma shift). Missing readings add nothing (z = 0).
-    ``z``/``zb``: as for :func:`ewma_chart`.
+    score = max(S+, S-) in standard deviations; > h -> 3 suspect, > 2h -> 4 fail. k = half the
+    shift to detect (0.5 = a one-sigma shift). Missing readings add nothing (z = 0); 2 where
+    there is no baseline. ``z``: as for :func:`ewma_chart`.
     """
-    s, t = x.shape
-    if zb is None:
-        zb = time_blocks(standardise(x, floor, reference_frac) if z is None else z)
-    hi = _cusum_side(np.subtract(zb, k))
-    lo = np.negative(zb)
-    lo -= k
-    lo = _cusum_side(lo)
-    np.maximum(hi, lo, out=hi)
+    zz, evaluated = z if z is not None else standardise(x, g0, block, kb, min_blocks, floor)
     res = _result(x, out)
-    score = from_time_blocks(hi, t, out=res.score)  # the padding at the end is cut off
+    score = res.score
+    score[...] = restarted_cusum(zz, k, g0, window)
     pr = _prep(x, prep)
+    score[~evaluated] = np.nan
     score += pr.nan0
     _threshold_flags(res.flag, score, h, 2 * h, pr.missing)
     return _deliver(res, out)

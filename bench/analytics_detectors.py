@@ -60,8 +60,8 @@ def baseline(x: np.ndarray, p: QcParams, sp: StatParams, t0_ms: int) -> dict[str
         gap = miss.groupby((~miss).cumsum()).cumsum()
         r = s - ref
         drift = r.rolling(p.drift_window, min_periods=1).mean() - r.iloc[: x.shape[1] // 3].median()
-        med = s.rolling(sp.hampel_window, center=True, min_periods=1).median()
-        mad = (s - med).abs().rolling(sp.hampel_window, center=True, min_periods=1).median()
+        med = s.rolling(60, center=True, min_periods=1).median()
+        mad = (s - med).abs().rolling(60, center=True, min_periods=1).median()
         hampel = (s - med).abs() / np.maximum(1.4826 * mad, p.resolution)
         m0 = s.iloc[:n_ref].median()
         sc0 = max(1.4826 * (s.iloc[:n_ref] - m0).abs().median(), p.resolution)

@@ -114,12 +114,18 @@ def ispu(pollutant_default: str | None = None) -> Dataset:
             Column("city", "string"), Column("district", "string"), Column("time", "datetime"),
             Column("value", "number", "1", "ISPU (Permen LHK P.14/2020)"), Column("category", "string"),
             Column("category_level", "integer", description="1 Baik .. 5 Berbahaya"),
-            Column("concentration", "number", "ug/m3"))
+            Column("concentration", "number", "ug/m3", "24-hour mean of the valid hourly means"),
+            Column("provisional", "integer", description="1 when fewer than 18 of the 24 hourly means were "
+                                                         "valid (completeness rule, docs/analytics.md)"),
+            Column("hours", "integer", "h", "valid hourly means in the 24 hours"),
+            Column("samples", "integer", description="readings in the 24 hours"))
+    keep = ("value", "category", "category_level", "concentration", "provisional", "hours", "samples")
+    selected = ", ".join(f'"{k}"' for k in keep)
 
     def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
-        q = (f'SELECT "value", "category", "category_level", "concentration", "city", "district" FROM "ispu" '
+        q = (f'SELECT {selected}, "city", "district" FROM "ispu" '
              f'{_tag_where(filters)} GROUP BY "device", "pollutant" ORDER BY time DESC LIMIT 1')
-        return _latest_rows(client, q, ("value", "category", "category_level", "concentration"), ("device", "pollutant"))
+        return _latest_rows(client, q, keep, ("device", "pollutant"))
 
     return Dataset("air-ispu", "ISPU per station",
                    "Latest Indeks Standar Pencemar Udara per station and pollutant (pollutant=max: the station's index).",

@@ -15,7 +15,8 @@ import numpy as np
 
 from kotacerdas.catalogue import Catalogue, load_catalogue
 from kotacerdas.influx import InfluxClient
-from kotacerdas.lineprotocol import format_line
+from kotacerdas import measurements as M
+from kotacerdas.standards import QARTOD_FAIL, QARTOD_GOOD, QARTOD_SUSPECT, WATER_LIMITS
 
 from dashboards import standards as std
 
@@ -67,6 +68,7 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
     start = end_ms - int(hours * 3600_000)
     lines: list[str | None] = []
     for k in cat:
+        raw_m = M.raw(k)
         step = max(k.report_interval_s, 300) * 1000  # coarser than real: keeps tests fast
         ts = np.arange(start + step, end_ms + 1, step)
         n = len(ts)
@@ -95,15 +97,15 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
                 fields: dict[str, object] = {f: round(float(vals[f][j]), 4) for f in k.field_names}
                 fields.update(battery=round(float(batt[j]), 3), seq=j, fw="1.2.0" if di else "1.1.4",
                               rssi=int(-60 - 8 * di), gw_lag_ms=int(150 + 40 * di))
-                lines.append(format_line(k.measurement, {"device": d.device, "city": d.city, "district": d.district,
-                                                         "kind": k.name}, fields, int(ts[j])))
+                lines.append(raw_m.line({"device": d.device, "city": d.city, "district": d.district,
+                                         "kind": k.name}, fields, int(ts[j])))
             tags = {"device": d.device, "city": d.city, "district": d.district}
             hourly = np.arange(start + 3600_000, end_ms + 1, 3600_000)
             for t in hourly:
                 j = min(int((t - start) // step), n - 1)
                 # derived: ISPU / AQI for air, compliance for water, forecast for bins
                 if k.name == "air":
-                    for table, bands in (("ispu", std.ISPU_BANDS), ("aqi_us", std.AQI_US_BANDS)):
+                    for table, bands in ((M.ISPU, std.ISPU_BANDS), (M.AQI_US, std.AQI_US_BANDS)):
                         subs: dict[str, tuple[float, float]] = {}
                         for pol in ISPU_POLLUTANTS:
                             conc = float(vals[pol][j])
@@ -112,44 +114,48 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
                         subs["max"] = max(subs.values())
                         for pol, (idx, conc) in subs.items():
                             b = std.category_of(bands, idx)
-                            lines.append(format_line(table, {**tags, "pollutant": pol},
+                            lines.append(table.line({**tags, "pollutant": pol},
                                                      {"value": round(idx, 1), "category": b.label,
                                                       "category_level": b.level, "concentration": round(conc, 2)}, int(t)))
                 elif k.name == "water":
-                    ok_all = 1
-                    for f in k.fields:
-                        val = float(vals[f.name][j])
-                        ok = int(f.expected_lo <= val <= f.expected_hi) if not (di == 2 and f.name == "turbidity") else 0
-                        ok_all &= ok
-                        lines.append(format_line("water_compliance", {**tags, "parameter": f.name},
-                                                 {"value": round(val, 3), "limit_lo": f.expected_lo,
-                                                  "limit_hi": f.expected_hi, "compliant": ok}, int(t)))
-                    lines.append(format_line("water_compliance", {**tags, "parameter": "all"},
-                                             {"value": float(ok_all), "limit_lo": 1.0, "limit_hi": 1.0,
-                                              "compliant": ok_all}, int(t)))
+                    # the parameters and limits analytics applies (Permenkes 2/2023, kotacerdas/standards.py)
+                    breaches = 0
+                    for p, lim in WATER_LIMITS.items():
+                        if p not in vals:
+                            continue
+                        val = float(vals[p][j])
+                        ok = int(lim.complies(val)) if not (di == 2 and p == "turbidity") else 0
+                        breaches += 1 - ok
+                        lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": p},
+                                                             {"value": round(val, 3), "limit_lo": lim.lo or 0.0,
+                                                              "limit_hi": lim.hi, "compliant": ok}, int(t)))
+                    lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": "all"},
+                                                         {"value": breaches, "limit_lo": 0.0, "limit_hi": 0.0,
+                                                          "compliant": int(breaches == 0)}, int(t)))
                 elif k.name == "waste_bin":
                     fill_now = float(vals["fill"][j])
                     rate = 2.0 + 1.5 * di
                     htf = max(0.0, (100 - fill_now) / rate)
-                    lines.append(format_line("bin_forecast", tags, {
+                    lines.append(M.BIN_FORECAST.line(tags, {
                         "fill": round(fill_now, 1), "fill_rate": rate, "hours_to_full": round(htf, 2),
                         "full_by_tomorrow": int(htf <= 24), "priority": 0}, int(t)))
                 # qc: one suspect and one failing reading per device and few hours
                 if (t - start) // 3600_000 % 5 == di:
                     f = k.fields[di % len(k.fields)]
-                    lines.append(format_line("qc", {**tags, "kind": k.name, "field": f.name, "test": "gross_range"},
-                                             {"flag": 3 if di % 2 == 0 else 4, "score": 0.8}, int(t)))
-                lines.append(format_line("qc", {**tags, "kind": k.name, "field": k.fields[0].name, "test": "spike"},
-                                         {"flag": 1, "score": 0.0}, int(t)))
+                    lines.append(M.QC.line({**tags, "kind": k.name, "field": f.name, "test": "gross_range"},
+                                           {"flag": QARTOD_SUSPECT if di % 2 == 0 else QARTOD_FAIL, "score": 0.8},
+                                           int(t)))
+                lines.append(M.QC.line({**tags, "kind": k.name, "field": k.fields[0].name, "test": "spike"},
+                                       {"flag": QARTOD_GOOD, "score": 0.0}, int(t)))
             # device_status every 10 minutes; device 2 goes offline in the last hour
             for t in np.arange(start + 600_000, end_ms + 1, 600_000):
                 offline = di == 2 and t > end_ms - 3600_000
-                lines.append(format_line("device_status", {**tags, "kind": k.name}, {
+                lines.append(M.DEVICE_STATUS.line({**tags, "kind": k.name}, {
                     "state": "offline" if offline else "online", "online": 0 if offline else 1,
                     "stale": int(di == 1 and t > end_ms - 1800_000), "last_seen_ms": int(t - (3000_000 if offline else 30_000)),
                     "battery": round(float(batt[-1]), 3), "fw": "1.2.0" if di else "1.1.4"}, int(t)))
             if di == 0:
-                lines.append(format_line("alerts", {"department": k.department, "severity": "warning",
+                lines.append(M.ALERTS.line({"department": k.department, "severity": "warning",
                                                     "rule": f"{k.name}_synthetic", "device": d.device},
                                          {"state": "open", "value": 1.0, "alert_id": f"a-{d.device}",
                                           "text_id": "Nilai di luar rentang", "text_en": "Value out of range"},
@@ -160,14 +166,14 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
     pstart = end_ms - 2 * 3600_000
     for svc, inst in (("ingest", "ingest-0"), ("gateway", "gw-0")):
         for i, tp in enumerate(range(pstart, end_ms + 1, 10_000)):
-            lines.append(format_line("kc_pipeline", {"service": svc, "instance": inst}, {
+            lines.append(M.KC_PIPELINE.line({"service": svc, "instance": inst}, {
                 "received": 50 * i, "written": 49 * i, "spooled": 0, "deadlettered": i // 10,
                 "lag_ms": float(200.0 + 50 * np.sin(i / 30)), "batch_latency_ms": 12.0 + (i % 7),
                 "spool_bytes": 0 if i % 200 else 4096}, tp))
     for i, (stage, reason) in enumerate((("gateway", "out_of_range"), ("gateway", "bad_json"),
                                          ("gateway", "unknown_device"), ("ingest", "write_rejected"))):
         for r in range(i + 1):
-            lines.append(format_line("deadletter", {"stage": stage, "reason": reason}, {
+            lines.append(M.DEADLETTER.line({"stage": stage, "reason": reason}, {
                 "detail": f"synthetic {reason} #{r}", "topic": f"kc/v1/depok/air/air-00{r + 1}/telemetry",
                 "size": 120 + r, "count": 1}, end_ms - (r + 1) * 600_000 - i * 1000))
     return [ln for ln in lines if ln], devs

@@ -37,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--mqtt-user")
     d.add_argument("--mqtt-password-file", type=Path)
     d.add_argument("--tls", action="store_true")
+    d.add_argument("--tls-ca", type=Path, help="the broker's CA certificate (PEM or DER); required with --tls")
+    d.add_argument("--skip-version-check", action="store_true",
+                   help="flash even if the board's MicroPython is not the pinned version")
     d.add_argument("--extra", type=Path, help="JSON file merged into config.json (pins, calibration, ...)")
     d.add_argument("--config-out", type=Path, help="where to write config.json (default build/configs/DEVICE.json)")
     d.add_argument("--no-build", action="store_true", help="use the existing bundle")
@@ -106,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             doc = deploy.device_config(settings, args.kind, args.device, args.city or settings.city, args.wifi_ssid,
                                        wifi_pw, args.broker_host, args.broker_port, args.mqtt_user, mqtt_pw,
-                                       args.tls, extra)
+                                       args.tls, extra, tls_ca=args.tls_ca is not None)
         except ValueError as exc:
             print(f"deploy: invalid device config: {exc}", file=sys.stderr)
             return 2
@@ -117,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deploy: no bundle at {bundle}; run `kotacerdas firmware build`", file=sys.stderr)
             return 2
         cfg_path = deploy.write_config(doc, args.config_out or build.BUILD_DIR / "configs" / f"{args.device}.json")
-        return deploy.run(deploy.mpremote_commands(bundle, cfg_path, args.port), args.dry_run)
+        ca_der = deploy.ca_to_der(args.tls_ca, cfg_path.with_suffix(".ca.der")) if args.tls_ca else None
+        return deploy.run(deploy.mpremote_commands(bundle, cfg_path, args.port, ca_der=ca_der,
+                                                   check_version=not args.skip_version_check), args.dry_run)
     if args.cmd == "virtual":
         from firmware import virtual
 

@@ -25,8 +25,9 @@ citing its source):
   esphome ``mqtt_component.cpp`` get_default_topic_for_), retained by default; sensors send
   a number (``nan`` when unavailable), binary sensors ``ON``/``OFF``
   (``mqtt_binary_sensor.cpp``); availability on ``<topic_prefix>/status`` as
-  ``online``/``offline``. The object_id is the entity name snake-cased with every other
-  character replaced by ``_`` (``PM <2.5µm Concentration`` -> ``pm__2_5__m_concentration``),
+  ``online``/``offline``. The object_id is the entity name snake-cased with other characters
+  replaced by ``_`` (``Particulate Matter <2.5µm Concentration`` ->
+  ``particulate_matter__2_5__m_concentration``, the count of ``_`` varying between versions),
   so names are matched by their words, not literally.
 """
 

@@ -133,7 +133,8 @@ class GatewayWorker:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kotacerdas.observability import HealthServer, setup_logging
+    from kotacerdas.observability import setup_logging
+    from kotacerdas.runtime import HealthServer
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)

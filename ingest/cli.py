@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
-import threading
 
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
-from kotacerdas.observability import HealthServer, setup_logging
+from kotacerdas.observability import setup_logging
+from kotacerdas.runtime import HealthServer, stop_on_signals
 from kotacerdas.settings import load_settings
 
 log = logging.getLogger("ingest")
@@ -21,16 +20,14 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)
-    svc = IngestService(settings)
+    source = None
+    if args.source == "jetstream":  # the clustered backbone (docs/scale.md) instead of Mosquitto
+        from ingest.jetstream_source import JetStreamSource
+
+        source = JetStreamSource(settings)
+    svc = IngestService(settings, source=source)
     health = HealthServer(settings.ingest.http_host, settings.ingest.http_port, svc.registry, ready=svc.ready)
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        log.info("stopping", extra={"signal": signum})
-        done.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    done = stop_on_signals()
     health.start()
     svc.start()
     log.info(
@@ -78,7 +75,10 @@ def _jetstream(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="kotacerdas ingest", description="stream normalised telemetry into InfluxDB")
     sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("run", help="run the ingest service (SIGTERM to stop)").set_defaults(fn=_run)
+    run = sub.add_parser("run", help="run the ingest service (SIGTERM to stop)")
+    run.add_argument("--source", choices=["mqtt", "jetstream"], default="mqtt",
+                     help="mqtt: Mosquitto (default); jetstream: the ingest group on the NATS backbone")
+    run.set_defaults(fn=_run)
     sub.add_parser("setup", help="create database, retention policies and continuous queries").set_defaults(fn=_setup)
     sub.add_parser("jetstream", help="run one worker of the ingest group on the NATS backbone (docs/scale.md)"
                    ).set_defaults(fn=_jetstream)

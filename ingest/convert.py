@@ -29,6 +29,7 @@ from kotacerdas.catalogue import Catalogue
 from kotacerdas.contract import SUPPORTED_VERSIONS, Reason, Rejection
 from kotacerdas import lineprotocol
 from kotacerdas.lineprotocol import escape_key, escape_measurement, escape_string_field
+from kotacerdas.measurements import DEADLETTER, DEVICE_STATUS
 
 # field keys have their own escaping where the shared module defines it
 escape_field_key = getattr(lineprotocol, "escape_field_key", escape_key)
@@ -149,7 +150,7 @@ class Converter:
             f"size={size if type(size) is int else len(payload)}i",
             "topic=" + escape_string_field(str(d.get("topic") or "")),
         ]
-        prefix = tag_prefix("deadletter", {"reason": str(reason), "stage": str(stage)})
+        prefix = tag_prefix(DEADLETTER.name, {"reason": str(reason), "stage": str(stage)})
         t = ts * NS_PER_MS + zlib.crc32(payload) % NS_PER_MS
         return f"{prefix} {','.join(fields)} {t}"
 
@@ -179,4 +180,4 @@ class Converter:
         if type(fw) is str:
             fields.append("fw=" + escape_string_field(fw))
         tags = {k: str(d.get(k) or "") for k in ("device", "city", "district", "kind")}
-        return f"{tag_prefix('device_status', tags)} {','.join(fields)} {now_ms * NS_PER_MS}"
+        return f"{tag_prefix(DEVICE_STATUS.name, tags)} {','.join(fields)} {now_ms * NS_PER_MS}"

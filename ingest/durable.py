@@ -19,7 +19,9 @@ from typing import Callable
 import orjson
 
 from kotacerdas.contract import Reason, Rejection
+from kotacerdas.errors import Disposition
 from kotacerdas.influx import InfluxClient, InfluxError
+from kotacerdas.runtime import Backoff
 
 from ingest.metrics import Metrics
 from ingest.source import Msg
@@ -36,7 +38,7 @@ OnRefused = Callable[[Rejection, str, bytes, int], None]
 
 class DurableWriter:
     def __init__(self, influx: InfluxClient, spool: Spool, metrics: Metrics, *, on_refused: OnRefused,
-                 ensure_schema: Callable[[], object], concurrency: int = 1):
+                 ensure_schema: Callable[[], object], concurrency: int = 1, backoff: Backoff | None = None):
         self.influx = influx
         self.spool = spool
         self.metrics = metrics
@@ -46,7 +48,7 @@ class DurableWriter:
         self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="ingest-write")
         self.stopping = threading.Event()
         self.down_until = 0.0  # time.monotonic() before which InfluxDB is not tried again
-        self._backoff = 0.5
+        self.backoff = backoff or Backoff(0.5, 5.0)
         self.schema_ok = False
         self.metrics.spool_bytes.set(self.spool.nbytes)
 
@@ -157,11 +159,14 @@ class DurableWriter:
     def _mark_down(self, exc: InfluxError) -> None:
         if exc.status == 404:  # "database not found": dropped or never created; set it up again
             self.schema_ok = False
-        self.down_until = time.monotonic() + self._backoff
-        log.warning("InfluxDB unavailable; spooling", extra={"status": exc.status, "error": exc.message[:200],
-                                                             "retry_in_s": self._backoff})
-        self._backoff = min(self._backoff * 2, 5.0)
+        wait = self.backoff.delay()
+        self.down_until = time.monotonic() + wait
+        extra = {"status": exc.status, "error": exc.message[:200], "retry_in_s": round(wait, 3)}
+        if exc.disposition is Disposition.FATAL:  # credentials or permissions: only an operator can fix it
+            log.error("InfluxDB refuses ingest's credentials; spooling until it accepts them", extra=extra)
+        else:
+            log.warning("InfluxDB unavailable; spooling", extra=extra)
 
     def _mark_up(self) -> None:
         self.down_until = 0.0
-        self._backoff = 0.5
+        self.backoff.reset()

@@ -238,7 +238,8 @@ async def settle(msgs: list, ack: list[int], nak: list[int], nak_delay_s: float)
 
 
 def main(settings: Settings) -> int:
-    from kotacerdas.observability import HealthServer, setup_logging
+    from kotacerdas.observability import setup_logging
+    from kotacerdas.runtime import HealthServer
 
     setup_logging(settings.log_level, settings.log_json)
     worker = JetStreamIngest(settings)

@@ -36,7 +36,7 @@ from kotacerdas import contract
 from kotacerdas.catalogue import Catalogue, load_catalogue
 from kotacerdas.contract import Rejection
 from kotacerdas.influx import InfluxClient, InfluxError
-from kotacerdas.lineprotocol import format_line
+from kotacerdas.measurements import KC_PIPELINE
 from kotacerdas.settings import Settings
 
 from ingest import schema
@@ -238,7 +238,7 @@ class IngestService:
         self._lag_sum = self._lat_sum = 0.0
         self._lag_n = self._lat_n = 0
         tags = {"service": "ingest", "instance": self.cfg.client_id}
-        line = format_line("kc_pipeline", tags, fields, int(time.time() * 1000) * NS_PER_MS) or ""
+        line = KC_PIPELINE.line(tags, fields, int(time.time() * 1000) * NS_PER_MS) or ""
         log.info("ingest stats", extra=dict(fields))
         if not self.writer.influx_down():
             try:

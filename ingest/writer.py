@@ -9,15 +9,14 @@ by a partial write is harmless (same measurement, tags and time overwrite).
 
 from __future__ import annotations
 
+from kotacerdas.errors import Disposition
 from kotacerdas.influx import InfluxClient, InfluxError
-
-# Statuses that mean "these lines are bad". Others (401, 403, 404 database not found,
-# 5xx, transport) are about the server, not the data: retry / spool, never drop.
-LINE_ERRORS = frozenset({400, 413})
 
 
 def is_transient(exc: InfluxError) -> bool:
-    return exc.status not in LINE_ERRORS
+    """Only DROP (400/413: these lines are bad) bisects; RETRY and FATAL (401/403: our credentials)
+    are about the server or us, not the data: the caller spools and never drops."""
+    return exc.disposition is not Disposition.DROP
 
 
 def write_keep_good(client: InfluxClient, lines: list[str], *, precision: str = "ns") -> list[tuple[int, str]]:

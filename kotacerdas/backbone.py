@@ -15,19 +15,23 @@ dies leaves its messages un-acked and JetStream redelivers them to the others af
 ``ack_wait``. A second stream fed by plain subject capture would not do: that copy is
 made asynchronously, after or without the PUBACK, so a node crash could lose it.
 
-:class:`NatsNode` / :class:`NatsCluster` start private nodes on loopback (tests, benches,
-``kotacerdas backbone up``); production runs one node per machine with the same config.
+:class:`NatsNode` / :class:`NatsCluster` start private nodes on loopback (tests, benches, and
+``kotacerdas backbone up|down|status`` for trying it by hand); production runs one node per
+machine with the same config.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
+import sys
 from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kotacerdas import contract
+from kotacerdas.settings import Settings, load_settings
 from kotacerdas.stack import StackError, _Daemon, _which
 
 MQTT_STREAM = "$MQTT_msgs"
@@ -233,9 +237,12 @@ class GroupConsumer:
         async def reconnected() -> None:
             log.info("backbone reconnected")
 
+        async def error(exc: Exception) -> None:  # nats-py prints a traceback per failed reconnect otherwise
+            log.warning("backbone connection error", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
+
         self.nc = nc = await nats.connect(
             servers=self.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
-            disconnected_cb=disconnected, reconnected_cb=reconnected, name=self.name,
+            disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error, name=self.name,
         )
         self.js = js = nc.jetstream(timeout=5.0)
         cfg = ConsumerConfig(
@@ -303,3 +310,55 @@ def serve_member(run, stop, health) -> int:  # noqa: ANN001
     finally:
         health.stop()
     return 0
+
+
+# ---------------------------------------------------------------- `kotacerdas backbone up|down|status`
+
+
+def _state_file(settings: Settings) -> Path:
+    return Path(settings.state_dir).resolve() / "backbone" / "cluster.json"
+
+
+def _load(settings: Settings) -> NatsCluster | None:
+    f = _state_file(settings)
+    if not f.exists():
+        return None
+    doc = json.loads(f.read_text())
+    c = NatsCluster.__new__(NatsCluster)
+    c.workdir, c.n, c.host = f.parent, len(doc["nodes"]), doc["host"]
+    c.nodes = [NatsNode("nats-server", Path(d["dir"]), doc["host"], d["port"], mqtt_port=d["mqtt_port"],
+                        cluster_port=d["cluster_port"], routes=d["routes"], server_name=d["name"])
+               for d in doc["nodes"]]
+    return c
+
+
+def main(argv: list[str] | None = None) -> int:
+    """A local 3-node cluster under ``<state_dir>/backbone`` for trying the clustered pipeline by hand."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="kotacerdas backbone", description=main.__doc__)
+    ap.add_argument("action", choices=["up", "down", "status"])
+    ap.add_argument("--nodes", type=int, default=3)
+    args = ap.parse_args(argv)
+    settings = load_settings()
+    c = _load(settings)
+    if args.action == "up":
+        if c is None or not all(n.pid() for n in c.nodes):
+            if c is not None:
+                c.stop()
+            c = NatsCluster(_state_file(settings).parent, n=args.nodes).start()
+            _state_file(settings).write_text(json.dumps({"host": c.host, "nodes": [
+                {"dir": str(n.workdir), "port": n.port, "mqtt_port": n.mqtt_port, "cluster_port": n.cluster_port,
+                 "routes": n.routes, "name": n.server_name} for n in c.nodes]}, indent=1))
+    elif args.action == "down":
+        if c is not None:
+            c.stop()
+        return 0
+    if c is None:
+        print("no local backbone (kotacerdas backbone up)", file=sys.stderr)
+        return 1
+    for n in c.nodes:
+        print(json.dumps({"node": n.server_name, "pid": n.pid(), "nats": n.url,
+                          "mqtt": f"{n.host}:{n.mqtt_port}"}))
+    print(f"export KC_BACKBONE__SERVERS='{json.dumps(c.urls)}'")
+    return 0 if all(n.pid() for n in c.nodes) else 1

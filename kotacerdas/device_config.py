@@ -26,7 +26,7 @@ CALIBRATION_KEYS: dict[str, frozenset[str]] = {
                         "cl_v0", "cl_per_volt"}),
     "waste_bin": frozenset({"depth_cm", "full_cm"}),
     "air": frozenset({"no2_we0", "no2_ae0", "no2_sens", "o3_we0", "o3_ae0", "o3_sens", "co_we0", "co_ae0",
-                      "co_sens"}),
+                      "co_sens", "o3_no2_sens", "pm_kappa", "gas_warmup_s"}),
 }
 DEVICE_KEYS = ("interval_s", "thresholds", "calibration")
 # kept by the gateway for its Tasmota/ESPHome adapters, never sent to a device

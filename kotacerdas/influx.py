@@ -12,19 +12,25 @@ from typing import Any, Iterable
 
 import httpx
 
+from kotacerdas.errors import Disposition, StorageError, http_disposition
 from kotacerdas.settings import InfluxSettings
 
 
-class InfluxError(RuntimeError):
-    def __init__(self, status: int, message: str):
-        super().__init__(f"InfluxDB answered {status}: {message}")
-        self.status = status
-        self.message = message
+class InfluxError(StorageError):
+    """InfluxDB's answer (``status`` 0: unreachable) and what it means (:class:`Disposition`)."""
+
+    backend = "InfluxDB"
 
     @property
-    def retryable(self) -> bool:
-        """5xx and transport failures are worth retrying; 4xx (bad points) are not."""
-        return self.status >= 500 or self.status == 0
+    def disposition(self) -> Disposition:
+        # InfluxDB 1.x /write: 400 = a line is refused (parse error, field type conflict, beyond the
+        # retention policy), 413 = request too large: both about the data. 404 = "database not
+        # found": set it up again and retry. The rest follows HTTP (kotacerdas.errors).
+        if self.status in (400, 413):
+            return Disposition.DROP
+        if self.status == 404:
+            return Disposition.RETRY
+        return http_disposition(self.status)
 
 
 @dataclass

@@ -89,6 +89,12 @@ class WaterLimit:
     name_id: str
     name_en: str
 
+    def complies(self, value: float) -> bool:
+        """One reading against this limit (analytics.water does the same over arrays)."""
+        if self.lo is not None and value < self.lo:
+            return False
+        return value <= self.hi if self.hi_inclusive else value < self.hi
+
 
 # Drinking water: Peraturan Menteri Kesehatan RI Nomor 2 Tahun 2023 (Peraturan Pelaksanaan
 # PP 66/2014 tentang Kesehatan Lingkungan), Lampiran, SBMKL media air minum, parameter wajib:

@@ -11,7 +11,9 @@ import threading
 from pathlib import Path
 
 from kotacerdas.observability import setup_logging
-from kotacerdas.settings import load_settings
+from pydantic import SecretStr
+
+from kotacerdas.settings import Settings, load_settings
 
 log = logging.getLogger("simulators.cli")
 
@@ -30,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", type=Path, metavar="FILE.jsonl", help="write messages to a file, publish nothing")
     r.add_argument("--seed", type=int, help="override the scenario's seed")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _broker_flags(r)
     d = sub.add_parser("devices", help="export the scenario's devices for the gateway registry")
     d.add_argument("scenario")
     d.add_argument("-o", "--output", type=Path, required=True, help="devices.json")
@@ -39,7 +42,49 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=1000.0, help="messages/s (0: as fast as possible)")
     p.add_argument("--summary", type=Path)
     p.add_argument("--no-progress", action="store_true")
+    _broker_flags(p)
     return ap
+
+
+def _broker_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("broker (default: the kotacerdas settings, KC_MQTT__*)")
+    g.add_argument("--host")
+    g.add_argument("--port", type=int)
+    g.add_argument("--tls-ca", type=Path, metavar="CA.crt", help="connect with TLS, trusting this CA")
+    g.add_argument("--username", help="one account for every device (a broker without per-device ACL)")
+    g.add_argument("--password-file", type=Path, help="file holding that account's password")
+    g.add_argument("--credentials", type=Path, metavar="CREDS.json",
+                   help="per-device passwords {device: password} (gateway registry import --credentials-out): "
+                        "each device connects as itself, as the provisioned broker's ACL requires")
+
+
+def _apply_broker_flags(args: argparse.Namespace, settings: Settings) -> dict[str, str] | None:
+    """Override settings.mqtt from the flags; return the per-device credentials. ValueError/OSError on bad input."""
+    upd: dict = {}
+    if args.host:
+        upd["host"] = args.host
+    if args.port is not None:
+        if not 0 < args.port < 65536:
+            raise ValueError(f"--port {args.port} is not 1..65535")
+        upd["port"] = args.port
+    if args.tls_ca is not None:
+        if not args.tls_ca.is_file():
+            raise ValueError(f"--tls-ca {args.tls_ca}: no such file")
+        upd["tls_ca"] = args.tls_ca
+    if args.username:
+        upd["username"] = args.username
+    if args.password_file is not None:
+        upd["password"] = SecretStr(args.password_file.read_text().strip())
+    settings.mqtt = settings.mqtt.model_copy(update=upd)
+    if args.credentials is None:
+        return None
+    try:
+        creds = json.loads(args.credentials.read_text())
+    except ValueError as exc:
+        raise ValueError(f"--credentials {args.credentials}: not JSON ({exc})") from exc
+    if not isinstance(creds, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in creds.items()):
+        raise ValueError(f"--credentials {args.credentials}: expected {{\"device\": \"password\", ...}}")
+    return creds
 
 
 def _stop_on_signals() -> threading.Event:
@@ -83,20 +128,27 @@ def main(argv: list[str] | None = None) -> int:
                 sc = sc.with_seed(args.seed)
             if args.qos is not None:
                 sc = sc.with_qos(args.qos)
+            if args.rate is not None and args.rate < 0:
+                raise ValueError(f"--rate {args.rate} is negative")
+            if args.duration is not None and args.duration <= 0:
+                raise ValueError(f"--duration {args.duration} must be positive")
+            creds = _apply_broker_flags(args, settings)
             opts = Options(rate=args.rate, summary=args.summary, labels=args.labels, dry_run=args.dry_run,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, credentials=creds)
             try:
                 s = simulate(sc, settings, opts, stop=_stop_on_signals())
             except FirmwareUnavailable as exc:
                 print(f"kotacerdas simulate: {exc}", file=sys.stderr)
                 return 3
-            print(json.dumps({k: s[k] for k in ("sent", "good_by_kind", "bad_by_type", "errors", "duration_s", "rate")}))
+            print(json.dumps({k: s[k] for k in ("sent", "good_by_kind", "bad_by_type", "errors", "refused", "duration_s",
+                                                "rate") if k in s}))
             return 0 if s["errors"] == 0 else 1
         if args.cmd == "replay":
             from simulators.runner import replay
 
+            creds = _apply_broker_flags(args, settings)
             s = replay(args.file, settings, args.qos, args.rate or None, progress=not args.no_progress,
-                       stop=_stop_on_signals())
+                       stop=_stop_on_signals(), credentials=creds)
             if args.summary:
                 args.summary.write_text(json.dumps(s, indent=2) + "\n", encoding="utf-8")
             print(json.dumps(s))
@@ -108,4 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kotacerdas simulate: cannot reach the MQTT broker at {settings.mqtt.host}:{settings.mqtt.port}: {exc}",
               file=sys.stderr)
         return 4
+    except (OSError, ValueError) as exc:  # bad arguments (files, numbers): a message, not a traceback
+        print(f"kotacerdas simulate: {exc}", file=sys.stderr)
+        return 2
     return 2

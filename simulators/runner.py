@@ -29,6 +29,7 @@ class Options:
     dry_run: Path | None = None
     progress: bool = True
     births: bool = True
+    credentials: dict[str, str] | None = None  # {device: password}: each device on its own account
 
 
 def simulate(sc: Scenario, settings: Settings, opts: Options, stop: threading.Event | None = None,
@@ -47,7 +48,7 @@ def simulate(sc: Scenario, settings: Settings, opts: Options, stop: threading.Ev
         summary = stats.summary()
     else:
         fw = FirmwareFleet.start(sc, settings) if sc.firmware_devices else None
-        sink = MqttSink(settings.mqtt, sc.qos)
+        sink = MqttSink(settings.mqtt, sc.qos, credentials=opts.credentials)
         try:
             stats = publish_stream(msgs, sink, rate, total, progress=opts.progress, stop=stop)
         finally:
@@ -85,16 +86,16 @@ def read_dry_run(path: Path, root: str | None = None) -> list[Msg]:
                 parts[0] = root
                 topic = "/".join(parts)
             status = parts[-1] == "status"
-            kind = parts[3] if len(parts) == 6 else None
-            out.append(Msg(t, topic, payload, STATUS if status else GOOD, kind=kind, retain=status))
+            kind, device = (parts[3], parts[4]) if len(parts) == 6 else (None, None)
+            out.append(Msg(t, topic, payload, STATUS if status else GOOD, kind=kind, retain=status, device=device))
     return out
 
 
 def replay(path: Path, settings: Settings, qos: int, rate: float | None, progress: bool = True,
-           stop: threading.Event | None = None) -> dict:
+           stop: threading.Event | None = None, credentials: dict[str, str] | None = None) -> dict:
     """Re-publish a recorded dry-run file in its order. good/bad is not known here: all count as sent."""
     msgs = read_dry_run(path, settings.mqtt.topic_root)
-    sink = MqttSink(settings.mqtt, qos)
+    sink = MqttSink(settings.mqtt, qos, credentials=credentials)
     try:
         stats: Stats = publish_stream(msgs, sink, rate, sum(m.cls != STATUS for m in msgs), progress=progress,
                                       stop=stop)

@@ -10,6 +10,7 @@ DEFAULT_PINS = {
     "battery": 35,
     "ph": 36, "tds": 39, "turbidity": 34, "do": 32, "chlorine": 33, "onewire": 4,
     "trig": 26, "echo": 27, "tilt": 25, "ntc": 34,
+    "led": 2,  # the on-board LED of most ESP32 DevKit boards; installers see the link state
     "no2_we": 36, "no2_ae": 39, "o3_we": 34, "o3_ae": 35, "co_we": 32, "co_ae": 33,
 }
 # (bus id, TX/SCL pin, RX/SDA pin)
@@ -72,6 +73,12 @@ class Board:
                     break
                 self.wdt.feed()
                 time.sleep_ms(100)
+
+    def status_led(self, on):
+        try:
+            machine.Pin(self.pins["led"], machine.Pin.OUT).value(1 if on else 0)
+        except (ValueError, OSError):  # no LED on this pin: nothing to show
+            pass
 
     def wifi_reset(self):
         # power-cycle the radio: clears a wedged driver state that reconnects alone do not

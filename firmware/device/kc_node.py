@@ -67,6 +67,10 @@ class Node:
         self.wakes += 1
         self.boot_ticks = board.ticks_ms()
         self.ntp_hosts = cfg.get("ntp_hosts") or [cfg["ntp_host"]]
+        # several networks (installer's phone hotspot, the site's AP, ...): rotate on failure
+        self.wifi_list = cfg.get("wifi_networks") or [cfg["wifi"]]
+        self.wifi_idx = 0
+        self.led_state = None
         self.suite = kc_sensors.make(self.kind, board, self.cal)
         m = cfg["mqtt"]
         ssl_params = {}
@@ -109,6 +113,8 @@ class Node:
         self.started = board.ticks_ms()
         # after deep sleep the reading is due at the wall-clock time saved before sleeping
         self.next_read = board.ticks_ms()
+        if hasattr(self.suite, "first_reading_ms"):  # e.g. the PMS5003 fan must run 30 s first
+            self.next_read = board.ticks_add(self.next_read, self.suite.first_reading_ms())
         now = board.now_ms()
         if next_wall and now:
             wait = next_wall * 1000 - now
@@ -194,9 +200,10 @@ class Node:
         if b.ticks_diff(now, self.next_link_try) < 0:
             return False
         if not b.wifi_connected():
-            w = self.cfg["wifi"]
+            w = self.wifi_list[self.wifi_idx % len(self.wifi_list)]
             b.wifi_connect(w["ssid"], w["password"])
             if not b.wifi_connected():
+                self.wifi_idx += 1
                 self.wifi_fails += 1
                 self._link_failed("wifi")
                 if self.wifi_fails % WIFI_RESET_AFTER == 0 and hasattr(b, "wifi_reset"):
@@ -280,6 +287,16 @@ class Node:
         if isinstance(crash, dict) and crash.get("count"):
             crash["count"] = 0
             kc_config.save_json(path, crash)
+        try:  # a freshly updated app slot has now proven itself: no rollback
+            import os
+            os.stat("/app.json")  # no update ever staged: do not load kc_update at all
+            import kc_update
+            if kc_update.mark_good():
+                self.b.log("update marked good")
+        except OSError:
+            pass
+        except Exception as e:  # noqa: BLE001
+            self.b.log("mark_good: %r" % (e,))
 
     def _on_puback(self, pid):
         for p in self.pending:
@@ -413,6 +430,7 @@ class Node:
                 "buffered": len(self.ring), "dropped": self.ring.dropped, "boots": self.boots,
                 "rssi": self.b.rssi() if self.b.wifi_connected() else None, "fw": self.fw,
                 "interval_s": self.interval_s, "sensor_errors": self.suite.errors,
+                "warming": getattr(self.suite, "warming", 0),
                 "counters": self.stats, "mqtt": self.client.stats}
 
     # -- main loop -------------------------------------------------------------
@@ -452,6 +470,7 @@ class Node:
                 self.next_read = b.ticks_add(now, iv)
         if not self.client.connected() and self._may_link():
             self._link_up()
+        self._led()
         if self.client.connected():
             self._time_sync()
         limit_h = self.cfg.get("reboot_no_link_h", 6)
@@ -478,6 +497,13 @@ class Node:
         if self.reboot_at is not None and b.ticks_diff(b.ticks_ms(), self.reboot_at) >= 0:
             self.client.disconnect()
             b.reset()
+
+    def _led(self):
+        """Installer's status LED: on = broker link up, off = no link (board.status_led)."""
+        state = self.client.connected()
+        if state != self.led_state and hasattr(self.b, "status_led"):
+            self.led_state = state
+            self.b.status_led(state)
 
     def _may_link(self):
         """Whether this wake may use Wi-Fi: not on a low battery (the radio's current spikes

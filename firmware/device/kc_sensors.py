@@ -13,7 +13,12 @@ CAL_DEFAULTS = {
               "do_cal_v": 1.6, "do_cal_t": 25.0, "cl_v0": 0.0, "cl_per_volt": 6.6667},
     "waste_bin": {"depth_cm": 120.0, "full_cm": 25.0},
     "air": {"no2_we0": 225.0, "no2_ae0": 230.0, "no2_sens": 0.212, "o3_we0": 230.0, "o3_ae0": 235.0,
-            "o3_sens": 0.300, "co_we0": 300.0, "co_ae0": 290.0, "co_sens": 0.420},
+            "o3_sens": 0.300, "co_we0": 300.0, "co_ae0": 290.0, "co_sens": 0.420,
+            # OX-B431 response to NO2 (mV/ppb, from the sensor's own calibration certificate;
+            # default: about its O3 sensitivity), PMS5003 hygroscopic kappa (0 = no correction),
+            # electrochemical cells' settling after power-on (s; a design default: use the
+            # stabilisation time on the ISB datasheet of the board in hand)
+            "o3_no2_sens": 0.300, "pm_kappa": 0.2, "gas_warmup_s": 600.0},
 }
 
 
@@ -138,6 +143,8 @@ class AirSuite(Suite):
 
     def wake(self):
         self._try("pms5003", self.pms.wake)
+        self.pms_on = self.board.ticks_ms()
+        self.ready["pm"] = False
 
     def rest(self):
         self._try("pms5003", self.pms.sleep)
@@ -149,28 +156,63 @@ class AirSuite(Suite):
         self.pms = pms5003.PMS5003(b.uart("pms"), sleep_ms=b.sleep_ms)
         self.co2 = mhz19b.MHZ19B(b.uart("co2"))
         self.bme = self._try("bme280", bme280.BME280, b.i2c(), bme280.ADDR, b.sleep_ms)
+        self.pms5003 = pms5003
         self.gas = {}
         for g in ("no2", "o3", "co"):
             self.gas[g] = analog.GasChannel(b.adc(g + "_we"), b.adc(g + "_ae"), g, cal[g + "_we0"],
                                             cal[g + "_ae0"], cal[g + "_sens"])
+        # warm-up from power-on (the node is built at boot, when the sensors get power):
+        # fields are left out until their sensor is ready; a latch, so ticks_ms wrap cannot undo it
+        self.on = self.pms_on = b.ticks_ms()
+        scale = getattr(b, "warmup_scale", 1.0)  # the fakes' sensors are stable at once (0)
+        self.wait_ms = {"pm": pms5003.WARMUP_MS * scale, "co2": mhz19b.PREHEAT_MS * scale,
+                        "gas": cal["gas_warmup_s"] * 1000 * scale}
+        self.ready = {"pm": False, "co2": False, "gas": False}
+        self.warming = 0  # fields left out while their sensor warmed up or in fog
+
+    def _ready(self, what, since):
+        if not self.ready[what] and self.board.ticks_diff(self.board.ticks_ms(), since) >= self.wait_ms[what]:
+            self.ready[what] = True
+        if not self.ready[what]:
+            self.warming += 1
+        return self.ready[what]
+
+    def first_reading_ms(self):
+        """Delay of the first reading after boot: the PMS5003 must have run 30 s."""
+        return int(self.wait_ms["pm"])
 
     def read(self):
         out = {}
-        pm = self._try("pms5003", self.pms.read)
-        if pm is not None:
-            out["pm25"] = pm["pm25"]
-            out["pm10"] = pm["pm10"]
-        co2 = self._try("mhz19b", self.co2.read)
-        if co2 is not None:
-            out["co2"] = co2
         if self.bme is not None:
             r = self._try("bme280", self.bme.read)
             if r is not None:
                 out.update(r)
-        for g, ch in self.gas.items():
-            v = self._try(g, ch.read)
-            if v is not None:
-                out[g] = v
+        pm = self._try("pms5003", self.pms.read)
+        if pm is not None and self._ready("pm", self.pms_on):
+            rh = out.get("humidity")
+            k = self.cal.get("pm_kappa", 0.2)
+            p25 = self.pms5003.humidity_correct(pm["pm25"], rh, k)
+            p10 = self.pms5003.humidity_correct(pm["pm10"], rh, k)
+            if p25 is None:
+                self.warming += 1  # fog: the optical reading is not a dry PM mass
+            else:
+                out["pm25"] = p25
+                out["pm10"] = p10
+        co2 = self._try("mhz19b", self.co2.read)
+        if co2 is not None and self._ready("co2", self.on):
+            out["co2"] = co2
+        if self._ready("gas", self.on):
+            no2_ppb = self._try("no2", self.gas["no2"].read_ppb)
+            if no2_ppb is not None:
+                out["no2"] = max(0.0, no2_ppb * self.gas["no2"].ugm3_per_ppb())
+            # the OX-B431 "O3" cell answers NO2 too: take the paired NO2-B43F's share out
+            # (Alphasense OX-B431 datasheet; "Efficacy of Paired Electrochemical Sensors for
+            # Measuring Ozone Concentrations", 2018: OX-B431 + NO2-B43F pairs, linear responses)
+            cross = (no2_ppb or 0.0) * self.cal.get("o3_no2_sens", 0.0)
+            for g in ("o3", "co"):
+                v = self._try(g, self.gas[g].read, cross if g == "o3" else 0.0)
+                if v is not None:
+                    out[g] = v
         return out
 
     def calibrate(self, args):

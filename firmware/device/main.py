@@ -55,6 +55,13 @@ def _record_crash(e):
 def start():
     import os
 
+    try:  # a signed update's slot (/app_a or /app_b) goes ahead of the base install
+        import kc_update
+        slot = kc_update.boot_select()
+        if slot:
+            sys.path.insert(0, slot)
+    except Exception as e:  # noqa: BLE001  no update machinery: run the base install
+        print("update slot:", repr(e))
     import kc_config
     from kc_board import Board
     from kc_node import Node

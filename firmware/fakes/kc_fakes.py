@@ -98,8 +98,13 @@ class FakePMS5003:
             self.asleep = data[4] == 0
         elif data[2] == pms5003.CMD_READ and not self.asleep:
             self.reads += 1
-            pm25 = int(round(self.world.value("pm25")))
-            pm10 = int(round(max(self.world.value("pm10"), pm25)))
+            # no inlet dryer: above 80 % RH the sensor sees grown, wet particles
+            wet = 1.0
+            rh = self.world.value("humidity")
+            if rh > pms5003.RH_REF:
+                wet = pms5003.growth(rh, 0.2) / pms5003.growth(pms5003.RH_REF, 0.2)
+            pm25 = int(round(self.world.value("pm25") * wet))
+            pm10 = int(round(max(self.world.value("pm10") * wet, pm25)))
             f = self.frame(int(pm25 * 0.7), pm25, pm10)
             if self.corrupt_every and self.reads % self.corrupt_every == 0:
                 f = f[:-1] + bytes([(f[-1] + 1) & 0xFF])
@@ -228,7 +233,10 @@ def air_adcs(world, cal):
     for g in ("no2", "o3", "co"):
         def we(g=g):
             ppb = world.value(g) / analog.UGM3_PER_PPB[g]
-            return (cal[g + "_we0"] + ppb * cal[g + "_sens"]) / 1000
+            mv = cal[g + "_we0"] + ppb * cal[g + "_sens"]
+            if g == "o3":  # the OX-B431 also answers NO2
+                mv += world.value("no2") / analog.UGM3_PER_PPB["no2"] * cal["o3_no2_sens"]
+            return mv / 1000
 
         def ae(g=g):
             return cal[g + "_ae0"] / 1000
@@ -266,6 +274,7 @@ class FakeBoard:
         self.rtc = b""
         self.logs = []
         self.wdt_feeds = 0
+        self.warmup_scale = 0.0  # the fake sensors are stable at once; warm-up tests set 1.0
 
     def log(self, msg):
         self.logs.append(msg)
@@ -411,6 +420,9 @@ class SimBoard(FakeBoard):
         self.ntp_fail = 0      # this many NTP requests go unanswered (each costs a 1 s timeout)
         self.ntp_calls = []
         self.wifi_resets = 0
+        self.led = []
+        self.ssids = []
+        self.good_ssid = None  # set: only this network answers
         self.scan_ms = 0  # 10000: kc_board waits up to 10 s for an association that never comes
         self.published = []
         self.sock = None
@@ -434,8 +446,14 @@ class SimBoard(FakeBoard):
         self.t += 50
         self.wdt_feeds += 1
 
+    def status_led(self, on):
+        self.led.append((self.t, on))
+
     def wifi_connect(self, ssid, pw):
         self.wifi_attempts.append(self.t)
+        self.ssids.append(ssid)
+        if self.good_ssid is not None:
+            self.wifi = ssid == self.good_ssid
         if not self.wifi:
             self.t += self.scan_ms
 

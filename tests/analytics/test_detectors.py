@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analytics import qc, stats
-from analytics.detectors import QcParams, StatParams, params_for, run_all, run_qc
+from analytics.detectors import cusum_window_n, QcParams, StatParams, params_for, run_all, run_qc
 from analytics.grid import Grid, stack_series, to_grid
 from kotacerdas.catalogue import load_catalogue
 
@@ -68,10 +68,12 @@ def test_drift_against_neighbours():
     x = common + rng.normal(0, 0.2, (6, 600))
     x[1] += 3.0  # a steady local offset is not drift
     x[4, 300:] += np.linspace(0, 8, 300)  # a slow drift
-    r = qc.drift(x, 30, suspect_z=6, fail_z=12, floor=0.01)
-    assert (r.flag[4, 450:] >= qc.SUSPECT).mean() > 0.9
-    assert (r.flag[[0, 1, 2, 3, 5], :] >= qc.SUSPECT).mean() < 0.01
-    assert qc.drift(x[:2], 30).flag[0, 5] == qc.NOT_EVALUATED  # needs neighbours
+    r = qc.drift(x, 0, 30, 30, suspect_z=10, fail_z=20, floor=0.01, k=6, min_blocks=3)
+    flagged = (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL)
+    assert flagged[4, 300:400].any()  # found while its baseline is still the clean past
+    assert not flagged[4, :300].any() and flagged[[0, 1, 2, 3, 5], :].mean() < 0.01
+    assert (r.flag[:, :90] == qc.NOT_EVALUATED).all()  # warm-up: three blocks of baseline first
+    assert qc.drift(x[:2], 0, 30, 30).flag[0, 5] == qc.NOT_EVALUATED  # needs neighbours
 
 
 def test_nanmedian_fast_matches_numpy():
@@ -101,36 +103,48 @@ def test_hampel_hop1_equals_pandas_rolling_median_and_flags_outlier():
     ref = pd.DataFrame(x.T).rolling(11, center=True).median().T.values
     assert np.allclose(med[:, 5:-5], ref[:, 5:-5])
     x[1, 150] = 25.0
-    r = stats.hampel(x, 60, suspect_z=5, fail_z=10)
+    r = stats.hampel(x, 0, 30, suspect_z=5, fail_z=10)
     assert r.flag[1, 150] == qc.FAIL and (r.flag >= qc.SUSPECT).sum() < 5
-    assert r.flag.shape == x.shape
+    assert r.flag.shape == x.shape and (r.flag[:, :60] == qc.NOT_EVALUATED).all()  # two blocks of warm-up
 
 
-def test_cusum_closed_form_equals_recursion_and_detects_shift():
+def test_cusum_and_ewma_find_a_shift_against_the_trailing_baseline():
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((4, 400))
-    x[:2, 250:] += 2.0
-    r = stats.cusum(x, k=0.5, h=5.0)
-    z = stats._robust_standardise(x, 0.0, slice(0, 200))
-    hi = lo = np.zeros(4)
-    ref = []
-    for i in range(400):
-        hi = np.maximum(0, hi + z[:, i] - 0.5)
-        lo = np.maximum(0, lo - z[:, i] - 0.5)
-        ref.append(np.maximum(hi, lo))
-    assert np.allclose(np.array(ref).T, r.score)
-    assert (r.flag[:2, 280:] >= qc.SUSPECT).all() and (r.flag[2:, :] == qc.FAIL).mean() < 0.02
+    x = rng.standard_normal((4, 900))
+    x[:2, 400:] += 3.0
+    z = stats.standardise(x, 0, 50)
+    c = stats.cusum(x, 0, 50, k=0.5, h=8.0, window=60, z=z)
+    e = stats.ewma_chart(x, 0, 50, 0.1, 4.0, 8.0, z=z)
+    for r in (c, e):
+        flagged = (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL)
+        assert flagged[:2, 410:440].all() and flagged[2:].mean() < 0.01
+        assert (r.flag[:, :100] == qc.NOT_EVALUATED).all()  # warm-up: two blocks
+    # once the baseline has absorbed the shift the alarm ends (re-baselined)
+    assert not ((c.flag[:2, -50:] == qc.SUSPECT) | (c.flag[:2, -50:] == qc.FAIL)).any()
 
 
-def test_ewma_matches_pandas_and_chart_flags_offset():
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 500))
-    e = stats.ewma(x, 0.2)
+@pytest.mark.parametrize("w,g0", [(2, 0), (10, 3), (60, 17), (700, 5)])
+def test_restarted_cusum_matches_the_recursion(w, g0):
+    """The plain recursion, restarted at grid indices that are multiples of w (and w/2 past them)."""
+    z = np.random.default_rng(5).standard_normal((3, 150))
+    k = 0.3
+    got = stats.restarted_cusum(z, k, g0, w)
+    ref = np.zeros_like(z)
+    for phase in (0, w // 2):
+        hi = lo = np.zeros(3)
+        for t in range(z.shape[1]):
+            if (g0 + t + phase) % w == 0:
+                hi = lo = np.zeros(3)
+            hi = np.maximum(0, hi + z[:, t] - k)
+            lo = np.maximum(0, lo - z[:, t] - k)
+            ref[:, t] = np.maximum(ref[:, t], np.maximum(hi, lo))
+    assert np.allclose(got, ref)
+
+
+def test_ewma_matches_pandas():
+    x = np.random.default_rng(5).standard_normal((2, 500))
     ref = pd.DataFrame(x.T).ewm(alpha=0.2, adjust=False).mean().T.values
-    assert np.allclose(e, ref)
-    x[0, 300:] += 3.0
-    r = stats.ewma_chart(x, 0.1, 4.0, 8.0)
-    assert (r.flag[0, 330:] >= qc.SUSPECT).all() and (r.flag[1] >= qc.SUSPECT).mean() < 0.05
+    assert np.allclose(stats.ewma(x, 0.2), ref)
 
 
 def test_seasonal_residual_needs_days_and_finds_off_cycle_values():
@@ -259,27 +273,13 @@ def test_hampel_windows_match_reference(t, hop):
             m = _alternate_inf_median(win)
             d = _alternate_inf_median(np.abs(win - m)) if np.isfinite(m) else np.nan
             assert np.allclose([med[i, j], mad[i, j]], [m, d], rtol=1e-6, equal_nan=True)
-    r = stats.hampel(x, w, hop, 4.0, 8.0, floor=0.1)
-    score = np.abs(x - med) / np.maximum(1.4826 * mad, 0.1)
-    assert np.allclose(r.score, score, rtol=1e-5, equal_nan=True) and r.flag[1, 100] == qc.FAIL
 
 
 @pytest.mark.parametrize("t", [1440, 1000, 7])  # whole scan blocks, a padded last block, less than one block
-def test_blocked_ewma_and_cusum_match_recursions(t):
-    rng = np.random.default_rng(13)
-    z = rng.standard_normal((5, t))
-    z[:2, t // 2 :] += 1.5
+def test_blocked_ewma_matches_the_recursion(t):
+    z = np.random.default_rng(13).standard_normal((5, t))
     e = stats.from_time_blocks(stats._ewma_blocks(stats.time_blocks(z), 0.1, z[:, 0]), t)
     assert np.allclose(e, stats.ewma(z, 0.1))  # scipy's lfilter with the same start
-    x = z * 2 + 7  # cusum standardises x itself when given no z
-    got = stats.cusum(x, k=0.5, h=5.0, z=z).score
-    hi = lo = np.zeros(5)
-    ref = []
-    for i in range(t):
-        hi = np.maximum(0, hi + z[:, i] - 0.5)
-        lo = np.maximum(0, lo - z[:, i] - 0.5)
-        ref.append(np.maximum(hi, lo))
-    assert np.allclose(got, np.array(ref).T)
 
 
 @pytest.mark.parametrize("t0_ms", [0, 7 * 3600_000 + 1_500_000])  # window starting at midnight, and mid-day
@@ -312,11 +312,15 @@ def test_run_all_equals_each_detector_on_its_own():
     sp = StatParams()
     got = run_all(x, p, 0, sp, chunk=16, dtype=np.float64, score_dtype=np.float64, workers=2)
     ref = dict(run_qc(x, p))  # whole-array QC (drift over every series at once)
-    ref["hampel"] = stats.hampel(x, sp.hampel_window, None, sp.hampel_suspect_z, sp.hampel_fail_z, floor=p.resolution)
+    g0, b = 0, p.block
+    ref["hampel"] = stats.hampel(x, g0, b, p.baseline_blocks, sp.hampel_suspect_z, sp.hampel_fail_z,
+                                 floor=p.resolution, min_blocks=p.min_blocks)
     r = qc.neighbour_residual(x)
-    z = stats.standardise(r, p.resolution)
-    ref["ewma"] = stats.ewma_chart(r, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, floor=p.resolution, z=z)
-    ref["cusum"] = stats.cusum(r, sp.cusum_k, sp.cusum_h, floor=p.resolution, z=z)
+    z = stats.standardise(r, g0, b, p.baseline_blocks, p.min_blocks, p.resolution)
+    ref["ewma"] = stats.ewma_chart(r, g0, b, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, p.baseline_blocks,
+                                   p.min_blocks, floor=p.resolution, z=z)
+    ref["cusum"] = stats.cusum(r, g0, b, sp.cusum_k, sp.cusum_h, cusum_window_n(sp, p.step_s),
+                               p.baseline_blocks, p.min_blocks, floor=p.resolution, z=z)
     ref["seasonal"] = stats.seasonal_residual(x, p.step_s, 0, sp.seasonal_suspect_z, sp.seasonal_fail_z,
                                               floor=p.resolution)
     assert set(got) == set(ref)

@@ -48,7 +48,8 @@ def test_ispu_categories_and_caps():
 
 def test_ispu_averaging_periods():
     assert ispu.AVERAGING_S["pm25"] == ispu.AVERAGING_S["pm10"] == 86400
-    assert ispu.AVERAGING_S["co"] == 8 * 3600 and ispu.AVERAGING_S["o3"] == ispu.AVERAGING_S["no2"] == 3600
+    # P.14/2020 Lampiran: "24 jam" for every parameter (1/3/8 h were the repealed 1997 rules)
+    assert set(ispu.AVERAGING_S.values()) == {86400}
 
 
 # ---------------------------------------------------------------- US AQI (EPA-454/B-24-002, 2024 PM2.5)

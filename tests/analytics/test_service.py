@@ -153,8 +153,8 @@ def test_gap_points_only_inside_a_devices_reporting_span(settings, influx):
     finally:
         svc.close()
     flags = [r[1] for r in influx.series('SELECT "flag" FROM "qc" WHERE "test"=\'gap\' AND "field"=\'pm25\'')[0].values]
-    # exceptions only (good is implied): the 5 missing bins and the suspect first reading after them
-    assert len(flags) == 6 and flags.count(9) == 5 and flags.count(3) == 1
+    # suspect/fail only: the first reading after the silence (missing bins themselves are no verdict)
+    assert flags == [3]
 
 
 def test_statistical_detectors_write_qc_exceptions(settings, influx):
@@ -165,7 +165,7 @@ def test_statistical_detectors_write_qc_exceptions(settings, influx):
     def temperature(dev: int, i: int) -> float:
         cycle = 32.0 + 2.0 * np.sin(2 * np.pi * i / day_n) + 0.1 * ((i * 7 + dev * 3) % 5 - 2)
         if dev == 1 and i == 2 * day_n + 10:
-            cycle += 25.0  # a reading that belongs to no hour of this bin's day
+            cycle += 50.0  # a reading that belongs to no hour of this bin's day (Hampel: z 30 by default)
         if dev == 0 and i >= 3 * day_n:
             cycle += 3.0  # the last day: the bin's sensor reads 3 C above its neighbours
         return round(cycle, 1)
@@ -196,7 +196,7 @@ def test_statistical_detectors_write_qc_exceptions(settings, influx):
     for test in ("ewma", "cusum"):
         ts = times(test, "bin-0")
         assert ts and min(ts) >= offset_ms, test  # the shift against the neighbours, and nothing before it
-        assert len(ts) >= day_n // 2, test  # a persistent shift stays flagged
+        assert min(ts) <= offset_ms + 2 * 3600_000, test  # found within two hours
     flags = influx.series('SELECT "flag" FROM "qc" WHERE "test"=\'hampel\' OR "test"=\'ewma\' OR "test"=\'cusum\' '
                           'OR "test"=\'seasonal\'')
     assert {r[1] for r in flags[0].values} <= {3, 4}  # suspect/fail only
@@ -217,4 +217,5 @@ def test_seasonal_writes_nothing_in_a_one_day_window(settings, influx):
     finally:
         svc.close()
     assert influx.series('SELECT count("flag") FROM "qc" WHERE "test"=\'seasonal\'') == []
-    assert influx.series('SELECT count("flag") FROM "qc"')  # the pass did write qc (e.g. spike's unevaluated ends)
+    # no "not evaluated" (2) or "missing" (9) rows: a verdict or nothing
+    assert influx.series('SELECT count("flag") FROM "qc" WHERE "flag" < 3 OR "flag" > 4') == []

@@ -35,8 +35,9 @@ def _city_grids(seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
 def test_processes_give_the_one_process_result_bit_for_bit() -> None:
     x, g = _city_grids()
     p = params_for(CAT["air"], CAT["air"].field("pm25"), step_s=300)
-    one = run_by_group(x, g, p, 0, processes=1)
-    two = run_by_group(x, g, p, 0, processes=2)
+    one = run_by_group(x, g, p, 0, processes=1, dtype=np.float64, score_dtype=np.float64)
+    two = run_by_group(x, g, p, 0, processes=2, dtype=np.float64, score_dtype=np.float64)
+    assert one["spike"].score.dtype == np.float64
     assert one.keys() == two.keys()
     for name in one:
         assert np.array_equal(one[name].flag, two[name].flag), name

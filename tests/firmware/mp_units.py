@@ -672,6 +672,55 @@ def test_mains_node_resets_after_hours_without_link():
     assert 30000 <= board.t <= 45000, board.t
 
 
+# ---------------------------------------------------------------- sensor honesty (issue 15, item 6)
+def test_pms_humidity_correction():
+    hc = pms5003.humidity_correct
+    assert hc(100, 60) == 100 and hc(100, 80) == 100 and hc(100, None) == 100 and hc(100, 90, 0) == 100
+    assert abs(hc(100, 80.01) - 100) < 0.2  # continuous at the reference humidity
+    v90 = hc(100, 90, 0.2)  # C(90)/C(80) = (1 + 0.1212/0.1111) / (1 + 0.1212/0.25) = 1.408
+    assert abs(v90 - 100 / 1.408) < 0.3, v90
+    assert hc(100, 96) is None  # fog: no dry-mass reading
+
+
+def test_air_warmup_humidity_and_o3_cross_sensitivity():
+    """PMS5003 30 s before the first reading, MH-Z19B 3 min preheat, gas cells after their settling
+    time; at 90 % RH the PM is the dry-equivalent; O3 is corrected for the cell's NO2 response."""
+    board = SimBoard("air", _storage("warm"))
+    board.warmup_scale = 1.0
+    board.world.override["humidity"] = 90.0
+    board.world.override["no2"] = 80.0  # ug/m3: a busy road, the O3 cell's NO2 share is large
+    node, _b = _node("air", 10, board=board, storage=board.storage)
+    node.run(duration_ms=640000)
+    tel = _telemetry(board)
+    t = [m["ts"] - board.EPOCH_MS for m in tel]
+    assert t[0] >= 30000 and "pm25" in tel[0]["fields"], t[0]
+    for m, ti in zip(tel, t):
+        f = m["fields"]
+        assert ("co2" in f) == (ti >= 180000) or abs(ti - 180000) < 1000, (ti, sorted(f))
+        assert ("o3" in f) == (ti >= 600000) or abs(ti - 600000) < 1000, (ti, sorted(f))
+        assert f["humidity"] == 90.0
+    last = tel[-1]
+    world = kc_fakes.World("air", lambda: t[-1] / 1000, seed=1)
+    world.override = dict(board.world.override)
+    assert abs(last["fields"]["pm25"] - world.value("pm25")) <= 1.5, (last["fields"]["pm25"], world.value("pm25"))
+    assert abs(last["fields"]["o3"] - world.value("o3")) <= 0.03 * world.value("o3") + 1, (
+        last["fields"]["o3"], world.value("o3"))
+    assert node.suite.warming > 0
+    node.shutdown()
+
+
+def test_several_ssids_and_status_led():
+    board = SimBoard("water", _storage("ssids"))
+    board.wifi = False
+    board.good_ssid = "site-ap"
+    nets = [{"ssid": "installer-phone", "password": "x"}, {"ssid": "site-ap", "password": "y"}]
+    node, _b = _node("water", 5, board=board, storage=board.storage, extra={"wifi_networks": nets})
+    node.run(max_readings=2)
+    assert board.ssids[:2] == ["installer-phone", "site-ap"] and len(_seqs(board)) == 2
+    assert board.led and board.led[-1][1] is True  # lit once the broker link is up
+    node.shutdown()
+
+
 def kc_node_rtc_fmt():
     import kc_node
     return kc_node.RTC_FMT

@@ -118,6 +118,8 @@ def test_two_tasmota_messages_in_one_second_are_two_readings_and_a_copy_is_one()
 @pytest.mark.parametrize("object_id,field", [
     ("pm_2_5", "pm25"), ("pm2_5", "pm25"), ("pm25", "pm25"), ("pm10_0", "pm10"), ("pm_10", "pm10"),
     ("particulate_matter__2_5__m_concentration", "pm25"), ("pm__10_0__m_concentration", "pm10"),
+    ("particulate_matter_2_5_m_concentration", "pm25"), ("particulate_matter_2_5um_concentration", "pm25"),
+    ("particulate_matter_10_0_m_concentration", "pm10"), ("pm_2_5_concentration", "pm25"), ("pm10", "pm10"),
     ("pm_1_0", None), ("pmc_0_3", None), ("bme280_temperature", "temperature"), ("sht31_humidity", "humidity"),
     ("scd30_co2", "co2"), ("carbon_dioxide", "co2"), ("internal_temperature", None), ("esp32_temperature", None),
     ("ph_sensor", "ph"), ("dissolved_oxygen", "dissolved_oxygen"), ("uptime", None), ("ph_temperature", None),

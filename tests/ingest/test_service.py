@@ -94,7 +94,7 @@ def test_malformed_messages_are_dead_lettered_and_stream_continues(settings, inf
 
 
 def test_health_ready_metrics(settings, service):
-    from kotacerdas.observability import HealthServer
+    from kotacerdas.runtime import HealthServer
 
     svc = service()
     hs = HealthServer("127.0.0.1", 0, svc.registry, ready=svc.ready).start()

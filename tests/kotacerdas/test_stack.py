@@ -5,6 +5,7 @@ import threading
 import pytest
 
 from kotacerdas import stack
+from kotacerdas.errors import Disposition
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.mqtt import connect, make_client
 from tests.conftest import influx_for, mqtt_for
@@ -46,13 +47,13 @@ def test_private_influx_write_query_and_errors(private_influx):
         assert c.scalar("SELECT count(v) FROM m") == 2
         with pytest.raises(InfluxError) as e:
             c.write("m v=notanumber,")
-        assert e.value.status == 400 and not e.value.retryable
+        assert e.value.status == 400 and e.value.disposition is Disposition.DROP
     ix.stop()
     with InfluxClient(influx_for(ix, "p")) as c:
         assert not c.ping()
         with pytest.raises(InfluxError) as e:
             c.write("m v=1 3000")
-        assert e.value.retryable
+        assert e.value.disposition is Disposition.RETRY
 
 
 def test_refuses_non_loopback(base_settings):

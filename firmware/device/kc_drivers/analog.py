@@ -155,10 +155,17 @@ class GasChannel:
     def ppb(self, we_mv, ae_mv):
         return ((we_mv - self.we0) - self.n * (ae_mv - self.ae0)) / self.sens
 
-    def read(self):
+    def read_ppb(self, cross_mv=0.0):
+        """ppb; cross_mv: the part of the corrected WE signal due to another gas (OX-B431: NO2)."""
         we = read_volts(self.we) * 1000
         ae = read_volts(self.ae) * 1000
-        return max(0.0, self.ppb(we, ae) * UGM3_PER_PPB[self.gas])
+        return self.ppb(we - cross_mv, ae)
+
+    def ugm3_per_ppb(self):
+        return UGM3_PER_PPB[self.gas]
+
+    def read(self, cross_mv=0.0):
+        return max(0.0, self.read_ppb(cross_mv) * UGM3_PER_PPB[self.gas])
 
     def calibrate_zero(self):
         """Zero air: remember both electrodes' offsets."""

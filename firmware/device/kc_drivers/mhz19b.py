@@ -6,6 +6,8 @@
 #   0x87 zero point calibration (400 ppm fresh air, after 20 min), 0x79 self-calibration on/off
 #   (0xA0 on / 0x00 off), 0x99 detection range (bytes 6..7 = range, e.g. 5000).
 #   checksum = (0xFF - (byte1 + ... + byte7)) + 1, i.e. two's complement of bytes 1..7.
+# Same manual, main parameters: "Preheat time: 3 min"; readings before that are not valid.
+PREHEAT_MS = 180000
 CMD_READ = 0x86
 CMD_ZERO = 0x87
 CMD_ABC = 0x79

@@ -12,6 +12,20 @@
 import struct
 
 FRAME_LEN = 32
+WARMUP_MS = 30000
+# Humidity. The PMS5003 has no inlet dryer: above ~75 % RH particles take up water and the PM
+# readings rise (Jayaratne et al. 2018, "The influence of humidity on the performance of a low-cost
+# air particle mass sensor and the effect of atmospheric fog", AMT 11, 4883-4890,
+# doi:10.5194/amt-11-4883-2018, with a Plantower PMS1003). The correction is the kappa-Koehler mass
+# growth factor used for low-cost OPCs by Crilley et al. 2018 (AMT 11, 709-720,
+# doi:10.5194/amt-11-709-2018):  C(RH) = 1 + (kappa / 1.65) / (-1 + 100 / RH).
+# kappa of ambient PM2.5 measured with low-cost OPCs in (sub)tropical Asia: 0.15-0.29 (Huang et al.
+# 2024, AMT 17, 6073-6089, doi:10.5194/amt-17-6073-2024); default 0.2, a calibration constant.
+# Below RH_REF the factory calibration is taken as is; above it the extra growth C(RH)/C(RH_REF)
+# is divided out, so the correction is continuous. Above RH_MAX (fog, droplets) the optical
+# reading says nothing about dry PM: the fields are left out (counted by the suite).
+RH_REF = 80.0
+RH_MAX = 95.0
 CMD_READ = 0xE2
 CMD_MODE = 0xE1
 CMD_SLEEP = 0xE4
@@ -32,6 +46,19 @@ def parse_frame(frame):
         return None
     w = struct.unpack(">13H", frame[4:30])
     return {"pm1": w[3], "pm25": w[4], "pm10": w[5], "pm25_cf1": w[1]}
+
+
+def growth(rh, kappa):
+    return 1 + (kappa / 1.65) / (-1 + 100.0 / rh)
+
+
+def humidity_correct(pm, rh, kappa=0.2, rh_ref=RH_REF):
+    """Dry-equivalent PM (ug/m3) for a reading at rh (% RH); None above RH_MAX."""
+    if rh is None or kappa <= 0 or rh <= rh_ref:
+        return pm
+    if rh > RH_MAX:
+        return None
+    return pm * growth(rh_ref, kappa) / growth(rh, kappa)
 
 
 def find_frame(buf):

@@ -1,0 +1,142 @@
+"""Every InfluxDB measurement the platform writes: name, tags, fields and their types, in one place.
+
+Writers encode through :meth:`Measurement.line` (one encoder, :func:`kotacerdas.lineprotocol.format_line`
+underneath): an unknown tag or field key raises :class:`SchemaError` at once instead of creating a
+stray series, and each value is coerced to the field's declared type, so ``compliant=True`` and
+``compliant=1`` store the same integer and a float field never becomes an integer one (InfluxDB
+refuses a later point whose field type differs). Readers (dashboards, the open-data API, tests)
+take measurement and field names from here.
+
+Two writers build lines by hand for speed and are checked against these schemas by tests instead:
+ingest's telemetry / dead-letter / device-status converter (``ingest/convert.py``) and the
+analytics ``qc`` exceptions loop.
+
+Time precision: every writer here uses milliseconds except ingest (nanoseconds, so a dead letter's
+time can carry a sub-millisecond discriminator); see each writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+from kotacerdas.catalogue import Kind
+from kotacerdas.lineprotocol import format_line
+
+__all__ = [
+    "ALERTS", "ALL", "AQI_US", "BIN_FORECAST", "DEADLETTER", "DEVICE_STATUS", "ISPU", "KC_PIPELINE", "QC",
+    "RAW_META_FIELDS", "RAW_TAGS", "WATER_COMPLIANCE", "FieldType", "Measurement", "SchemaError", "raw",
+]
+
+FieldType = Literal["float", "int", "str"]
+
+_COERCE = {"float": float, "int": int, "str": str}
+
+
+class SchemaError(ValueError):
+    """A point that does not fit its measurement's schema (a programming error, not bad input)."""
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    tags: tuple[str, ...]
+    fields: Mapping[str, FieldType]
+    doc: str = ""
+    written_by: str = ""
+    _tagset: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_tagset", frozenset(self.tags))
+
+    def line(self, tags: Mapping[str, str], fields: Mapping[str, object], ts: int | None = None) -> str | None:
+        """One line of this measurement (None if no field is storable, e.g. all NaN)."""
+        if not self._tagset.issuperset(tags):
+            raise SchemaError(f"{self.name}: unknown tag(s) {sorted(set(tags) - self._tagset)}")
+        out: dict[str, object] = {}
+        for k, v in fields.items():
+            t = self.fields.get(k)
+            if t is None:
+                raise SchemaError(f"{self.name}: unknown field {k!r}")
+            if v is None:
+                continue
+            if t == "float":
+                out[k] = float(v)  # type: ignore[arg-type]
+            elif t == "int":
+                out[k] = int(v)  # type: ignore[call-overload]
+            else:
+                out[k] = str(v)
+        return format_line(self.name, tags, out, ts)
+
+
+# ------------------------------------------------------------------ raw telemetry (one per kind)
+
+RAW_TAGS = ("city", "device", "district", "kind")
+# what ingest adds to every telemetry point beside the catalogue's fields
+RAW_META_FIELDS: Mapping[str, FieldType] = {
+    "battery": "float", "seq": "int", "fw": "str", "rssi": "int", "gw_lag_ms": "int",
+}
+
+
+def raw(kind: Kind) -> Measurement:
+    """The raw telemetry measurement of a catalogue kind (``kind.measurement``)."""
+    fields: dict[str, FieldType] = {f: "float" for f in kind.field_names}
+    fields.update(RAW_META_FIELDS)
+    return Measurement(kind.measurement, RAW_TAGS, fields, f"raw {kind.name} telemetry, device time", "ingest")
+
+
+# ------------------------------------------------------------------ ingest
+
+DEVICE_STATUS = Measurement(
+    "device_status", ("city", "device", "district", "kind"),
+    {"state": "str", "online": "int", "stale": "int", "last_seen_ms": "int", "battery": "float", "fw": "str"},
+    "the gateway's device lifecycle (retained devstatus), at receive time", "ingest",
+)
+DEADLETTER = Measurement(
+    "deadletter", ("reason", "stage"),
+    {"count": "int", "detail": "str", "size": "int", "topic": "str"},
+    "every dead letter of every stage, with its reason", "ingest",
+)
+KC_PIPELINE = Measurement(
+    "kc_pipeline", ("instance", "service"),
+    {"received": "int", "written": "int", "spooled": "int", "deadlettered": "int", "lag_ms": "float",
+     "batch_latency_ms": "float", "spool_bytes": "int"},
+    "a service's counters every stats interval", "ingest",
+)
+
+# ------------------------------------------------------------------ analytics
+
+_SITE = ("city", "device", "district")
+
+QC = Measurement(
+    "qc", (*_SITE, "field", "kind", "test"), {"flag": "int", "score": "float"},
+    "QARTOD flags other than good (kotacerdas.standards.QARTOD_*), one point per reading x test", "analytics",
+)
+ISPU = Measurement(
+    "ispu", (*_SITE, "pollutant"),
+    {"value": "float", "category": "str", "category_level": "int", "concentration": "float",
+     "provisional": "int", "hours": "int", "samples": "int"},
+    "ISPU sub-indices per pollutant and their max (pollutant=max); provisional = fewer than 75 % valid hourly "
+    "means in the averaging period (analytics/averaging.py), hours = valid hourly means, samples = readings",
+    "analytics",
+)
+AQI_US = Measurement("aqi_us", ISPU.tags, ISPU.fields, "US EPA AQI, same layout as ispu", "analytics")
+WATER_COMPLIANCE = Measurement(
+    "water_compliance", (*_SITE, "parameter"),
+    {"value": "float", "limit_lo": "float", "limit_hi": "float", "compliant": "int"},
+    "Permenkes 2/2023 compliance per parameter, and parameter=all (value = breaches)", "analytics",
+)
+BIN_FORECAST = Measurement(
+    "bin_forecast", _SITE,
+    {"fill": "float", "fill_rate": "float", "hours_to_full": "float", "full_by_tomorrow": "int", "priority": "int"},
+    "fill forecast and collection priority (1 = first)", "analytics",
+)
+ALERTS = Measurement(
+    "alerts", ("department", "device", "rule", "severity"),
+    {"state": "str", "value": "float", "alert_id": "str", "text_id": "str", "text_en": "str"},
+    "alert transitions (open / update / resolved)", "analytics",
+)
+
+ALL: tuple[Measurement, ...] = (
+    DEVICE_STATUS, DEADLETTER, KC_PIPELINE, QC, ISPU, AQI_US, WATER_COMPLIANCE, BIN_FORECAST, ALERTS,
+)

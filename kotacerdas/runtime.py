@@ -1,0 +1,133 @@
+"""What every service shares at run time: ops routes, an HTTP server in a thread, signal
+handling and one retry backoff.
+
+- :func:`ops_router`: ``/healthz`` (alive), ``/readyz`` (dependencies reachable; 503 with the
+  failing checks otherwise) and ``/metrics`` (Prometheus), mounted into any FastAPI app;
+- :class:`HttpServer`: uvicorn in a daemon thread on a socket bound before start (port 0 = a free
+  port, known at once); :meth:`HttpServer.start` returns once it accepts connections;
+- :class:`HealthServer`: an app holding only the ops routes, for services without an API;
+- :func:`stop_on_signals`: SIGTERM/SIGINT set an event the main thread waits on (uvicorn's own
+  handlers stay off: the service decides the order of shutdown);
+- :class:`Backoff`: capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
+  Backoff And Jitter", 2015: ``sleep = uniform(0, min(cap, base * 2**attempt))``), which spreads
+  the retries of many clients after a shared outage; its random source is injectable, so tests seed it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import socket
+import threading
+import time
+from typing import Callable
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Response
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["Backoff", "HealthServer", "HttpServer", "ReadyChecks", "ops_router", "stop_on_signals"]
+
+log = logging.getLogger("kotacerdas.runtime")
+
+ReadyChecks = Callable[[], dict[str, bool]]
+
+
+def ops_router(registry: CollectorRegistry, ready: ReadyChecks | None = None) -> APIRouter:
+    r = APIRouter(tags=["ops"])
+    checks = ready or (lambda: {})
+
+    @r.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @r.get("/readyz")
+    def readyz(response: Response) -> dict[str, object]:
+        c = checks()
+        ok = all(c.values())
+        response.status_code = 200 if ok else 503
+        return {"status": "ready" if ok else "not_ready", "checks": c}
+
+    @r.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return r
+
+
+class HttpServer:
+    """uvicorn serving ``app`` from a daemon thread."""
+
+    def __init__(self, app: FastAPI, host: str, port: int, *, name: str = "http"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.host = host
+        self.port: int = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        # the service's main thread owns SIGTERM/SIGINT (see stop_on_signals)
+        self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined,method-assign,unused-ignore]
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name=name)
+
+    def start(self, timeout_s: float = 15.0) -> HttpServer:
+        """Start and wait until uvicorn accepts connections (raises RuntimeError if it did not)."""
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            self.thread.join(0.02)
+        if not self.server.started:
+            raise RuntimeError(f"HTTP server on {self.host}:{self.port} did not start")
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout_s)
+        self.sock.close()
+
+
+class HealthServer(HttpServer):
+    """Only the ops routes, for services whose work is not HTTP (ingest, stream workers)."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, ready: ReadyChecks | None = None):
+        app = FastAPI(title="Kota Cerdas service", docs_url=None, redoc_url=None, openapi_url=None)
+        app.include_router(ops_router(registry, ready))
+        super().__init__(app, host, port, name="health-http")
+
+
+def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> threading.Event:
+    """An event set by SIGTERM/SIGINT (call from the main thread)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        log.info("stopping", extra={"signal": signum})
+        stop.set()
+
+    for s in signals:
+        signal.signal(s, on_signal)
+    return stop
+
+
+class Backoff:
+    """Full-jitter exponential backoff: ``delay()`` after each failure, ``reset()`` after a success."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 5.0, *, rng: random.Random | None = None):
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    @property
+    def ceiling_s(self) -> float:
+        """The upper end of the next delay."""
+        return min(self.cap_s, self.base_s * 2 ** self.attempt)
+
+    def delay(self) -> float:
+        d = self._rng.uniform(0.0, self.ceiling_s)
+        self.attempt = min(self.attempt + 1, 32)
+        return d
+
+    def reset(self) -> None:
+        self.attempt = 0
