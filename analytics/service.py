@@ -39,6 +39,7 @@ from kotacerdas.stations import StationIndex
 log = logging.getLogger("analytics.service")
 
 ISPU_POLLUTANTS = ("pm25", "pm10", "no2", "o3", "co")
+BIN_FILL_FIELD = "fill"  # a kind reporting fill level (%) gets the bin forecast and bin alerts
 WATER_WINDOW_S = 900.0  # compliance on the median of the last 15 minutes: one noisy reading is no breach
 HOURS_TO_FULL_CAP = 24.0 * 365  # "never at this rate" (inf cannot be stored in InfluxDB)
 WRITE_BATCH = 5000
@@ -176,11 +177,13 @@ class AnalyticsService:
                 # spike test needs both neighbours); detectors.stream_run replays exactly this
                 emit_to = int(win.grid.times_ms[-2]) if win.grid.n > 1 else win.grid.t0_ms - 1
                 flags = self._qc(win, emit_from, emit_to, counts)
-                if kind.name == "air":
+                # each analysis applies to whatever kind measures its inputs (catalogue fields), so a
+                # new kind with pm25 or a pH probe gets indices / compliance without code naming it
+                if any(p in kind.field_names for p in ISPU_POLLUTANTS):
                     conditions += self._air(win, flags, counts)
-                if any(f in water.LIMITS for f in kind.field_names) and kind.name == "water":
+                if any(f in water.LIMITS for f in kind.field_names):
                     conditions += self._water(win, flags, counts)
-                if kind.name == "waste_bin":
+                if BIN_FILL_FIELD in kind.field_names:
                     conditions += self._bins(win, flags, counts)
                 self._emitted_to[kind.name] = max(emit_to, emit_from - 1)
             counts["alerts"] = self._alerts(conditions)
@@ -348,8 +351,8 @@ class AnalyticsService:
     def _bins(self, win: KindWindow, flags: dict[str, np.ndarray], counts: dict[str, int]) -> list[Condition]:
         ts = int(win.grid.times_ms[-1])
         conditions: list[Condition] = []
-        if "fill" in win.fields:
-            fc = waste.forecast(self._usable(win, flags, "fill"), win.grid.step_ms / 1000.0)
+        if BIN_FILL_FIELD in win.fields:
+            fc = waste.forecast(self._usable(win, flags, BIN_FILL_FIELD), win.grid.step_ms / 1000.0)
             lines = []
             for i, tags in enumerate(win.tags):
                 if not math.isfinite(fc.fill[i]):

@@ -31,7 +31,7 @@ from kotacerdas.routing import influx_for_city
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.settings import Settings
 
-from dashboards import dcat, history, ngsi
+from dashboards import dcat, history, ngsi, public
 from dashboards.opendata import (LICENSE, NAME_RE, Column, Dataset, all_datasets, page, tag_conditions, to_csv,
                                  _iso)
 from dashboards.ratelimit import RateLimiter
@@ -163,7 +163,9 @@ def make_app(settings: Settings) -> FastAPI:
                     f"drinking-water compliance and waste-bin fill levels. Licence {LICENSE} ({dcat.LICENSE_URL}). "
                     "JSON, CSV, GeoJSON or NGSI-LD (`format=` or the `Accept` header), paged with `limit`/`offset`; "
                     "history at raw / 1-minute / 1-hour resolution; DCAT catalogue at `/v1/catalog`.",
+        docs_url=None, redoc_url=None,  # served below from local assets: the API works offline
     )
+    public.mount(app)
 
     @app.middleware("http")
     async def rate_limit(request: Request, call_next):  # type: ignore[no-untyped-def]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kotacerdas.settings import Settings, load_settings
 
-DEFAULT_OUT = Path("dashboards/deploy/grafana")
+DEFAULT_OUT = Path("deploy/grafana")
 
 
 def _devices(path: Path | None) -> list[dict]:

@@ -1,6 +1,6 @@
 """Write dashboards as Grafana file provisioning: dashboard JSON, provider YAML, datasource YAML.
 
-Layout under the output directory (mounted into Grafana by dashboards/deploy/compose.yaml):
+Layout under the output directory (mounted into Grafana by deploy/compose.yaml):
 
     provisioning/datasources/kotacerdas.yaml   InfluxDB (InfluxQL over the v1 API)
     provisioning/dashboards/kotacerdas.yaml    file provider reading dashboards/

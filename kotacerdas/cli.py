@@ -13,7 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "stack": ("kotacerdas.stack", "local Mosquitto + InfluxDB on loopback: up | down | status"),
     "backbone": ("kotacerdas.backbone", "local 3-node NATS JetStream cluster (docs/scale.md): up | down | status"),
-    "demo": ("kotacerdas.demo", "run the whole pipeline for a bounded time and print a summary"),
+    "demo": ("devtools.demo", "run the whole pipeline for a bounded time and print a summary"),
     "catalogue": ("kotacerdas.catalogue_cli", "show the sensor catalogue"),
     "gateway": ("gateway.cli", "device registry, validation, store-and-forward"),
     "ingest": ("ingest.cli", "stream normalised telemetry from MQTT into InfluxDB"),
@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulators.cli", "virtual device fleets with fault injection"),
     "dashboards": ("dashboards.cli", "build and push Grafana dashboards; open-data API"),
     "firmware": ("firmware.cli", "build the MicroPython bundle and deploy it to boards"),
-    "reliability": ("tests.reliability.cli", "run the reliability and security suite"),
+    "reliability": ("devtools.reliability", "run the reliability and security suite"),
 }
 
 
@@ -41,13 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kotacerdas: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module_name = COMMANDS[name][0]
-    if module_name.startswith("tests."):
-        # the test suite is not an installed package: import it from this checkout
-        from pathlib import Path
-
-        root = str(Path(__file__).resolve().parents[1])
-        if root not in sys.path:
-            sys.path.insert(0, root)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:

@@ -15,6 +15,8 @@ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosq
 command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need_apt+=(rabbitmq-server)
 command -v node >/dev/null || need_apt+=(nodejs npm)
+# headless Chromium: the public page and Swagger UI are tested as a browser renders them
+command -v chromium >/dev/null || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   command -v apt-get >/dev/null || { echo "need ${need_apt[*]} but there is no apt-get: install them by hand" >&2; exit 2; }
   echo "==> apt-get install ${need_apt[*]}"

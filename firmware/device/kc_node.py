@@ -17,8 +17,9 @@ from kc_ring import Ring
 
 # RTC memory (kept through deep sleep, lost on power-off): magic, seq, boots, next reading
 # wall-clock (s), boot id (new at power-on), monotonic ms since power-on at the last sleep,
-# last NTP sync wall-clock (s), consecutive failed link attempts, wakes since power-on
-RTC_FMT = "<4sIIIIQIHH"
+# last NTP sync wall-clock (s), consecutive failed link attempts, wakes since power-on, and
+# whether the monotonic time was saved at a planned sleep/reset (1) or only at a reading (0)
+RTC_FMT = "<4sIIIIQIHHB"
 RTC_MAGIC = b"KCN2"
 SLEEP_FLUSH_BUDGET_MS = 20000  # a sleeping node gives up on the link after this and sleeps anyway
 NTP_RESYNC_MS = 6 * 3600 * 1000  # the ESP32 RTC drifts seconds per day
@@ -127,12 +128,17 @@ class Node:
         n = struct.calcsize(RTC_FMT)
         self.seq, self.boots, next_wall, self.boot_id, self.mono_base = 0, 0, 0, 0, 0
         self.sync_wall, self.fails, self.wakes = 0, 0, 0
+        clean = 0
         if raw and len(raw) >= n:
             f = struct.unpack(RTC_FMT, raw[:n])
             if f[0] == RTC_MAGIC:
                 self.seq, self.boots, next_wall, self.boot_id, self.mono_base, self.sync_wall, self.fails, \
-                    self.wakes = f[1:]
-        if not self.boot_id:  # power-on: a new monotonic epoch
+                    self.wakes, clean = f[1:]
+        if not clean:
+            # power-on, or a crash/watchdog reset: the time since the last save is unknown, so
+            # readings of the old epoch can no longer be stamped exactly (they are given up, counted)
+            self.boot_id, self.mono_base = 0, 0
+        if not self.boot_id:  # a new monotonic epoch
             self.boot_id = self._new_boot_id()
         # RTC memory is lost on power-off; the flash log keeps the last seq
         self.seq = max(self.seq, self.ring.seq)
@@ -150,10 +156,12 @@ class Node:
         """Milliseconds since power-on, across deep sleeps (RTC memory), immune to ticks wrap."""
         return self.mono_base_boot + self.uptime_ms + self.b.ticks_diff(self.b.ticks_ms(), self._tick)
 
-    def _save_rtc(self, next_wall=0, slept_ms=0):
+    def _save_rtc(self, next_wall=0, slept_ms=0, clean=0):
+        """clean=1 only right before a planned deep sleep or reset, when mono_ms() + slept_ms is
+        exactly the monotonic time at the next boot (give or take the boot itself, ~1 s)."""
         self.b.rtc_save(struct.pack(RTC_FMT, RTC_MAGIC, self.seq, self.boots, next_wall, self.boot_id,
                                     self.mono_ms() + slept_ms, self.sync_wall, min(self.fails, 65535),
-                                    self.wakes & 0xFFFF))
+                                    self.wakes & 0xFFFF, clean))
 
     # -- sampling --------------------------------------------------------------
     def sample(self):
@@ -477,7 +485,7 @@ class Node:
         if not self.deep_sleep and limit_h and self.no_link_ms > limit_h * 3600000:
             # a wedged radio or lwIP stack: a reset is the one cure that always works
             b.log("no link for %d h: resetting" % limit_h)
-            self._save_rtc()
+            self._save_rtc(clean=1)
             b.reset()
         if self.client.connected():
             try:
@@ -496,6 +504,7 @@ class Node:
             b.sleep_ms(50)
         if self.reboot_at is not None and b.ticks_diff(b.ticks_ms(), self.reboot_at) >= 0:
             self.client.disconnect()
+            self._save_rtc(clean=1)
             b.reset()
 
     def _led(self):
@@ -530,7 +539,7 @@ class Node:
         if wait <= 0:
             return False
         now = b.now_ms()
-        self._save_rtc((now + wait) // 1000 if now else 0, slept_ms=wait)
+        self._save_rtc((now + wait) // 1000 if now else 0, slept_ms=wait, clean=1)
         self.ring.save_seq(self.seq)
         # a clean DISCONNECT: sleeping is not dying, so no last-will "offline"
         self.client.disconnect()

@@ -173,12 +173,12 @@ def test_build_without_devices_warns_and_writes_a_loadable_gazetteer(tmp_path: P
 
 
 def test_committed_deploy_bundle_is_current(tmp_path: Path):
-    """dashboards/deploy/grafana is generated; it must match what the builders produce now."""
+    """deploy/grafana is generated; it must match what the builders produce now."""
     repo = Path(__file__).resolve().parents[2]
-    committed = repo / "dashboards/deploy/grafana"
+    committed = repo / "deploy/grafana"
     out = tmp_path / "fresh"
     assert cli_main(["build", "--out", str(out), "--influx-url", "http://influxdb:8086", "--database", "kotacerdas",
-                     "--devices", str(repo / "dashboards/deploy/devices.example.json")]) == 0
+                     "--devices", str(repo / "deploy/devices.example.json")]) == 0
     fresh = {p.relative_to(out): p.read_text() for p in out.rglob("*") if p.is_file()}
     old = {p.relative_to(committed): p.read_text() for p in committed.rglob("*") if p.is_file()}
     stale = [str(k) for k in fresh if old.get(k) != fresh[k]]

@@ -63,7 +63,16 @@ def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path
                     break
                 time.sleep(1)
             assert all(stored[k] >= n for k, n in good.items()), (stored, good)
-            time.sleep(11)  # one kc_pipeline stats interval, so the pipeline dashboard has two points
+            # the pipeline dashboard needs two kc_pipeline points of every service writing them (one
+            # stats interval apart): wait for them, not for a fixed interval
+            def stats_points() -> list[int]:
+                s = c.series('SELECT count("received") FROM "kc_pipeline" GROUP BY "service"')
+                return [int(x.values[0][1]) for x in s]
+
+            deadline = time.monotonic() + 60
+            while not ((pts := stats_points()) and min(pts) >= 2) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert pts and min(pts) >= 2, pts
             _kc(["analytics", "run", "--once"], env)
             to_ms = int(time.time() * 1000)
             # each dashboard over its own default range, as it opens in Grafana (the pipeline

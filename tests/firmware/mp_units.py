@@ -721,6 +721,27 @@ def test_several_ssids_and_status_led():
     node.shutdown()
 
 
+def test_unstamped_readings_of_a_crashed_epoch_are_given_up_not_misdated():
+    """No clock, then a crash (no planned save of the monotonic time): the readings taken before it
+    cannot be dated exactly any more, so they are counted and dropped; later ones are stamped."""
+    board = SimBoard("water", _storage("crashclock"))
+    board.clock_ok = False
+    board.ntp_fail = 10 ** 6
+    node, _b = _node("water", 5, board=board, storage=board.storage)
+    node.run(duration_ms=21000)
+    old = len(node.ring)
+    assert old >= 4 and _telemetry(board) == []
+    board.t += 7000  # the crash and main.py's back-off: time no RTC memory save accounts for
+    board.ntp_fail = 0
+    node, _b = _node("water", 5, board=board, storage=board.storage)
+    t_boot = board.t
+    node.run(duration_ms=12000)
+    tel = _telemetry(board)
+    assert node.stats["unstampable"] == old and len(tel) >= 2, (node.stats, len(tel))
+    assert all(m["ts"] - board.EPOCH_MS >= t_boot for m in tel)  # only readings of the new epoch
+    node.shutdown()
+
+
 def kc_node_rtc_fmt():
     import kc_node
     return kc_node.RTC_FMT

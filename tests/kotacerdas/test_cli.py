@@ -22,3 +22,9 @@ def test_unknown_command_exits_2(capsys):
 def test_console_script_runs_catalogue():
     out = subprocess.run([sys.executable, "-m", "kotacerdas", "catalogue", "--json"], capture_output=True, text=True, check=True)
     assert '"WasteContainer"' in out.stdout
+
+
+def test_the_product_cli_never_imports_the_test_suite():
+    # dev tooling lives in devtools/; the suite is run by path, so an installed CLI works without tests/
+    assert not [m for m, _ in COMMANDS.values() if m.split(".")[0] == "tests"]
+    assert COMMANDS["reliability"][0] == "devtools.reliability" and COMMANDS["demo"][0] == "devtools.demo"

@@ -7,8 +7,8 @@ from typing import Callable
 
 import pytest
 
-from tests.reliability.cli import node_key
-from tests.reliability.results import FaultRow, append
+from devtools.reliability import node_key
+from devtools.reliability_results import FaultRow, append
 
 
 @pytest.fixture

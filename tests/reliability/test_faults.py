@@ -22,7 +22,7 @@ from tests.reliability.harness import (
     start_pipeline, stored_rows, tally, wait_all_stored, wait_until,
 )
 from kotacerdas.influx import InfluxClient
-from tests.reliability.results import FaultRow
+from devtools.reliability_results import FaultRow
 
 pytestmark = pytest.mark.long
 

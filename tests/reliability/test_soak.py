@@ -25,7 +25,7 @@ from tests.conftest import mqtt_for
 from tests.reliability.harness import (
     make_fleet, replay, require, start_pipeline, wait_all_stored,
 )
-from tests.reliability.results import FaultRow
+from devtools.reliability_results import FaultRow
 
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(3600)]
 

@@ -14,8 +14,9 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = Path(__file__).resolve().parents[1]
+# run by path from a checkout (the suite is not an installed package, and the product never imports it)
+SUITE = REPO / "tests" / "reliability"
 
 
 def node_key(nodeid: str) -> str:
@@ -87,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     results = Path(tempfile.mkdtemp(prefix="kc-reliability-")) / "faults.jsonl"
     plugin = _Collector(results, args.full, args.soak_devices, args.soak_duration)
     marker = "soak or not soak" if args.soak else "not soak"
-    pargs = [str(HERE), "-m", marker, "--rootdir", str(REPO), "-p", "no:cacheprovider", "-q", "-rA"]
+    if not SUITE.is_dir():
+        print(f"kotacerdas reliability: the test suite is not here ({SUITE}); run it from a checkout",
+              file=sys.stderr)
+        return 2
+    pargs = [str(SUITE), "-m", marker, "--rootdir", str(REPO), "-p", "no:cacheprovider", "-q", "-rA"]
     if args.keyword:
         pargs += ["-k", args.keyword]
     pargs += args.pytest_args
@@ -95,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     code = int(pytest.main(pargs, plugins=[plugin]))
     elapsed = time.monotonic() - t0
 
-    from tests.reliability.results import load, render
+    from devtools.reliability_results import load, render
 
     rows = load(results)
     for r in rows:

@@ -1,0 +1,152 @@
+// Kota Cerdas public page: reads the open-data API it is served by; no external resources.
+"use strict";
+const T = {
+  id: { title: "Kualitas lingkungan kota", updated: "Diperbarui", air: "Udara (ISPU) per kecamatan",
+        water: "Air minum", bins: "Tempat sampah perlu diangkut", source: "Sumber", lang: "English",
+        stations: "stasiun", offline: "tidak melapor", provisional: "sementara: data 24 jam belum lengkap",
+        comply: "titik memenuhi", none: "Tidak ada", due: "perlu diangkut", full: "terisi", noData: "belum ada data",
+        dominant: "parameter dominan" },
+  en: { title: "City environment", updated: "Updated", air: "Air (ISPU) by district",
+        water: "Drinking water", bins: "Waste bins due for collection", source: "Source", lang: "Bahasa Indonesia",
+        stations: "stations", offline: "not reporting", provisional: "provisional: 24-hour data incomplete",
+        comply: "points comply", none: "None", due: "due for collection", full: "full", noData: "no data yet",
+        dominant: "dominant pollutant" },
+};
+let lang = new URLSearchParams(location.search).get("lang") ||
+           ((navigator.language || "id").toLowerCase().startsWith("id") ? "id" : "en");
+let state = null;
+
+async function get(path) {
+  const r = await fetch(path, { headers: { Accept: "application/json" } });
+  if (!r.ok) throw new Error(path + " " + r.status);
+  return r.json();
+}
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "style") e.style.cssText = v; else e.setAttribute(k, v);
+  }
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  return e;
+}
+function band(legend, v) {
+  let b = legend.ispu[0];
+  for (const x of legend.ispu) if (x.lower !== null && v >= x.lower) b = x;
+  return b;
+}
+function textOn(hex) {  // readable text on a band colour
+  const n = parseInt(hex.slice(1), 16), r = n >> 16, g = (n >> 8) & 255, b = n & 255;
+  return (0.299 * r + 0.587 * g + 0.114 * b) > 150 ? "#000" : "#fff";
+}
+
+async function load() {
+  const [legend, ispu, stations, water, bins] = await Promise.all([
+    get("/v1/legend"), get("/v1/air/ispu?limit=1000"), get("/v1/stations?limit=1000"),
+    get("/v1/water/compliance?limit=1000"), get("/v1/waste/bins?limit=1000")]);
+  state = { legend, ispu: ispu.data, stations: stations.data, water: water.data, bins: bins.data,
+            at: ispu.meta.generated_at };
+  render();
+}
+
+function render() {
+  const t = T[lang], L = state.legend;
+  document.documentElement.lang = lang;
+  document.querySelectorAll("[data-t]").forEach(e => { e.textContent = t[e.dataset.t]; });
+  document.getElementById("lang").textContent = t.lang;
+  document.getElementById("updated").textContent = new Date(state.at).toLocaleString(lang === "id" ? "id-ID" : "en-GB");
+  document.getElementById("sources").textContent = `ISPU: ${L.ispu_source}; ${L.water_source}`;
+  const leg = document.getElementById("legend");
+  leg.replaceChildren(...L.ispu.map(b => el("li", { style: `background:${b.color};color:${textOn(b.color)}` },
+    `${b.lower === null ? 0 : b.lower}+ ${lang === "id" ? b.label : b.label_en}`)));
+
+  const online = new Map(state.stations.map(s => [s.device, s]));
+  // station index = pollutant "max"; stations not reporting are shown apart, not as current
+  const stationIdx = state.ispu.filter(r => r.pollutant === "max");
+  const byDistrict = new Map();
+  for (const r of stationIdx) {
+    const d = r.district || "-";
+    if (!byDistrict.has(d)) byDistrict.set(d, []);
+    byDistrict.get(d).push(r);
+  }
+  const cards = [];
+  for (const [d, rows] of [...byDistrict.entries()].sort()) {
+    const live = rows.filter(r => (online.get(r.device) || {}).online === 1);
+    const use = live.length ? live : [];
+    const li = el("li", {});
+    li.append(el("div", { class: "name" }, d));
+    if (!use.length) {
+      li.append(el("div", { class: "off" }, `${t.noData} (${rows.length} ${t.stations}, ${t.offline})`));
+    } else {
+      const worst = use.reduce((a, b) => (b.value > a.value ? b : a));
+      const b = band(L, worst.value);
+      li.style.borderLeftColor = b.color;
+      const pol = state.ispu.find(r => r.device === worst.device && r.pollutant !== "max" && r.value === worst.value);
+      li.append(el("span", { class: "big" }, Math.round(worst.value)),
+                el("span", { class: "cat", style: `background:${b.color};color:${textOn(b.color)};padding:1px 6px;border-radius:4px` },
+                   lang === "id" ? b.label : b.label_en),
+                el("div", { class: "detail" }, `${live.length} ${t.stations}` +
+                   (pol ? ` · ${t.dominant}: ${pol.pollutant.toUpperCase()}` : "") +
+                   (rows.length > live.length ? ` · ${rows.length - live.length} ${t.offline}` : "")),
+                el("div", { class: "advice" }, lang === "id" ? b.advice_id : b.advice_en));
+      if (worst.provisional === 1) li.append(el("div", { class: "prov" }, t.provisional));
+    }
+    cards.push(li);
+  }
+  document.getElementById("districts").replaceChildren(...cards);
+  drawMap(online, stationIdx);
+
+  const wd = new Map();
+  for (const r of state.water.filter(r => r.parameter === "all")) {
+    const d = r.district || "-";
+    const x = wd.get(d) || { ok: 0, n: 0 };
+    x.n += 1; x.ok += r.compliant === 1 ? 1 : 0; wd.set(d, x);
+  }
+  document.getElementById("water").replaceChildren(...[...wd.entries()].sort().map(([d, x]) =>
+    el("li", { class: x.ok === x.n ? "ok" : "bad" }, el("div", { class: "name" }, d),
+       el("span", { class: "big" }, `${x.ok}/${x.n}`), t.comply)));
+
+  const due = state.bins.filter(b => (b.fill ?? 0) >= L.bin_fill_due || b.full_by_tomorrow === 1)
+                        .sort((a, b) => (a.priority ?? 1e9) - (b.priority ?? 1e9));
+  const binCards = due.map(b => el("li", { class: "due" }, el("div", { class: "name" }, `${b.device} · ${b.district}`),
+    el("span", { class: "big" }, `${Math.round(b.fill)}%`), `${t.full}; ${t.due}`));
+  document.getElementById("bins").replaceChildren(...(binCards.length ? binCards : [el("li", { class: "ok" }, t.none)]));
+}
+
+function drawMap(online, stationIdx) {
+  const svg = document.getElementById("map");
+  const pts = state.stations.filter(s => s.kind === "air" && s.lat !== null && s.lon !== null);
+  svg.replaceChildren();
+  if (!pts.length) { svg.style.display = "none"; return; }
+  const lats = pts.map(p => p.lat), lons = pts.map(p => p.lon);
+  const [la0, la1, lo0, lo1] = [Math.min(...lats), Math.max(...lats), Math.min(...lons), Math.max(...lons)];
+  const W = 400, H = 260, pad = 20;
+  const sx = lo => pad + (lo1 > lo0 ? (lo - lo0) / (lo1 - lo0) : 0.5) * (W - 2 * pad);
+  const sy = la => H - pad - (la1 > la0 ? (la - la0) / (la1 - la0) : 0.5) * (H - 2 * pad);
+  const idx = new Map(stationIdx.map(r => [r.device, r]));
+  const ns = "http://www.w3.org/2000/svg";
+  for (const p of pts) {
+    const r = idx.get(p.device);
+    const c = document.createElementNS(ns, "circle");
+    c.setAttribute("cx", sx(p.lon)); c.setAttribute("cy", sy(p.lat));
+    c.setAttribute("r", r ? 8 : 4);
+    const live = p.online === 1;
+    c.setAttribute("fill", r && live ? band(state.legend, r.value).color : "#bbb");
+    c.setAttribute("stroke", "#333"); c.setAttribute("stroke-width", live ? 1 : 0.5);
+    const title = document.createElementNS(ns, "title");
+    title.textContent = `${p.device} ${p.district}` + (r ? ` ISPU ${Math.round(r.value)}` : "");
+    c.append(title); svg.append(c);
+    if (r) {
+      const tx = document.createElementNS(ns, "text");
+      const right = sx(p.lon) > W / 2;  // labels point inwards so none runs off the map
+      tx.setAttribute("x", sx(p.lon) + (right ? -11 : 11)); tx.setAttribute("y", sy(p.lat) + 3);
+      tx.setAttribute("text-anchor", right ? "end" : "start");
+      tx.textContent = p.district; svg.append(tx);
+    }
+  }
+}
+
+document.getElementById("lang").addEventListener("click", () => { lang = lang === "id" ? "en" : "id"; render(); });
+load().then(() => document.body.dataset.ready = "1").catch(e => {
+  document.getElementById("districts").replaceChildren(el("li", {}, String(e)));
+  document.body.dataset.ready = "error";
+});

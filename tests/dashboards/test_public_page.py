@@ -1,0 +1,75 @@
+"""The public page and Swagger UI as a browser shows them: headless Chromium against the real API
+(real InfluxDB), with no network but loopback. Screenshots go to $KC_SCREENSHOT_DIR when set
+(docs/img/public-*.png were made that way)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+from pathlib import Path
+
+import pytest
+
+from kotacerdas.runtime import HttpServer
+
+from dashboards import synthetic
+from dashboards.api import make_app
+from tests.dashboards import chromium
+
+pytestmark = pytest.mark.skipif(chromium.binary() is None, reason="chromium not installed (scripts/bootstrap.sh)")
+
+
+@pytest.fixture
+def site(settings, influx, tmp_path):
+    end = int(time.time() * 1000) // 1000 * 1000
+    devs = synthetic.write(influx, end, hours=3)
+    (tmp_path / "devices.json").write_text(json.dumps(synthetic.device_list_json(devs)))
+    settings.stations_file = tmp_path / "devices.json"
+    settings.api.rate_limit_per_minute = 100000
+    srv = HttpServer(make_app(settings), "127.0.0.1", 0, name="api-test").start()
+    try:
+        yield f"http://127.0.0.1:{srv.port}", devs
+    finally:
+        srv.stop()
+
+
+def _png_size(p: Path) -> tuple[int, int]:
+    head = p.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", head[16:24])
+
+
+def _shots() -> Path | None:
+    d = os.environ.get("KC_SCREENSHOT_DIR")
+    return Path(d) if d else None
+
+
+def test_public_page_renders_districts_in_both_languages(site, tmp_path):
+    url, devs = site
+    html = chromium.dom(url + "/?lang=id")
+    assert 'data-ready="1"' in html, html[-2000:]
+    assert "Udara (ISPU) per kecamatan" in html and "Air minum" in html
+    for d in {d.district for d in devs if d.kind == "air"}:
+        assert d in html
+    assert any(c in html for c in ("Baik", "Sedang", "Tidak Sehat"))
+    assert "<circle" in html  # the station map drew the stations from their coordinates
+    en = chromium.dom(url + "/?lang=en")
+    assert "Air (ISPU) by district" in en and "Drinking water" in en and "Waste bins due for collection" in en
+    assert "http://" not in en.split("<body")[0].replace(url, "")  # no external resources in the head
+    out = _shots() or tmp_path
+    for name, w, h, lang in (("public-phone", 412, 1400, "id"), ("public-desktop", 1280, 1100, "en")):
+        p = chromium.screenshot(f"{url}/?lang={lang}", out / f"{name}.png", w, h)
+        assert _png_size(p) == (w, h) and p.stat().st_size > 20_000
+
+
+def test_swagger_ui_works_offline(site, tmp_path):
+    url, _ = site
+    html = chromium.dom(url + "/docs")
+    assert "/static/swagger/swagger-ui-bundle.js" in html and "cdn.jsdelivr" not in html
+    assert "opblock" in html, html[-1500:]  # Swagger UI's JS ran and rendered the operations
+    assert "/v1/history/{kind}" in html
+    out = _shots() or tmp_path
+    p = chromium.screenshot(url + "/docs", out / "swagger-offline.png", 1280, 900)
+    assert _png_size(p) == (1280, 900)
