@@ -22,7 +22,9 @@ FAULT_TYPES = (
 # Fault kinds a scenario may ask for that are not label types of their own but messages
 # the gateway must refuse (they are labelled, with these types, too).
 EXTRA_BAD_TYPES = ("out_of_range", "unknown_device")
-ALL_FAULTS = FAULT_TYPES + EXTRA_BAD_TYPES
+# hard cases for the detectors (simulators/hardcases.py): labelled faults and unlabelled nuisances
+HARD_CASES = ("level_shift", "slow_drift", "correlated", "burst", "quantised_flat")
+ALL_FAULTS = FAULT_TYPES + EXTRA_BAD_TYPES + HARD_CASES
 # waste-bin sites; fill rates and collection rounds per site in simulators/signals.py BIN_SITES
 SITE_TYPES = ("market", "household", "communal")
 
