@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
 import time
 
 from kotacerdas.influx import InfluxError
 from kotacerdas.observability import setup_logging
+from kotacerdas.runtime import stop_on_signals
 from kotacerdas.settings import load_settings
 
 log = logging.getLogger("analytics.cli")
@@ -53,9 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return 1
             print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
             return 0
-        stop = threading.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+        stop = stop_on_signals()
         last_ok = {"t": 0.0}
 
         def ready() -> dict[str, bool]:

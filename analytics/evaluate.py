@@ -44,6 +44,10 @@ DETECTORS_FOR: dict[str, tuple[str, ...]] = {
     "flatline": ("flat_line",),
     "drift": ("drift", "ewma", "cusum"),
     "offset": ("rate_of_change", "drift", "ewma", "cusum"),
+    # hard cases (simulators/hardcases.py)
+    "level_shift": ("rate_of_change", "drift", "ewma", "cusum"),
+    "slow_drift": ("drift", "ewma", "cusum"),
+    "correlated": ("rate_of_change", "drift", "ewma", "cusum"),
     "dropout": ("gap",),
     "offline": ("gap",),
     "pollution_episode": ("ispu_unhealthy",),

@@ -480,9 +480,9 @@ def drift(x: np.ndarray, g0: int, block: int, window: int, suspect_z: float = 4.
     Every series is compared with the median of all series at the same time
     (neighbours: pass only stations of one kind/area). The residual is smoothed
     with a trailing mean over ``window`` samples and compared with its own trailing
-    baseline (:mod:`analytics.baseline`): the median of the previous ``k`` blocks' medians,
+    baseline (:mod:`analytics.baseline`): the median of the previous ``k`` blocks' means,
     so a station with a steady local offset is not flagged, one that moves away over time is.
-    score: change of the smoothed residual in units of the spread of those block medians
+    score: change of the smoothed residual in units of the spread of those block means
     (1.4826 * their MAD; never below ``floor``, field units). 2 (not evaluated) without a
     baseline (warm-up) and with fewer than ``min_series`` series.
     ``residual``: :func:`neighbour_residual` of x when the caller has it already.
@@ -500,8 +500,9 @@ def drift(x: np.ndarray, g0: int, block: int, window: int, suspect_z: float = 4.
     r = neighbour_residual(x) if residual is None else residual
     sm = rolling_mean(r, window)
     blocks = bl.Blocks(t, g0, block)
-    med = bl.block_median_mad(blocks, sm, mad=False)[0]
-    level, spread = bl.trailing(med, k, min_blocks, with_mad=True)
+    med = bl.block_mean(blocks, sm)  # sm is a moving average already: a block mean summarises it
+    # every other block of the previous k: a long baseline at half the sorting cost
+    level, spread = bl.trailing(med, -(-k // 2), -(-min_blocks // 2), with_mad=True, stride=2)
     scale = np.maximum(1.4826 * spread, np.asarray(floor, dtype=np.float64).reshape(-1, 1))
     score = res.score
     np.subtract(sm, blocks.expand(level.astype(sm.dtype)), out=score)

@@ -223,8 +223,8 @@ def ewma_chart(x: np.ndarray, g0: int, block: int, alpha: float = 0.1, suspect_l
                out: QcResult | None = None) -> QcResult:
     """EWMA control chart on the trailing-baseline z of x (:func:`standardise`).
 
-    score = |EWMA of z| in units of the EWMA's own robust spread over the previous ``k``
-    blocks (1.4826 * median of the blocks' median |EWMA|; at least the white-noise value
+    score = |EWMA of z| in units of the EWMA's own spread over the previous ``k`` blocks
+    (1.4826 * the median of the blocks' mean |EWMA|; at least the white-noise value
     sqrt(alpha / (2 - alpha)): real residuals are autocorrelated and the white-noise formula
     alone flags everything): > suspect_l -> 3, > fail_l -> 4. Catches small persistent
     shifts (offsets, slow contamination) that a point-wise test misses. The EWMA starts from
@@ -238,7 +238,7 @@ def ewma_chart(x: np.ndarray, g0: int, block: int, alpha: float = 0.1, suspect_l
     e = from_time_blocks(_ewma_blocks(time_blocks(zz), alpha, np.zeros(s)), t, out=res.score)
     np.abs(e, out=e)
     blocks = bl.Blocks(t, g0, block)
-    spread = bl.block_median_mad(blocks, e, mad=False)[0]
+    spread = bl.block_mean(blocks, e)  # |EWMA| is smooth: a block mean summarises it
     spread = np.maximum(MAD_TO_SIGMA * bl.trailing(spread, k, min_blocks), np.sqrt(alpha / (2.0 - alpha)))
     e /= blocks.expand(spread.astype(e.dtype))
     pr = _prep(x, prep)
@@ -248,21 +248,21 @@ def ewma_chart(x: np.ndarray, g0: int, block: int, alpha: float = 0.1, suspect_l
     return _deliver(res, out)
 
 
-def restarted_cusum(z: np.ndarray, k: float, g0: int, w: int) -> np.ndarray:
+def restarted_cusum(z: np.ndarray, k: float, g0: int, w: int, phases: tuple[int, ...] = (0,)) -> np.ndarray:
     """Two-sided tabular CUSUM max(S+, S-) of ``z`` (S, T) that restarts from 0 every ``w`` samples, (S, T).
 
-    S+_t = max(0, S+_{t-1} + z_t - k), S-_t = max(0, S-_{t-1} - z_t - k). Two copies restart
-    at grid indices (column index + ``g0``) that are multiples of ``w`` and ``w/2`` past them,
-    and the larger one is kept: the chart remembers between w/2 and w samples, forgets an old
-    shift once its baseline has absorbed it, and, restarting at absolute grid times, gives a
-    live pass over a sliding window what a batch run gives. Inside a restart block the
+    S+_t = max(0, S+_{t-1} + z_t - k), S-_t = max(0, S-_{t-1} - z_t - k), restarted from 0 at
+    grid indices (column index + ``g0``) that are multiples of ``w`` (plus each of ``phases``;
+    with several phases the largest chart is kept). The chart thus forgets an old shift (once
+    the trailing baseline has absorbed it, a confirmed shift stops alarming) and, restarting at
+    absolute grid times, gives a live pass over a sliding window what a batch run gives. Inside a restart block the
     recursion is the closed form C_t - min(0, min_{j<=t} C_j) (C: running sum of z - k),
     computed over a (w, S, blocks) layout so each step is one contiguous vector operation.
     """
     s, t = z.shape
     w = max(int(w), 2)
     best: np.ndarray | None = None
-    for phase in (0, w // 2):
+    for phase in phases:
         lead = (g0 + phase) % w
         nb = -(-(lead + t) // w)
         pad = np.zeros((s, nb * w), dtype=z.dtype)
@@ -273,8 +273,12 @@ def restarted_cusum(z: np.ndarray, k: float, g0: int, w: int) -> np.ndarray:
         for sign in (1.0, -1.0):
             c = np.multiply(a, sign)
             c -= k
-            np.cumsum(c, axis=0, out=c)
-            m = np.minimum.accumulate(c, axis=0)
+            # w steps over contiguous (S, blocks) slices: ~25x faster than accumulate along axis 0
+            for i in range(1, w):
+                c[i] += c[i - 1]
+            m = c.copy()
+            for i in range(1, w):
+                np.minimum(m[i], m[i - 1], out=m[i])
             np.minimum(m, 0.0, out=m)
             c -= m
             side = c if side is None else np.maximum(side, c, out=side)

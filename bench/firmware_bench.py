@@ -2,7 +2,7 @@
 
 1. MQTT QoS 1 publish throughput of the firmware's own client (in-flight window 16)
    against paho-mqtt (baseline) to the local Mosquitto, same payloads.
-2. Flash ring buffer (fixed slots, CRC, header per write) against a naive JSON-lines
+2. Flash store-and-forward log (kc_ring: append-only segments, CRC, state file) against a naive JSON-lines
    append file (baseline), push + read + ack per record.
 3. .mpy bundle bytes against the source bytes of the same modules (mpy-cross -O1).
 
@@ -80,7 +80,7 @@ def bench_paho(n: int, topic: str) -> float:
 def bench_ring(n: int) -> tuple[float, float]:
     data = payloads(n)
     with tempfile.TemporaryDirectory() as tmp:
-        r = Ring(f"{tmp}/ring.bin", capacity=max(256, n), slot_size=512)
+        r = Ring(f"{tmp}/log", capacity=max(256, n), slot_size=512)
         t0 = time.perf_counter()
         for p in data:
             rid = r.push(p)

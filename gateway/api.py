@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Callable, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 
 from kotacerdas import device_config
+from kotacerdas.runtime import ops_router
 
 from gateway.ledger import ledger
 from gateway.registry import Registry, RegistryError
@@ -78,21 +78,8 @@ def make_app(
             raise HTTPException(404, f"no device {device!r}")
         return d
 
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict:
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["health"])
-    def readyz(response: Response) -> dict:
-        checks = gateway.ready() if gateway else {"registry": True}
-        ok = all(checks.values())
-        response.status_code = 200 if ok else 503
-        return {"status": "ready" if ok else "not_ready", "checks": checks}
-
-    @app.get("/metrics", tags=["health"])
-    def metrics() -> Response:
-        body = generate_latest(gateway.metrics.registry) if gateway else b""
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+    app.include_router(ops_router(gateway.metrics.registry if gateway else CollectorRegistry(),
+                                  gateway.ready if gateway else (lambda: {"registry": True})))
 
     @app.get("/ledger", tags=["health"])
     def read_ledger() -> dict:

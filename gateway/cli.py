@@ -5,22 +5,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from kotacerdas.observability import setup_logging
+from kotacerdas.runtime import HttpServer, stop_on_signals
 from kotacerdas.settings import load_settings
 
 log = logging.getLogger("gateway")
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from gateway.api import make_app
     from gateway.provision import refresh_broker
     from gateway.service import Gateway
@@ -35,39 +31,24 @@ def _run(args: argparse.Namespace) -> int:
     app = make_app(gw.registry, settings.gateway.admin_token.get_secret_value(), gw,
                    on_change=lambda: refresh_broker(settings, gw.registry.all()))
     refresh_broker(settings, gw.registry.all())
-    config = uvicorn.Config(app, host=settings.gateway.http_host, port=settings.gateway.http_port,
-                            log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
-    # uvicorn installs signal handlers only in the main thread; ours (below) stay in charge
-    http = threading.Thread(target=server.run, name="gateway-http", daemon=True)
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: object) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     try:
         gw.start()
     except Exception as exc:  # noqa: BLE001 - report and exit non-zero rather than a traceback
         log.error("gateway could not start", extra={"error": str(exc)[:300]})
         return 1
     # HTTP comes up only once subscribed: a healthy gateway never misses what is published next
-    http.start()
-    deadline = time.monotonic() + 15
-    while not server.started and http.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not server.started:
-        log.error("gateway HTTP did not start", extra={"port": settings.gateway.http_port})
+    try:
+        http = HttpServer(app, settings.gateway.http_host, settings.gateway.http_port, name="gateway-http").start()
+    except (OSError, RuntimeError) as exc:
+        log.error("gateway HTTP did not start", extra={"port": settings.gateway.http_port, "error": str(exc)[:200]})
         gw.stop()
         return 1
-    log.info("gateway http", extra={"host": settings.gateway.http_host, "port": settings.gateway.http_port})
+    log.info("gateway http", extra={"host": settings.gateway.http_host, "port": http.port})
     stop.wait()
     log.info("stopping")
     gw.stop()
-    server.should_exit = True
-    http.join(timeout=5)
+    http.stop()
     return 0
 
 

@@ -18,7 +18,7 @@ from kotacerdas import contract
 from kotacerdas.catalogue import Catalogue, load_catalogue
 from kotacerdas.contract import Reason
 
-from simulators import signals
+from simulators import hardcases, signals
 from simulators.faults import Fault, FaultPlan, plan_faults
 from simulators.fleet import KindFleet, build_fleet
 from simulators.scenario import Scenario
@@ -222,6 +222,12 @@ class Run:
                     one = signals.generate(kind, _row(fl, r), np.array([[f.start]], dtype=np.int64), self.weather,
                                            self.sc.utc_offset_h, None)
                     v[r, m] = float(one[f.field][0, 0])
+            elif f.type in hardcases.TYPES:
+                def at_start(name: str, f: Fault = f) -> float:
+                    one = signals.generate(kind, _row(fl, f.row), np.array([[f.start]], dtype=np.int64), self.weather,
+                                           self.sc.utc_offset_h, None)
+                    return float(one[name][0, 0])
+                hardcases.apply(f, raw, ts, at_start)
             elif f.type == "contamination":
                 m = (ts[r] >= f.start) & (ts[r] <= f.end)
                 if not m.any():

@@ -21,6 +21,7 @@ import numpy as np
 from kotacerdas.catalogue import Catalogue
 from kotacerdas.contract import Reason
 
+from simulators import hardcases
 from simulators.fleet import KindFleet
 from simulators.scenario import Scenario
 
@@ -217,6 +218,11 @@ def plan_faults(
                 for fname in ("ph", "turbidity"):
                     if cat["water"].has_field(fname):
                         f.labels.append(Label(fl.ids[row], "water", fname, t0, t1, ftype))
+            elif ftype in hardcases.TYPES:
+                hard = hardcases.plan(ftype, rng, cat, kinds, fleets, window, start_ms, end_ms, Fault, Label)
+                if hard is None:
+                    continue
+                f = hard
             else:
                 continue
             faults.append(f)

@@ -12,9 +12,8 @@ import numpy as np
 
 from kotacerdas.catalogue import Catalogue, load_catalogue
 
-from simulators.scenario import Scenario
+from simulators.scenario import SITE_TYPES, Scenario
 
-SITE_TYPES = ("market", "residential", "park")
 
 
 @dataclass

@@ -22,7 +22,11 @@ FAULT_TYPES = (
 # Fault kinds a scenario may ask for that are not label types of their own but messages
 # the gateway must refuse (they are labelled, with these types, too).
 EXTRA_BAD_TYPES = ("out_of_range", "unknown_device")
-ALL_FAULTS = FAULT_TYPES + EXTRA_BAD_TYPES
+# hard cases for the detectors (simulators/hardcases.py): labelled faults and unlabelled nuisances
+HARD_CASES = ("level_shift", "slow_drift", "correlated", "burst", "quantised_flat")
+ALL_FAULTS = FAULT_TYPES + EXTRA_BAD_TYPES + HARD_CASES
+# waste-bin sites; fill rates and collection rounds per site in simulators/signals.py BIN_SITES
+SITE_TYPES = ("market", "household", "communal")
 
 # The gateway refuses timestamps older than the contract's max age (7 days): keep a margin.
 MAX_SPAN_S = 6 * 24 * 3600
@@ -165,10 +169,10 @@ def parse_scenario(doc: dict[str, Any], default_name: str = "scenario", catalogu
             raise ScenarioError(f"city {city!r} has no built-in districts: list [[districts]] name/lat/lon")
         if not districts:
             raise ScenarioError("at least one district is needed")
-        mix = {k: float(v) for k, v in (doc.get("bins") or {"market": 0.2, "residential": 0.6, "park": 0.2}).items()}
-        unknown_sites = set(mix) - {"market", "residential", "park"}
+        mix = {k: float(v) for k, v in (doc.get("bins") or {"market": 0.1, "household": 0.7, "communal": 0.2}).items()}
+        unknown_sites = set(mix) - set(SITE_TYPES)
         if unknown_sites or sum(mix.values()) <= 0:
-            raise ScenarioError(f"bins: site types are market/residential/park with positive shares ({unknown_sites})")
+            raise ScenarioError(f"bins: site types are {'/'.join(SITE_TYPES)} with positive shares ({unknown_sites})")
         faults = {k: int(v) for k, v in (doc.get("faults") or {}).items()}
         unknown_faults = set(faults) - set(ALL_FAULTS)
         if unknown_faults:

@@ -6,14 +6,19 @@ re-evaluated (a stuck sensor holds the value it had when it stuck).
 
 Shapes of the day for a Jakarta-area city (Depok, WIB = UTC+7); the magnitudes
 are plausible, not fitted:
-- traffic pollutants (PM, NO2, CO, CO2) peak in the morning (~07:30) and evening
-  (~18:30) rush hours, lower on weekends; PM is higher in the dry season (peak
-  around August) and washed out by rain;
-- ozone is photochemical: a midday peak;
-- rain events cluster in the wet season afternoons and raise river/water-main
-  turbidity with a lag of an hour or two;
-- waste bins fill at a rate set by their site type and are emptied on a
-  collection schedule (markets twice a day, homes daily, parks every two days).
+- PM2.5 follows a monthly climatology for Depok (PM25_MONTHLY: annual mean ~41 ug/m3,
+  dry-season months 50-57, wet-season months 17-24), builds up at night in the shallow
+  boundary layer, adds the morning/evening rush, dips in the mixed afternoon, is lower on
+  weekends and washed out by rain; the day's shape is normalised so the monthly means hold;
+- NO2, CO and CO2 follow the traffic rush hours; ozone is photochemical (midday peak);
+- rain events cluster in wet-season afternoons; they cool the air, but do NOT reach the
+  treated-water network: its turbidity, TDS and chlorine stay inside the Permenkes 2/2023
+  limits (kotacerdas/standards.py) with margin, so every non-compliance in a simulated
+  network is an injected, labelled fault;
+- waste bins fill at their site's rate (BIN_SITES: household ~8 %/day, communal ~55 %/day,
+  market 60-150 %/day) and are emptied on the site's collection round.
+The monthly means, diurnal shape and fill rates are the project's requested demo/test
+figures (issue 16), plausible for the Jabodetabek area, not fitted to a measurement series.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from kotacerdas.catalogue import Field, Kind
+from kotacerdas.standards import WATER_LIMITS
 
 from simulators.fleet import SITE_TYPES, KindFleet
 
@@ -31,13 +37,16 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 TWO_PI = 2.0 * np.pi
 
-# Fill rate (% of the bin per hour, lognormal-ish spread per bin) and collection
-# schedule per site type: (period h, first collection hour, local time).
+# Fill rate (% of the bin per day: median, and the [lo, hi] the per-bin spread is clipped to) and
+# collection round per site type: (period h, first collection hour, local time).
 BIN_SITES = {
-    "market": {"fill_per_h": 7.0, "period_h": 12.0, "first_h": 6.0},
-    "residential": {"fill_per_h": 3.0, "period_h": 24.0, "first_h": 7.0},
-    "park": {"fill_per_h": 1.6, "period_h": 48.0, "first_h": 8.0},
+    "market": {"fill_per_day": 100.0, "lo": 60.0, "hi": 150.0, "period_h": 24.0, "first_h": 6.0},
+    "household": {"fill_per_day": 8.0, "lo": 5.0, "hi": 12.0, "period_h": 84.0, "first_h": 7.0},
+    "communal": {"fill_per_day": 55.0, "lo": 40.0, "hi": 75.0, "period_h": 48.0, "first_h": 8.0},
 }
+
+# PM2.5 monthly means for Depok, ug/m3, January..December (see the module docstring)
+PM25_MONTHLY = (18.0, 17.0, 28.0, 42.0, 50.0, 52.0, 56.0, 57.0, 54.0, 50.0, 38.0, 24.0)
 BIN_DEPTH_CM = 110.0          # from the sensor to the bottom of an empty bin, beyond the blind zone
 BIN_BLIND_CM = 20.0           # JSN-SR04T blind zone (catalogue range lower bound)
 
@@ -68,6 +77,23 @@ def _bump(hour: np.ndarray, centre: float, width: float) -> np.ndarray:
 
 def rush(hour: np.ndarray) -> np.ndarray:
     return 0.9 * _bump(hour, 7.5, 1.3) + 0.75 * _bump(hour, 18.5, 1.6)
+
+
+def pm25_climatology(doy: np.ndarray) -> np.ndarray:
+    """Monthly mean PM2.5 (ug/m3) interpolated smoothly between mid-months (periodic over the year)."""
+    mid = (np.arange(12) + 0.5) * 365.2425 / 12
+    x = np.concatenate([mid - 365.2425, mid, mid + 365.2425])
+    y = np.tile(np.array(PM25_MONTHLY), 3)
+    return np.interp(np.asarray(doy, dtype=np.float64), x, y)
+
+
+def _pm_shape(hour: np.ndarray) -> np.ndarray:
+    # night build-up under the shallow boundary layer (peak ~01:00), the rush hours, the mixed afternoon
+    return 0.8 + 0.55 * _bump(hour, 1.0, 3.5) + 0.35 * rush(hour) - 0.35 * _bump(hour, 14.5, 2.5)
+
+
+_PM_SHAPE_MEAN = float(_pm_shape(np.arange(0, 24, 0.05)).mean())
+_WEEK_MEAN = (5 + 2 * 0.85) / 7  # weekend factor's weekly mean
 
 
 def dry_season(doy: np.ndarray) -> np.ndarray:
@@ -117,11 +143,11 @@ def _air(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray],
     r = rush(c.hour)
     wk = np.where(c.weekend, 0.85, 1.0)
     rain = w.rain(c.t_ms)
-    season = 0.75 + 0.55 * dry_season(c.doy)
     typ = {fl.name: fl.typical for fl in kind.fields}
     out: dict[str, np.ndarray] = {}
     traffic = (0.55 + 0.9 * r) * wk
-    pm25 = typ.get("pm25", 35.0) * lv * season * traffic * (1.0 - 0.6 * rain)
+    shape = _pm_shape(c.hour) / _PM_SHAPE_MEAN * wk / _WEEK_MEAN
+    pm25 = pm25_climatology(c.doy) * lv * shape * (1.0 - 0.6 * rain)
     out["pm25"] = pm25 * (1.0 + 0.08 * noise("pm25"))
     out["pm10"] = pm25 * 1.6 * (1.0 + 0.08 * noise("pm10"))
     out["no2"] = typ.get("no2", 40.0) * lv * (0.45 + 1.0 * r) * wk * (1.0 + 0.1 * noise("no2"))
@@ -140,22 +166,26 @@ def _water(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray
     lv = f.level[:, None]
     typ = {fl.name: fl.typical for fl in kind.fields}
     day = np.cos(TWO_PI * (c.hour - 15.0) / 24.0)
-    # runoff reaches the network an hour or two after the rain
-    lagged = 0.5 * (w.rain(c.t_ms - HOUR_MS) + w.rain(c.t_ms - 2 * HOUR_MS))
-    temp = typ.get("temperature", 27.0) + 1.2 * day - 1.0 * lagged + 0.1 * noise("temperature")
-    site_ph = (lv - 1.0) * 0.6
+    # treated, piped water: rain does not reach it (no runoff term); each site's level is kept
+    # inside the drinking-water limits with margin, so only injected faults breach them
+    lim = WATER_LIMITS
+    temp = typ.get("temperature", 27.0) + 1.2 * day + 0.1 * noise("temperature")
+    site_ph = np.clip((lv - 1.0) * 0.6, -0.4, 0.4)
+    turb = np.clip(typ.get("turbidity", 2.0) * 0.5 * lv, 0.3, 0.5 * lim["turbidity"].hi)
     out = {
         "temperature": temp,
         "ph": typ.get("ph", 7.2) + site_ph + 0.08 * day + 0.03 * noise("ph"),
-        "turbidity": typ.get("turbidity", 2.0) * lv * (1.0 + 0.1 * noise("turbidity")) + 80.0 * lagged,
+        "turbidity": turb * (1.0 + 0.05 * noise("turbidity")),
     }
-    tds = typ.get("tds", 180.0) * lv * (1.0 - 0.3 * lagged) * (1.0 + 0.02 * noise("tds"))
+    tds = np.clip(typ.get("tds", 180.0) * lv, 60.0, 0.75 * lim["tds"].hi) * (1.0 + 0.02 * noise("tds"))
     out["tds"] = tds
     # TDS = 0.5 * EC (the catalogue's conversion factor for the derived conductivity)
     out["conductivity"] = tds / 0.5 * (1.0 + 0.005 * noise("conductivity"))
     # saturation DO falls with temperature (~7.9 mg/L at 28 C); daytime photosynthesis adds a little
     out["dissolved_oxygen"] = (14.6 - 0.24 * temp) * 0.97 + 0.3 * day + 0.08 * noise("dissolved_oxygen")
-    out["chlorine"] = typ.get("chlorine", 0.4) * lv * (0.9 + 0.1 * day) * (1.0 + 0.05 * noise("chlorine"))
+    cl_lo, cl_hi = lim["chlorine"].lo or 0.0, lim["chlorine"].hi
+    cl = np.clip(typ.get("chlorine", 0.4) * lv, cl_lo + 0.25 * (cl_hi - cl_lo), cl_hi - 0.25 * (cl_hi - cl_lo))
+    out["chlorine"] = cl * (0.97 + 0.03 * day) * (1.0 + 0.02 * noise("chlorine"))
     return out
 
 
@@ -166,10 +196,10 @@ def bin_fill(f: KindFleet, c: Clock) -> np.ndarray:
     first = np.empty(f.n)
     for i, s in enumerate(SITE_TYPES):  # three site types, not per device
         m = f.site == i
-        rate[m] = BIN_SITES[s]["fill_per_h"]
-        period[m] = BIN_SITES[s]["period_h"]
-        first[m] = BIN_SITES[s]["first_h"]
-    rate = rate * f.level
+        b = BIN_SITES[s]
+        rate[m] = np.clip(b["fill_per_day"] * f.level[m], b["lo"], b["hi"]) / 24.0  # % per hour
+        period[m] = b["period_h"]
+        first[m] = b["first_h"]
     # bins of the same site type are collected in rounds, not all at once: stagger by phase
     stagger = (f.phase_ms % 3_600_000) / 3_600_000 * 2.0
     hours = c.t_ms.astype(np.float64) / HOUR_MS + 7.0  # local hours since epoch (WIB)
