@@ -8,37 +8,13 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 
 from kotacerdas import contract
 from kotacerdas.mqtt import connect, make_client, wait_published
 
 from gateway.registry import Registry
 from gateway.service import Gateway
-from tests.gateway.helpers import Collector, devices, good_fields, normalized, reasons, wait_for
-
-
-@pytest.fixture
-def registered(settings):
-    with Registry(settings.gateway.registry_path) as reg:
-        reg.import_devices(devices())
-    return settings
-
-
-@pytest.fixture
-def publisher(settings):
-    c = make_client(settings.mqtt)
-    connect(c, settings.mqtt)
-    yield c
-    c.disconnect()
-    c.loop_stop()
-
-
-@pytest.fixture
-def collector(settings):
-    col = Collector(settings.mqtt, f"{settings.mqtt.topic_root}/v1/_platform/#")
-    yield col
-    col.close()
+from tests.gateway.helpers import good_fields, normalized, reasons, wait_for
 
 
 def metric(gw: Gateway, name: str, **labels: str) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 from prometheus_client import generate_latest
 
 from kotacerdas import contract
@@ -13,31 +12,7 @@ from kotacerdas.mqtt import connect, make_client, wait_published
 
 from gateway.registry import Registry
 from gateway.service import Gateway
-from tests.gateway.helpers import Collector, devices, good_fields, normalized, reasons, wait_for
-
-
-@pytest.fixture
-def registered(settings):
-    with Registry(settings.gateway.registry_path) as reg:
-        reg.import_devices(devices())
-    return settings
-
-
-@pytest.fixture
-def publisher(settings):
-    c = make_client(settings.mqtt)
-    connect(c, settings.mqtt)
-    yield c
-    c.disconnect()
-    c.loop_stop()
-
-
-@pytest.fixture
-def collector(settings):
-    root = settings.mqtt.topic_root
-    col = Collector(settings.mqtt, f"{root}/v1/_platform/#")
-    yield col
-    col.close()
+from tests.gateway.helpers import Collector, good_fields, normalized, reasons, wait_for
 
 
 def metric(gw: Gateway, name: str, **labels: str) -> float:
