@@ -61,9 +61,11 @@ def normalise_telemetry(
     )
 
 
-def dedup_key(r: NormalizedReading) -> tuple[str, int, int]:
-    """(device, seq, ts): a rebooted device restarting seq at 0 carries new timestamps, so it is not a duplicate."""
-    return (r.device, r.seq, r.ts_ms)
+def dedup_key(r: NormalizedReading) -> tuple[str, int]:
+    """A reading's identity (device, ts), as InfluxDB identifies a point by series and time
+    (docs/wire-contract.md, "Reading identity"): a second reading at the same time is not stored
+    twice. A rebooted device restarting seq at 0 carries new timestamps, so it is not a duplicate."""
+    return (r.device, r.ts_ms)
 
 
 @dataclass(frozen=True)

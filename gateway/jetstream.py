@@ -5,9 +5,10 @@ Any number of these processes share one durable pull consumer (``kc-gateway``) o
 fetched batch: the gateway's pure decisions (gateway/core.py ``normalise_telemetry``: contract,
 catalogue, registry) make a normalised reading or a rejection; readings are published with a
 JetStream publish to the normalised topic's subject (so MQTT subscribers and the ingest group see
-them as if published over MQTT), each with ``Nats-Msg-Id`` = the gateway's dedup key (device, seq,
-ts): the stream drops a second copy inside its duplicate window, e.g. when this worker dies after
-publishing and before acking and another worker redoes the message. Rejections go to the
+them as if published over MQTT), each with ``Nats-Msg-Id`` = the reading's identity (city, device, ts; gateway/core.py
+``dedup_key``): the stream drops a second copy inside its duplicate window, e.g. when this worker
+dies after publishing and before acking and another worker redoes the message, and a second reading
+at the same time (counted as a duplicate here; the MQTT gateway names it ``timestamp_conflict``). Rejections go to the
 dead-letter topic the same way, counted and logged. The raw message is acked only once the stream
 acknowledged what it became.
 
@@ -55,8 +56,8 @@ class Metrics:
 
 
 def msg_id(r: NormalizedReading) -> str:
-    device, seq, ts = dedup_key(r)
-    return f"{r.city}/{device}/{seq}/{ts}"
+    device, ts = dedup_key(r)
+    return f"{r.city}/{device}/{ts}"
 
 
 class GatewayWorker:

@@ -47,6 +47,13 @@ def test_dedup_key_distinguishes_a_rebooted_device():
     assert dedup_key(a) != dedup_key(b)
 
 
+def test_dedup_key_is_the_reading_identity_device_and_time():
+    """Same ts, another seq: the same InfluxDB point, so the same identity (not stored twice)."""
+    a = norm("kc/v1/depok/water/w1/telemetry", contract.encode_telemetry(NOW, 5, {"ph": 7.0}))
+    b = norm("kc/v1/depok/water/w1/telemetry", contract.encode_telemetry(NOW, 6, {"ph": 7.1}))
+    assert dedup_key(a) == dedup_key(b) == ("w1", NOW)
+
+
 def test_status_parsing():
     st = parse_status("kc/v1/depok/water/w1/status", contract.encode_status("offline", NOW, reason="lwt"), root="kc",
                       limits=Limits(), catalogue=CAT, lookup=DEVS.get)
