@@ -8,8 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
-# pytest exit 5 = nothing selected (the arguments named only unit or only integration tests)
-pytest_step() { local rc=0; .venv/bin/python -m pytest "$@" || rc=$?; [ "$rc" -eq 5 ] && rc=0; return "$rc"; }
+# pytest exit 5 = nothing selected: fine for one step (the arguments named only unit or only
+# integration tests), a failure when neither step ran a test
+empty_steps=0
+pytest_step() {
+  local rc=0
+  .venv/bin/python -m pytest "$@" || rc=$?
+  if [ "$rc" -eq 5 ]; then empty_steps=$((empty_steps + 1)); rc=0; fi
+  return "$rc"
+}
 echo "==> unit tests"
 pytest_step -m unit -q "$@"
 echo "==> ruff"
@@ -18,3 +25,4 @@ echo "==> mypy"
 .venv/bin/mypy
 echo "==> integration tests"
 pytest_step -m "not unit and not soak" "$@"
+if [ "$empty_steps" -eq 2 ]; then echo "no test was selected" >&2; exit 5; fi
