@@ -34,6 +34,8 @@ import psutil
 from kotacerdas import backbone
 from kotacerdas.stack import free_port, port_open
 
+from benchutil import print_rows  # bench helper, same folder (python bench/backbone_choice.py)
+
 HERE = Path(__file__).resolve().parent
 ROOT = "kcb"
 RABBIT_QUEUE = "kc-ingest"
@@ -270,7 +272,6 @@ def main() -> int:
         _consume_rabbit(int(a.target), a.count, a.out)
         return 0
     from rich.console import Console
-    from rich.table import Table
 
     con = Console(stderr=True)
     rows = []
@@ -283,12 +284,7 @@ def main() -> int:
                 rows.append(run_one(name, b, a, tmp))
             finally:
                 b.stop()
-    t = Table(title=f"backbone choice: {a.count:,} msgs, {a.workers} consumers, single node each")
-    for k in rows[0]:
-        t.add_column(k)
-    for r in rows:
-        t.add_row(*(str(v) for v in r.values()))
-    con.print(t)
+    print_rows(con, f"backbone choice: {a.count:,} msgs, {a.workers} consumers, single node each", rows)
     n, r = rows
     for k in ("startup_s", "publish_msg_s", "e2e_msg_s", "broker_rss_mib", "broker_cpu_s"):
         print(f"ratio nats/rabbit {k}: {n[k] / max(r[k], 1e-9):.2f}")

@@ -31,6 +31,8 @@ from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import InfluxSettings
 from kotacerdas.stack import InfluxProcess, free_port
 
+from benchutil import print_rows  # bench helper, same folder (python bench/backbone_ingest.py)
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ROOT = "kcs"
@@ -145,7 +147,6 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2,3")
     a = ap.parse_args()
     from rich.console import Console
-    from rich.table import Table
 
     con = Console(stderr=True)
     rows = []
@@ -154,12 +155,7 @@ def main() -> int:
             con.print(f"{k} worker(s): fresh 3-node cluster, {a.count:,} readings ...")
             rows.append(run(k, a, Path(td)))
             con.print(rows[-1])
-    t = Table(title=f"ingest consumer group on a 3-node NATS cluster, {a.count:,} readings")
-    for col in rows[0]:
-        t.add_column(col)
-    for r in rows:
-        t.add_row(*(str(v) for v in r.values()))
-    con.print(t)
+    print_rows(con, f"ingest consumer group on a 3-node NATS cluster, {a.count:,} readings", rows)
     base = rows[0]["drain_msg_s"]
     for r in rows:
         print(f"{r['workers']} workers: {r['drain_msg_s']} msg/s, ratio to 1 worker {r['drain_msg_s'] / base:.2f}")

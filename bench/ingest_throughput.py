@@ -41,6 +41,8 @@ from kotacerdas.influx import InfluxClient
 from kotacerdas.lineprotocol import format_line
 from kotacerdas.settings import InfluxSettings, load_settings
 
+from benchutil import wait_ready  # bench helper, same folder (python bench/ingest_throughput.py)
+
 CAT = load_catalogue()
 HERE = Path(__file__).resolve().parent
 
@@ -184,16 +186,7 @@ def run_ingest(args, port: int, url: str, t0_ms: int, workdir: Path, pids: dict[
                             stderr=subprocess.STDOUT)
     metrics_url = f"http://127.0.0.1:{http_port}/metrics"
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{http_port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("ingest did not become ready: " + (workdir / "ingest.log").read_text()[-2000:])
+        wait_ready(http_port, proc, workdir / "ingest.log", timeout_s=30)
         n = int(args.rate * args.duration)
         samples: list[tuple[float, float, int]] = []  # (t, written, rss KiB)
         stop = threading.Event()

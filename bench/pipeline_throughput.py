@@ -49,6 +49,7 @@ from kotacerdas.settings import InfluxSettings
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from benchutil import wait_ready  # noqa: E402  (bench helper, same folder)
 from ingest_publisher import run as publish_packets  # noqa: E402  (bench helper, same folder)
 
 CAT = load_catalogue()
@@ -107,18 +108,6 @@ def count_points(ic: InfluxClient) -> int:
 def metric(port: int, name: str) -> float:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+]+)$", text, re.M))
-
-
-def wait_ready(port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{log.name} not ready: " + log.read_text()[-2000:])
 
 
 # ---------------------------------------------------------------- baselines
