@@ -24,5 +24,5 @@ echo "==> ruff"
 echo "==> mypy"
 .venv/bin/mypy
 echo "==> integration tests"
-pytest_step -m "not unit and not soak" "$@"
+pytest_step -m "not unit and not soak" --durations=25 "$@"
 if [ "$empty_steps" -eq 2 ]; then echo "no test was selected" >&2; exit 5; fi
