@@ -20,7 +20,7 @@ BUILD_DIR = FIRMWARE_DIR / "build"
 # Which driver modules each kind's sensor suite imports (kc_sensors.py); a test checks
 # every kind's bundle imports and runs on MicroPython with exactly these files.
 KIND_DRIVERS: dict[str, tuple[str, ...]] = {
-    "water": ("analog", "ds18b20"),
+    "water": ("analog", "ds18b20", "ads1115"),
     "waste_bin": ("analog", "ultrasonic"),
     "air": ("analog", "bme280", "mhz19b", "pms5003"),
 }

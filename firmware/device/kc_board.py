@@ -34,6 +34,7 @@ class Board:
         self.sta.active(True)
         self.wdt = machine.WDT(timeout=cfg.get("wdt_ms", 60000))
         self.rtc = machine.RTC()
+        self._ads = None
 
     # time
     def ticks_ms(self):
@@ -140,6 +141,13 @@ class Board:
 
     # sensor buses
     def adc(self, name):
+        ads = self.cfg.get("ads1115")
+        if ads and name in ads["channels"]:
+            # an ADS1115 front end (16 bit) instead of the ESP32 ADC for this probe
+            from kc_drivers import ads1115
+            if self._ads is None:
+                self._ads = ads1115.ADS1115(self.i2c(), ads.get("addr", ads1115.ADDR), time.sleep_ms)
+            return self._ads.channel(ads["channels"][name], ads.get("fsr", 4.096), ads.get("sps", 128))
         a = machine.ADC(machine.Pin(self.pins[name]))
         a.atten(machine.ADC.ATTN_11DB)  # full 0..~3.1 V input range
         return a

@@ -68,9 +68,30 @@ def validate_device(doc):
     port = cfg["mqtt"]["port"]
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError("mqtt.port must be 1..65535")
+    if cfg.get("ads1115") is not None and cfg["kind"] != "water":
+        raise ConfigError("ads1115 is a front end for the water probes only")
+    _check_ads1115(cfg.get("ads1115"))
     if "interval_s" not in cfg:
         cfg["interval_s"] = kc_schema.KINDS[cfg["kind"]][0]
     return cfg
+
+
+def _check_ads1115(ads):
+    """{"addr": 72, "fsr": 4.096, "sps": 128, "channels": {"ph": 0, "tds": 1, "turbidity": 2}}"""
+    if ads is None:
+        return
+    if not isinstance(ads, dict) or not isinstance(ads.get("channels"), dict):
+        raise ConfigError("ads1115 must be an object with channels {probe: 0..3}")
+    from kc_drivers import ads1115
+    try:
+        for probe, ch in ads["channels"].items():
+            if probe not in ("ph", "tds", "turbidity", "do", "chlorine"):
+                raise ValueError("no probe %s" % str(probe)[:16])
+            ads1115.config_word(ch, ads.get("fsr", 4.096), ads.get("sps", 128))
+    except (ValueError, TypeError) as e:
+        raise ConfigError("ads1115: %s" % e) from None
+    if ads.get("addr", ads1115.ADDR) not in (0x48, 0x49, 0x4A, 0x4B):
+        raise ConfigError("ads1115.addr must be 72..75 (0x48..0x4B)")
 
 
 def validate_remote(doc, kind, cal_keys):
