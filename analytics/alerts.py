@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from kotacerdas import contract
+
 SEVERITIES = ("info", "warning", "critical")
 
 
@@ -265,7 +267,7 @@ class AlertEngine:
 
 
 def payload(a: Alert) -> bytes:
-    return json.dumps({"v": 1, **a.to_json()}, ensure_ascii=False, separators=(",", ":")).encode()
+    return contract.encode_alert(a.to_json())
 
 
 # ------------------------------------------------------------------ the rules

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from firmware import build
 from firmware.virtual import device_path
+from kotacerdas import contract
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import load_settings
 
@@ -122,7 +123,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2000)
     a = ap.parse_args()
-    topic = f"bench{time.time_ns() % 10**8}/v1/depok/air/BENCH/telemetry"
+    topic = contract.telemetry_topic(f"bench{time.time_ns() % 10**8}", "depok", "air", "BENCH")
     own = bench_own_client(a.n, topic)
     paho = bench_paho(a.n, topic)
     print(f"MQTT QoS1 publish, {a.n} msgs: own client {own:,.0f} msg/s, paho {paho:,.0f} msg/s, ratio own/paho {own / paho:.2f}")

@@ -134,7 +134,7 @@ def main() -> None:
                             raise SystemExit("gateway did not start")
                         time.sleep(0.2)
                     mqtt = MqttSettings(host=broker.host, port=broker.port, topic_root=root)
-                    results[label] = run(mqtt, root, args.n, f"{root}/v1/_platform/norm/#", None)
+                    results[label] = run(mqtt, root, args.n, contract.platform_filter(root, "norm"), None)
                     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
                     rejected = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                                    if line.startswith("kc_gateway_rejected_total{"))

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kotacerdas import contract
 from kotacerdas.catalogue import Catalogue, load_catalogue
 from kotacerdas.influx import InfluxClient
 from kotacerdas import measurements as M
@@ -174,7 +175,7 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
                                          ("gateway", "unknown_device"), ("ingest", "write_rejected"))):
         for r in range(i + 1):
             lines.append(M.DEADLETTER.line({"stage": stage, "reason": reason}, {
-                "detail": f"synthetic {reason} #{r}", "topic": f"kc/v1/depok/air/air-00{r + 1}/telemetry",
+                "detail": f"synthetic {reason} #{r}", "topic": contract.telemetry_topic("kc", "depok", "air", f"air-00{r + 1}"),
                 "size": 120 + r, "count": 1}, end_ms - (r + 1) * 600_000 - i * 1000))
     return [ln for ln in lines if ln], devs
 

@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 
-from kotacerdas import device_config
+from kotacerdas import contract, device_config
 from kotacerdas.runtime import ops_router
 
 from gateway.ledger import ledger
@@ -195,10 +195,10 @@ def make_app(
         if not d.active:
             raise HTTPException(409, f"device {device!r} is decommissioned")
         cid = str(uuid.uuid4())
-        doc = {"v": 1, "id": cid, "cmd": body.cmd, "args": body.args, "ts": int(time.time() * 1000)}
         if gateway is None:
             raise HTTPException(503, "commands need the running gateway")
-        gateway.publish_to_device(d, "cmd", json.dumps(doc, separators=(",", ":")).encode(), False)
+        gateway.publish_to_device(d, "cmd", contract.encode_cmd(cid, body.cmd, body.args, int(time.time() * 1000)),
+                                  False)
         return {"id": cid, "queued": True}
 
     @app.get("/devices/{device}/acks", tags=["config"])

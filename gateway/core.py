@@ -6,9 +6,8 @@ and gets back a :class:`NormalizedReading` or a :class:`Rejection` with its reas
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from kotacerdas import contract
 from kotacerdas.catalogue import Catalogue
@@ -92,30 +91,13 @@ def parse_status(
         return Rejection(Reason.UNKNOWN_KIND, f"kind {t.kind[:32]!r} not in catalogue")
     if not payload:
         return None
-    try:
-        doc: Any = json.loads(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        return Rejection(Reason.NOT_UTF8, "status payload is not UTF-8")
-    except ValueError as exc:
-        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
-    if not isinstance(doc, dict):
-        return Rejection(Reason.NOT_AN_OBJECT, "status payload is not an object")
-    if doc.get("v") not in contract.SUPPORTED_VERSIONS:
-        return Rejection(Reason.UNSUPPORTED_VERSION, f"v={str(doc.get('v'))[:16]!r}")
-    state = doc.get("state")
-    if state not in ("online", "offline"):
-        return Rejection(Reason.WRONG_TYPE, "state must be 'online' or 'offline'")
-    ts = doc.get("ts", 0)
-    if not isinstance(ts, int) or isinstance(ts, bool):
-        return Rejection(Reason.WRONG_TYPE, "ts must be an integer (ms since epoch)")
-    fw = doc.get("fw")
-    if fw is not None and (not isinstance(fw, str) or len(fw) > 32):
-        return Rejection(Reason.WRONG_TYPE, "fw must be a string of at most 32 characters")
+    st = contract.decode_status(payload)
+    if isinstance(st, Rejection):
+        return st
     rej = check_registry(lookup(t.device), t.device, t.kind, t.city)
     if rej is not None:
         return rej
-    reason = doc.get("reason")
-    return StatusMessage(t.device, t.kind, t.city, state, ts, fw, str(reason)[:32] if reason is not None else None)
+    return StatusMessage(t.device, t.kind, t.city, st.state, st.ts_ms, st.fw, st.reason)
 
 
 def parse_ack(topic: str, payload: bytes, *, root: str, limits: Limits, lookup: Lookup) -> dict | Rejection:
@@ -128,12 +110,7 @@ def parse_ack(topic: str, payload: bytes, *, root: str, limits: Limits, lookup: 
     rej = check_registry(lookup(t.device), t.device, t.kind, t.city)
     if rej is not None:
         return rej
-    try:
-        doc: Any = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
-    if not isinstance(doc, dict):
-        return Rejection(Reason.NOT_AN_OBJECT, "ack payload is not an object")
-    if not isinstance(doc.get("id"), str) or not isinstance(doc.get("ok"), bool):
-        return Rejection(Reason.MISSING_KEY, "ack needs a string 'id' and a boolean 'ok'")
-    return {"device": t.device, "id": doc["id"][:64], "ok": doc["ok"], "detail": str(doc.get("detail", ""))[:256]}
+    ack = contract.decode_ack(payload)
+    if isinstance(ack, Rejection):
+        return ack
+    return {"device": t.device, "id": ack.id, "ok": ack.ok, "detail": ack.detail}

@@ -38,23 +38,22 @@ SERVICE_USERS = (GATEWAY_USER, INGEST_USER, ANALYTICS_USER, DASHBOARDS_USER)
 
 
 def service_acl(root: str) -> dict[str, list[tuple[str, str]]]:
-    p = f"{root}/v{contract.VERSION}/{contract.PLATFORM}"
-    dev = f"{root}/v{contract.VERSION}/+/+/+"
+    pf = lambda *ch: contract.platform_filter(root, *ch)  # noqa: E731
     return {
         GATEWAY_USER: [
             # device topics, and wrong ones so they are counted and dead-lettered (contract.gateway_subscriptions);
             # "deny" wins over those wide read grants for what other services publish
-            ("deny", f"{p}/alerts/#"), ("deny", f"{p}/deadletter/ingest/#"), ("deny", f"{p}/deadletter/analytics/#"),
+            ("deny", pf("alerts")), ("deny", pf("deadletter", "ingest")), ("deny", pf("deadletter", "analytics")),
             *[("read", t) for t in contract.gateway_subscriptions(root)],
-            ("write", f"{dev}/config"), ("write", f"{dev}/cmd"),
-            ("write", f"{p}/norm/#"), ("write", f"{p}/deadletter/gateway/#"), ("write", f"{p}/devstatus/#"),
+            ("write", contract.device_subscription(root, "config")), ("write", contract.device_subscription(root, "cmd")),
+            ("write", pf("norm")), ("write", pf("deadletter", "gateway")), ("write", pf("devstatus")),
         ],
         INGEST_USER: [
-            ("read", f"{p}/norm/#"), ("read", f"$share/+/{p}/norm/#"), ("read", f"{p}/deadletter/#"),
-            ("read", f"{p}/devstatus/#"), ("write", f"{p}/deadletter/ingest/#"),
+            ("read", pf("norm")), ("read", f"$share/+/{pf('norm')}"), ("read", pf("deadletter")),
+            ("read", pf("devstatus")), ("write", pf("deadletter", "ingest")),
         ],
-        ANALYTICS_USER: [("write", f"{p}/alerts/#"), ("write", f"{p}/deadletter/analytics/#")],
-        DASHBOARDS_USER: [("read", f"{p}/alerts/#"), ("read", f"{p}/devstatus/#")],
+        ANALYTICS_USER: [("write", pf("alerts")), ("write", pf("deadletter", "analytics"))],
+        DASHBOARDS_USER: [("read", pf("alerts")), ("read", pf("devstatus"))],
     }
 
 

@@ -12,7 +12,6 @@ messages are redelivered by the broker and the dedup memory turns repeats into n
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import threading
 from collections import Counter as TallyCounter
@@ -591,7 +590,7 @@ class Gateway:
 
     def config_payload(self, config: dict) -> bytes:
         """Only what the firmware takes; adapter settings (tasmota_map, ...) stay here."""
-        return json.dumps({"v": 1, **device_config.device_part(config)}, separators=(",", ":")).encode()
+        return contract.encode_config(device_config.device_part(config))
 
     def _republish_configs(self) -> None:
         """The registry is the source of truth: re-assert every device's retained config at start

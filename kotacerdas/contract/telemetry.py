@@ -1,95 +1,22 @@
-"""The wire contract: topic scheme, payload schemas, versioning and validation.
-
-Spec: ``docs/wire-contract.md``. This module is the only place that knows topic
-layouts and payload keys; firmware (via its generated module), simulators,
-gateway, ingest and analytics all go through it.
-
-Validation never raises on bad input: it returns a :class:`Rejection` with a
-machine-readable :class:`Reason` and a human-readable detail.
-"""
+"""Telemetry: the device payload (encode, validate one or a batch) and the gateway's normalised
+form that ingest decodes. Validation never raises on input: it returns a :class:`Rejection`."""
 
 from __future__ import annotations
 
-import base64
-import enum
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import orjson
 
 from kotacerdas.catalogue import Catalogue, load_catalogue
+from kotacerdas.contract.base import (RSSI_MAX, RSSI_MIN, SEQ_MAX, SUPPORTED_VERSIONS, TS_MAX_MS, VERSION, Limits,
+                                      Reason, Rejection, is_int, is_number, opt_finite)
+from kotacerdas.contract.topics import DeviceTopic, parse_device_topic
 
-VERSION = 1
-SUPPORTED_VERSIONS = frozenset({1})
-DEFAULT_MAX_PAYLOAD_BYTES = 4096
-SEQ_MAX = 2**32 - 1
-# Wi-Fi RSSI in dBm is negative in practice; the bound keeps it far inside InfluxDB's int64.
-RSSI_MIN, RSSI_MAX = -200, 100
-# InfluxDB stores time as int64 nanoseconds: the latest representable instant in ms.
-TS_MAX_MS = (2**63 - 1) // 1_000_000
-
-# Topic segments: lower-case city slug; device ids are what a label printer and a
-# Mosquitto ACL `%u` can both carry safely. Neither may contain MQTT wildcards,
-# separators or dots (no `+`, `#`, `/`, `..`).
-CITY_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-ROOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-
-DEVICE_CHANNELS = ("telemetry", "status", "config", "cmd", "ack")
-PLATFORM = "_platform"  # leading underscore: can never be a valid city slug
-
-
-class Reason(str, enum.Enum):
-    """Every reason a message can be refused. Values are stable metric labels."""
-
-    BAD_TOPIC = "bad_topic"
-    OVERSIZED = "oversized"
-    NOT_UTF8 = "not_utf8"
-    MALFORMED_JSON = "malformed_json"
-    NOT_AN_OBJECT = "not_an_object"
-    UNSUPPORTED_VERSION = "unsupported_version"
-    MISSING_KEY = "missing_key"
-    WRONG_TYPE = "wrong_type"
-    UNKNOWN_KIND = "unknown_kind"
-    UNKNOWN_FIELD = "unknown_field"
-    EMPTY_FIELDS = "empty_fields"
-    NOT_FINITE = "not_finite"
-    OUT_OF_RANGE = "out_of_range"
-    FUTURE_TIMESTAMP = "future_timestamp"
-    STALE_TIMESTAMP = "stale_timestamp"
-    # decided by the gateway with its registry and dedup state:
-    UNKNOWN_DEVICE = "unknown_device"
-    WRONG_KIND = "wrong_kind"
-    DECOMMISSIONED = "decommissioned"
-    DUPLICATE = "duplicate"
-    # a second reading of a device at the same ts with another seq: InfluxDB would keep only one
-    TIMESTAMP_CONFLICT = "timestamp_conflict"
-    # a retained vendor message (ESPHome state) replayed at subscription: its age is unknown
-    RETAINED_REPLAY = "retained_replay"
-    # decided by ingest when the database refuses a point:
-    WRITE_REJECTED = "write_rejected"
-
-
-@dataclass(frozen=True)
-class Rejection:
-    reason: Reason
-    detail: str
-
-    def __bool__(self) -> bool:  # a Rejection is falsy so `if result:` reads naturally
-        return False
-
-
-@dataclass(frozen=True)
-class DeviceTopic:
-    root: str
-    city: str
-    kind: str
-    device: str
-    channel: str
-
+__all__ = ["NormalizedReading", "Reading", "TelemetryValidator", "decode_normalized", "encode_normalized",
+           "encode_telemetry", "validate_telemetry"]
 
 @dataclass
 class Reading:
@@ -118,132 +45,6 @@ class NormalizedReading(Reading):
     extra_tags: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Limits:
-    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
-    max_future_ms: int = 300_000
-    max_age_ms: int = 7 * 24 * 3600 * 1000
-
-    @classmethod
-    def from_settings(cls, contract_settings: Any) -> "Limits":
-        return cls(
-            max_payload_bytes=int(contract_settings.max_payload_bytes),
-            max_future_ms=int(contract_settings.max_future_s * 1000),
-            max_age_ms=int(contract_settings.max_age_s * 1000),
-        )
-
-
-# ---------------------------------------------------------------- topics
-
-
-def _check_root(root: str) -> str:
-    if not ROOT_RE.match(root):
-        raise ValueError(f"invalid topic root {root!r}")
-    return root
-
-
-def device_topic(root: str, city: str, kind: str, device: str, channel: str) -> str:
-    """``{root}/v1/{city}/{kind}/{device}/{channel}``; raises ValueError on unsafe segments."""
-    if not CITY_RE.match(city):
-        raise ValueError(f"invalid city {city!r}")
-    if not DEVICE_RE.match(device):
-        raise ValueError(f"invalid device id {device!r}")
-    if not re.match(r"^[a-z_]{1,32}$", kind):
-        raise ValueError(f"invalid kind {kind!r}")
-    if channel not in DEVICE_CHANNELS:
-        raise ValueError(f"invalid channel {channel!r}")
-    return f"{_check_root(root)}/v{VERSION}/{city}/{kind}/{device}/{channel}"
-
-
-def telemetry_topic(root: str, city: str, kind: str, device: str) -> str:
-    return device_topic(root, city, kind, device, "telemetry")
-
-
-def status_topic(root: str, city: str, kind: str, device: str) -> str:
-    return device_topic(root, city, kind, device, "status")
-
-
-def config_topic(root: str, city: str, kind: str, device: str) -> str:
-    return device_topic(root, city, kind, device, "config")
-
-
-def cmd_topic(root: str, city: str, kind: str, device: str) -> str:
-    return device_topic(root, city, kind, device, "cmd")
-
-
-def device_subscription(root: str, channel: str, city: str = "+", kind: str = "+") -> str:
-    """Wildcard subscription for one channel of every device (of a city/kind)."""
-    return f"{_check_root(root)}/v{VERSION}/{city}/{kind}/+/{channel}"
-
-
-def gateway_subscriptions(root: str) -> list[str]:
-    """What the gateway subscribes to: every device channel, and everything else under the root
-    that is not a platform topic of 7 levels (normalised, devstatus; they would echo every
-    accepted message back), so a device on a wrong version, level count or channel is seen,
-    counted and dead-lettered instead of silently matching nothing.
-
-    6 levels catch ``{root}/v1/{city}/{kind}/{device}/{channel}`` (and v2, misspelt channels;
-    the gateway ignores its own ``_platform`` and config/cmd topics there); 2-5 levels and 8 or
-    more catch missing and extra levels; of 7 levels only those ending in ``telemetry``."""
-    r = _check_root(root)
-    return [f"{r}/+", f"{r}/+/+", f"{r}/+/+/+", f"{r}/+/+/+/+", f"{r}/+/+/+/+/+",
-            f"{r}/+/+/+/+/+/telemetry", f"{r}/+/+/+/+/+/+/+/#"]
-
-
-def normalized_topic(root: str, city: str, kind: str, device: str) -> str:
-    """Gateway -> ingest: validated, enriched telemetry."""
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/norm/{city}/{kind}/{device}"
-
-
-def normalized_subscription(root: str, share_group: str | None = None) -> str:
-    topic = f"{_check_root(root)}/v{VERSION}/{PLATFORM}/norm/+/+/+"
-    return f"$share/{share_group}/{topic}" if share_group else topic
-
-
-def deadletter_topic(root: str, stage: str, reason: Reason | str) -> str:
-    """Rejected messages: ``{root}/v1/_platform/deadletter/{stage}/{reason}``."""
-    r = reason.value if isinstance(reason, Reason) else reason
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/deadletter/{stage}/{r}"
-
-
-def deadletter_subscription(root: str) -> str:
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/deadletter/#"
-
-
-def alert_topic(root: str, department: str, severity: str) -> str:
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/alerts/{department}/{severity}"
-
-
-def alert_subscription(root: str) -> str:
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/alerts/#"
-
-
-def devstatus_topic(root: str, city: str, kind: str, device: str) -> str:
-    """Gateway's retained view of a device's lifecycle (online/offline/stale)."""
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/devstatus/{city}/{kind}/{device}"
-
-
-def parse_device_topic(topic: str, root: str) -> DeviceTopic | Rejection:
-    parts = topic.split("/")
-    if len(parts) != 6:
-        return Rejection(Reason.BAD_TOPIC, f"expected 6 topic levels, got {len(parts)}")
-    r, ver, city, kind, device, channel = parts
-    if r != root:
-        return Rejection(Reason.BAD_TOPIC, f"topic root {r!r} is not {root!r}")
-    if ver != f"v{VERSION}":
-        return Rejection(Reason.UNSUPPORTED_VERSION, f"topic version {ver!r}")
-    if not CITY_RE.match(city):
-        return Rejection(Reason.BAD_TOPIC, "invalid city segment")
-    if not DEVICE_RE.match(device):
-        return Rejection(Reason.BAD_TOPIC, "invalid device segment")
-    if channel not in DEVICE_CHANNELS:
-        return Rejection(Reason.BAD_TOPIC, f"unknown channel {channel[:32]!r}")
-    return DeviceTopic(r, city, kind, device, channel)
-
-
-# ---------------------------------------------------------------- payloads
-
-
 def encode_telemetry(
     ts_ms: int,
     seq: int,
@@ -262,10 +63,6 @@ def encode_telemetry(
     if rssi is not None:
         doc["rssi"] = rssi
     return json.dumps(doc, separators=(",", ":"), allow_nan=True).encode()
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def validate_telemetry(
@@ -326,7 +123,7 @@ def validate_telemetry(
     for name, value in fields.items():
         if not kind.has_field(name):
             return Rejection(Reason.UNKNOWN_FIELD, f"{str(name)[:32]!r} is not a {kind.name} field")
-        if not _is_number(value):
+        if not is_number(value):
             return Rejection(Reason.WRONG_TYPE, f"{name} must be a number")
         value = float(value)
         if not math.isfinite(value):
@@ -337,7 +134,7 @@ def validate_telemetry(
         clean[name] = value
     battery = doc.get("bat")
     if battery is not None:
-        if not _is_number(battery):
+        if not is_number(battery):
             return Rejection(Reason.WRONG_TYPE, "bat must be a number (volts)")
         battery = float(battery)
         if not math.isfinite(battery):
@@ -455,14 +252,6 @@ def encode_normalized(r: NormalizedReading) -> bytes:
     return orjson.dumps(doc)  # compact, UTF-8 (json.dumps would escape non-ASCII; both are valid JSON)
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def _opt_finite(x: Any) -> bool:
-    return x is None or (_is_number(x) and math.isfinite(x))
-
-
 def decode_normalized(payload: bytes) -> NormalizedReading | Rejection:
     """Decode the gateway's output. Ingest still refuses anything malformed.
 
@@ -476,17 +265,17 @@ def decode_normalized(payload: bytes) -> NormalizedReading | Rejection:
     if not isinstance(d, dict):
         return Rejection(Reason.NOT_AN_OBJECT, "normalized payload is not an object")
     v = d.get("v")
-    if not _is_int(v) or v not in SUPPORTED_VERSIONS:
+    if not is_int(v) or v not in SUPPORTED_VERSIONS:
         return Rejection(Reason.UNSUPPORTED_VERSION, f"v={str(v)[:16]!r}")
     try:
         fields = d["fields"]
         if not isinstance(fields, dict) or not fields:
             return Rejection(Reason.EMPTY_FIELDS, "no fields")
         for k, x in fields.items():
-            if not _is_number(x) or not math.isfinite(x):
+            if not is_number(x) or not math.isfinite(x):
                 return Rejection(Reason.WRONG_TYPE, f"field {str(k)[:32]!r} is not a finite number")
         ts, seq = d["ts"], d["seq"]
-        if not _is_int(ts) or not _is_int(seq):
+        if not is_int(ts) or not is_int(seq):
             return Rejection(Reason.WRONG_TYPE, "ts and seq must be integers")
         if not (0 <= ts <= TS_MAX_MS) or not (0 <= seq <= SEQ_MAX):
             return Rejection(Reason.OUT_OF_RANGE, "ts or seq outside what can be stored")
@@ -497,12 +286,12 @@ def decode_normalized(payload: bytes) -> NormalizedReading | Rejection:
             if d.get(key) is not None and not isinstance(d[key], str):
                 return Rejection(Reason.WRONG_TYPE, f"{key} must be a string")
         for key in ("bat", "lat", "lon"):
-            if not _opt_finite(d.get(key)):
+            if not opt_finite(d.get(key)):
                 return Rejection(Reason.WRONG_TYPE, f"{key} must be a finite number or null")
         rssi, rx = d.get("rssi"), d.get("rx")
-        if rssi is not None and not (_is_int(rssi) and RSSI_MIN <= rssi <= RSSI_MAX):
+        if rssi is not None and not (is_int(rssi) and RSSI_MIN <= rssi <= RSSI_MAX):
             return Rejection(Reason.WRONG_TYPE, f"rssi must be an integer in [{RSSI_MIN}, {RSSI_MAX}]")
-        if rx is not None and not (_is_int(rx) and 0 <= rx <= TS_MAX_MS):
+        if rx is not None and not (is_int(rx) and 0 <= rx <= TS_MAX_MS):
             return Rejection(Reason.WRONG_TYPE, "rx must be an integer (ms)")
         tags = d.get("tags") or {}
         if not isinstance(tags, dict) or not all(isinstance(x, str) for x in tags.values()):
@@ -516,30 +305,3 @@ def decode_normalized(payload: bytes) -> NormalizedReading | Rejection:
         )
     except (KeyError, TypeError, ValueError) as exc:
         return Rejection(Reason.MISSING_KEY, f"normalized payload: {exc}"[:120])
-
-
-def encode_status(state: str, ts_ms: int, *, fw: str | None = None, reason: str | None = None) -> bytes:
-    """Device birth/last-will payload on the retained ``status`` topic: state is online|offline."""
-    if state not in ("online", "offline"):
-        raise ValueError(f"invalid state {state!r}")
-    doc: dict[str, Any] = {"v": VERSION, "state": state, "ts": int(ts_ms)}
-    if fw is not None:
-        doc["fw"] = fw
-    if reason is not None:
-        doc["reason"] = reason
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def deadletter_payload(
-    stage: str, rejection: Rejection, topic: str, payload: bytes, now_ms: int, *, keep_bytes: int = 1024
-) -> bytes:
-    """What goes on a dead-letter topic: reason, detail, origin and the (truncated) raw payload."""
-    raw = payload[:keep_bytes]
-    return json.dumps(
-        {
-            "v": VERSION, "stage": stage, "reason": rejection.reason.value, "detail": rejection.detail,
-            "topic": topic[:256], "ts": now_ms, "size": len(payload),
-            "payload_b64": base64.b64encode(raw).decode(), "truncated": len(payload) > keep_bytes,
-        },
-        separators=(",", ":"),
-    ).encode()

@@ -1,0 +1,49 @@
+"""The wire contract: topic scheme, payload schemas, versioning and validation.
+
+Spec: ``docs/wire-contract.md``. This package is the only place that knows topic layouts and
+payload keys; firmware (via its generated ``kc_schema``), simulators, gateway, ingest, analytics and
+dashboards all go through it. One module per part of the contract:
+
+- :mod:`~kotacerdas.contract.base`: version, limits, :class:`Reason` and :class:`Rejection`;
+- :mod:`~kotacerdas.contract.topics`: every topic and subscription string;
+- :mod:`~kotacerdas.contract.telemetry`: device telemetry and the gateway's normalised form;
+- :mod:`~kotacerdas.contract.device`: status, config, cmd and ack payloads;
+- :mod:`~kotacerdas.contract.deadletter` and :mod:`~kotacerdas.contract.alerts`: platform outputs.
+
+Callers keep writing ``from kotacerdas import contract`` and ``contract.X``: everything in the
+modules' ``__all__`` is re-exported here. Validation never raises on bad input: it returns a
+:class:`Rejection` with a machine-readable :class:`Reason` and a human-readable detail.
+"""
+
+from __future__ import annotations
+
+from kotacerdas.contract.alerts import encode_alert
+from kotacerdas.contract.base import (
+    DEFAULT_MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN, SEQ_MAX, SUPPORTED_VERSIONS, TS_MAX_MS, VERSION, Limits, Reason,
+    Rejection
+)
+from kotacerdas.contract.deadletter import deadletter_payload
+from kotacerdas.contract.device import (
+    COMMANDS, STATUS_STATES, Ack, DeviceStatus, decode_ack, decode_status, encode_cmd, encode_config, encode_status
+)
+from kotacerdas.contract.telemetry import (
+    NormalizedReading, Reading, TelemetryValidator, decode_normalized, encode_normalized, encode_telemetry,
+    validate_telemetry
+)
+from kotacerdas.contract.topics import (
+    CITY_RE, DEVICE_CHANNELS, DEVICE_RE, PLATFORM, PLATFORM_CHANNELS, ROOT_RE, DeviceTopic, alert_subscription, alert_topic, cmd_topic,
+    config_topic, deadletter_subscription, deadletter_topic, device_subscription, device_topic, devstatus_topic,
+    gateway_subscriptions, normalized_subscription, normalized_topic, parse_device_topic, platform_filter, status_topic,
+    telemetry_topic
+)
+
+__all__ = [
+    "Ack", "CITY_RE", "COMMANDS", "DEFAULT_MAX_PAYLOAD_BYTES", "DEVICE_CHANNELS", "DEVICE_RE", "DeviceStatus",
+    "DeviceTopic", "Limits", "NormalizedReading", "PLATFORM", "PLATFORM_CHANNELS", "ROOT_RE", "RSSI_MAX", "RSSI_MIN", "Reading",
+    "Reason", "Rejection", "SEQ_MAX", "STATUS_STATES", "SUPPORTED_VERSIONS", "TS_MAX_MS", "TelemetryValidator",
+    "VERSION", "alert_subscription", "alert_topic", "cmd_topic", "config_topic", "deadletter_payload",
+    "deadletter_subscription", "deadletter_topic", "decode_ack", "decode_normalized", "decode_status",
+    "device_subscription", "device_topic", "devstatus_topic", "encode_alert", "encode_cmd", "encode_config",
+    "encode_normalized", "encode_status", "encode_telemetry", "gateway_subscriptions", "normalized_subscription",
+    "normalized_topic", "parse_device_topic", "platform_filter", "status_topic", "telemetry_topic", "validate_telemetry"
+]

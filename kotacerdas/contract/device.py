@@ -1,0 +1,108 @@
+"""A device's other channels: birth/last-will ``status`` (device -> platform, retained), ``config``
+(platform -> device, retained), ``cmd`` (platform -> device) and ``ack`` (device -> platform, the
+answer to a cmd). The firmware (``firmware/device/kc_payload.py``, ``kc_node.py``) speaks the same
+payloads; it is MicroPython and cannot import this package, so ``tests/firmware`` checks the two
+against each other. Decoders never raise on input: they return a :class:`Rejection`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from kotacerdas.contract.base import SUPPORTED_VERSIONS, VERSION, Reason, Rejection
+
+__all__ = ["COMMANDS", "STATUS_STATES", "Ack", "DeviceStatus", "decode_ack", "decode_status", "encode_cmd",
+           "encode_config", "encode_status"]
+
+STATUS_STATES = ("online", "offline")
+# what kc_node.Node handles on its cmd topic (anything else is acked ok=false by the device)
+COMMANDS = ("reboot", "calibrate", "ping")
+FW_MAX = 32
+ACK_ID_MAX, ACK_DETAIL_MAX, STATUS_REASON_MAX = 64, 256, 32
+
+
+def _compact(doc: Mapping[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def encode_status(state: str, ts_ms: int, *, fw: str | None = None, reason: str | None = None) -> bytes:
+    """Device birth/last-will payload on the retained ``status`` topic: state is online|offline."""
+    if state not in STATUS_STATES:
+        raise ValueError(f"invalid state {state!r}")
+    doc: dict[str, Any] = {"v": VERSION, "state": state, "ts": int(ts_ms)}
+    if fw is not None:
+        doc["fw"] = fw
+    if reason is not None:
+        doc["reason"] = reason
+    return _compact(doc)
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    state: str
+    ts_ms: int
+    fw: str | None
+    reason: str | None
+
+
+def _json_object(payload: bytes, what: str) -> dict[str, Any] | Rejection:
+    try:
+        doc: Any = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError:
+        return Rejection(Reason.NOT_UTF8, f"{what} payload is not UTF-8")
+    except (ValueError, RecursionError) as exc:
+        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
+    if not isinstance(doc, dict):
+        return Rejection(Reason.NOT_AN_OBJECT, f"{what} payload is not an object")
+    return doc
+
+
+def decode_status(payload: bytes) -> DeviceStatus | Rejection:
+    """A non-empty ``status`` payload (an empty one clears the retained message: the caller's case)."""
+    doc = _json_object(payload, "status")
+    if isinstance(doc, Rejection):
+        return doc
+    if doc.get("v") not in SUPPORTED_VERSIONS:
+        return Rejection(Reason.UNSUPPORTED_VERSION, f"v={str(doc.get('v'))[:16]!r}")
+    state = doc.get("state")
+    if state not in STATUS_STATES:
+        return Rejection(Reason.WRONG_TYPE, "state must be 'online' or 'offline'")
+    ts = doc.get("ts", 0)
+    if not isinstance(ts, int) or isinstance(ts, bool):
+        return Rejection(Reason.WRONG_TYPE, "ts must be an integer (ms since epoch)")
+    fw = doc.get("fw")
+    if fw is not None and (not isinstance(fw, str) or len(fw) > FW_MAX):
+        return Rejection(Reason.WRONG_TYPE, f"fw must be a string of at most {FW_MAX} characters")
+    reason = doc.get("reason")
+    return DeviceStatus(state, ts, fw, str(reason)[:STATUS_REASON_MAX] if reason is not None else None)
+
+
+def encode_config(device_part: Mapping[str, Any]) -> bytes:
+    """The retained ``config`` payload: the device part of a validated config
+    (``kotacerdas.device_config.device_part``), nothing the gateway keeps for itself."""
+    return _compact({"v": VERSION, **device_part})
+
+
+def encode_cmd(cmd_id: str, cmd: str, args: Mapping[str, Any], ts_ms: int) -> bytes:
+    """A command on the ``cmd`` topic; the device answers on ``ack`` with the same ``id``."""
+    if cmd not in COMMANDS:
+        raise ValueError(f"unknown command {cmd!r}")
+    return _compact({"v": VERSION, "id": cmd_id, "cmd": cmd, "args": dict(args), "ts": int(ts_ms)})
+
+
+@dataclass(frozen=True)
+class Ack:
+    id: str
+    ok: bool
+    detail: str
+
+
+def decode_ack(payload: bytes) -> Ack | Rejection:
+    """A device's answer to a command: ``{"v":1,"id":"<uuid>","ok":true,"detail":"..."}``."""
+    doc = _json_object(payload, "ack")
+    if isinstance(doc, Rejection):
+        return doc
+    if not isinstance(doc.get("id"), str) or not isinstance(doc.get("ok"), bool):
+        return Rejection(Reason.MISSING_KEY, "ack needs a string 'id' and a boolean 'ok'")
+    return Ack(doc["id"][:ACK_ID_MAX], doc["ok"], str(doc.get("detail", ""))[:ACK_DETAIL_MAX])
