@@ -32,7 +32,7 @@ from typing import Iterable
 
 import numpy as np
 
-from analytics import ispu, qc, water
+from analytics import chartstate, ispu, qc, water
 from analytics.detectors import StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, load_catalogue
@@ -124,10 +124,12 @@ def _runs_overlap(mask: np.ndarray, cover: np.ndarray) -> tuple[int, int]:
 def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[dict],
              cat: Catalogue | None = None, *, qc_overrides: dict | None = None,
              stat_params: StatParams | None = None, mode: str = "stream", window_s: float = 86400.0,
-             every_s: float = 3 * 3600.0) -> list[Row]:
+             every_s: float = 3 * 3600.0, stateful: bool = True) -> list[Row]:
     """Score the detector set; ``qc_overrides`` / ``stat_params`` try other parameters (for tuning).
 
     ``mode``: "stream" (the live loop, a pass every ``every_s`` over ``window_s``) or "batch".
+    ``stateful``: EWMA / CUSUM as the service runs them, with state carried between passes
+    (:mod:`analytics.chartstate`); False: the windowed charts of :func:`analytics.detectors.run_all`.
     """
     cat = cat or load_catalogue()
     rows = {ft: Row(ft, "+".join(d)) for ft, d in DETECTORS_FOR.items()}
@@ -168,6 +170,12 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                                  max(int(every_s * 1000 // step_ms), 1), sp)
             else:
                 res = batch_run(x, p, grid.t0_ms, sp)
+            if stateful:  # the service's charts carry their state from pass to pass (analytics/chartstate.py)
+                charts = chartstate.run_record(chartstate.residual(x), p.g0(grid.t0_ms),
+                                               chartstate.ChartParams.from_detectors(p, sp))
+                for name, r in charts.items():
+                    r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
+                    res[name] = r
             flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items()}
             # domain "detectors": what the alert rules would flag, averaged exactly as the service
             # averages (ispu.averaged: the regulation's period with hourly completeness)

@@ -20,12 +20,12 @@ from typing import Any, Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from analytics import aqi_us, delivery, ispu, qc, waste, water
+from analytics import aqi_us, chartstate, delivery, ispu, qc, waste, water
 from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
 from analytics.alerts import AlertEngine, AlertStore, Condition
 from analytics.outbox import Item, Outbox
-from analytics.detectors import params_for, run_all
+from analytics.detectors import StatParams, params_for, run_all
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
@@ -105,6 +105,8 @@ class AnalyticsService:
         self.stations = StationIndex(settings.stations_file)
         self.mqtt = mqtt_client
         self._emitted_to: dict[str, int] = {}  # kind -> last grid time already written (loop mode)
+        # EWMA / CUSUM state per (kind, field), carried from pass to pass and across restarts
+        self.charts = chartstate.ChartStore(settings.state_dir / "analytics" / "charts")
         # one worker keeps deliveries in order per alert (open before resolved)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="alert-delivery")
         self._outbox: list[Future] = []
@@ -234,6 +236,7 @@ class AnalyticsService:
             p = params_for(win.kind, win.kind.field(fname), win.grid.step_ms / 1000.0)
             # float64 like the telemetry read back (a service window is small; the benchmark runs float32)
             res = run_all(x, p, win.grid.t0_ms, dtype=np.float64, score_dtype=np.float64)
+            res.update(self._charts(win, fname, x, p, emit_to))
             worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
                                                                                      "flat_line")))
             present = ~np.isnan(x)
@@ -249,6 +252,24 @@ class AnalyticsService:
                     lines.append(f"qc,{tag_base[s_]}{suffix}{fields} {int(times[t_])}")  # M.QC, by hand: hot
         self._write(M.QC.name, lines, counts)
         return worst
+
+    def _charts(self, win: KindWindow, fname: str, x: np.ndarray, p, emit_to: int) -> dict[str, qc.QcResult]:  # noqa: ANN001
+        """Stateful EWMA / CUSUM (:mod:`analytics.chartstate`) over the bins up to ``emit_to`` not yet
+        processed by this or an earlier run; their state is saved before the pass writes anything
+        else, so a restart resumes where the last pass stopped. (S, T) results, 2 elsewhere."""
+        cp = chartstate.ChartParams.from_detectors(p, StatParams())
+        st = self.charts.get(win.kind.name, fname, cp)
+        n = int(np.searchsorted(win.grid.times_ms, emit_to, side="right"))
+        out = {k: qc.QcResult(np.full(x.shape, qc.NOT_EVALUATED, dtype=np.int8), np.full(x.shape, np.nan))
+               for k in ("ewma", "cusum")}
+        if n == 0:
+            return out
+        r = chartstate.residual(x)[:, :n]
+        got = chartstate.update(st, st.rows_for(win.devices), r, p.g0(win.grid.t0_ms), cp)
+        self.charts.save(win.kind.name, fname)
+        for k, v in got.items():
+            out[k].flag[:, :n], out[k].score[:, :n] = v.flag, v.score
+        return out
 
     def _usable(self, win: KindWindow, flags: dict[str, np.ndarray], fname: str) -> np.ndarray:
         x = win.fields[fname]
