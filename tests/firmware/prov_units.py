@@ -143,6 +143,102 @@ def test_ads1115_config_validation():
             {"kind": "air", "device": "A-1", "ads1115": {"channels": {"ph": 0}}})
 
 
+# -- Improv serial ---------------------------------------------------------------
+
+def _client_rpc(cmd, data=b""):
+    """An RPC frame built the way the spec's client does, checksum summed here independently."""
+    body = b"IMPROV" + bytes([1, 3, len(data) + 2, cmd, len(data)]) + data
+    total = 0
+    for x in body:
+        total += x
+    return body + bytes([total % 256])
+
+
+def _improv(nets=None):
+    import kc_improv
+    sent = kc_fake_prov.FakeSerial()
+    tried = []
+
+    def connect(ssid, pw):
+        tried.append((ssid, pw))
+        return "http://192.168.1.50/" if (nets or {}).get(ssid) == pw else None
+    svc = kc_improv.ImprovService(sent.write, connect, ("kotacerdas", "1.0.0", "esp32", "WTR-7"),
+                                  scan=lambda: [("site-ap", -52, True), ("warung", -80, False)])
+    return svc, sent, tried
+
+
+def _frames(raw):
+    import kc_improv
+    return kc_improv.Parser().feed(raw)
+
+
+def test_improv_frames_and_checksum():
+    import kc_improv
+    f = kc_improv.frame(kc_improv.T_STATE, b"\x02")
+    assert f[:9] == b"IMPROV\x01\x01\x01" and f[9] == 2 and f[10] == sum(f[:10]) % 256
+    # the spec's example: SSID MyWirelessAP, password mysecurepassword -> 01 1E 0C .. 10 ..
+    rpc = _client_rpc(1, b"\x0cMyWirelessAP\x10mysecurepassword")
+    assert rpc[9:12] == b"\x01\x1e\x0c" and rpc[8] == 0x20
+    assert kc_improv.parse_wifi(rpc[11:-1]) == ("MyWirelessAP", "mysecurepassword")
+    for bad in (b"\x05ab", b"\x02ab\x05xy", b"\x01"):
+        _raises(ValueError, kc_improv.parse_wifi, bad)
+    r = kc_improv.result(kc_improv.C_INFO, ["a", "bc"])
+    assert r[7] == 4 and r[8] == 7 and r[9:16] == b"\x03\x05\x01a\x02bc"
+
+
+def test_improv_parser_resyncs_over_noise_and_split_reads():
+    import kc_improv
+    p = kc_improv.Parser()
+    good = _client_rpc(2)
+    bad = bytearray(_client_rpc(3))
+    bad[-1] ^= 0xFF
+    stream = b">>> print('hi')\r\nIMPRO" + good + bytes(bad) + b"\nIMPROV\x02\x03\x02\x02\x00\x00" + good
+    got = []
+    for i in range(len(stream)):  # one byte at a time, as a UART delivers them
+        got += p.feed(stream[i:i + 1])
+    assert got == [(3, b"\x02\x00"), (None, "checksum"), (None, "version"), (3, b"\x02\x00")], got
+    assert len(p.buf) < 16
+
+
+def test_improv_full_exchange():
+    import kc_improv
+    svc, sent, tried = _improv({"site-ap": "s3cret-pass"})
+    svc.feed(_client_rpc(3))  # device info
+    svc.feed(_client_rpc(4))  # scan
+    out = _frames(bytes(sent.tx))
+    assert out[0] == (kc_improv.T_ERROR, b"\x00")
+    assert out[1] == (kc_improv.T_RESULT, b"\x03\x1d\x0akotacerdas\x051.0.0\x05esp32\x05WTR-7")
+    assert out[3][1] == b"\x04\x10\x07site-ap\x03-52\x03YES" and out[-1][1] == b"\x04\x00"
+    sent.tx = bytearray()
+    # wrong password: provisioning, then error "unable to connect" and back to ready
+    svc.feed(_client_rpc(1, b"\x07site-ap\x05wrong"))
+    assert _frames(bytes(sent.tx)) == [(2, b"\x00"), (1, b"\x03"), (2, b"\x03"), (1, b"\x02")]
+    assert svc.provisioned is None and tried == [("site-ap", "wrong")]
+    sent.tx = bytearray()
+    svc.feed(_client_rpc(1, b"\x07site-ap\x0bs3cret-pass"))
+    url = b"http://192.168.1.50/"
+    assert _frames(bytes(sent.tx)) == [(2, b"\x00"), (1, b"\x03"), (1, b"\x04"),
+                                    (4, bytes([1, len(url) + 1, len(url)]) + url)]
+    assert svc.provisioned == ("site-ap", "s3cret-pass") and svc.state == kc_improv.S_PROVISIONED
+    sent.tx = bytearray()
+    svc.feed(_client_rpc(2))  # current state again: provisioned plus the same result
+    assert [f[0] for f in _frames(bytes(sent.tx))] == [2, 1, 4]
+
+
+def test_improv_bad_packets_are_counted_errors():
+    svc, sent, tried = _improv()
+    svc.feed(_client_rpc(9))
+    assert _frames(bytes(sent.tx))[-1] == (2, b"\x02")  # unknown RPC command
+    sent.tx = bytearray()
+    bad = bytearray(_client_rpc(1, b"\x07site-ap\x02pw"))
+    bad[-1] ^= 1
+    svc.feed(bytes(bad))
+    svc.feed(_client_rpc(1, b"\x09site-ap\x02pw"))  # ssid length beyond the data
+    svc.feed(b"IMPROV\x01\x03\x03\x01\x05\x00" + b"\x00")  # inner length disagrees
+    errs = [f for f in _frames(bytes(sent.tx)) if f[0] == 2 and f[1] == b"\x01"]
+    assert len(errs) == 3 and svc.bad == 3 and tried == [] and svc.state == 2
+
+
 def run_all(names=None):
     import sys
     g = globals()
