@@ -33,13 +33,11 @@ from kotacerdas import measurements as M
 from kotacerdas.lineprotocol import escape_key
 from kotacerdas.routing import influx_for_city
 from kotacerdas.settings import Settings
-from kotacerdas.standards import ISPU_BANDS
+from kotacerdas.standards import ISPU_BANDS, ISPU_POLLUTANTS
 from kotacerdas.stations import StationIndex
 
 log = logging.getLogger("analytics.service")
 
-ISPU_POLLUTANTS = ("pm25", "pm10", "no2", "o3", "co")
-BIN_FILL_FIELD = "fill"  # a kind reporting fill level (%) gets the bin forecast and bin alerts
 WATER_WINDOW_S = 900.0  # compliance on the median of the last 15 minutes: one noisy reading is no breach
 HOURS_TO_FULL_CAP = 24.0 * 365  # "never at this rate" (inf cannot be stored in InfluxDB)
 WRITE_BATCH = 5000
@@ -179,16 +177,17 @@ class AnalyticsService:
                 # spike test needs both neighbours); detectors.stream_run replays exactly this
                 emit_to = int(win.grid.times_ms[-2]) if win.grid.n > 1 else win.grid.t0_ms - 1
                 flags = self._qc(win, emit_from, emit_to, counts)
-                # each analysis applies to whatever kind measures its inputs (catalogue fields), so a
-                # new kind with pm25 or a pH probe gets indices / compliance without code naming it
-                if any(p in kind.field_names for p in ISPU_POLLUTANTS):
+                # each analysis applies to the kinds whose catalogue entry asks for it (index, limits,
+                # fill_level), so a new kind gets indices / compliance / forecasts without code naming it,
+                # and a river probe with a pH field is not judged by drinking-water limits by accident
+                if kind.index:
                     conditions += self._air(win, flags, counts)
-                if any(f in water.LIMITS for f in kind.field_names):
+                if kind.limits:
                     conditions += self._water(win, flags, counts)
-                if BIN_FILL_FIELD in kind.field_names:
+                if kind.fill_level:
                     conditions += self._bins(win, flags, counts)
                 self._emitted_to[kind.name] = max(emit_to, emit_from - 1)
-            counts["alerts"] = self._alerts(conditions)
+            counts[M.ALERTS.name] = self._alerts(conditions)
         except InfluxError:
             self.metrics.passes.labels("error").inc()
             raise
@@ -311,7 +310,7 @@ class AnalyticsService:
             for i, tags in enumerate(win.tags):
                 rows = [(p, per[p]) for p in names]
                 if valid[i]:
-                    rows.append(("max", per[names[best[i]]]))
+                    rows.append((M.POLLUTANT_MAX, per[names[best[i]]]))
                 for p, (conc_a, idx_a, prov_a, hours_a, samples_a) in rows:
                     val = idx_a[i]
                     if not math.isfinite(val):
@@ -359,7 +358,7 @@ class AnalyticsService:
                     bad_id.append(f"{lim.name_id} {v:g}")
                     bad_en.append(f"{lim.name_en} {v:g}")
             if math.isfinite(worst):
-                lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": "all"}, {
+                lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": M.PARAMETER_ALL}, {
                     "value": float(len(bad_id)), "limit_lo": 0.0, "limit_hi": 0.0, "compliant": int(overall[i])}, ts))
                 conditions.append(Condition(self.rules["water_noncompliant"], tags["device"], worst, ts,
                                             ", ".join(bad_id) or "-", ", ".join(bad_en) or "-", **self._where(tags),
@@ -372,8 +371,9 @@ class AnalyticsService:
     def _bins(self, win: KindWindow, flags: dict[str, np.ndarray], counts: dict[str, int]) -> list[Condition]:
         ts = int(win.grid.times_ms[-1])
         conditions: list[Condition] = []
-        if BIN_FILL_FIELD in win.fields:
-            fc = waste.forecast(self._usable(win, flags, BIN_FILL_FIELD), win.grid.step_ms / 1000.0)
+        fill = win.kind.fill_level
+        if fill in win.fields:
+            fc = waste.forecast(self._usable(win, flags, fill), win.grid.step_ms / 1000.0)
             lines = []
             for i, tags in enumerate(win.tags):
                 if not math.isfinite(fc.fill[i]):
@@ -410,7 +410,7 @@ class AnalyticsService:
         for a in events:
             self.metrics.alerts.labels(a.state, a.department).inc()
             self.deliver(a)
-        return counts.get("alerts", 0)
+        return counts.get(M.ALERTS.name, 0)
 
     def _where(self, tags: dict[str, str]) -> dict[str, Any]:
         pos = self.stations.get(tags.get("device", ""))

@@ -22,15 +22,17 @@ import uuid
 import httpx
 import uvicorn
 
+from kotacerdas import measurements as M
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
-from kotacerdas.lineprotocol import format_line
+from kotacerdas.standards import ISPU_BANDS, ISPU_POLLUTANTS, band_of
 from kotacerdas.settings import load_settings
 from kotacerdas.stack import free_port
 
 from dashboards.api import make_app
 from dashboards.opendata import all_datasets
 
+# fleet sizes of the benchmarked (Depok-sized) city per kind: benchmark data, like a scenario file
 SIZES = {"air": 300, "water": 120, "waste_bin": 3000}
 
 
@@ -38,26 +40,29 @@ def populate(c: InfluxClient, now_ms: int) -> int:
     cat = load_catalogue()
     lines: list[str] = []
     n = 0
+    moderate = band_of(ISPU_BANDS, 80.0)
     for k in cat:
-        for i in range(SIZES[k.name]):
+        raw = M.raw(k)
+        for i in range(SIZES.get(k.name, 100)):
             tags = {"device": f"{k.name}-{i:05d}", "city": "depok", "district": f"d{i % 11}", "kind": k.name}
             for t in range(now_ms - 3600_000, now_ms, k.report_interval_s * 1000):
                 fields: dict[str, object] = {f.name: f.typical for f in k.fields}
                 fields.update(seq=n, battery=3.9, fw="1.2.0", rssi=-70, gw_lag_ms=120)
-                lines.append(format_line(k.measurement, tags, fields, t) or "")
+                lines.append(raw.line(tags, fields, t) or "")
                 n += 1
             base = {"device": tags["device"], "city": "depok", "district": tags["district"]}
-            if k.name == "air":
-                for pol in ("pm25", "pm10", "no2", "o3", "co", "max"):
-                    lines.append(format_line("ispu", {**base, "pollutant": pol}, {
-                        "value": 80.0, "category": "Sedang", "category_level": 2, "concentration": 30.0}, now_ms - 60_000) or "")
-            if k.name == "water":
-                for p in [*k.field_names, "all"]:
-                    lines.append(format_line("water_compliance", {**base, "parameter": p}, {
+            if k.index:
+                for pol in [*(p for p in ISPU_POLLUTANTS if k.has_field(p)), M.POLLUTANT_MAX]:
+                    lines.append(M.ISPU.line({**base, "pollutant": pol}, {
+                        "value": 80.0, "category": moderate.label, "category_level": moderate.level,
+                        "concentration": 30.0}, now_ms - 60_000) or "")
+            if k.limits:
+                for p in [*k.field_names, M.PARAMETER_ALL]:
+                    lines.append(M.WATER_COMPLIANCE.line({**base, "parameter": p}, {
                         "value": 1.0, "limit_lo": 0.0, "limit_hi": 2.0, "compliant": 1}, now_ms - 60_000) or "")
-            if k.name == "waste_bin":
-                lines.append(format_line("bin_forecast", base, {"fill": 40.0, "fill_rate": 2.0, "hours_to_full": 30.0,
-                                                                "full_by_tomorrow": 0, "priority": i + 1}, now_ms - 60_000) or "")
+            if k.fill_level:
+                lines.append(M.BIN_FORECAST.line(base, {"fill": 40.0, "fill_rate": 2.0, "hours_to_full": 30.0,
+                                                        "full_by_tomorrow": 0, "priority": i + 1}, now_ms - 60_000) or "")
     for i in range(0, len(lines), 10000):
         c.write(lines[i:i + 10000])
     return len(lines)

@@ -26,10 +26,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from kotacerdas import measurements as M
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.routing import influx_for_city
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.settings import Settings
+from kotacerdas.standards import ISPU_REGULATION
 
 from dashboards import dcat, history, ngsi, public
 from dashboards.opendata import (LICENSE, NAME_RE, Column, Dataset, all_datasets, page, tag_conditions, to_csv,
@@ -222,8 +224,8 @@ def make_app(settings: Settings) -> FastAPI:
     def ispu_by_device(filters: dict[str, str]) -> dict[str, dict[str, Any]]:
         rows = rows_of(datasets["air-ispu"], filters)
         return {str(r["device"]): {"value": r["value"], "description": f"airQualityIndex: ISPU ({r.get('category')}), "
-                                   "Permen LHK P.14/MENLHK/SETJEN/KUM.1/7/2020"}
-                for r in rows if r.get("pollutant") == "max" and r.get("value") is not None}
+                                   f"{ISPU_REGULATION}"}
+                for r in rows if r.get("pollutant") == M.POLLUTANT_MAX and r.get("value") is not None}
 
     def serve(ds: Dataset, request: Request, city: str | None, district: str | None, limit: int, offset: int,
               fmt: str | None) -> Response:
@@ -248,7 +250,7 @@ def make_app(settings: Settings) -> FastAPI:
                                 media_type="application/geo+json", headers=headers)
         if out == "ngsi-ld":
             kind = cat[ds.kind]  # type: ignore[index]
-            idx = ispu_by_device(filters) if kind.name == "air" else None
+            idx = ispu_by_device(filters) if kind.index else None
             ents = ngsi.entities(kind, chunk, indices=idx, provider=api.publisher,
                                  key_values=request.query_params.get("options") == "keyValues")
             return JSONResponse(ents, media_type=ngsi.MEDIA_TYPE, headers=headers)
@@ -415,7 +417,7 @@ def make_app(settings: Settings) -> FastAPI:
         filters = {k_: v for k_, v in (("city", city), ("district", district)) if v}
         rows = rows_of(ds, filters)
         chunk = page(rows, ds.sort_key, limit, offset)
-        idx = ispu_by_device(filters) if k.name == "air" else None
+        idx = ispu_by_device(filters) if k.index else None
         body = ngsi.entities(k, chunk, indices=idx, provider=api.publisher, key_values=options == "keyValues")
         return JSONResponse(body, media_type=ngsi.MEDIA_TYPE, headers={"NGSILD-Results-Count": str(len(rows))})
 

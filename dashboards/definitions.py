@@ -1,16 +1,20 @@
 """The five Kota Cerdas dashboards, built over the sensor catalogue.
 
 Every telemetry panel is derived from the catalogue (fields, units, expected ranges,
-departments, report intervals); every derived panel reads the measurements fixed in
-docs/team-interfaces.md (``ispu``, ``aqi_us``, ``qc``, ``water_compliance``,
-``bin_forecast``, ``alerts``, ``deadletter``, ``device_status``, ``kc_pipeline``).
+departments, report intervals); the air, water and waste boards show the kind with an
+``index``, ``limits`` or ``fill_level`` (catalogue properties, not kind names). Derived panels
+read the measurements of :mod:`kotacerdas.measurements`; the field names in the query text
+are checked against those schemas by :func:`kotacerdas.measurements.query_problems`
+(dashboards.validate and the unit tests).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kotacerdas import measurements as M
 from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
+from kotacerdas.standards import QARTOD_SUSPECT
 
 from dashboards import standards as std
 from dashboards.model import Dashboard, Link, Panel, Row, Target, Variable
@@ -21,10 +25,10 @@ BINS_DUE_TITLE = f"Bins due now (fill >= {std.BIN_FILL_DUE:g} %)"
 
 GAZETTEER = "public/gazetteer/kotacerdas-devices.json"
 
-P_MAX = "\"pollutant\" = 'max'"
-P_NOT_MAX = "\"pollutant\" != 'max'"
-PARAM_ALL = "\"parameter\" = 'all'"
-PARAM_NOT_ALL = "\"parameter\" != 'all'"
+P_MAX = f"\"pollutant\" = '{M.POLLUTANT_MAX}'"
+P_NOT_MAX = f"\"pollutant\" != '{M.POLLUTANT_MAX}'"
+PARAM_ALL = f"\"parameter\" = '{M.PARAMETER_ALL}'"
+PARAM_NOT_ALL = f"\"parameter\" != '{M.PARAMETER_ALL}'"
 
 UID = {"air": "kc-air", "water": "kc-water", "waste": "kc-waste", "fleet": "kc-fleet", "pipeline": "kc-pipeline"}
 
@@ -81,7 +85,7 @@ def _geomap(title: str, target: Target, value_field: str, *, unit: str | None, t
 
 def _trend(kind: Kind, name: str, *, w: int = 12) -> Panel:
     f = kind.field(name)
-    regulated = std.water_limit_steps(name) if kind.name == "water" else None
+    regulated = std.water_limit_steps(name) if kind.limits else None
     if regulated:
         lo, hi, _ = std.WATER_LIMITS[name]
         limit = f"{lo:g}-{hi:g}" if lo is not None else f"< {hi:g}"
@@ -117,7 +121,7 @@ def k_ms(kind: Kind) -> int:
 def _alerts(department: str) -> Panel:
     return Panel(
         "Alerts (latest first)", "table",
-        [Target(f'SELECT "severity", "rule", "device", "state", "value", "text_id", "text_en" FROM "alerts" '
+        [Target(f'SELECT "severity", "rule", "device", "state", "value", "text_id", "text_en" FROM "{M.ALERTS.name}" '
                 f"WHERE \"department\" = '{department}' AND \"device\" =~ /^$device$/ AND $timeFilter "
                 f"ORDER BY time DESC LIMIT 100",
                 result_format="table", expect_columns=("time", "severity", "rule", "device", "state", "text_id"))],
@@ -129,14 +133,14 @@ def _alerts(department: str) -> Panel:
 
 
 def _qc_anomalies(kind: Kind) -> list[Panel]:
-    qc_where = where(f"\"kind\" = '{kind.name}'", '"flag" >= 3')
+    qc_where = where(f"\"kind\" = '{kind.name}'", f'"flag" >= {QARTOD_SUSPECT}')
     return [
         Panel("Flagged readings (QARTOD suspect/fail) per field", "timeseries",
-              [Target(f'SELECT count("flag") FROM "qc" {qc_where} GROUP BY time($__interval), "field" fill(0)',
+              [Target(f'SELECT count("flag") FROM "{M.QC.name}" {qc_where} GROUP BY time($__interval), "field" fill(0)',
                       alias="$tag_field", expect_columns=("time", "count"), expect_group_by=("field",))],
               w=12, custom={"drawStyle": "bars", "fillOpacity": 60, "stacking": {"mode": "normal", "group": "A"}}),
         Panel("Latest anomalies", "table",
-              [Target(f'SELECT last("flag") AS "flag", last("score") AS "score" FROM "qc" {qc_where} '
+              [Target(f'SELECT last("flag") AS "flag", last("score") AS "score" FROM "{M.QC.name}" {qc_where} '
                       f'GROUP BY "device", "field", "test"',
                       result_format="table", expect_columns=("time", "flag", "score"),
                       expect_group_by=("device", "field", "test"))],
@@ -148,15 +152,15 @@ def _qc_anomalies(kind: Kind) -> list[Panel]:
 
 
 def air_dashboard(cat: Catalogue) -> Dashboard:
-    air = cat["air"]
+    air = cat.single(cat.with_index(), "an air-quality index")
     ispu_steps = std.threshold_steps(std.ISPU_BANDS)
     station = Target(
         f'SELECT last("value") AS "ispu", last("category") AS "category", last("category_level") AS "level" '
-        f"FROM \"ispu\" {where(P_MAX)} GROUP BY \"device\"",
+        f"FROM \"{M.ISPU.name}\" {where(P_MAX)} GROUP BY \"device\"",
         result_format="table", expect_columns=("time", "ispu", "category", "level"), expect_group_by=("device",))
     per_pollutant = Target(
         f'SELECT last("value") AS "ispu", last("category") AS "category", last("concentration") AS "concentration" '
-        f"FROM \"ispu\" {where(P_NOT_MAX)} GROUP BY \"device\", \"pollutant\"",
+        f"FROM \"{M.ISPU.name}\" {where(P_NOT_MAX)} GROUP BY \"device\", \"pollutant\"",
         result_format="table", expect_columns=("time", "ispu", "category", "concentration"),
         expect_group_by=("device", "pollutant"))
     trends = [_trend(air, f.name) for f in air.fields]
@@ -174,13 +178,13 @@ def air_dashboard(cat: Catalogue) -> Dashboard:
             ]),
             Row("ISPU over time", [
                 Panel("ISPU (max over pollutants)", "timeseries",
-                      [Target(f'SELECT max("value") FROM "ispu" {where(P_MAX)} '
+                      [Target(f'SELECT max("value") FROM "{M.ISPU.name}" {where(P_MAX)} '
                               f'GROUP BY time($__interval), "device" fill(null)',
                               alias="$tag_device", expect_columns=("time", "max"), expect_group_by=("device",))],
                       w=12, unit="none", min=0, thresholds=ispu_steps, color_mode="palette-classic",
                       custom={"thresholdsStyle": {"mode": "area"}, "fillOpacity": 0}, links=[fleet_link()]),
                 Panel("US AQI (comparison)", "timeseries",
-                      [Target(f'SELECT max("value") FROM "aqi_us" {where(P_MAX)} '
+                      [Target(f'SELECT max("value") FROM "{M.AQI_US.name}" {where(P_MAX)} '
                               f'GROUP BY time($__interval), "device" fill(null)',
                               alias="$tag_device", expect_columns=("time", "max"), expect_group_by=("device",))],
                       w=12, unit="none", min=0, thresholds=std.threshold_steps(std.AQI_US_BANDS),
@@ -200,11 +204,11 @@ def air_dashboard(cat: Catalogue) -> Dashboard:
 
 
 def water_dashboard(cat: Catalogue) -> Dashboard:
-    water = cat["water"]
+    water = cat.single(cat.with_limits(), "drinking-water limits")
     compliant_map = [{"type": "value", "options": {"0": {"text": "Tidak memenuhi", "color": "red", "index": 0},
                                                    "1": {"text": "Memenuhi", "color": "green", "index": 1}}}]
     status = Target(
-        f'SELECT last("compliant") AS "compliant" FROM "water_compliance" {where(PARAM_ALL)} '
+        f'SELECT last("compliant") AS "compliant" FROM "{M.WATER_COMPLIANCE.name}" {where(PARAM_ALL)} '
         f'GROUP BY "device"',
         result_format="table", expect_columns=("time", "compliant"), expect_group_by=("device",))
     return Dashboard(
@@ -218,7 +222,7 @@ def water_dashboard(cat: Catalogue) -> Dashboard:
                         mappings=compliant_map),
                 Panel("Compliance per parameter (latest)", "table",
                       [Target(f'SELECT last("value") AS "value", last("limit_lo") AS "limit_lo", last("limit_hi") AS "limit_hi", '
-                              f'last("compliant") AS "compliant" FROM "water_compliance" '
+                              f'last("compliant") AS "compliant" FROM "{M.WATER_COMPLIANCE.name}" '
                               f"{where(PARAM_NOT_ALL)} GROUP BY \"device\", \"parameter\"",
                               result_format="table", expect_columns=("time", "value", "limit_lo", "limit_hi", "compliant"),
                               expect_group_by=("device", "parameter"))],
@@ -227,7 +231,7 @@ def water_dashboard(cat: Catalogue) -> Dashboard:
                                   "properties": [{"id": "mappings", "value": compliant_map},
                                                  {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}]),
                 Panel("Share of compliant readings", "timeseries",
-                      [Target(f'SELECT mean("compliant") * 100 FROM "water_compliance" '
+                      [Target(f'SELECT mean("compliant") * 100 FROM "{M.WATER_COMPLIANCE.name}" '
                               f"{where(PARAM_ALL)} GROUP BY time($__interval), \"device\" fill(null)",
                               alias="$tag_device", expect_columns=("time", "mean"), expect_group_by=("device",))],
                       w=24, h=7, unit="percent", min=0, max=100,
@@ -242,15 +246,16 @@ def water_dashboard(cat: Catalogue) -> Dashboard:
 
 
 def waste_dashboard(cat: Catalogue) -> Dashboard:
-    bin_ = cat["waste_bin"]
+    bin_ = cat.single(cat.with_fill_level(), "a fill level")
+    fill = bin_.fill_level
     fill_steps: list[dict[str, Any]] = [{"color": "green", "value": None}, {"color": "orange", "value": std.BIN_FILL_WARN},
                   {"color": "red", "value": std.BIN_FILL_DUE}]
     latest = Target(
-        f'SELECT last("fill") AS "fill" FROM "{bin_.measurement}" {where()} GROUP BY "device"',
+        f'SELECT last("{fill}") AS "fill" FROM "{bin_.measurement}" {where()} GROUP BY "device"',
         result_format="table", expect_columns=("time", "fill"), expect_group_by=("device",))
     fc_latest = (f'SELECT last("priority") AS "priority", last("fill") AS "fill", last("fill_rate") AS "fill_rate", '
                  f'last("hours_to_full") AS "hours_to_full", last("full_by_tomorrow") AS "full_by_tomorrow" '
-                 f'FROM "bin_forecast" {where()} GROUP BY "device"')
+                 f'FROM "{M.BIN_FORECAST.name}" {where()} GROUP BY "device"')
     fc_cols = ("time", "priority", "fill", "fill_rate", "hours_to_full", "full_by_tomorrow")
     col_props: list[dict[str, Any]] = [
         {"matcher": {"id": "byName", "options": "fill"}, "properties": [
@@ -291,17 +296,17 @@ def waste_dashboard(cat: Catalogue) -> Dashboard:
             ]),
             Row("Trends", [
                 Panel("Fill level", "timeseries",
-                      [Target(f'SELECT mean("fill") FROM "{bin_.measurement}" {where()} GROUP BY time($__interval), "device" fill(null)',
+                      [Target(f'SELECT mean("{fill}") FROM "{bin_.measurement}" {where()} GROUP BY time($__interval), "device" fill(null)',
                               alias="$tag_device", expect_columns=("time", "mean"), expect_group_by=("device",))],
-                      w=12, unit=field_unit(bin_.field("fill")), min=0, max=100, thresholds=fill_steps,
+                      w=12, unit=field_unit(bin_.field(fill)), min=0, max=100, thresholds=fill_steps,
                       custom={"thresholdsStyle": {"mode": "line"}}, links=[fleet_link()]),
                 Panel("Hours until full (forecast)", "timeseries",
-                      [Target(f'SELECT mean("hours_to_full") FROM "bin_forecast" {where()} GROUP BY time($__interval), "device" fill(null)',
+                      [Target(f'SELECT mean("hours_to_full") FROM "{M.BIN_FORECAST.name}" {where()} GROUP BY time($__interval), "device" fill(null)',
                               alias="$tag_device", expect_columns=("time", "mean"), expect_group_by=("device",))],
                       w=12, unit="h", min=0,
                       thresholds=[{"color": "red", "value": None}, {"color": "green", "value": 24}],
                       custom={"thresholdsStyle": {"mode": "line"}}),
-                *[_trend(bin_, f.name) for f in bin_.fields if f.name not in ("fill",)],
+                *[_trend(bin_, f.name) for f in bin_.fields if f.name != fill],
             ]),
             Row("Anomalies and alerts", [*_qc_anomalies(bin_), _alerts(bin_.department)]),
         ],
@@ -310,7 +315,7 @@ def waste_dashboard(cat: Catalogue) -> Dashboard:
 
 
 def fleet_dashboard(cat: Catalogue) -> Dashboard:
-    status_latest = (f'SELECT last("online") AS "online", last("stale") AS "stale" FROM "device_status" {where()} '
+    status_latest = (f'SELECT last("online") AS "online", last("stale") AS "stale" FROM "{M.DEVICE_STATUS.name}" {where()} '
                      f'GROUP BY "device"')
     battery_kinds = [k for k in cat if k.battery]
     rows = [
@@ -328,7 +333,7 @@ def fleet_dashboard(cat: Catalogue) -> Dashboard:
                   w=6, h=5, color_mode="thresholds", thresholds=[{"color": "green", "value": None}, {"color": "orange", "value": 1}],
                   options={"reduceOptions": {"calcs": ["lastNotNull"], "values": False}, "colorMode": "background"}),
             Panel("Firmware versions", "piechart",
-                  [Target(f'SELECT last("fw") AS "fw" FROM "device_status" {where()} GROUP BY "device"',
+                  [Target(f'SELECT last("fw") AS "fw" FROM "{M.DEVICE_STATUS.name}" {where()} GROUP BY "device"',
                           result_format="table", expect_columns=("time", "fw"), expect_group_by=("device",))],
                   w=6, h=5, transformations=[{"id": "groupBy", "options": {"fields": {
                       "fw": {"aggregations": [], "operation": "groupby"},
@@ -338,7 +343,7 @@ def fleet_dashboard(cat: Catalogue) -> Dashboard:
             Panel("Devices (last status)", "table",
                   [Target(f'SELECT last("state") AS "state", last("online") AS "online", last("stale") AS "stale", '
                           f'last("last_seen_ms") AS "last_seen", last("battery") AS "battery", last("fw") AS "fw" '
-                          f'FROM "device_status" {where()} GROUP BY "device", "kind", "city", "district"',
+                          f'FROM "{M.DEVICE_STATUS.name}" {where()} GROUP BY "device", "kind", "city", "district"',
                           result_format="table",
                           expect_columns=("time", "state", "online", "stale", "last_seen", "battery", "fw"),
                           expect_group_by=("device", "kind", "city", "district"))],
@@ -394,7 +399,7 @@ def fleet_dashboard(cat: Catalogue) -> Dashboard:
     ]
     return Dashboard(UID["fleet"], "Kota Cerdas - Kesehatan Perangkat (Fleet health)",
                      "Device lifecycle from the gateway (online/offline, last seen, battery, firmware) and data gaps.",
-                     rows=rows, variables=device_variables("device_status"), extra_tags=("fleet",))
+                     rows=rows, variables=device_variables(M.DEVICE_STATUS.name), extra_tags=("fleet",))
 
 
 def pipeline_dashboard(cat: Catalogue) -> Dashboard:
@@ -403,7 +408,7 @@ def pipeline_dashboard(cat: Catalogue) -> Dashboard:
 
     def counter_rate(field: str, title: str) -> Panel:
         return Panel(title, "timeseries",
-                     [Target(f'SELECT non_negative_derivative(last("{field}"), 1s) FROM "kc_pipeline" {pw} '
+                     [Target(f'SELECT non_negative_derivative(last("{field}"), 1s) FROM "{M.KC_PIPELINE.name}" {pw} '
                              f'GROUP BY time($__interval), "service", "instance" fill(null)',
                              alias="$tag_service $tag_instance", expect_columns=("time", "non_negative_derivative"),
                              expect_group_by=("service", "instance"))],
@@ -411,7 +416,7 @@ def pipeline_dashboard(cat: Catalogue) -> Dashboard:
 
     def gauge_series(field: str, title: str, unit: str, agg: str = "mean") -> Panel:
         return Panel(title, "timeseries",
-                     [Target(f'SELECT {agg}("{field}") FROM "kc_pipeline" {pw} GROUP BY time($__interval), "service", "instance" fill(null)',
+                     [Target(f'SELECT {agg}("{field}") FROM "{M.KC_PIPELINE.name}" {pw} GROUP BY time($__interval), "service", "instance" fill(null)',
                              alias="$tag_service $tag_instance", expect_columns=("time", agg),
                              expect_group_by=("service", "instance"))],
                      w=12, unit=unit, interval="10s")
@@ -428,32 +433,32 @@ def pipeline_dashboard(cat: Catalogue) -> Dashboard:
                             gauge_series("batch_latency_ms", "Batch write latency", "ms")]),
             Row("Dead letters", [
                 Panel("Dead letters by reason", "timeseries",
-                      [Target(f'SELECT sum("count") FROM "deadletter" {dl_where} GROUP BY time($__interval), "stage", "reason" fill(0)',
+                      [Target(f'SELECT sum("count") FROM "{M.DEADLETTER.name}" {dl_where} GROUP BY time($__interval), "stage", "reason" fill(0)',
                               alias="$tag_stage/$tag_reason", expect_columns=("time", "sum"), expect_group_by=("stage", "reason"))],
                       w=12, unit="short", custom={"drawStyle": "bars", "fillOpacity": 70,
                                                   "stacking": {"mode": "normal", "group": "A"}}),
                 Panel("Dead letters per reason (range total)", "bargauge",
-                      [Target(f'SELECT sum("count") AS "count" FROM "deadletter" {dl_where} GROUP BY "stage", "reason"',
+                      [Target(f'SELECT sum("count") AS "count" FROM "{M.DEADLETTER.name}" {dl_where} GROUP BY "stage", "reason"',
                               alias="$tag_stage/$tag_reason", expect_columns=("time", "count"), expect_group_by=("stage", "reason"))],
                       w=12, unit="short", color_mode="thresholds",
                       thresholds=[{"color": "orange", "value": None}],
                       options={"orientation": "horizontal", "displayMode": "basic",
                                "reduceOptions": {"calcs": ["sum"], "values": False}}),
                 Panel("Latest dead letters", "table",
-                      [Target(f'SELECT "stage", "reason", "detail", "topic", "size" FROM "deadletter" {dl_where} '
+                      [Target(f'SELECT "stage", "reason", "detail", "topic", "size" FROM "{M.DEADLETTER.name}" {dl_where} '
                               f"ORDER BY time DESC LIMIT 100",
                               result_format="table", expect_columns=("time", "stage", "reason", "detail", "topic", "size"))],
                       w=24, h=9),
             ]),
             Row("Alerts (all departments)", [
                 Panel("Open and recent alerts", "table",
-                      [Target(f'SELECT "department", "severity", "rule", "device", "state", "text_id" FROM "alerts" {dl_where} '
+                      [Target(f'SELECT "department", "severity", "rule", "device", "state", "text_id" FROM "{M.ALERTS.name}" {dl_where} '
                               f"ORDER BY time DESC LIMIT 100",
                               result_format="table", expect_columns=("time", "department", "severity", "rule", "state"))],
                       w=24, h=8, links=[fleet_link()]),
             ]),
         ],
-        variables=[Variable("service", "Service", 'SHOW TAG VALUES FROM "kc_pipeline" WITH KEY = "service"')],
+        variables=[Variable("service", "Service", f'SHOW TAG VALUES FROM "{M.KC_PIPELINE.name}" WITH KEY = "service"')],
         time_from="now-6h", refresh="30s", extra_tags=("pipeline",),
     )
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence
 
+from kotacerdas import measurements as M
 from kotacerdas.catalogue import Catalogue
 from kotacerdas.influx import InfluxClient
+from kotacerdas.standards import ISPU_POLLUTANTS, ISPU_REGULATION
 
 from dashboards.dcat import LICENSE_ID
 from dashboards.stations import StationIndex
@@ -110,20 +112,22 @@ def latest_readings(cat: Catalogue, kind_name: str, where: StationIndex = _NO_IN
 
 
 def ispu(pollutant_default: str | None = None) -> Dataset:
-    cols = (Column("device", "string"), Column("pollutant", "string", description="pm25, pm10, no2, o3, co, or max (station index)"),
+    cols = (Column("device", "string"), Column("pollutant", "string",
+                                                  description=f"{', '.join(ISPU_POLLUTANTS)}, or {M.POLLUTANT_MAX} "
+                                                              "(station index)"),
             Column("city", "string"), Column("district", "string"), Column("time", "datetime"),
-            Column("value", "number", "1", "ISPU (Permen LHK P.14/2020)"), Column("category", "string"),
+            Column("value", "number", "1", f"ISPU ({ISPU_REGULATION})"), Column("category", "string"),
             Column("category_level", "integer", description="1 Baik .. 5 Berbahaya"),
             Column("concentration", "number", "ug/m3", "24-hour mean of the valid hourly means"),
             Column("provisional", "integer", description="1 when fewer than 18 of the 24 hourly means were "
                                                          "valid (completeness rule, docs/analytics.md)"),
             Column("hours", "integer", "h", "valid hourly means in the 24 hours"),
             Column("samples", "integer", description="readings in the 24 hours"))
-    keep = ("value", "category", "category_level", "concentration", "provisional", "hours", "samples")
+    keep = M.ISPU.names("value", "category", "category_level", "concentration", "provisional", "hours", "samples")
     selected = ", ".join(f'"{k}"' for k in keep)
 
     def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
-        q = (f'SELECT {selected}, "city", "district" FROM "ispu" '
+        q = (f'SELECT {selected}, "city", "district" FROM "{M.ISPU.name}" '
              f'{_tag_where(filters)} GROUP BY "device", "pollutant" ORDER BY time DESC LIMIT 1')
         return _latest_rows(client, q, keep, ("device", "pollutant"))
 
@@ -133,15 +137,17 @@ def ispu(pollutant_default: str | None = None) -> Dataset:
 
 
 def water_compliance() -> Dataset:
-    cols = (Column("device", "string"), Column("parameter", "string", description="catalogue field, or all"),
+    cols = (Column("device", "string"), Column("parameter", "string", description=f"catalogue field, or {M.PARAMETER_ALL}"),
             Column("city", "string"), Column("district", "string"), Column("time", "datetime"),
             Column("value", "number"), Column("limit_lo", "number"), Column("limit_hi", "number"),
             Column("compliant", "integer", description="1 within the limits, 0 not"))
+    keep = M.WATER_COMPLIANCE.names("value", "limit_lo", "limit_hi", "compliant")
+    selected = ", ".join(f'"{k}"' for k in keep)
 
     def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
-        q = (f'SELECT "value", "limit_lo", "limit_hi", "compliant", "city", "district" FROM "water_compliance" '
+        q = (f'SELECT {selected}, "city", "district" FROM "{M.WATER_COMPLIANCE.name}" '
              f'{_tag_where(filters)} GROUP BY "device", "parameter" ORDER BY time DESC LIMIT 1')
-        return _latest_rows(client, q, ("value", "limit_lo", "limit_hi", "compliant"), ("device", "parameter"))
+        return _latest_rows(client, q, keep, ("device", "parameter"))
 
     return Dataset("water-compliance", "Water compliance per sampling point",
                    "Latest compliance of each sampling point with the drinking-water limits, per parameter.",
@@ -149,23 +155,24 @@ def water_compliance() -> Dataset:
 
 
 def bin_fill(cat: Catalogue) -> Dataset:
-    k = cat["waste_bin"]
+    k = cat.single(cat.with_fill_level(), "a fill level")
+    forecast = M.BIN_FORECAST.names("hours_to_full", "full_by_tomorrow", "priority")
     cols = (Column("device", "string"), Column("city", "string"), Column("district", "string"),
-            Column("time", "datetime"), Column("fill", "number", k.field("fill").unit),
+            Column("time", "datetime"), Column("fill", "number", k.field(k.fill_level).unit),
             Column("hours_to_full", "number", "h", "forecast (analytics)"),
             Column("full_by_tomorrow", "integer"), Column("priority", "integer", description="collection rank, 1 first"))
 
     def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
-        q = (f'SELECT "fill", "city", "district" FROM "{k.measurement}" {_tag_where(filters)} '
+        q = (f'SELECT "{k.fill_level}" AS "fill", "city", "district" FROM "{k.measurement}" {_tag_where(filters)} '
              f'GROUP BY "device" ORDER BY time DESC LIMIT 1')
         rows = _latest_rows(client, q, ("fill",), ("device",))
-        fq = (f'SELECT "hours_to_full", "full_by_tomorrow", "priority" FROM "bin_forecast" {_tag_where(filters)} '
+        cols_fc = ", ".join(f'"{c}"' for c in forecast)
+        fq = (f'SELECT {cols_fc} FROM "{M.BIN_FORECAST.name}" {_tag_where(filters)} '
               f'GROUP BY "device" ORDER BY time DESC LIMIT 1')
         fc = {s.tags["device"]: dict(zip(s.columns, s.values[0])) for s in client.series(fq) if s.values}
         for r in rows:
             f = fc.get(r["device"], {})
-            r.update(hours_to_full=f.get("hours_to_full"), full_by_tomorrow=f.get("full_by_tomorrow"),
-                     priority=f.get("priority"))
+            r.update({c: f.get(c) for c in forecast})
         return rows
 
     return Dataset("waste-bins", "Waste bin fill levels",
@@ -191,12 +198,14 @@ def stations(cat: Catalogue, where: StationIndex = _NO_INDEX, stale_after: float
                                                     "intervals), 0 not"),
             Column("last_seen", "datetime", description="last message from the device, UTC"))
     intervals = {k.name: float(k.report_interval_s) for k in cat}
+    keep = M.DEVICE_STATUS.names("online", "stale", "last_seen_ms", "kind")
+    selected = ", ".join(f'"{k}"' for k in keep)
 
     def fetch(client: InfluxClient, filters: dict[str, str]) -> list[dict[str, Any]]:
         # battery and firmware stay internal: only whether a station reports is public
-        q = (f'SELECT "online", "stale", "last_seen_ms", "kind", "city", "district" FROM "device_status" '
+        q = (f'SELECT {selected}, "city", "district" FROM "{M.DEVICE_STATUS.name}" '
              f'{_tag_where(filters)} GROUP BY "device" ORDER BY time DESC LIMIT 1')
-        rows = _latest_rows(client, q, ("online", "stale", "last_seen_ms", "kind"), ("device",))
+        rows = _latest_rows(client, q, keep, ("device",))
         now_ms = int(time.time() * 1000)
         for r in rows:
             seen = r.pop("last_seen_ms")

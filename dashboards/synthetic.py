@@ -17,7 +17,7 @@ from kotacerdas import contract
 from kotacerdas.catalogue import Catalogue, load_catalogue
 from kotacerdas.influx import InfluxClient
 from kotacerdas import measurements as M
-from kotacerdas.standards import QARTOD_FAIL, QARTOD_GOOD, QARTOD_SUSPECT, WATER_LIMITS
+from kotacerdas.standards import ISPU_POLLUTANTS, QARTOD_FAIL, QARTOD_GOOD, QARTOD_SUSPECT, WATER_LIMITS
 
 from dashboards import standards as std
 
@@ -25,7 +25,6 @@ from dashboards import standards as std
 LAYOUT: tuple[tuple[str, str], ...] = (("depok", "beji"), ("depok", "sukmajaya"), ("bogor", "tanah_sareal"))
 DEPOK_CENTRE = (-6.40, 106.82)
 BOGOR_CENTRE = (-6.56, 106.79)
-ISPU_POLLUTANTS = ("pm25", "pm10", "no2", "o3", "co")
 
 
 @dataclass(frozen=True)
@@ -83,14 +82,12 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
                 swing = 0.45 if pollutant else 0.1
                 v = base * (1 + swing * np.sin(phase - 1.0 + 0.3 * di)) + rng.normal(0, 0.03 * abs(base) + 1e-9, n)
                 vals[f.name] = np.clip(v, f.lo, f.hi)
-            if k.name == "waste_bin":
+            if k.fill_level:
                 # bins fill up linearly and are emptied when full
                 rate = 2.0 + 1.5 * di
                 # the last reading is just past "due" for the first bin, lower for the others (one bin due now)
                 fill = (std.BIN_FILL_DUE + 2.0 - 30 * di - (n - 1 - np.arange(n)) * rate * step / 3600_000) % 100
-                vals["fill"] = fill
-                vals["distance"] = np.clip(20 + (100 - fill) * 1.0, 20, 600)
-                vals["tilt"] = np.zeros(n)
+                vals[k.fill_level] = fill
             batt = 4.1 - 0.3 * np.arange(n) / n - 0.25 * di if k.battery else np.full(n, 5.0)
             for j in range(n):
                 if di == 1 and n // 3 < j < n // 3 + 6:
@@ -105,36 +102,37 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
             for t in hourly:
                 j = min(int((t - start) // step), n - 1)
                 # derived: ISPU / AQI for air, compliance for water, forecast for bins
-                if k.name == "air":
+                if k.index:
                     for table, bands in ((M.ISPU, std.ISPU_BANDS), (M.AQI_US, std.AQI_US_BANDS)):
                         subs: dict[str, tuple[float, float]] = {}
-                        for pol in ISPU_POLLUTANTS:
+                        for pol in (p for p in ISPU_POLLUTANTS if k.has_field(p)):
                             conc = float(vals[pol][j])
                             idx = float(_synthetic_index(conc, k.field(pol).typical))
                             subs[pol] = (idx, conc)
-                        subs["max"] = max(subs.values())
+                        subs[M.POLLUTANT_MAX] = max(subs.values())
                         for pol, (idx, conc) in subs.items():
                             b = std.category_of(bands, idx)
                             lines.append(table.line({**tags, "pollutant": pol},
                                                      {"value": round(idx, 1), "category": b.label,
                                                       "category_level": b.level, "concentration": round(conc, 2)}, int(t)))
-                elif k.name == "water":
-                    # the parameters and limits analytics applies (Permenkes 2/2023, kotacerdas/standards.py)
+                if k.limits:
+                    # the parameters and limits analytics applies (Permenkes 2/2023, kotacerdas/standards.py);
+                    # the third sampling point breaches its first regulated parameter
+                    regulated = [p for p in WATER_LIMITS if p in vals]
                     breaches = 0
-                    for p, lim in WATER_LIMITS.items():
-                        if p not in vals:
-                            continue
+                    for p in regulated:
+                        lim = WATER_LIMITS[p]
                         val = float(vals[p][j])
-                        ok = int(lim.complies(val)) if not (di == 2 and p == "turbidity") else 0
+                        ok = int(lim.complies(val)) if not (di == 2 and p == regulated[0]) else 0
                         breaches += 1 - ok
                         lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": p},
                                                              {"value": round(val, 3), "limit_lo": lim.lo or 0.0,
                                                               "limit_hi": lim.hi, "compliant": ok}, int(t)))
-                    lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": "all"},
+                    lines.append(M.WATER_COMPLIANCE.line({**tags, "parameter": M.PARAMETER_ALL},
                                                          {"value": breaches, "limit_lo": 0.0, "limit_hi": 0.0,
                                                           "compliant": int(breaches == 0)}, int(t)))
-                elif k.name == "waste_bin":
-                    fill_now = float(vals["fill"][j])
+                if k.fill_level:
+                    fill_now = float(vals[k.fill_level][j])
                     rate = 2.0 + 1.5 * di
                     htf = max(0.0, (100 - fill_now) / rate)
                     lines.append(M.BIN_FORECAST.line(tags, {
@@ -184,7 +182,7 @@ def _rank_bins(lines: list[str | None]) -> list[str | None]:
     out: list[str | None] = []
     by_time: dict[str, list[tuple[float, int]]] = {}
     for i, ln in enumerate(lines):
-        if ln and ln.startswith("bin_forecast,"):
+        if ln and ln.startswith(f"{M.BIN_FORECAST.name},"):
             ts = ln.rsplit(" ", 1)[1]
             htf = float(ln.split("hours_to_full=")[1].split(",")[0])
             by_time.setdefault(ts, []).append((htf, i))

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kotacerdas import contract
+from kotacerdas import measurements as M
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
 from kotacerdas.mqtt import connect, make_client
@@ -198,10 +199,11 @@ def run_demo(settings: Settings, scenario: str, serve: bool, timeout_s: float) -
 
             _run(["analytics", "run", "--once"], env, "analytics pass (QC, ISPU/AQI, water compliance, bin forecasts, alerts)")
             derived = {}
-            for m in ("qc", "ispu", "aqi_us", "water_compliance", "bin_forecast", "alerts"):
+            for m in (M.QC.name, M.ISPU.name, M.AQI_US.name, M.WATER_COMPLIANCE.name, M.BIN_FORECAST.name,
+                      M.ALERTS.name):
                 try:
-                    derived[m] = int(influx.scalar(f'SELECT count(*) FROM "{m}"') or 0) if m != "qc" else int(
-                        influx.scalar('SELECT count("flag") FROM "qc"') or 0)
+                    derived[m] = int(influx.scalar(f'SELECT count(*) FROM "{m}"') or 0) if m != M.QC.name else int(
+                        influx.scalar(f'SELECT count("flag") FROM "{M.QC.name}"') or 0)
                 except Exception:  # noqa: BLE001 - count(*) returns one column per field; fall back
                     ss = influx.series(f'SELECT count(*) FROM "{m}"')
                     derived[m] = int(max((v for s in ss for v in s.values[0][1:] if isinstance(v, int)), default=0))

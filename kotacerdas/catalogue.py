@@ -20,6 +20,11 @@ class CatalogueError(ValueError):
     """The catalogue file is inconsistent; raised at load time, never later."""
 
 
+# the values a kind's `index` / `limits` may take (what analytics can compute; see catalogue.yaml)
+INDEX_FAMILIES = ("ispu",)
+LIMIT_SETS = ("drinking_water",)
+
+
 @dataclass(frozen=True)
 class Field:
     name: str
@@ -60,6 +65,9 @@ class Kind:
     report_interval_s: int
     battery: bool
     fields: tuple[Field, ...]
+    index: str = ""  # air-quality index family ("ispu") computed from the pollutant fields; "" = none
+    limits: str = ""  # regulated limit set ("drinking_water") the fields are checked against; "" = none
+    fill_level: str = ""  # the field that is a fill level in %; "" = the kind has none
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -102,6 +110,22 @@ class Catalogue:
     def kind_names(self) -> tuple[str, ...]:
         return tuple(self.kinds)
 
+    def with_index(self) -> tuple[Kind, ...]:
+        return tuple(k for k in self if k.index)
+
+    def with_limits(self) -> tuple[Kind, ...]:
+        return tuple(k for k in self if k.limits)
+
+    def with_fill_level(self) -> tuple[Kind, ...]:
+        return tuple(k for k in self if k.fill_level)
+
+    def single(self, kinds: tuple[Kind, ...], what: str) -> Kind:
+        """The one kind of ``kinds`` (e.g. ``cat.with_index()``), for views built for exactly one kind:
+        a second such kind needs a design decision there, not a silent pick."""
+        if len(kinds) != 1:
+            raise CatalogueError(f"one kind with {what} expected; the catalogue has {[k.name for k in kinds] or 'none'}")
+        return kinds[0]
+
 
 def _field(name: str, spec: Mapping, where: str) -> Field:
     try:
@@ -135,6 +159,18 @@ def _field(name: str, spec: Mapping, where: str) -> Field:
     return f
 
 
+def _check_derived(k: Kind) -> None:
+    if k.index and k.index not in INDEX_FAMILIES:
+        raise CatalogueError(f"{k.name}: index {k.index!r} is not one of {INDEX_FAMILIES}")
+    if k.limits and k.limits not in LIMIT_SETS:
+        raise CatalogueError(f"{k.name}: limits {k.limits!r} is not one of {LIMIT_SETS}")
+    if k.fill_level:
+        if not k.has_field(k.fill_level):
+            raise CatalogueError(f"{k.name}: fill_level {k.fill_level!r} is not one of its fields")
+        if k.field(k.fill_level).unit != "%":
+            raise CatalogueError(f"{k.name}: fill_level {k.fill_level!r} must be in %")
+
+
 def parse_catalogue(doc: Mapping) -> Catalogue:
     kinds: dict[str, Kind] = {}
     for kname, kspec in doc["kinds"].items():
@@ -151,7 +187,11 @@ def parse_catalogue(doc: Mapping) -> Catalogue:
             report_interval_s=int(kspec["report_interval_s"]),
             battery=bool(kspec.get("battery", False)),
             fields=fields,
+            index=str(kspec.get("index", "")),
+            limits=str(kspec.get("limits", "")),
+            fill_level=str(kspec.get("fill_level", "")),
         )
+        _check_derived(kinds[kname])
     battery = _field("battery", doc["common"]["battery"] | {"typical": 3.9}, "common")
     return Catalogue(version=int(doc["version"]), kinds=kinds, battery=battery)
 

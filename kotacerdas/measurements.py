@@ -17,15 +17,17 @@ time can carry a sub-millisecond discriminator); see each writer.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
-from kotacerdas.catalogue import Kind
+from kotacerdas.catalogue import Catalogue, Kind
 from kotacerdas.lineprotocol import format_line
 
 __all__ = [
-    "ALERTS", "ALL", "AQI_US", "BIN_FORECAST", "DEADLETTER", "DEVICE_STATUS", "ISPU", "KC_PIPELINE", "QC",
-    "RAW_META_FIELDS", "RAW_TAGS", "WATER_COMPLIANCE", "FieldType", "Measurement", "SchemaError", "raw",
+    "ALERTS", "ALL", "AQI_US", "BIN_FORECAST", "DEADLETTER", "DEVICE_STATUS", "ISPU", "KC_PIPELINE",
+    "PARAMETER_ALL", "POLLUTANT_MAX", "QC", "RAW_META_FIELDS", "RAW_TAGS", "WATER_COMPLIANCE", "FieldType",
+    "Measurement", "SchemaError", "by_name", "query_problems", "raw",
 ]
 
 FieldType = Literal["float", "int", "str"]
@@ -48,6 +50,13 @@ class Measurement:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_tagset", frozenset(self.tags))
+
+    def names(self, *names: str) -> tuple[str, ...]:
+        """``names`` unchanged if each is a field or tag of this measurement (readers selecting columns)."""
+        unknown = [n for n in names if n not in self.fields and n not in self._tagset]
+        if unknown:
+            raise SchemaError(f"{self.name}: no field or tag {unknown}")
+        return names
 
     def line(self, tags: Mapping[str, str], fields: Mapping[str, object], ts: int | None = None) -> str | None:
         """One line of this measurement (None if no field is storable, e.g. all NaN)."""
@@ -120,12 +129,16 @@ ISPU = Measurement(
     "means in the averaging period (analytics/averaging.py), hours = valid hourly means, samples = readings",
     "analytics",
 )
+# the `pollutant` tag of the station index row (max over the pollutants' sub-indices)
+POLLUTANT_MAX = "max"
 AQI_US = Measurement("aqi_us", ISPU.tags, ISPU.fields, "US EPA AQI, same layout as ispu", "analytics")
 WATER_COMPLIANCE = Measurement(
     "water_compliance", (*_SITE, "parameter"),
     {"value": "float", "limit_lo": "float", "limit_hi": "float", "compliant": "int"},
     "Permenkes 2/2023 compliance per parameter, and parameter=all (value = breaches)", "analytics",
 )
+# the `parameter` tag of the overall row (value = parameters in breach)
+PARAMETER_ALL = "all"
 BIN_FORECAST = Measurement(
     "bin_forecast", _SITE,
     {"fill": "float", "fill_rate": "float", "hours_to_full": "float", "full_by_tomorrow": "int", "priority": "int"},
@@ -140,3 +153,33 @@ ALERTS = Measurement(
 ALL: tuple[Measurement, ...] = (
     DEVICE_STATUS, DEADLETTER, KC_PIPELINE, QC, ISPU, AQI_US, WATER_COMPLIANCE, BIN_FORECAST, ALERTS,
 )
+
+
+def by_name(cat: Catalogue) -> dict[str, Measurement]:
+    """Every measurement, raw telemetry of each catalogue kind included, by name."""
+    out = {m.name: m for m in ALL}
+    out.update((k.measurement, raw(k)) for k in cat)
+    return out
+
+
+_FROM = re.compile(r'\bFROM\s+"([^"]+)"', re.IGNORECASE)
+_ALIAS = re.compile(r'\bAS\s+"([^"]+)"', re.IGNORECASE)
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+def query_problems(query: str, cat: Catalogue) -> list[str]:
+    """What an InfluxQL query names that its measurements do not have (empty = consistent).
+
+    Every double-quoted identifier must be a measurement it reads, a field or tag of one of
+    them, or an alias the query itself defines; so a renamed field or measurement breaks the
+    tests of every reader instead of leaving a panel silently empty.
+    """
+    known = by_name(cat)
+    read = _FROM.findall(query)
+    out = [f"unknown measurement {m!r}" for m in read if m not in known]
+    allowed = set(read) | set(_ALIAS.findall(query))
+    for m in read:
+        if m in known:
+            allowed |= set(known[m].fields) | set(known[m].tags)
+    out += [f"{n!r} is no field or tag of {read}" for n in dict.fromkeys(_QUOTED.findall(query)) if n not in allowed]
+    return out

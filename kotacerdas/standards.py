@@ -54,6 +54,12 @@ ISPU_BANDS: tuple[Band, ...] = (
          "Stay indoors and follow the local government's instructions; everyone should avoid outdoor activity."),
 )
 
+# Pollutants with an ISPU sub-index, as catalogue field names. P.14/2020 Lampiran I indexes
+# PM10, PM2.5, CO, NO2, O3, SO2 and HC; no catalogue kind measures SO2 or HC, so analytics.ispu
+# has no table for them. A kind whose catalogue `index` is "ispu" gets sub-indices for those of
+# these it measures (station index = the max, pollutant tag kotacerdas.measurements.POLLUTANT_MAX).
+ISPU_POLLUTANTS: tuple[str, ...] = ("pm25", "pm10", "no2", "o3", "co")
+
 # US EPA AQI categories (EPA-454/B-24-002, May 2024, Table 1/Table 2: 0-50 Good green,
 # 51-100 Moderate yellow, 101-150 USG orange, 151-200 Unhealthy red, 201-300 Very
 # Unhealthy purple, 301+ Hazardous maroon; RGB per the TAD's colour table).

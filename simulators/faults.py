@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from dataclasses import field as dc_field
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from kotacerdas.catalogue import Catalogue
+from kotacerdas.catalogue import Catalogue, Kind
 from kotacerdas.contract import Reason
 
 from simulators import hardcases
@@ -202,22 +202,26 @@ def plan_faults(
                                                        "seq": int(rng.integers(0, 1000))})
                 f.labels.append(Label(ghost, kind, None, t, t, ftype))
             elif ftype == "pollution_episode":
-                if "air" not in fleets or not fleets["air"].n:
+                # an episode the index (ISPU) would show: a kind whose catalogue entry has one
+                air = _fleet_of(cat.with_index(), fleets)
+                if air is None:
                     continue
-                faults.append(_pollution(rng, fleets["air"], cat, start_ms, end_ms))
+                faults.append(_pollution(rng, air, cat, start_ms, end_ms))
                 continue
             elif ftype == "contamination":
-                if "water" not in fleets or not fleets["water"].n:
+                # a breach of regulated limits: a kind whose catalogue entry has limits
+                wet = _fleet_of(cat.with_limits(), fleets)
+                if wet is None:
                     continue
-                fl = fleets["water"]
+                fl = wet
                 row = int(rng.integers(fl.n))
                 k0, k1, t0, t1 = window(fl, row, 0.1, 0.3, 3)
                 params = {"ph_delta": float(rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 2.0)),
                           "turbidity_delta": float(rng.uniform(50.0, 300.0))}
-                f = Fault(ftype, "water", row, t0, t1, None, params)
+                f = Fault(ftype, fl.kind, row, t0, t1, None, params)
                 for fname in ("ph", "turbidity"):
-                    if cat["water"].has_field(fname):
-                        f.labels.append(Label(fl.ids[row], "water", fname, t0, t1, ftype))
+                    if cat[fl.kind].has_field(fname):
+                        f.labels.append(Label(fl.ids[row], fl.kind, fname, t0, t1, ftype))
             elif ftype in hardcases.TYPES:
                 hard = hardcases.plan(ftype, rng, cat, kinds, fleets, window, start_ms, end_ms, Fault, Label)
                 if hard is None:
@@ -238,6 +242,11 @@ def plan_faults(
     return FaultPlan([f for f in faults if not hidden(f)])
 
 
+def _fleet_of(kinds: tuple[Kind, ...], fleets: Mapping[str, KindFleet]) -> KindFleet | None:
+    """The first non-empty fleet of ``kinds`` in the scenario (None if it has none)."""
+    return next((fleets[k.name] for k in kinds if k.name in fleets and fleets[k.name].n), None)
+
+
 def _pollution(rng: np.random.Generator, fl: KindFleet, cat: Catalogue, start_ms: int, end_ms: int) -> Fault:
     """PM2.5 and NO2 rising together across a centre station and its neighbours (e.g. a fire or a traffic jam)."""
     span = end_ms - start_ms
@@ -249,9 +258,9 @@ def _pollution(rng: np.random.Generator, fl: KindFleet, cat: Catalogue, start_ms
     dur = min(rng.uniform(1.5, 4.0) * 3_600_000, 0.5 * span)
     t0 = int(start_ms + rng.uniform(0.1, 0.9) * (span - dur))
     amp = float(rng.uniform(2.0, 4.0))
-    f = Fault("pollution_episode", "air", centre, t0, int(t0 + dur), None,
+    f = Fault("pollution_episode", fl.kind, centre, t0, int(t0 + dur), None,
               {"rows": rows.tolist(), "km": km[rows].tolist(), "amp": amp, "dur": dur})
-    fields = [n for n in ("pm25", "no2") if cat["air"].has_field(n)]
+    fields = [n for n in ("pm25", "no2") if cat[fl.kind].has_field(n)]
     for r, d in zip(rows.tolist(), km[rows].tolist()):
         # farther stations see it later and weaker: the plume spreads at ~12 km/h
         s = t0 + int(d * 300_000)
@@ -262,7 +271,7 @@ def _pollution(rng: np.random.Generator, fl: KindFleet, cat: Catalogue, start_ms
         if k1 < k0:
             continue
         for fname in fields:
-            f.labels.append(Label(fl.ids[r], "air", fname, slot_ts(fl, r, start_ms, k0),
+            f.labels.append(Label(fl.ids[r], fl.kind, fname, slot_ts(fl, r, start_ms, k0),
                                   slot_ts(fl, r, start_ms, int(k1)), "pollution_episode"))
     return f
 

@@ -64,7 +64,8 @@ def build_fleet(sc: Scenario, catalogue: Catalogue | None = None) -> dict[str, K
         # timestamps never collide across faults (clock skews use odd offsets too)
         phase = rng.integers(0, interval_ms, n)
         seq0 = rng.integers(0, 50_000, n)
-        site = rng.choice(len(mix_names), size=n, p=mix) if ks.kind == "waste_bin" else np.zeros(n, dtype=int)
+        # containers (a catalogue fill level) stand at sites whose mix sets how fast they fill
+        site = rng.choice(len(mix_names), size=n, p=mix) if cat[ks.kind].fill_level else np.zeros(n, dtype=int)
         level = rng.lognormal(0.0, 0.25, n)
         short = {"waste_bin": "bin"}.get(ks.kind, ks.kind)
         ids = [f"{sc.device_prefix}-{short}-{i + 1:05d}" for i in range(n)]

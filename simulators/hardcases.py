@@ -45,7 +45,8 @@ def plan(ftype: str, rng: np.random.Generator, cat: Catalogue, kinds: list[str],
     if ftype == "burst":
         kinds = [k for k in kinds if any(n in BURST_FIELDS for n in eligible[k])]
     elif ftype == "quantised_flat":
-        kinds = [k for k in kinds if any(n in SLOW_FIELDS for n in eligible[k]) and k != "waste_bin"]
+        # containers (a catalogue fill level) sit flat for hours anyway; analytics tolerates that per kind
+        kinds = [k for k in kinds if any(n in SLOW_FIELDS for n in eligible[k]) and not cat[k].fill_level]
     if not kinds:
         return None
     kind = kinds[int(rng.integers(len(kinds)))]

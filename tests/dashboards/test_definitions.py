@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kotacerdas import measurements as M
 from kotacerdas.catalogue import load_catalogue
 
 from dashboards import standards as std
@@ -183,3 +184,25 @@ def test_committed_deploy_bundle_is_current(tmp_path: Path):
     old = {p.relative_to(committed): p.read_text() for p in committed.rglob("*") if p.is_file()}
     stale = [str(k) for k in fresh if old.get(k) != fresh[k]]
     assert not stale, f"regenerate with scripts in docs/dashboards.md; stale: {stale}"
+
+
+def test_every_panel_query_names_only_schema_fields(boards):
+    # field and measurement names in the query text must exist in kotacerdas/measurements.py
+    cat = load_catalogue()
+    bad = {}
+    for d in all_dashboards(cat):
+        queries = [t.query for r in d.rows for p in r.panels for t in p.targets] + [v.query for v in d.variables]
+        for q in queries:
+            if M.query_problems(q, cat):
+                bad[q] = M.query_problems(q, cat)
+    assert not bad
+    assert len(queries) > 0
+
+
+def test_query_check_catches_a_renamed_field_or_measurement():
+    cat = load_catalogue()
+    assert M.query_problems('SELECT last("value") AS "ispu" FROM "ispu" WHERE "pollutant" = \'max\'', cat) == []
+    assert M.query_problems('SELECT last("fill") FROM (SELECT last("fill") AS "fill" FROM "waste_bin")', cat) == []
+    assert M.query_problems('SELECT last("valeu") FROM "ispu"', cat) == ["'valeu' is no field or tag of ['ispu']"]
+    assert M.query_problems('SELECT "value" FROM "ispu_v2"', cat)[0] == "unknown measurement 'ispu_v2'"
+    assert M.query_problems('SELECT "pm25" FROM "water"', cat) == ["'pm25' is no field or tag of ['water']"]

@@ -79,6 +79,10 @@ def test_unknown_field_lookup_raises():
         (lambda d: d["kinds"]["air"]["fields"]["pm25"].__setitem__("resolution", 0), "resolution"),
         (lambda d: d["kinds"]["air"]["fields"]["pm25"].pop("unit"), "bad field spec"),
         (lambda d: d["kinds"]["air"].__setitem__("fields", {}), "no fields"),
+        (lambda d: d["kinds"]["air"].__setitem__("index", "caqi"), "index 'caqi'"),
+        (lambda d: d["kinds"]["water"].__setitem__("limits", "river"), "limits 'river'"),
+        (lambda d: d["kinds"]["waste_bin"].__setitem__("fill_level", "level"), "not one of its fields"),
+        (lambda d: d["kinds"]["waste_bin"].__setitem__("fill_level", "distance"), "must be in %"),
     ],
 )
 def test_bad_catalogue_refused_at_load(mutate, message):
@@ -86,3 +90,10 @@ def test_bad_catalogue_refused_at_load(mutate, message):
     mutate(d)
     with pytest.raises(CatalogueError, match=message):
         parse_catalogue(d)
+
+
+def test_derived_products_are_catalogue_properties():
+    cat = load_catalogue()
+    assert [k.name for k in cat.with_index()] == ["air"] and cat["air"].index == "ispu"
+    assert [k.name for k in cat.with_limits()] == ["water"] and cat["water"].limits == "drinking_water"
+    assert [k.name for k in cat.with_fill_level()] == ["waste_bin"] and cat["waste_bin"].fill_level == "fill"
