@@ -31,8 +31,9 @@ from pathlib import Path
 
 import psutil
 
+from devtools import backbone as localnats
 from kotacerdas import backbone
-from kotacerdas.stack import free_port, port_open
+from devtools.stack import free_port, port_open
 
 from benchutil import print_rows  # bench helper, same folder (python bench/backbone_choice.py)
 
@@ -166,7 +167,7 @@ class Rabbit:
 
 class Nats:
     def __init__(self, workdir: Path):
-        self.cluster = backbone.NatsCluster(workdir, n=1)
+        self.cluster = localnats.NatsCluster(workdir, n=1)
         self.node = self.cluster.nodes[0]
         self.mqtt = self.node.mqtt_port
 

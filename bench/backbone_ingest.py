@@ -26,10 +26,11 @@ from pathlib import Path
 
 import psutil
 
+from devtools import backbone as localnats
 from kotacerdas import backbone
 from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import InfluxSettings
-from kotacerdas.stack import InfluxProcess, free_port
+from devtools.stack import InfluxProcess, free_port
 
 from benchutil import print_rows  # bench helper, same folder (python bench/backbone_ingest.py)
 
@@ -56,7 +57,7 @@ def _stored(c: InfluxClient) -> int:
 
 
 def run(k: int, args: argparse.Namespace, tmp: Path) -> dict:
-    cluster = backbone.NatsCluster(tmp / f"nats{k}", n=3).start()
+    cluster = localnats.NatsCluster(tmp / f"nats{k}", n=3).start()
     ix = InfluxProcess(tmp / f"influx{k}", free_port(), rpc_port=free_port()).start()
     procs: list[subprocess.Popen] = []
     try:

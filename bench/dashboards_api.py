@@ -27,7 +27,7 @@ from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
 from kotacerdas.standards import ISPU_BANDS, ISPU_POLLUTANTS, band_of
 from kotacerdas.settings import load_settings
-from kotacerdas.stack import free_port
+from devtools.stack import free_port
 
 from dashboards.api import make_app
 from dashboards.opendata import all_datasets

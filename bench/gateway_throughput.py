@@ -26,7 +26,7 @@ from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.mqtt import connect, make_client, wait_published
 from kotacerdas.settings import MqttSettings
-from kotacerdas.stack import MosquittoProcess, free_port
+from devtools.stack import MosquittoProcess, free_port
 
 from gateway.registry import Registry
 

@@ -1,6 +1,6 @@
 """InfluxDB 1.6.7 memory and write rate by number of series: the storage side of docs/scale.md.
 
-For each series count a private influxd (the project's config, kotacerdas/stack.py) under a temp
+For each series count a private influxd (the project's config, devtools/stack.py) under a temp
 dir gets ``--points`` points per series of the catalogue's air measurement (the widest kind),
 written by one client in batches of 5,000 gzip lines. Printed per count: write rate (points/s),
 influxd RSS after the writes, and MiB per 1,000 series. The baseline in the same run is the
@@ -23,7 +23,7 @@ import psutil
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.settings import InfluxSettings
-from kotacerdas.stack import InfluxProcess, free_port
+from devtools.stack import InfluxProcess, free_port
 
 from ingest.convert import tag_prefix
 

@@ -35,7 +35,8 @@ import httpx
 import orjson
 from tqdm import tqdm
 
-from kotacerdas import contract, stack
+from devtools import stack
+from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
 from kotacerdas.lineprotocol import format_line

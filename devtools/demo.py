@@ -35,7 +35,7 @@ from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import Settings, load_settings
-from kotacerdas.stack import free_port, port_open, up
+from devtools.stack import free_port, port_open, up
 
 console = Console(stderr=True)
 

@@ -11,8 +11,8 @@ import importlib
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "stack": ("kotacerdas.stack", "local Mosquitto + InfluxDB on loopback: up | down | status"),
-    "backbone": ("kotacerdas.backbone", "local 3-node NATS JetStream cluster (docs/scale.md): up | down | status"),
+    "stack": ("devtools.stack", "local Mosquitto + InfluxDB on loopback: up | down | status"),
+    "backbone": ("devtools.backbone", "local 3-node NATS JetStream cluster (docs/scale.md): up | down | status"),
     "demo": ("devtools.demo", "run the whole pipeline for a bounded time and print a summary"),
     "catalogue": ("kotacerdas.catalogue_cli", "show the sensor catalogue"),
     "gateway": ("gateway.cli", "device registry, validation, store-and-forward"),

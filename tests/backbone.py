@@ -15,6 +15,7 @@ from typing import Iterator
 
 import paho.mqtt.client as paho
 
+from devtools import backbone as localnats
 from kotacerdas import backbone
 from kotacerdas.settings import Settings
 
@@ -31,7 +32,7 @@ async def _js(url: str, fn):  # noqa: ANN001
         await nc.close()
 
 
-def wait_jetstream(cluster: backbone.NatsCluster, timeout_s: float = 30) -> None:
+def wait_jetstream(cluster: localnats.NatsCluster, timeout_s: float = 30) -> None:
     """Until the JetStream meta group has a leader (account info answers)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -44,7 +45,7 @@ def wait_jetstream(cluster: backbone.NatsCluster, timeout_s: float = 30) -> None
             time.sleep(0.3)
 
 
-def stream_leader(cluster: backbone.NatsCluster) -> str:
+def stream_leader(cluster: localnats.NatsCluster) -> str:
     async def go(js):  # noqa: ANN001
         return (await js.stream_info(backbone.MQTT_STREAM)).cluster.leader
 
@@ -61,7 +62,7 @@ def consumer_state(url: str, durable: str = backbone.INGEST_CONSUMER) -> tuple[i
     return asyncio.run(_js(url, go))
 
 
-def worker_env(settings: Settings, cluster: backbone.NatsCluster, **extra: str) -> dict[str, str]:
+def worker_env(settings: Settings, cluster: localnats.NatsCluster, **extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "KC_BACKBONE__SERVERS": json.dumps(cluster.urls),
@@ -108,9 +109,9 @@ class Publisher:
 
 
 @contextlib.contextmanager
-def running_cluster(tmp_path: Path) -> Iterator[backbone.NatsCluster]:
+def running_cluster(tmp_path: Path) -> Iterator[localnats.NatsCluster]:
     """3 nodes under ``tmp_path``, JetStream ready; stopped on the way out."""
-    c = backbone.NatsCluster(tmp_path / "nats", n=3).start()
+    c = localnats.NatsCluster(tmp_path / "nats", n=3).start()
     try:
         wait_jetstream(c)
         yield c

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from kotacerdas import stack
+from devtools import stack
 from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import InfluxSettings, MqttSettings, Settings, load_settings
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from kotacerdas.stack import free_port
+from devtools.stack import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 

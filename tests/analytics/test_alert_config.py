@@ -16,7 +16,7 @@ from analytics import delivery
 from analytics.alertconfig import AlertConfigError, load
 from analytics.alerts import AlertEngine, AlertStore, Condition
 from analytics.service import AnalyticsService
-from kotacerdas.stack import free_port
+from devtools.stack import free_port
 from kotacerdas.standards import ISPU_BANDS
 
 from tests.analytics.test_service import NOW, telemetry_lines, typical

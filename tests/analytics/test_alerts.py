@@ -17,7 +17,7 @@ from analytics.api import ApiServer, make_app
 from analytics.service import AnalyticsService
 from kotacerdas import contract
 from kotacerdas.mqtt import connect, make_client
-from kotacerdas.stack import free_port
+from devtools.stack import free_port
 from prometheus_client import CollectorRegistry
 
 from tests.analytics.test_service import NOW, telemetry_lines, typical

@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from kotacerdas.stack import free_port
+from devtools.stack import free_port
 from tests.analytics.test_service import telemetry_lines, typical
 
 

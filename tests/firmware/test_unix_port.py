@@ -13,7 +13,7 @@ import pytest
 
 from firmware import unixport
 from kotacerdas.settings import Settings
-from kotacerdas.stack import free_port
+from devtools.stack import free_port
 from tests.firmware.test_virtual_device import Collector, validated_seqs, wait_for
 
 pytestmark = pytest.mark.micropython

@@ -258,7 +258,7 @@ def test_tls_with_ca_verification(private_broker, settings: Settings, tmp_path: 
     certs = tmp_path / "certs"
     certs.mkdir()
     _make_ca_and_server_cert(certs)
-    from kotacerdas.stack import free_port
+    from devtools.stack import free_port
 
     # a plain listener for the fixture's readiness probe (an MQTT CONNECT), the device uses the TLS one
     port, tls_port = free_port(), free_port()

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from kotacerdas import contract
 from kotacerdas.mqtt import connect, make_client, wait_published
 from kotacerdas.settings import MqttSettings
-from kotacerdas.stack import free_port, port_open
+from devtools.stack import free_port, port_open
 from tests.gateway.helpers import Collector, good_fields, wait_for
 from tests.services import kc
 

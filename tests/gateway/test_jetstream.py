@@ -13,7 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from kotacerdas import backbone, contract
+from devtools import backbone as localnats
+from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import Settings
@@ -24,7 +25,7 @@ from tests.backbone import Publisher, consumer_state, running_cluster, start_wor
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[backbone.NatsCluster]:
+def cluster(tmp_path: Path) -> Iterator[localnats.NatsCluster]:
     with running_cluster(tmp_path) as c:
         yield c
 

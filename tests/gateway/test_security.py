@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from kotacerdas import contract
 from kotacerdas.mqtt import connect, make_client, wait_published
 from kotacerdas.settings import MqttSettings
-from kotacerdas.stack import free_port
+from devtools.stack import free_port
 
 from gateway.passwords import hash_password, verify_password
 from gateway.provision import GATEWAY_USER, INGEST_USER, provision

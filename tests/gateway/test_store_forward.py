@@ -18,7 +18,7 @@ import httpx
 
 from kotacerdas import contract
 from kotacerdas.mqtt import connect, make_client, wait_published
-from kotacerdas.stack import free_port
+from devtools.stack import free_port
 
 from gateway.registry import Registry
 from gateway.service import Gateway

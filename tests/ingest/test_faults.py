@@ -16,7 +16,7 @@ import pytest
 
 from kotacerdas.influx import InfluxClient
 from kotacerdas.mqtt import connect, make_client, wait_published
-from kotacerdas.stack import free_port
+from devtools.stack import free_port
 from ingest.service import IngestService
 from tests.conftest import influx_for
 from tests.ingest.helpers import normalized_messages, publish, telemetry_count, wait_for

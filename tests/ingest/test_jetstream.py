@@ -16,6 +16,7 @@ from typing import Iterator
 
 import pytest
 
+from devtools import backbone as localnats
 from kotacerdas import backbone, contract
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
@@ -27,7 +28,7 @@ from tests.backbone import Publisher, consumer_state, start_worker, stream_leade
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[backbone.NatsCluster]:
+def cluster(tmp_path: Path) -> Iterator[localnats.NatsCluster]:
     with running_cluster(tmp_path) as c:
         yield c
 
@@ -199,7 +200,7 @@ def test_each_city_lands_in_its_own_influxdb(settings: Settings, influx: InfluxC
 def test_city_down_is_handed_back_other_city_written(settings: Settings, influx: InfluxClient) -> None:
     """bogor's InfluxDB is unreachable: its messages are NAKed (come back later), depok's are stored and acked."""
     from kotacerdas.settings import InfluxSettings
-    from kotacerdas.stack import free_port
+    from devtools.stack import free_port
 
     s = settings.model_copy(deep=True)
     s.routing.cities = {"bogor": InfluxSettings(url=f"http://127.0.0.1:{free_port()}", database="x", timeout_s=1)}

@@ -9,7 +9,8 @@ from typing import Iterator
 
 import pytest
 
-from kotacerdas import backbone, contract
+from devtools import backbone as localnats
+from kotacerdas import contract
 from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import Settings
 
@@ -20,7 +21,7 @@ from tests.ingest.test_jetstream import reading, stored
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[backbone.NatsCluster]:
+def cluster(tmp_path: Path) -> Iterator[localnats.NatsCluster]:
     with running_cluster(tmp_path) as c:
         yield c
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from devtools import backbone as localnats
+from devtools.stack import port_open
 from kotacerdas import backbone, contract
-from kotacerdas.stack import port_open
 
 
 def test_subjects_follow_the_wire_contract() -> None:
@@ -19,13 +20,13 @@ def test_subjects_follow_the_wire_contract() -> None:
 def test_cli_up_status_down(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("KC_STATE_DIR", str(tmp_path / ".kc"))
     try:
-        assert backbone.main(["up"]) == 0
+        assert localnats.main(["up"]) == 0
         out = capsys.readouterr().out
         assert out.count('"node"') == 3 and "KC_BACKBONE__SERVERS" in out
-        c = backbone._load(backbone.load_settings())
+        c = localnats._load(localnats.load_settings())
         assert c is not None and all(port_open(n.host, n.mqtt_port) for n in c.nodes)
-        assert backbone.main(["status"]) == 0
+        assert localnats.main(["status"]) == 0
     finally:
-        backbone.main(["down"])
+        localnats.main(["down"])
     assert not any(n.pid() for n in c.nodes)
-    assert backbone.main(["status"]) == 1
+    assert localnats.main(["status"]) == 1

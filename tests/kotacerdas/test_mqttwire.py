@@ -165,7 +165,7 @@ def test_reconnects_after_a_broker_restart_and_resubscribes(private_broker, uid)
 
 
 def test_refused_credentials_raise_a_clear_error(private_broker, uid):
-    from kotacerdas import stack
+    from devtools import stack
 
     port = stack.free_port()
     broker = private_broker(f"listener {port} 127.0.0.1\nallow_anonymous false\n", port=port)

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from kotacerdas import stack
+from devtools import stack
 from kotacerdas.errors import Disposition
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.mqtt import connect, make_client
@@ -80,7 +80,7 @@ def test_install_refused_clearly_when_not_root():
     if not shutil.which("setpriv"):
         pytest.skip("setpriv (util-linux) not available to drop privileges")
     code = (
-        "from kotacerdas.stack import ensure_installed, StackError\n"
+        "from devtools.stack import ensure_installed, StackError\n"
         "try:\n    ensure_installed({'kc-no-such-binary': 'kc-no-such-package'})\n"
         "except StackError as e:\n    print('refused:', e)\n"
     )

@@ -21,7 +21,7 @@ from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import InfluxSettings, MqttSettings
-from kotacerdas.stack import MosquittoProcess, free_port
+from devtools.stack import MosquittoProcess, free_port
 from tests.reliability.harness import Service, kc, require, service_env, wait_until
 
 CITY = "depok"

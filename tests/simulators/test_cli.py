@@ -54,7 +54,7 @@ def test_bad_scenario_and_unreachable_broker_fail_clearly(monkeypatch, tmp_path,
     bad.write_text('[kinds.plasma]\ncount = 1\n')
     assert cli.main(["run", str(bad)]) == 2
     assert "not a catalogue kind" in capsys.readouterr().err
-    from kotacerdas.stack import free_port
+    from devtools.stack import free_port
 
     monkeypatch.setenv("KC_MQTT__PORT", str(free_port()))
     assert cli.main(["run", "demo", "--duration", "1", "--no-progress"]) == 4

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from kotacerdas import contract
-from kotacerdas.stack import free_port
+from devtools.stack import free_port
 
 from gateway.provision import GATEWAY_USER, provision
 from gateway.registry import Registry
