@@ -35,6 +35,7 @@ class Board:
         self.wdt = machine.WDT(timeout=cfg.get("wdt_ms", 60000))
         self.rtc = machine.RTC()
         self._ads = None
+        self.on_wait = None  # kc_node hooks the status LED in here
 
     # time
     def ticks_ms(self):
@@ -73,7 +74,18 @@ class Board:
                 if self.sta.isconnected():
                     break
                 self.wdt.feed()
+                if self.on_wait is not None:
+                    self.on_wait()
                 time.sleep_ms(100)
+
+    def wifi_scan(self):
+        return self.sta.scan()  # blocks ~2 s per scan on the ESP32; once per round of networks
+
+    def led_pin(self):
+        try:
+            return machine.Pin(self.pins["led"], machine.Pin.OUT)
+        except (ValueError, OSError):  # no LED on this pin: nothing to show
+            return None
 
     def status_led(self, on):
         try:

@@ -8,9 +8,11 @@ import json
 import struct
 
 import kc_config
+import kc_led
 import kc_payload
 import kc_schema
 import kc_sensors
+import kc_wifi
 from kc_backoff import Backoff
 from kc_mqtt import MQTTClient, MQTTError
 from kc_ring import Ring
@@ -18,9 +20,10 @@ from kc_ring import Ring
 # RTC memory (kept through deep sleep, lost on power-off): magic, seq, boots, next reading
 # wall-clock (s), boot id (new at power-on), monotonic ms since power-on at the last sleep,
 # last NTP sync wall-clock (s), consecutive failed link attempts, wakes since power-on, and
-# whether the monotonic time was saved at a planned sleep/reset (1) or only at a reading (0)
-RTC_FMT = "<4sIIIIQIHHB"
-RTC_MAGIC = b"KCN2"
+# whether the monotonic time was saved at a planned sleep/reset (1) or only at a reading (0),
+# the Wi-Fi network that last worked (index, 255 none) and rounds of all networks failed
+RTC_FMT = "<4sIIIIQIHHBBH"
+RTC_MAGIC = b"KCN3"
 SLEEP_FLUSH_BUDGET_MS = 20000  # a sleeping node gives up on the link after this and sleeps anyway
 NTP_RESYNC_MS = 6 * 3600 * 1000  # the ESP32 RTC drifts seconds per day
 NTP_RETRY_MS = 60000  # until the first sync: every connection, and at least once a minute
@@ -68,10 +71,16 @@ class Node:
         self.wakes += 1
         self.boot_ticks = board.ticks_ms()
         self.ntp_hosts = cfg.get("ntp_hosts") or [cfg["ntp_host"]]
-        # several networks (installer's phone hotspot, the site's AP, ...): rotate on failure
+        # several networks (installer's phone hotspot, the site's AP, ...): last good first,
+        # then strongest first where the radio can scan (kc_wifi)
         self.wifi_list = cfg.get("wifi_networks") or [cfg["wifi"]]
-        self.wifi_idx = 0
-        self.led_state = None
+        self.wifi = kc_wifi.Rotation(self.wifi_list, self.wifi_good, getattr(board, "wifi_scan", None))
+        self.wifi.rounds_failed = self.wifi_rounds
+        self.led = kc_led.Led(self._led_pin(), board.ticks_ms, board.ticks_diff)
+        self.led.set("connecting")
+        if hasattr(board, "on_wait"):
+            board.on_wait = self.led.update  # kc_board's Wi-Fi association wait keeps blinking
+        self.broker_error = False
         self.suite = kc_sensors.make(self.kind, board, self.cal)
         m = cfg["mqtt"]
         ssl_params = {}
@@ -81,7 +90,7 @@ class Node:
         self.client = MQTTClient(self.device, m["host"], m["port"], m.get("user"), m.get("password"),
                                  m.get("keepalive", 30), ssl=bool(m.get("tls")),
                                  ssl_params=ssl_params, socket_factory=board.socket_factory(),
-                                 max_inflight=cfg.get("max_inflight", 16), idle=board.wdt_feed)
+                                 max_inflight=cfg.get("max_inflight", 16), idle=self._idle)
         self.client.on_puback = self._on_puback
         self.client.on_message = self._on_message
         self.pending = []  # [pid, ring id, acked] in send order
@@ -128,12 +137,13 @@ class Node:
         n = struct.calcsize(RTC_FMT)
         self.seq, self.boots, next_wall, self.boot_id, self.mono_base = 0, 0, 0, 0, 0
         self.sync_wall, self.fails, self.wakes = 0, 0, 0
+        self.wifi_good, self.wifi_rounds = kc_wifi.NO_GOOD, 0
         clean = 0
         if raw and len(raw) >= n:
             f = struct.unpack(RTC_FMT, raw[:n])
             if f[0] == RTC_MAGIC:
                 self.seq, self.boots, next_wall, self.boot_id, self.mono_base, self.sync_wall, self.fails, \
-                    self.wakes, clean = f[1:]
+                    self.wakes, clean, self.wifi_good, self.wifi_rounds = f[1:]
         if not clean:
             # power-on, or a crash/watchdog reset: the time since the last save is unknown, so
             # readings of the old epoch can no longer be stamped exactly (they are given up, counted)
@@ -161,7 +171,8 @@ class Node:
         exactly the monotonic time at the next boot (give or take the boot itself, ~1 s)."""
         self.b.rtc_save(struct.pack(RTC_FMT, RTC_MAGIC, self.seq, self.boots, next_wall, self.boot_id,
                                     self.mono_ms() + slept_ms, self.sync_wall, min(self.fails, 65535),
-                                    self.wakes & 0xFFFF, clean))
+                                    self.wakes & 0xFFFF, clean, self.wifi.last_good,
+                                    min(self.wifi.rounds_failed, 65535)))
 
     # -- sampling --------------------------------------------------------------
     def sample(self):
@@ -208,10 +219,11 @@ class Node:
         if b.ticks_diff(now, self.next_link_try) < 0:
             return False
         if not b.wifi_connected():
-            w = self.wifi_list[self.wifi_idx % len(self.wifi_list)]
-            b.wifi_connect(w["ssid"], w["password"])
+            w = self.wifi.next()
+            b.wifi_connect(w["ssid"], w.get("password") or "")
             if not b.wifi_connected():
-                self.wifi_idx += 1
+                self.wifi.failed()
+                self.broker_error = False
                 self.wifi_fails += 1
                 self._link_failed("wifi")
                 if self.wifi_fails % WIFI_RESET_AFTER == 0 and hasattr(b, "wifi_reset"):
@@ -232,12 +244,19 @@ class Node:
         except Exception as e:  # noqa: BLE001  any failure of link-up is a counted retry, never a reset loop
             self.client.close()
             self.stats["link_errors"] += 1
+            self.broker_error = True  # Wi-Fi is up: the broker, its address, TLS or the account
             self._link_failed("mqtt")
             self.next_link_try = b.ticks_add(now, self.mqtt_backoff.next_ms())
             b.log("mqtt connect failed: %r" % (e,))
             return False
         self.mqtt_backoff.reset()
         self.fails = 0
+        self.broker_error = False
+        if self.wifi.current is not None:
+            known = self.wifi.last_good
+            self.wifi.succeeded()  # remembered (RTC memory) and tried first next time
+            if known != self.wifi.last_good:
+                self._save_rtc()
         b.log("mqtt connected (session present: %s, buffered %d)" % (self.client.session_present, len(self.ring)))
         return True
 
@@ -508,11 +527,26 @@ class Node:
             b.reset()
 
     def _led(self):
-        """Installer's status LED: on = broker link up, off = no link (board.status_led)."""
-        state = self.client.connected()
-        if state != self.led_state and hasattr(self.b, "status_led"):
-            self.led_state = state
-            self.b.status_led(state)
+        """Installer's status LED (kc_led patterns): steady = broker link up, double flash =
+        Wi-Fi up but the broker link failed, slow blink = looking for Wi-Fi / the broker."""
+        if self.client.connected():
+            self.led.set("connected")
+        elif self.broker_error:
+            self.led.set("error")
+        else:
+            self.led.set("connecting")
+
+    def _led_pin(self):
+        if hasattr(self.b, "led_pin"):
+            return self.b.led_pin()
+        if hasattr(self.b, "status_led"):
+            return _LedCall(self.b.status_led)
+        return None
+
+    def _idle(self):
+        """Called in every MQTT I/O slice: the watchdog and the LED pattern keep going."""
+        self.b.wdt_feed()
+        self.led.update()
 
     def _may_link(self):
         """Whether this wake may use Wi-Fi: not on a low battery (the radio's current spikes
@@ -570,3 +604,13 @@ class Node:
                 pass
         self.client.disconnect()
         self.ring.close()
+
+
+class _LedCall:
+    """A board without led_pin() but with status_led(on): shaped like a Pin for kc_led."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def value(self, v):
+        self.fn(bool(v))

@@ -239,6 +239,131 @@ def test_improv_bad_packets_are_counted_errors():
     assert len(errs) == 3 and svc.bad == 3 and tried == [] and svc.state == 2
 
 
+# -- several networks, status LED ---------------------------------------------------
+
+def test_wifi_plan_order():
+    import kc_wifi
+    nets = [{"ssid": "phone"}, {"ssid": "site-ap"}, {"ssid": "backup"}]
+    assert kc_wifi.plan(nets) == [0, 1, 2]  # no scan: configured order
+    seen = {"site-ap": -70, "backup": -50}
+    assert kc_wifi.plan(nets, seen=seen) == [2, 1, 0]  # strongest first, unseen (hidden?) last
+    assert kc_wifi.plan(nets, last_good=1, seen=seen) == [1, 2, 0]  # the one that worked first
+    assert kc_wifi.plan(nets, last_good=0, seen=seen) == [2, 1, 0]  # ... if it is on the air
+    assert kc_wifi.plan(nets, last_good=2) == [2, 0, 1]
+    scan = [(b"site-ap", b"", 1, -80, 3, False), (b"site-ap", b"", 6, -60, 3, False), (b"\xff", b"", 1, -1, 0, 0)]
+    assert kc_wifi.scan_map(scan) == {"site-ap": -60}
+
+
+class _RadioBoard(kc_fakes.SimBoard):
+    """The simulated board with its Wi-Fi and LED from kc_fake_prov (network.WLAN, machine.Pin)."""
+
+    def __init__(self, storage, wlan):
+        kc_fakes.SimBoard.__init__(self, "water", storage)
+        self.wlan = wlan
+        self.pin = kc_fake_prov.RecordingPin(lambda: self.t)
+        self.on_wait = None
+
+    def wifi_connect(self, ssid, pw):
+        self.wlan.connect(ssid, pw)
+        for _ in range(30):  # a failed association takes seconds; kc_board waits in 100 ms slices
+            if self.wlan.isconnected():
+                break
+            self.t += 100
+            if self.on_wait is not None:
+                self.on_wait()
+
+    def wifi_connected(self):
+        return self.wlan.isconnected()
+
+    def wifi_scan(self):
+        return self.wlan.scan()
+
+    def led_pin(self):
+        return self.pin
+
+
+NETS = [{"ssid": "phone", "password": "p1"}, {"ssid": "site-ap", "password": "good-pass"},
+        {"ssid": "backup", "password": "stale-pass"}]
+
+
+def _radio_node(board):
+    from kc_node import Node
+    cfg = kc_config.validate_device({"kind": "water", "device": "W-9", "interval_s": 5, "wifi_networks": NETS,
+                                     "ring": {"capacity": 32, "slot": 384}})
+    return Node(board, cfg)
+
+
+def test_several_networks_strongest_first_last_good_remembered():
+    wlan = kc_fake_prov.FakeWLAN({"site-ap": ("good-pass", -70), "backup": ("new-pass", -50)})
+    board = _RadioBoard(_dir("wifi"), wlan)
+    node = _radio_node(board)
+    node.run(max_readings=1)
+    assert wlan.attempts == ["backup", "site-ap"], wlan.attempts  # backup is stronger but refuses
+    assert node.wifi.last_good == 1 and wlan.scans == 1
+    node.shutdown()
+    # the next boot (RTC memory kept, e.g. a reboot command): the good one first, no wrong try
+    wlan.disconnect()
+    del wlan.attempts[:]
+    node = _radio_node(board)
+    node.run(max_readings=1)
+    assert wlan.attempts == ["site-ap"] and node.stats["delivered"] >= 1
+    node.shutdown()
+
+
+def test_failed_rounds_counted_in_rtc_memory_and_no_scan_radio():
+    wlan = kc_fake_prov.FakeWLAN({}, can_scan=False)  # nothing on the air, radio cannot scan
+    board = _RadioBoard(_dir("wifi_none"), wlan)
+    node = _radio_node(board)
+    node.run(duration_ms=60000)
+    rounds = node.wifi.rounds_failed
+    assert rounds >= 2 and wlan.attempts[:6] == ["phone", "site-ap", "backup"] * 2, (rounds, wlan.attempts)
+    node._save_rtc()
+    node = _radio_node(board)  # after a reset the counter is still there
+    assert node.wifi.rounds_failed == rounds
+    wlan.nets["phone"] = ("p1", -40)
+    node.run(max_readings=3)
+    assert node.wifi.rounds_failed == 0 and node.wifi.last_good == 0 and node.stats["delivered"] >= 1
+    node.shutdown()
+
+
+def _on_runs(edges, t_from, t_to):
+    """Lengths (ms) of the lit periods that start and end inside [t_from, t_to]."""
+    out = []
+    for i in range(len(edges) - 1):
+        t, v = edges[i]
+        if v == 1 and t_from <= t and edges[i + 1][0] <= t_to:
+            out.append(edges[i + 1][0] - t)
+    return out
+
+
+def test_status_led_patterns():
+    import kc_led
+    wlan = kc_fake_prov.FakeWLAN({})
+    board = _RadioBoard(_dir("led"), wlan)
+    node = _radio_node(board)
+    node.run(duration_ms=8000)  # no network at all: slow blink
+    runs = _on_runs(board.pin.edges, 0, board.t)
+    # a sensor reading (DS18B20: 750 ms conversion) blocks and stretches the phase it falls in
+    assert node.led.mode == "connecting" and runs.count(500) >= len(runs) - 2 >= 4, board.pin.edges
+    # Wi-Fi comes, the broker does not: double flash
+    wlan.nets["site-ap"] = ("good-pass", -60)
+    board.down = True
+    t1 = board.t
+    node.run(duration_ms=15000)
+    assert node.led.mode == "error" and node.stats["mqtt_fails"] >= 1 and node.wifi_fails == 0
+    runs = _on_runs(board.pin.edges, t1 + 4000, board.t)
+    # 150 ms flashes seen by a loop that steps 100 ms while offline (50 ms wait + watchdog feed)
+    # (a sensor reading stretches the flash it falls in, as in the slow blink above)
+    assert len(runs) >= 6 and len([r for r in runs if r <= 200]) >= len(runs) - 2, runs
+    offs = [b[0] - a[0] for a, b in zip(board.pin.edges, board.pin.edges[1:]) if a[0] > t1 + 4000 and a[1] == 0]
+    assert min(offs) <= 200 and max(offs) >= 1000, offs  # two flashes, then the long pause
+    board.down = False
+    node.run(max_readings=node.stats["readings"] + 1)
+    assert node.led.mode == "connected" and board.pin.v == 1 and node.client.connected()
+    assert kc_led.PATTERNS["provision"] == (100, 100)
+    node.shutdown()
+
+
 def run_all(names=None):
     import sys
     g = globals()

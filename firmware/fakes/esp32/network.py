@@ -15,6 +15,9 @@ class WLAN:
     def connect(self, ssid, password):
         self.connected = True
 
+    def scan(self):
+        return [(b"kota-iot", b"\x00" * 6, 6, -58, 3, False)]
+
     def isconnected(self):
         return self.connected
 
