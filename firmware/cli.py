@@ -45,6 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--no-build", action="store_true", help="use the existing bundle")
     d.add_argument("--dry-run", action="store_true", help="print the mpremote commands only")
 
+    k = sub.add_parser("keygen", help="new release signing key (PEM, 0600); prints update_pubkey for config.json")
+    k.add_argument("--out", type=Path, required=True)
+    rl = sub.add_parser("release", help="build a kind's bundle and write a signed release directory for "
+                                        "`kotacerdas gateway rollout start --release`")
+    rl.add_argument("--kind", required=True)
+    rl.add_argument("--version", required=True, help="firmware version the devices will report (fw)")
+    rl.add_argument("--key", type=Path, required=True, help="release signing key (keygen)")
+    rl.add_argument("--out", type=Path, help="release directory (default firmware/build/releases/KIND/VERSION)")
+
     v = sub.add_parser("virtual", help="run the real firmware loop under CPython with fake hardware")
     v.add_argument("--kind", required=True)
     v.add_argument("--device", required=True)
@@ -123,6 +132,29 @@ def main(argv: list[str] | None = None) -> int:
         ca_der = deploy.ca_to_der(args.tls_ca, cfg_path.with_suffix(".ca.der")) if args.tls_ca else None
         return deploy.run(deploy.mpremote_commands(bundle, cfg_path, args.port, ca_der=ca_der,
                                                    check_version=not args.skip_version_check), args.dry_run)
+    if args.cmd == "keygen":
+        from firmware import release
+
+        if args.out.exists():
+            print(f"keygen: {args.out} exists; refusing to replace a release key", file=sys.stderr)
+            return 1
+        print(json.dumps({"key": str(args.out), "update_pubkey": release.generate_key(args.out)}))
+        return 0
+    if args.cmd == "release":
+        import tempfile
+
+        from firmware import build, release
+
+        out = args.out or build.BUILD_DIR / "releases" / args.kind / args.version
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                build.build([args.kind], Path(tmp), write_schema=False)
+                release.write_release(Path(tmp) / args.kind, args.kind, args.version, release.load_key(args.key), out)
+        except (RuntimeError, ValueError, OSError) as exc:
+            print(f"release failed: {exc}", file=sys.stderr)
+            return 1
+        print(out)
+        return 0
     if args.cmd == "virtual":
         from firmware import virtual
 

@@ -61,3 +61,30 @@ def make_update(bundle: Path, kind: str, fw: str, key) -> tuple[bytes, bytes]:  
     manifest = json.dumps({"v": 1, "fw": fw, "kind": kind, "files": files}, sort_keys=True,
                           separators=(",", ":")).encode()
     return manifest, sign(key, manifest)
+
+
+
+
+def write_release(bundle: Path, kind: str, fw: str, key, out: Path) -> Path:  # noqa: ANN001
+    """A release directory the gateway's rollout serves as is: manifest.json, manifest.sig (64 bytes)
+    and every file of the bundle (main.py left out: the update slots hold modules, not the entry point)."""
+    import shutil
+
+    from kotacerdas import contract
+
+    probe = {"url": "http://x/", "version": fw, "sha256": "0" * contract.SHA256_HEX_LEN,
+             "signature": "0" * contract.SIGNATURE_HEX_LEN}
+    if isinstance(contract.validate_update_args(probe), contract.Rejection):
+        raise ValueError(f"version {fw!r} cannot be carried by an update command")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for p in sorted(bundle.rglob("*")):
+        if p.is_file() and p.name != "main.py":
+            dst = out / p.relative_to(bundle)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(p, dst)
+    manifest, sig = make_update(out, kind, fw, key)
+    (out / contract.UPDATE_MANIFEST).write_bytes(manifest)
+    (out / contract.UPDATE_SIGNATURE).write_bytes(sig)
+    return out

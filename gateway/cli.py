@@ -197,6 +197,68 @@ def _ledger(args: argparse.Namespace) -> int:
     return 0 if doc["balanced"] else 3
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    """Start (or resume, same --name) a throttled firmware rollout, or show one's state."""
+    from gateway import rollout_service as rs
+    from gateway.registry import Registry
+    from gateway.rollout import Policy
+
+    settings = load_settings()
+    if args.action == "status":
+        r = rs.load(rs.state_path(settings, args.name))
+        if r is None:
+            print(f"gateway rollout status: no rollout {args.name!r}", file=sys.stderr)
+            return 1
+        print(json.dumps({**r.summary(), "devices": [vars(d) for d in r.devices]}, indent=1))
+        return 0 if not r.halted else 3
+    setup_logging(settings.log_level, settings.log_json)
+    if args.host:
+        settings.gateway.rollout_http_host = args.host
+    if args.port is not None:
+        settings.gateway.rollout_http_port = args.port
+    if args.public_url:
+        settings.gateway.rollout_public_url = args.public_url
+    try:
+        release = rs.read_release(Path(args.release))
+        path = rs.state_path(settings, args.name or f"{release['kind']}-{release['version']}")
+        r = rs.load(path)
+        if r is not None and (r.version, r.sha256) != (release["version"], release["sha256"]):
+            print(f"gateway rollout: {path} is a rollout of {r.version}; use another --name", file=sys.stderr)
+            return 1
+        if r is None:
+            with Registry(settings.gateway.registry_path) as reg:
+                targets = [(d.device, d.kind, d.city) for d in reg.all(include_decommissioned=False)
+                           if d.kind == release["kind"] and (not args.city or d.city in args.city)
+                           and (not args.device or d.device in args.device)]
+            if not targets:
+                print(f"gateway rollout: no active {release['kind']} devices match", file=sys.stderr)
+                return 1
+            policy = Policy.make(len(targets), wave=args.wave, wave_percent=args.wave_percent,
+                                 max_failures=args.max_failures, max_failure_percent=args.max_failure_percent,
+                                 timeout_s=args.timeout_s)
+            r = rs.new_rollout(path.stem, release, targets, policy)
+            rs.save(r, path)
+    except (rs.ReleaseError, ValueError) as exc:
+        print(f"gateway rollout: {exc}", file=sys.stderr)
+        return 1
+    svc = rs.RolloutService(settings, r, Path(args.release), path)
+    stop = stop_on_signals()
+    try:
+        svc.start()
+    except (OSError, RuntimeError, TimeoutError, ConnectionError) as exc:
+        log.error("rollout could not start", extra={"error": str(exc)[:300]})
+        svc.stop()
+        return 1
+    log.info("rollout", extra={"name": r.name, "version": r.version, "devices": len(r.devices), "url": r.url,
+                               "http_port": svc.http.port if svc.http else None})
+    try:
+        r = svc.run(stop)
+    finally:
+        svc.stop()
+    print(json.dumps(r.summary()))
+    return 3 if r.halted else (0 if r.finished() else 1)
+
+
 def _jetstream(args: argparse.Namespace) -> int:
     from gateway import jetstream
 
@@ -249,6 +311,29 @@ def build_parser() -> argparse.ArgumentParser:
     led.add_argument("--url", help="gateway HTTP base URL (default: from settings)")
     led.add_argument("--json", action="store_true")
     led.set_defaults(func=_ledger)
+
+    ro = sub.add_parser("rollout", help="serve a signed firmware release and update devices in waves")
+    rosub = ro.add_subparsers(dest="action", required=True)
+    st = rosub.add_parser("start", help="start or resume (same --name) a rollout; runs until done or halted "
+                                        "(exit 0 done, 3 halted)")
+    st.add_argument("--release", required=True, help="release directory (kotacerdas firmware release)")
+    st.add_argument("--name", help="rollout name (default KIND-VERSION); its state is kept under state_dir")
+    st.add_argument("--city", action="append", help="only devices of this city (repeatable)")
+    st.add_argument("--device", action="append", help="only this device (repeatable)")
+    w = st.add_mutually_exclusive_group()
+    w.add_argument("--wave", type=int, help="devices per wave (default 1)")
+    w.add_argument("--wave-percent", type=float, help="devices per wave as a share of all, rounded up")
+    f = st.add_mutually_exclusive_group()
+    f.add_argument("--max-failures", type=int, help="halt when more devices than this failed (default 0)")
+    f.add_argument("--max-failure-percent", type=float, help="... as a share of all devices")
+    st.add_argument("--timeout-s", type=float, default=600.0,
+                    help="a device without the new version in its birth message this long after the command failed")
+    st.add_argument("--host", help="address to serve releases on (default settings.gateway.rollout_http_host)")
+    st.add_argument("--port", type=int, help="port (default settings.gateway.rollout_http_port; 0 = any free)")
+    st.add_argument("--public-url", help="base URL devices reach this server at (default http://HOST:PORT/)")
+    sta = rosub.add_parser("status", help="a rollout's saved state (exit 3 if halted)")
+    sta.add_argument("name")
+    ro.set_defaults(func=_rollout)
 
     prov = sub.add_parser("provision", help="write Mosquitto password/ACL files, TLS CA and certificates")
     prov.add_argument("--out", required=True)

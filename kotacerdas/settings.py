@@ -111,6 +111,11 @@ class GatewaySettings(BaseModel):
     # the account a root-started Mosquitto drops to (its `user` option); provisioning as root hands
     # it the password file, ACL and TLS key, which it reads only after dropping privileges
     broker_user: str | None = "mosquitto"
+    # `gateway rollout`: where it serves release files to devices (their update command's url),
+    # and the base URL devices reach it at (default http://{host}:{port}/; set it behind NAT/proxy)
+    rollout_http_host: str = "127.0.0.1"
+    rollout_http_port: int = 18081
+    rollout_public_url: str | None = None
 
 
 class IngestSettings(BaseModel):

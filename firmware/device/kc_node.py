@@ -47,6 +47,9 @@ class Node:
         self.t_cmd = kc_payload.topic(root, city, self.kind, self.device, "cmd")
         self.t_ack = kc_payload.topic(root, city, self.kind, self.device, "ack")
         self.fw = cfg.get("fw")
+        # where /app.json and the update slots live: the flash root on a board, a directory elsewhere
+        self.fs_root = getattr(board, "fs_root", "")
+        self.ota = self._ota_state()
         self.battery_node = kc_schema.KINDS[self.kind][1]
         ds = cfg.get("deep_sleep")
         self.deep_sleep = self.battery_node if ds is None else bool(ds)
@@ -130,6 +133,19 @@ class Node:
             wait = next_wall * 1000 - now
             if 0 < wait < int(self.interval_s * 1000):
                 self.next_read = board.ticks_add(board.ticks_ms(), wait)
+
+    def _ota_state(self):
+        """Whether an update was ever staged (then kc_ota is loaded, and fw is the running slot's)."""
+        try:
+            import os
+            os.stat(self.fs_root + "/app.json")
+        except OSError:
+            return False
+        import kc_ota
+        st = kc_ota.state(self.fs_root)
+        if st and st.get("active") and st.get("fw"):
+            self.fw = st["fw"]
+        return True
 
     # -- persistence of the sequence number -----------------------------------
     def _restore_rtc(self):
@@ -241,6 +257,9 @@ class Node:
             self.client.publish(self.t_status, self._birth(ts), retain=True, qos=1)
             self.client.subscribe(self.t_config, 1)
             self.client.subscribe(self.t_cmd, 1)
+            if self.ota:
+                import kc_ota
+                kc_ota.after_link(self)
         except Exception as e:  # noqa: BLE001  any failure of link-up is a counted retry, never a reset loop
             self.client.close()
             self.stats["link_errors"] += 1
@@ -314,16 +333,13 @@ class Node:
         if isinstance(crash, dict) and crash.get("count"):
             crash["count"] = 0
             kc_config.save_json(path, crash)
-        try:  # a freshly updated app slot has now proven itself: no rollback
-            import os
-            os.stat("/app.json")  # no update ever staged: do not load kc_update at all
-            import kc_update
-            if kc_update.mark_good():
-                self.b.log("update marked good")
-        except OSError:
-            pass
-        except Exception as e:  # noqa: BLE001
-            self.b.log("mark_good: %r" % (e,))
+        if self.ota:  # a freshly updated app slot has now proven itself: no rollback
+            try:
+                import kc_ota
+                if kc_ota.confirm(self):
+                    self.b.log("update marked good")
+            except Exception as e:  # noqa: BLE001
+                self.b.log("mark_good: %r" % (e,))
 
     def _on_puback(self, pid):
         for p in self.pending:
@@ -448,6 +464,10 @@ class Node:
             remote["calibration"] = cal
             kc_config.save_json(self.remote_path, remote)
             self._ack(cid, True, "calibrated", upd)
+        elif cmd == "update":
+            import kc_ota
+            kc_ota.handle(self, cid, args)
+            self.ota = True
         else:
             self.stats["bad_cmd"] += 1
             self._ack(cid, False, "unknown command")

@@ -11,6 +11,13 @@ TOPIC = '{root}/v1/{city}/{kind}/{device}/{channel}'
 CHANNELS = ('telemetry', 'status', 'config', 'cmd', 'ack')
 CITY_MAX = 32
 DEVICE_MAX = 64
+COMMANDS = ('reboot', 'calibrate', 'ping', 'update')
+UPDATE_ARGS = ('url', 'version', 'sha256', 'signature')
+UPDATE_MANIFEST = 'manifest.json'
+UPDATE_URL_MAX = 256
+SHA256_HEX_LEN = 64
+SIGNATURE_HEX_LEN = 128
+ACK_DETAIL_MAX = 256
 # (name, lo, hi, resolution, decimals, typical)
 BATTERY = ('battery', 0.0, 5.0, 0.01, 2, 3.9)
 # kind -> (report_interval_s, battery_powered, ((name, lo, hi, resolution, decimals, typical), ...))

@@ -81,12 +81,31 @@ def _mkdirs(path):
             pass
 
 
-def stage(doc, fetch, root="", idle=None):
+def _clear(path):
+    """Remove a slot directory's contents: a file an older release left there would otherwise
+    still shadow the base install on sys.path."""
+    import os
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return
+    for name in names:
+        p = path + "/" + name
+        try:
+            os.remove(p)
+        except OSError:  # a directory
+            _clear(p)
+            os.rmdir(p)
+
+
+def stage(doc, fetch, root="", idle=None, cmd=None):
     """Write every file of a verified manifest into the idle slot, checking hash and size; then
-    make that slot active and pending. Returns the slot. A failure leaves the running slot as is."""
+    make that slot active and pending. Returns the slot. A failure leaves the running slot as is.
+    `cmd` (the update command's id) is kept so the node can confirm or report a rollback later."""
     st = load_state(root)
     slot = "b" if st["active"] == "a" else "a"
     base = root + "/app_" + slot
+    _clear(base)
     for name, meta in doc["files"].items():
         path = base + "/" + name
         _mkdirs(path)
@@ -102,7 +121,7 @@ def stage(doc, fetch, root="", idle=None):
         if n != meta.get("size") or _hex(h.digest()) != meta.get("sha256"):
             raise UpdateError("%s: hash or size differs from the signed manifest" % name)
     save_state({"active": slot, "previous": st["active"], "pending": True, "tries": 0,
-                "fw": doc.get("fw")}, root)
+                "fw": doc.get("fw"), "prev_fw": st.get("fw"), "cmd": cmd}, root)
     return slot
 
 
@@ -116,7 +135,7 @@ def boot_select(root=""):
         st["tries"] = st.get("tries", 0) + 1
         if st["tries"] > MAX_TRIES:
             st = {"active": st.get("previous"), "previous": None, "pending": False, "tries": 0,
-                  "rolled_back": st.get("fw")}
+                  "fw": st.get("prev_fw"), "rolled_back": st.get("fw"), "cmd": st.get("cmd")}
         save_state(st, root)
         if st["active"] is None:
             return None

@@ -24,7 +24,9 @@ from kotacerdas.contract.base import (
 )
 from kotacerdas.contract.deadletter import deadletter_payload
 from kotacerdas.contract.device import (
-    COMMANDS, STATUS_STATES, Ack, DeviceStatus, decode_ack, decode_status, encode_cmd, encode_config, encode_status
+    ACK_DETAIL_MAX, COMMANDS, SHA256_HEX_LEN, SIGNATURE_HEX_LEN, STATUS_STATES, UPDATE_ARGS, UPDATE_MANIFEST,
+    UPDATE_SIGNATURE, UPDATE_URL_MAX, Ack, DeviceStatus, decode_ack, decode_status, encode_cmd, encode_config,
+    encode_status, validate_update_args
 )
 from kotacerdas.contract.telemetry import (
     NormalizedReading, Reading, TelemetryValidator, decode_normalized, encode_normalized, encode_telemetry,
@@ -38,6 +40,8 @@ from kotacerdas.contract.topics import (
 )
 
 __all__ = [
+    "ACK_DETAIL_MAX", "SHA256_HEX_LEN", "SIGNATURE_HEX_LEN", "UPDATE_ARGS", "UPDATE_MANIFEST", "UPDATE_SIGNATURE",
+    "UPDATE_URL_MAX", "validate_update_args",
     "Ack", "CITY_RE", "COMMANDS", "DEFAULT_MAX_PAYLOAD_BYTES", "DEVICE_CHANNELS", "DEVICE_RE", "DeviceStatus",
     "DeviceTopic", "Limits", "NormalizedReading", "PLATFORM", "PLATFORM_CHANNELS", "ROOT_RE", "RSSI_MAX", "RSSI_MIN", "Reading",
     "Reason", "Rejection", "SEQ_MAX", "STATUS_STATES", "SUPPORTED_VERSIONS", "TS_MAX_MS", "TelemetryValidator",

@@ -7,17 +7,30 @@ against each other. Decoders never raise on input: they return a :class:`Rejecti
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from kotacerdas.contract.base import SUPPORTED_VERSIONS, VERSION, Reason, Rejection
 
-__all__ = ["COMMANDS", "STATUS_STATES", "Ack", "DeviceStatus", "decode_ack", "decode_status", "encode_cmd",
-           "encode_config", "encode_status"]
+__all__ = ["ACK_DETAIL_MAX", "COMMANDS", "SHA256_HEX_LEN", "SIGNATURE_HEX_LEN", "STATUS_STATES", "UPDATE_ARGS",
+           "UPDATE_MANIFEST", "UPDATE_SIGNATURE", "UPDATE_URL_MAX", "Ack", "DeviceStatus", "decode_ack",
+           "decode_status", "encode_cmd", "encode_config", "encode_status", "validate_update_args"]
 
 STATUS_STATES = ("online", "offline")
 # what kc_node.Node handles on its cmd topic (anything else is acked ok=false by the device)
-COMMANDS = ("reboot", "calibrate", "ping")
+COMMANDS = ("reboot", "calibrate", "ping", "update")
+# ``update`` (firmware >= 1.2.0): fetch the signed release at ``args.url`` and switch to it. The
+# release directory holds ``{url}manifest.json`` (files with sha256 and size, signed) and the files;
+# the command carries the manifest's SHA-256 and its ECDSA P-256 signature (docs/wire-contract.md).
+UPDATE_ARGS = ("url", "version", "sha256", "signature")
+UPDATE_MANIFEST = "manifest.json"
+# next to it in a release directory: the 64-byte signature the rollout puts into the command
+UPDATE_SIGNATURE = "manifest.sig"
+UPDATE_URL_MAX = 256
+SHA256_HEX_LEN = 64  # SHA-256 of the manifest bytes, lower-case hex
+SIGNATURE_HEX_LEN = 128  # r||s, 32 bytes each, lower-case hex
+_LOWER_HEX = re.compile(r"^[0-9a-f]+$")
 FW_MAX = 32
 ACK_ID_MAX, ACK_DETAIL_MAX, STATUS_REASON_MAX = 64, 256, 32
 
@@ -84,10 +97,36 @@ def encode_config(device_part: Mapping[str, Any]) -> bytes:
     return _compact({"v": VERSION, **device_part})
 
 
+def validate_update_args(args: Any) -> dict[str, str] | Rejection:
+    """The ``args`` of an ``update`` command, checked as the firmware (kc_ota.check_args) checks them."""
+    if not isinstance(args, dict):
+        return Rejection(Reason.WRONG_TYPE, "update args must be an object")
+    for key in UPDATE_ARGS:
+        if not isinstance(args.get(key), str):
+            return Rejection(Reason.MISSING_KEY, f"update args need string {key!r}")
+    extra = set(args) - set(UPDATE_ARGS)
+    if extra:
+        return Rejection(Reason.UNKNOWN_FIELD, f"unknown update args {sorted(map(str, extra))[:3]}")
+    url, version = args["url"], args["version"]
+    if not url.startswith("http://") or not url.endswith("/") or len(url) > UPDATE_URL_MAX or not url.isprintable():
+        return Rejection(Reason.WRONG_TYPE, f"url must be http://.../ (at most {UPDATE_URL_MAX} characters)")
+    if not version or len(version) > FW_MAX or not version.isprintable():
+        return Rejection(Reason.WRONG_TYPE, f"version must be a printable string of 1..{FW_MAX} characters (fw)")
+    for key, n in (("sha256", SHA256_HEX_LEN), ("signature", SIGNATURE_HEX_LEN)):
+        if len(args[key]) != n or not _LOWER_HEX.match(args[key]):
+            return Rejection(Reason.WRONG_TYPE, f"{key} must be {n} lower-case hex digits")
+    return {k: args[k] for k in UPDATE_ARGS}
+
+
 def encode_cmd(cmd_id: str, cmd: str, args: Mapping[str, Any], ts_ms: int) -> bytes:
-    """A command on the ``cmd`` topic; the device answers on ``ack`` with the same ``id``."""
+    """A command on the ``cmd`` topic; the device answers on ``ack`` with the same ``id``.
+    ValueError for an unknown command or ``update`` args the device would refuse."""
     if cmd not in COMMANDS:
         raise ValueError(f"unknown command {cmd!r}")
+    if cmd == "update":
+        checked = validate_update_args(dict(args))
+        if isinstance(checked, Rejection):
+            raise ValueError(checked.detail)
     return _compact({"v": VERSION, "id": cmd_id, "cmd": cmd, "args": dict(args), "ts": int(ts_ms)})
 
 

@@ -26,6 +26,10 @@ def test_schema_carries_catalogue_and_contract() -> None:
     assert ns["VERSION"] == contract.VERSION and ns["SEQ_MAX"] == contract.SEQ_MAX
     topic = ns["TOPIC"].format(root="r", city="c", kind="air", device="D", channel="telemetry")
     assert topic == contract.telemetry_topic("r", "c", "air", "D")
+    # the update command's shape: the firmware checks what the gateway's rollout sends
+    assert ns["COMMANDS"] == contract.COMMANDS and ns["UPDATE_ARGS"] == contract.UPDATE_ARGS
+    assert (ns["UPDATE_MANIFEST"], ns["UPDATE_URL_MAX"], ns["SHA256_HEX_LEN"], ns["SIGNATURE_HEX_LEN"]) == (
+        contract.UPDATE_MANIFEST, contract.UPDATE_URL_MAX, contract.SHA256_HEX_LEN, contract.SIGNATURE_HEX_LEN)
 
 
 def test_schema_is_plain_micropython() -> None:

@@ -1,0 +1,188 @@
+"""Over-the-air updates end to end on MicroPython's unix port: nodes running the firmware against
+the real Mosquitto get `update` commands from the gateway's rollout, download the signed release
+over real HTTP from it, verify it, switch slots, ack, reboot (a new process that imports the new
+slot's .mpy files) and confirm; bad signatures and wrong hashes are refused and acked as failed;
+the rollout halts at its failure threshold."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from firmware import build, release, unixport
+from gateway import rollout_service as rs
+from gateway.rollout import Policy
+from kotacerdas import contract
+from kotacerdas.settings import Settings
+from tests.firmware.test_virtual_device import Collector, wait_for
+
+pytestmark = pytest.mark.micropython
+VERSION = "1.2.0"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    d = tmp_path_factory.mktemp("keys")
+    pub = release.generate_key(d / "release.pem")
+    other = release.generate_key(d / "other.pem")
+    return {"key": release.load_key(d / "release.pem"), "pub": pub, "other_pub": other}
+
+
+@pytest.fixture(scope="module")
+def release_dir(keys: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real air bundle (mpy-cross .mpy files, what a board gets) as a signed release."""
+    tmp = tmp_path_factory.mktemp("rel")
+    build.build(["air"], tmp / "bundle", write_schema=False)
+    return release.write_release(tmp / "bundle" / "air", "air", VERSION, keys["key"], tmp / "air" / VERSION)
+
+
+class Node:
+    """One simulated board: its storage (flash root with /app.json and the slots) survives reboots;
+    every boot is a new micropython process."""
+
+    def __init__(self, tmp: Path, settings: Settings, device: str, pubkey: str):
+        self.root = tmp / device
+        (self.root / "data").mkdir(parents=True)
+        self.device = device
+        self.cfg = {"kind": "air", "device": device, "city": "depok", "root": settings.mqtt.topic_root,
+                    "interval_s": 2, "fw": "1.0.0", "update_pubkey": pubkey,
+                    "mqtt": {"host": settings.mqtt.host, "port": settings.mqtt.port, "keepalive": 30}}
+        self.boots: list[dict[str, Any]] = []
+        self.proc: Any = None
+
+    def boot(self, readings: int | None = None, duration_ms: int = 90000) -> None:
+        spec = {"storage": str(self.root / "data"), "fs_root": str(self.root), "readings": readings,
+                "duration_ms": duration_ms, "config": self.cfg}
+        self.proc = unixport.start_node(spec, self.root / f"spec{len(self.boots)}.json")
+
+    def wait(self, timeout_s: float = 120) -> dict[str, Any]:
+        r = unixport.finish(self.proc, timeout_s)
+        assert r.returncode == 0, r.stderr[-3000:]
+        out = r.tagged("UNIXJSON")
+        self.boots.append(out)
+        return out
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def acks(col: Collector, device: str) -> list[dict[str, Any]]:
+    return [json.loads(p) for t, p in col.where("/ack") if f"/{device}/" in t]
+
+
+def births(col: Collector, device: str) -> list[dict[str, Any]]:
+    return [json.loads(p) for t, p in col.where("/status") if f"/{device}/" in t and p]
+
+
+@pytest.fixture
+def collector(settings: Settings, uid: str) -> Iterator[Collector]:
+    col = Collector(settings, f"{settings.mqtt.topic_root}/#", f"col-{uid}")
+    yield col
+    col.close()
+
+
+def test_rollout_updates_a_node_and_halts_at_the_threshold(settings: Settings, uid: str, tmp_path: Path,
+                                                           keys: dict[str, Any], release_dir: Path,
+                                                           collector: Collector) -> None:
+    """3 nodes, one per wave, no failure allowed. A updates end to end; B holds another release key
+    (a board provisioned for another fleet), refuses the signature and acks the failure; the rollout
+    halts there and C is never sent a command."""
+    a, b, c = (Node(tmp_path, settings, f"OTA-{x}-{uid}", keys["pub"]) for x in "ABC")
+    b.cfg["update_pubkey"] = keys["other_pub"]
+    rel = rs.read_release(release_dir)
+    r = rs.new_rollout("t", rel, [(n.device, "air", "depok") for n in (c, b, a)],
+                       Policy.make(3, wave=1, max_failures=0, timeout_s=90))
+    assert [d.device for d in r.devices] == [a.device, b.device, c.device]
+    settings.gateway.rollout_http_port = 0
+    svc = rs.RolloutService(settings, r, release_dir, tmp_path / "rollout.json")
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+    try:
+        for n in (a, b, c):
+            n.boot()
+        wait_for(lambda: all(births(collector, n.device) for n in (a, b, c)), 60, "three births")
+        svc.start()
+        runner = threading.Thread(target=lambda: result.update(r=svc.run(stop)), daemon=True)
+        runner.start()
+        first = a.wait()  # downloads, verifies, stages, acks, reboots
+        assert first["reset"] and first["stats"]["update_staged"] == 1, first
+        assert first["node_file"].startswith(str(Path(unixport.DEVICE_DIR))), first  # the base install ran
+        a.boot(readings=1)
+        second = a.wait()
+        runner.join(120)
+        assert not runner.is_alive(), "rollout did not finish"
+    finally:
+        stop.set()
+        for n in (a, b, c):
+            n.kill()
+        svc.stop()
+
+    # A: the new slot's compiled modules ran, reported the new version and confirmed the update
+    assert second["slot"] == "/app_a" and second["node_file"] == str(a.root / "app_a" / "kc_node.mpy"), second
+    assert second["fw"] == VERSION and second["stats"]["delivered"] == 1, second
+    a_acks = acks(collector, a.device)
+    cid = r.by_device(a.device).cmd_id  # type: ignore[union-attr]
+    assert [(x["id"], x["ok"], x["detail"].split()[0]) for x in a_acks] == [(cid, True, "staged"), (cid, True, "confirmed")]
+    assert births(collector, a.device)[-1]["fw"] == VERSION
+    state = json.loads((a.root / "app.json").read_text())
+    assert state["active"] == "a" and not state["pending"] and state["fw"] == VERSION
+    # B: refused before writing anything and said why; still on the old version
+    b_acks = acks(collector, b.device)
+    assert len(b_acks) == 1 and not b_acks[0]["ok"] and "bad signature" in b_acks[0]["detail"], b_acks
+    assert not (b.root / "app.json").exists()
+    # the rollout: A done, B failed, halted before C; C never saw an update command
+    done = result["r"]
+    assert {d.device: d.state for d in done.devices} == {a.device: "done", b.device: "failed", c.device: "pending"}
+    assert done.halted and "max_failures 0" in done.halted and done.finished()
+    assert not [t for t, _ in collector.where("/cmd") if f"/{c.device}/" in t]
+    saved = rs.load(tmp_path / "rollout.json")
+    assert saved is not None and saved.counts() == done.counts()
+    served = svc.metrics.get_sample_value("kc_rollout_files_served_total", {"file": "module"})
+    assert served == len(rel["files"]), served  # A fetched every file once; B stopped at the manifest
+
+
+class ReleaseHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_tampered_release_and_wrong_hash_are_refused(settings: Settings, uid: str, tmp_path: Path,
+                                                     keys: dict[str, Any], release_dir: Path,
+                                                     collector: Collector) -> None:
+    """A command whose manifest hash does not match, and a release whose module was changed after
+    signing: both acked ok=false with the reason; the running slot is untouched."""
+    bad = tmp_path / "srv" / "air" / VERSION
+    shutil.copytree(release_dir, bad)
+    node_file = bad / "kc_node.mpy"
+    node_file.write_bytes(node_file.read_bytes()[:-1] + b"\x00")  # same size, other bytes
+    rel = rs.read_release(bad)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), lambda *a: ReleaseHandler(*a, directory=str(tmp_path / "srv")))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}/air/{VERSION}/"
+    n = Node(tmp_path, settings, f"OTA-T-{uid}", keys["pub"])
+    cmd_topic = contract.cmd_topic(settings.mqtt.topic_root, "depok", "air", n.device)
+    args = {"url": url, "version": VERSION, "sha256": rel["sha256"], "signature": rel["signature"]}
+    wrong_sha = {**args, "sha256": hashlib.sha256(b"another manifest").hexdigest()}
+    try:
+        n.boot(duration_ms=60000)
+        wait_for(lambda: births(collector, n.device), 60, "birth")
+        for cid, a in (("wrong-sha", wrong_sha), ("tampered", args)):
+            collector.c.publish(cmd_topic, contract.encode_cmd(cid, "update", a, 0), qos=1)
+        wait_for(lambda: len(acks(collector, n.device)) >= 2, 60, "two acks")
+    finally:
+        n.kill()
+        srv.shutdown()
+    got = {x["id"]: x for x in acks(collector, n.device)}
+    assert not got["wrong-sha"]["ok"] and "manifest sha256 differs" in got["wrong-sha"]["detail"], got
+    assert not got["tampered"]["ok"] and "kc_node.mpy: hash or size differs" in got["tampered"]["detail"], got
+    assert got["tampered"]["data"]["fw"] == "1.0.0"
+    assert not (n.root / "app.json").exists()  # nothing switched: the next boot runs the base install
