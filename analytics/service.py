@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from analytics import aqi_us, chartstate, delivery, ispu, qc, waste, water
+from analytics import aqi_us, chartstate, delivery, episodes, ispu, qc, waste, water
 from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
 from analytics.alerts import AlertEngine, AlertStore, Condition
@@ -105,6 +105,7 @@ class AnalyticsService:
         self._emitted_to: dict[str, int] = {}  # kind -> last grid time already written (loop mode)
         # EWMA / CUSUM state per (kind, field), carried from pass to pass and across restarts
         self.charts = chartstate.ChartStore(settings.state_dir / "analytics" / "charts")
+        self.episodes = episodes.EpisodeStore(settings.state_dir / "analytics" / "episodes")
         # one worker keeps deliveries in order per alert (open before resolved)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="alert-delivery")
         self._outbox: list[Future] = []
@@ -226,6 +227,7 @@ class AnalyticsService:
         emit = (times >= emit_from) & (times <= emit_to)
         worst: dict[str, np.ndarray] = {}
         lines: list[str] = []
+        ep_lines: list[str | None] = []
         tag_base = [",".join(f"{k}={escape_key(v)}" for k, v in (("city", t["city"]), ("device", t["device"]),
                                                                  ("district", t["district"])) if v)
                     for t in win.tags]
@@ -236,6 +238,7 @@ class AnalyticsService:
             # float64 like the telemetry read back (a service window is small; the benchmark runs float32)
             res = run_all(x, p, win.grid.t0_ms, dtype=np.float64, score_dtype=np.float64)
             res.update(self._charts(win, fname, x, p, emit_to))
+            ep_lines += self._episodes(win, fname, res, p, emit_to)
             worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
                                                                                      "flat_line")))
             present = ~np.isnan(x)
@@ -250,7 +253,24 @@ class AnalyticsService:
                     fields = f"flag={f_}i" + (f",score={c_!r}" if math.isfinite(c_) else "")
                     lines.append(f"qc,{tag_base[s_]}{suffix}{fields} {int(times[t_])}")  # M.QC, by hand: hot
         self._write(M.QC.name, lines, counts)
+        self._write(M.QC_EPISODE.name, ep_lines, counts)
         return worst
+
+    def _episodes(self, win: KindWindow, fname: str, res: dict[str, qc.QcResult], p, emit_to: int) -> list[str | None]:  # noqa: ANN001
+        """Alarm episodes (:mod:`analytics.episodes`) over the bins up to ``emit_to`` not yet seen; the
+        tracker's state is saved for the next pass (or the next start)."""
+        st = self.episodes.get(win.kind.name, fname)
+        n = int(np.searchsorted(win.grid.times_ms, emit_to, side="right"))
+        if n == 0:
+            return []
+        eps = episodes.update(st, st.rows_for(win.devices), res, p.g0(win.grid.t0_ms), n, win.grid.step_ms)
+        self.episodes.save(win.kind.name, fname)
+        return [M.QC_EPISODE.line({**{k: v for k, v in win.tags[e.row].items() if v}, "field": fname,
+                                   "kind": win.kind.name, "fault": e.fault},
+                                  {"end_ms": e.end_ms, "peak_ms": e.peak_ms, "peak_flag": e.peak_flag,
+                                   "peak_score": e.peak_score if math.isfinite(e.peak_score) else None,
+                                   "peak_test": e.peak_test, "samples": e.samples, "open": int(e.open)},
+                                  e.onset_ms) for e in eps]
 
     def _charts(self, win: KindWindow, fname: str, x: np.ndarray, p, emit_to: int) -> dict[str, qc.QcResult]:  # noqa: ANN001
         """Stateful EWMA / CUSUM (:mod:`analytics.chartstate`) over the bins up to ``emit_to`` not yet

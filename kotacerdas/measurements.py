@@ -26,8 +26,8 @@ from kotacerdas.lineprotocol import format_line
 
 __all__ = [
     "ALERTS", "ALL", "AQI_US", "BIN_FORECAST", "DEADLETTER", "DEVICE_STATUS", "ISPU", "KC_PIPELINE",
-    "PARAMETER_ALL", "POLLUTANT_MAX", "QC", "RAW_META_FIELDS", "RAW_TAGS", "WATER_COMPLIANCE", "FieldType",
-    "Measurement", "SchemaError", "by_name", "query_problems", "raw",
+    "PARAMETER_ALL", "POLLUTANT_MAX", "QC", "QC_EPISODE", "RAW_META_FIELDS", "RAW_TAGS", "WATER_COMPLIANCE",
+    "FieldType", "Measurement", "SchemaError", "by_name", "query_problems", "raw",
 ]
 
 FieldType = Literal["float", "int", "str"]
@@ -121,6 +121,16 @@ QC = Measurement(
     "qc", (*_SITE, "field", "kind", "test"), {"flag": "int", "score": "float"},
     "QARTOD flags other than good (kotacerdas.standards.QARTOD_*), one point per reading x test", "analytics",
 )
+QC_EPISODE = Measurement(
+    "qc_episode", (*_SITE, "field", "kind", "fault"),
+    {"end_ms": "int", "peak_ms": "int", "peak_flag": "int", "peak_score": "float", "peak_test": "str",
+     "samples": "int", "open": "int"},
+    "alarm episodes (analytics/episodes.py): one point per run of suspect/fail verdicts of one fault type "
+    "(`fault`: range, flatline, spike, shift, gap, seasonal, multivariate) on one series, at its onset (the "
+    "first flagged grid bin); end_ms / peak_ms = grid bins (epoch ms); peak_flag 3/4; peak_score in the "
+    "units of peak_test (a `qc` test); samples = flagged bins; open = 1 while it may still grow (rewritten "
+    "by later passes, same series and time)", "analytics",
+)
 ISPU = Measurement(
     "ispu", (*_SITE, "pollutant"),
     {"value": "float", "category": "str", "category_level": "int", "concentration": "float",
@@ -151,7 +161,7 @@ ALERTS = Measurement(
 )
 
 ALL: tuple[Measurement, ...] = (
-    DEVICE_STATUS, DEADLETTER, KC_PIPELINE, QC, ISPU, AQI_US, WATER_COMPLIANCE, BIN_FORECAST, ALERTS,
+    DEVICE_STATUS, DEADLETTER, KC_PIPELINE, QC, QC_EPISODE, ISPU, AQI_US, WATER_COMPLIANCE, BIN_FORECAST, ALERTS,
 )
 
 

@@ -43,6 +43,12 @@ def _charts(c: InfluxClient) -> dict[tuple[str, str, str], list]:
     return out
 
 
+def _episodes(c: InfluxClient) -> dict[tuple[str, str, str], list]:
+    return {(s.tags["device"], s.tags["field"], s.tags["fault"]): [dict(zip(s.columns, v)) for v in s.values]
+            for s in c.series(
+        'SELECT * FROM "qc_episode" GROUP BY "device","field","fault"')}
+
+
 def test_restart_between_passes_gives_the_same_chart_flags(settings, influx, tmp_path):
     other = settings.model_copy(deep=True)
     other.influx.database = settings.influx.database + "_r"
@@ -56,9 +62,11 @@ def test_restart_between_passes_gives_the_same_chart_flags(settings, influx, tmp
             _passes(settings, restart=False)
             _passes(other, restart=True)
             straight, restarted = _charts(influx), _charts(c2)
+            ep_straight, ep_restarted = _episodes(influx), _episodes(c2)
         finally:
             c2.drop_database(other.influx.database)
     assert straight == restarted
+    assert ep_straight == ep_restarted
     # the shift is there to be found, and found soon after it starts (not only at some later pass)
     shift_ms = NOW - (N - 1 - SHIFT_AT) * 60_000
     hits = [r[0] for key, vals in straight.items() if key[:2] == ("air-3", "pm25") for r in vals]
@@ -67,3 +75,9 @@ def test_restart_between_passes_gives_the_same_chart_flags(settings, influx, tmp
     # nothing on the clean stations' pm25
     assert not [k for k in straight if k[1] == "pm25" and k[0] != "air-3"]
     assert np.isfinite([r[2] for vals in straight.values() for r in vals]).all()
+
+    # the shift is one episode of fault type "shift" on air-3 pm25, starting at the shift
+    rows = ep_straight[("air-3", "pm25", "shift")]
+    assert len(rows) == 1 and shift_ms <= rows[0]["time"] <= shift_ms + 30 * 60_000
+    assert rows[0]["peak_flag"] in (3, 4) and rows[0]["samples"] >= 1 and rows[0]["end_ms"] >= rows[0]["time"]
+    assert rows[0]["peak_test"] in ("rate_of_change", "drift", "ewma", "cusum")

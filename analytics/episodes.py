@@ -1,0 +1,222 @@
+"""Alarm episodes: runs of suspect/fail verdicts of one fault type on one series, as one record each.
+
+A dashboard or an operator wants "air-3 pm25: level shift from 10:02 to 11:40, peak CUSUM 812",
+not 98 `qc` points. Each detector belongs to one fault type (:data:`FAULT_OF`); an episode of a
+series and fault type opens at the first suspect/fail bin of any of its detectors and ends when
+``gap`` bins pass without one (so the repeated signals of a CUSUM that restarts after each
+signal, or a spike test firing on both sides of a step, are one episode). Per episode: onset and
+end (grid bins, the time of the bin's start), the peak (the worst flag, and among equal flags the
+highest score of one detector: scores of different detectors are in different units, so the peak
+names its detector), the number of flagged bins, and whether it is still open.
+
+The tracker keeps its state per (kind, field) between passes and across restarts
+(``state_dir/analytics/episodes``), and every bin is processed once in grid order, like the
+stateful charts (:mod:`analytics.chartstate`). An open episode is written again by every pass
+that extends it (same series and time: InfluxDB keeps the last write), closed once it ends.
+
+Arrays: flags (S, n) int8 and scores (S, n) per detector for n new bins; state (S, F) for the
+F fault types.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from analytics.qc import FAIL, SUSPECT, QcResult
+
+# detector (`qc` test) -> the fault type its alarms are episodes of
+FAULT_OF: dict[str, str] = {
+    "gross_range": "range", "flat_line": "flatline", "spike": "spike", "hampel": "spike",
+    "rate_of_change": "shift", "drift": "shift", "ewma": "shift", "cusum": "shift",
+    "gap": "gap", "seasonal": "seasonal", "multivariate": "multivariate",
+}
+FAULTS: tuple[str, ...] = tuple(dict.fromkeys(FAULT_OF.values()))
+TESTS: tuple[str, ...] = tuple(FAULT_OF)
+GAP_S = 1800.0  # an episode ends after this long without a verdict of its fault type
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One episode as written (times: ms of the grid bins' starts)."""
+
+    row: int  # series index in the caller's device list
+    fault: str
+    onset_ms: int
+    end_ms: int
+    peak_ms: int
+    peak_flag: int
+    peak_score: float
+    peak_test: str
+    samples: int
+    open: bool
+
+
+_ARRAYS = ("onset", "last", "peak_g", "peak_flag", "peak_score", "peak_test", "samples", "dirty")
+
+
+class EpisodeState:
+    """Open episodes of S series x F fault types; ``onset`` -1 = none open. ``g_next``: next grid bin."""
+
+    def __init__(self, devices: list[str]):
+        s, f = len(devices), len(FAULTS)
+        self.devices = list(devices)
+        self.g_next: int | None = None
+        self.onset, self.last, self.peak_g, self.samples = (np.full((s, f), -1, dtype=np.int64) for _ in range(4))
+        self.peak_flag = np.zeros((s, f), dtype=np.int64)
+        self.peak_test = np.zeros((s, f), dtype=np.int64)
+        self.peak_score = np.full((s, f), np.nan)
+        self.dirty = np.zeros((s, f), dtype=bool)  # changed since last written
+
+    def rows_for(self, devices: list[str]) -> np.ndarray:
+        """Row of each of ``devices`` (len(devices),); unknown devices get fresh rows."""
+        index = {d: i for i, d in enumerate(self.devices)}
+        new = [d for d in dict.fromkeys(devices) if d not in index]
+        if new:
+            fresh = EpisodeState(new)
+            for name in _ARRAYS:
+                setattr(self, name, np.concatenate([getattr(self, name), getattr(fresh, name)]))
+            for d in new:
+                index[d] = len(self.devices)
+                self.devices.append(d)
+        return np.array([index[d] for d in devices], dtype=np.int64)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, devices=np.array(self.devices, dtype=str),
+                         meta=np.array([FORMAT, len(FAULTS), -1 if self.g_next is None else self.g_next]),
+                         **{n: getattr(self, n) for n in _ARRAYS})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> "EpisodeState | None":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = z["meta"].tolist()
+                if meta[0] != FORMAT or meta[1] != len(FAULTS):
+                    return None
+                st = cls([str(d) for d in z["devices"].tolist()])
+                for n in _ARRAYS:
+                    setattr(st, n, z[n].copy())
+        except (FileNotFoundError, KeyError, ValueError, OSError):
+            return None
+        st.g_next = None if meta[2] < 0 else int(meta[2])
+        return st
+
+
+def by_fault(results: dict[str, QcResult], rows: int, n: int, lo: int = 0) -> tuple[np.ndarray, ...]:
+    """Per fault type, the worst flag (3/4, else 0), its score and its detector (index into :data:`TESTS`)
+    over columns ``lo .. lo + n - 1`` of ``results`` (test -> (S, T)); each (S, F, n)."""
+    flag = np.zeros((rows, len(FAULTS), n), dtype=np.int8)
+    score = np.full((rows, len(FAULTS), n), -np.inf)
+    test = np.zeros((rows, len(FAULTS), n), dtype=np.int64)
+    for name, r in results.items():
+        if name not in FAULT_OF:
+            continue
+        fi, ti = FAULTS.index(FAULT_OF[name]), TESTS.index(name)
+        fl = r.flag[:, lo : lo + n]
+        fl = np.where((fl == SUSPECT) | (fl == FAIL), fl, 0).astype(np.int8)
+        sc = np.nan_to_num(np.asarray(r.score[:, lo : lo + n], dtype=np.float64), nan=0.0)
+        better = (fl > flag[:, fi]) | ((fl == flag[:, fi]) & (fl > 0) & (sc > score[:, fi]))
+        flag[:, fi] = np.where(better, fl, flag[:, fi])
+        score[:, fi] = np.where(better, sc, score[:, fi])
+        test[:, fi] = np.where(better, ti, test[:, fi])
+    return flag, score, test
+
+
+def update(st: EpisodeState, rows: np.ndarray, results: dict[str, QcResult], g0: int, n: int, step_ms: int,
+           gap_s: float = GAP_S, flush: bool = False) -> list[Episode]:
+    """Feed bins ``g0 .. g0 + n - 1`` (columns 0 .. n-1 of ``results``, rows = ``rows`` of the state);
+    bins before ``st.g_next`` were seen by an earlier pass and are skipped. Returns the episodes that
+    changed (opened, grew or closed), ``row`` indexing ``rows``. ``flush``: close every open episode
+    at the end (the end of a record)."""
+    gap = max(int(np.ceil(gap_s * 1000 / step_ms)), 1)
+    first = 0 if st.g_next is None else max(st.g_next - g0, 0)
+    out: list[Episode] = []
+    if first < n:
+        flag, score, test = by_fault(results, len(rows), n - first, first)
+        for j in range(n - first):
+            g = g0 + first + j
+            f, sc, te = flag[:, :, j], score[:, :, j], test[:, :, j]
+            on = f > 0
+            cur_open = st.onset[rows] >= 0
+            ended = cur_open & ~on & (g - st.last[rows] > gap)
+            if ended.any():
+                out += _emit(st, rows, ended, step_ms, closed=True)
+            onset, last = st.onset[rows], st.last[rows]
+            pf, ps, pt, pg, ns = (st.peak_flag[rows], st.peak_score[rows], st.peak_test[rows], st.peak_g[rows],
+                                  st.samples[rows])
+            new = on & (onset < 0)
+            onset = np.where(new, g, onset)
+            pf = np.where(new, 0, pf)
+            ns = np.where(new, 0, ns)
+            better = on & ((f > pf) | ((f == pf) & (sc > ps)))
+            st.onset[rows] = onset
+            st.last[rows] = np.where(on, g, last)
+            st.samples[rows] = ns + on
+            st.peak_flag[rows] = np.where(better, f, pf)
+            st.peak_score[rows] = np.where(better, sc, ps)
+            st.peak_test[rows] = np.where(better, te, pt)
+            st.peak_g[rows] = np.where(better, g, pg)
+            st.dirty[rows] |= on
+        st.g_next = g0 + n
+    if flush:
+        out += _emit(st, rows, st.onset[rows] >= 0, step_ms, closed=True)
+    out += _emit(st, rows, st.dirty[rows] & (st.onset[rows] >= 0), step_ms, closed=False)
+    return out
+
+
+def _emit(st: EpisodeState, rows: np.ndarray, mask: np.ndarray, step_ms: int, closed: bool) -> list[Episode]:
+    """Episodes of ``mask`` (len(rows), F) as records; closed ones are removed from the state."""
+    ri, fi = np.nonzero(mask)
+    out = []
+    for r, f in zip(ri.tolist(), fi.tolist()):
+        s = int(rows[r])
+        out.append(Episode(r, FAULTS[f], int(st.onset[s, f]) * step_ms, int(st.last[s, f]) * step_ms,
+                           int(st.peak_g[s, f]) * step_ms, int(st.peak_flag[s, f]), float(st.peak_score[s, f]),
+                           TESTS[int(st.peak_test[s, f])], int(st.samples[s, f]), not closed))
+        st.dirty[s, f] = False
+        if closed:
+            st.onset[s, f] = -1
+    return out
+
+
+class EpisodeStore:
+    """Episode states of one service, one file per (kind, field) under ``root``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._cache: dict[tuple[str, str], EpisodeState] = {}
+
+    def get(self, kind: str, field: str) -> EpisodeState:
+        key = (kind, field)
+        if key not in self._cache:
+            self._cache[key] = EpisodeState.load(self.root / f"{kind}.{field}.npz") or EpisodeState([])
+        return self._cache[key]
+
+    def save(self, kind: str, field: str) -> None:
+        if (kind, field) in self._cache:
+            self._cache[(kind, field)].save(self.root / f"{kind}.{field}.npz")
+
+
+def run_record(results: dict[str, QcResult], g0: int, step_ms: int, gap_s: float = GAP_S) -> list[Episode]:
+    """Every episode of a whole record (test -> (S, T) results), all closed at its end."""
+    s, t = next(iter(results.values())).flag.shape
+    st = EpisodeState([str(i) for i in range(s)])
+    eps = update(st, np.arange(s), results, g0, t, step_ms, gap_s, flush=True)
+    return [e for e in eps if not e.open]
+
+
+__all__ = ["Episode", "EpisodeState", "EpisodeStore", "FAULTS", "FAULT_OF", "GAP_S", "by_fault", "run_record",
+           "update"]
