@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import random
 import smtplib
 import time
 from datetime import datetime, timezone
@@ -19,10 +20,13 @@ import httpx
 
 from analytics.alerts import Alert, payload
 from kotacerdas import contract
+from kotacerdas.backoff import Backoff
 
 log = logging.getLogger("analytics.delivery")
 
 SIGNATURE_HEADER = "X-KC-Signature"
+# a webhook call blocks the delivery pass: never wait longer than this between two tries
+WEBHOOK_MAX_BACKOFF_S = 60.0
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -51,9 +55,11 @@ def webhook_attempt(url: str, secret: bytes | None, alert: Alert, *, timeout_s: 
 
 
 def post_webhook(url: str, secret: bytes | None, alert: Alert, *, attempts: int = 4, backoff_s: float = 0.5,
-                 timeout_s: float = 5.0, sleep: Callable[[float], None] = time.sleep) -> bool:
-    """POST the alert JSON; retry 5xx/transport errors with exponential backoff. True when delivered (2xx)."""
-    delay = backoff_s
+                 timeout_s: float = 5.0, sleep: Callable[[float], None] = time.sleep,
+                 rng: random.Random | None = None) -> bool:
+    """POST the alert JSON; retry 5xx/transport errors with the platform's full-jitter backoff (ceiling
+    ``backoff_s`` doubling, capped at 60 s). True when delivered (2xx)."""
+    backoff = Backoff(backoff_s, WEBHOOK_MAX_BACKOFF_S, rng=rng)
     for i in range(attempts):
         ok, permanent, err = webhook_attempt(url, secret, alert, timeout_s=timeout_s)
         if ok:
@@ -63,8 +69,7 @@ def post_webhook(url: str, secret: bytes | None, alert: Alert, *, attempts: int 
             return False
         log.warning("webhook attempt failed", extra={"attempt": i + 1, "error": err})
         if i + 1 < attempts:
-            sleep(delay)
-            delay *= 2
+            sleep(backoff.delay())
     return False
 
 

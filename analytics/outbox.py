@@ -9,12 +9,14 @@ predecessor could not deliver and carries on with them.
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from analytics.alerts import Alert, _CTX
+from kotacerdas.backoff import full_jitter
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,13 @@ class Item:
 
 
 class Outbox:
-    def __init__(self, path: Path, *, backoff_s: float = 30.0, max_backoff_s: float = 3600.0, max_attempts: int = 12):
+    def __init__(self, path: Path, *, backoff_s: float = 30.0, max_backoff_s: float = 3600.0, max_attempts: int = 12,
+                 rng: random.Random | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self.backoff_s, self.max_backoff_s, self.max_attempts = backoff_s, max_backoff_s, max_attempts
+        self._rng = rng or random.Random()
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, transition TEXT, alert TEXT,"
             " channel TEXT, target TEXT, attempts INTEGER, next_ms INTEGER, status TEXT, last_error TEXT,"
@@ -66,10 +70,11 @@ class Outbox:
             self._db.execute("UPDATE outbox SET status='sent', attempts=attempts+1 WHERE id=?", (item.id,))
 
     def failed(self, item: Item, now_ms: int, error: str, *, permanent: bool = False) -> bool:
-        """Reschedule with exponential backoff; returns True if the item was given up."""
+        """Reschedule with the platform's full-jitter backoff (the attempt count is the row's, so it
+        survives a restart); returns True if the item was given up."""
         attempts = item.attempts + 1
         give_up = permanent or attempts >= self.max_attempts
-        delay = min(self.backoff_s * (2 ** (attempts - 1)), self.max_backoff_s)
+        delay = full_jitter(attempts - 1, self.backoff_s, self.max_backoff_s, self._rng)
         with self._lock:
             self._db.execute("UPDATE outbox SET attempts=?, next_ms=?, status=?, last_error=? WHERE id=?",
                              (attempts, int(now_ms + delay * 1000), "dead" if give_up else "pending", error[:300],

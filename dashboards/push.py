@@ -17,6 +17,7 @@ import httpx
 
 from dashboards.model import Dashboard
 from dashboards.provisioning import FOLDER
+from kotacerdas.backoff import Backoff
 
 FOLDER_UID = "kotacerdas"
 _VOLATILE = ("id", "version")
@@ -36,7 +37,7 @@ class Grafana:
         self.http.close()
 
     def call(self, method: str, path: str, json: Any = None, ok404: bool = False) -> httpx.Response | None:
-        delay = 0.2
+        backoff = Backoff(0.2, 5.0)
         for attempt in range(self.retries):
             try:
                 r = self.http.request(method, path, json=json)
@@ -55,8 +56,7 @@ class Grafana:
                     return r
                 if attempt == self.retries - 1:
                     raise GrafanaError(f"{method} {path}: {r.status_code} after {self.retries} attempts")
-            time.sleep(delay)
-            delay *= 2
+            time.sleep(backoff.delay())
         raise AssertionError("unreachable")
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Callable
 
+from kotacerdas.backoff import Backoff
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.mqttwire import WireClient
 from kotacerdas.settings import MqttSettings
@@ -168,14 +169,13 @@ class Forwarder:
         return True
 
     def _run(self) -> None:
-        backoff = 0.2
+        backoff = Backoff(0.2, 5.0)
         while not self._stop.is_set():
             # connect even when idle, so readiness tells the truth before the first message
             if not self._ensure_link():
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                self._stop.wait(backoff.delay())
                 continue
-            backoff = 0.2
+            backoff.reset()
             link = self._link
             assert link is not None
             rows = self.store.peek_rows(limit=self.window)

@@ -23,6 +23,7 @@ import paho.mqtt.client as paho
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kotacerdas import contract, device_config
+from kotacerdas.backoff import Backoff
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.contract import Limits, NormalizedReading, Reason, Rejection
 from kotacerdas.mqttwire import WireClient
@@ -527,7 +528,7 @@ class Gateway:
             if batch:
                 # MQTT redelivers unacked messages only on reconnect, so a failed batch (e.g. disk full,
                 # database locked) is retried here until it commits: never acked before it is durable
-                delay = 0.5
+                backoff = Backoff(0.5, 10.0)
                 while True:
                     try:
                         with self.metrics.batch_seconds.time():
@@ -536,9 +537,8 @@ class Gateway:
                     except Exception:  # noqa: BLE001
                         log.exception("batch failed; not acknowledged, retrying", extra={"size": len(batch)})
                         self.metrics.batch_failures.inc()
-                        if self._stop.wait(delay):
+                        if self._stop.wait(backoff.delay()):
                             return
-                        delay = min(delay * 2, 10.0)
                 self._ack(batch)
             mono = time.monotonic()
             if mono - last_sweep >= 1.0:

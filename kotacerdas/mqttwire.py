@@ -39,6 +39,7 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
+from kotacerdas.backoff import Backoff
 from kotacerdas.settings import MqttSettings
 
 log = logging.getLogger("kotacerdas.mqttwire")
@@ -233,7 +234,7 @@ class WireClient:
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
-        self._backoff = 0.5
+        self._backoff = Backoff(0.5, 5.0)
 
     # ------------------------------------------------------------ public API
 
@@ -360,7 +361,7 @@ class WireClient:
             self._ping_out = False
             pending = list(self._outgoing.items())
         self._connected.set()
-        self._backoff = 0.5
+        self._backoff.reset()
         for mid, (topic, payload) in pending:  # 3.1.1 section 4.4: resend unacknowledged publishes
             self._send(publish_packet(topic, payload, 1, mid, dup=True, protocol=self.protocol))
         if self.on_connect is not None:
@@ -391,10 +392,10 @@ class WireClient:
                 try:
                     self._connect(10.0)
                 except (OSError, ConnectionError, TimeoutError, ProtocolError) as exc:
+                    wait = self._backoff.delay()
                     log.warning("MQTT connect failed; retrying",
-                                extra={"error": str(exc)[:200], "retry_in_s": self._backoff})
-                    self._stopping.wait(self._backoff)
-                    self._backoff = min(self._backoff * 2, 5.0)
+                                extra={"error": str(exc)[:200], "retry_in_s": round(wait, 3)})
+                    self._stopping.wait(wait)
                 continue
             try:
                 r, _, _ = select.select([sock], [], [], 1.0)

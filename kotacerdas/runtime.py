@@ -8,15 +8,13 @@ handling and one retry backoff.
 - :class:`HealthServer`: an app holding only the ops routes, for services without an API;
 - :func:`stop_on_signals`: SIGTERM/SIGINT set an event the main thread waits on (uvicorn's own
   handlers stay off: the service decides the order of shutdown);
-- :class:`Backoff`: capped exponential backoff with full jitter (AWS Architecture Blog, "Exponential
-  Backoff And Jitter", 2015: ``sleep = uniform(0, min(cap, base * 2**attempt))``), which spreads
-  the retries of many clients after a shared outage; its random source is injectable, so tests seed it.
+- :class:`Backoff`: the one retry backoff (capped exponential, full jitter), defined in
+  :mod:`kotacerdas.backoff` (no web imports there, so the MQTT wire client can use it) and re-exported.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import signal
 import socket
 import threading
@@ -27,6 +25,8 @@ import uvicorn
 from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from kotacerdas.backoff import Backoff
 
 __all__ = ["Backoff", "HealthServer", "HttpServer", "ReadyChecks", "ops_router", "stop_on_signals"]
 
@@ -108,26 +108,3 @@ def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) 
     for s in signals:
         signal.signal(s, on_signal)
     return stop
-
-
-class Backoff:
-    """Full-jitter exponential backoff: ``delay()`` after each failure, ``reset()`` after a success."""
-
-    def __init__(self, base_s: float = 0.5, cap_s: float = 5.0, *, rng: random.Random | None = None):
-        self.base_s = base_s
-        self.cap_s = cap_s
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    @property
-    def ceiling_s(self) -> float:
-        """The upper end of the next delay."""
-        return min(self.cap_s, self.base_s * 2 ** self.attempt)
-
-    def delay(self) -> float:
-        d = self._rng.uniform(0.0, self.ceiling_s)
-        self.attempt = min(self.attempt + 1, 32)
-        return d
-
-    def reset(self) -> None:
-        self.attempt = 0

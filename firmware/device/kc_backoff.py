@@ -1,6 +1,9 @@
 # Exponential backoff with "full jitter" (AWS Architecture Blog, "Exponential Backoff
 # And Jitter", 2015): delay = random(0, min(cap, base * 2^attempt)). A city's worth of
 # nodes that lost the same access point then do not all reconnect in the same second.
+# The platform's services use kotacerdas/backoff.py; this is a separate copy because the
+# device runs MicroPython and cannot import kotacerdas. It differs on purpose: integer ms
+# (no float on some ports) and a floor of base/2, so a node never reconnects with no pause.
 
 
 class Backoff:

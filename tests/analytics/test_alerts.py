@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,8 +88,11 @@ def test_signed_webhook_retries_until_delivered(tmp_path):
         (a,) = eng.evaluate([Condition(RULES["bin_fire"], "bin-1", 70.0, 1)])
         url = f"http://127.0.0.1:{srv.server_address[1]}/hook"
         sleeps: list[float] = []
-        assert delivery.post_webhook(url, b"s3cret", a, attempts=4, backoff_s=0.01, sleep=sleeps.append)
-        assert _Hook.calls == 3 and sleeps == [0.01, 0.02]  # two 503s, exponential backoff, then 204
+        assert delivery.post_webhook(url, b"s3cret", a, attempts=4, backoff_s=0.01, sleep=sleeps.append,
+                                     rng=random.Random(3))
+        # two 503s, then 204: the platform's full-jitter backoff, seeded (kotacerdas.backoff)
+        r = random.Random(3)
+        assert _Hook.calls == 3 and sleeps == [r.uniform(0, 0.01), r.uniform(0, 0.02)]
         headers, body = _Hook.received[0]
         assert delivery.verify(b"s3cret", body, headers[delivery.SIGNATURE_HEADER])
         assert not delivery.verify(b"wrong", body, headers[delivery.SIGNATURE_HEADER])
