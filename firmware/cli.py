@@ -53,6 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     rl.add_argument("--version", required=True, help="firmware version the devices will report (fw)")
     rl.add_argument("--key", type=Path, required=True, help="release signing key (keygen)")
     rl.add_argument("--out", type=Path, help="release directory (default firmware/build/releases/KIND/VERSION)")
+    rl.add_argument("--image", type=Path, help="release this full MicroPython image (.bin, built with "
+                                               "firmware/manifest.py) instead of the .mpy bundle")
 
     v = sub.add_parser("virtual", help="run the real firmware loop under CPython with fake hardware")
     v.add_argument("--kind", required=True)
@@ -148,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or build.BUILD_DIR / "releases" / args.kind / args.version
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                build.build([args.kind], Path(tmp), write_schema=False)
-                release.write_release(Path(tmp) / args.kind, args.kind, args.version, release.load_key(args.key), out)
+                if args.image is None:
+                    build.build([args.kind], Path(tmp), write_schema=False)
+                release.write_release(Path(tmp) / args.kind, args.kind, args.version, release.load_key(args.key), out,
+                                      image=args.image)
         except (RuntimeError, ValueError, OSError) as exc:
             print(f"release failed: {exc}", file=sys.stderr)
             return 1

@@ -51,23 +51,28 @@ def sign(key, data: bytes) -> bytes:  # noqa: ANN001
     return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
-def make_update(bundle: Path, kind: str, fw: str, key) -> tuple[bytes, bytes]:  # noqa: ANN001
-    """(manifest bytes, signature) for every file of a built bundle (firmware/build/<kind>)."""
+def make_update(bundle: Path, kind: str, fw: str, key, image: str | None = None) -> tuple[bytes, bytes]:  # noqa: ANN001
+    """(manifest bytes, signature) for every file of a built bundle (firmware/build/<kind>), or for
+    one full MicroPython image (``image``: its file name; the board writes it to the next OTA
+    partition instead of an app slot)."""
     files = {}
     for p in sorted(bundle.rglob("*")):
         if p.is_file():
             data = p.read_bytes()
             files[p.relative_to(bundle).as_posix()] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
-    manifest = json.dumps({"v": 1, "fw": fw, "kind": kind, "files": files}, sort_keys=True,
-                          separators=(",", ":")).encode()
+    doc: dict[str, object] = {"v": 1, "fw": fw, "kind": kind, "files": files}
+    if image is not None:
+        doc["image"] = image
+    manifest = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
     return manifest, sign(key, manifest)
 
 
 
 
-def write_release(bundle: Path, kind: str, fw: str, key, out: Path) -> Path:  # noqa: ANN001
+def write_release(bundle: Path, kind: str, fw: str, key, out: Path, image: Path | None = None) -> Path:  # noqa: ANN001
     """A release directory the gateway's rollout serves as is: manifest.json, manifest.sig (64 bytes)
-    and every file of the bundle (main.py left out: the update slots hold modules, not the entry point)."""
+    and every file of the bundle (main.py left out: the update slots hold modules, not the entry
+    point), or only ``image`` (a MicroPython firmware .bin built with firmware/manifest.py)."""
     import shutil
 
     from kotacerdas import contract
@@ -79,12 +84,15 @@ def write_release(bundle: Path, kind: str, fw: str, key, out: Path) -> Path:  # 
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    for p in sorted(bundle.rglob("*")):
-        if p.is_file() and p.name != "main.py":
-            dst = out / p.relative_to(bundle)
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(p, dst)
-    manifest, sig = make_update(out, kind, fw, key)
+    if image is not None:
+        shutil.copyfile(image, out / image.name)
+    else:
+        for p in sorted(bundle.rglob("*")):
+            if p.is_file() and p.name != "main.py":
+                dst = out / p.relative_to(bundle)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(p, dst)
+    manifest, sig = make_update(out, kind, fw, key, image.name if image is not None else None)
     (out / contract.UPDATE_MANIFEST).write_bytes(manifest)
     (out / contract.UPDATE_SIGNATURE).write_bytes(sig)
     return out

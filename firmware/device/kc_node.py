@@ -142,8 +142,8 @@ class Node:
         except OSError:
             return False
         import kc_ota
-        st = kc_ota.state(self.fs_root)
-        if st and st.get("active") and st.get("fw"):
+        st = kc_ota.boot(self.fs_root)
+        if st and st.get("fw"):  # the version of what runs: a staged slot or image
             self.fw = st["fw"]
         return True
 

@@ -79,7 +79,11 @@ def handle(node, cid, args):
         doc = kc_update.verify_manifest(manifest, sig, key, kind=node.kind, idle=idle)
         if doc.get("fw") != version:
             raise kc_update.UpdateError("manifest is for fw %r, not %r" % (doc.get("fw"), version))
-        slot = kc_update.stage(doc, lambda name: kc_http.get(url + name, idle), node.fs_root, idle, cmd=cid)
+        fetch = lambda name: kc_http.get(url + name, idle)  # noqa: E731
+        if doc.get("image"):  # a whole MicroPython image into the next OTA partition
+            slot = kc_update.stage_image(doc, fetch, node.fs_root, idle, cmd=cid)
+        else:  # .mpy modules into the idle app slot
+            slot = kc_update.stage(doc, fetch, node.fs_root, idle, cmd=cid)
     except (kc_update.UpdateError, OSError, ValueError) as e:
         _count(node, "update_failed")
         node.b.log("update %s refused: %s" % (version, e))
@@ -101,6 +105,13 @@ def state(root):
     return kc_update.load_state(root)
 
 
+def boot(root):
+    """At boot (once): the update state, with a bootloader rollback of an image recorded."""
+    if state(root) is None:
+        return None
+    return kc_update.image_boot_check(root)
+
+
 def after_link(node):
     """At the first connection after boot: a rollback (the new slot never delivered a reading in
     MAX_TRIES boots) is reported on the update command's ack, once."""
@@ -118,7 +129,11 @@ def confirm(node):
     st = state(node.fs_root)
     # tries 0: staged but not booted yet (a reading delivered in the second before the reboot
     # proves the old slot, not the new one)
-    if st is None or not st.get("pending") or not st.get("tries") or not kc_update.mark_good(node.fs_root):
+    if st is None or not st.get("pending") or not st.get("tries"):
+        return False
+    if st.get("image"):
+        kc_update.mark_image_valid()
+    if not kc_update.mark_good(node.fs_root):
         return False
     node._ack(st.get("cmd"), True, "confirmed %s" % st.get("fw"), {"fw": st.get("fw"), "slot": st.get("active")})
     return True

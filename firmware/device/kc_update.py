@@ -49,6 +49,8 @@ def verify_manifest(manifest, sig, pubkey_hex, kind=None, idle=None):
     for name in doc["files"]:
         if not isinstance(name, str) or name.startswith("/") or ".." in name or not name:
             raise UpdateError("bad file name %r" % name)
+    if doc.get("image") is not None and (doc["image"] not in doc["files"] or len(doc["files"]) != 1):
+        raise UpdateError("an image release holds exactly its image file")
     return doc
 
 
@@ -56,7 +58,8 @@ def load_state(root=""):
     try:
         with open(root + STATE) as f:
             st = json.load(f)
-        if isinstance(st, dict) and st.get("active") in SLOTS:
+        # active None: the base install (or a full image) runs, but the state still matters
+        if isinstance(st, dict) and "active" in st and (st["active"] is None or st["active"] in SLOTS):
             return st
     except (OSError, ValueError):
         pass
@@ -153,14 +156,26 @@ def mark_good(root=""):
     return False
 
 
-def write_image(chunks, sha256_hex, idle=None):
+def running_partition():
+    """Label of the app partition the bootloader started (e.g. 'ota_0'); None without esp32."""
+    try:
+        import esp32
+    except ImportError:
+        return None
+    return esp32.Partition(esp32.Partition.RUNNING).info()[4]  # type: ignore[arg-type]
+
+
+def write_image(chunks, sha256_hex, idle=None, size=None):
     """Full MicroPython image into the next OTA partition (esp32.Partition), then boot it once;
     the new image must call esp32.Partition.mark_app_valid_cancel_rollback() or the bootloader
-    returns to the old one. Board only: the unix and WebAssembly ports have no esp32 module."""
+    returns to the old one. Returns the partition's label. On a board, or on the unix port with
+    the fake esp32 module of firmware/fakes/unix (WebAssembly has none)."""
     import esp32
     # RUNNING is an int constant; the stubs only know labels
     part = esp32.Partition(esp32.Partition.RUNNING).get_next_update()  # type: ignore[arg-type]
     block = part.ioctl(5, 0) or 4096
+    if size is not None and size > (part.ioctl(4, 0) or 0) * block:
+        raise UpdateError("image of %d bytes does not fit the %s partition" % (size, part.info()[4]))
     buf = bytearray()
     h = _sha256()
     n = 0
@@ -173,8 +188,43 @@ def write_image(chunks, sha256_hex, idle=None):
             n += 1
             if idle is not None:
                 idle()
+    total = n * block + len(buf)
     if buf:
         part.writeblocks(n, bytes(buf) + b"\xff" * (block - len(buf)))
-    if _hex(h.digest()) != sha256_hex:
-        raise UpdateError("image hash differs from the signed manifest")
+    if _hex(h.digest()) != sha256_hex or (size is not None and total != size):
+        raise UpdateError("image hash or size differs from the signed manifest")
     part.set_boot()
+    return part.info()[4]
+
+
+def stage_image(doc, fetch, root="", idle=None, cmd=None):
+    """An image release: the image into the next OTA partition, then the state records it pending.
+    App slots are left behind (active None), or their modules would shadow the new frozen ones;
+    a rollback by the bootloader brings the previous slot back (image_boot_check)."""
+    name = doc["image"]
+    meta = doc["files"][name]
+    st = load_state(root)
+    label = write_image(fetch(name), meta.get("sha256"), idle, meta.get("size"))
+    save_state({"active": None, "previous": st["active"], "pending": True, "tries": 0, "fw": doc.get("fw"),
+                "prev_fw": st.get("fw"), "cmd": cmd, "image": label}, root)
+    return label
+
+
+def image_boot_check(root=""):
+    """At boot: after an image update, is the new image what runs? If the bootloader went back to
+    the old one (the new image never marked itself valid), record the rollback. Returns the state."""
+    st = load_state(root)
+    if st.get("image") and st.get("pending"):
+        if running_partition() == st["image"]:
+            st["tries"] = st.get("tries", 0) + 1
+        else:
+            st = {"active": st.get("previous"), "previous": None, "pending": False, "tries": 0,
+                  "fw": st.get("prev_fw"), "rolled_back": st.get("fw"), "cmd": st.get("cmd")}
+        save_state(st, root)
+    return st
+
+
+def mark_image_valid():
+    """Tell the bootloader the running image works (no rollback at the next reset)."""
+    import esp32
+    esp32.Partition.mark_app_valid_cancel_rollback()

@@ -1,6 +1,7 @@
 # Entry point on MicroPython's unix port: `micropython kc_unix_run.py SPEC.json`.
 # SPEC: {"config": device config, "storage": dir, "flash_blocks": n (0: plain directory),
-#        "readings": n, "duration_ms": cap, "fs_root": dir of /app.json and the update slots}.
+#        "readings": n, "duration_ms": cap, "fs_root": dir of /app.json and the update slots,
+#        "partitions": dir of the fake esp32 OTA partitions (firmware/fakes/unix/esp32.py)}.
 # Boots like main.py (a staged update slot goes ahead of the base modules on sys.path), runs the
 # real kc_node loop with kc_unixboard and prints one line "UNIXJSON {...}": node and MQTT
 # counters, flash erases, peak heap, where kc_node was imported from, and whether the node asked
@@ -16,6 +17,12 @@ def main(spec_path):
     storage = spec["storage"]
     fs_root = spec.get("fs_root")
     slot = None
+    partition = None
+    if spec.get("partitions"):  # the fake esp32 module and its bootloader
+        # first: fakes/esp32/ (the board stand-ins directory) would import as a namespace package
+        sys.path.insert(0, [p for p in sys.path if p.endswith("/fakes")][0] + "/unix")
+        import esp32
+        partition = esp32.boot(spec["partitions"])
     if fs_root:
         import kc_update
         slot = kc_update.boot_select(fs_root)
@@ -47,7 +54,7 @@ def main(spec_path):
         reset, stats = True, node.stats
     out = {"stats": stats, "mqtt": node.client.stats, "buffered": len(node.ring), "seq": node.seq,
            "connected": node.client.connected(), "erases": (dev.erases - erases0) if dev else None,
-           "logs": board.logs[-20:], "reset": reset, "fw": node.fw, "slot": slot,
+           "logs": board.logs[-20:], "reset": reset, "fw": node.fw, "slot": slot, "partition": partition,
            "node_file": getattr(kc_node, "__file__", None)}
     if not reset:
         node.shutdown()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +22,7 @@ from gateway import rollout_service as rs
 from gateway.rollout import Policy
 from kotacerdas import contract
 from kotacerdas.settings import Settings
+from devtools.stack import free_port
 from tests.firmware.test_virtual_device import Collector, wait_for
 
 pytestmark = pytest.mark.micropython
@@ -57,9 +59,12 @@ class Node:
         self.boots: list[dict[str, Any]] = []
         self.proc: Any = None
 
-    def boot(self, readings: int | None = None, duration_ms: int = 90000) -> None:
+    def boot(self, readings: int | None = None, duration_ms: int = 90000, partitions: bool = False,
+             mqtt_port: int | None = None) -> None:
+        cfg = self.cfg if mqtt_port is None else {**self.cfg, "mqtt": {**self.cfg["mqtt"], "port": mqtt_port}}
         spec = {"storage": str(self.root / "data"), "fs_root": str(self.root), "readings": readings,
-                "duration_ms": duration_ms, "config": self.cfg}
+                "duration_ms": duration_ms, "config": cfg,
+                **({"partitions": str(self.root / "partitions")} if partitions else {})}
         self.proc = unixport.start_node(spec, self.root / f"spec{len(self.boots)}.json")
 
     def wait(self, timeout_s: float = 120) -> dict[str, Any]:
@@ -81,6 +86,14 @@ def acks(col: Collector, device: str) -> list[dict[str, Any]]:
 
 def births(col: Collector, device: str) -> list[dict[str, Any]]:
     return [json.loads(p) for t, p in col.where("/status") if f"/{device}/" in t and p]
+
+
+def wait_births(col: Collector, nodes: tuple[Node, ...]) -> None:
+    """Every node is up (birth seen); a node process that died fails at once, with its stderr."""
+    wait_for(lambda: all(births(col, n.device) for n in nodes) or any(n.proc.poll() is not None for n in nodes),
+             60, "births")
+    for n in nodes:
+        assert n.proc.poll() is None, n.proc.stderr.read()[-3000:]
 
 
 @pytest.fixture
@@ -109,7 +122,7 @@ def test_rollout_updates_a_node_and_halts_at_the_threshold(settings: Settings, u
     try:
         for n in (a, b, c):
             n.boot()
-        wait_for(lambda: all(births(collector, n.device) for n in (a, b, c)), 60, "three births")
+        wait_births(collector, (a, b, c))
         svc.start()
         runner = threading.Thread(target=lambda: result.update(r=svc.run(stop)), daemon=True)
         runner.start()
@@ -174,7 +187,7 @@ def test_tampered_release_and_wrong_hash_are_refused(settings: Settings, uid: st
     wrong_sha = {**args, "sha256": hashlib.sha256(b"another manifest").hexdigest()}
     try:
         n.boot(duration_ms=60000)
-        wait_for(lambda: births(collector, n.device), 60, "birth")
+        wait_births(collector, (n,))
         for cid, a in (("wrong-sha", wrong_sha), ("tampered", args)):
             collector.c.publish(cmd_topic, contract.encode_cmd(cid, "update", a, 0), qos=1)
         wait_for(lambda: len(acks(collector, n.device)) >= 2, 60, "two acks")
@@ -186,3 +199,59 @@ def test_tampered_release_and_wrong_hash_are_refused(settings: Settings, uid: st
     assert not got["tampered"]["ok"] and "kc_node.mpy: hash or size differs" in got["tampered"]["detail"], got
     assert got["tampered"]["data"]["fw"] == "1.0.0"
     assert not (n.root / "app.json").exists()  # nothing switched: the next boot runs the base install
+
+
+def test_image_update_into_the_other_partition_and_bootloader_rollback(
+        settings: Settings, uid: str, tmp_path: Path, keys: dict[str, Any], collector: Collector) -> None:
+    """A full-image release through the fake esp32.Partition and ESP-IDF bootloader rules: both
+    nodes write the image into ota_1 and reboot into it; I1 delivers a reading and marks the image
+    valid; I2 cannot reach the broker on its first boot of the new image, so the bootloader returns
+    to ota_0 at the next reset, and the node reports the rollback on the command's ack. One failure
+    is allowed: the rollout finishes without halting."""
+    image = tmp_path / "kotacerdas-air-1.2.0.bin"
+    image.write_bytes(os.urandom(10_000))  # not a bootable image: the unix port only stores it
+    rel_dir = release.write_release(tmp_path, "air", VERSION, keys["key"], tmp_path / "rel", image=image)
+    rel = rs.read_release(rel_dir)
+    i1, i2 = (Node(tmp_path, settings, f"OTA-I{x}-{uid}", keys["pub"]) for x in "12")
+    r = rs.new_rollout("img", rel, [(n.device, "air", "depok") for n in (i1, i2)],
+                       Policy.make(2, wave=2, max_failures=1, timeout_s=90))
+    settings.gateway.rollout_http_port = 0
+    svc = rs.RolloutService(settings, r, rel_dir, tmp_path / "img.json")
+    stop = threading.Event()
+    result: dict[str, Any] = {}
+    try:
+        for n in (i1, i2):
+            n.boot(partitions=True)
+        wait_births(collector, (i1, i2))
+        svc.start()
+        runner = threading.Thread(target=lambda: result.update(r=svc.run(stop)), daemon=True)
+        runner.start()
+        first = [n.wait() for n in (i1, i2)]
+        i1.boot(readings=1, partitions=True)
+        i2.boot(duration_ms=1500, partitions=True, mqtt_port=free_port())  # no broker: never confirms
+        ok, lost = i1.wait(), i2.wait()
+        i2.boot(readings=1, partitions=True)
+        back = i2.wait()
+        runner.join(120)
+        assert not runner.is_alive(), "rollout did not finish"
+    finally:
+        stop.set()
+        for n in (i1, i2):
+            n.kill()
+        svc.stop()
+    for out, n in zip(first, (i1, i2)):
+        assert out["reset"] and out["partition"] == "ota_0" and out["stats"]["update_staged"] == 1, out
+        assert (n.root / "partitions" / "ota_1.bin").read_bytes()[:10_000] == image.read_bytes()
+    assert ok["partition"] == "ota_1" and ok["fw"] == VERSION and ok["stats"]["delivered"] == 1, ok
+    otadata = json.loads((i1.root / "partitions" / "otadata.json").read_text())
+    assert otadata["boot"] == "ota_1" and otadata["state"]["ota_1"] == "valid", otadata
+    assert lost["partition"] == "ota_1" and lost["stats"]["delivered"] == 0, lost
+    assert back["partition"] == "ota_0" and back["fw"] == "1.0.0", back
+    otadata = json.loads((i2.root / "partitions" / "otadata.json").read_text())
+    assert otadata["boot"] == "ota_0" and otadata["state"]["ota_1"] == "aborted", otadata
+    assert [x["detail"].split()[0] for x in acks(collector, i1.device)] == ["staged", "confirmed"]
+    i2_acks = acks(collector, i2.device)
+    assert [(x["ok"], x["detail"]) for x in i2_acks][1:] == [(False, f"rolled back from {VERSION}")], i2_acks
+    done = result["r"]
+    assert {d.device: d.state for d in done.devices} == {i1.device: "done", i2.device: "failed"}
+    assert done.halted is None and done.finished()
