@@ -22,13 +22,13 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from pydantic import BaseModel
 
 from kotacerdas import measurements as M
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.routing import influx_for_city
+from kotacerdas.runtime import ops_router
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.settings import Settings
 from kotacerdas.standards import ISPU_REGULATION
@@ -421,18 +421,8 @@ def make_app(settings: Settings) -> FastAPI:
         body = ngsi.entities(k, chunk, indices=idx, provider=api.publisher, key_values=options == "keyValues")
         return JSONResponse(body, media_type=ngsi.MEDIA_TYPE, headers={"NGSILD-Results-Count": str(len(rows))})
 
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz", tags=["ops"], responses={503: {"model": Problem}})
-    def readyz() -> Response:
-        ok = client.ping()
-        return JSONResponse({"influx": ok}, status_code=200 if ok else 503)
-
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
-    def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    # the same ops routes as every service; ready when the city's InfluxDB answers
+    app.include_router(ops_router(registry, lambda: {"influx": client.ping()}))
 
     app.state.client = client
     app.state.limiter = limiter

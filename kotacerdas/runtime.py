@@ -19,23 +19,31 @@ import signal
 import socket
 import threading
 import time
-from typing import Callable
+from typing import Callable, Literal
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 
 from kotacerdas.backoff import Backoff
 
-__all__ = ["Backoff", "HealthServer", "HttpServer", "ReadyChecks", "ops_router", "stop_on_signals"]
+__all__ = ["Backoff", "HealthServer", "HttpServer", "Ready", "ReadyChecks", "ops_router", "stop_on_signals"]
 
 log = logging.getLogger("kotacerdas.runtime")
 
 ReadyChecks = Callable[[], dict[str, bool]]
 
 
+class Ready(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, bool]
+
+
 def ops_router(registry: CollectorRegistry, ready: ReadyChecks | None = None) -> APIRouter:
+    """The ops routes every service serves the same way (documented in its OpenAPI, 503 included)."""
     r = APIRouter(tags=["ops"])
     checks = ready or (lambda: {})
 
@@ -43,14 +51,14 @@ def ops_router(registry: CollectorRegistry, ready: ReadyChecks | None = None) ->
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @r.get("/readyz")
-    def readyz(response: Response) -> dict[str, object]:
+    @r.get("/readyz", response_model=Ready, responses={503: {"model": Ready, "description": "a dependency is down"}})
+    def readyz(response: Response) -> Ready:
         c = checks()
         ok = all(c.values())
         response.status_code = 200 if ok else 503
-        return {"status": "ready" if ok else "not_ready", "checks": c}
+        return Ready(status="ready" if ok else "not_ready", checks=c)
 
-    @r.get("/metrics")
+    @r.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -174,7 +174,8 @@ def test_store_down_is_a_clear_503(settings):
     with TestClient(make_app(settings)) as c:
         r = c.get("/v1/air/latest")
         assert r.status_code == 503 and "unavailable" in r.json()["detail"]
-        assert c.get("/readyz").status_code == 503
+        ready = c.get("/readyz")  # the shared ops router's answer (kotacerdas/runtime.py)
+        assert ready.status_code == 503 and ready.json() == {"status": "not_ready", "checks": {"influx": False}}
         assert "kc_api_influx_errors_total 1.0" in c.get("/metrics").text
 
 

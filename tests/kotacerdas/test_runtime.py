@@ -57,3 +57,23 @@ def test_one_place_decides_what_a_failure_means() -> None:
     assert ContractError("bad").disposition is Disposition.DROP
     assert TransportError("down").disposition is Disposition.RETRY
     assert isinstance(InfluxError(0, "x"), RuntimeError)  # callers catching RuntimeError still do
+
+
+def test_no_service_defines_its_own_ops_routes() -> None:
+    # /healthz, /readyz and /metrics mean the same on every service (deploy probes, Prometheus):
+    # they come from runtime.ops_router only
+    import ast
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    own = []
+    for pkg in ("kotacerdas", "gateway", "ingest", "analytics", "dashboards", "simulators"):
+        for p in sorted((repo / pkg).rglob("*.py")):
+            if p == repo / "kotacerdas" / "runtime.py":
+                continue
+            for n in ast.walk(ast.parse(p.read_text(), str(p))):
+                if (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in ("get", "api_route")
+                        and n.args and isinstance(n.args[0], ast.Constant)
+                        and n.args[0].value in ("/healthz", "/readyz", "/metrics")):
+                    own.append(f"{p.relative_to(repo)}:{n.lineno} {n.args[0].value}")
+    assert not own, own
