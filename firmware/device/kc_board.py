@@ -201,3 +201,110 @@ class Board:
             raise OSError("NTC open or shorted")
         r = 10000 * v / (3.3 - v)
         return 1 / (1 / 298.15 + math.log(r / 10000) / 3950) - 273.15
+
+
+# -- provisioning mode (kc_provision): the ESP32's own access point and the BOOT button ------
+BUTTON_WINDOW_MS = 1000
+
+
+def button_held(doc):
+    """Whether the installer holds the button (`pins.button`, default GPIO0 = BOOT on a DevKitC)
+    within 1 s of a power-on or reset (the LED is lit meanwhile as the cue). Holding BOOT
+    *during* reset selects the ROM bootloader, hence the window after boot. Deep-sleep wakes
+    skip it: a battery node must not stay awake 1 s longer every interval."""
+    if machine.reset_cause() == getattr(machine, "DEEPSLEEP_RESET", -1):
+        return False
+    pins = doc.get("pins") if isinstance(doc, dict) else None
+    if not isinstance(pins, dict):
+        pins = {}
+    try:
+        btn = machine.Pin(int(pins.get("button", 0)), machine.Pin.IN, machine.Pin.PULL_UP)
+        led = machine.Pin(int(pins.get("led", DEFAULT_PINS["led"])), machine.Pin.OUT)
+    except (ValueError, TypeError, OSError):
+        return False
+    led.value(1)
+    t0 = time.ticks_ms()
+    held = False
+    while time.ticks_diff(time.ticks_ms(), t0) < BUTTON_WINDOW_MS:
+        if btn.value() == 0:
+            held = True
+            break
+        time.sleep_ms(20)
+    led.value(0)
+    return held
+
+
+class ProvisionIO:
+    """What kc_provision needs from the board: the station for trying credentials, the
+    watchdog, ticks."""
+
+    def __init__(self, wdt):
+        self.wdt = wdt
+        self.sta = network.WLAN(network.STA_IF)
+        self.sta.active(True)
+        self.on_wait = None
+
+    def feed(self):
+        self.wdt.feed()
+
+    ticks_ms = staticmethod(time.ticks_ms)
+    ticks_diff = staticmethod(time.ticks_diff)
+
+    def wifi_connect(self, ssid, password):
+        try:
+            self.sta.disconnect()
+            self.sta.connect(ssid, password)
+        except OSError:
+            return False
+        for _ in range(150):  # up to 15 s for association and DHCP
+            if self.sta.isconnected():
+                return True
+            self.wdt.feed()
+            if self.on_wait is not None:
+                self.on_wait()
+            time.sleep_ms(100)
+        self.sta.disconnect()
+        return False
+
+    def wifi_scan(self):
+        return self.sta.scan()
+
+    def sta_ip(self):
+        return self.sta.ifconfig()[0]
+
+
+def provision(doc, why, cfg_path="/config.json"):
+    """Provisioning mode on the board: soft AP "kc-setup-<device>" (WPA2 with `ap_password`
+    from config.json when set, else open), the setup page on port 80, Improv on the USB serial
+    port, the "provision" LED pattern; resets when a config is saved (or after 15 min when
+    entered by the button with a working config)."""
+    import kc_led
+    import kc_provision
+    print("provisioning mode:", why)
+    wdt = machine.WDT(timeout=60000)
+    ap = network.WLAN(network.AP_IF)
+    ap.active(True)
+    pw = doc.get("ap_password") if isinstance(doc, dict) else None
+    if isinstance(pw, str) and 8 <= len(pw) <= 63:
+        ap.config(essid=kc_provision.ap_name(doc), password=pw, authmode=network.AUTH_WPA_WPA2_PSK)
+    else:
+        ap.config(essid=kc_provision.ap_name(doc))
+    pins = doc.get("pins") if isinstance(doc, dict) else None
+    if not isinstance(pins, dict):
+        pins = {}
+    try:
+        led = kc_led.Led(machine.Pin(int(pins.get("led", DEFAULT_PINS["led"])), machine.Pin.OUT),
+                         time.ticks_ms, time.ticks_diff)
+    except (ValueError, TypeError, OSError):
+        led = None
+    io = ProvisionIO(wdt)
+    if led is not None:
+        io.on_wait = led.update
+    p = kc_provision.Provisioner(io, cfg_path, serial=kc_provision.StdinSerial(), led=led,
+                                 info=("kotacerdas", str((doc or {}).get("fw", "")), "esp32",
+                                       kc_provision.ap_name(doc)))
+    outcome = p.run(kc_provision.AP_TIMEOUT_MS if why == "button" else None)
+    print("provisioning:", outcome)
+    ap.active(False)
+    time.sleep_ms(500)  # let the last HTTP response and Improv frames leave
+    machine.reset()

@@ -68,7 +68,7 @@ class Parser:
     def feed(self, data):
         """Append bytes; return [(type, data)] for good frames, (None, reason) for bad ones."""
         self.buf.extend(data)
-        out = []
+        out = []  # type: list
         while True:
             i = self.buf.find(HEADER)
             if i < 0:

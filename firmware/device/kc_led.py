@@ -33,7 +33,7 @@ class Led:
 
     def level_at(self, ms):
         """Whether the LED is lit `ms` after the current pattern began."""
-        p = PATTERNS[self.mode]
+        p = PATTERNS[self.mode or "off"]
         t = ms % self.period
         for i in range(len(p)):
             if t < p[i]:

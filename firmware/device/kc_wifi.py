@@ -23,7 +23,7 @@ def plan(networks, last_good=NO_GOOD, seen=None):
 
 def scan_map(entries):
     """{ssid: strongest rssi} from network.WLAN.scan() tuples (ssid bytes, bssid, ch, rssi, ...)."""
-    out = {}
+    out = {}  # type: dict
     for e in entries:
         try:
             ssid = e[0].decode() if isinstance(e[0], (bytes, bytearray)) else str(e[0])

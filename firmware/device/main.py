@@ -4,7 +4,10 @@
 # /data/crash.json (count, reset cause, traceback; kc_node publishes it in the birth
 # message and clears the count once it has run stably), then the board sleeps with an
 # exponential back-off before it resets, and after SAFE_AFTER crashes in a row it stays in
-# safe mode: no node, no watchdog, REPL and USB free for an installer.
+# safe mode: no node, no watchdog, REPL and USB free for an installer. Without a usable
+# config.json (or with the BOOT button held just after reset) the board goes into
+# provisioning mode instead (kc_provision: its own access point with a setup page, Improv
+# Wi-Fi on the USB serial port).
 import sys
 
 CRASH_FILE = "/data/crash.json"
@@ -63,9 +66,19 @@ def start():
     except Exception as e:  # noqa: BLE001  no update machinery: run the base install
         print("update slot:", repr(e))
     import kc_config
+    import kc_provision
+    doc = kc_config.load_json("/config.json", {})
+    why = kc_provision.reason(doc)
+    import kc_board
+    if why is None and kc_board.button_held(doc):
+        why = "button"
+    if why is not None:
+        # no usable config (or the installer asked): own access point + setup page + Improv
+        kc_board.provision(doc, why)
+        return
     from kc_board import Board
     from kc_node import Node
-    cfg = kc_config.validate_device(kc_config.load_json("/config.json", {}))
+    cfg = kc_config.validate_device(doc)
     try:
         os.mkdir("/data")
     except OSError:

@@ -364,6 +364,36 @@ def test_status_led_patterns():
     node.shutdown()
 
 
+# -- access-point page: form handling (the server itself: test_provisioning_unix.py) ----------
+
+def test_portal_form_rules():
+    import kc_portal
+    import kc_provision
+    assert kc_portal.url_decode("a+b%20c%C3%A9%26") == "a b c\u00e9&"
+    assert kc_portal.parse_form("ssid1=caf%C3%A9+net&pass1=&x") == {"ssid1": "caf\u00e9 net", "pass1": "", "x": ""}
+    assert kc_portal.esc('<a href="x">&\'') == "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+    current = {"kind": "water", "device": "W-1", "wifi_networks": [{"ssid": "site", "password": "old-secret"}],
+               "mqtt": {"host": "a", "port": 1883, "user": "W-1", "password": "mqtt-pw"}}
+    doc = kc_portal.apply_form(current, {"ssid1": "site", "pass1": "", "ssid3": "open-net", "mqtt_host": "b"})
+    assert doc["wifi_networks"] == [{"ssid": "site", "password": "old-secret"}, {"ssid": "open-net", "password": ""}]
+    assert doc["mqtt"] == {"host": "b", "port": 1883, "user": "W-1", "password": "mqtt-pw"}  # account kept
+    assert kc_portal.apply_form({}, {"ssid1": "s", "pass1": "f" * 64, "kind": "air", "device": "A-1"})
+    for form, why in (({"ssid1": "s" * 33, "kind": "air", "device": "A"}, "SSID"),
+                      ({"ssid1": "s", "pass1": "x" * 7, "kind": "air", "device": "A"}, "8..63"),
+                      ({"ssid1": "s", "pass1": "caf\u00e9-password", "kind": "air", "device": "A"}, "ASCII"),
+                      ({"kind": "air", "device": "A"}, "at least one"),
+                      ({"ssid1": "s", "kind": "air", "device": "A", "mqtt_port": "99999"}, "mqtt.port"),
+                      ({"ssid1": "s", "kind": "boat", "device": "A"}, "kind"),
+                      ({"ssid1": "s", "kind": "air", "device": "A", "mqtt_host": "a b"}, "MQTT host")):
+        e = _raises(kc_config.ConfigError, kc_portal.apply_form, {}, form)
+        assert why in str(e), (why, e)
+    page = kc_portal.page(current, "<script>")
+    assert "old-secret" not in page and "mqtt-pw" not in page and "&lt;script&gt;" in page
+    assert kc_provision.reason(current) is None and kc_provision.reason(current, True) == "button"
+    assert kc_provision.reason({}).startswith("config:")
+    assert kc_provision.reason({"kind": "air", "device": "A"}) == "no Wi-Fi network configured"
+
+
 def run_all(names=None):
     import sys
     g = globals()

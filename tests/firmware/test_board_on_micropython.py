@@ -102,7 +102,7 @@ def test_waste_bin_board_deep_sleeps(board_run: dict) -> None:
 MAIN_SCRIPT = r"""
 import json, machine
 with open('/config.json', 'w') as f:
-    f.write(json.dumps({"kind": "air", "device": "B-1"}))
+    f.write(json.dumps({"kind": "air", "device": "B-1", "wifi": {"ssid": "kota-iot", "password": "pw"}}))
 src = open('/lib/main.py').read()
 out = []
 for boot in range(7):

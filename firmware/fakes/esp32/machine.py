@@ -28,7 +28,7 @@ class Pin:
 
     def __init__(self, pin_id, mode=None, pull=None):
         self.id = pin_id
-        self.v = 0
+        self.v = 1 if pin_id == 0 else 0  # GPIO0: the BOOT button, pulled up, not pressed
 
     def value(self, v=None):
         if v is None:

@@ -1,5 +1,7 @@
 # Stand-in for MicroPython's `network`: a station that connects at once.
 STA_IF = 0
+AP_IF = 1
+AUTH_WPA_WPA2_PSK = 4
 
 
 class WLAN:

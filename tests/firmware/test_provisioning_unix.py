@@ -1,0 +1,191 @@
+"""Provisioning mode on MicroPython's unix port: the node's own HTTP server (kc_portal, real
+non-blocking sockets) driven by a real HTTP client (httpx), and Improv Wi-Fi over the process's
+stdin/stdout (the board's USB serial), both ending in one atomically saved config.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devtools.stack import free_port
+from firmware import unixport
+from firmware.mpnode import DEVICE_DIR, FAKES_DIR
+from firmware.virtual import device_path
+
+pytestmark = pytest.mark.micropython
+
+
+def improv_rpc(cmd: int, data: bytes = b"") -> bytes:
+    body = b"IMPROV" + bytes([1, 3, len(data) + 2, cmd, len(data)]) + data
+    return body + bytes([sum(body) & 0xFF])
+
+
+def improv_frames(raw: bytes) -> list[tuple[int, bytes]]:
+    out, i = [], 0
+    while (i := raw.find(b"IMPROV", i)) >= 0:
+        n = raw[i + 8]
+        f = raw[i:i + 10 + n]
+        assert f[-1] == sum(f[:-1]) & 0xFF, f
+        out.append((f[7], f[9:9 + n]))
+        i += 10 + n
+    return out
+
+
+class Node:
+    """The unix-port process in provisioning mode; stdout collected by a thread."""
+
+    def __init__(self, tmp: Path, config: dict[str, Any] | None) -> None:
+        self.cfg = tmp / "config.json"
+        if config is not None:
+            self.cfg.write_text(json.dumps(config))
+        self.port = free_port()
+        spec = tmp / "spec.json"
+        spec.write_text(json.dumps({"config": str(self.cfg), "port": self.port, "timeout_ms": 60000,
+                                    "nets": {"site-ap": ["site-secret-1", -60], "backup": ["b4ckup-pass", -75]}}))
+        binary = unixport.binary()
+        assert binary, "micropython unix port missing"
+        env = {"MICROPYPATH": f".frozen:{DEVICE_DIR}:{FAKES_DIR}", "PATH": "/usr/bin:/bin"}
+        self.proc = subprocess.Popen([binary, str(FAKES_DIR / "kc_prov_unix.py"), str(spec)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp)
+        self.out = bytearray()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.base = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 20
+        while True:  # the listening socket is up when a connect succeeds
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                assert self.proc.poll() is None, self.proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
+                assert time.monotonic() < deadline, "portal did not start listening"
+                time.sleep(0.05)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := os.read(self.proc.stdout.fileno(), 4096):
+            self.out.extend(chunk)
+
+    def improv(self, frame: bytes, want: int) -> list[tuple[int, bytes]]:
+        """Send one frame on stdin; wait until `want` more Improv frames came back."""
+        before = len(improv_frames(bytes(self.out)))
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(frame)
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while len(improv_frames(bytes(self.out))) < before + want:
+            assert time.monotonic() < deadline, bytes(self.out)[-500:]
+            time.sleep(0.02)
+        return improv_frames(bytes(self.out))[before:]
+
+    def result(self) -> dict[str, Any]:
+        self.proc.wait(timeout=20)
+        self.reader.join(timeout=5)
+        for line in bytes(self.out).decode(errors="replace").splitlines():
+            if line.startswith("UNIXJSON "):
+                return json.loads(line[9:])
+        raise AssertionError(bytes(self.out)[-2000:] + self.proc.stderr.read()[-2000:])  # type: ignore[union-attr]
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def node(tmp_path: Path):  # noqa: ANN201
+    nodes: list[Node] = []
+
+    def start(config: dict[str, Any] | None) -> Node:
+        n = Node(tmp_path, config)
+        nodes.append(n)
+        return n
+    yield start
+    for n in nodes:
+        n.kill()
+
+
+def test_blank_node_provisioned_by_improv_then_the_page(node, tmp_path: Path) -> None:  # noqa: ANN001
+    n = node(None)  # a factory-fresh node: no config.json at all
+    with httpx.Client(base_url=n.base, timeout=10, follow_redirects=False) as http:
+        r = http.get("/")
+        assert r.status_code == 200 and '<form method="post" action="/save">' in r.text
+        # Improv over the serial port: device info, a wrong password, then the right one
+        info = n.improv(improv_rpc(3), 2)
+        assert info[1] == (4, b"\x03\x1c\x0akotacerdas\x051.0.0\x04unix\x05setup")
+        bad = n.improv(improv_rpc(1, b"\x07site-ap\x05wrong"), 4)
+        assert bad[2:] == [(2, b"\x03"), (1, b"\x02")]  # unable to connect, ready again
+        assert not n.cfg.exists()
+        ok = n.improv(improv_rpc(1, b"\x07site-ap\x0dsite-secret-1"), 4)
+        url = b"http://127.0.0.1/"
+        # provisioned, and since the node still has no identity, the URL of the page for the rest
+        assert ok[2:] == [(1, b"\x04"), (4, bytes([1, len(url) + 1, len(url)]) + url)]
+        assert json.loads(n.cfg.read_text())["wifi_networks"] == [{"ssid": "site-ap", "password": "site-secret-1"}]
+        # a phone's captive-portal probe is sent to the page
+        r = http.get("/generate_204")
+        assert r.status_code == 302 and r.headers["location"] == "http://192.168.4.1/"
+        # a client that opens a connection and sends half a request does not block the server
+        slow = socket.create_connection(("127.0.0.1", n.port))
+        slow.sendall(b"GET / HTTP/1.0\r\n")
+        t0 = time.monotonic()
+        r = http.get("/")
+        assert r.status_code == 200 and time.monotonic() - t0 < 2
+        assert 'value="site-ap"' in r.text and "site-secret-1" not in r.text  # passwords never echoed
+        # refused: a bad device id, a too-short WPA2 password, an oversized body (counted, nothing saved)
+        before = n.cfg.read_bytes()
+        form = {"ssid1": "site-ap", "pass1": "", "device": "bad id!", "city": "bogor", "kind": "water",
+                "mqtt_host": "mqtt.kota.example", "mqtt_port": "8883"}
+        r = http.post("/save", data=form)
+        assert r.status_code == 400 and "device id must be" in r.text
+        r = http.post("/save", data=dict(form, device="WTR-0007", ssid2="phone", pass2="short"))
+        assert r.status_code == 400 and "8..63" in r.text
+        r = http.post("/save", content=b"x" * 5000, headers={"content-type": "application/x-www-form-urlencoded"})
+        assert r.status_code == 413
+        assert n.cfg.read_bytes() == before
+        # the silent client is dropped after its 5 s deadline, while the server keeps answering
+        deadline = time.monotonic() + 10
+        while http.get("/status.json").json()["stats"].get("rejected_timeout", 0) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        slow.close()
+        # valid: the blank password keeps the one Improv stored; a second network with its own
+        r = http.post("/save", data=dict(form, device="WTR-0007", ssid2="backup", pass2="b4ckup-pass"))
+        assert r.status_code == 200 and "Saved" in r.text
+    res = n.result()
+    assert n.proc.returncode == 0 and res["outcome"] == "saved", res
+    doc = json.loads(n.cfg.read_text())
+    assert doc["wifi_networks"] == [{"ssid": "site-ap", "password": "site-secret-1"},
+                                    {"ssid": "backup", "password": "b4ckup-pass"}]
+    assert doc["mqtt"] == {"host": "mqtt.kota.example", "port": 8883} and doc["device"] == "WTR-0007"
+    assert not (tmp_path / "config.json.tmp").exists()  # written via tmp + rename
+    device_path()
+    import kc_config  # the saved file passes the board's own validation (CPython this time)
+    assert kc_config.validate_device(doc)["city"] == "bogor"
+    st = res["stats"]
+    assert st["rejected_invalid"] == 2 and st["rejected_too_large"] == 1 and st["rejected_timeout"] >= 1
+    assert st["saved"] == 1 and res["improv_bad"] == 0 and res["wifi_attempts"] == ["site-ap", "site-ap"]
+    assert res["feeds"] > 50  # the watchdog fed on every poll of the serving loop
+    # the "provision" pattern: 100 ms on / 100 ms off (loop slices of 50 ms, a loaded machine)
+    on = [b[0] - a[0] for a, b in zip(res["led"], res["led"][1:]) if a[1] == 1]
+    assert len(on) >= 10 and sorted(on)[len(on) // 2] in range(90, 160), res["led"]
+
+
+def test_identity_present_improv_alone_finishes(node) -> None:  # noqa: ANN001
+    """A node deployed with its identity and broker but no Wi-Fi: Improv's credentials are all
+    it needs, so it saves and leaves provisioning mode at once (no page step, empty URL)."""
+    n = node({"kind": "air", "device": "AIR-0042", "city": "depok", "mqtt": {"host": "10.0.0.5", "port": 1883}})
+    ok = n.improv(improv_rpc(1, b"\x06backup\x0bb4ckup-pass"), 4)
+    assert ok[2:] == [(1, b"\x04"), (4, b"\x01\x00")]
+    res = n.result()
+    assert res["outcome"] == "saved" and res["stats"]["saved"] == 0
+    doc = json.loads(n.cfg.read_text())
+    assert doc["device"] == "AIR-0042" and doc["wifi_networks"] == [{"ssid": "backup", "password": "b4ckup-pass"}]
