@@ -33,13 +33,12 @@ windowed charts use); state vectors (S,); block rings (S, k_blocks).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from analytics import statefile
 from analytics.qc import FAIL, GOOD, MISSING, NOT_EVALUATED, SUSPECT, QcResult, neighbour_reference
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x 1.4826 = its standard deviation
@@ -69,8 +68,8 @@ class ChartParams:
                    cusum_k=sp.cusum_k, cusum_h=sp.cusum_h)
 
 
-_VECTORS = ("ewma", "cp", "cm", "np_", "nm", "sig", "e_sum", "e_n", "level", "scale", "spread")
-_RINGS = ("med", "mad", "esp")
+_ARRAYS = ("ewma", "cp", "cm", "np_", "nm", "sig", "e_sum", "e_n", "level", "scale", "spread", "med", "mad", "esp",
+           "cur")
 
 
 class ChartState:
@@ -101,56 +100,26 @@ class ChartState:
 
     def rows_for(self, devices: list[str]) -> np.ndarray:
         """Row of each of ``devices`` in the state, (len(devices),); unknown devices get fresh rows."""
-        index = {d: i for i, d in enumerate(self.devices)}
-        new = [d for d in dict.fromkeys(devices) if d not in index]
-        if new:
-            n = len(new)
-            for name in _RINGS:
-                setattr(self, name, np.vstack([getattr(self, name), np.full((n, self.k_blocks), np.nan)]))
-            for name in _VECTORS:
-                fill = np.nan if name in ("level", "scale", "spread") else 0.0
-                setattr(self, name, np.concatenate([getattr(self, name), np.full(n, fill)]))
-            self.cur = np.vstack([self.cur, np.full((n, self.block), np.nan)])
-            for d in new:
-                index[d] = len(self.devices)
-                self.devices.append(d)
-        return np.array([index[d] for d in devices], dtype=np.int64)
-
-    # --------------------------------------------------------------- persistence
+        cp = ChartParams(block=self.block, k_blocks=self.k_blocks)
+        return statefile.rows_for(self, devices, _ARRAYS, lambda n: ChartState([""] * n, cp))
 
     def save(self, path: Path) -> None:
-        """Write atomically (temp file + rename): a crash mid-write leaves the previous state."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {name: getattr(self, name) for name in (*_VECTORS, *_RINGS, "cur")}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, devices=np.array(self.devices, dtype=str),
-                         meta=np.array([FORMAT, self.block, self.k_blocks,
-                                        -1 if self.g_next is None else self.g_next, int(self.cur_whole),
-                                        int(self.opened)],
-                                       dtype=np.int64), **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        statefile.save(path, self.devices, [FORMAT, self.block, self.k_blocks,
+                                            -1 if self.g_next is None else self.g_next, int(self.cur_whole),
+                                            int(self.opened)], {n: getattr(self, n) for n in _ARRAYS})
 
     @classmethod
     def load(cls, path: Path, cp: ChartParams) -> "ChartState | None":
         """The saved state, or None when there is none or it was saved with another layout or block."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = z["meta"].tolist()
-                if meta[0] != FORMAT or meta[1] != cp.block or meta[2] != cp.k_blocks:
-                    return None
-                st = cls([str(d) for d in z["devices"].tolist()], cp)
-                for name in (*_VECTORS, *_RINGS, "cur"):
-                    setattr(st, name, z[name].copy())
-        except (FileNotFoundError, KeyError, ValueError, OSError):
+        got = statefile.load(path, _ARRAYS)
+        if got is None or got[1][:3] != [FORMAT, cp.block, cp.k_blocks]:
             return None
-        st.g_next = None if meta[3] < 0 else int(meta[3])
-        st.cur_whole = bool(meta[4])
-        st.opened = bool(meta[5])
+        devices, meta, arrays = got
+        st = cls(devices, cp)
+        for n, v in arrays.items():
+            setattr(st, n, v)
+        st.g_next = None if meta[3] < 0 else meta[3]
+        st.cur_whole, st.opened = bool(meta[4]), bool(meta[5])
         return st
 
 

@@ -20,13 +20,12 @@ F fault types.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from analytics import statefile
 from analytics.qc import FAIL, SUSPECT, QcResult
 
 # detector (`qc` test) -> the fault type its alarms are episodes of
@@ -75,43 +74,21 @@ class EpisodeState:
 
     def rows_for(self, devices: list[str]) -> np.ndarray:
         """Row of each of ``devices`` (len(devices),); unknown devices get fresh rows."""
-        index = {d: i for i, d in enumerate(self.devices)}
-        new = [d for d in dict.fromkeys(devices) if d not in index]
-        if new:
-            fresh = EpisodeState(new)
-            for name in _ARRAYS:
-                setattr(self, name, np.concatenate([getattr(self, name), getattr(fresh, name)]))
-            for d in new:
-                index[d] = len(self.devices)
-                self.devices.append(d)
-        return np.array([index[d] for d in devices], dtype=np.int64)
+        return statefile.rows_for(self, devices, _ARRAYS, lambda n: EpisodeState([""] * n))
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, devices=np.array(self.devices, dtype=str),
-                         meta=np.array([FORMAT, len(FAULTS), -1 if self.g_next is None else self.g_next]),
-                         **{n: getattr(self, n) for n in _ARRAYS})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        statefile.save(path, self.devices, [FORMAT, len(FAULTS), -1 if self.g_next is None else self.g_next],
+                       {n: getattr(self, n) for n in _ARRAYS})
 
     @classmethod
     def load(cls, path: Path) -> "EpisodeState | None":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                meta = z["meta"].tolist()
-                if meta[0] != FORMAT or meta[1] != len(FAULTS):
-                    return None
-                st = cls([str(d) for d in z["devices"].tolist()])
-                for n in _ARRAYS:
-                    setattr(st, n, z[n].copy())
-        except (FileNotFoundError, KeyError, ValueError, OSError):
+        got = statefile.load(path, _ARRAYS)
+        if got is None or got[1][:2] != [FORMAT, len(FAULTS)]:
             return None
-        st.g_next = None if meta[2] < 0 else int(meta[2])
+        st = cls(got[0])
+        for n, v in got[2].items():
+            setattr(st, n, v)
+        st.g_next = None if got[1][2] < 0 else got[1][2]
         return st
 
 

@@ -32,7 +32,7 @@ from typing import Iterable
 
 import numpy as np
 
-from analytics import chartstate, ispu, qc, water
+from analytics import chartstate, ispu, qc, seasonal, water
 from analytics.detectors import StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, load_catalogue
@@ -128,8 +128,10 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
     """Score the detector set; ``qc_overrides`` / ``stat_params`` try other parameters (for tuning).
 
     ``mode``: "stream" (the live loop, a pass every ``every_s`` over ``window_s``) or "batch".
-    ``stateful``: EWMA / CUSUM as the service runs them, with state carried between passes
-    (:mod:`analytics.chartstate`); False: the windowed charts of :func:`analytics.detectors.run_all`.
+    ``stateful``: EWMA / CUSUM and the seasonal residual as the service runs them, with state carried
+    between passes (:mod:`analytics.chartstate`, :mod:`analytics.seasonal`: the record is the
+    history, so the seasonal test needs a record of more than 7 days); False: the windowed ones of
+    :func:`analytics.detectors.run_all`.
     """
     cat = cat or load_catalogue()
     rows = {ft: Row(ft, "+".join(d)) for ft, d in DETECTORS_FOR.items()}
@@ -173,6 +175,7 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
             if stateful:  # the service's charts carry their state from pass to pass (analytics/chartstate.py)
                 charts = chartstate.run_record(chartstate.residual(x), p.g0(grid.t0_ms),
                                                chartstate.ChartParams.from_detectors(p, sp))
+                charts["seasonal"] = seasonal.run_record(x, p.g0(grid.t0_ms), seasonal.params_for(p, sp))
                 for name, r in charts.items():
                     r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
                     res[name] = r

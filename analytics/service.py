@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from analytics import aqi_us, chartstate, delivery, episodes, ispu, qc, waste, water
+from analytics import aqi_us, chartstate, delivery, episodes, ispu, qc, seasonal, waste, water
 from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
 from analytics.alerts import AlertEngine, AlertStore, Condition
@@ -106,6 +106,7 @@ class AnalyticsService:
         # EWMA / CUSUM state per (kind, field), carried from pass to pass and across restarts
         self.charts = chartstate.ChartStore(settings.state_dir / "analytics" / "charts")
         self.episodes = episodes.EpisodeStore(settings.state_dir / "analytics" / "episodes")
+        self.seasons = seasonal.SeasonStore(settings.state_dir / "analytics" / "seasonal")
         # one worker keeps deliveries in order per alert (open before resolved)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="alert-delivery")
         self._outbox: list[Future] = []
@@ -273,19 +274,24 @@ class AnalyticsService:
                                   e.onset_ms) for e in eps]
 
     def _charts(self, win: KindWindow, fname: str, x: np.ndarray, p, emit_to: int) -> dict[str, qc.QcResult]:  # noqa: ANN001
-        """Stateful EWMA / CUSUM (:mod:`analytics.chartstate`) over the bins up to ``emit_to`` not yet
-        processed by this or an earlier run; their state is saved before the pass writes anything
-        else, so a restart resumes where the last pass stopped. (S, T) results, 2 elsewhere."""
+        """Stateful EWMA / CUSUM (:mod:`analytics.chartstate`) and seasonal residual
+        (:mod:`analytics.seasonal`) over the bins up to ``emit_to`` not yet processed by this or an
+        earlier run; their state is saved before the pass writes anything else, so a restart resumes
+        where the last pass stopped. (S, T) results, 2 elsewhere."""
         cp = chartstate.ChartParams.from_detectors(p, StatParams())
         st = self.charts.get(win.kind.name, fname, cp)
         n = int(np.searchsorted(win.grid.times_ms, emit_to, side="right"))
         out = {k: qc.QcResult(np.full(x.shape, qc.NOT_EVALUATED, dtype=np.int8), np.full(x.shape, np.nan))
-               for k in ("ewma", "cusum")}
+               for k in ("ewma", "cusum", "seasonal")}
         if n == 0:
             return out
         r = chartstate.residual(x)[:, :n]
-        got = chartstate.update(st, st.rows_for(win.devices), r, p.g0(win.grid.t0_ms), cp)
+        g0 = p.g0(win.grid.t0_ms)
+        got = chartstate.update(st, st.rows_for(win.devices), r, g0, cp)
         self.charts.save(win.kind.name, fname)
+        ss = self.seasons.get(win.kind.name, fname, win.grid.step_ms)
+        got["seasonal"] = seasonal.update(ss, ss.rows_for(win.devices), x[:, :n], g0, seasonal.params_for(p))
+        self.seasons.save(win.kind.name, fname)
         for k, v in got.items():
             out[k].flag[:, :n], out[k].score[:, :n] = v.flag, v.score
         return out

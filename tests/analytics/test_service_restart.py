@@ -81,3 +81,39 @@ def test_restart_between_passes_gives_the_same_chart_flags(settings, influx, tmp
     assert len(rows) == 1 and shift_ms <= rows[0]["time"] <= shift_ms + 30 * 60_000
     assert rows[0]["peak_flag"] in (3, 4) and rows[0]["samples"] >= 1 and rows[0]["end_ms"] >= rows[0]["time"]
     assert rows[0]["peak_test"] in ("rate_of_change", "drift", "ewma", "cusum")
+
+
+def test_seasonal_baseline_from_persisted_days_with_a_one_day_window(settings, influx):
+    """Nine days of bins, passes every 6 h over the default 24 h window, a new service each pass: the
+    hour-of-day baseline comes from the days kept in state_dir, not from the window."""
+    day_n, days = 96, 9
+    n = days * day_n
+    odd = 8 * day_n + 30  # day 8, 07:30: a temperature of the afternoon
+
+    def temperature(dev: int, i: int) -> float:
+        v = 30.0 + 4.0 * np.sin(2 * np.pi * (i % day_n) / day_n) + 0.1 * ((i * 7 + dev * 3) % 5 - 2)
+        if dev == 1 and i == odd:
+            v = 30.0 - 4.0
+        return round(v, 1)
+
+    lines = []
+    for d in range(3):
+        lines += telemetry_lines("waste_bin", f"bin-{d}", n, 900, lambda name, i, d=d: {
+            "fill": 40.0, "distance": 150.0, "tilt": 0.0, "temperature": temperature(d, i)}[name])
+    influx.write(lines)
+    first_ms = NOW - (n - 1) * 900_000
+    for k in range(1, days * 4 + 1):
+        svc = AnalyticsService(settings)
+        try:
+            svc.run_pass(now_ms=first_ms + k * 6 * 3600_000, window_s=86400, emit_all=False)
+        finally:
+            svc.close()
+    s = influx.series('SELECT "flag","score" FROM "qc" WHERE "test"=\'seasonal\' GROUP BY "device"')
+    got = {x.tags["device"]: [r[0] for r in x.values] for x in s}
+    odd_ms = first_ms + odd * 900_000
+    odd_ms -= odd_ms % 900_000
+    assert odd_ms in got.get("bin-1", [])
+    # the daily cycle is no anomaly, and nothing is judged in the first seven days
+    others = [t for dev, ts in got.items() for t in ts if not (dev == "bin-1" and t == odd_ms)]
+    assert len(others) <= 2
+    assert min(t for ts in got.values() for t in ts) >= first_ms + 7 * 86400_000 - 900_000

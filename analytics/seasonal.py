@@ -1,0 +1,214 @@
+"""Seasonal baselines from persisted history: hour-of-day and hour-of-week, leave-one-out, past-only scale.
+
+The windowed seasonal residual (:func:`analytics.stats.seasonal_residual`) needs three days
+inside the service's window (24 h by default) and so never runs live, and its baseline contains
+the day it judges. Here every series keeps the mean and the within-hour MAD of each of its last
+28 days of complete hours (:data:`DAYS` x 24 slots, ``state_dir/analytics/seasonal``), filled bin
+by bin as the service processes them, and a reading in absolute hour A is judged against:
+
+- hour of week, when at least :data:`MIN_WEEKS` earlier weeks have hour A - 168 w: the median
+  of those hourly means (weekday / weekend patterns);
+- else hour of day, when at least ``min_days`` (default 7) earlier days have hour A - 24 d
+  (d = 1 .. 28): the median of those hourly means;
+- else nothing: 2, not evaluated (warm-up: the first week).
+
+Only hours before A's day enter A's baseline (leave-one-out: today's data is never in its own
+baseline, and an anomaly today cannot hide itself). The scale is also from past days only:
+1.4826 x the larger of the MAD of those same days' hourly means around the baseline (how much
+the hour varies from day to day) and the median of their within-hour MADs (the noise within an
+hour), never below ``floor``. score = |x - baseline| / scale, robust sigmas.
+
+Hours are UTC hours of the grid; a city's local day is the same cycle shifted, which a baseline
+per hour does not care about. Each pass is cut into its hours; every hour is one vectorised step
+over (series, bins of that hour).
+
+Arrays: values (S, n) field units; history (S, DAYS * 24).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from analytics import statefile
+from analytics.qc import FAIL, GOOD, MISSING, NOT_EVALUATED, SUSPECT, QcResult
+
+MAD_TO_SIGMA = 1.4826
+DAYS = 28  # history kept, days
+SLOTS = DAYS * 24
+MIN_WEEKS = 2  # earlier weeks needed for an hour-of-week baseline
+HOUR_MS = 3_600_000
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class SeasonParams:
+    step_ms: int  # grid step
+    min_days: int = 7  # earlier days needed for an hour-of-day baseline
+    suspect_z: float = 5.0
+    fail_z: float = 10.0
+    floor: float = 0.0  # field units
+
+
+def params_for(p, sp=None) -> SeasonParams:  # noqa: ANN001 - QcParams, StatParams (no import cycle)
+    """The seasonal test's parameters for a field's :class:`analytics.detectors.QcParams` (thresholds
+    from :class:`analytics.detectors.StatParams`)."""
+    from analytics.detectors import StatParams
+
+    sp = sp or StatParams()
+    return SeasonParams(step_ms=int(round(p.step_s * 1000)), suspect_z=sp.seasonal_suspect_z,
+                        fail_z=sp.seasonal_fail_z, floor=p.resolution)
+
+
+_ARRAYS = ("mean", "mad", "cur")
+
+
+class SeasonState:
+    """Hourly history of S series. ``hour_of`` (SLOTS,): the absolute hour held in each slot (-1 none);
+    ``cur`` (S, bins per hour): the hour being filled; ``g_next``: next grid bin to process."""
+
+    def __init__(self, devices: list[str], per_hour: int):
+        s = len(devices)
+        self.devices = list(devices)
+        self.per_hour = per_hour
+        self.mean = np.full((s, SLOTS), np.nan)
+        self.mad = np.full((s, SLOTS), np.nan)
+        self.cur = np.full((s, per_hour), np.nan)
+        self.hour_of = np.full(SLOTS, -1, dtype=np.int64)
+        self.g_next: int | None = None
+
+    def rows_for(self, devices: list[str]) -> np.ndarray:
+        return statefile.rows_for(self, devices, _ARRAYS, lambda n: SeasonState([""] * n, self.per_hour))
+
+    def save(self, path: Path) -> None:
+        statefile.save(path, self.devices, [FORMAT, self.per_hour, -1 if self.g_next is None else self.g_next],
+                       {**{n: getattr(self, n) for n in _ARRAYS}, "hour_of": self.hour_of})
+
+    @classmethod
+    def load(cls, path: Path, per_hour: int) -> "SeasonState | None":
+        got = statefile.load(path, (*_ARRAYS, "hour_of"))
+        if got is None or got[1][:2] != [FORMAT, per_hour]:
+            return None
+        st = cls(got[0], per_hour)
+        for n, v in got[2].items():
+            setattr(st, n, v)
+        st.g_next = None if got[1][2] < 0 else got[1][2]
+        return st
+
+
+def per_hour(step_ms: int) -> int:
+    return max(int(round(HOUR_MS / step_ms)), 1)
+
+
+def _median_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-aware median along the last axis and the count of values, (S, k) -> (S,), (S,)."""
+    n = (~np.isnan(a)).sum(axis=1)
+    med = np.full(a.shape[0], np.nan)
+    ok = n > 0
+    if ok.any():
+        med[ok] = np.nanmedian(a[ok], axis=1)
+    return med, n
+
+
+def baseline(st: SeasonState, hour: int, sp: SeasonParams) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline and scale (S,) for absolute hour ``hour`` from the days before it; NaN = none."""
+    def past(lags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        want = hour - lags
+        slots = want % SLOTS
+        have = st.hour_of[slots] == want
+        m, d = st.mean[:, slots], st.mad[:, slots]
+        return np.where(have[None, :], m, np.nan), np.where(have[None, :], d, np.nan)
+
+    day_m, day_d = past(24 * np.arange(1, DAYS + 1))
+    week_m, _ = past(168 * np.arange(1, DAYS // 7 + 1))
+    base_d, n_d = _median_rows(day_m)
+    base_w, n_w = _median_rows(week_m)
+    base = np.where(n_w >= MIN_WEEKS, base_w, np.where(n_d >= sp.min_days, base_d, np.nan))
+    spread, _ = _median_rows(np.abs(day_m - base[:, None]))
+    noise, _ = _median_rows(day_d)
+    scale = MAD_TO_SIGMA * np.fmax(spread, noise)
+    scale = np.where(np.isnan(base), np.nan, np.fmax(scale, max(sp.floor, 1e-12)))
+    return base, scale
+
+
+def _close_hour(st: SeasonState, hour: int) -> None:
+    """Store the finished hour (mean, within-hour MAD; NaN with fewer than half its bins)."""
+    n = (~np.isnan(st.cur)).sum(axis=1)
+    ok = n * 2 >= st.per_hour
+    med, _ = _median_rows(st.cur)
+    mean = np.where(ok, np.nanmean(np.where(ok[:, None], st.cur, 0.0), axis=1), np.nan)
+    mad, _ = _median_rows(np.abs(st.cur - med[:, None]))
+    slot = hour % SLOTS
+    st.mean[:, slot] = mean
+    st.mad[:, slot] = np.where(ok, mad, np.nan)
+    st.hour_of[slot] = hour
+    st.cur[:] = np.nan
+
+
+def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: SeasonParams) -> QcResult:
+    """Score and learn bins ``g0 .. g0 + n - 1`` of ``x`` (len(rows), n); bins before ``st.g_next`` were
+    processed by an earlier pass (2 here). Flags 1/3/4, 2 without a baseline, 9 missing; score in
+    robust sigmas."""
+    nrow, n = x.shape
+    flag = np.full((nrow, n), NOT_EVALUATED, dtype=np.int8)
+    score = np.full((nrow, n), np.nan)
+    ph = st.per_hour
+    if st.g_next is None:
+        st.g_next = g0
+    first = max(st.g_next - g0, 0)
+    g = g0 + first
+    last_hour = (st.g_next * sp.step_ms) // HOUR_MS
+    if g > st.g_next and (g * sp.step_ms) // HOUR_MS != last_hour and (st.g_next * sp.step_ms) % HOUR_MS:
+        _close_hour(st, last_hour)  # the hour an outage cut short: kept if half of it was there
+    while g < g0 + n:
+        hour, pos = divmod(g * sp.step_ms, HOUR_MS)
+        i0 = pos // sp.step_ms
+        seg = min(ph - i0, g0 + n - g)  # bins of this hour in this pass
+        cols = slice(g - g0, g - g0 + seg)
+        base, scale = baseline(st, hour, sp)
+        v = x[:, cols]
+        full = np.full((len(st.devices), seg), np.nan)
+        full[rows] = v
+        st.cur[:, i0 : i0 + seg] = full
+        z = np.abs(v - base[rows, None]) / scale[rows, None]
+        warm = ~np.isnan(base[rows])[:, None] & np.ones(seg, dtype=bool)
+        present = ~np.isnan(v)
+        fl = np.where(z > sp.fail_z, FAIL, np.where(z > sp.suspect_z, SUSPECT, GOOD))
+        flag[:, cols] = np.where(present, np.where(warm, fl, NOT_EVALUATED), MISSING)
+        score[:, cols] = np.where(present & warm, z, np.nan)
+        g += seg
+        if i0 + seg == ph:
+            _close_hour(st, hour)
+    st.g_next = max(st.g_next, g0 + n)
+    return QcResult(flag, score)
+
+
+class SeasonStore:
+    """Seasonal histories of one service, one file per (kind, field) under ``root``."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._cache: dict[tuple[str, str], SeasonState] = {}
+
+    def get(self, kind: str, field: str, step_ms: int) -> SeasonState:
+        ph = per_hour(step_ms)
+        st = self._cache.get((kind, field))
+        if st is None or st.per_hour != ph:
+            st = SeasonState.load(self.root / f"{kind}.{field}.npz", ph) or SeasonState([], ph)
+            self._cache[(kind, field)] = st
+        return st
+
+    def save(self, kind: str, field: str) -> None:
+        if (kind, field) in self._cache:
+            self._cache[(kind, field)].save(self.root / f"{kind}.{field}.npz")
+
+
+def run_record(x: np.ndarray, g0: int, sp: SeasonParams) -> QcResult:
+    """The seasonal test over a whole record (S, T) from an empty history."""
+    st = SeasonState([], per_hour(sp.step_ms))
+    return update(st, st.rows_for([str(i) for i in range(x.shape[0])]), x, g0, sp)
+
+
+__all__ = ["DAYS", "SeasonParams", "params_for", "SeasonState", "SeasonStore", "baseline", "run_record", "update"]

@@ -1,0 +1,56 @@
+"""Per-series detector state on disk: one ``.npz`` per (kind, field), written atomically.
+
+Shared by the stateful charts, the episode tracker and the seasonal baselines: each keeps arrays
+whose first axis is the series (a device list saved beside them), a few integers of metadata
+(the first is the layout version: a file of another layout is ignored and the detector warms up
+again), and grows rows for devices it has not seen.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def save(path: Path, devices: list[str], meta: list[int], arrays: dict[str, np.ndarray]) -> None:
+    """Write to a temp file and rename over ``path``: a crash mid-write leaves the previous state."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            payload: dict[str, Any] = {"devices": np.array(devices, dtype=str),
+                                       "meta": np.array(meta, dtype=np.int64), **arrays}
+            np.savez(fh, **payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path, names: tuple[str, ...]) -> tuple[list[str], list[int], dict[str, np.ndarray]] | None:
+    """(devices, meta, arrays) or None when the file is missing, unreadable or lacks an array."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return ([str(d) for d in z["devices"].tolist()], [int(v) for v in z["meta"].tolist()],
+                    {n: z[n].copy() for n in names})
+    except (FileNotFoundError, KeyError, ValueError, OSError):
+        return None
+
+
+def rows_for(state, devices: list[str], names: tuple[str, ...], fresh) -> np.ndarray:  # noqa: ANN001
+    """Row of each of ``devices`` in ``state`` (an object with ``devices`` and the arrays ``names``);
+    unknown devices are appended, their rows taken from ``fresh(n)`` (an object of n new rows)."""
+    index = {d: i for i, d in enumerate(state.devices)}
+    new = [d for d in dict.fromkeys(devices) if d not in index]
+    if new:
+        add = fresh(len(new))
+        for name in names:
+            setattr(state, name, np.concatenate([getattr(state, name), getattr(add, name)]))
+        for d in new:
+            index[d] = len(state.devices)
+            state.devices.append(d)
+    return np.array([index[d] for d in devices], dtype=np.int64)

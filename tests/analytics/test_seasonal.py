@@ -1,0 +1,78 @@
+"""Seasonal baselines from persisted history (analytics/seasonal.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from analytics import qc
+from analytics.seasonal import SeasonParams, SeasonStore, baseline, run_record, update
+
+STEP = 900_000  # 15-min bins: 4 per hour, 96 per day
+DAY = 96
+SP = SeasonParams(step_ms=STEP, min_days=7, floor=0.01)
+
+
+def _days(n_days: int, s: int = 4, seed: int = 3) -> np.ndarray:
+    """A strong daily cycle (amplitude 10) plus noise 0.3; (s, n_days * 96)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_days * DAY)
+    return 20 + 10 * np.sin(2 * np.pi * t / DAY)[None, :] + rng.normal(0, 0.3, (s, t.size))
+
+
+def test_warm_up_then_the_cycle_is_normal_and_an_off_cycle_value_is_not():
+    x = _days(10)
+    x[1, 9 * DAY + 24] = 20 + 10 * np.sin(2 * np.pi * 48 / DAY)  # a value of 12:00 at 06:00 on day 9
+    x[2, 9 * DAY + 72 : 9 * DAY + 76] += 4.0  # an hour 4 too high at the trough, well inside the day's range
+    res = run_record(x, 0, SP)
+    # nothing evaluated before seven earlier days hold the hour
+    assert np.isin(res.flag[:, : 7 * DAY], (qc.NOT_EVALUATED,)).all()
+    assert (res.flag[:, 7 * DAY :] != qc.NOT_EVALUATED).all()
+    flagged = res.flag >= qc.SUSPECT
+    assert flagged[1, 9 * DAY + 24] and flagged[2, 9 * DAY + 72 : 9 * DAY + 76].all()
+    # the daily cycle itself (amplitude 33 noise sigmas) raises nothing elsewhere
+    flagged[1, 9 * DAY + 24] = False
+    flagged[2, 9 * DAY + 72 : 9 * DAY + 76] = False
+    assert flagged.sum() <= 2
+
+
+def test_leave_one_out_today_is_not_in_its_own_baseline():
+    x = _days(9)
+    x[0, 8 * DAY :] += 50.0  # the whole last day is off: its own hours must not move its baseline
+    st_res = run_record(x, 0, SP)
+    assert (st_res.flag[0, 8 * DAY :] == qc.FAIL).all()
+
+
+def test_hour_of_week_baseline_after_two_weeks(tmp_path):
+    x = _days(22, s=3)
+    weekend = (np.arange(22 * DAY) // DAY) % 7 >= 5
+    x[:, weekend] -= 8.0  # weekends run lower: normal, once two earlier weeks show it
+    store = SeasonStore(tmp_path)
+    st = store.get("water", "temperature", STEP)
+    rows = st.rows_for(["a", "b", "c"])
+    res = update(st, rows, x, 0, SP)
+    store.save("water", "temperature")
+    third_weekend = (np.arange(22 * DAY) >= 19 * DAY) & (np.arange(22 * DAY) < 21 * DAY)
+    assert (res.flag[:, third_weekend] < qc.SUSPECT).mean() > 0.98
+    # the saved history gives a restarted service the same baseline
+    again = SeasonStore(tmp_path).get("water", "temperature", STEP)
+    b1, s1 = baseline(st, 22 * 24, SP)
+    b2, s2 = baseline(again, 22 * 24, SP)
+    np.testing.assert_array_equal(b1, b2)
+    np.testing.assert_array_equal(s1, s2)
+
+
+def test_passes_with_restarts_equal_one_run(tmp_path):
+    x = _days(9, s=3)
+    x[1, 200:230] = np.nan
+    whole = run_record(x, 5, SP)
+    got = np.full(x.shape, -1, dtype=np.int8)
+    end = 0
+    for cut in (10, 97, 300, 301, 700, x.shape[1]):
+        store = SeasonStore(tmp_path)
+        st = store.get("air", "pm25", STEP)
+        lo = max(end - 7, 0)
+        r = update(st, st.rows_for(["0", "1", "2"]), x[:, lo:cut], 5 + lo, SP)
+        got[:, end:cut] = r.flag[:, end - lo :]
+        store.save("air", "pm25")
+        end = cut
+    np.testing.assert_array_equal(got, whole.flag)
