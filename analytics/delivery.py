@@ -21,6 +21,7 @@ import httpx
 from analytics.alerts import Alert, payload
 from kotacerdas import contract
 from kotacerdas.backoff import Backoff
+from kotacerdas.errors import Disposition, TransportError
 
 log = logging.getLogger("analytics.delivery")
 
@@ -38,20 +39,34 @@ def verify(secret: bytes, body: bytes, header: str) -> bool:
     return hmac.compare_digest(sign(secret, body), header or "")
 
 
+def _post(url: str, body: bytes, headers: dict[str, str], timeout_s: float) -> None:
+    """One POST; raises :class:`TransportError` (no answer, or the status of a refusal)."""
+    try:
+        r = httpx.post(url, content=body, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+    if not 200 <= r.status_code < 300:
+        raise TransportError(f"HTTP {r.status_code}", status=r.status_code)
+
+
 def webhook_attempt(url: str, secret: bytes | None, alert: Alert, *, timeout_s: float = 5.0) -> tuple[bool, bool, str]:
-    """One POST of the alert JSON: (delivered, refused for good, error). 4xx but 429 is a refusal for good."""
+    """One POST of the alert JSON: (delivered, refused for good, error). Refused for good is what
+    :func:`kotacerdas.errors.http_disposition` calls DROP (a 4xx about what we sent); 408/429/5xx and
+    no answer are retried, and so are 401/403 (our secret or the receiver's configuration: FATAL,
+    kept and logged at error level until an operator fixes it)."""
     body = payload(alert)
     headers = {"Content-Type": "application/json", "X-KC-Alert-Id": alert.alert_id,
                "X-KC-Delivery": f"{alert.alert_id}:{alert.state}:{alert.updated_ms}"}
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, body)
     try:
-        r = httpx.post(url, content=body, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        return False, False, f"{type(exc).__name__}: {exc}"
-    if 200 <= r.status_code < 300:
-        return True, False, ""
-    return False, 400 <= r.status_code < 500 and r.status_code != 429, f"HTTP {r.status_code}"
+        _post(url, body, headers, timeout_s)
+    except TransportError as exc:
+        if exc.disposition is Disposition.FATAL:
+            log.error("webhook refuses our requests (credentials?); keeping the alert",
+                      extra={"error": str(exc), "alert_id": alert.alert_id})
+        return False, exc.disposition is Disposition.DROP, str(exc)
+    return True, False, ""
 
 
 def post_webhook(url: str, secret: bytes | None, alert: Alert, *, attempts: int = 4, backoff_s: float = 0.5,

@@ -18,13 +18,15 @@ import httpx
 from dashboards.model import Dashboard
 from dashboards.provisioning import FOLDER
 from kotacerdas.backoff import Backoff
+from kotacerdas.errors import Disposition, TransportError, http_disposition
 
 FOLDER_UID = "kotacerdas"
 _VOLATILE = ("id", "version")
 
 
-class GrafanaError(RuntimeError):
-    pass
+class GrafanaError(TransportError):
+    """Grafana did not answer (``status`` 0) or refused a request; ``disposition`` says whether
+    another try can help (kotacerdas.errors.http_disposition)."""
 
 
 class Grafana:
@@ -40,22 +42,22 @@ class Grafana:
         backoff = Backoff(0.2, 5.0)
         for attempt in range(self.retries):
             try:
-                r = self.http.request(method, path, json=json)
-            except httpx.HTTPError as exc:
-                if attempt == self.retries - 1:
+                try:
+                    r = self.http.request(method, path, json=json)
+                except httpx.HTTPError as exc:
                     raise GrafanaError(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-            else:
                 if r.status_code == 404 and ok404:
                     return None
-                if r.status_code in (401, 403):
-                    raise GrafanaError(f"{method} {path}: {r.status_code} - check the API token and its role "
-                                       f"(needs Admin for datasources, Editor for dashboards)")
-                if r.status_code < 500 and r.status_code != 429:
-                    if r.status_code >= 400:
-                        raise GrafanaError(f"{method} {path}: {r.status_code} {r.text[:300]}")
+                if r.status_code < 400:
                     return r
+                hint = (" - check the API token and its role (needs Admin for datasources, Editor for dashboards)"
+                        if http_disposition(r.status_code) is Disposition.FATAL else f" {r.text[:300]}")
+                raise GrafanaError(f"{method} {path}: {r.status_code}{hint}", status=r.status_code)
+            except GrafanaError as exc:
+                if exc.disposition is not Disposition.RETRY:
+                    raise
                 if attempt == self.retries - 1:
-                    raise GrafanaError(f"{method} {path}: {r.status_code} after {self.retries} attempts")
+                    raise GrafanaError(f"{exc} (after {self.retries} attempts)", status=exc.status) from exc
             time.sleep(backoff.delay())
         raise AssertionError("unreachable")
 

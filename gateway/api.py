@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 
 from kotacerdas import contract, device_config
+from kotacerdas.errors import ContractError
 from kotacerdas.runtime import ops_router
 
 from gateway.ledger import ledger
@@ -201,7 +202,7 @@ def make_app(
             raise HTTPException(503, "commands need the running gateway")
         try:
             payload = contract.encode_cmd(cid, body.cmd, body.args, int(time.time() * 1000))
-        except ValueError as exc:  # update args the device would refuse
+        except ContractError as exc:  # a command or update args the device would refuse: DROP, never queued
             raise HTTPException(422, str(exc)) from None
         gateway.publish_to_device(d, "cmd", payload, False)
         return {"id": cid, "queued": True}

@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 from kotacerdas.catalogue import Kind
+from kotacerdas.errors import ContractError
 
 # the firmware's bounds on the reporting interval (kc_config.MIN_INTERVAL_S / MAX_INTERVAL_S)
 MIN_INTERVAL_S = 5
@@ -37,7 +38,7 @@ _TASMOTA_KEY = re.compile(r"^[^.\s]{1,64}\.[^.\s]{1,64}$")  # "<Sensor>.<Quantit
 _OBJECT_ID = re.compile(r"^[a-z0-9_-]{1,128}$")
 
 
-class ConfigError(ValueError):
+class ConfigError(ContractError):
     """A config the device (or the gateway's adapters) would refuse; the message names the first problem."""
 
 

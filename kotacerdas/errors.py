@@ -11,14 +11,15 @@ Callers catch these, not built-ins (``except StorageError``), and act on the
 
 Tree: :class:`KcError` -> :class:`ContractError` (bad input; DROP), :class:`StorageError` (a
 database answered or was unreachable; disposition by status), :class:`TransportError` (broker or
-HTTP peer unreachable; RETRY).
+HTTP peer unreachable (RETRY) or refusing (disposition by status or protocol code)).
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["ContractError", "Disposition", "KcError", "StorageError", "TransportError", "http_disposition"]
+__all__ = ["ContractError", "Disposition", "KcError", "StorageError", "TransportError", "http_disposition",
+           "mqtt_connack_disposition"]
 
 
 class Disposition(enum.Enum):
@@ -44,11 +45,20 @@ class ContractError(KcError, ValueError):
 
 
 class TransportError(KcError, ConnectionError):
-    """A broker or HTTP peer could not be reached."""
+    """A broker or HTTP peer could not be reached, or refused what we sent.
+
+    ``status``: the HTTP status of a refusal (0: no answer; disposition by :func:`http_disposition`).
+    ``refusal``: a disposition decided by the protocol itself (an MQTT CONNACK code, see
+    :func:`mqtt_connack_disposition`), which then wins over ``status``."""
+
+    def __init__(self, message: str, *, status: int = 0, refusal: Disposition | None = None):
+        super().__init__(message)  # one argument: OSError would read a second one as errno/strerror
+        self.status = status
+        self.refusal = refusal
 
     @property
     def disposition(self) -> Disposition:
-        return Disposition.RETRY
+        return self.refusal if self.refusal is not None else http_disposition(self.status)
 
 
 def http_disposition(status: int) -> Disposition:
@@ -61,6 +71,20 @@ def http_disposition(status: int) -> Disposition:
     if status in (401, 403):
         return Disposition.FATAL
     return Disposition.DROP
+
+
+# MQTT 5.0 CONNACK reason codes (OASIS MQTT 5.0, 3.2.2.2) that say "later", not "never with this
+# configuration": unspecified error, server unavailable, server busy, quota exceeded, connection rate
+_MQTT5_TRANSIENT = frozenset({0x80, 0x88, 0x89, 0x97, 0x9F})
+
+
+def mqtt_connack_disposition(code: int, *, mqtt5: bool) -> Disposition:
+    """What a refused MQTT CONNECT means. MQTT 3.1.1 (3.2.2.3): 3 "server unavailable" is worth
+    retrying; 1/2/4/5 (protocol version, client id, credentials, authorisation) are our configuration
+    (FATAL). MQTT 5.0 codes as ``_MQTT5_TRANSIENT`` says; every other refusal is FATAL."""
+    if mqtt5:
+        return Disposition.RETRY if code in _MQTT5_TRANSIENT else Disposition.FATAL
+    return Disposition.RETRY if code == 3 else Disposition.FATAL
 
 
 class StorageError(KcError):

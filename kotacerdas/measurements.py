@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Mapping
 
 from kotacerdas.catalogue import Catalogue, Kind
+from kotacerdas.errors import ContractError
 from kotacerdas.lineprotocol import format_line
 
 __all__ = [
@@ -35,7 +36,7 @@ FieldType = Literal["float", "int", "str"]
 _COERCE = {"float": float, "int": int, "str": str}
 
 
-class SchemaError(ValueError):
+class SchemaError(ContractError):
     """A point that does not fit its measurement's schema (a programming error, not bad input)."""
 
 

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from kotacerdas.errors import TransportError, mqtt_connack_disposition
 from kotacerdas.settings import MqttSettings
 
 
@@ -43,7 +44,8 @@ def make_client(
 
 
 def connect(c: paho.Client, settings: MqttSettings, *, session_expiry_s: int = 7 * 24 * 3600, timeout_s: float = 10.0) -> None:
-    """Connect and start the network loop; block until CONNACK (raises TimeoutError/ConnectionError)."""
+    """Connect and start the network loop; block until CONNACK (raises TimeoutError, or
+    :class:`~kotacerdas.errors.TransportError` whose disposition says whether retrying can help)."""
     done = threading.Event()
     result: dict[str, object] = {}
 
@@ -75,7 +77,10 @@ def connect(c: paho.Client, settings: MqttSettings, *, session_expiry_s: int = 7
     rc = result["rc"]
     if getattr(rc, "is_failure", False) or (isinstance(rc, int) and rc != 0):
         c.loop_stop()
-        raise ConnectionError(f"MQTT connect refused: {rc}")
+        # paho 2 reports a 3.1.1 refusal as the equivalent MQTT 5 reason code; a bare int is 3.1.1's own
+        code = rc if isinstance(rc, int) else int(getattr(rc, "value", 0x80))
+        raise TransportError(f"MQTT connect refused: {rc}", refusal=mqtt_connack_disposition(
+            code, mqtt5=not isinstance(rc, int)))
     if prev is not None:
         c.on_connect = prev
 

@@ -40,6 +40,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from kotacerdas.backoff import Backoff
+from kotacerdas.errors import Disposition, TransportError, mqtt_connack_disposition
 from kotacerdas.settings import MqttSettings
 
 log = logging.getLogger("kotacerdas.mqttwire")
@@ -161,8 +162,8 @@ def parse(buf: bytes, start: int = 0, retain_flag: bool = False) -> tuple[list[t
     return ctrl, msgs, i
 
 
-class ProtocolError(Exception):
-    pass
+class ProtocolError(TransportError):
+    """The broker broke the protocol (a transport failure: retried on a new connection)."""
 
 
 def _read_packet(sock: socket.socket, deadline: float, peer: str) -> bytes:
@@ -176,7 +177,7 @@ def _read_packet(sock: socket.socket, deadline: float, peer: str) -> bytes:
             sock.settimeout(max(0.01, deadline - time.monotonic()))
             chunk = sock.recv(n - len(got))
             if not chunk:
-                raise ConnectionError("connection closed before CONNACK")
+                raise TransportError("connection closed before CONNACK")
             got += chunk
         return got
 
@@ -351,7 +352,10 @@ class WireClient:
             raise ProtocolError(f"expected CONNACK, got {head[:4].hex()}")
         if head[3] != 0:
             sock.close()
-            raise ConnectionError(f"MQTT connect refused: {CONNACK_ERRORS.get(head[3], head[3]) if self.protocol == 4 else hex(head[3])}")
+            code = head[3]
+            raise TransportError(
+                f"MQTT connect refused: {CONNACK_ERRORS.get(code, code) if self.protocol == 4 else hex(code)}",
+                refusal=mqtt_connack_disposition(code, mqtt5=self.protocol == 5))
         sock.settimeout(None)  # blocking; the reader waits in select, so keep-alive still runs
         session_present = bool(head[2] & 1)
         with self._send_lock:
@@ -393,8 +397,10 @@ class WireClient:
                     self._connect(10.0)
                 except (OSError, ConnectionError, TimeoutError, ProtocolError) as exc:
                     wait = self._backoff.delay()
-                    log.warning("MQTT connect failed; retrying",
-                                extra={"error": str(exc)[:200], "retry_in_s": round(wait, 3)})
+                    # refused for our credentials or client id: retried too, but an operator must act
+                    fatal = isinstance(exc, TransportError) and exc.disposition is Disposition.FATAL
+                    (log.error if fatal else log.warning)("MQTT connect failed; retrying",
+                                                          extra={"error": str(exc)[:200], "retry_in_s": round(wait, 3)})
                     self._stopping.wait(wait)
                 continue
             try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from kotacerdas.contract.base import SUPPORTED_VERSIONS, VERSION, Reason, Rejection
+from kotacerdas.errors import ContractError
 
 __all__ = ["ACK_DETAIL_MAX", "COMMANDS", "SHA256_HEX_LEN", "SIGNATURE_HEX_LEN", "STATUS_STATES", "UPDATE_ARGS",
            "UPDATE_MANIFEST", "UPDATE_SIGNATURE", "UPDATE_URL_MAX", "Ack", "DeviceStatus", "decode_ack",
@@ -42,7 +43,7 @@ def _compact(doc: Mapping[str, Any]) -> bytes:
 def encode_status(state: str, ts_ms: int, *, fw: str | None = None, reason: str | None = None) -> bytes:
     """Device birth/last-will payload on the retained ``status`` topic: state is online|offline."""
     if state not in STATUS_STATES:
-        raise ValueError(f"invalid state {state!r}")
+        raise ContractError(f"invalid state {state!r}")
     doc: dict[str, Any] = {"v": VERSION, "state": state, "ts": int(ts_ms)}
     if fw is not None:
         doc["fw"] = fw
@@ -120,13 +121,13 @@ def validate_update_args(args: Any) -> dict[str, str] | Rejection:
 
 def encode_cmd(cmd_id: str, cmd: str, args: Mapping[str, Any], ts_ms: int) -> bytes:
     """A command on the ``cmd`` topic; the device answers on ``ack`` with the same ``id``.
-    ValueError for an unknown command or ``update`` args the device would refuse."""
+    :class:`ContractError` (a ValueError) for an unknown command or ``update`` args the device would refuse."""
     if cmd not in COMMANDS:
-        raise ValueError(f"unknown command {cmd!r}")
+        raise ContractError(f"unknown command {cmd!r}")
     if cmd == "update":
         checked = validate_update_args(dict(args))
         if isinstance(checked, Rejection):
-            raise ValueError(checked.detail)
+            raise ContractError(checked.detail)
     return _compact({"v": VERSION, "id": cmd_id, "cmd": cmd, "args": dict(args), "ts": int(ts_ms)})
 
 

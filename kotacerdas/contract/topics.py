@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from kotacerdas.contract.base import VERSION, Reason, Rejection
+from kotacerdas.errors import ContractError
 
 __all__ = ["CITY_RE", "DEVICE_CHANNELS", "DEVICE_RE", "PLATFORM", "PLATFORM_CHANNELS", "ROOT_RE", "DeviceTopic", "alert_subscription",
            "alert_topic", "cmd_topic", "config_topic", "deadletter_subscription", "deadletter_topic",
@@ -41,20 +42,20 @@ class DeviceTopic:
 
 def _check_root(root: str) -> str:
     if not ROOT_RE.match(root):
-        raise ValueError(f"invalid topic root {root!r}")
+        raise ContractError(f"invalid topic root {root!r}")
     return root
 
 
 def device_topic(root: str, city: str, kind: str, device: str, channel: str) -> str:
-    """``{root}/v1/{city}/{kind}/{device}/{channel}``; raises ValueError on unsafe segments."""
+    """``{root}/v1/{city}/{kind}/{device}/{channel}``; raises :class:`ContractError` (a ValueError) on unsafe segments."""
     if not CITY_RE.match(city):
-        raise ValueError(f"invalid city {city!r}")
+        raise ContractError(f"invalid city {city!r}")
     if not DEVICE_RE.match(device):
-        raise ValueError(f"invalid device id {device!r}")
+        raise ContractError(f"invalid device id {device!r}")
     if not re.match(r"^[a-z_]{1,32}$", kind):
-        raise ValueError(f"invalid kind {kind!r}")
+        raise ContractError(f"invalid kind {kind!r}")
     if channel not in DEVICE_CHANNELS:
-        raise ValueError(f"invalid channel {channel!r}")
+        raise ContractError(f"invalid channel {channel!r}")
     return f"{_check_root(root)}/v{VERSION}/{city}/{kind}/{device}/{channel}"
 
 
@@ -125,7 +126,7 @@ def platform_filter(root: str, channel: str, *levels: str) -> str:
     """``{root}/v1/_platform/{channel}[/{level}...]/#``: everything one platform channel (or a part of it,
     e.g. the dead letters of one stage) carries; for subscriptions and broker ACLs."""
     if channel not in PLATFORM_CHANNELS:
-        raise ValueError(f"invalid platform channel {channel!r}")
+        raise ContractError(f"invalid platform channel {channel!r}")
     return "/".join((_check_root(root), f"v{VERSION}", PLATFORM, channel, *levels, "#"))
 
 

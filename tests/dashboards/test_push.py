@@ -8,6 +8,7 @@ from dashboards.cli import main as cli_main
 from dashboards.definitions import UID, all_dashboards
 from dashboards.provisioning import datasource
 from dashboards.push import GrafanaError, push
+from kotacerdas.errors import Disposition, TransportError
 
 from .fake_grafana import FakeGrafana
 
@@ -51,6 +52,9 @@ def test_bad_token_is_a_clear_error_and_exit_code(capsys):
             raise AssertionError("push with a wrong token succeeded")
         except GrafanaError as exc:
             assert "401" in str(exc) and "token" in str(exc)
+            # our credentials: FATAL, so not retried (kotacerdas.errors decides, not a status check here)
+            assert exc.disposition is Disposition.FATAL and isinstance(exc, TransportError)
+            assert len(fg.requests) == 1, fg.requests
         assert cli_main(["push", "--url", fg.url, "--token", "wrong"]) == 1
         assert "401" in capsys.readouterr().err
         assert not fg.dashboards
