@@ -178,7 +178,8 @@ def run_pipeline(args, port: int, url: str, workdir: Path, pids: dict[str, int])
     gw_env = dict(env, PYTHONPATH=str(args.gateway_src or REPO), KC_GATEWAY__REGISTRY_PATH=str(reg_path),
                   KC_GATEWAY__QUEUE_PATH=str(workdir / "queue.sqlite"), KC_GATEWAY__HTTP_PORT=str(gw_port),
                   KC_GATEWAY__CLIENT_ID=f"bench-gw-{root}",
-                  KC_GATEWAY__STATUS_REFRESH_S="1000000")  # devstatus only on a change: one per device
+                  KC_GATEWAY__STATUS_REFRESH_S="1000000",  # devstatus only on a change: one per device
+                  KC_GATEWAY__FORWARD_BATCH=str(args.forward_batch))
     in_env = dict(env, KC_INFLUX__URL=url, KC_INFLUX__DATABASE=db, KC_INGEST__SPOOL_PATH=str(workdir / "spool"),
                   KC_INGEST__CLIENT_ID=f"bench-in-{root}", KC_INGEST__HTTP_PORT=str(in_port))
     logs = {k: open(workdir / f"{k}.log", "wb") for k in ("gateway", "ingest")}
@@ -202,6 +203,7 @@ def run_pipeline(args, port: int, url: str, workdir: Path, pids: dict[str, int])
         watch = dict(pids, gateway=procs["gateway"].pid, ingest=procs["ingest"].pid)
         cpu0 = {k: cpu_seconds(v) for k, v in watch.items()}
         samples: list[tuple[float, int]] = []
+        trace: list[tuple[float, float, float, float, int]] = []
         max_rss = 0.0
         start = time.monotonic()
         for p in pubs:
@@ -223,6 +225,13 @@ def run_pipeline(args, port: int, url: str, workdir: Path, pids: dict[str, int])
                 except httpx.HTTPError:
                     pass
                 samples.append((time.monotonic(), got))
+                if args.trace and (not trace or time.monotonic() - trace[-1][0] >= 1.0):
+                    try:  # where the messages are: each stage's counter, once a second
+                        trace.append((time.monotonic(), metric(gw_port, "kc_gateway_accepted_total"),
+                                      metric(gw_port, "kc_gateway_forwarded_total"),
+                                      metric(in_port, "kc_ingest_received_total"), got))
+                    except httpx.HTTPError:
+                        pass
                 max_rss = max(max_rss, rss_mib(procs["gateway"].pid))
                 bar.n = got
                 bar.refresh()
@@ -249,6 +258,9 @@ def run_pipeline(args, port: int, url: str, workdir: Path, pids: dict[str, int])
             if j < len(samples):
                 lat.append(samples[j][0] - (start + k / offered))
         lat.sort()
+        for tm, acc, fwd, rcv, wr in trace:
+            print(f"t={tm - start:6.1f}s gateway accepted {acc:9,.0f} forwarded {fwd:9,.0f}  ingest received "
+                  f"{rcv:9,.0f} written {wr:9,}", file=sys.stderr)
 
         def pct(q: float) -> float:
             return lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan")
@@ -290,7 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline-count", type=int, default=200_000)
     ap.add_argument("--poll", type=float, default=0.25, help="InfluxDB count poll interval, s")
     ap.add_argument("--gateway-src", type=Path, help="run the gateway from this source tree")
+    ap.add_argument("--forward-batch", type=int, default=1,
+                    help="gateway.forward_batch: readings per upstream message (1: one message per reading)")
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--trace", action="store_true", help="print each stage's progress once a second")
     args = ap.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="kc-bench-pipe-"))
     broker = stack.MosquittoProcess(workdir / "mosquitto", stack.free_port(), persistence=False)

@@ -53,7 +53,9 @@ class Observer:
         parts = msg.topic.split("/")
         with self.lock:
             if "norm" in parts:
-                self.accepted[parts[-2]] += 1  # .../norm/{city}/{kind}/{device}
+                # .../norm/{city}/{kind}/{device}, or .../_batch carrying many (gateway.forward_batch)
+                self.accepted[parts[-2]] += (contract.normalized_batch_count(msg.payload)
+                                             if contract.is_normalized_batch_topic(msg.topic) else 1)
             elif "deadletter" in parts:
                 self.rejected[(parts[-2], parts[-1])] += 1  # .../deadletter/{stage}/{reason}
             elif "alerts" in parts:

@@ -114,6 +114,7 @@ class Forwarder:
         client_id: str,
         *,
         window: int = 5000,
+        window_bytes: int = 0,
         ack_timeout_s: float = 10.0,
         on_forwarded: Callable[[int], None] = lambda n: None,
         on_refused: Callable[[], None] = lambda: None,
@@ -123,6 +124,7 @@ class Forwarder:
         self.upstream = upstream
         self.client_id = client_id
         self.window = window
+        self.window_bytes = window_bytes
         self.ack_timeout_s = ack_timeout_s
         self.on_forwarded = on_forwarded
         self.on_refused = on_refused
@@ -178,7 +180,7 @@ class Forwarder:
             backoff.reset()
             link = self._link
             assert link is not None
-            rows = self.store.peek_rows(limit=self.window)
+            rows = self.store.peek_rows(limit=self.window, max_bytes=self.window_bytes)
             if not rows:
                 self.wake.wait(0.5)
                 self.wake.clear()

@@ -19,13 +19,14 @@ from collections import deque
 import time
 from typing import Any
 
+import orjson
 import paho.mqtt.client as paho
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from kotacerdas import contract, device_config
 from kotacerdas.backoff import Backoff
 from kotacerdas.catalogue import load_catalogue
-from kotacerdas.contract import Limits, NormalizedReading, Reason, Rejection
+from kotacerdas.contract import Limits, Reason, Rejection, normalized_doc
 from kotacerdas.mqttwire import WireClient
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import Settings
@@ -135,7 +136,7 @@ class Gateway:
         self.forwarder = Forwarder(
             self.store, g.upstream or settings.mqtt, f"{self.client_id}-up",
             on_forwarded=self.metrics.forwarded.inc, on_refused=self.metrics.upstream_refused.inc,
-            window=g.forward_window, client=g.mqtt_client,
+            window=g.forward_window, window_bytes=g.forward_window_bytes, client=g.mqtt_client,
         )
         self._worker = threading.Thread(target=self._work, name="gateway-worker", daemon=True)
         self._lock_lifecycle = threading.Lock()
@@ -302,9 +303,9 @@ class Gateway:
                    status_changes: dict[str, DeviceState]) -> list[tuple[str, bytes, int, int]]:
         """Batched: one decode and cached topic parse per message, one dedup statement per batch."""
         results = self.validator.validate_many([(tp, p) for tp, p, _, _ in items], t)
-        cands: list[tuple[NormalizedReading, Item]] = []
+        cands: list[tuple[dict, Item]] = []
         first_seq: dict[tuple[str, int], int] = {}
-        repeats: list[tuple[NormalizedReading, Item]] = []
+        repeats: list[tuple[dict, Item]] = []
         for item, r in zip(items, results):
             topic, payload, _, origins = item
             if isinstance(r, Rejection):
@@ -318,64 +319,82 @@ class Gateway:
                 why = rej if rej is not None else Rejection(Reason.UNKNOWN_DEVICE, r.device)
                 self._dead_all(why, topic, payload, origins, t, dead)
                 continue
-            n = NormalizedReading(
-                city=r.city, kind=r.kind, device=r.device, ts_ms=r.ts_ms, seq=r.seq, fields=r.fields,
-                battery=r.battery, fw=r.fw, rssi=r.rssi, district=dev.district, department=dev.department,
-                lat=dev.lat, lon=dev.lon, rx_ms=t)
+            doc = normalized_doc(r, district=dev.district, department=dev.department, lat=dev.lat, lon=dev.lon,
+                                 rx_ms=t)
             key = (r.device, r.ts_ms)
             if key in first_seq:
-                repeats.append((n, item))
+                repeats.append((doc, item))
             else:
                 first_seq[key] = r.seq
-                cands.append((n, item))
-        known = txn.claim([(n.device, n.ts_ms, n.seq) for n, _ in cands])
-        accepted: list[NormalizedReading] = []
+                cands.append((doc, item))
+        known = txn.claim([(d["device"], d["ts"], d["seq"]) for d, _ in cands])
+        accepted: list[dict] = []
         stored = 0
-        for i, (n, (topic, payload, retain, origins)) in enumerate(cands + repeats):
-            key = (n.device, n.ts_ms)
+        for i, (d, (topic, payload, retain, origins)) in enumerate(cands + repeats):
+            key = (d["device"], d["ts"])
             if key in known or i >= len(cands):
                 held = known.get(key, first_seq[key])
-                if held == n.seq and retain:
+                if held == d["seq"] and retain:
                     self._tally[("replayed", "telemetry")] += 1  # a retained copy of a reading we stored
                     self._tally[("ignored", "")] += 1
-                elif held == n.seq:
-                    self._dead_all(Rejection(Reason.DUPLICATE, f"seq {n.seq} at ts {n.ts_ms} already seen"),
+                elif held == d["seq"]:
+                    self._dead_all(Rejection(Reason.DUPLICATE, f"seq {d['seq']} at ts {d['ts']} already seen"),
                                    topic, payload, origins, t, dead)
                 else:
-                    self._dead_all(Rejection(Reason.TIMESTAMP_CONFLICT, f"ts {n.ts_ms} already holds seq {held} of "
-                                             f"this device, not seq {n.seq}"), topic, payload, origins, t, dead)
+                    self._dead_all(Rejection(Reason.TIMESTAMP_CONFLICT, f"ts {d['ts']} already holds seq {held} of "
+                                             f"this device, not seq {d['seq']}"), topic, payload, origins, t, dead)
                 continue
-            accepted.append(n)
+            accepted.append(d)
             stored += len(origins) if origins else 1
         self._tally[("accepted", "")] += len(accepted)
         self._tally[("stored", "telemetry")] += stored
         # one lifecycle update per device and batch (all share the receive time t)
-        latest: dict[str, NormalizedReading] = {}
+        latest: dict[str, dict] = {}
         bat: dict[str, float] = {}
         fw: dict[str, str] = {}
-        for n in accepted:
-            latest[n.device] = n
-            if n.battery is not None:
-                bat[n.device] = n.battery
-            if n.fw is not None:
-                fw[n.device] = n.fw
+        for d in accepted:
+            latest[d["device"]] = d
+            if d["bat"] is not None:
+                bat[d["device"]] = d["bat"]
+            if d["fw"] is not None:
+                fw[d["device"]] = d["fw"]
         with self._lock_lifecycle:
-            for d, n in latest.items():
-                ch = self.lifecycle.on_reading(d, n.kind, n.city, n.district, n.ts_ms, t, bat.get(d), fw.get(d))
+            for dev_id, d in latest.items():
+                ch = self.lifecycle.on_reading(dev_id, d["kind"], d["city"], d["district"], d["ts"], t,
+                                               bat.get(dev_id), fw.get(dev_id))
                 if ch is not None:
-                    status_changes[d] = ch
+                    status_changes[dev_id] = ch
         # a device's backlog replayed out of order leaves in device-time order (stable within a batch)
-        accepted.sort(key=lambda n: n.ts_ms)
-        enc, topics = contract.encode_normalized, self._norm_topics
+        accepted.sort(key=lambda d: d["ts"])
+        if self.s.gateway.forward_batch > 1:
+            return self._batch_rows(accepted)
+        dumps, topics = orjson.dumps, self._norm_topics
         if len(topics) > 200_000:
             topics.clear()
         out = []
-        for n in accepted:
-            where = (n.city, n.kind, n.device)
+        for d in accepted:
+            where = (d["city"], d["kind"], d["device"])
             norm_topic = topics.get(where)
             if norm_topic is None:
-                norm_topic = topics[where] = contract.normalized_topic(self.root, n.city, n.kind, n.device)
-            out.append((norm_topic, enc(n), 1, 0))  # outbox row: topic, payload, qos, retain
+                norm_topic = topics[where] = contract.normalized_topic(self.root, *where)
+            out.append((norm_topic, dumps(d), 1, 0))  # outbox row: topic, payload, qos, retain
+        return out
+
+    def _batch_rows(self, accepted: list[dict]) -> list[tuple[str, bytes, int, int]]:
+        """Outbox rows of up to ``forward_batch`` readings, one city and kind each; a device's
+        readings keep their order (one device has one city and kind, so it is in one group)."""
+        groups: dict[tuple[str, str], list[dict]] = {}
+        for d in accepted:
+            g = groups.get((d["city"], d["kind"]))
+            if g is None:
+                g = groups[(d["city"], d["kind"])] = []
+            g.append(d)
+        size = self.s.gateway.forward_batch
+        out = []
+        for (city, kind), docs in groups.items():
+            topic = contract.normalized_batch_topic(self.root, city, kind)
+            for i in range(0, len(docs), size):
+                out.append((topic, contract.encode_normalized_batch(docs[i:i + size]), 1, 0))
         return out
 
     def _process_ack(self, dead: list[Outgoing], topic: str, payload: bytes, t: int, origins: list | None) -> None:

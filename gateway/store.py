@@ -107,11 +107,22 @@ class Store:
             ).fetchall()
         return [Queued(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
 
-    def peek_rows(self, limit: int = 500) -> list[tuple[int, str, bytes, int, int]]:
-        """The oldest rows as plain (id, topic, payload, qos, retain) tuples: the forwarder's hot path."""
+    def peek_rows(self, limit: int = 500, max_bytes: int = 0) -> list[tuple[int, str, bytes, int, int]]:
+        """The oldest rows as plain (id, topic, payload, qos, retain) tuples: the forwarder's hot path.
+        ``max_bytes`` (0: no bound) stops after the row that reaches that many payload bytes, so a
+        window of batch messages stays a bounded write; rows are read lazily, the rest not at all."""
         with self._lock:
-            return self._db.execute(
-                "SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id LIMIT ?", (limit,)).fetchall()
+            cur = self._db.execute("SELECT id, topic, payload, qos, retain FROM outbox ORDER BY id LIMIT ?", (limit,))
+            if not max_bytes:
+                return cur.fetchall()
+            rows, size = [], 0
+            for row in cur:
+                rows.append(row)
+                size += len(row[2])
+                if size >= max_bytes:
+                    break
+            cur.close()
+            return rows
 
     def delete(self, ids: Iterable[int]) -> None:
         ids = list(ids)

@@ -15,15 +15,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kotacerdas.contract import Rejection
+import orjson
+
+from kotacerdas.contract import NORMALIZED_BATCH, Rejection, normalized_batch_count
 
 from ingest.convert import Converter
 from ingest.source import Msg
 
-__all__ = ["Batch", "Batcher", "Routes", "convert_batch"]
+__all__ = ["Batch", "Batcher", "Part", "Routes", "convert_batch", "weight"]
+
+BATCH_SUFFIX = "/" + NORMALIZED_BATCH
+
+
+def weight(m: Msg) -> int:
+    """Readings a message carries: a gateway batch declares its count in its head; anything else is one."""
+    return normalized_batch_count(m.payload) if m.topic.endswith(BATCH_SUFFIX) else 1
 
 
 class Batcher:
+    """Sizes count readings (:func:`weight`), not messages: a gateway batch of 500 readings fills
+    a batch as 500 single messages would, so InfluxDB requests and memory stay the same size."""
+
     def __init__(self, *, max_buffered: int, batch_size: int, max_unacked: int, batch_interval_s: float,
                  idle_flush_s: float):
         self.max_buffered = max_buffered
@@ -31,43 +43,57 @@ class Batcher:
         self.batch_interval_s = batch_interval_s
         self.idle_flush_s = idle_flush_s
         self.flush_at = max(1, min(batch_size, max_unacked))
-        self._buf: collections.deque[Msg] = collections.deque()
+        self._buf: collections.deque[tuple[Msg, int]] = collections.deque()
+        self._weight = 0  # readings in _buf
         self._cond = threading.Condition()
         self._first_at = 0.0
         self._last_at = 0.0
         self._stopping = threading.Event()
 
     def __len__(self) -> int:
-        return len(self._buf)
+        """Readings held."""
+        return self._weight
 
     def put(self, ms: list[Msg]) -> None:
         """Buffer what one read brought, in pieces that never take the buffer past max_buffered
-        (the rest waits here, so the reader stops reading: the broker keeps the surplus)."""
+        readings (the rest waits here, so the reader stops reading: the broker keeps the surplus);
+        a single message heavier than that is taken alone once the buffer is empty."""
         cap = self.max_buffered
+        items = [(m, weight(m)) for m in ms]
         i = 0
         with self._cond:
-            while i < len(ms):
-                while len(self._buf) >= cap and not self._stopping.is_set():
+            while i < len(items):
+                while self._weight >= cap and not self._stopping.is_set():
                     self._cond.wait(0.5)
-                take = ms[i:i + max(1, cap - len(self._buf))]
-                i += len(take)
+                room = cap - self._weight
+                j, w = i, 0
+                while j < len(items) and (w + items[j][1] <= room or (j == i and self._weight == 0)
+                                          or self._stopping.is_set()):
+                    w += items[j][1]
+                    j += 1
+                if j == i:  # the next one does not fit yet: wait for a take
+                    self._cond.wait(0.5)
+                    continue
                 now = time.monotonic()
                 if not self._buf:
                     self._first_at = now
                 self._last_at = now
-                self._buf.extend(take)
-                if len(self._buf) >= self.flush_at:
+                self._buf.extend(items[i:j])
+                self._weight += w
+                i = j
+                if self._weight >= self.flush_at:
                     self._cond.notify()
 
     def take(self, idle_wait_s: float) -> list[Msg]:
-        """The next batch; ``[]`` after ``idle_wait_s`` with nothing buffered (so the caller can do
-        periodic work). Once stopping, returns what is buffered without waiting."""
+        """The next batch (at most ``batch_size`` readings, at least one message); ``[]`` after
+        ``idle_wait_s`` with nothing buffered (so the caller can do periodic work). Once stopping,
+        returns what is buffered without waiting."""
         with self._cond:
             while not self._stopping.is_set():
-                n = len(self._buf)
+                n = self._weight
                 if n >= self.flush_at:
                     break
-                if n:
+                if self._buf:
                     now = time.monotonic()
                     left = self._first_at + self.batch_interval_s - now
                     quiet = self._last_at + self.idle_flush_s - now
@@ -78,9 +104,15 @@ class Batcher:
                     self._cond.wait(idle_wait_s)
                     if not self._buf:
                         return []
-            k = min(len(self._buf), self.batch_size)
-            batch = [self._buf.popleft() for _ in range(k)]
-            if self._buf:
+            batch: list[Msg] = []
+            w = 0
+            buf = self._buf
+            while buf and (not batch or w + buf[0][1] <= self.batch_size):
+                m, mw = buf.popleft()
+                batch.append(m)
+                w += mw
+            self._weight -= w
+            if buf:
                 self._first_at = time.monotonic()
             self._cond.notify_all()
             return batch
@@ -112,15 +144,47 @@ class Batch:
 
     msgs: list[Msg]
     lines: list[str] = field(default_factory=list)
-    owners: list[Msg] = field(default_factory=list)
+    owners: list[Msg | Part] = field(default_factory=list)
     # refused by the converter: dead-lettered with the reason
-    rejected: list[tuple[Rejection, Msg]] = field(default_factory=list)
+    rejected: list[tuple[Rejection, Msg | Part]] = field(default_factory=list)
     # malformed dead letters: counted, never dead-lettered again (no loops)
     dropped: list[tuple[Rejection, Msg]] = field(default_factory=list)
     n_telemetry: int = 0
     ts_sum_ms: int = 0  # sum of the telemetry's device timestamps (mean lag = now - sum / n)
     started: float = 0.0  # time.monotonic() when conversion began (batch latency)
     now_ms: int = 0
+
+
+class Part:
+    """A reading inside a gateway batch message, as an owner of its line: its own topic and
+    payload (built only if InfluxDB refuses the line and it is dead-lettered)."""
+
+    __slots__ = ("msg", "index")
+
+    def __init__(self, msg: Msg, index: int):
+        self.msg = msg
+        self.index = index
+
+    @property
+    def topic(self) -> str:
+        return self.msg.topic
+
+    @property
+    def payload(self) -> bytes:
+        doc = orjson.loads(self.msg.payload)
+        return orjson.dumps(doc["readings"][self.index])
+
+
+def _add_batch(b: Batch, m: Msg, results: list) -> None:
+    lines, owners = b.lines, b.owners
+    for i, r in enumerate(results):
+        if type(r) is tuple:
+            lines.append(r[0])
+            b.ts_sum_ms += r[1]
+            b.n_telemetry += 1
+            owners.append(Part(m, i))
+        else:
+            b.rejected.append((r, Part(m, i)))
 
 
 def convert_batch(msgs: list[Msg], conv: Converter, routes: Routes, *, now_ms: int, started: float) -> Batch:
@@ -131,6 +195,13 @@ def convert_batch(msgs: list[Msg], conv: Converter, routes: Routes, *, now_ms: i
     r: Any
     for m in msgs:
         if m.topic.startswith(norm):
+            if m.topic.endswith(BATCH_SUFFIX):
+                r = conv.telemetry_batch(m.topic, m.payload)
+                if type(r) is list:
+                    _add_batch(b, m, r)
+                    continue
+                b.rejected.append((r, m))
+                continue
             r = conv.telemetry(m.payload)
             if type(r) is tuple:
                 lines.append(r[0])

@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from kotacerdas.catalogue import Catalogue
-from kotacerdas.contract import SUPPORTED_VERSIONS, Reason, Rejection
+from kotacerdas.contract import SUPPORTED_VERSIONS, Reason, Rejection, batch_readings
 from kotacerdas import lineprotocol
 from kotacerdas.lineprotocol import escape_key, escape_measurement, escape_string_field
 from kotacerdas.measurements import DEADLETTER, DEVICE_STATUS
@@ -68,6 +68,32 @@ class Converter:
             d = orjson.loads(payload)
         except orjson.JSONDecodeError as exc:
             return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
+        return self.telemetry_doc(d)
+
+    def telemetry_batch(self, topic: str, payload: bytes) -> list[tuple[str, int] | Rejection] | Rejection:
+        """A gateway batch (``contract.encode_normalized_batch``) -> one answer per reading, as
+        :meth:`telemetry` gives, in order; a reading of another city or kind than the topic's is
+        refused (``bad_topic``); a Rejection alone if the message is not a batch at all."""
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
+        readings = batch_readings(doc)
+        if type(readings) is not list:
+            return readings
+        city, kind = topic.rsplit("/", 3)[1:3]
+        one = self.telemetry_doc
+        out: list[tuple[str, int] | Rejection] = []
+        for d in readings:
+            if type(d) is dict and (d.get("city") != city or d.get("kind") != kind):
+                out.append(Rejection(Reason.BAD_TOPIC, f"reading of {str(d.get('city'))[:32]}/"
+                                     f"{str(d.get('kind'))[:32]} in a batch of {city}/{kind}"))
+            else:
+                out.append(one(d))
+        return out
+
+    def telemetry_doc(self, d: Any) -> tuple[str, int] | Rejection:
+        """:meth:`telemetry` of an already decoded object."""
         if type(d) is not dict:
             return Rejection(Reason.NOT_AN_OBJECT, "normalized payload is not an object")
         v = d.get("v")

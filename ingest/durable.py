@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Protocol, Sequence
 
 import orjson
 
@@ -24,7 +24,6 @@ from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.runtime import Backoff
 
 from ingest.metrics import Metrics
-from ingest.source import Msg
 from ingest.spool import Spool
 from ingest.writer import write_keep_good
 
@@ -34,6 +33,16 @@ __all__ = ["DurableWriter", "OnRefused"]
 
 # (rejection, topic, payload, now_ms): a line InfluxDB refused, to be dead-lettered
 OnRefused = Callable[[Rejection, str, bytes, int], None]
+
+
+class Owner(Protocol):
+    """Where a line came from (a message, or a reading inside a batch message): what its dead letter carries."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def payload(self) -> bytes: ...
 
 
 class DurableWriter:
@@ -75,7 +84,7 @@ class DurableWriter:
             return None
         return self._pool.submit(write_keep_good, self.influx, lines)
 
-    def make_durable(self, lines: list[str], owners: list[Msg] | None, now_ms: int,
+    def make_durable(self, lines: list[str], owners: Sequence[Owner] | None, now_ms: int,
                      first_try: Future | None = None) -> bool:
         """Write (or spool) the lines; dead-letter refused ones. False only if giving up on stop.
 

@@ -157,8 +157,8 @@ class IngestService:
         for rej, m in b.dropped:
             self.metrics.add_deadlettered(rej.reason.value)
             log.warning("malformed dead letter dropped", extra={"topic": m.topic, "detail": rej.detail})
-        for rej, m in b.rejected:
-            self._deadletter(rej, m.topic, m.payload, b.now_ms)
+        for rej, owner in b.rejected:
+            self._deadletter(rej, owner.topic, owner.payload, b.now_ms)
         self.metrics.add_received(len(msgs))
         return b
 

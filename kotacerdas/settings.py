@@ -94,8 +94,15 @@ class GatewaySettings(BaseModel):
     max_buffered: int = 20000
     # outbox rows (waiting for the upstream broker) at which the gateway stops taking input
     max_outbox: int = 2_000_000
-    # outbox rows published to the upstream per window (one write; deleted after every PUBACK)
+    # outbox rows published to the upstream per window (one write; deleted after every PUBACK) ...
     forward_window: int = 5000
+    # ... and payload bytes, at most (a window ends with the row that reaches it): bounds a window of
+    # batch messages (forward_batch) to a few MiB instead of thousands of batches
+    forward_window_bytes: int = 4 * 1024 * 1024
+    # readings per upstream message: 1 = one message per reading ({root}/v1/_platform/norm/{city}/{kind}/{device});
+    # more = batches of up to this many readings of one city and kind (.../norm/{city}/{kind}/_batch,
+    # contract.encode_normalized_batch), so the upstream broker, the outbox and ingest pay per batch
+    forward_batch: int = 1
     # how often last_seen/battery of active devices are re-published on devstatus
     status_refresh_s: float = 60.0
     # off-the-shelf firmware: subset of ["tasmota", "esphome"]; prefixes go before "tele/" and the node name

@@ -29,17 +29,20 @@ from kotacerdas.contract.device import (
     encode_status, validate_update_args
 )
 from kotacerdas.contract.telemetry import (
-    NormalizedReading, Reading, TelemetryValidator, decode_normalized, encode_normalized, encode_telemetry,
-    validate_telemetry
+    BATCH_HEAD, NormalizedReading, Reading, TelemetryValidator, batch_readings, decode_normalized,
+    decode_normalized_batch, encode_normalized, encode_normalized_batch, encode_telemetry, normalized_batch_count,
+    normalized_doc, validate_telemetry
 )
 from kotacerdas.contract.topics import (
-    CITY_RE, DEVICE_CHANNELS, DEVICE_RE, PLATFORM, PLATFORM_CHANNELS, ROOT_RE, DeviceTopic, alert_subscription, alert_topic, cmd_topic,
+    CITY_RE, DEVICE_CHANNELS, DEVICE_RE, NORMALIZED_BATCH, PLATFORM, PLATFORM_CHANNELS, ROOT_RE, DeviceTopic, alert_subscription, alert_topic, cmd_topic,
     config_topic, deadletter_subscription, deadletter_topic, device_subscription, device_topic, devstatus_topic,
-    gateway_subscriptions, normalized_subscription, normalized_topic, parse_device_topic, platform_filter, status_topic,
+    gateway_subscriptions, is_normalized_batch_topic, normalized_batch_topic, normalized_subscription, normalized_topic, parse_device_topic, platform_filter, status_topic,
     telemetry_topic
 )
 
 __all__ = [
+    "BATCH_HEAD", "NORMALIZED_BATCH", "batch_readings", "decode_normalized_batch", "encode_normalized_batch",
+    "is_normalized_batch_topic", "normalized_batch_count", "normalized_batch_topic", "normalized_doc",
     "ACK_DETAIL_MAX", "SHA256_HEX_LEN", "SIGNATURE_HEX_LEN", "UPDATE_ARGS", "UPDATE_MANIFEST", "UPDATE_SIGNATURE",
     "UPDATE_URL_MAX", "validate_update_args",
     "Ack", "CITY_RE", "COMMANDS", "DEFAULT_MAX_PAYLOAD_BYTES", "DEVICE_CHANNELS", "DEVICE_RE", "DeviceStatus",

@@ -13,10 +13,11 @@ import orjson
 from kotacerdas.catalogue import Catalogue, load_catalogue
 from kotacerdas.contract.base import (RSSI_MAX, RSSI_MIN, SEQ_MAX, SUPPORTED_VERSIONS, TS_MAX_MS, VERSION, Limits,
                                       Reason, Rejection, is_int, is_number, opt_finite)
-from kotacerdas.contract.topics import DeviceTopic, parse_device_topic
+from kotacerdas.contract.topics import NORMALIZED_BATCH, DeviceTopic, parse_device_topic
 
-__all__ = ["NormalizedReading", "Reading", "TelemetryValidator", "decode_normalized", "encode_normalized",
-           "encode_telemetry", "validate_telemetry"]
+__all__ = ["BATCH_HEAD", "NormalizedReading", "Reading", "TelemetryValidator", "batch_readings", "decode_normalized",
+           "decode_normalized_batch", "encode_normalized", "encode_normalized_batch", "encode_telemetry",
+           "normalized_batch_count", "normalized_doc", "validate_telemetry"]
 
 @dataclass
 class Reading:
@@ -242,14 +243,83 @@ class TelemetryValidator:
                        battery=bat, fw=fw, rssi=rssi)
 
 
-def encode_normalized(r: NormalizedReading) -> bytes:
-    doc = {
+def normalized_doc(r: Reading, *, district: str, department: str, lat: float | None, lon: float | None,
+                   rx_ms: int, extra_tags: dict[str, str] | None = None) -> dict[str, Any]:
+    """The normalised payload's object: a validated reading plus registry metadata and receive time.
+    The gateway builds it straight from a :class:`Reading` (no :class:`NormalizedReading` between)."""
+    return {
         "v": VERSION, "city": r.city, "kind": r.kind, "device": r.device, "ts": r.ts_ms,
         "seq": r.seq, "fields": r.fields, "bat": r.battery, "fw": r.fw, "rssi": r.rssi,
-        "district": r.district, "department": r.department, "lat": r.lat, "lon": r.lon,
-        "rx": r.rx_ms, "tags": r.extra_tags,
+        "district": district, "department": department, "lat": lat, "lon": lon,
+        "rx": rx_ms, "tags": extra_tags if extra_tags is not None else {},
     }
+
+
+def encode_normalized(r: NormalizedReading) -> bytes:
+    doc = normalized_doc(r, district=r.district, department=r.department, lat=r.lat, lon=r.lon, rx_ms=r.rx_ms,
+                         extra_tags=r.extra_tags)
     return orjson.dumps(doc)  # compact, UTF-8 (json.dumps would escape non-ASCII; both are valid JSON)
+
+
+# A batch: {"v": 1, "n": <count>, "readings": [<normalised object>, ...]}, every reading of the
+# topic's city and kind. "n" comes first so a consumer can weigh a message before decoding it
+# (normalized_batch_count) and is checked against the list on decode.
+BATCH_HEAD = b'{"v":%d,"n":' % VERSION
+
+
+def encode_normalized_batch(docs: list[dict[str, Any]]) -> bytes:
+    """One message for many :func:`normalized_doc` objects (one city and kind): the broker and
+    ingest then pay per batch, not per reading."""
+    return orjson.dumps({"v": VERSION, "n": len(docs), "readings": docs})
+
+
+def normalized_batch_count(payload: bytes) -> int:
+    """The count a batch declares, read from its head without decoding (1 if unreadable):
+    for sizing buffers only, never trusted for the data."""
+    if payload.startswith(BATCH_HEAD):
+        end = payload.find(b",", len(BATCH_HEAD), len(BATCH_HEAD) + 12)
+        if end > 0 and payload[len(BATCH_HEAD):end].isdigit():
+            return max(1, int(payload[len(BATCH_HEAD):end]))
+    return 1
+
+
+def batch_readings(doc: Any) -> list | Rejection:
+    """The readings list of a decoded batch object, or why it is not a batch."""
+    if type(doc) is not dict:
+        return Rejection(Reason.NOT_AN_OBJECT, "normalized batch is not an object")
+    v = doc.get("v")
+    if type(v) is not int or v not in SUPPORTED_VERSIONS:
+        return Rejection(Reason.UNSUPPORTED_VERSION, f"v={str(v)[:16]!r}")
+    readings, n = doc.get("readings"), doc.get("n")
+    if type(readings) is not list or type(n) is not int:
+        return Rejection(Reason.MISSING_KEY, "normalized batch needs 'n' and a 'readings' list")
+    if n != len(readings):
+        return Rejection(Reason.WRONG_TYPE, f"normalized batch says n={n} but holds {len(readings)} readings")
+    return readings
+
+
+def decode_normalized_batch(topic: str, payload: bytes) -> list[NormalizedReading | Rejection] | Rejection:
+    """Decode a batch (reference decoder): a Rejection for the whole message if it is not a batch,
+    else one answer per reading, as :func:`decode_normalized` gives; a reading of another city or
+    kind than the topic's is refused (``bad_topic``)."""
+    parts = topic.split("/")
+    if len(parts) != 7 or parts[6] != NORMALIZED_BATCH:
+        return Rejection(Reason.BAD_TOPIC, "not a normalized batch topic")
+    city, kind = parts[4], parts[5]
+    try:
+        doc = json.loads(payload)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
+    readings = batch_readings(doc)
+    if isinstance(readings, Rejection):
+        return readings
+    out: list[NormalizedReading | Rejection] = []
+    for d in readings:
+        r = _decode_normalized_doc(d)
+        if isinstance(r, NormalizedReading) and (r.city, r.kind) != (city, kind):
+            r = Rejection(Reason.BAD_TOPIC, f"reading of {r.city}/{r.kind} in a batch of {city}/{kind}")
+        out.append(r)
+    return out
 
 
 def decode_normalized(payload: bytes) -> NormalizedReading | Rejection:
@@ -262,6 +332,10 @@ def decode_normalized(payload: bytes) -> NormalizedReading | Rejection:
         d = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return Rejection(Reason.MALFORMED_JSON, str(exc)[:120])
+    return _decode_normalized_doc(d)
+
+
+def _decode_normalized_doc(d: Any) -> NormalizedReading | Rejection:
     if not isinstance(d, dict):
         return Rejection(Reason.NOT_AN_OBJECT, "normalized payload is not an object")
     v = d.get("v")

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from kotacerdas.contract.base import VERSION, Reason, Rejection
 from kotacerdas.errors import ContractError
 
-__all__ = ["CITY_RE", "DEVICE_CHANNELS", "DEVICE_RE", "PLATFORM", "PLATFORM_CHANNELS", "ROOT_RE", "DeviceTopic", "alert_subscription",
+__all__ = ["CITY_RE", "DEVICE_CHANNELS", "DEVICE_RE", "NORMALIZED_BATCH", "is_normalized_batch_topic",
+           "normalized_batch_topic", "PLATFORM", "PLATFORM_CHANNELS", "ROOT_RE", "DeviceTopic", "alert_subscription",
            "alert_topic", "cmd_topic", "config_topic", "deadletter_subscription", "deadletter_topic",
            "device_subscription", "device_topic", "devstatus_topic", "gateway_subscriptions",
            "normalized_subscription", "normalized_topic", "parse_device_topic", "platform_filter", "status_topic", "telemetry_topic"]
@@ -97,6 +98,20 @@ def gateway_subscriptions(root: str) -> list[str]:
 def normalized_topic(root: str, city: str, kind: str, device: str) -> str:
     """Gateway -> ingest: validated, enriched telemetry."""
     return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/norm/{city}/{kind}/{device}"
+
+
+# the device level of a batch topic: a device id cannot start with "_" (DEVICE_RE)
+NORMALIZED_BATCH = "_batch"
+
+
+def normalized_batch_topic(root: str, city: str, kind: str) -> str:
+    """Gateway -> ingest: many normalised readings of one city and kind in one message
+    (``encode_normalized_batch``); matches :func:`normalized_subscription` like a device's."""
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/norm/{city}/{kind}/{NORMALIZED_BATCH}"
+
+
+def is_normalized_batch_topic(topic: str) -> bool:
+    return topic.endswith("/" + NORMALIZED_BATCH)
 
 
 def normalized_subscription(root: str, share_group: str | None = None) -> str:

@@ -110,3 +110,39 @@ def test_stop_releases_a_blocked_put_and_take_returns_what_is_left() -> None:
     t.join(5)
     assert not t.is_alive()
     assert len(b.take(10.0)) >= 2
+
+
+def _gateway_batch(pairs: list[tuple[str, bytes]]) -> tuple[str, bytes]:
+    docs = [orjson.loads(p) for _, p in pairs]
+    return (contract.normalized_batch_topic(ROOT, docs[0]["city"], docs[0]["kind"]),
+            contract.encode_normalized_batch(docs))
+
+
+def test_a_gateway_batch_converts_to_the_same_lines_as_its_readings_one_by_one() -> None:
+    air = [m for m in normalized_messages(ROOT, 40) if "/air/" in m[0]]
+    single = convert_batch(_msgs(air), Converter(CAT), routes(ROOT), now_ms=1, started=0.0)
+    doc = orjson.loads(air[1][1])
+    wrong = {**doc, "kind": "water"}  # another kind than the batch's topic
+    broken = {**doc, "fields": {}}
+    topic, body = _gateway_batch(air)
+    bad_body = contract.encode_normalized_batch([orjson.loads(air[0][1]), wrong, broken])
+    msgs = _msgs([(topic, body), (topic, bad_body), (topic, b'{"v":1,"n":3,"readings":[]}')])
+    b = convert_batch(msgs, Converter(CAT), routes(ROOT), now_ms=1, started=0.0)
+    assert b.lines == single.lines + single.lines[:1]
+    assert b.n_telemetry == len(air) + 1 and b.ts_sum_ms == single.ts_sum_ms + orjson.loads(air[0][1])["ts"]
+    assert all(o.topic == topic for o in b.owners)
+    # refused readings are dead-lettered one by one, each with its own payload; a lying batch whole
+    assert [(r.reason, orjson.loads(o.payload)) for r, o in b.rejected[:2]] == [
+        (Reason.BAD_TOPIC, wrong), (Reason.EMPTY_FIELDS, broken)]
+    assert [(r.reason, o) for r, o in b.rejected[2:]] == [(Reason.WRONG_TYPE, msgs[2])]
+
+
+def test_batches_are_cut_by_readings_not_messages() -> None:
+    air = [m for m in normalized_messages(ROOT, 40) if "/air/" in m[0]]
+    heavy = _msgs([_gateway_batch(air[:3]), _gateway_batch(air[3:6]), air[6]])
+    b = _batcher(max_buffered=7, batch_size=4)
+    b.put(heavy)
+    assert len(b) == 7
+    assert [m.mid for m in b.take(0.01)] == [1]  # 3 readings; the next 3 would pass batch_size 4
+    assert [m.mid for m in b.take(0.01)] == [2, 3]
+    assert len(b) == 0

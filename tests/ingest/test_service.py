@@ -59,6 +59,28 @@ def test_n_messages_make_exactly_n_points(settings, influx, service):
     assert tag_keys == {"city", "device", "district", "kind"}
 
 
+def test_gateway_batches_make_one_point_per_reading_and_refused_readings_are_dead_lettered(settings, influx, service):
+    """The gateway's batch form (gateway.forward_batch > 1): each reading a point; a bad reading
+    in a batch is dead-lettered alone and the rest of its batch is stored."""
+    root = settings.mqtt.topic_root
+    svc = service(batch_size=700)  # smaller than what arrives: batches are cut by readings
+    by_kind: dict[tuple[str, str], list[dict]] = {}
+    for _, p in normalized_messages(root, 2000):
+        d = orjson.loads(p)
+        by_kind.setdefault((d["city"], d["kind"]), []).append(d)
+    msgs = [(contract.normalized_batch_topic(root, city, kind), contract.encode_normalized_batch(docs[i:i + 300]))
+            for (city, kind), docs in by_kind.items() for i in range(0, len(docs), 300)]
+    air = by_kind[("depok", "air")]
+    bad = {**air[0], "fields": {"nope": 1.0}}
+    msgs.append((contract.normalized_batch_topic(root, "depok", "air"),
+                 contract.encode_normalized_batch([bad, {**air[0], "ts": air[0]["ts"] - 1}])))
+    publish(settings.mqtt, msgs)
+    assert wait_for(lambda: telemetry_count(influx) >= 2001, 30), telemetry_count(influx)
+    assert wait_for(lambda: svc.metrics.deadlettered.labels("unknown_field")._value.get() == 1, 10)
+    assert wait_for(lambda: svc.metrics.received._value.get() == len(msgs), 10)
+    assert telemetry_count(influx) == 2001
+
+
 def test_replaying_the_same_messages_adds_no_points(settings, influx, service):
     svc = service()
     msgs = normalized_messages(settings.mqtt.topic_root, 600)

@@ -126,3 +126,28 @@ def test_status_payload():
     assert json.loads(c.encode_status("offline", NOW, reason="lwt"))["state"] == "offline"
     with pytest.raises(ValueError):
         c.encode_status("sleepy", NOW)
+
+
+def _norm(device: str, ts: int, city: str = "depok", kind: str = "air") -> c.NormalizedReading:
+    return c.NormalizedReading(city=city, kind=kind, device=device, ts_ms=ts, seq=ts % 100, fields={"pm25": 5.0},
+                               battery=3.9, district="beji", rx_ms=ts + 5)
+
+
+def test_normalized_batch_round_trip_count_head_and_refusals():
+    rs = [_norm(f"air-{i}", 1_700_000_000_000 + i) for i in range(3)]
+    docs = [json.loads(c.encode_normalized(r)) for r in rs]
+    topic = c.normalized_batch_topic("kc", "depok", "air")
+    body = c.encode_normalized_batch(docs)
+    assert c.is_normalized_batch_topic(topic) and not c.is_normalized_batch_topic(
+        c.normalized_topic("kc", "depok", "air", "air-0"))
+    assert c.normalized_batch_count(body) == 3
+    assert c.normalized_batch_count(b'{"v":1,"device":"x"}') == 1
+    assert c.decode_normalized_batch(topic, body) == rs
+    # a reading of another kind is refused alone; a count that lies refuses the whole message
+    odd = json.loads(c.encode_normalized(_norm("water-1", 1_700_000_000_000, kind="water")))
+    out = c.decode_normalized_batch(topic, c.encode_normalized_batch([docs[0], odd]))
+    assert out[0] == rs[0] and out[1].reason is Reason.BAD_TOPIC
+    lie = c.decode_normalized_batch(topic, json.dumps({"v": 1, "n": 5, "readings": docs}).encode())
+    assert isinstance(lie, Rejection) and lie.reason is Reason.WRONG_TYPE
+    assert c.decode_normalized_batch(topic, b'{"v":2,"n":0,"readings":[]}').reason is Reason.UNSUPPORTED_VERSION
+    assert c.decode_normalized_batch(c.normalized_topic("kc", "depok", "air", "a"), body).reason is Reason.BAD_TOPIC
