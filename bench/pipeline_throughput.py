@@ -15,10 +15,13 @@ start + k/rate and is queryable once the stored count passes k; resolution = --p
 count from InfluxDB), and CPU microseconds per message of each process
 (less noisy than msg/s on a shared machine). ``--rate`` paces the publishers (latency runs, e.g.
 5000); unpaced (0) measures the pipeline's capacity. ``--gateway-src DIR`` runs the gateway from
-another source tree (e.g. an export of an older commit) for before/after figures.
+another source tree (e.g. an export of an older commit) for before/after figures. ``--forward-batch N``
+sets ``gateway.forward_batch`` (readings per upstream message); ``--trace`` prints each stage's counters
+once a second (where a backlog sits).
 
 Usage: flock /tmp/kc-bench.lock .venv/bin/python bench/pipeline_throughput.py [--count 200000]
        [--rate 0] [--devices 3000] [--publishers 2] [--baseline-count 200000] [--gateway-src DIR]
+       [--forward-batch 1] [--trace]
 """
 
 from __future__ import annotations
