@@ -7,7 +7,8 @@
 # A signed app update (kc_update) puts newer .mpy files in /app_a or /app_b, which main.py
 # puts ahead of the frozen ones on sys.path.
 include("$(PORT_DIR)/boards/manifest.py")  # noqa: F821  (manifest functions are provided by makemanifest)
-for _m in ("kc_backoff", "kc_board", "kc_config", "kc_ecdsa", "kc_mqtt", "kc_node", "kc_payload", "kc_ring",
-           "kc_schema", "kc_sensors", "kc_update"):
+# every device module but main.py (tests/firmware/test_release.py: this list is the device directory)
+for _m in ("kc_backoff", "kc_board", "kc_config", "kc_ecdsa", "kc_http", "kc_improv", "kc_led", "kc_mqtt", "kc_node",
+           "kc_ota", "kc_payload", "kc_ring", "kc_schema", "kc_sensors", "kc_update", "kc_wifi"):
     module(_m + ".py", base_path="device")  # noqa: F821
 package("kc_drivers", base_path="device")  # noqa: F821

@@ -249,7 +249,7 @@ def _rollout(args: argparse.Namespace) -> int:
         log.error("rollout could not start", extra={"error": str(exc)[:300]})
         svc.stop()
         return 1
-    log.info("rollout", extra={"name": r.name, "version": r.version, "devices": len(r.devices), "url": r.url,
+    log.info("rollout", extra={"rollout": r.name, "version": r.version, "devices": len(r.devices), "url": r.url,
                                "http_port": svc.http.port if svc.http else None})
     try:
         r = svc.run(stop)

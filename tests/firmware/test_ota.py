@@ -255,3 +255,89 @@ def test_image_update_into_the_other_partition_and_bootloader_rollback(
     done = result["r"]
     assert {d.device: d.state for d in done.devices} == {i1.device: "done", i2.device: "failed"}
     assert done.halted is None and done.finished()
+
+
+def test_app_slot_rolls_back_after_three_unconfirmed_boots(settings: Settings, uid: str, tmp_path: Path,
+                                                           keys: dict[str, Any], release_dir: Path,
+                                                           collector: Collector) -> None:
+    """A staged slot that never delivers a reading (here: no broker on its boots) runs 3 times, then
+    main.py's boot_select goes back to the base install and the node acks the rollback on the
+    update command's id at its next connection."""
+    from firmware.virtual import device_path
+
+    device_path()
+    import kc_update  # type: ignore[import-not-found]
+
+    n = Node(tmp_path, settings, f"OTA-R-{uid}", keys["pub"])
+    manifest = (release_dir / contract.UPDATE_MANIFEST).read_bytes()
+    doc = kc_update.verify_manifest(manifest, (release_dir / contract.UPDATE_SIGNATURE).read_bytes(), keys["pub"])
+    assert kc_update.stage(doc, lambda name: [(release_dir / name).read_bytes()], str(n.root), cmd="rb-1") == "a"
+    dead = free_port()
+    try:
+        tries = []
+        for _ in range(3):
+            n.boot(duration_ms=800, mqtt_port=dead)
+            tries.append(n.wait())
+        n.boot(readings=1)
+        back = n.wait()
+    finally:
+        n.kill()
+    assert [(t["slot"], t["fw"], t["stats"]["delivered"]) for t in tries] == [("/app_a", VERSION, 0)] * 3, tries
+    assert all(t["node_file"].endswith("/app_a/kc_node.mpy") for t in tries)
+    assert back["slot"] is None and back["fw"] == "1.0.0", back
+    # what the unconfirmed boots measured was kept in flash and is delivered by the rolled-back node
+    assert back["stats"]["delivered"] == back["stats"]["readings"] + sum(t["stats"]["readings"] for t in tries), back
+    assert back["node_file"].startswith(str(Path(unixport.DEVICE_DIR)))
+    got = acks(collector, n.device)
+    assert [(x["id"], x["ok"], x["detail"]) for x in got] == [("rb-1", False, f"rolled back from {VERSION}")], got
+    st = json.loads((n.root / "app.json").read_text())
+    assert st["active"] is None and st["rolled_back"] == VERSION and st["reported"]
+
+
+def test_rollout_from_the_command_line(settings: Settings, uid: str, tmp_path: Path, collector: Collector,
+                                       capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's path: `firmware keygen`, `firmware release`, `gateway registry register`,
+    `gateway rollout start` (a process: targets from the registry, releases over HTTP on a free
+    port) and `gateway rollout status`."""
+    import os
+    import subprocess
+    import sys
+
+    from kotacerdas.cli import main as kc
+
+    env = {"KC_GATEWAY__REGISTRY_PATH": str(settings.gateway.registry_path),
+           "KC_MQTT__TOPIC_ROOT": settings.mqtt.topic_root, "KC_STATE_DIR": str(settings.state_dir)}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert kc(["firmware", "keygen", "--out", str(tmp_path / "k.pem")]) == 0
+    pub = json.loads(capsys.readouterr().out)["update_pubkey"]
+    assert kc(["firmware", "keygen", "--out", str(tmp_path / "k.pem")]) == 1  # never overwrites a key
+    rel = tmp_path / "rel"
+    assert kc(["firmware", "release", "--kind", "air", "--version", VERSION, "--key", str(tmp_path / "k.pem"),
+               "--out", str(rel)]) == 0
+    n = Node(tmp_path, settings, f"OTA-CLI-{uid}", pub)
+    assert kc(["gateway", "registry", "register", n.device, "--kind", "air", "--city", "depok"]) == 0
+    assert kc(["gateway", "registry", "register", f"W-{uid}", "--kind", "water", "--city", "depok"]) == 0
+    capsys.readouterr()
+    proc = None
+    try:
+        n.boot()
+        wait_births(collector, (n,))
+        proc = subprocess.Popen([sys.executable, "-m", "kotacerdas", "gateway", "rollout", "start", "--release",
+                                 str(rel), "--name", "cli", "--port", "0", "--timeout-s", "60"],
+                                env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = n.wait()
+        assert first["reset"], (first["logs"], proc.poll(), proc.poll() is not None and proc.communicate()[1][-2000:])
+        n.boot(readings=1)
+        assert n.wait()["fw"] == VERSION
+        out, err = proc.communicate(timeout=60)
+    finally:
+        n.kill()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert json.loads(out.strip().splitlines()[-1])["counts"]["done"] == 1
+    assert kc(["gateway", "rollout", "status", "cli"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [(d["device"], d["state"]) for d in status["devices"]] == [(n.device, "done")]  # the water node: not a target
+    assert status["devices"][0]["detail"].startswith(("running", "confirmed"))

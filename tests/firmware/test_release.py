@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware import release, unixport
+from firmware import build, release, unixport
 from firmware.virtual import device_path
 
 device_path()
@@ -101,3 +101,14 @@ def test_signed_update_stage_rollback_and_mark_good(key, tmp_path: Path) -> None
     assert [kc_update.boot_select(root) for _ in range(4)] == ["/app_b"] * 3 + ["/app_a"]
     st = kc_update.load_state(root)
     assert st["active"] == "a" and not st["pending"] and st["rolled_back"] == "1.2.0"
+
+
+def test_freeze_manifest_lists_every_device_module() -> None:
+    """firmware/manifest.py (run by MicroPython's makemanifest with these functions) freezes exactly
+    the modules a bundle holds: a new device module cannot be left out of the board image."""
+    got: dict[str, list[str]] = {"include": [], "module": [], "package": []}
+    funcs = {k: (lambda k: lambda name, **kw: got[k].append(name))(k) for k in got}
+    path = Path(release.__file__).with_name("manifest.py")
+    exec(compile(path.read_text(), str(path), "exec"), funcs)
+    assert sorted(got["module"]) == sorted(p.name for p in build.common_modules())
+    assert got["package"] == ["kc_drivers"] and got["include"] == ["$(PORT_DIR)/boards/manifest.py"]
