@@ -748,8 +748,12 @@ def kc_node_rtc_fmt():
 
 
 def run_all(names=None):
+    run_cases(globals(), names)
+
+
+def run_cases(g, names=None):
+    """Run every test_* function of the module namespace `g`: one PASS/FAIL line per case."""
     import sys
-    g = globals()
     for name in sorted(g):
         if not name.startswith("test_") or (names and name not in names):
             continue

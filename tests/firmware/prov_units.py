@@ -7,8 +7,6 @@ except ImportError:  # CPython: make the flat device modules importable
     device_path()
     import kc_config
 
-import json
-
 import kc_fake_prov
 import kc_fakes
 from kc_drivers import ads1115, analog
@@ -395,17 +393,6 @@ def test_portal_form_rules():
 
 
 def run_all(names=None):
-    import sys
-    g = globals()
-    for name in sorted(g):
-        if not name.startswith("test_") or (names and name not in names):
-            continue
-        try:
-            g[name]()
-            print("PASS " + name)
-        except Exception as e:  # noqa: BLE001  one line per case for the pytest side
-            print("FAIL %s: %r" % (name, e))
-            if hasattr(sys, "print_exception"):
-                sys.print_exception(e)
+    import mp_units  # the shared MicroPython-side case runner
+    mp_units.run_cases(globals(), names)
     print("DONE")
-    _ = json
