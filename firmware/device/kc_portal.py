@@ -3,6 +3,8 @@
 # same rules as config.json (kc_config.validate_device) and saved atomically. A small HTTP/1.0
 # server on non-blocking sockets and select.poll: one slow or silent client cannot stop it,
 # the watchdog is fed on every poll, every refused request is counted with its reason.
+# A DNS responder on the same poll answers every name with the AP's address, so a phone's
+# connectivity probe lands on the page and the phone opens it by itself (captive portal).
 import json
 import select
 import socket
@@ -18,6 +20,32 @@ BUSY = (11, 115, 119)  # EAGAIN, EINPROGRESS, and lwIP's 119 on the ESP32
 # The IP the ESP32's soft AP gives itself; captive-portal probes (Android /generate_204, Apple
 # /hotspot-detect.html, Windows /connecttest.txt) get a redirect here, so phones open the form.
 AP_IP = "192.168.4.1"
+
+
+def dns_answer(q, ip):
+    """The reply to DNS query `q` (RFC 1035 4.1): every A question is answered with `ip`
+    (TTL 60 s), any other type gets an empty NOERROR answer. ValueError if `q` is not a
+    plain standard query with one question."""
+    if len(q) < 17 or q[2] & 0xF8 or q[4:6] != b"\x00\x01":  # QR, opcode 0; QDCOUNT 1
+        raise ValueError("not a standard query")
+    i = 12
+    while q[i]:
+        if q[i] >= 0x40 or i + q[i] + 1 >= len(q):  # compression or a label past the end
+            raise ValueError("bad name")
+        i += q[i] + 1
+    end = i + 5
+    if end > len(q):
+        raise ValueError("short question")
+    qtype = (q[i + 1] << 8) | q[i + 2]
+    qclass = (q[i + 3] << 8) | q[i + 4]
+    a = qtype == 1 and qclass == 1
+    # flags: QR, AA, RD copied from the query, RA; RCODE 0
+    head = bytes([q[0], q[1], 0x84 | (q[2] & 0x01), 0x80, 0, 1, 0, 1 if a else 0, 0, 0, 0, 0])
+    out = head + bytes(q[12:end])
+    if a:
+        # the name as a pointer to the question (offset 12), A, IN, TTL 60, 4 bytes of address
+        out += b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([int(x) for x in ip.split(".")])
+    return out
 
 
 def url_decode(s):
@@ -140,7 +168,7 @@ def page(doc, msg="", ok=False):
 
 class Portal:
     def __init__(self, cfg_path, feed=None, ticks_ms=None, ticks_diff=None, port=80, bind="0.0.0.0",
-                 ap_ip=AP_IP):
+                 ap_ip=AP_IP, dns_port=53):
         import time
         self.cfg_path = cfg_path
         self.feed = feed
@@ -153,6 +181,8 @@ class Portal:
         self.stats = {"requests": 0, "saved": 0}
         self.conns = {}  # fileno-less ports: keyed by the socket object itself
         self.sock = None
+        self.dns_port = dns_port  # None: no DNS responder
+        self.dns = None
         self.poller = select.poll()
 
     def start(self):
@@ -163,6 +193,12 @@ class Portal:
         s.setblocking(False)
         self.sock = s
         self.poller.register(s, select.POLLIN)
+        if self.dns_port is not None:
+            d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            d.bind(socket.getaddrinfo(self.bind, self.dns_port)[0][-1])
+            d.setblocking(False)
+            self.dns = d
+            self.poller.register(d, select.POLLIN)
 
     def close(self):
         for c in list(self.conns):
@@ -170,6 +206,9 @@ class Portal:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
+        if self.dns is not None:
+            self.dns.close()
+            self.dns = None
 
     def _reject(self, why):
         k = "rejected_" + why
@@ -194,6 +233,8 @@ class Portal:
             s = ev[0]
             if s is self.sock:
                 self._accept()
+            elif s is self.dns:
+                self._dns()
             elif s in self.conns:
                 self._read(s)
         now = self.ticks_ms()
@@ -202,6 +243,22 @@ class Portal:
                 self._reject("timeout")
                 self._drop(c)
         return self.saved
+
+    def _dns(self):
+        d = self.dns
+        if d is None:
+            return
+        try:
+            q, addr = d.recvfrom(512)
+        except OSError:
+            return
+        try:
+            d.sendto(dns_answer(q, self.ap_ip), addr)
+            self.stats["dns"] = self.stats.get("dns", 0) + 1
+        except (ValueError, IndexError):
+            self._reject("dns")
+        except OSError:
+            pass
 
     def _accept(self):
         sock = self.sock

@@ -43,12 +43,14 @@ class Provisioner:
     """One loop serving the page and Improv. `io` is the board side: feed(), ticks_ms(),
     ticks_diff(), wifi_connect(ssid, pw) -> bool, wifi_scan() (or None), sta_ip()."""
 
-    def __init__(self, io, cfg_path, serial=None, led=None, port=80, bind="0.0.0.0", info=("kotacerdas", "", "esp32", "")):
+    def __init__(self, io, cfg_path, serial=None, led=None, port=80, bind="0.0.0.0",
+                 info=("kotacerdas", "", "esp32", ""), dns_port=53):
         self.io = io
         self.cfg_path = cfg_path
         self.serial = serial
         self.led = led
-        self.portal = kc_portal.Portal(cfg_path, io.feed, io.ticks_ms, io.ticks_diff, port, bind)
+        self.portal = kc_portal.Portal(cfg_path, io.feed, io.ticks_ms, io.ticks_diff, port, bind,
+                                       dns_port=dns_port)
         self.improv = kc_improv.ImprovService(serial.write, self._improv_connect, info,
                                               self._scan) if serial is not None else None
         self.done = False

@@ -44,7 +44,7 @@ def main(spec_path):
     pin = kc_fake_prov.RecordingPin(time.ticks_ms)
     led = kc_led.Led(pin, time.ticks_ms, time.ticks_diff)
     p = kc_provision.Provisioner(io, spec["config"], serial=kc_provision.StdinSerial(), led=led,
-                                 port=spec["port"], bind="127.0.0.1",
+                                 port=spec["port"], bind="127.0.0.1", dns_port=spec.get("dns_port"),
                                  info=("kotacerdas", "1.0.0", "unix", "setup"))
     outcome = p.run(spec.get("timeout_ms"))
     t0 = pin.edges[0][0] if pin.edges else 0

@@ -392,6 +392,20 @@ def test_portal_form_rules():
     assert kc_provision.reason({"kind": "air", "device": "A"}) == "no Wi-Fi network configured"
 
 
+def test_captive_dns_answer_format():
+    import kc_portal
+    # RFC 1035 4.1: id 0xBEEF, RD, one question "a.io" A IN
+    q = b"\xbe\xef\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x01a\x02io\x00\x00\x01\x00\x01"
+    r = kc_portal.dns_answer(q, "192.168.4.1")
+    assert r[:12] == b"\xbe\xef\x85\x80\x00\x01\x00\x01\x00\x00\x00\x00" and r[12:22] == q[12:]
+    assert r[22:] == b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\xc0\xa8\x04\x01"
+    aaaa = q[:-3] + b"\x1c\x00\x01"
+    assert kc_portal.dns_answer(aaaa, "192.168.4.1")[6:8] == b"\x00\x00"  # no answer records
+    for bad in (q[:15], b"\xbe\xef\x81" + q[3:], q[:4] + b"\x00\x02" + q[6:], q[:12] + b"\xc0\x0c\x00\x01\x00\x01",
+                q[:12] + b"\x09abc"):
+        _raises(ValueError, kc_portal.dns_answer, bad, "192.168.4.1")
+
+
 def run_all(names=None):
     import mp_units  # the shared MicroPython-side case runner
     mp_units.run_cases(globals(), names)

@@ -13,6 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
 import httpx
 import pytest
 
@@ -48,8 +53,10 @@ class Node:
         if config is not None:
             self.cfg.write_text(json.dumps(config))
         self.port = free_port()
+        self.dns_port = free_port()
         spec = tmp / "spec.json"
         spec.write_text(json.dumps({"config": str(self.cfg), "port": self.port, "timeout_ms": 60000,
+                                    "dns_port": self.dns_port,
                                     "nets": {"site-ap": ["site-secret-1", -60], "backup": ["b4ckup-pass", -75]}}))
         binary = unixport.binary()
         assert binary, "micropython unix port missing"
@@ -189,3 +196,27 @@ def test_identity_present_improv_alone_finishes(node) -> None:  # noqa: ANN001
     assert res["outcome"] == "saved" and res["stats"]["saved"] == 0
     doc = json.loads(n.cfg.read_text())
     assert doc["device"] == "AIR-0042" and doc["wifi_networks"] == [{"ssid": "backup", "password": "b4ckup-pass"}]
+
+
+def test_captive_dns_answers_every_name_with_the_ap(node) -> None:  # noqa: ANN001
+    """A phone on the AP resolves its connectivity-check host: the answer is the AP's address,
+    so its HTTP probe reaches the page (queried with dnspython, an independent DNS client)."""
+    n = node({"kind": "water", "device": "W-1", "wifi_networks": [{"ssid": "site-ap", "password": "site-secret-1"}]})
+    for host in ("connectivitycheck.gstatic.com", "captive.apple.com", "www.msftconnecttest.com"):
+        r = dns.query.udp(dns.message.make_query(host, "A"), "127.0.0.1", port=n.dns_port, timeout=5)
+        assert r.rcode() == dns.rcode.NOERROR and r.flags & dns.flags.AA
+        assert [a.address for a in r.answer[0]] == ["192.168.4.1"] and r.answer[0].ttl == 60
+        assert str(r.question[0].name) == host + "."
+    r = dns.query.udp(dns.message.make_query("example.org", "AAAA"), "127.0.0.1", port=n.dns_port, timeout=5)
+    assert r.rcode() == dns.rcode.NOERROR and r.answer == []  # no IPv6 on the AP: empty, not an error
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:  # garbage gets no reply, only a count
+        u.sendto(b"\x12\x34\x81\x00garbage", ("127.0.0.1", n.dns_port))
+    with httpx.Client(base_url=n.base, timeout=10) as http:
+        deadline = time.monotonic() + 5
+        while http.get("/status.json").json()["stats"].get("rejected_dns", 0) < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        r = http.post("/save", data={"ssid1": "site-ap", "kind": "water", "device": "W-1", "city": "depok"})
+        assert r.status_code == 200
+    res = n.result()
+    assert res["stats"]["dns"] == 4 and res["stats"]["rejected_dns"] == 1
