@@ -105,6 +105,24 @@ def block_median_mad(blocks: Blocks, a: np.ndarray, *, mad: bool = True, abs_val
     return med, d, n, q
 
 
+def block_quantiles(blocks: Blocks, a: np.ndarray, qs: tuple[float, ...]) -> list[np.ndarray]:
+    """Per-block quantiles ``qs`` of ``a`` (S, T), NaN-aware (lower order statistic), each (S, NB);
+    NaN for unusable blocks (see :meth:`Blocks.usable`). One sort of each block's samples."""
+    tl = blocks.tiles(a)
+    nan = np.isnan(tl)
+    n = blocks.b - nan.sum(axis=2)
+    tl[nan] = np.inf  # missing samples sort last
+    tl.sort(axis=-1)
+    ok = blocks.usable(n)
+    out = []
+    for q in qs:
+        pos = (q * np.maximum(n - 1, 0)).astype(np.int64)
+        v = np.take_along_axis(tl, pos[..., None], axis=-1)[..., 0]
+        v[~ok] = np.nan
+        out.append(v)
+    return out
+
+
 def _network_sort(a: np.ndarray) -> None:
     """Sort (k, ...) along axis 0 in place by odd-even transposition: k rounds of elementwise
     min/max over whole (...) slices. For the handful of blocks behind a sample this is far
@@ -187,4 +205,4 @@ def trailing(v: np.ndarray, k: int, min_blocks: int = 1, with_mad: bool = False,
     return out, mad
 
 
-__all__ = ["BLOCK_S", "Blocks", "block_len", "block_mean", "block_median_mad", "trailing"]
+__all__ = ["BLOCK_S", "Blocks", "block_len", "block_mean", "block_quantiles", "block_median_mad", "trailing"]

@@ -17,6 +17,9 @@ from analytics import qc
 from kotacerdas.catalogue import Field, Kind
 
 
+FLAT_MIN_N = 10  # repeated readings before any flat-line verdict
+
+
 @dataclass(frozen=True)
 class QcParams:
     """Parameters of the QC tests for one field (units in comments)."""
@@ -27,17 +30,21 @@ class QcParams:
     suspect_hi: float
     resolution: float  # field units: catalogue `resolution`
     step_s: float  # grid step, seconds
-    flat_suspect_s: float = 1800.0  # unchanged for this long -> suspect
-    flat_fail_s: float = 7200.0  # ... -> fail
+    flat_suspect_s: float = 7200.0  # unchanged for at least this long -> suspect (more for a series that
+    flat_fail_s: float = 21600.0  # ... -> fail               often repeats itself: qc.flat_line)
+    flat_factor: float = 3.0  # suspect after this many times the past blocks' typical longest run
     flat_enabled: bool = True
     # thresholds below chosen with the evaluation harness (docs/analytics.md, "Tuning")
     spike_suspect_k: float = 12.0  # spike height in robust step scales
     spike_fail_k: float = 24.0
+    spike_pegged_k: float = 3.0  # ... for a reading at the sensor's range limit
     roc_suspect_k: float = 12.0  # one-step change in robust step scales
     roc_fail_k: float = 24.0
+    recent_steps: int = 8  # the step scale is at least the spread of this many steps before a sample
     gap_suspect_n: int = 2  # missing grid bins before a reading
     gap_fail_n: int = 10
     roc_enabled: bool = True
+    level_enabled: bool = True  # Hampel, EWMA, CUSUM (the statistical detectors against the series' own past)
     drift_enabled: bool = True  # compare with neighbours (meaningless for independent processes)
     drift_window_s: float = 3600.0  # smoothing window of the neighbour residual
     drift_suspect_z: float = 45.0  # robust spreads of the smoothed residual's trailing block medians
@@ -52,8 +59,9 @@ class QcParams:
 
     @property
     def flat_n(self) -> tuple[int, int]:
-        return (max(int(math.ceil(self.flat_suspect_s / self.step_s)), 3),
-                max(int(math.ceil(self.flat_fail_s / self.step_s)), 4))
+        # at least FLAT_MIN_N readings whatever the grid: three 15-min readings are a quiet night
+        return (max(int(math.ceil(self.flat_suspect_s / self.step_s)), FLAT_MIN_N),
+                max(int(math.ceil(self.flat_fail_s / self.step_s)), 2 * FLAT_MIN_N))
 
     @property
     def block(self) -> int:
@@ -76,28 +84,23 @@ class QcParams:
         return max(int(round(self.drift_window_s / self.step_s)), 3)
 
 
-# Bins legitimately sit unchanged overnight; a stuck ultrasonic sensor shows up over a day.
-_KIND_OVERRIDES: dict[str, dict] = {"waste_bin": {"flat_suspect_s": 12 * 3600.0, "flat_fail_s": 36 * 3600.0,
-                                                  "drift_window_s": 6 * 3600.0}}
-
-
-# A bin's fill level steps down at every collection and rises with its own neighbourhood's
-# waste: neither steps nor differences from other bins are faults.
-_FIELD_OVERRIDES: dict[tuple[str, str], dict] = {
-    ("waste_bin", "fill"): {"roc_enabled": False, "drift_enabled": False},
-    ("waste_bin", "distance"): {"roc_enabled": False, "drift_enabled": False},
-}
-
-
 def params_for(kind: Kind, field: Field, step_s: float | None = None) -> QcParams:
+    """Defaults for one field, from catalogue properties only (no per-kind or per-field names)."""
+    step = float(step_s or kind.report_interval_s)
     p = QcParams(
         fail_lo=field.lo, fail_hi=field.hi, suspect_lo=field.expected_lo, suspect_hi=field.expected_hi,
-        resolution=field.resolution, step_s=float(step_s or kind.report_interval_s),
-        # a two-state field (tilt switch: expected [0, 0]) is constant by design
-        flat_enabled=field.expected_hi > field.expected_lo,
+        resolution=field.resolution, step_s=step,
+        # a two-state field (tilt switch: expected [0, 0]) is constant by design; a field whose typical
+        # value is below its resolution (turbidity of clear water at 10 NTU steps) reads 0 most of the time
+        flat_enabled=field.expected_hi > field.expected_lo and field.typical >= field.resolution,
+        # a coarse grid (the bins' 15 min) smooths the neighbour residual over as many samples as a fine one
+        drift_window_s=max(3600.0, 24 * step),
     )
-    p = replace(p, **_KIND_OVERRIDES.get(kind.name, {}))
-    return replace(p, **_FIELD_OVERRIDES.get((kind.name, field.name), {}))
+    if field.resets:
+        # a value that steps back by design (a bin emptied, then filling at its own pace): neither
+        # its steps nor its level against the past or against other series say anything about the sensor
+        p = replace(p, roc_enabled=False, drift_enabled=False, level_enabled=False)
+    return p
 
 
 def qc_tests(p: QcParams, *, neighbours: bool = True) -> list[str]:
@@ -120,9 +123,16 @@ def run_qc(x: np.ndarray, p: QcParams, t0_ms: int = 0, *, neighbours: bool = Tru
     res["gross_range"] = qc.gross_range(x, p.fail_lo, p.fail_hi, p.suspect_lo, p.suspect_hi, prep=pr,
                                         out=o.get("gross_range"))
     if p.flat_enabled:
-        res["flat_line"] = qc.flat_line(x, p.resolution * 0.5, *p.flat_n, prep=pr, out=o.get("flat_line"))
-    scale = qc.step_scale(x, g0, blk, 2.0 * p.resolution, p.baseline_blocks, 1, prep=pr)
-    res["spike"] = qc.spike(x, p.spike_suspect_k * scale, p.spike_fail_k * scale, prep=pr, out=o.get("spike"))
+        res["flat_line"] = qc.flat_line(x, p.resolution * 0.5, *p.flat_n, g0=g0, block=blk, k=p.baseline_blocks,
+                                        factor=p.flat_factor, prep=pr, out=o.get("flat_line"))
+    scale = qc.step_scale(x, g0, blk, 2.0 * p.resolution, p.baseline_blocks, 1, recent=p.recent_steps, prep=pr)
+    res["spike"] = sp_ = qc.spike(x, p.spike_suspect_k * scale, p.spike_fail_k * scale, prep=pr, out=o.get("spike"))
+    # a single reading pegged at the sensor's limit between two well inside it is a saturated or
+    # zeroed read (a negative spike clips at 0), however small its height in step scales
+    with np.errstate(invalid="ignore"):
+        pegged = (x <= p.fail_lo + 0.5 * p.resolution) | (x >= p.fail_hi - 0.5 * p.resolution)
+        pegged &= sp_.score > p.spike_pegged_k * scale
+    np.copyto(sp_.flag, np.maximum(sp_.flag, qc.SUSPECT, dtype=np.int8), where=pegged)
     if p.roc_enabled:
         res["rate_of_change"] = qc.rate_of_change(x, p.step_s, p.roc_suspect_k * scale / p.step_s,
                                                   p.roc_fail_k * scale / p.step_s, prep=pr,
@@ -138,8 +148,8 @@ def run_qc(x: np.ndarray, p: QcParams, t0_ms: int = 0, *, neighbours: bool = Tru
 class StatParams:
     """Parameters of the statistical detectors (windows in grid samples, thresholds in robust sigmas)."""
 
-    hampel_suspect_z: float = 30.0
-    hampel_fail_z: float = 60.0
+    hampel_suspect_z: float = 60.0  # docs/analytics.md: at 30 it adds no spike the spike test misses,
+    hampel_fail_z: float = 120.0  # only false alarms on bursty series
     ewma_alpha: float = 0.1
     ewma_suspect_l: float = 30.0
     ewma_fail_l: float = 60.0
@@ -194,19 +204,25 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
         xb = x[rows]
         pr = qc.Prepared(xb)
         run_qc(xb, p, t0_ms, neighbours=False, prep=pr, out=out)
-        stats.hampel(xb, g0, blk, p.baseline_blocks, sp.hampel_suspect_z, sp.hampel_fail_z, floor=p.resolution,
-                     min_blocks=p.min_blocks, prep=pr, out=out["hampel"])
+        if not p.level_enabled:
+            for k in ("hampel", "ewma", "cusum"):
+                out[k].flag[...] = np.where(pr.missing, qc.MISSING, qc.NOT_EVALUATED)
+                out[k].score[...] = np.nan
+        else:
+            stats.hampel(xb, g0, blk, p.baseline_blocks, sp.hampel_suspect_z, sp.hampel_fail_z, floor=p.resolution,
+                         min_blocks=p.min_blocks, prep=pr, out=out["hampel"])
         rb = xb - ref[None, :]
         if p.drift_enabled:  # the residual is per block, so drift works per block too
             qc.drift(xb, g0, blk, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution,
                      k=p.drift_blocks, min_blocks=p.min_blocks + 1, residual=rb, min_series=1, prep=pr,
                      out=out["drift"])
-        rpr = qc.Prepared(rb)
-        z = stats.standardise(rb, g0, blk, p.baseline_blocks, p.min_blocks, p.resolution)
-        stats.ewma_chart(rb, g0, blk, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, p.baseline_blocks,
-                         p.min_blocks, floor=p.resolution, z=z, prep=rpr, out=out["ewma"])
-        stats.cusum(rb, g0, blk, sp.cusum_k, sp.cusum_h, cusum_window, p.baseline_blocks, p.min_blocks,
-                    floor=p.resolution, z=z, prep=rpr, out=out["cusum"])
+        if p.level_enabled:
+            rpr = qc.Prepared(rb)
+            z = stats.standardise(rb, g0, blk, p.baseline_blocks, p.min_blocks, p.resolution)
+            stats.ewma_chart(rb, g0, blk, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, p.baseline_blocks,
+                             p.min_blocks, floor=p.resolution, z=z, prep=rpr, out=out["ewma"])
+            stats.cusum(rb, g0, blk, sp.cusum_k, sp.cusum_h, cusum_window, p.baseline_blocks, p.min_blocks,
+                        floor=p.resolution, z=z, prep=rpr, out=out["cusum"])
         stats.seasonal_residual(xb, p.step_s, t0_ms, sp.seasonal_suspect_z, sp.seasonal_fail_z, floor=p.resolution,
                                 prep=pr, out=out["seasonal"])
 

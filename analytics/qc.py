@@ -215,14 +215,24 @@ def run_length(b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     return out
 
 
-def flat_line(x: np.ndarray, tolerance, suspect_n: int, fail_n: int, *, prep: Prepared | None = None,
-              out: QcResult | None = None) -> QcResult:
+def flat_line(x: np.ndarray, tolerance, suspect_n: int, fail_n: int, *, g0: int | None = None,
+              block: int = 60, k: int = 6, factor: float = 3.0, max_repeat: float = 0.9,
+              prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:
     """QARTOD flat line test: a stuck sensor repeats the same value.
 
     tolerance: field units; consecutive readings closer than this count as "same".
     suspect_n / fail_n: number of consecutive unchanged steps (grid samples) after
     which the reading is suspect / fail. A missing sample breaks the run.
     score: length of the current unchanged run, in samples.
+
+    With ``g0`` (grid index of column 0) the suspect length adapts to the series' own past
+    (:mod:`analytics.baseline`, blocks of ``block`` samples): ``factor`` times the median over
+    the previous ``k`` blocks of each block's longest unchanged run, never below ``suspect_n``;
+    fail at twice that, never below ``fail_n``. A series that repeats its value at
+    ``max_repeat`` of its steps or more in those blocks (a zero-inflated or saturated one: clear
+    water at 0 NTU) holds no flat-line information and is not flagged. The threshold is the one
+    in force where the run began, so a long run is one alarm, not cut where the threshold moves;
+    a run that began before any baseline (warm-up, a window's start) takes ``suspect_n``.
     """
     s, t = x.shape
     pr = _prep(x, prep)
@@ -231,27 +241,72 @@ def flat_line(x: np.ndarray, tolerance, suspect_n: int, fail_n: int, *, prep: Pr
         same = pr.step <= tol  # NaN compares False: a gap breaks the run (and the first sample has no step)
     run = run_length(same)
     res = _result(x, out)
-    _combine(res.flag, run >= min(suspect_n, fail_n), run >= fail_n, None, pr.missing)  # a missing sample has run 0
+    if g0 is None:
+        _combine(res.flag, run >= min(suspect_n, fail_n), run >= fail_n, None, pr.missing)  # a missing sample has run 0
+    else:
+        sus_n, fail_at = _flat_threshold(pr, same, run, g0, block, k, suspect_n, factor, max_repeat)
+        np.maximum(fail_at, float(fail_n), out=fail_at)
+        _combine(res.flag, run >= sus_n, run >= fail_at, None, pr.missing)
     np.add(run, pr.nan0, out=res.score)
     return _deliver(res, out)
 
 
-def step_scale(x: np.ndarray, g0: int, block: int, floor, k: int = 6, min_blocks: int = 1, *,
+def _flat_threshold(pr: Prepared, same: np.ndarray, run: np.ndarray, g0: int, block: int, k: int, floor_n: int,
+                    factor: float, max_repeat: float) -> tuple[np.ndarray, np.ndarray]:
+    """(suspect, fail) run lengths (S, T) of :func:`flat_line`'s adaptive mode, taken where each run began."""
+    from analytics import baseline as bl
+
+    s, t = same.shape
+    blocks = bl.Blocks(t, g0, block)
+    samef = same.astype(pr.x.dtype)
+    np.copyto(samef, np.nan, where=np.isnan(pr.step))
+    frac = bl.block_mean(blocks, samef)  # share of steps that repeat the value
+    pos = (np.arange(t) + blocks.lead) % blocks.b + 1
+    inner = np.minimum(run, pos[None, :].astype(run.dtype)).astype(pr.x.dtype)  # runs restarted at each block
+    np.copyto(inner, np.nan, where=np.isnan(samef))
+    longest = np.fmax.reduce(blocks.tiles(inner), axis=2)
+    longest[np.isnan(frac)] = np.nan  # unusable block
+    thr = np.maximum(factor * bl.trailing(longest, k, 1), float(floor_n))  # NaN stays NaN: no baseline
+    thr[bl.trailing(frac, k, 1) >= max_repeat] = np.inf
+    thr_t = blocks.expand(thr.astype(np.float32))
+    start = np.arange(t)[None, :] - run  # column where the run's first value sits
+    np.maximum(start, 0, out=start)
+    at = np.take_along_axis(thr_t, start, axis=1)
+    np.copyto(at, np.float32(floor_n), where=np.isnan(at))
+    return at, 2.0 * at
+
+
+def step_scale(x: np.ndarray, g0: int, block: int, floor, k: int = 6, min_blocks: int = 1, recent: int = 0, *,
                prep: Prepared | None = None) -> np.ndarray:
     """Robust spread of one-step changes from the trailing baseline, (S, T), field units.
 
-    1.4826 * the median over the previous ``k`` blocks of each block's median |diff|
+    Per block the larger of 1.4826 * the median |diff| and the 90th percentile of |diff| / 1.645
+    (both the sigma of a normal step): a series that repeats its value at most steps (quantised,
+    zero-inflated, saturated at a limit) has a median step of 0 but a tail that says how far it
+    moves when it moves. Then the median of that over the previous ``k`` blocks
     (:mod:`analytics.baseline`: a sample's scale comes from its past only), never below
-    ``floor`` (e.g. twice the sensor resolution) so quantised, quiet signals do not turn
-    every step into an outlier. NaN where there is no baseline yet (warm-up).
+    ``floor`` (e.g. twice the sensor resolution). NaN where there is no baseline yet (warm-up).
+    ``recent`` > 0: at least the spread of the last ``recent`` steps before the sample (a baseline
+    of its own where the blocks have none).
     """
     from analytics import baseline as bl
 
     pr = _prep(x, prep)
     blocks = bl.Blocks(x.shape[1], g0, block)
-    med = bl.block_median_mad(blocks, pr.step, mad=False)[0]
-    sc = np.maximum(1.4826 * bl.trailing(med, k, min_blocks), np.asarray(floor, dtype=np.float64).reshape(-1, 1))
-    return blocks.expand(sc.astype(x.dtype))
+    med, q90 = bl.block_quantiles(blocks, pr.step, (0.5, 0.9))
+    sig = np.fmax(1.4826 * med, q90 / 1.645)
+    sc = blocks.expand(bl.trailing(sig, k, min_blocks).astype(x.dtype))
+    if recent:
+        # the last `recent` steps before each sample (mean |diff| * 1.2533 = sigma of a normal step):
+        # a series that was stuck or quiet in the past blocks and is noisy again (a sensor back from
+        # a fault) is judged by its noise now, and the first hour of a series has a scale at all
+        near = np.empty_like(sc)
+        near[:, 0] = np.nan
+        near[:, 1:] = rolling_mean(pr.step, recent)[:, :-1]
+        near *= 1.2533
+        np.copyto(near, np.nan, where=np.isnan(near) | (np.arange(x.shape[1]) < recent)[None, :])
+        np.fmax(sc, near, out=sc)
+    return np.maximum(sc, _col(floor, x.shape[0], x.dtype))
 
 
 def spike(x: np.ndarray, suspect, fail, *, prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:

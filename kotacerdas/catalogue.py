@@ -40,6 +40,7 @@ class Field:
     fiware_scale: float = 1.0  # catalogue unit -> the model's unit
     fiware_unit: str = ""  # UN/CEFACT code of the model's unit
     measurand: str = ""  # WaterQualityObserved `measurand` formula, when not an attribute
+    resets: bool = False  # the value steps back by design (a bin emptied): steps and levels are no faults
 
     def in_range(self, value: float) -> bool:
         return self.lo <= value <= self.hi
@@ -145,6 +146,7 @@ def _field(name: str, spec: Mapping, where: str) -> Field:
             fiware_scale=float(spec.get("fiware_scale", 1.0)),
             fiware_unit=str(spec.get("fiware_unit", "")),
             measurand=str(spec.get("measurand", "")),
+            resets=bool(spec.get("resets", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CatalogueError(f"{where}.{name}: bad field spec ({exc})") from exc

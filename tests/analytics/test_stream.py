@@ -42,7 +42,7 @@ def test_live_loop_equals_batch(every_n):
     assert (live["spike"].flag[:, -1] == qc.NOT_EVALUATED).all()  # waits for its successor
     # the record holds something to find: the equality is not one of empty flags
     assert batch["spike"].flag[1, p.lookback + 50] >= qc.SUSPECT
-    assert (batch["flat_line"].flag[3, p.lookback + 100 : p.lookback + 200] >= qc.SUSPECT).all()
+    assert (batch["flat_line"].flag[3, p.lookback + 20 + p.flat_n[0] : p.lookback + 200] >= qc.SUSPECT).all()
 
 
 def test_warm_up_is_not_evaluated():
