@@ -9,6 +9,7 @@
 include("$(PORT_DIR)/boards/manifest.py")  # noqa: F821  (manifest functions are provided by makemanifest)
 # every device module but main.py (tests/firmware/test_release.py: this list is the device directory)
 for _m in ("kc_backoff", "kc_board", "kc_config", "kc_ecdsa", "kc_http", "kc_improv", "kc_led", "kc_mqtt", "kc_node",
-           "kc_ota", "kc_payload", "kc_ring", "kc_schema", "kc_sensors", "kc_update", "kc_wifi"):
+           "kc_ota", "kc_payload", "kc_portal", "kc_provision", "kc_ring", "kc_schema", "kc_sensors", "kc_update",
+           "kc_wifi"):
     module(_m + ".py", base_path="device")  # noqa: F821
 package("kc_drivers", base_path="device")  # noqa: F821
