@@ -74,6 +74,8 @@ class Rollout:
     halted: str | None = None
     waves_sent: int = 0
     events: dict[str, int] = field(default_factory=dict)
+    # +1 per transition: the shell persists when it moved (cheaper than comparing whole states)
+    rev: int = 0
 
     # ---------------------------------------------------------------- queries
     def by_device(self, device: str) -> DeviceRun | None:
@@ -106,6 +108,7 @@ class Rollout:
     # ---------------------------------------------------------------- transitions
     def _count(self, what: str) -> None:
         self.events[what] = self.events.get(what, 0) + 1
+        self.rev += 1
 
     def next_wave(self, now_ms: int) -> list[DeviceRun]:
         """The devices to command now (marked ``sent`` with a fresh command id), or [] while a wave
@@ -144,6 +147,7 @@ class Rollout:
                 self._finish(d, "done", ack.detail, now_ms)
         elif d.state == "sent":
             d.state, d.detail = "staged", ack.detail[:200]
+            self._count("staged")
 
     def on_status(self, device: str, status: DeviceStatus, now_ms: int) -> None:
         """A birth message (retained ones too): the new version running means done; a device that

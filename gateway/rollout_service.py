@@ -190,13 +190,13 @@ class RolloutService:
             items.append(self.inbox.get_nowait())
         now = int(time.time() * 1000)
         with self.lock:
-            before = json.dumps(self.r.to_json(), sort_keys=True)
+            before = self.r.rev
             for topic, payload in items:
                 self._handle(topic, payload, now)
             self.r.tick(now)
             for d in self.r.next_wave(now):
                 self._send(d, now)
-            if json.dumps(self.r.to_json(), sort_keys=True) != before:
+            if self.r.rev != before:
                 save(self.r, self.path)
             counts = self.r.counts()
             for s in STATES:

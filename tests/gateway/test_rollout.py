@@ -42,7 +42,9 @@ def test_waves_wait_for_the_previous_wave_and_births_finish_devices() -> None:
     r = rollout(5, wave_percent=40)  # 2 per wave
     w1 = r.next_wave(0)
     assert [d.device for d in w1] == ["D0", "D1"] and r.next_wave(1) == []  # wave in flight
+    rev = r.rev
     r.on_ack("D0", ack(w1[0].cmd_id, True, "staged 1.2.0 in slot a, rebooting"), 10)
+    assert r.rev > rev  # every transition moves rev: the service persists on it
     assert r.by_device("D0").state == "staged"  # type: ignore[union-attr]
     r.on_status("D0", online("1.2.0"), 20)
     r.on_status("D1", online("1.0.0"), 20)  # old version: still waiting
