@@ -2,7 +2,8 @@
 
 A period's mean is the mean of its valid hourly means (an hour is valid with >= 75 % of its
 readings); the period is complete with >= 75 % valid hours (18 of 24, 6 of 8, 1 of 1).
-Rule and sources: analytics/ispu.py (Directive 2008/50/EC Annex XI A; 40 CFR 50 App. N).
+Rule and sources: kotacerdas/standards.py INDEX_COMPLETENESS (Directive 2008/50/EC Annex XI A;
+40 CFR 50 App. N; adopted, not from the ISPU regulation).
 Everything is computed at every time step over trailing windows, (S, T) in and out, with
 one vectorised pass per hour of the period (no per-series loops).
 """
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-COMPLETE = 0.75  # required share of readings in an hour, and of valid hours in a period
+from kotacerdas.standards import INDEX_COMPLETENESS
+
+COMPLETE = INDEX_COMPLETENESS  # required share of readings in an hour, and of valid hours in a period
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             log.warning("could not ensure the database exists", extra={"error": str(exc)})
         if args.once:
             try:
-                counts = svc.run_pass(window_s=window, emit_all=True)
+                counts = _once(svc, window, args.replay, args.every)
             except InfluxError as exc:
                 log.error("analytics pass failed", extra={"error": str(exc)})
                 print(f"kotacerdas analytics: pass failed: {exc}", file=sys.stderr)
@@ -97,6 +97,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             mqtt.disconnect()
 
 
+def _once(svc, window_s: float, replay_s: float, every_s: float) -> dict[str, int]:  # noqa: ANN001
+    """One pass now, or (``replay_s`` > 0) the passes the live service would have made every ``every_s``
+    over the last ``replay_s``: the indices, verdicts and forecasts each of those passes would have
+    written (one point per pass), so a history of real results exists after a back-dated run."""
+    now_ms = int(time.time() * 1000)
+    every_ms = max(int(every_s * 1000), 1000)
+    steps = int(replay_s * 1000 // every_ms) if replay_s > 0 else 0
+    totals: dict[str, int] = {}
+    for k in range(steps, -1, -1):
+        # the first pass writes every QC verdict in its window, later ones only what is new (as live)
+        counts = svc.run_pass(now_ms - k * every_ms, window_s=window_s, emit_all=k == steps)
+        for m, n in counts.items():
+            totals[m] = totals.get(m, 0) + n
+    return totals
+
+
 def _wait_next(stop: threading.Event, new_data: threading.Event, started: float, interval_s: float,
                min_interval_s: float) -> None:
     """Sleep until the next scheduled pass, or earlier once new telemetry arrived (rate-limited)."""
@@ -143,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run the analytics service (QC, indices, forecasts, alerts)")
     r.add_argument("--once", action="store_true", help="one pass over the window, then exit")
     r.add_argument("--window", type=float, default=None, metavar="S", help="window in seconds (default settings)")
+    r.add_argument("--replay", type=float, default=0.0, metavar="S",
+                   help="with --once: replay the live loop's passes over the last S seconds (back-dated data)")
+    r.add_argument("--every", type=float, default=3600.0, metavar="S",
+                   help="with --replay: seconds between replayed passes (default 3600)")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("evaluate", help="score detectors against simulator ground-truth labels")
     e.add_argument("--data", required=True, help="dry-run JSON lines {t, topic, payload}")

@@ -13,23 +13,11 @@ Formula (Lampiran): I = (Ia - Ib) / (Xa - Xb) * (Xx - Xb) + Ib with Ia/Ib the up
 lower ISPU bound and Xa/Xb the upper/lower concentration bound of the segment
 containing the measured concentration Xx (ug/m3, 25 C / 1 atm for gases).
 
-Averaging period: the Lampiran's conversion table ("Batas dan konversi nilai konsentrasi
-parameter ISPU") heads every one of the seven columns "24 jam" (PM10, PM2.5, SO2, CO, O3,
-NO2, HC: 24-hour averages from continuous measurement, "data pengukuran selama 24 jam
-secara terus-menerus"), as reproduced e.g. in 123dok "Pengertian dan Parameter ISPU"; the
-regulation's reporting rule (PM2.5 every hour, the others at least at 09:00 and 15:00,
-summarised by ditppu.menlhk.go.id / CNBC Indonesia 2023-08-30) does not shorten it. The
-1-hour O3/NO2, 8-hour CO and 3-hour HC periods earlier code used are those of the repealed
-Kep-45/MENLH/10/1997 with Kep Bapedal 107/1997 Lampiran I, not of P.14/2020. (We could read
-the Lampiran table and the opening articles; the number of the article that refers to the
-Lampiran was not verified.)
-
-Data completeness (the regulation states none; adopted): an hourly mean needs 75 % of its
-readings (45 of 60 one-minute values), a 24-hour mean 75 % of its hourly means (>= 18 of
-24), an 8-hour mean >= 6 of 8 -- Directive 2008/50/EC Annex XI A ("criteria for checking
-validity": 1 h 75 %, 8 h 75 %, 24 h 75 % of hourly averages, at least 18) and the same 18-of-24
-rule as US EPA's daily PM2.5 validity (40 CFR 50 App. N). An index from fewer hours is still
-published, flagged ``provisional`` with its number of hours and readings.
+Averaging period (24 h for all seven parameters) and data completeness (75 %: 18 of 24 hourly
+means, adopted, the regulation text we could read states none): kotacerdas/standards.py
+``ISPU_AVERAGING_S`` and ``INDEX_COMPLETENESS``, with what was verified in the regulation and
+what was not. An index from fewer hours is still published, flagged ``provisional`` with its
+number of hours and readings.
 Categories: 0-50 Baik, 51-100 Sedang, 101-200 Tidak Sehat, 201-300 Sangat Tidak Sehat,
 >= 301 Berbahaya (kotacerdas/standards.py).
 """
@@ -40,7 +28,7 @@ import numpy as np
 
 from analytics.averaging import PeriodMean, period_mean
 from analytics.breakpoints import Table, category_level, round_half_up
-from kotacerdas.standards import ISPU_BANDS, upper_bounds
+from kotacerdas.standards import ISPU_AVERAGING_S, ISPU_BANDS, upper_bounds
 
 _INDEX = (0.0, 50.0, 100.0, 200.0, 300.0, 500.0)
 
@@ -61,8 +49,8 @@ TABLES: dict[str, Table] = {
     "hc": _table((0.0, 45.0, 100.0, 215.0, 432.0, 648.0)),
 }
 
-# averaging period per parameter, seconds: "24 jam" for all seven (P.14/2020 Lampiran, see above)
-AVERAGING_S: dict[str, int] = {p: 24 * 3600 for p in TABLES}
+# averaging period per parameter, seconds (the cited table: kotacerdas/standards.py)
+AVERAGING_S: dict[str, int] = {p: ISPU_AVERAGING_S[p] for p in TABLES}
 
 CATEGORIES = tuple(b.label for b in ISPU_BANDS)
 CATEGORIES_EN = tuple(b.label_en for b in ISPU_BANDS)

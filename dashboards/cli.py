@@ -62,20 +62,6 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if problems else 0
 
 
-def _synthetic(args: argparse.Namespace, settings: Settings) -> int:
-    from kotacerdas.influx import InfluxClient
-
-    from dashboards import synthetic
-
-    with InfluxClient(settings.influx) as c:
-        c.create_database()
-        devs = synthetic.write(c, int(time.time() * 1000), hours=args.hours)
-    if args.devices_out:
-        args.devices_out.write_text(json.dumps(synthetic.device_list_json(devs), indent=2))
-    print(f"wrote {args.hours:g} h of synthetic data for {len(devs)} devices into {settings.influx.database}")
-    return 0
-
-
 def _push(args: argparse.Namespace, settings: Settings) -> int:
     from dashboards.definitions import all_dashboards
     from dashboards.provisioning import datasource
@@ -95,10 +81,13 @@ def _push(args: argparse.Namespace, settings: Settings) -> int:
 def _previews(args: argparse.Namespace, settings: Settings) -> int:
     from dashboards.previews import render_all
 
-    files = render_all(settings, args.out, hours=args.hours, devices=_devices(args.devices))
-    for f in files:
-        print(f)
-    return 0
+    previews = render_all(settings, args.out, hours=args.hours, devices=_devices(args.devices))
+    for p in previews:
+        print(f"{p.path} ({p.width}x{p.height} px; {len(p.units)} panels drawn"
+              + (f", no data: {', '.join(p.empty)}" if p.empty else "") + ")")
+        for a, b in p.overlaps:
+            print(f"  overlap: {a!r} and {b!r}", file=sys.stderr)
+    return 1 if any(p.overlaps for p in previews) else 0
 
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
@@ -119,9 +108,6 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--devices", type=Path, help="devices.json (kotacerdas simulate devices) for the map gazetteer")
     v = sub.add_parser("verify", help="run every panel query against InfluxDB and check the result shapes")
     v.add_argument("--hours", type=float, help="time range for every dashboard (default: each one's own)")
-    s = sub.add_parser("synthetic", help="write synthetic data in the platform's schemas (demo without a pipeline)")
-    s.add_argument("--hours", type=float, default=24.0)
-    s.add_argument("--devices-out", type=Path)
     p = sub.add_parser("push", help="upload datasource + dashboards through the Grafana HTTP API (idempotent)")
     p.add_argument("--url", required=True)
     p.add_argument("--token", required=True, help="Grafana service-account token")
@@ -130,12 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database")
     pr = sub.add_parser("previews", help="render PNG previews of each dashboard's panels from InfluxDB data")
     pr.add_argument("--out", type=Path, default=Path("docs/img"))
-    pr.add_argument("--hours", type=float, default=24.0)
+    pr.add_argument("--hours", type=float, help="time range for every dashboard (default: each one's own)")
     pr.add_argument("--devices", type=Path)
     a = sub.add_parser("api", help="serve the open-data HTTP API")
     a.add_argument("--port", type=int)
     args = ap.parse_args(argv)
     settings = load_settings()
-    handler = {"build": _build, "verify": _verify, "synthetic": _synthetic, "push": _push,
+    handler = {"build": _build, "verify": _verify, "push": _push,
                "previews": _previews, "api": _api}[args.command]
     return handler(args, settings)

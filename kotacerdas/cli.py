@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "stack": ("devtools.stack", "local Mosquitto + InfluxDB on loopback: up | down | status"),
     "backbone": ("devtools.backbone", "local 3-node NATS JetStream cluster (docs/scale.md): up | down | status"),
     "demo": ("devtools.demo", "run the whole pipeline for a bounded time and print a summary"),
+    "previews": ("devtools.previews", "dashboard PNGs from a short real pipeline run (own database and ports)"),
     "catalogue": ("kotacerdas.catalogue_cli", "show the sensor catalogue"),
     "gateway": ("gateway.cli", "device registry, validation, store-and-forward"),
     "ingest": ("ingest.cli", "stream normalised telemetry from MQTT into InfluxDB"),

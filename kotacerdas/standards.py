@@ -116,6 +116,27 @@ WATER_LIMITS: dict[str, WaterLimit] = {
 WATER_REGULATION = "Permenkes 2/2023"
 ISPU_REGULATION = "Permen LHK P.14/MENLHK/SETJEN/KUM.1/7/2020"
 
+# ISPU averaging period per parameter, seconds. Source: P.14/MENLHK/SETJEN/KUM.1/7/2020,
+# Lampiran, table "Batas dan konversi nilai konsentrasi parameter ISPU": each of the seven
+# columns (PM10, PM2.5, SO2, CO, O3, NO2, HC) is headed "24 Jam", with the note "Data
+# pengukuran selama 24 jam secara terus-menerus". What was verified, and where (searched
+# 2026-12-01, docs/analytics.md "ISPU citation"): the table and its note as reproduced in
+# 123dok "Pengertian dan Parameter ISPU"; the regulation's own text from its start to Pasal 1
+# (definitions) in a full-text copy (123dok "Permen LHK Nomor 14 Tahun 2020"). NOT verified:
+# the number of the article (Pasal) that refers to this Lampiran or states the averaging
+# period; the articles after Pasal 1 were not available to us, so no Pasal is cited here.
+# The 1 h O3/NO2, 8 h CO and 3 h HC periods are those of the repealed Kep-45/MENLH/10/1997
+# with Kep Bapedal 107/1997 Lampiran I, not of P.14/2020.
+ISPU_AVERAGING_S: dict[str, int] = {p: 24 * 3600 for p in ("pm10", "pm25", "so2", "co", "o3", "no2", "hc")}
+
+# Data completeness of an averaged index: an hourly mean needs this share of its readings and a
+# period this share of its hourly means (18 of 24, 6 of 8). ADOPTED, not from P.14/2020: none
+# was found in the parts of it we could read (Pasal 1 and the Lampiran table; see above). Source:
+# Directive 2008/50/EC Annex XI A ("criteria for checking validity": 75 % for 1 h, 8 h and 24 h
+# values from hourly averages), and the 18-of-24 daily rule of 40 CFR 50 Appendix N (PM2.5).
+# An index from fewer hours is still written, flagged provisional with its hours and readings.
+INDEX_COMPLETENESS = 0.75
+
 
 # QARTOD flag scheme: U.S. IOOS, "Manual for Real-Time Quality Control" series (QARTOD), flag
 # table "1 pass, 2 not evaluated, 3 suspect or of high interest, 4 fail, 9 missing data"; the

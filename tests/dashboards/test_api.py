@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from kotacerdas.standards import WATER_LIMITS
 from kotacerdas.catalogue import load_catalogue
 
-from dashboards import synthetic
+from tests.dashboards import synthetic_day as synthetic
 from dashboards.api import make_app
 from dashboards.ratelimit import RateLimiter
 

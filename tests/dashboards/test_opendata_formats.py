@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.lineprotocol import format_line
 
-from dashboards import synthetic
+from tests.dashboards import synthetic_day as synthetic
 from dashboards.api import make_app
 from dashboards.history import HistoryError, choose, duration_ms
 

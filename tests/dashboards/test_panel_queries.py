@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from dashboards import synthetic, verify
+from dashboards import verify
+from tests.dashboards import synthetic_day as synthetic
 from dashboards.definitions import BINS_DUE_TITLE, all_dashboards
 
 

@@ -1,4 +1,8 @@
-"""PNG previews rendered from InfluxDB data (synthetic day in the platform's schemas)."""
+"""PNG previews: the renderer's pure helpers, and a render from a fixture day in InfluxDB.
+
+The render from a real pipeline run (simulators -> gateway -> ingest -> analytics) is in
+tests/dashboards/test_real_pipeline.py, on the same run that checks every panel query.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,48 @@ import time
 
 import matplotlib.image as mpimg
 import numpy as np
+import pytest
 
-from dashboards import synthetic
 from dashboards.cli import main as cli_main
-from dashboards.previews import render_all
+from dashboards.previews import _fit, render_all, scaled, title_text, unit_label
+from tests.dashboards import synthetic_day as synthetic
+
+
+def test_units_are_printed_not_grafana_ids() -> None:
+    assert unit_label("conμgm3") == "µg/m³"
+    assert unit_label("celsius") == "°C"
+    assert unit_label("suffix: mg/L") == "mg/L"
+    assert unit_label("short") == ""
+    assert title_text("pm25 (ug/m3)") == "pm25 (µg/m³)"
+    assert title_text("temperature (Cel)") == "temperature (°C)"
+    assert title_text("tilt (1)") == "tilt"
+    assert title_text("Bins due now (fill >= 90 %)") == "Bins due now (fill >= 90 %)"
+
+
+@pytest.mark.parametrize(("unit", "top", "want"), [
+    ("ms", 86_400_000.0, (3_600_000.0, "h")), ("ms", 250.0, (1.0, "ms")), ("ms", 5000.0, (1000.0, "s")),
+    ("bytes", 3 * 2.0**20, (2.0**20, "MiB")), ("%", 1e9, (1.0, "%")),
+])
+def test_large_times_switch_unit_instead_of_an_offset(unit, top, want) -> None:
+    assert scaled(unit, np.array([0.0, top, np.nan])) == want
+
+
+def test_table_cells_are_truncated_to_fit() -> None:
+    cells = _fit([["device", "text"], ["day-air-00001", "x" * 80]], budget=30)
+    assert sum(max(len(r[c]) for r in cells) for c in range(2)) <= 30
+    assert cells[1][0] == "day-air-00001" and cells[1][1].endswith("…")
 
 
 def test_previews_render_panels_with_data(settings, influx, tmp_path):
     end = int(time.time() * 1000) // 60_000 * 60_000
     devs = synthetic.write(influx, end, hours=6)
-    files = render_all(settings, tmp_path, hours=6, devices=synthetic.device_list_json(devs), to_ms=end,
-                       uids=["kc-waste"])
-    assert [f.name for f in files] == ["kc-waste.png"]
-    img = mpimg.imread(files[0])
+    [p] = render_all(settings, tmp_path, hours=6, devices=synthetic.device_list_json(devs), to_ms=end,
+                     uids=["kc-waste"])
+    assert p.path.name == "kc-waste.png" and p.overlaps == []
+    img = mpimg.imread(p.path)
     h, w = img.shape[:2]
-    assert w >= 1400 and h >= 400  # readable at full width (issue 16)
-    # not blank: the stat panels paint large coloured areas, the plots draw lines
-    assert float(np.std(img[..., :3])) > 0.05
+    assert (w, h) == (p.width, p.height) and w >= 1400 and h >= 400  # readable at full width (issue 16)
+    assert p.units["Fill level"] == "%" and p.units["distance (cm)"] == "cm"
     # the "due now" stat is red (threshold >= 1 bin): a sizeable share of pure-ish red pixels
     red = (img[..., 0] > 0.7) & (img[..., 1] < 0.2) & (img[..., 2] < 0.25)
     assert red.mean() > 0.01

@@ -14,7 +14,7 @@ import pytest
 
 from kotacerdas.runtime import HttpServer
 
-from dashboards import synthetic
+from tests.dashboards import synthetic_day as synthetic
 from dashboards.api import make_app
 from tests.dashboards import chromium
 

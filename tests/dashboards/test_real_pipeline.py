@@ -1,8 +1,10 @@
-"""A simulated day through the real pipeline, then every dashboard panel query against what it stored.
+"""A simulated day through the real pipeline, then every dashboard panel query against what it stored,
+and the previews rendered from it.
 
-simulate -> MQTT -> gateway -> ingest -> InfluxDB -> analytics --once, each as a
-``kotacerdas`` subprocess on the real local broker and database (per-test topic
-root and database), then dashboards.verify runs every panel and variable query.
+simulate -> MQTT -> gateway -> ingest -> InfluxDB -> analytics (the passes the live service
+would have made over the day, ``--once --replay``), each as a ``kotacerdas`` subprocess on the
+real local broker and database (per-test topic root and database), then dashboards.verify runs
+every panel and variable query and dashboards.previews draws every dashboard from the same data.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ from pathlib import Path
 
 import pytest
 
+import numpy as np
+
+from analytics import ispu
 from kotacerdas.influx import InfluxClient
 from tests.services import Service, kc, service_env
 
 from dashboards import standards as std
 from dashboards import verify
 from dashboards.definitions import BINS_DUE_TITLE, all_dashboards
+from dashboards.previews import render_all
 
 SCENARIO = Path(__file__).parent / "data" / "day.toml"
 
@@ -73,7 +79,9 @@ def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path
             while not ((pts := stats_points()) and min(pts) >= 2) and time.monotonic() < deadline:
                 time.sleep(0.5)
             assert pts and min(pts) >= 2, pts
-            _kc(["analytics", "run", "--once"], env)
+            # every 3 h over the day: an ISPU/AQI history for the time-series panels, as the live
+            # service would have written it
+            _kc(["analytics", "run", "--once", "--replay", "86400", "--every", "10800"], env)
             to_ms = int(time.time() * 1000)
             # each dashboard over its own default range, as it opens in Grafana (the pipeline
             # dashboard's 6 h gives 20 s buckets: the derivative panels need two in the run's minute)
@@ -85,6 +93,12 @@ def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path
             # the index categories analytics wrote are the bands the panels colour by
             categories = {m: [tuple(v[1:]) for s in c.series(f'SELECT "value", "category" FROM "{m}"') for v in s.values]
                           for m in ("ispu", "aqi_us")}
+            indices = [(s.tags["pollutant"], *v[1:]) for s in c.series(
+                'SELECT "value", "concentration" FROM "ispu" WHERE "pollutant" != \'max\' GROUP BY "pollutant"')
+                for v in s.values]
+            ispu_times = {v[0] for s in c.series('SELECT "value" FROM "ispu"') for v in s.values}
+            previews = render_all(settings, tmp_path / "previews", devices=json.loads(devices.read_text()),
+                                  to_ms=to_ms)
     finally:
         for p in reversed(procs):
             p.stop()
@@ -96,6 +110,20 @@ def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path
         assert categories[m], f"analytics wrote no {m}"
         wrong = [(v, cat) for v, cat in categories[m] if std.category_of(bands, v).label != cat]
         assert wrong == [], (m, wrong[:5])
+    # the stored index is P.14/2020's formula applied to the stored (averaged) concentration, at
+    # one time per replayed pass
+    assert indices and len(ispu_times) >= 8, (len(indices), len(ispu_times))
+    for pol, value, conc in indices:
+        assert value == ispu.index(pol, np.array([conc]))[0], (pol, value, conc)
+    # previews: readable width, nothing overlapping, every panel with a unit labelled in print form
+    grafana_ids = {"conμgm3", "celsius", "percent", "short", "reqps", "volt", "none"}
+    for p in previews:
+        assert p.width >= 1400 and p.path.stat().st_size > 50_000, p
+        assert p.overlaps == [], (p.path.name, p.overlaps)
+        assert not set(p.units.values()) & grafana_ids, p.units
+        assert set(p.empty) <= MAY_BE_EMPTY, (p.path.name, p.empty)
+    units = {t: u for p in previews for t, u in p.units.items()}
+    assert units["pm25 (ug/m3)"] == "µg/m³" and units["Fill level"] == "%" and units["chlorine (mg/L)"] == "mg/L"
     errors = [r for r in results if r.error]
     assert not errors, [r.error for r in errors]
     problems = [p for r in results if r.panel not in MAY_BE_EMPTY for p in r.problems()]

@@ -8,7 +8,7 @@ import re
 import orjson
 import pytest
 
-from dashboards import synthetic
+from tests.dashboards import synthetic_day as synthetic
 from ingest.convert import Converter
 from kotacerdas import contract
 from kotacerdas import measurements as M

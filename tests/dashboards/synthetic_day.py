@@ -1,10 +1,13 @@
-"""Realistic synthetic data in exactly the measurement schemas of docs/team-interfaces.md.
+"""A day of data in exactly the measurement schemas of docs/team-interfaces.md, for tests.
 
-Used by the verification tests (every panel query must return data of the expected
-shape) and by ``kotacerdas dashboards previews --synthetic`` when no pipeline has run.
+Used by the dashboards and open-data tests that need a known, fast fixture (every panel
+query must return data of the expected shape; the API formats; the public page). It is not
+what the previews or the demo show: those run the real pipeline (``kotacerdas previews``).
 Telemetry fields come from the catalogue (typical value, expected span); derived
-measurements are consistent with their inputs (ISPU category matches the value,
-``full_by_tomorrow`` matches ``hours_to_full``) so tables and colours look right.
+measurements come from the real formulas: ISPU and US AQI from analytics' own ``index``
+(P.14/2020 and EPA tables), compliance against kotacerdas/standards.py's limits, so the
+categories match the values. Averaging is not replayed here (a reading stands for its
+period); tests of averaging live in tests/analytics.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analytics import aqi_us, ispu
 from kotacerdas import contract
 from kotacerdas.catalogue import Catalogue, load_catalogue
 from kotacerdas.influx import InfluxClient
@@ -52,12 +56,6 @@ def devices(cat: Catalogue, per_kind: int = 3) -> list[Device]:
 def device_list_json(devs: list[Device]) -> list[dict]:
     """The simulators' device-list format (docs/team-interfaces.md, "Device list exchange")."""
     return [dict(d.__dict__) for d in devs]
-
-
-def _synthetic_index(conc: float, typical: float) -> float:
-    # synthetic only (the real sub-indices are analytics' job): a monotone map putting the
-    # catalogue's typical concentration at 70, so categories vary from Baik to Tidak Sehat
-    return float(np.clip(70.0 * conc / typical, 0, 500))
 
 
 def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
@@ -103,11 +101,11 @@ def generate(end_ms: int, hours: float = 24.0, per_kind: int = 3, seed: int = 7,
                 j = min(int((t - start) // step), n - 1)
                 # derived: ISPU / AQI for air, compliance for water, forecast for bins
                 if k.index:
-                    for table, bands in ((M.ISPU, std.ISPU_BANDS), (M.AQI_US, std.AQI_US_BANDS)):
+                    for table, bands, mod in ((M.ISPU, std.ISPU_BANDS, ispu), (M.AQI_US, std.AQI_US_BANDS, aqi_us)):
                         subs: dict[str, tuple[float, float]] = {}
                         for pol in (p for p in ISPU_POLLUTANTS if k.has_field(p)):
                             conc = float(vals[pol][j])
-                            idx = float(_synthetic_index(conc, k.field(pol).typical))
+                            idx = float(mod.index(pol, np.array([conc]))[0])
                             subs[pol] = (idx, conc)
                         subs[M.POLLUTANT_MAX] = max(subs.values())
                         for pol, (idx, conc) in subs.items():
