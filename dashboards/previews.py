@@ -272,7 +272,7 @@ def _draw_table(ax: Any, panel: Panel, series: list, shown_unit: list[str]) -> N
     rows = rows[:8]
     if not rows:
         return
-    cells = _fit([cols, *rows], budget=46)
+    cells = _fit([cols, *rows], budget=50)
     widths = np.array([max(len(r[c]) for r in cells) + 2 for c in range(len(cols))], dtype=float)
     tab = ax.table(cellText=cells[1:], colLabels=cells[0], loc="upper center", cellLoc="left",
                    colWidths=list(widths / widths.sum()))

@@ -112,37 +112,84 @@ function render() {
   document.getElementById("bins").replaceChildren(...(binCards.length ? binCards : [el("li", { class: "ok" }, t.none)]));
 }
 
+// No base map: no tile server or boundary data is reachable offline (docs/dashboards.md), so the
+// map is drawn from what the API knows: stations at their coordinates on an equal-scale grid
+// (a km east is as long as a km north), district names at the middle of their stations, a
+// scale bar and north. 6371 km: mean Earth radius; equirectangular is exact enough for a city.
+const KM_PER_DEG = Math.PI * 6371 / 180;
+
+function niceStep(x) {  // 1, 2 or 5 x 10^n not above x
+  const p = Math.pow(10, Math.floor(Math.log10(x)));
+  return [5, 2, 1].map(m => m * p).find(v => v <= x) || p;
+}
+
 function drawMap(online, stationIdx) {
   const svg = document.getElementById("map");
   const pts = state.stations.filter(s => s.kind === "air" && s.lat !== null && s.lon !== null);
   svg.replaceChildren();
   if (!pts.length) { svg.style.display = "none"; return; }
+  const W = 400, H = 260, pad = 28;
   const lats = pts.map(p => p.lat), lons = pts.map(p => p.lon);
   const [la0, la1, lo0, lo1] = [Math.min(...lats), Math.max(...lats), Math.min(...lons), Math.max(...lons)];
-  const W = 400, H = 260, pad = 20;
-  const sx = lo => pad + (lo1 > lo0 ? (lo - lo0) / (lo1 - lo0) : 0.5) * (W - 2 * pad);
-  const sy = la => H - pad - (la1 > la0 ? (la - la0) / (la1 - la0) : 0.5) * (H - 2 * pad);
-  const idx = new Map(stationIdx.map(r => [r.device, r]));
+  const coslat = Math.cos((la0 + la1) / 2 * Math.PI / 180);
+  const spanX = Math.max((lo1 - lo0) * coslat, 0.01), spanY = Math.max(la1 - la0, 0.01);  // >= ~1 km
+  const k = Math.min((W - 2 * pad) / spanX, (H - 2 * pad) / spanY);  // px per degree of latitude
+  const cx = (lo0 + lo1) / 2, cy = (la0 + la1) / 2;
+  const sx = lo => W / 2 + (lo - cx) * coslat * k;
+  const sy = la => H / 2 - (la - cy) * k;
   const ns = "http://www.w3.org/2000/svg";
+  const add = (tag, attrs, text) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [a, v] of Object.entries(attrs)) e.setAttribute(a, v);
+    if (text !== undefined) e.textContent = text;
+    svg.append(e);
+    return e;
+  };
+  svg.dataset.pxPerKm = String(k / KM_PER_DEG);
+  // graticule: a few round meridians and parallels, labelled at the edge
+  const step = niceStep(Math.max((W / coslat / k), H / k) / 4);
+  const dec = Math.max(0, -Math.floor(Math.log10(step)));
+  for (let lo = Math.ceil((cx - W / 2 / coslat / k) / step) * step; sx(lo) < W; lo += step) {
+    add("line", { x1: sx(lo), y1: 0, x2: sx(lo), y2: H, class: "grid" });
+    if (sx(lo) < W - 40) add("text", { x: sx(lo) + 2, y: H - 3, class: "grid" }, `${lo.toFixed(dec)}°E`);
+  }
+  for (let la = Math.ceil((cy - H / 2 / k) / step) * step; sy(la) > 0; la += step) {
+    add("line", { x1: 0, y1: sy(la), x2: W, y2: sy(la), class: "grid" });
+    add("text", { x: 2, y: sy(la) - 2, class: "grid" }, `${Math.abs(la).toFixed(dec)}°${la < 0 ? "S" : "N"}`);
+  }
+  const idx = new Map(stationIdx.map(r => [r.device, r]));
   for (const p of pts) {
     const r = idx.get(p.device);
-    const c = document.createElementNS(ns, "circle");
-    c.setAttribute("cx", sx(p.lon)); c.setAttribute("cy", sy(p.lat));
-    c.setAttribute("r", r ? 8 : 4);
     const live = p.online === 1;
-    c.setAttribute("fill", r && live ? band(state.legend, r.value).color : "#bbb");
-    c.setAttribute("stroke", "#333"); c.setAttribute("stroke-width", live ? 1 : 0.5);
+    const c = add("circle", { cx: sx(p.lon), cy: sy(p.lat), r: r ? 9 : 4, "data-device": p.device,
+                              fill: r && live ? band(state.legend, r.value).color : "#bbb",
+                              stroke: "#333", "stroke-width": live ? 1 : 0.5 });
     const title = document.createElementNS(ns, "title");
     title.textContent = `${p.device} ${p.district}` + (r ? ` ISPU ${Math.round(r.value)}` : "");
-    c.append(title); svg.append(c);
-    if (r) {
-      const tx = document.createElementNS(ns, "text");
-      const right = sx(p.lon) > W / 2;  // labels point inwards so none runs off the map
-      tx.setAttribute("x", sx(p.lon) + (right ? -11 : 11)); tx.setAttribute("y", sy(p.lat) + 3);
-      tx.setAttribute("text-anchor", right ? "end" : "start");
-      tx.textContent = p.district; svg.append(tx);
-    }
+    c.append(title);
+    if (r && live) add("text", { x: sx(p.lon), y: sy(p.lat) + 3, class: "val",
+                                 fill: textOn(band(state.legend, r.value).color) }, Math.round(r.value));
   }
+  // one label per district, at the middle of its stations, nudged until it overlaps no other label
+  const byDistrict = new Map();
+  for (const p of pts) (byDistrict.get(p.district) || byDistrict.set(p.district, []).get(p.district)).push(p);
+  const placed = [];
+  for (const [d, ps] of [...byDistrict.entries()].sort()) {
+    const x = ps.reduce((a, p) => a + sx(p.lon), 0) / ps.length, y0 = ps.reduce((a, p) => a + sy(p.lat), 0) / ps.length;
+    const w = d.length * 5.6 + 4, h = 11;
+    const y = [-13, 21, -25, 33, -37, 45].map(o => y0 + o).find(y =>
+      placed.every(b => Math.abs(b.x - x) * 2 > b.w + w || Math.abs(b.y - y) > h)) ?? y0 - 13;
+    placed.push({ x, y, w });
+    add("text", { x: Math.min(Math.max(x, w / 2 + 2), W - w / 2 - 2), y, class: "district", "text-anchor": "middle" }, d);
+  }
+  // scale bar (bottom right) and north (top right)
+  const km = niceStep((W / 4) / (k / KM_PER_DEG));
+  const len = km * k / KM_PER_DEG, x0 = W - pad - len, yb = H - 14;
+  add("path", { d: `M${x0},${yb - 4}V${yb}H${x0 + len}V${yb - 4}`, class: "scale", id: "scalebar",
+                "data-km": km, "data-px": len.toFixed(2) });
+  add("text", { x: x0 + len / 2, y: yb - 6, class: "scale", "text-anchor": "middle" }, `${km} km`);
+  add("path", { d: `M${W - 16},8L${W - 11},22L${W - 16},19L${W - 21},22Z`, class: "north" });
+  add("text", { x: W - 16, y: 33, class: "scale", "text-anchor": "middle" }, "N");
 }
 
 document.getElementById("lang").addEventListener("click", () => { lang = lang === "id" ? "en" : "id"; render(); });

@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import struct
 import time
 from pathlib import Path
@@ -41,6 +43,29 @@ def _png_size(p: Path) -> tuple[int, int]:
     return struct.unpack(">II", head[16:24])
 
 
+def _check_map(html: str, air: list) -> None:
+    """The offline map: stations at their coordinates on an equal-scale grid, one label per district,
+    and a scale bar whose length agrees with the stations' distances on the page."""
+    svg = html[html.index('<svg id="map"'):html.index("</svg>")]
+    pos = {m["dev"]: (float(m["x"]), float(m["y"])) for m in re.finditer(
+        r'<circle cx="(?P<x>[-\d.]+)" cy="(?P<y>[-\d.]+)" r="[\d.]+" data-device="(?P<dev>[^"]+)"', svg)}
+    assert set(pos) == {d.device for d in air}, (sorted(pos), svg[:500])
+    labels = re.findall(r'<text [^>]*class="district"[^>]*>([^<]+)</text>', svg)
+    assert sorted(labels) == sorted({d.district for d in air}), labels
+    bar = re.search(r'id="scalebar" data-km="(?P<km>[\d.]+)" data-px="(?P<px>[\d.]+)"', svg)
+    assert bar, svg[-800:]
+    assert re.search(rf'>{bar["km"]} km</text>', svg)
+    px_per_km = float(bar["px"]) / float(bar["km"])
+    a, b = air[0], air[-1]
+    coslat = math.cos(math.radians((a.lat + b.lat) / 2))
+    km = math.hypot((a.lon - b.lon) * coslat, a.lat - b.lat) * math.pi * 6371 / 180
+    px = math.dist(pos[a.device], pos[b.device])
+    assert px == pytest.approx(km * px_per_km, rel=0.02), (px, km, px_per_km)
+    # north up, east right
+    assert (pos[a.device][0] < pos[b.device][0]) == (a.lon < b.lon)
+    assert (pos[a.device][1] > pos[b.device][1]) == (a.lat < b.lat)
+
+
 def _shots() -> Path | None:
     d = os.environ.get("KC_SCREENSHOT_DIR")
     return Path(d) if d else None
@@ -54,7 +79,7 @@ def test_public_page_renders_districts_in_both_languages(site, tmp_path):
     for d in {d.district for d in devs if d.kind == "air"}:
         assert d in html
     assert any(c in html for c in ("Baik", "Sedang", "Tidak Sehat"))
-    assert "<circle" in html  # the station map drew the stations from their coordinates
+    _check_map(html, [d for d in devs if d.kind == "air"])
     en = chromium.dom(url + "/?lang=en")
     assert "Air (ISPU) by district" in en and "Drinking water" in en and "Waste bins due for collection" in en
     assert "http://" not in en.split("<body")[0].replace(url, "")  # no external resources in the head
