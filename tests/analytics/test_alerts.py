@@ -22,6 +22,7 @@ from devtools.stack import free_port
 from prometheus_client import CollectorRegistry
 
 from tests.analytics.test_service import NOW, telemetry_lines, typical
+from tests.waiting import subscribed
 
 RULES = rules({"air": "environment_agency", "water": "water_utility", "waste_bin": "waste_department"})
 
@@ -139,10 +140,9 @@ def test_service_publishes_alerts_on_mqtt_and_serves_them_over_http(settings, in
     sub = make_client(settings.mqtt)
     sub.on_message = lambda c, u, m: got.append(m)
     connect(sub, settings.mqtt)
-    sub.subscribe(contract.alert_subscription(settings.mqtt.topic_root), qos=1)
+    subscribed(sub, contract.alert_subscription(settings.mqtt.topic_root))
     pub = make_client(settings.mqtt)
     connect(pub, settings.mqtt)
-    time.sleep(0.3)  # SUBACK before publishing
     settings.analytics.admin_token = type(settings.analytics.admin_token)("tok-123")
     svc = AnalyticsService(settings, mqtt_client=pub, registry=CollectorRegistry())
     api = ApiServer(make_app(svc.store, svc.registry, "tok-123", lambda: {"influxdb": svc.influx.ping()}),

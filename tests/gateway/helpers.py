@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
 from typing import Callable
+
+import paho.mqtt.client as paho
 
 from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
@@ -78,3 +81,40 @@ def reasons(col: Collector, root: str) -> list[str]:
 def normalized(col: Collector, root: str) -> list[dict]:
     prefix = f"{root}/v1/_platform/norm/"
     return [json.loads(p) for t, p in col.matching(lambda t: t.startswith(prefix))]
+
+
+SENTINEL_DEVICE = ("air", "air-1")
+_sentinel_seq = itertools.count(900_000)
+
+
+def drained(collector: Collector, publisher: paho.Client | MqttSettings, root: str, timeout: float = 20.0) -> None:
+    """Return once the gateway has published everything it will for what was sent before.
+
+    Instead of sleeping "long enough" before asserting that nothing more arrives: a sentinel reading
+    of air-1 sent now comes out normalised after all earlier input (one gateway worker, forwarded in
+    order, one collector session). The sentinel is then removed from the collector, so the caller's
+    lists do not see it; the gateway's own counters do (one more accepted reading). ``publisher`` is a
+    connected client on the devices' broker, or its settings (a client is made for the sentinel).
+    """
+    if isinstance(publisher, MqttSettings):
+        c = make_client(publisher)
+        connect(c, publisher)
+        try:
+            return drained(collector, c, root, timeout)
+        finally:
+            c.disconnect()
+            c.loop_stop()
+    kind, device = SENTINEL_DEVICE
+    seq = next(_sentinel_seq)  # unique per call: never a duplicate of an earlier sentinel
+    topic = contract.telemetry_topic(root, "depok", kind, device)
+    info = publisher.publish(topic, contract.encode_telemetry(int(time.time() * 1000), seq, good_fields(kind)), qos=1)
+    info.wait_for_publish(10)
+    out = contract.normalized_topic(root, "depok", kind, device)
+
+    def mine(item: tuple[str, bytes]) -> bool:
+        return item[0] == out and json.loads(item[1]).get("seq") == seq
+
+    assert wait_for(lambda: any(mine(x) for x in collector.matching(lambda t: t == out)), timeout), (
+        "the sentinel reading never came out of the gateway")
+    with collector.lock:
+        collector.msgs[:] = [x for x in collector.msgs if not mine(x)]

@@ -14,7 +14,7 @@ from kotacerdas.mqtt import connect, make_client, wait_published
 
 from gateway.registry import Registry
 from gateway.service import Gateway
-from tests.gateway.helpers import good_fields, normalized, reasons, wait_for
+from tests.gateway.helpers import SENTINEL_DEVICE, drained, good_fields, normalized, reasons, wait_for
 
 
 def metric(gw: Gateway, name: str, **labels: str) -> float:
@@ -42,7 +42,7 @@ def test_topics_outside_the_device_scheme_are_dead_lettered_and_counted(register
         assert metric(gw, "kc_gateway_received_total", channel="other") == len(wrong)
         # the dead letters come back on the wide subscription: seen as our own, not dead-lettered again
         assert wait_for(lambda: metric(gw, "kc_gateway_echo_total") >= len(wrong))
-        time.sleep(0.3)
+        drained(collector, publisher, root)
         assert len(reasons(collector, root)) == len(wrong)
     finally:
         gw.stop()
@@ -93,7 +93,7 @@ def test_retained_telemetry_is_handled_once_not_again_at_every_restart(registere
                     assert wait_for(lambda: len(normalized(collector, root)) == 1 and len(reasons(collector, root)) == 1)
                 else:
                     assert wait_for(lambda: metric(gw, "kc_gateway_retained_replays_total", channel="telemetry") == 2)
-                time.sleep(0.3)
+                drained(collector, publisher, root)
                 assert len(normalized(collector, root)) == 1, start
                 assert reasons(collector, root) == ["malformed_json"], start
             finally:
@@ -102,13 +102,14 @@ def test_retained_telemetry_is_handled_once_not_again_at_every_restart(registere
         wait_published([publisher.publish(t, b"", qos=1, retain=True) for t in (good_t, bad_t)])
 
 
-def test_esphome_retained_states_are_not_stored_again_after_a_restart(settings, uid, collector):
+def test_esphome_retained_states_are_not_stored_again_after_a_restart(settings, uid, collector, publisher):
     s = settings
     root = s.mqtt.topic_root
     s.gateway.adapters = ["esphome"]
     s.gateway.esphome_prefix = f"y{uid}/"
     with Registry(s.gateway.registry_path) as reg:
         reg.register("esp-water", "water", "bogor", district="tanah-sareal")
+        reg.register(SENTINEL_DEVICE[1], SENTINEL_DEVICE[0], "depok", district="beji")  # for drained()
     c = make_client(s.mqtt)
     connect(c, s.mqtt)
     topic = f"y{uid}/esp-water/sensor/ph/state"
@@ -127,7 +128,7 @@ def test_esphome_retained_states_are_not_stored_again_after_a_restart(settings, 
             gw = Gateway(s).start()
             try:
                 assert wait_for(lambda: metric(gw, "kc_gateway_retained_replays_total", channel="esphome") == 1)
-                time.sleep(0.3)
+                drained(collector, publisher, root)
                 assert [n["fields"] for n in normalized(collector, root)] == [{"ph": 7.3}]
                 assert reasons(collector, root) == ["retained_replay"]
                 assert metric(gw, "kc_gateway_ignored_total") == 1

@@ -106,8 +106,9 @@ def test_device_cannot_publish_as_another_device_nor_read_its_commands(secure):
         wait_published([a1.publish(t0, spoof, qos=1)])  # air-1 pretending to be air-0
         wait_published([a1.publish(contract.telemetry_topic(root, "bogor", "air", "air-1"), spoof, qos=1)])  # wrong city
         wait_published([a0.publish(t0, contract.encode_telemetry(now, 1, {"pm25": 9.0}), qos=1)])
+        # air-0's reading was sent after air-1's were PUBACKed (routed or refused) and one session's
+        # deliveries keep routing order: a spoof that got through would have arrived before it
         assert wait_for(lambda: len(gw.msgs) >= 1)
-        time.sleep(0.3)
         assert [json.loads(p)["seq"] for _, p in gw.msgs] == [1]  # only air-0's own reading arrived
 
         # commands: air-1 listening on air-0's cmd topic gets nothing (Mosquitto 2.0 enforces read ACLs
@@ -122,8 +123,11 @@ def test_device_cannot_publish_as_another_device_nor_read_its_commands(secure):
         g = client(acc(GATEWAY_USER, secure["creds"][GATEWAY_USER]))
         wait_published([g.publish(contract.cmd_topic(root, "depok", "air", "air-0"), b'{"v":1,"cmd":"ping"}', qos=1)])
         assert wait_for(lambda: got0 == [b'{"v":1,"cmd":"ping"}'])
-        time.sleep(0.3)
-        assert got1 == []
+        # a sentinel air-1 may read (its own command), sent after air-0's: had air-0's reached air-1's
+        # session, it would have been delivered first
+        wait_published([g.publish(contract.cmd_topic(root, "depok", "air", "air-1"), b'{"v":1,"cmd":"own"}', qos=1)])
+        assert wait_for(lambda: got1 != [])
+        assert got1 == [b'{"v":1,"cmd":"own"}']
         close(g)
     finally:
         close(a0, a1)
@@ -144,11 +148,18 @@ def test_gateway_account_has_least_privilege(secure):
         wait_published([g.publish(contract.telemetry_topic(root, "depok", "air", "air-0"),
                                   contract.encode_telemetry(int(time.time() * 1000), 5, {"pm25": 1.0}), qos=1),
                         g.publish(contract.deadletter_topic(root, "ingest", "write_rejected"), b"{}", qos=1)])
-        assert wait_for(lambda: len(ingest.msgs) >= 2)
-        time.sleep(0.3)
+        # sentinels sent after the refused publishes, one per session that must not have seen them: a
+        # refused message that got through would have been delivered to that session first
+        wait_published([g.publish(contract.normalized_topic(root, "depok", "air", "air-1"), b"{}", qos=1)])
+        dev = client(acc("air-1", secure["pws"]["air-1"]))
+        own = contract.telemetry_topic(root, "depok", "air", "air-1")
+        wait_published([dev.publish(own, b"{}", qos=1)])
+        close(dev)
+        assert wait_for(lambda: len(ingest.msgs) >= 3 and len(watcher.msgs) >= 1)
         assert sorted(t.split("/_platform/")[1] for t, _ in ingest.msgs) == ["deadletter/gateway/duplicate",
-                                                                             "norm/depok/air/air-0"]
-        assert watcher.msgs == []
+                                                                             "norm/depok/air/air-0",
+                                                                             "norm/depok/air/air-1"]
+        assert [t for t, _ in watcher.msgs] == [own]
         # may not read alerts (nor everything): an analytics alert never reaches the gateway's session
         seen: list = []
         g.on_message = lambda c, u, m: seen.append(m.topic)
@@ -158,8 +169,12 @@ def test_gateway_account_has_least_privilege(secure):
         a = client(acc("kc-analytics", creds["kc-analytics"]))
         wait_published([a.publish(contract.alert_topic(root, "environment_agency", "warning"), b"{}", qos=1)])
         assert wait_for(lambda: len(dash.msgs) == 1)  # the alert was published and readable by its audience
-        time.sleep(0.3)
-        assert seen == []  # but not by the gateway
+        # a sentinel the gateway may read (device telemetry, matched by its "#"), sent after the alert
+        dev = client(acc("air-1", secure["pws"]["air-1"]))
+        wait_published([dev.publish(own, b"{}", qos=1)])
+        close(dev)
+        assert wait_for(lambda: seen != [])
+        assert seen == [own]  # but not by the gateway
         close(a)
         dash.close()
     finally:
@@ -306,8 +321,10 @@ def test_broker_refuses_huge_packets_but_passes_merely_oversized_ones(secure):
         old.publish(t, b"x" * (MAX_PACKET_BYTES * 2), qos=1)
         assert wait_for(lambda: not old.is_connected(), timeout=20)
         close(old)
-        time.sleep(0.3)
-        assert len(gw.msgs) == 1
+        # a sentinel after the refused packet: had the broker routed it, it would have arrived first
+        wait_published([d.publish(t, b"{}", qos=1)])
+        assert wait_for(lambda: len(gw.msgs) >= 2)
+        assert len(gw.msgs) == 2 and gw.msgs[1][1] == b"{}"
     finally:
         close(d)
         gw.close()

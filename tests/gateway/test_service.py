@@ -12,7 +12,7 @@ from kotacerdas.mqtt import connect, make_client, wait_published
 
 from gateway.registry import Registry
 from gateway.service import Gateway
-from tests.gateway.helpers import Collector, good_fields, normalized, reasons, wait_for
+from tests.gateway.helpers import Collector, drained, good_fields, normalized, reasons, wait_for
 
 
 def metric(gw: Gateway, name: str, **labels: str) -> float:
@@ -49,7 +49,7 @@ def test_good_readings_are_enriched_and_bad_ones_dead_lettered_with_reason(regis
         infos = [publisher.publish(t, p, qos=1) for t, p in bad.values()]
         wait_published(infos)
         assert wait_for(lambda: len(normalized(collector, root)) >= 10 and len(reasons(collector, root)) >= len(bad))
-        time.sleep(0.3)  # nothing more may arrive
+        drained(collector, publisher, root)  # nothing more may arrive
         norm = normalized(collector, root)
         assert len(norm) == 10
         assert [n["seq"] for n in norm] == list(range(10))  # forwarded in order
@@ -61,12 +61,12 @@ def test_good_readings_are_enriched_and_bad_ones_dead_lettered_with_reason(regis
         dl = [json.loads(p) for t, p in collector.matching(lambda t: t.endswith("/deadletter/gateway/unknown_device"))][0]
         assert dl["stage"] == "gateway" and dl["topic"].endswith("/ghost-1/telemetry") and dl["size"] > 0
 
-        assert metric(gw, "kc_gateway_accepted_total") == 10
-        assert metric(gw, "kc_gateway_received_total", channel="telemetry") == 10 + len(bad)
+        assert metric(gw, "kc_gateway_accepted_total") == 10 + 1  # + the sentinel
+        assert metric(gw, "kc_gateway_received_total", channel="telemetry") == 10 + 1 + len(bad)
         for r in bad:
             assert metric(gw, "kc_gateway_rejected_total", reason=r) == 1, r
         assert wait_for(lambda: metric(gw, "kc_gateway_queue_depth") == 0)
-        assert metric(gw, "kc_gateway_forwarded_total") >= 10 + len(bad)
+        assert metric(gw, "kc_gateway_forwarded_total") >= 10 + 1 + len(bad)
         assert b"kc_gateway_rejected_total" in generate_latest(gw.metrics.registry)
     finally:
         gw.stop()
@@ -91,7 +91,7 @@ def test_dedup_survives_restart_and_rebooted_device_is_not_a_duplicate(registere
         wait_published([publisher.publish(t, p, qos=1) for p in first + rebooted])
         assert wait_for(lambda: len(reasons(collector, root)) == 5 and len(normalized(collector, root)) == 8), (
             reasons(collector, root), [n["seq"] for n in normalized(collector, root)])
-        time.sleep(0.3)
+        drained(collector, publisher, root)
         assert set(reasons(collector, root)) == {"duplicate"}
         norm = normalized(collector, root)
         assert len(norm) == 8 and [n["seq"] for n in norm[5:]] == [0, 1, 2]

@@ -23,7 +23,7 @@ from devtools.stack import free_port
 from gateway.registry import Registry
 from gateway.service import Gateway
 from tests.conftest import mqtt_for
-from tests.gateway.helpers import Collector, devices, good_fields, normalized, wait_for
+from tests.gateway.helpers import Collector, devices, drained, good_fields, normalized, wait_for
 
 
 def publish_readings(settings, device: str, kind: str, n: int, start_seq: int = 0) -> None:
@@ -55,7 +55,7 @@ def test_upstream_outage_queues_on_disk_and_drains_in_order(settings, private_br
         assert gw.ready()["upstream_broker"] is False
         up.start()
         assert wait_for(lambda: len(normalized(col, root)) >= 150, timeout=30)
-        time.sleep(0.3)
+        drained(col, settings.mqtt, root)  # a resend would have arrived before the sentinel
         seqs = [n["seq"] for n in normalized(col, root)]
         assert seqs == list(range(150))  # all of them, once, in order
         assert gw.store.depth == 0
@@ -150,7 +150,7 @@ def test_kill_9_with_a_full_queue_loses_nothing(settings, private_broker, tmp_pa
         gw = _start(env, log)
         assert wait_for(lambda: len({n["seq"] for n in normalized(col, root) if n["device"] == "air-1"}) == 500,
                         timeout=60)
-        time.sleep(0.5)
+        drained(col, settings.mqtt, root, timeout=60)  # a late resend would have arrived before the sentinel
         norm = normalized(col, root)
         water = [n["seq"] for n in norm if n["device"] == "water-0"]
         assert water == list(range(300))  # exactly once and in order across the outage and the crash
@@ -192,7 +192,7 @@ def test_long_outage_with_a_restart_drains_thousands_in_per_device_order(setting
         assert wait_for(lambda: gw.store.depth >= 3000, timeout=60), gw.store.depth
         up.start()
         assert wait_for(lambda: len(normalized(col, root)) >= 3000, timeout=120), len(normalized(col, root))
-        time.sleep(0.5)
+        drained(col, settings.mqtt, root, timeout=60)
         norm = normalized(col, root)
         assert len(norm) == 3000
         for d in devices():

@@ -102,19 +102,21 @@ def test_unacknowledged_messages_are_redelivered_to_the_persistent_session(setti
         gen = sink.msgs[0][0]
         assert c.ack(gen, [m[3] for m in sink.msgs[:200]])  # the last 100 stay unacknowledged
         assert not c.ack(gen + 1, [1])  # acks of another connection are refused
-        time.sleep(0.3)
     finally:
-        c.stop()
+        c.stop()  # its DISCONNECT follows the PUBACKs on the same stream: the broker has them first
     sink2 = Sink()
     c2 = sink2.client(settings.mqtt, cid, topic)
     c2.start()
     try:
         assert wait_for(lambda: len(sink2.msgs) >= 100, 10), len(sink2.msgs)
-        time.sleep(0.5)
+        # a sentinel published now comes after the session's redeliveries: a redelivery beyond the
+        # 100 unacknowledged would have arrived before it
+        _publish(settings.mqtt, f"{settings.mqtt.topic_root}/w/x", [b"end"])
+        assert wait_for(lambda: any(m[2] == b"end" for m in sink2.msgs), 10), len(sink2.msgs)
         assert sink2.connects == [True]  # the session survived the disconnect
-        assert sorted(m[2] for m in sink2.msgs) == sorted(b"m%d" % i for i in range(200, 300))
-        c2.ack(sink2.msgs[0][0], [m[3] for m in sink2.msgs])
-        time.sleep(0.2)
+        assert sorted(m[2] for m in sink2.msgs if m[2] != b"end") == sorted(b"m%d" % i for i in range(200, 300))
+        assert len(sink2.msgs) == 101
+        c2.ack(sink2.msgs[0][0], [m[3] for m in sink2.msgs])  # stop()'s DISCONNECT follows on the same stream
     finally:
         c2.stop()
         _forget(settings.mqtt, cid)

@@ -64,8 +64,11 @@ def test_broker_restart_mid_stream(how, sub, need_parts, settings, private_broke
                        database=settings.influx.database, root=settings.mqtt.topic_root, **extra)
     if how == "crash":
         # a broker that has run for a while has autosaved (every 5 s) the services' sessions; crashing
-        # it before the first save would lose the subscriptions themselves, which is not the case to measure
-        time.sleep(6)
+        # it before the first save would lose the subscriptions themselves, which is not the case to measure:
+        # wait for a save written after the services subscribed (they are ready now)
+        ready_at = time.time()
+        db = broker.workdir / "mosquitto.db"
+        assert wait_until(lambda: db.exists() and db.stat().st_mtime > ready_at, 15), "the broker never autosaved"
     t0 = time.monotonic()
     try:
         # the simulator's publisher gives up on messages published while disconnected, so
@@ -74,7 +77,7 @@ def test_broker_restart_mid_stream(how, sub, need_parts, settings, private_broke
                               client_id=f"devices-{settings.mqtt.topic_root}").start()
         assert wait_until(lambda: some_stored(p, fleet), 30), "nothing flowed before the fault"
         broker.stop() if how == "restart" else broker.kill()
-        time.sleep(3)
+        time.sleep(3)  # the outage itself (the row reports "after 3 s")
         broker.start()
         pub.join()
         # the plain restart drains in seconds; the two known-lossy variants need not wait long to show it
@@ -107,7 +110,7 @@ def test_influxdb_stopped(need_parts, settings, private_influx, tmp_path, fault_
         pub = replay(fleet, p.env, tmp_path, rate=600 / (outage_s + 10))  # stream spans the whole outage
         assert wait_until(lambda: some_stored(p, fleet), 30), "nothing flowed before the fault"
         ix.stop()
-        time.sleep(outage_s)
+        time.sleep(outage_s)  # the outage itself, while the stream goes on
         spooled = metric(p.ingest.env["KC_INGEST__HTTP_PORT"], "kc_ingest_spooled_total")
         ix.start()
         finish(pub)
@@ -132,7 +135,7 @@ def test_gateway_upstream_cut(need_parts, settings, private_broker, tmp_path, fa
         pub = replay(fleet, p.env, tmp_path, rate=50)
         assert wait_until(lambda: some_stored(p, fleet), 30), "nothing flowed before the fault"
         upstream.stop()
-        time.sleep(10)
+        time.sleep(10)  # the cut itself (the row reports 10 s), while the stream goes on
         queued = metric(p.gateway.env["KC_GATEWAY__HTTP_PORT"], "kc_gateway_queue_depth")
         upstream.start()
         finish(pub)
@@ -155,6 +158,8 @@ def test_ingest_and_gateway_sigkilled(need_parts, settings, private_broker, tmp_
     try:
         pub = replay(fleet, p.env, tmp_path, rate=60)  # ~10 s stream
         assert wait_until(lambda: some_stored(p, fleet), 30), "nothing flowed before the fault"
+        # the fault schedule is the thing under test (the row reports it): each down for 2 s, the
+        # gateway killed 1 s after ingest came back, all while the stream goes on
         p.ingest.kill()
         time.sleep(2)
         p.ingest.start()
@@ -201,7 +206,8 @@ def test_spool_nearly_full(need_parts, settings, private_influx, tmp_path, fault
             peak = max(peak, sum(f.stat().st_size for f in spool.glob("*.lp")))
             time.sleep(0.2)
         finish(pub)
-        time.sleep(3)
+        # the event the test is about: ingest reports its spool full (then the spool stops growing)
+        wait_until(lambda: _said_spool_full(p.ingest.log()), 15)
         peak = max(peak, sum(f.stat().st_size for f in spool.glob("*.lp")))
         log_during = p.ingest.log()
         ix.start()
@@ -260,9 +266,12 @@ def test_firmware_virtual_device_offline_then_flushes(settings, private_broker, 
     dev = Service("firmware", ["firmware", "virtual", "--kind", "air", "--device", device, "--duration", str(duration),
                                "--interval", str(interval)], {**p.env, "KC_CITY": "depok"}, tmp_path, None).start()
     try:
-        time.sleep(5)
+        def stored() -> int:
+            with InfluxClient(p.influx) as c:
+                return int(c.scalar(f"SELECT count(\"seq\") FROM \"air\" WHERE \"device\" = '{device}'") or 0)
+        assert wait_until(lambda: stored() > 0, 30), "the device never got a reading through"  # online first
         broker.stop()  # the device goes offline: readings pile up in its ring buffer
-        time.sleep(12)
+        time.sleep(12)  # the outage itself (the row reports 12 s)
         broker.start()
         dev.proc.wait(duration + 60)
         with InfluxClient(p.influx) as c:

@@ -23,6 +23,7 @@ from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import InfluxSettings, MqttSettings
 from devtools.stack import MosquittoProcess, free_port
 from tests.reliability.harness import Service, kc, require, service_env, wait_until
+from tests.waiting import subscribed
 
 CITY = "depok"
 DEVICES = [("sec-air-1", "air"), ("sec-air-2", "air"), ("sec-water-1", "water")]
@@ -83,8 +84,7 @@ class Listener:
         self.c = make_client(m, f"listen-{secrets.token_hex(4)}")
         self.c.on_message = self._on
         connect(self.c, m)
-        self.c.subscribe(topic, qos=1)
-        time.sleep(0.3)
+        subscribed(self.c, topic)
 
     def _on(self, c, u, msg):  # noqa: ANN001
         with self.lock:
@@ -99,8 +99,7 @@ def publish(m: MqttSettings, topic: str, payload: bytes) -> object:
     c = make_client(m, f"pub-{secrets.token_hex(4)}")
     connect(c, m)
     info = c.publish(topic, payload, qos=1)
-    info.wait_for_publish(5)
-    time.sleep(0.2)
+    info.wait_for_publish(5)  # PUBACK: the broker has routed (or refused) it
     c.loop_stop()
     c.disconnect()
     return info
@@ -148,9 +147,11 @@ def test_device_cannot_publish_as_another_device(secured):
         ]
         for t in forged:
             publish(me, t, reading(2))
-        assert wait_until(lambda: own in gw.topics, 5)
-        time.sleep(1.0)
-        assert gw.topics == [own], gw.topics
+        # a sentinel after the forgeries: each was PUBACKed (routed or refused) before it was sent,
+        # and one session's deliveries keep routing order, so a forgery would arrive before it
+        publish(me, own, reading(3))
+        assert wait_until(lambda: len(gw.topics) >= 2, 5), gw.topics
+        assert gw.topics == [own, own], gw.topics
     finally:
         gw.close()
 
@@ -160,10 +161,14 @@ def test_device_cannot_read_other_devices_or_the_platform(secured):
     spy = Listener(acc("sec-air-2", pw["sec-air-2"]), "#")
     try:
         publish(acc("sec-air-1", pw["sec-air-1"]), contract.telemetry_topic(root, CITY, "air", "sec-air-1"), reading(3))
-        publish(acc("kc-gateway", secured["service_pw"]["kc-gateway"]),
-                contract.normalized_topic(root, CITY, "air", "sec-air-1"), b"{}")
-        time.sleep(1.0)
-        assert spy.topics == [], spy.topics
+        gw = acc("kc-gateway", secured["service_pw"]["kc-gateway"])
+        publish(gw, contract.normalized_topic(root, CITY, "air", "sec-air-1"), b"{}")
+        # a sentinel the spy may read (its own config), sent after both: anything it could see of
+        # the others would have been delivered to its session before this
+        own_config = contract.config_topic(root, CITY, "air", "sec-air-2")
+        publish(gw, own_config, b"{}")
+        assert wait_until(lambda: own_config in spy.topics, 5), spy.topics
+        assert spy.topics == [own_config], spy.topics
     finally:
         spy.close()
 

@@ -12,6 +12,8 @@ from kotacerdas.mqtt import connect, make_client
 from simulators.fleet import device_records
 from simulators.runner import Options, read_dry_run, replay, simulate
 
+from tests.waiting import subscribed
+
 from .helpers import small_scenario
 
 
@@ -22,8 +24,7 @@ class Collector:
         self.c = make_client(settings.mqtt, f"t-sub-{settings.mqtt.topic_root}")
         self.c.on_message = self.on_message
         connect(self.c, settings.mqtt)
-        self.c.subscribe(topic, qos=1)
-        time.sleep(0.3)  # SUBACK before the first publish
+        subscribed(self.c, topic)
 
     def on_message(self, client, userdata, msg):
         with self.lock:
@@ -124,11 +125,15 @@ def test_broker_restart_mid_run_is_counted_not_fatal(settings, private_broker, q
     s.mqtt = mqtt_for(broker, settings.mqtt.topic_root)
     sc = small_scenario(span_s=3600, qos=qos, faults={})
     result: dict = {}
+    before = Collector(s, f"{s.mqtt.topic_root}/v1/+/+/+/telemetry")
     t = threading.Thread(target=lambda: result.update(simulate(sc, s, Options(rate=150, progress=False))))
     t.start()
-    time.sleep(1.5)
+    try:
+        assert len(before.wait_for(20)) >= 20, "the run never started publishing"  # mid-run, not before it
+    finally:
+        before.close()
     broker.stop()
-    time.sleep(1.5)
+    time.sleep(1.5)  # the outage itself (the thing under test): the run keeps publishing into it
     broker.start()
     sub = Collector(s, f"{s.mqtt.topic_root}/v1/+/+/+/telemetry")
     try:
