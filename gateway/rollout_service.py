@@ -140,12 +140,13 @@ class RolloutService:
         g = self.s.gateway
         self.http = HttpServer(self.app(), g.rollout_http_host, g.rollout_http_port, name="rollout-http").start()
         self.r.url = self.base_url()  # a resumed rollout may serve from another address now
-        self.client = make_client(self.s.mqtt, f"kc-rollout-{self.r.name}"[:64])
+        # a persistent session under a name-bound id: acks sent while a rollout process is restarted
+        # wait in the broker instead of being lost (the devices would time out as failed)
+        self.client = make_client(self.s.mqtt, f"kc-rollout-{self.s.mqtt.topic_root}-{self.r.name}"[:64], clean=False)
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = lambda *a, **k: setattr(self, "connected", False)
-        connect(self.client, self.s.mqtt)
-        self._on_connect(self.client, None, None, 0)
+        connect(self.client, self.s.mqtt)  # subscribes in _on_connect, again after every reconnect
         return self
 
     def stop(self) -> None:

@@ -144,6 +144,11 @@ def test_rollout_updates_a_node_and_halts_at_the_threshold(settings: Settings, u
     assert second["fw"] == VERSION and second["stats"]["delivered"] == 1, second
     a_acks = acks(collector, a.device)
     cid = r.by_device(a.device).cmd_id  # type: ignore[union-attr]
+    times = {k: [x for t, p, x in collector.msgs if f"/{a.device}/" in t and t.endswith(k[0]) and k[1] in p][0]
+             for k in (("/cmd", b"update"), ("/ack", b"staged"), ("/ack", b"confirmed"))}
+    t0 = times[("/cmd", b"update")]
+    print(f"unix port: update command -> staged ack {times[('/ack', b'staged')] - t0:.2f} s, "
+          f"-> confirmed after the reboot {times[('/ack', b'confirmed')] - t0:.2f} s")
     assert [(x["id"], x["ok"], x["detail"].split()[0]) for x in a_acks] == [(cid, True, "staged"), (cid, True, "confirmed")]
     assert births(collector, a.device)[-1]["fw"] == VERSION
     state = json.loads((a.root / "app.json").read_text())
