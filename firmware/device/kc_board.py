@@ -205,6 +205,8 @@ class Board:
 
 # -- provisioning mode (kc_provision): the ESP32's own access point and the BOOT button ------
 BUTTON_WINDOW_MS = 1000
+SETUP_PORT = 80  # the setup page; tests on a shared machine move both
+SETUP_DNS_PORT = 53
 
 
 def button_held(doc):
@@ -256,9 +258,12 @@ class ProvisionIO:
             self.sta.connect(ssid, password)
         except OSError:
             return False
+        refused = (getattr(network, "STAT_WRONG_PASSWORD", -1), getattr(network, "STAT_NO_AP_FOUND", -1))
         for _ in range(150):  # up to 15 s for association and DHCP
             if self.sta.isconnected():
                 return True
+            if self.sta.status() in refused:  # the driver knows already: answer Improv now
+                break
             self.wdt.feed()
             if self.on_wait is not None:
                 self.on_wait()
@@ -300,9 +305,9 @@ def provision(doc, why, cfg_path="/config.json"):
     io = ProvisionIO(wdt)
     if led is not None:
         io.on_wait = led.update
-    p = kc_provision.Provisioner(io, cfg_path, serial=kc_provision.StdinSerial(), led=led,
+    p = kc_provision.Provisioner(io, cfg_path, serial=kc_provision.StdinSerial(), led=led, port=SETUP_PORT,
                                  info=("kotacerdas", str((doc or {}).get("fw", "")), "esp32",
-                                       kc_provision.ap_name(doc)))
+                                       kc_provision.ap_name(doc)), dns_port=SETUP_DNS_PORT)
     outcome = p.run(kc_provision.AP_TIMEOUT_MS if why == "button" else None)
     print("provisioning:", outcome)
     ap.active(False)

@@ -48,7 +48,8 @@ def improv_frames(raw: bytes) -> list[tuple[int, bytes]]:
 class Node:
     """The unix-port process in provisioning mode; stdout collected by a thread."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any] | None) -> None:
+    def __init__(self, tmp: Path, config: dict[str, Any] | None, script: str = "kc_prov_unix.py",
+                 extra: dict[str, Any] | None = None, path: str = "") -> None:
         self.cfg = tmp / "config.json"
         if config is not None:
             self.cfg.write_text(json.dumps(config))
@@ -57,11 +58,12 @@ class Node:
         spec = tmp / "spec.json"
         spec.write_text(json.dumps({"config": str(self.cfg), "port": self.port, "timeout_ms": 60000,
                                     "dns_port": self.dns_port,
-                                    "nets": {"site-ap": ["site-secret-1", -60], "backup": ["b4ckup-pass", -75]}}))
+                                    "nets": {"site-ap": ["site-secret-1", -60], "backup": ["b4ckup-pass", -75]},
+                                    **(extra or {})}))
         binary = unixport.binary()
         assert binary, "micropython unix port missing"
-        env = {"MICROPYPATH": f".frozen:{DEVICE_DIR}:{FAKES_DIR}", "PATH": "/usr/bin:/bin"}
-        self.proc = subprocess.Popen([binary, str(FAKES_DIR / "kc_prov_unix.py"), str(spec)], stdin=subprocess.PIPE,
+        env = {"MICROPYPATH": f".frozen:{DEVICE_DIR}:{FAKES_DIR}{path}", "PATH": "/usr/bin:/bin"}
+        self.proc = subprocess.Popen([binary, str(FAKES_DIR / script), str(spec)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp)
         self.out = bytearray()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -112,8 +114,8 @@ class Node:
 def node(tmp_path: Path):  # noqa: ANN201
     nodes: list[Node] = []
 
-    def start(config: dict[str, Any] | None) -> Node:
-        n = Node(tmp_path, config)
+    def start(config: dict[str, Any] | None, **kw: Any) -> Node:
+        n = Node(tmp_path, config, **kw)
         nodes.append(n)
         return n
     yield start
@@ -220,3 +222,26 @@ def test_captive_dns_answers_every_name_with_the_ap(node) -> None:  # noqa: ANN0
         assert r.status_code == 200
     res = n.result()
     assert res["stats"]["dns"] == 4 and res["stats"]["rejected_dns"] == 1
+
+
+def test_board_provision_as_main_calls_it(node, tmp_path: Path) -> None:  # noqa: ANN001
+    """kc_board.provision() itself (what main.py runs): the soft AP named after the device, WPA2
+    with the configured ap_password, ProvisionIO trying Improv's credentials on the station, the
+    watchdog started and fed, and machine.reset() once a config is saved (board stand-ins for
+    `machine` and `network`; real sockets for the page and DNS; Improv on stdin/stdout)."""
+    # only these two stand-ins: the unix port's own socket (real) must not be shadowed by esp32/socket.py
+    (tmp_path / "fake_machine.py").write_text((FAKES_DIR / "esp32" / "machine.py").read_text())
+    (tmp_path / "network.py").write_text((FAKES_DIR / "esp32" / "network.py").read_text())
+    cfg = {"kind": "waste_bin", "device": "BIN-0042", "city": "bogor", "ap_password": "install-2026",
+           "mqtt": {"host": "10.0.0.5", "port": 1883}}
+    n = node(cfg, script="kc_prov_board_unix.py", extra={"good": {"site-ap": "site-secret-1"}},
+             path=f":{tmp_path}")
+    assert n.improv(improv_rpc(1, b"\x07site-ap\x05wrong"), 4)[2:] == [(2, b"\x03"), (1, b"\x02")]
+    ok = n.improv(improv_rpc(1, b"\x07site-ap\x0dsite-secret-1"), 4)
+    assert ok[2:] == [(1, b"\x04"), (4, b"\x01\x00")]  # identity was there: nothing left to ask
+    res = n.result()
+    assert res["why"] == "no Wi-Fi network configured" and res["reset"] is True
+    assert res["ap"] == {"essid": "kc-setup-BIN-0042", "password": "install-2026", "authmode": 4, "active": False}
+    assert res["attempts"] == ["site-ap", "site-ap"] and res["feeds"] >= 2  # started and fed (the run is short)
+    doc = json.loads(n.cfg.read_text())
+    assert doc["wifi_networks"] == [{"ssid": "site-ap", "password": "site-secret-1"}] and doc["device"] == "BIN-0042"
