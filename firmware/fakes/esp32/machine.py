@@ -25,6 +25,7 @@ class Pin:
     IN = 1
     OUT = 3
     PULL_UP = 1
+    PRESSED = set()  # buttons held down (read 0)
 
     def __init__(self, pin_id, mode=None, pull=None):
         self.id = pin_id
@@ -32,7 +33,7 @@ class Pin:
 
     def value(self, v=None):
         if v is None:
-            return self.v
+            return 0 if self.id in Pin.PRESSED else self.v
         self.v = v
 
 
