@@ -24,7 +24,7 @@ from pathlib import Path
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import Settings, load_settings
-from kotacerdas.stack import free_port, up
+from devtools.stack import free_port, up
 
 from devtools.demo import Service, console, _run
 

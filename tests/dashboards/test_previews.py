@@ -63,3 +63,13 @@ def test_previews_cli_without_data_says_no_data(settings, tmp_path, monkeypatch)
     assert cli_main(["previews", "--out", str(tmp_path), "--hours", "1"]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.png")) == sorted(
         f"{u}.png" for u in ("kc-air", "kc-water", "kc-waste", "kc-fleet", "kc-pipeline"))
+
+
+def test_previews_command_parses_and_names_its_own_database(capsys) -> None:
+    from devtools import previews
+
+    with pytest.raises(SystemExit) as exc:
+        previews.main(["--help"])
+    assert exc.value.code == 0
+    assert "--db" in capsys.readouterr().out
+    assert previews.DEFAULT_DB != "kotacerdas_demo"  # never the demo's database
