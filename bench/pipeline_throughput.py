@@ -17,11 +17,13 @@ count from InfluxDB), and CPU microseconds per message of each process
 5000); unpaced (0) measures the pipeline's capacity. ``--gateway-src DIR`` runs the gateway from
 another source tree (e.g. an export of an older commit) for before/after figures. ``--forward-batch N``
 sets ``gateway.forward_batch`` (readings per upstream message); ``--trace`` prints each stage's counters
-once a second (where a backlog sits).
+once a second (where a backlog sits); ``--warmup`` stores one earlier reading per device before the
+clock starts, so the run measures a city in its steady state rather than its first minute (3,000
+devices seen for the first time, 6,000 new InfluxDB series).
 
 Usage: flock /tmp/kc-bench.lock .venv/bin/python bench/pipeline_throughput.py [--count 200000]
        [--rate 0] [--devices 3000] [--publishers 2] [--baseline-count 200000] [--gateway-src DIR]
-       [--forward-batch 1] [--trace]
+       [--forward-batch 1] [--trace] [--warmup]
 """
 
 from __future__ import annotations
@@ -162,6 +164,31 @@ def influx_baseline(url: str, n: int) -> dict:
 # ---------------------------------------------------------------- the pipeline
 
 
+def warm_up(args, port: int, root: str, t0_ms: int, in_port: int) -> int:
+    """One earlier reading per device, stored before the clock starts: the steady state of a running
+    city (devices known and online, their InfluxDB series existing), not its first minute.
+    Returns ingest's written count then (devstatus points included)."""
+    p = subprocess.Popen([sys.executable, __file__, "_pub", str(port), root, "0", "1", str(args.devices),
+                          str(args.devices), "0", str(t0_ms - 10_000_000)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None and p.stdin is not None
+    if p.stdout.readline().strip() != "ready":
+        raise RuntimeError("warm-up publisher failed")
+    p.stdin.write("go\n")
+    p.stdin.flush()
+    p.stdout.readline()
+    p.wait(30)
+    deadline = time.monotonic() + 120
+    written = 0
+    while time.monotonic() < deadline:
+        written = int(metric(in_port, "kc_ingest_written_total"))
+        if written >= 2 * args.devices:
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)  # let the gateway's first lifecycle save and devstatus pass
+    return int(metric(in_port, "kc_ingest_written_total"))
+
+
 def run_pipeline(args, port: int, url: str, workdir: Path, pids: dict[str, int]) -> dict:
     root = f"bp{uuid.uuid4().hex[:8]}"
     db = f"bench_pipe_{uuid.uuid4().hex[:6]}"
@@ -196,6 +223,11 @@ def run_pipeline(args, port: int, url: str, workdir: Path, pids: dict[str, int])
         wait_ready(in_port, procs["ingest"], workdir / "ingest.log")
         wait_ready(gw_port, procs["gateway"], workdir / "gateway.log")
         t0_ms = int(time.time() * 1000) - 86_400_000
+        # points ingest writes that are not the measured messages: one devstatus per device (its first
+        # reading: online), and with --warmup the warm-up readings
+        extra = args.devices
+        if args.warmup:
+            extra = warm_up(args, port, root, t0_ms, in_port)
         pubs = [subprocess.Popen([sys.executable, __file__, "_pub", str(port), root, str(p), str(args.publishers),
                                   str(n), str(args.devices), str(args.rate / args.publishers), str(t0_ms)],
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -224,7 +256,7 @@ def run_pipeline(args, port: int, url: str, workdir: Path, pids: dict[str, int])
                 time.sleep(args.poll)
                 try:  # written = InfluxDB answered 204: queryable (counting in InfluxDB would load it);
                     # it includes one devstatus point per device (its first reading: online)
-                    got = max(0, int(metric(in_port, "kc_ingest_written_total")) - args.devices)
+                    got = max(0, int(metric(in_port, "kc_ingest_written_total")) - extra)
                 except httpx.HTTPError:
                     pass
                 samples.append((time.monotonic(), got))
@@ -243,12 +275,13 @@ def run_pipeline(args, port: int, url: str, workdir: Path, pids: dict[str, int])
         for r in readers:
             r.join(60)
         cpu["publishers"] = sum(r["cpu_s"] for r in results)
-        final = count_points(ic)
+        warm = args.devices if args.warmup else 0
+        final = count_points(ic) - warm
         settle = time.monotonic() + 60
         while final < n and time.monotonic() < settle:  # the written counter ran ahead of the points
             time.sleep(0.5)
-            final = count_points(ic)
-        accepted = metric(gw_port, "kc_gateway_accepted_total")
+            final = count_points(ic) - warm
+        accepted = metric(gw_port, "kc_gateway_accepted_total") - warm
         rejected = metric(gw_port, "kc_gateway_rejected_total")
         acked = sum(r["acked"] for r in results)
         offered = n / max(r["seconds"] for r in results)
@@ -309,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="gateway.forward_batch: readings per upstream message (1: one message per reading)")
     ap.add_argument("--no-baselines", action="store_true")
     ap.add_argument("--trace", action="store_true", help="print each stage's progress once a second")
+    ap.add_argument("--warmup", action="store_true",
+                    help="store one reading per device before timing (steady state: devices known, series exist)")
     args = ap.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="kc-bench-pipe-"))
     broker = stack.MosquittoProcess(workdir / "mosquitto", stack.free_port(), persistence=False)

@@ -509,6 +509,16 @@ class Gateway:
         with self._cond:
             if not self._inbox and not self._stop.is_set():
                 self._cond.wait(timeout_s)
+            # a trickle (devices paced below capacity) would otherwise make a batch, a commit, an
+            # upstream window and an ingest message of a few readings each: wait a moment for more
+            cap, linger = self.s.gateway.batch_max, self.s.gateway.batch_linger_s
+            if self._inbox and len(self._inbox) < cap and linger > 0:
+                end = time.monotonic() + linger
+                while len(self._inbox) < cap and not self._stop.is_set():
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             n = min(len(self._inbox), self.s.gateway.batch_max)
             batch = [self._inbox.popleft() for _ in range(n)]
             if n:

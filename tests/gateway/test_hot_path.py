@@ -6,6 +6,7 @@ Real broker (own topic root per test), the gateway in-process.
 from __future__ import annotations
 
 import json
+import threading
 import time
 
 
@@ -179,3 +180,22 @@ def test_forward_batch_carries_the_same_readings_per_city_and_kind_in_device_ord
     for dev in ("air-0", "air-1", "water-1"):
         ts = [d["ts"] for d in batched if d["device"] == dev]
         assert ts == sorted(ts)
+
+
+def test_a_trickle_is_taken_as_one_batch_within_the_linger(registered, tmp_path):
+    """gateway.batch_linger_s: a message arriving shortly after the first joins its batch (one
+    commit, one upstream window); with no linger the first is taken alone."""
+    for linger, want in ((0.5, 2), (0.0, 1)):
+        s = registered.model_copy(deep=True)
+        s.gateway.batch_linger_s = linger
+        s.gateway.queue_path = tmp_path / f"q-{linger}.sqlite"
+        gw = Gateway(s)
+        try:
+            gw._on_messages(0, [("t/1", b"{}", 1, 1, 0)])
+            later = threading.Timer(0.05, gw._on_messages, (0, [("t/2", b"{}", 2, 1, 0)]))
+            later.start()
+            assert [m[0] for m in gw._take(1.0)] == ["t/1", "t/2"][:want]
+            later.join()
+        finally:
+            gw.store.close()
+            gw.registry.close()
