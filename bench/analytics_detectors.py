@@ -42,11 +42,11 @@ def synthetic(s: int, t: int, step_s: int, seed: int = 7) -> np.ndarray:
     return x
 
 
-def baseline(x: np.ndarray, p: QcParams, sp: StatParams, t0_ms: int) -> dict[str, np.ndarray]:
+def baseline(x: np.ndarray, p: QcParams, sp: StatParams, t0_ms: int) -> dict[int, tuple]:
     """The same detectors, one series at a time with pandas (the way a notebook would do it)."""
     ref = pd.DataFrame(x.T).median(axis=1, skipna=True)  # cross-series median (drift needs all neighbours)
     slot = ((t0_ms // 1000 + np.arange(x.shape[1]) * p.step_s) % 86400 // p.step_s).astype(int)
-    flags = {}
+    flags: dict[int, tuple] = {}
     n_ref = x.shape[1] // 2
     for i in range(x.shape[0]):
         s = pd.Series(x[i])
@@ -103,7 +103,7 @@ def main() -> None:
     res = run_all(x, p, t0, workers=a.workers)
     times, cpu = [], []
     for _ in range(a.repeat):
-        res = None  # the previous run's results are released first, as a service's previous pass would be
+        del res  # the previous run's results are released first, as a service's previous pass would be
         t, c = time.perf_counter(), time.process_time()
         res = run_all(x, p, t0, workers=a.workers)
         times.append(time.perf_counter() - t)

@@ -35,7 +35,7 @@ from devtools import backbone as localnats
 from kotacerdas import backbone
 from devtools.stack import free_port, port_open
 
-from benchutil import print_rows  # bench helper, same folder (python bench/backbone_choice.py)
+from benchutil import pipes, print_rows  # bench helper, same folder (python bench/backbone_choice.py)
 
 HERE = Path(__file__).resolve().parent
 ROOT = "kcb"
@@ -152,6 +152,7 @@ class Rabbit:
 
     def pid(self) -> int:
         # rabbitmq-server is a shell script; the VM (beam.smp) is its descendant
+        assert self.proc is not None, "start() first"
         p = psutil.Process(self.proc.pid)
         beams = [c for c in p.children(recursive=True) if "beam" in c.name()]
         return beams[0].pid if beams else p.pid
@@ -225,16 +226,17 @@ def run_one(name: str, broker, args: argparse.Namespace, tmp: Path) -> dict:
          "--window", str(args.window)],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
-    assert pub.stdout.readline().strip() == "ready"
+    pub_in, pub_out = pipes(pub)
+    assert pub_out.readline().strip() == "ready"
     outs = [tmp / f"{name}-w{i}.json" for i in range(args.workers)]
     target = broker.node.url if name == "nats" else str(broker.amqp)
     workers = [subprocess.Popen([sys.executable, __file__, "--consume", name, "--target", target,
                                  "--count", str(args.count), "--out", str(o)]) for o in outs]
     time.sleep(1.0)  # consumers connected
     start = time.time()
-    pub.stdin.write("go\n")
-    pub.stdin.flush()
-    res = json.loads(pub.stdout.readline())
+    pub_in.write("go\n")
+    pub_in.flush()
+    res = json.loads(pub_out.readline())
     pub.wait()
     for w in workers:
         w.wait()

@@ -32,7 +32,7 @@ from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import InfluxSettings
 from devtools.stack import InfluxProcess, free_port
 
-from benchutil import print_rows  # bench helper, same folder (python bench/backbone_ingest.py)
+from benchutil import pipes, print_rows  # bench helper, same folder (python bench/backbone_ingest.py)
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -97,12 +97,13 @@ def run(k: int, args: argparse.Namespace, tmp: Path) -> dict:
              "--root", ROOT, "--count", str(args.count), "--devices", str(args.devices), "--rate", "1e9",
              "--t0", str(int(time.time() * 1000) - 3_600_000), "--window", "1000"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert pub.stdout.readline().strip() == "ready"
+        pub_in, pub_out = pipes(pub)
+        assert pub_out.readline().strip() == "ready"
         nats_procs = [psutil.Process(n.pid()) for n in cluster.nodes]
         pcpu0 = sum(sum(b.cpu_times()[:2]) for b in nats_procs)
-        pub.stdin.write("go\n")
-        pub.stdin.flush()
-        res = json.loads(pub.stdout.readline())
+        pub_in.write("go\n")
+        pub_in.flush()
+        res = json.loads(pub_out.readline())
         pub.wait()
         nats_publish_cpu = sum(sum(b.cpu_times()[:2]) for b in nats_procs) - pcpu0
         cpu0 = [sum(psutil.Process(p.pid).cpu_times()[:2]) for p in procs]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 from rich.console import Console
@@ -24,6 +24,12 @@ def wait_ready(port: int, proc: subprocess.Popen, log: Path, timeout_s: float = 
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{log.name} not ready: " + log.read_text()[-2000:])
+
+
+def pipes(proc: subprocess.Popen[str]) -> tuple[IO[str], IO[str]]:
+    """(stdin, stdout) of a process started with both as text pipes (a publisher we talk to)."""
+    assert proc.stdin is not None and proc.stdout is not None
+    return proc.stdin, proc.stdout
 
 
 def print_rows(con: Console, title: str, rows: list[dict[str, Any]]) -> None:

@@ -42,7 +42,7 @@ from kotacerdas.influx import InfluxClient
 from kotacerdas.lineprotocol import format_line
 from kotacerdas.settings import InfluxSettings, load_settings
 
-from benchutil import wait_ready  # bench helper, same folder (python bench/ingest_throughput.py)
+from benchutil import pipes, wait_ready  # bench helper, same folder (python bench/ingest_throughput.py)
 
 CAT = load_catalogue()
 HERE = Path(__file__).resolve().parent
@@ -63,15 +63,15 @@ def publish(port: int, root: str, n: int, devices: int, t0_ms: int, rate: float,
         for p in range(publishers)
     ]
     for pr in procs:
-        if pr.stdout.readline().strip() != "ready":
+        if pipes(pr)[1].readline().strip() != "ready":
             raise RuntimeError("publisher failed to start")
     t0 = time.monotonic()
     if started is not None:
         started["t"] = t0
     for pr in procs:
-        pr.stdin.write("go\n")
-        pr.stdin.flush()
-    results = [json.loads(pr.stdout.readline()) for pr in procs]
+        pipes(pr)[0].write("go\n")
+        pipes(pr)[0].flush()
+    results = [json.loads(pipes(pr)[1].readline()) for pr in procs]
     for pr in procs:
         pr.wait(30)
     sent = sum(r["sent"] for r in results)
@@ -103,6 +103,8 @@ def naive_worker(port: int, root: str, url: str, db: str, client_id: str, ready_
         fields.update(battery=float(d["bat"]), seq=d["seq"], fw=d["fw"], rssi=d["rssi"], gw_lag_ms=d["rx"] - d["ts"])
         tags = {"device": d["device"], "city": d["city"], "district": d["district"], "kind": d["kind"]}
         line = format_line(kind.measurement, tags, fields, d["ts"])
+        if line is None:  # nothing storable (cannot happen for the publisher's values)
+            return
         http.post("/write", params={"db": db, "precision": "ms"}, content=line.encode()).raise_for_status()
 
     def on_connect(client, userdata, flags, rc, props=None):  # noqa: ANN001
@@ -110,7 +112,10 @@ def naive_worker(port: int, root: str, url: str, db: str, client_id: str, ready_
 
     c.on_message = on_message
     c.on_connect = on_connect
-    c.on_subscribe = lambda *a: Path(ready_file).write_text("ready")
+    def on_subscribe(*a: object) -> None:
+        Path(ready_file).write_text("ready")
+
+    c.on_subscribe = on_subscribe
     c.connect("127.0.0.1", port)
     c.loop_forever()
 
@@ -278,8 +283,8 @@ def run_ingest(args, port: int, url: str, t0_ms: int, workdir: Path, pids: dict[
                     or '"level": "error"' in ln]
         if warnings:
             print(f"ingest logged {len(warnings)} warnings/errors, first and last:", file=sys.stderr)
-            for w in warnings[:3] + warnings[3:][-3:]:
-                print("  " + w[:400], file=sys.stderr)
+            for warning in warnings[:3] + warnings[3:][-3:]:
+                print("  " + warning[:400], file=sys.stderr)
         if not args.keep:
             ic.drop_database(db)
         ic.close()

@@ -132,7 +132,8 @@ def broker_baseline(port: int, n: int, workdir: Path) -> dict:
         k = min(chunk, n - i)
         data = ("\n".join(lines[(i + x) % len(lines)] for x in range(k)) + "\n").encode()
         subprocess.run(["mosquitto_pub", "-p", str(port), "-q", "1", "-t", f"{root}/x", "-l"], input=data, check=True)
-    got = sum(1 for _ in sub.stdout)  # type: ignore[union-attr]
+    assert sub.stdout is not None
+    got = sum(1 for _ in sub.stdout)
     dt = time.monotonic() - t0
     sub.wait(10)
     return {"messages": n, "received": got, "rate": got / dt}
@@ -148,8 +149,10 @@ def influx_baseline(url: str, n: int) -> dict:
         kind, device, seq = device_of(j, 3000)
         k = CAT[kind]
         fields = {f.name: f.quantise(f.typical) for f in k.fields} | {"battery": 3.9, "seq": seq, "rssi": -60}
-        body.append(format_line(k.measurement, {"device": device, "city": CITY, "district": "beji", "kind": kind},
-                                fields, (t0_ms + seq * 1000 + int(device[-5:]) % 997) * 1_000_000))
+        line = format_line(k.measurement, {"device": device, "city": CITY, "district": "beji", "kind": kind},
+                           fields, (t0_ms + seq * 1000 + int(device[-5:]) % 997) * 1_000_000)
+        assert line is not None  # typical values are always storable
+        body.append(line)
     batches = ["\n".join(body[i:i + 5000]).encode() for i in range(0, n, 5000)]
     with httpx.Client(base_url=url, timeout=60) as http:
         t = time.monotonic()
@@ -306,12 +309,12 @@ def run_pipeline(args, port: int, url: str, workdir: Path, pids: dict[str, int])
                 "p50_s": pct(0.5), "p99_s": pct(0.99), "max_s": lat[-1] if lat else float("nan"),
                 "gateway_max_rss_mib": max_rss, "cpu_us_per_msg": {k: v / n * 1e6 for k, v in cpu.items()}}
     finally:
-        for name, p in procs.items():
-            p.send_signal(signal.SIGTERM)
+        for name, proc in procs.items():
+            proc.send_signal(signal.SIGTERM)
             try:
-                p.wait(30)
+                proc.wait(30)
             except subprocess.TimeoutExpired:
-                p.kill()
+                proc.kill()
             logs[name].close()
         for name in ("gateway", "ingest"):
             bad = [ln for ln in (workdir / f"{name}.log").read_text(errors="replace").splitlines()
@@ -358,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
             print("database baseline (raw /write) ...", file=sys.stderr)
             base_i = influx_baseline(influxd.url, args.baseline_count)
         print("pipeline ...", file=sys.stderr)
-        pipe = run_pipeline(args, broker.port, influxd.url, workdir,
-                            {"mosquitto": broker.pid(), "influxd": influxd.pid()})
+        pids = {"mosquitto": broker.pid(), "influxd": influxd.pid()}
+        pipe = run_pipeline(args, broker.port, influxd.url, workdir, {k: v for k, v in pids.items() if v is not None})
     finally:
         broker.stop()
         influxd.stop()

@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 from urllib.parse import urlparse
 
 import httpx
@@ -131,7 +132,7 @@ class _Daemon:
     def ready(self) -> bool:
         return self.answering()
 
-    def start(self, timeout_s: float = 30.0) -> "_Daemon":
+    def start(self, timeout_s: float = 30.0) -> Self:
         """Start unless already running and answering; wait until ready."""
         if self.pid() and self.ready():
             return self
