@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from kotacerdas.catalogue import load_catalogue
+from kotacerdas.measurements import KC_PIPELINE
 from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import Settings, load_settings
 from devtools.stack import free_port, up
@@ -36,7 +37,7 @@ def _stored(influx: InfluxClient) -> dict[str, int]:
 
 
 def _stats_points(influx: InfluxClient) -> list[int]:
-    return [int(s.values[0][1]) for s in influx.series('SELECT count("received") FROM "kc_pipeline" GROUP BY "service"')]
+    return [int(s.values[0][1]) for s in influx.series(f'SELECT count("received") FROM "{KC_PIPELINE.name}" GROUP BY "service"')]
 
 
 def run_pipeline(settings: Settings, scenario: str, database: str, rundir: Path, *, replay_s: float,
