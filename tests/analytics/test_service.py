@@ -165,7 +165,7 @@ def test_statistical_detectors_write_qc_exceptions(settings, influx):
     def temperature(dev: int, i: int) -> float:
         cycle = 32.0 + 2.0 * np.sin(2 * np.pi * i / day_n) + 0.1 * ((i * 7 + dev * 3) % 5 - 2)
         if dev == 1 and i == 2 * day_n + 10:
-            cycle += 50.0  # a reading that belongs to no hour of this bin's day (Hampel: z 30 by default)
+            cycle += 100.0  # a reading that belongs to no hour of this bin's day (Hampel: z 60 by default)
         if dev == 0 and i >= 3 * day_n:
             cycle += 3.0  # the last day: the bin's sensor reads 3 C above its neighbours
         return round(cycle, 1)
