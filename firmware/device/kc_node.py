@@ -467,7 +467,10 @@ class Node:
         elif cmd == "update":
             import kc_ota
             kc_ota.handle(self, cid, args)
-            self.ota = True
+            if self.reboot_at is None:  # refused (or already running): give their heap back, ~12 KB
+                import sys
+                for m in ("kc_ota", "kc_http", "kc_update", "kc_ecdsa"):
+                    sys.modules.pop(m, None)
         else:
             self.stats["bad_cmd"] += 1
             self._ack(cid, False, "unknown command")

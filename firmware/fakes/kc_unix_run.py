@@ -55,7 +55,8 @@ def main(spec_path):
     out = {"stats": stats, "mqtt": node.client.stats, "buffered": len(node.ring), "seq": node.seq,
            "connected": node.client.connected(), "erases": (dev.erases - erases0) if dev else None,
            "logs": board.logs[-20:], "reset": reset, "fw": node.fw, "slot": slot, "partition": partition,
-           "node_file": getattr(kc_node, "__file__", None)}
+           "node_file": getattr(kc_node, "__file__", None),
+           "update_modules": [m for m in ("kc_ota", "kc_http", "kc_update", "kc_ecdsa") if m in sys.modules]}
     if not reset:
         node.shutdown()
     print("UNIXJSON " + json.dumps(out))

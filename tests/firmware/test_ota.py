@@ -196,6 +196,8 @@ def test_tampered_release_and_wrong_hash_are_refused(settings: Settings, uid: st
         for cid, a in (("wrong-sha", wrong_sha), ("tampered", args)):
             collector.c.publish(cmd_topic, contract.encode_cmd(cid, "update", a, 0), qos=1)
         wait_for(lambda: len(acks(collector, n.device)) >= 2, 60, "two acks")
+        collector.c.publish(cmd_topic, contract.encode_cmd("rb", "reboot", {}, 0), qos=1)
+        out = n.wait()
     finally:
         n.kill()
         srv.shutdown()
@@ -204,6 +206,8 @@ def test_tampered_release_and_wrong_hash_are_refused(settings: Settings, uid: st
     assert not got["tampered"]["ok"] and "kc_node.mpy: hash or size differs" in got["tampered"]["detail"], got
     assert got["tampered"]["data"]["fw"] == "1.0.0"
     assert not (n.root / "app.json").exists()  # nothing switched: the next boot runs the base install
+    assert out["reset"] and out["stats"]["update_failed"] == 2 and out["fw"] == "1.0.0", out
+    assert out["update_modules"] == [], out  # the refused updates' modules do not stay on the heap
 
 
 def test_image_update_into_the_other_partition_and_bootloader_rollback(
