@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from analytics import aqi_us, chartstate, delivery, episodes, ispu, qc, seasonal, waste, water
+from analytics import aqi_us, chartstate, delivery, episodes, ispu, qc, ranges, seasonal, waste, water
 from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
 from analytics.alerts import AlertEngine, AlertStore, Condition
@@ -107,6 +107,8 @@ class AnalyticsService:
         self.charts = chartstate.ChartStore(settings.state_dir / "analytics" / "charts")
         self.episodes = episodes.EpisodeStore(settings.state_dir / "analytics" / "episodes")
         self.seasons = seasonal.SeasonStore(settings.state_dir / "analytics" / "seasonal")
+        self.ranges_cfg = ranges.load(settings.analytics.ranges_file, self.cat)
+        self.ranges = ranges.RangeStore(settings.state_dir / "analytics" / "ranges")
         # one worker keeps deliveries in order per alert (open before resolved)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="alert-delivery")
         self._outbox: list[Future] = []
@@ -238,6 +240,7 @@ class AnalyticsService:
             p = params_for(win.kind, win.kind.field(fname), win.grid.step_ms / 1000.0)
             # float64 like the telemetry read back (a service window is small; the benchmark runs float32)
             res = run_all(x, p, win.grid.t0_ms, dtype=np.float64, score_dtype=np.float64)
+            res["gross_range"] = self._gross_range(win, fname, x, p, emit_to)
             res.update(self._charts(win, fname, x, p, emit_to))
             ep_lines += self._episodes(win, fname, res, p, emit_to)
             worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
@@ -272,6 +275,19 @@ class AnalyticsService:
                                    "peak_score": e.peak_score if math.isfinite(e.peak_score) else None,
                                    "peak_test": e.peak_test, "samples": e.samples, "open": int(e.open)},
                                   e.onset_ms) for e in eps]
+
+    def _gross_range(self, win: KindWindow, fname: str, x: np.ndarray, p, emit_to: int) -> qc.QcResult:  # noqa: ANN001
+        """Gross range with this deployment's expected span per series (:mod:`analytics.ranges`:
+        configured, learned from the first weeks, or the catalogue's); the sensor range still fails."""
+        lc = self.ranges_cfg.learn
+        lp = ranges.LearnParams(p.fail_lo, p.fail_hi, win.grid.step_ms, lc.days, lc.q_lo, lc.q_hi, lc.margin,
+                                lc.min_fraction, p.suspect_lo, p.suspect_hi, p.resolution)
+        st = self.ranges.get(win.kind.name, fname)
+        n = int(np.searchsorted(win.grid.times_ms, emit_to, side="right"))
+        lo, hi = ranges.expected(self.ranges_cfg, st, win.kind.name, fname, win.devices, x, p.g0(win.grid.t0_ms), n,
+                                 lp)
+        self.ranges.save(win.kind.name, fname)
+        return qc.gross_range(x, p.fail_lo, p.fail_hi, lo, hi)
 
     def _charts(self, win: KindWindow, fname: str, x: np.ndarray, p, emit_to: int) -> dict[str, qc.QcResult]:  # noqa: ANN001
         """Stateful EWMA / CUSUM (:mod:`analytics.chartstate`) and seasonal residual

@@ -180,6 +180,9 @@ class AnalyticsSettings(BaseModel):
     webhook_backoff_s: float = 0.5
     # alert rules and subscriptions (YAML, validated at start); None = the shipped analytics/rules.yaml
     rules_file: Path | None = None
+    # expected (suspect) ranges per deployment and how they are learned (YAML, validated at start,
+    # analytics/ranges.py); None = learn each series' span from its first 14 days
+    ranges_file: Path | None = None
     # failed e-mails/webhooks are retried from a durable outbox with backoff (webhook_backoff_s doubling,
     # capped at delivery_max_backoff_s) until delivered or delivery_max_attempts were made
     delivery_max_attempts: int = 12

@@ -117,3 +117,39 @@ def test_seasonal_baseline_from_persisted_days_with_a_one_day_window(settings, i
     others = [t for dev, ts in got.items() for t in ts if not (dev == "bin-1" and t == odd_ms)]
     assert len(others) <= 2
     assert min(t for ts in got.values() for t in ts) >= first_ms + 7 * 86400_000 - 900_000
+
+
+def test_cold_river_learned_range_through_the_service(settings, influx, tmp_path):
+    """A river at 4-8 C (catalogue water 15-40 C): no gross-range verdict while its span is learned
+    (3 h here, from the ranges file) nor after, across restarts; 27 C afterwards is suspect."""
+    cfg = tmp_path / "ranges.yaml"
+    cfg.write_text("learn: {days: 0.125}\n")
+    settings.analytics.ranges_file = cfg
+    n, odd = 6 * 60, 5 * 60
+
+    def river(dev: int):
+        base = typical("water", 0.01, dev)
+
+        def v(name: str, i: int) -> float:
+            if name != "temperature":
+                return base(name, i)
+            return 27.0 if (dev == 1 and i == odd) else round(6.0 + 2.0 * np.sin(2 * np.pi * i / 120) + 0.05 * (i % 3), 2)
+        return v
+
+    lines = []
+    for d in range(3):
+        lines += telemetry_lines("water", f"river-{d}", n, 60, river(d))
+    influx.write(lines)
+    first_ms = NOW - (n - 1) * 60_000
+    for k in range(1, 13):
+        svc = AnalyticsService(settings)
+        try:
+            svc.run_pass(now_ms=first_ms + k * 30 * 60_000, window_s=86400, emit_all=False)
+        finally:
+            svc.close()
+    s = influx.series('SELECT "flag" FROM "qc" WHERE "test"=\'gross_range\' AND "field"=\'temperature\' '
+                      'GROUP BY "device"')
+    got = {x.tags["device"]: [(r[0], r[1]) for r in x.values] for x in s}
+    odd_ms = first_ms + odd * 60_000
+    assert got == {"river-1": [(odd_ms - odd_ms % 60_000, 3)]}
+    assert (settings.state_dir / "analytics" / "ranges" / "water.temperature.npz").exists()
