@@ -32,7 +32,7 @@ from typing import Iterable
 
 import numpy as np
 
-from analytics import chartstate, ispu, qc, seasonal, water
+from analytics import chartstate, ispu, multivariate, qc, seasonal, water
 from analytics.detectors import StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
 from kotacerdas.catalogue import Catalogue, load_catalogue
@@ -47,7 +47,7 @@ DETECTORS_FOR: dict[str, tuple[str, ...]] = {
     # hard cases (simulators/hardcases.py)
     "level_shift": ("rate_of_change", "drift", "ewma", "cusum"),
     "slow_drift": ("drift", "ewma", "cusum"),
-    "correlated": ("rate_of_change", "drift", "ewma", "cusum"),
+    "correlated": ("rate_of_change", "drift", "ewma", "cusum", "multivariate"),
     "dropout": ("gap",),
     "offline": ("gap",),
     "pollution_episode": ("ispu_unhealthy",),
@@ -152,6 +152,7 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
         days = (grid.n * step_ms) / 86_400_000
         times = grid.times_ms
         klabels = [lb for lb in labels if lb["kind"] == kind_name and lb["device"] in dindex]
+        grids: dict[str, np.ndarray] = {}
         for f in kind.fields:
             idx: list[int] = []
             ts: list[int] = []
@@ -162,9 +163,13 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                         idx.append(dindex[d])
                         ts.append(t)
                         vals.append(fl[f.name])
-            if not vals:
+            if vals:
+                grids[f.name] = to_grid(np.array(idx), np.array(ts), np.array(vals), len(devices), grid, how="mean")
+        station = _station_flags(kind, grids, grid)
+        for f in kind.fields:
+            if f.name not in grids:
                 continue
-            x = to_grid(np.array(idx), np.array(ts), np.array(vals), len(devices), grid, how="mean")
+            x = grids[f.name]
             p = replace(params_for(kind, f, kind.report_interval_s), **(qc_overrides or {}))
             sp = stat_params or StatParams()
             if mode == "stream":
@@ -180,6 +185,8 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                     r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
                     res[name] = r
             flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items()}
+            if station is not None:  # a station verdict counts on each of its fields
+                flagged["multivariate"] = station
             # domain "detectors": what the alert rules would flag, averaged exactly as the service
             # averages (ispu.averaged: the regulation's period with hourly completeness)
             if f.name in ispu.TABLES:
@@ -225,6 +232,17 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                 row.flagged_runs += n_all - touching + tp
                 row.true_runs += tp
     return list(rows.values())
+
+
+def _station_flags(kind, grids: dict[str, np.ndarray], grid: Grid) -> np.ndarray | None:  # noqa: ANN001
+    """The station test (:mod:`analytics.multivariate`) as the service runs it: suspect/fail (S, T) or None."""
+    mv = [f for f in multivariate.station_fields(kind) if f in grids]
+    if len(mv) < 2:
+        return None
+    p = params_for(kind, kind.field(mv[0]), kind.report_interval_s)
+    r = multivariate.multivariate(np.stack([grids[f] for f in mv], axis=1), p.g0(grid.t0_ms), p.block,
+                                  np.array([kind.field(f).resolution for f in mv]))
+    return (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL)
 
 
 def evaluate_files(data_path: str, labels_path: str, root: str | None = None, **kw) -> list[Row]:  # noqa: ARG001

@@ -20,7 +20,8 @@ from typing import Any, Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from analytics import aqi_us, chartstate, delivery, episodes, ispu, qc, ranges, seasonal, waste, water
+from analytics import (aqi_us, chartstate, delivery, episodes, ispu, multivariate, qc, ranges, seasonal, waste,
+                       water)
 from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
 from analytics.alerts import AlertEngine, AlertStore, Condition
@@ -234,6 +235,18 @@ class AnalyticsService:
         tag_base = [",".join(f"{k}={escape_key(v)}" for k, v in (("city", t["city"]), ("device", t["device"]),
                                                                  ("district", t["district"])) if v)
                     for t in win.tags]
+        def exceptions(fname: str, res: dict[str, qc.QcResult], present: np.ndarray) -> None:
+            for test, r in res.items():
+                # Exceptions only: writing every value x test would multiply the database's
+                # write load by ~40.
+                mask = present & emit[None, :] & ((r.flag == qc.SUSPECT) | (r.flag == qc.FAIL))
+                ss, tt = np.nonzero(mask)
+                fl, sc = r.flag[ss, tt], r.score[ss, tt]
+                suffix = f",field={escape_key(fname)},kind={escape_key(win.kind.name)},test={test} "
+                for s_, t_, f_, c_ in zip(ss.tolist(), tt.tolist(), fl.tolist(), sc.tolist()):
+                    fields = f"flag={f_}i" + (f",score={c_!r}" if math.isfinite(c_) else "")
+                    lines.append(f"qc,{tag_base[s_]}{suffix}{fields} {int(times[t_])}")  # M.QC, by hand: hot
+
         for fname, x in win.fields.items():
             if np.isnan(x).all():
                 continue
@@ -245,17 +258,16 @@ class AnalyticsService:
             ep_lines += self._episodes(win, fname, res, p, emit_to)
             worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
                                                                                      "flat_line")))
-            present = ~np.isnan(x)
-            for test, r in res.items():
-                # Exceptions only: writing every value x test would multiply the database's
-                # write load by ~40.
-                mask = present & emit[None, :] & ((r.flag == qc.SUSPECT) | (r.flag == qc.FAIL))
-                ss, tt = np.nonzero(mask)
-                fl, sc = r.flag[ss, tt], r.score[ss, tt]
-                suffix = f",field={escape_key(fname)},kind={escape_key(win.kind.name)},test={test} "
-                for s_, t_, f_, c_ in zip(ss.tolist(), tt.tolist(), fl.tolist(), sc.tolist()):
-                    fields = f"flag={f_}i" + (f",score={c_!r}" if math.isfinite(c_) else "")
-                    lines.append(f"qc,{tag_base[s_]}{suffix}{fields} {int(times[t_])}")  # M.QC, by hand: hot
+            exceptions(fname, res, ~np.isnan(x))
+        # the station's co-located fields together (analytics/multivariate.py): field tag "station"
+        mv = [f for f in multivariate.station_fields(win.kind) if f in win.fields and not np.isnan(win.fields[f]).all()]
+        if len(mv) >= 2:
+            xs = np.stack([win.fields[f] for f in mv], axis=1)
+            p = params_for(win.kind, win.kind.field(mv[0]), win.grid.step_ms / 1000.0)
+            r = multivariate.multivariate(xs, p.g0(win.grid.t0_ms), p.block,
+                                          np.array([win.kind.field(f).resolution for f in mv]))
+            ep_lines += self._episodes(win, multivariate.STATION, {"multivariate": r}, p, emit_to)
+            exceptions(multivariate.STATION, {"multivariate": r}, ~np.isnan(xs).all(axis=1))
         self._write(M.QC.name, lines, counts)
         self._write(M.QC_EPISODE.name, ep_lines, counts)
         return worst

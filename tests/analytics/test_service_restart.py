@@ -153,3 +153,31 @@ def test_cold_river_learned_range_through_the_service(settings, influx, tmp_path
     odd_ms = first_ms + odd * 60_000
     assert got == {"river-1": [(odd_ms - odd_ms % 60_000, 3)]}
     assert (settings.state_dir / "analytics" / "ranges" / "water.temperature.npz").exists()
+
+
+def test_multivariate_station_verdicts_written(settings, influx):
+    """A correlated PM fault (tests/analytics/test_multivariate.py) through the service: `qc` rows with
+    field "station", test "multivariate", and one `qc_episode` of fault "multivariate"."""
+    from tests.analytics.test_multivariate import FAULT, T, _stations
+
+    x = _stations()
+    lines = []
+    for d in range(x.shape[0]):
+        base = typical("air", 0.02, d)
+        pm = {"pm25": x[d, 0], "pm10": x[d, 1], "co": x[d, 2]}
+        lines += telemetry_lines("air", f"air-{d}", T, 60,
+                                 lambda n, i, pm=pm, base=base: float(pm[n][i]) if n in pm else base(n, i))
+    influx.write(lines)
+    svc = AnalyticsService(settings)
+    try:
+        svc.run_pass(now_ms=NOW, window_s=T * 60)
+    finally:
+        svc.close()
+    s = influx.series('SELECT "flag" FROM "qc" WHERE "test"=\'multivariate\' AND "field"=\'station\' GROUP BY "device"')
+    got = {x.tags["device"]: [r[0] for r in x.values] for x in s}
+    t0 = NOW - (T - 1) * 60_000
+    lo, hi = t0 + FAULT.start * 60_000, t0 + FAULT.stop * 60_000
+    assert len([t for t in got.get("air-1", []) if lo <= t < hi]) > 30  # most of the fault's first hour
+    assert len([t for d, ts in got.items() for t in ts if not (d == "air-1" and lo <= t < hi + 3600_000)]) <= 5
+    ep = influx.series('SELECT "samples" FROM "qc_episode" WHERE "fault"=\'multivariate\' AND "device"=\'air-1\'')
+    assert ep and lo <= ep[0].values[0][0] < lo + 30 * 60_000
