@@ -86,3 +86,34 @@ def test_main_enters_provisioning_mode() -> None:
     assert doc["calls"][0].startswith("config: kind must be one of")
     assert doc["calls"][1:] == ["no Wi-Fi network configured", "button"]
     assert doc["held"] == [True, False, False]
+
+
+HEAP_SCRIPT = r"""
+import gc, socket, select
+gc.collect(); a0 = gc.mem_alloc()
+import kc_provision, kc_portal, kc_improv, kc_led, kc_wifi
+doc = {"kind": "water", "device": "W-1", "wifi_networks": [{"ssid": "site", "password": "secret-pass"}],
+       "mqtt": {"host": "h", "port": 1883}}
+page = kc_portal.page(doc)
+new = kc_portal.apply_form(doc, kc_portal.parse_form("ssid1=site&pass1=&ssid2=b&pass2=12345678&device=W-2"))
+gc.collect()
+print("HEAPJSON " + json.dumps({"live": gc.mem_alloc() - a0, "page": len(page)}))
+""".replace("import gc,", "import json, gc,")
+
+
+@pytest.mark.micropython
+def test_provisioning_mode_heap(tmp_path: Path) -> None:
+    """Provisioning mode loads instead of the node: its modules from the water bundle's .mpy files,
+    one page rendered and one form applied, on the 32-bit WebAssembly port: well inside the ESP32's
+    ~110 KB heap (lwIP's socket buffers are outside the MicroPython heap)."""
+    from firmware import build
+    build.build_kind("water", tmp_path)
+    files = mpnode.bundle_files(tmp_path / "water")
+    for p in [*(mpnode.FAKES_DIR / "esp32").glob("*.py"), mpnode.FAKES_DIR / "kc_fakes.py"]:
+        files[f"/lib/{p.name}"] = str(p)  # a `socket` for the WebAssembly port (imported before a0)
+    r = mpnode.run(HEAP_SCRIPT, files)
+    line = [x for x in r.stdout.splitlines() if x.startswith("HEAPJSON ")]
+    assert line, r.stdout[-2000:] + r.stderr[-2000:]
+    doc = json.loads(line[0][9:])
+    print("provisioning mode live heap:", doc)
+    assert doc["page"] > 500 and doc["live"] < 48 * 1024, doc
