@@ -702,6 +702,8 @@ class Gateway:
             c.on_connect = self._on_connect
             c.on_disconnect = self._on_disconnect
             c.on_subscribe = self._on_subscribe
+            # paho's own reconnect loop (doubling 1 -> 5 s, no jitter) on this TLS / MQTT 5 path; the
+            # default wire-client path reconnects with kotacerdas.backoff
             c.reconnect_delay_set(1, 5)
             self.client = c
         while True:

@@ -151,6 +151,10 @@ async def ensure_consumer(js, cfg, stop=None, timeout_s: float = 60.0) -> None: 
     import logging
     import time
 
+    from kotacerdas.backoff import Backoff
+
+    # every worker of a group starts at once and polls the same servers: jittered, not in lockstep
+    backoff = Backoff(0.25, 2.0)
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -161,7 +165,7 @@ async def ensure_consumer(js, cfg, stop=None, timeout_s: float = 60.0) -> None: 
                 raise RuntimeError(f"could not create consumer {cfg.durable_name}: {exc}") from exc
             logging.getLogger("backbone").info("waiting for the backbone's MQTT stream",
                                                extra={"error": str(exc)[:120]})
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(backoff.delay())
 
 
 def serve_member(run, stop, health) -> int:  # noqa: ANN001
