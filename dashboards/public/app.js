@@ -173,13 +173,14 @@ function drawMap(online, stationIdx) {
   // one label per district, at the middle of its stations, nudged until it overlaps no other label
   const byDistrict = new Map();
   for (const p of pts) (byDistrict.get(p.district) || byDistrict.set(p.district, []).get(p.district)).push(p);
-  const placed = [];
+  // boxes by centre (x, y) and size (w, h); the stations are obstacles too
+  const placed = pts.map(p => ({ x: sx(p.lon), y: sy(p.lat), w: 20, h: 20 }));
+  const free = (x, y, w, h) => placed.every(b => Math.abs(b.x - x) * 2 > b.w + w || Math.abs(b.y - y) * 2 > b.h + h);
   for (const [d, ps] of [...byDistrict.entries()].sort()) {
     const x = ps.reduce((a, p) => a + sx(p.lon), 0) / ps.length, y0 = ps.reduce((a, p) => a + sy(p.lat), 0) / ps.length;
-    const w = d.length * 5.6 + 4, h = 11;
-    const y = [-13, 21, -25, 33, -37, 45].map(o => y0 + o).find(y =>
-      placed.every(b => Math.abs(b.x - x) * 2 > b.w + w || Math.abs(b.y - y) > h)) ?? y0 - 13;
-    placed.push({ x, y, w });
+    const w = d.length * 6.3 + 4, h = 11;  // 9.5 px bold: ~6.3 px a character
+    const y = [-14, 16, -26, 28, -38, 40].map(o => y0 + o).find(y => free(x, y - 3, w, h)) ?? y0 - 14;
+    placed.push({ x, y: y - 3, w, h });
     add("text", { x: Math.min(Math.max(x, w / 2 + 2), W - w / 2 - 2), y, class: "district", "text-anchor": "middle" }, d);
   }
   // scale bar (bottom right) and north (top right)
