@@ -70,7 +70,7 @@ def handle(node, cid, args):
     if version == node.fw:  # a rollout re-sending after a lost ack: nothing to do
         node._ack(cid, True, "already running %s" % version, {"fw": version})
         return
-    idle = node.b.wdt_feed
+    idle = node._idle  # the watchdog, and the installer LED keeps its pattern
     try:
         manifest = b"".join(kc_http.get(url + kc_schema.UPDATE_MANIFEST, idle, limit=MANIFEST_MAX))
         if _hex(hashlib.sha256(manifest).digest()) != args["sha256"]:
