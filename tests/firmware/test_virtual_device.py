@@ -15,6 +15,7 @@ import pytest
 
 from firmware.virtual import VirtualDevice
 from kotacerdas import contract
+from kotacerdas.catalogue import load_catalogue
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import Settings
 
@@ -82,7 +83,7 @@ def test_virtual_device_publishes_valid_telemetry(kind: str, settings: Settings,
         tel = col.where("/telemetry")
         assert validated_seqs(settings, tel) == [1, 2, 3, 4]
         doc = json.loads(tel[0][1])
-        assert set(doc["fields"]) == set(contract.load_catalogue()[kind].field_names)
+        assert set(doc["fields"]) == set(load_catalogue()[kind].field_names)
         assert 0 < doc["bat"] <= 5 and doc["fw"] == "1.0.0-virtual"
         wait_for(lambda: len(col.where("/status")) >= 2, 5, "status")
         states = [json.loads(p)["state"] for _, p in col.where("/status")]
