@@ -131,6 +131,26 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)
+    if args.live:
+        import json
+
+        from analytics.livescore import RunMismatch, evaluate_live
+        from kotacerdas.influx import InfluxClient
+        from kotacerdas.routing import influx_for_city
+
+        with open(args.labels, encoding="utf-8") as fh:
+            labels = [json.loads(ln) for ln in fh if ln.strip()]
+        try:
+            with InfluxClient(influx_for_city(settings)) as influx:
+                rows = evaluate_live(influx, labels, source=args.live)
+        except RunMismatch as exc:
+            print(f"analytics evaluate: refused: {exc}", file=sys.stderr)
+            return 2
+        print(render(rows))
+        return 0
+    if not args.data:
+        print("analytics evaluate: --data DRYRUN.jsonl or --live verdicts|episodes is required", file=sys.stderr)
+        return 2
     rows = evaluate_files(args.data, args.labels, root=args.root or settings.mqtt.topic_root, mode=args.mode,
                           window_s=args.window or settings.analytics.window_s, every_s=args.every)
     print(render(rows))
@@ -165,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --replay: seconds between replayed passes (default 3600)")
     r.set_defaults(func=cmd_run)
     e = sub.add_parser("evaluate", help="score detectors against simulator ground-truth labels")
-    e.add_argument("--data", required=True, help="dry-run JSON lines {t, topic, payload}")
+    e.add_argument("--data", default=None, help="dry-run JSON lines {t, topic, payload} (replay the detectors)")
+    e.add_argument("--live", choices=("verdicts", "episodes"), default=None,
+                   help="instead of --data: score what the running service stored in InfluxDB (qc verdicts or "
+                        "qc_episode episodes); labels of another run are refused (exit 2)")
     e.add_argument("--labels", required=True, help="labels JSON lines {device, kind, field, start, end, type}")
     e.add_argument("--root", default=None, help="topic root of the dry run (default settings)")
     e.add_argument("--mode", choices=("stream", "batch"), default="stream",

@@ -134,9 +134,7 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
     :func:`analytics.detectors.run_all`.
     """
     cat = cat or load_catalogue()
-    rows = {ft: Row(ft, "+".join(d)) for ft, d in DETECTORS_FOR.items()}
-    for ft in GATEWAY_TYPES:
-        rows[ft] = Row(ft, "gateway", note="rejected/reordered by the gateway before storage")
+    rows = new_rows()
     by_kind: dict[str, list[str]] = defaultdict(list)
     for kname, dev in data:
         by_kind[kname].append(dev)
@@ -195,43 +193,60 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                 n = max(int(900 / kind.report_interval_s), 1)
                 m = qc.rolling_mean(x, n)
                 flagged["water_noncompliant"] = ~water.compliant(f.name, m) & ~np.isnan(m)
-            # every labelled stretch of this field (any type), for the alarm budget
-            any_label = np.zeros(x.shape, dtype=bool)
-            for lb in klabels:
-                if lb["field"] in (None, f.name):
-                    i0 = int(np.searchsorted(times, lb["start"] - step_ms + 1)) - TOLERANCE_STEPS
-                    i1 = int(np.searchsorted(times, lb["end"], side="right")) + TOLERANCE_STEPS
-                    any_label[dindex[lb["device"]], max(i0, 0) : i1] = True
-            for ftype, dets in DETECTORS_FOR.items():
-                have = [flagged[d] for d in dets if d in flagged]
-                if not have:
-                    continue
-                mask = np.logical_or.reduce(have)
-                rows[ftype].sensor_days += x.shape[0] * days
-                n_all, touching = _runs_overlap(mask, any_label)
-                rows[ftype].false_runs += n_all - touching
-                cover = np.zeros_like(mask)
-                row = rows[ftype]
-                for lb in klabels:
-                    if lb["type"] != ftype or (lb["field"] not in (None, f.name)):
-                        continue
-                    s = dindex[lb["device"]]
-                    i0 = int(np.searchsorted(times, lb["start"] - step_ms + 1))
-                    i1 = int(np.searchsorted(times, lb["end"], side="right")) + TOLERANCE_STEPS
-                    cover[s, max(i0 - TOLERANCE_STEPS, 0) : i1] = True
-                    # a field-less label (device offline) is one event, counted on the first field only
-                    if lb["field"] is None and f.name != kind.fields[0].name:
-                        continue
-                    row.events += 1
-                    hit = np.nonzero(mask[s, i0:i1])[0]
-                    if hit.size:
-                        row.detected += 1
-                        row.delays_s.append(max((times[i0 + hit[0]] - lb["start"]) / 1000.0, 0.0))
-                # runs on another type's label are that type's: neither true nor false here
-                n, tp = _runs_overlap(mask, cover)
-                row.flagged_runs += n_all - touching + tp
-                row.true_runs += tp
+            score_field(rows, kind, f.name, flagged, times, days, dindex, klabels)
     return list(rows.values())
+
+
+def score_field(rows: dict[str, Row], kind, fname: str, flagged: dict[str, np.ndarray], times: np.ndarray,  # noqa: ANN001
+                days: float, dindex: dict[str, int], klabels: list[dict]) -> None:
+    """Add one field's flags to ``rows`` (fault type -> :class:`Row`): ``flagged`` detector -> (S, T) bool
+    on the grid ``times`` (ms, T), series in the order of ``dindex`` (device -> row), ``days`` the
+    grid's span; ``klabels`` the kind's labels."""
+    step_ms = int(kind.report_interval_s * 1000)
+    shape = next(iter(flagged.values())).shape
+    # every labelled stretch of this field (any type), for the alarm budget
+    any_label = np.zeros(shape, dtype=bool)
+    for lb in klabels:
+        if lb["field"] in (None, fname):
+            i0 = int(np.searchsorted(times, lb["start"] - step_ms + 1)) - TOLERANCE_STEPS
+            i1 = int(np.searchsorted(times, lb["end"], side="right")) + TOLERANCE_STEPS
+            any_label[dindex[lb["device"]], max(i0, 0) : i1] = True
+    for ftype, dets in DETECTORS_FOR.items():
+        have = [flagged[d] for d in dets if d in flagged]
+        if not have:
+            continue
+        mask = np.logical_or.reduce(have)
+        rows[ftype].sensor_days += shape[0] * days
+        n_all, touching = _runs_overlap(mask, any_label)
+        rows[ftype].false_runs += n_all - touching
+        cover = np.zeros_like(mask)
+        row = rows[ftype]
+        for lb in klabels:
+            if lb["type"] != ftype or (lb["field"] not in (None, fname)):
+                continue
+            s = dindex[lb["device"]]
+            i0 = int(np.searchsorted(times, lb["start"] - step_ms + 1))
+            i1 = int(np.searchsorted(times, lb["end"], side="right")) + TOLERANCE_STEPS
+            cover[s, max(i0 - TOLERANCE_STEPS, 0) : i1] = True
+            # a field-less label (device offline) is one event, counted on the first field only
+            if lb["field"] is None and fname != kind.fields[0].name:
+                continue
+            row.events += 1
+            hit = np.nonzero(mask[s, i0:i1])[0]
+            if hit.size:
+                row.detected += 1
+                row.delays_s.append(max((times[i0 + hit[0]] - lb["start"]) / 1000.0, 0.0))
+        # runs on another type's label are that type's: neither true nor false here
+        n, tp = _runs_overlap(mask, cover)
+        row.flagged_runs += n_all - touching + tp
+        row.true_runs += tp
+
+def new_rows() -> dict[str, Row]:
+    """An empty score table: one row per fault type (gateway-only types as notes)."""
+    rows = {ft: Row(ft, "+".join(d)) for ft, d in DETECTORS_FOR.items()}
+    for ft in GATEWAY_TYPES:
+        rows[ft] = Row(ft, "gateway", note="rejected/reordered by the gateway before storage")
+    return rows
 
 
 def _station_flags(kind, grids: dict[str, np.ndarray], grid: Grid) -> np.ndarray | None:  # noqa: ANN001

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import numpy as np
 
-from kotacerdas import contract
+from kotacerdas import contract, simrun
 from kotacerdas.catalogue import Catalogue, load_catalogue
 from kotacerdas.contract import Reason
 
@@ -23,7 +23,7 @@ from simulators.faults import Fault, FaultPlan, plan_faults
 from simulators.fleet import KindFleet, build_fleet
 from simulators.scenario import Scenario
 
-FW_VERSION = "sim-1.0"
+FW_VERSION = simrun.SIM_FW
 
 GOOD, BAD, STATUS, LWT = "good", "bad", "status", "lwt"
 
@@ -56,6 +56,9 @@ class Run:
         self.fleets: dict[str, KindFleet] = build_fleet(self.sc, self.cat)
         self.weather = signals.Weather(self.sc.seed, self.start_ms, self.end_ms, self.sc.utc_offset_h)
         self.plan: FaultPlan = plan_faults(self.sc, self.fleets, self.cat, self.start_ms, self.end_ms)
+        # the run id rides in every simulated device's firmware string (kotacerdas/simrun.py)
+        self.run_id = simrun.run_id(self.sc.name, self.sc.seed, self.root, self.start_ms)
+        self.fw = simrun.fw_for(self.run_id)
         self.topics = {
             k: [contract.telemetry_topic(self.root, self.sc.city, k, d) for d in f.ids] for k, f in self.fleets.items()
         }
@@ -76,7 +79,7 @@ class Run:
             for kind, f in self.fleets.items():
                 for dev in f.ids:
                     yield Msg(self.start_ms - 1, contract.status_topic(self.root, self.sc.city, kind, dev),
-                              contract.encode_status("online", self.start_ms - 1, fw=FW_VERSION), STATUS,
+                              contract.encode_status("online", self.start_ms - 1, fw=self.fw), STATUS,
                               kind=kind, retain=True, device=dev)
         chunk_ms = int(self.sc.chunk_s * 1000)
         extra = self._extra_messages()
@@ -108,7 +111,7 @@ class Run:
                 dev = f.params["device"]
                 vals = {fl.name: float(signals.quantise(fl, np.array(fl.typical))) for fl in kind.fields}
                 payload = contract.encode_telemetry(f.start, f.params["seq"], vals,
-                                                    battery=3.9 if kind.battery else None, fw=FW_VERSION)
+                                                    battery=3.9 if kind.battery else None, fw=self.fw)
                 out.append(Msg(f.start, contract.telemetry_topic(self.root, self.sc.city, f.kind, dev), payload, BAD,
                                kind=f.kind, bad_type="unknown_device", reason=Reason.UNKNOWN_DEVICE, device=dev))
             elif f.type == "offline":
@@ -119,7 +122,7 @@ class Run:
                 out.append(Msg(f.start - fl.interval_ms + 1, topic,
                                contract.encode_status("offline", f.start - fl.interval_ms + 1, reason="lwt"),
                                LWT, kind=f.kind, retain=True, device=dev))
-                out.append(Msg(f.end + 1, topic, contract.encode_status("online", f.end + 1, fw=FW_VERSION),
+                out.append(Msg(f.end + 1, topic, contract.encode_status("online", f.end + 1, fw=self.fw),
                                STATUS, kind=f.kind, retain=True, device=dev))
         return out
 
@@ -169,7 +172,7 @@ class Run:
             b = bat_list[i] if bat_list is not None else None
             sf = special.get((r, c)) if special else None
             if sf is None:
-                out.append(Msg(t_list[i], topics[r], enc(st_list[i], seq_list[i], fields, battery=b, fw=FW_VERSION,
+                out.append(Msg(t_list[i], topics[r], enc(st_list[i], seq_list[i], fields, battery=b, fw=self.fw,
                                                          rssi=rssi_list[i]), GOOD, kind_name))
                 continue
             out.extend(self._special(sf, kind_name, fl, r, t_list[i], st_list[i], seq_list[i], fields, b,
@@ -182,10 +185,10 @@ class Run:
         dev = fl.ids[r]
         if f.type == "out_of_order":
             # delivered after the device's next reading (e.g. a retry after a lost ack)
-            return [Msg(t + fl.interval_ms + 1, topic, enc(stamp, seq, fields, battery=bat, fw=FW_VERSION, rssi=rssi),
+            return [Msg(t + fl.interval_ms + 1, topic, enc(stamp, seq, fields, battery=bat, fw=self.fw, rssi=rssi),
                         GOOD, kind, device=dev)]
         if f.type == "duplicate":
-            p = enc(stamp, seq, fields, battery=bat, fw=FW_VERSION, rssi=rssi)
+            p = enc(stamp, seq, fields, battery=bat, fw=self.fw, rssi=rssi)
             return [Msg(t, topic, p, GOOD, kind, device=dev),
                     Msg(t + f.params["delay_ms"], topic, p, BAD, kind, "duplicate", Reason.DUPLICATE, device=dev)]
         if f.type == "out_of_range":
@@ -193,13 +196,13 @@ class Run:
             assert f.field is not None
             fld = self.cat[kind].field(f.field)
             bad[f.field] = float(signals.quantise(fld, np.array(f.params["value"]), clip=False))
-            return [Msg(t, topic, enc(stamp, seq, bad, battery=bat, fw=FW_VERSION, rssi=rssi), BAD, kind,
+            return [Msg(t, topic, enc(stamp, seq, bad, battery=bat, fw=self.fw, rssi=rssi), BAD, kind,
                         "out_of_range", Reason.OUT_OF_RANGE, device=dev)]
         if f.type == "malformed":
             payload = malformed_payload(f.params["variant"], stamp, seq, fields, bat)
             return [Msg(t, topic, payload, BAD, kind, "malformed", f.params["reason"], device=dev)]
         if f.type == "spike":  # value already altered in the arrays; the slot is special only to keep slots unique
-            return [Msg(t, topic, enc(stamp, seq, fields, battery=bat, fw=FW_VERSION, rssi=rssi), GOOD, kind,
+            return [Msg(t, topic, enc(stamp, seq, fields, battery=bat, fw=self.fw, rssi=rssi), GOOD, kind,
                         device=dev)]
         raise AssertionError(f"unexpected slot fault {f.type}")
 

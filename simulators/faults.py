@@ -12,7 +12,7 @@ are device timestamps in ms (inclusive) snapped to the device's report slots;
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from dataclasses import field as dc_field
 from typing import Any, Iterable, Mapping
 
@@ -53,6 +53,7 @@ class Label:
     start: int
     end: int
     type: str
+    run: str = ""  # the simulator run (kotacerdas/simrun.py): labels of another run are refused
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -276,11 +277,12 @@ def _pollution(rng: np.random.Generator, fl: KindFleet, cat: Catalogue, start_ms
     return f
 
 
-def write_labels(path: str, labels: Iterable[Label]) -> int:
+def write_labels(path: str, labels: Iterable[Label], run: str = "") -> int:
+    """One JSON line per label, each stamped with ``run`` (the run id)."""
     n = 0
     with open(path, "w", encoding="utf-8") as fh:
         for lb in labels:
-            fh.write(lb.to_json() + "\n")
+            fh.write((replace(lb, run=run) if run else lb).to_json() + "\n")
             n += 1
     return n
 

@@ -37,7 +37,7 @@ def simulate(sc: Scenario, settings: Settings, opts: Options, stop: threading.Ev
     now = int(time.time() * 1000) if now_ms is None else now_ms
     run = Run(sc, settings.mqtt.topic_root, now)
     if opts.labels:
-        n = write_labels(str(opts.labels), run.labels)
+        n = write_labels(str(opts.labels), run.labels, run.run_id)
         log.info("labels written", extra={"path": str(opts.labels), "labels": n})
     total = run.estimate_messages()
     rate = opts.rate if opts.rate else total / sc.duration_s
@@ -59,7 +59,7 @@ def simulate(sc: Scenario, settings: Settings, opts: Options, stop: threading.Ev
                 fw.stop()
             summary["firmware"] = fw.finish()
         summary["stopped_early"] = bool(stop is not None and stop.is_set())
-    summary.update(scenario=sc.name, seed=sc.seed, qos=sc.qos, target_rate=round(rate, 1),
+    summary.update(run_id=run.run_id, scenario=sc.name, seed=sc.seed, qos=sc.qos, target_rate=round(rate, 1),
                    simulated_span_s=sc.span_s, window_start_ms=run.start_ms, window_end_ms=run.end_ms)
     if opts.summary:
         Path(opts.summary).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

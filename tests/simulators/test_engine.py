@@ -142,7 +142,7 @@ def test_labels_name_known_types_and_time_ordered_windows():
     for lb in run.labels:
         assert run.start_ms <= lb.start <= lb.end <= run.end_ms
         d = json.loads(lb.to_json())
-        assert list(d) == ["device", "kind", "field", "start", "end", "type"]
+        assert list(d) == ["device", "kind", "field", "start", "end", "type", "run"]
     pol = [lb for lb in run.labels if lb.type == "pollution_episode"]
     assert len({lb.device for lb in pol}) >= 3 and {lb.field for lb in pol} == {"pm25", "no2"}
 
