@@ -181,6 +181,8 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                 charts["seasonal"] = seasonal.run_record(x, p.g0(grid.t0_ms), seasonal.params_for(p, sp))
                 for name, r in charts.items():
                     r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
+                    if not p.level_enabled:  # as in the service: a resetting field has no level to chart
+                        np.copyto(r.flag, np.int8(qc.NOT_EVALUATED), where=r.flag != qc.MISSING)
                     res[name] = r
             flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items()}
             if station is not None:  # a station verdict counts on each of its fields

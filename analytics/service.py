@@ -321,7 +321,8 @@ class AnalyticsService:
         got["seasonal"] = seasonal.update(ss, ss.rows_for(win.devices), x[:, :n], g0, seasonal.params_for(p))
         self.seasons.save(win.kind.name, fname)
         for k, v in got.items():
-            out[k].flag[:, :n], out[k].score[:, :n] = v.flag, v.score
+            if p.level_enabled:  # a resetting field (a bin's fill) has no level to hold against its past
+                out[k].flag[:, :n], out[k].score[:, :n] = v.flag, v.score
         return out
 
     def _usable(self, win: KindWindow, flags: dict[str, np.ndarray], fname: str) -> np.ndarray:

@@ -122,3 +122,23 @@ def test_a_resetting_field_is_judged_by_spike_range_flat_and_gap_only():
     assert "rate_of_change" not in res and "drift" not in res
     assert res["spike"].flag[3, 200] >= qc.SUSPECT
     assert np.argwhere(res["spike"].flag >= qc.SUSPECT).tolist() == [[3, 200]]  # collections are no spikes
+
+
+def test_evaluate_keeps_resetting_fields_out_of_the_stateful_charts():
+    """The stateful EWMA/CUSUM/seasonal charts (as the service runs them) say nothing on a bin's fill."""
+    from analytics.evaluate import evaluate
+
+    rng = np.random.default_rng(5)
+    t0 = 1_795_400_000_000
+    data = {}
+    for d in range(8):
+        phase = int(rng.integers(0, 40))
+        data[("waste_bin", f"b{d}")] = [
+            (t0 + i * 900_000, {"fill": round(((i + phase) % 40) * 2.4 + float(rng.normal(0, 0.3)), 1),
+                                "distance": 150.0 + float(rng.normal(0, 0.5)), "tilt": 0.0,
+                                "temperature": round(30 + float(rng.normal(0, 0.5)), 1)})
+            for i in range(4 * 96)]
+    rows = {r.type: r for r in evaluate(data, [], CAT)}
+    assert rows["drift"].false_runs == 0
+    forced = {r.type: r for r in evaluate(data, [], CAT, qc_overrides={"level_enabled": True})}
+    assert forced["drift"].false_runs > 0  # the collections, charted as shifts
