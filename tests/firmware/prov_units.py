@@ -392,6 +392,55 @@ def test_portal_form_rules():
     assert kc_provision.reason({"kind": "air", "device": "A"}) == "no Wi-Fi network configured"
 
 
+def _form_of(page):
+    """What a browser submits for `page` untouched: every input's value, the selected option."""
+    import kc_portal
+    form = {}
+    i = 0
+    while True:
+        i = page.find("<input ", i)
+        if i < 0:
+            break
+        tag = page[i:page.find(">", i)]
+        name = tag.split('name="')[1].split('"')[0]
+        form[name] = tag.split('value="')[1].split('"')[0] if 'value="' in tag else ""
+        i += 1
+    sel = page.split('<select name="')[1]
+    opt = sel.split("<option selected>")[1].split("<")[0] if "<option selected>" in sel else ""
+    form[sel.split('"')[0]] = opt
+    for k in form:  # the page's escaping undone, as a browser does
+        form[k] = kc_portal.url_decode(form[k].replace("&quot;", '"').replace("&lt;", "<").replace(
+            "&gt;", ">").replace("&#39;", "'").replace("&amp;", "&").replace("%", "%25"))
+    return form
+
+
+def test_page_keeps_existing_values_so_only_the_wifi_changes():
+    """An installer who only replaces the site's Wi-Fi: every other field comes pre-filled from
+    config.json (passwords excepted), so submitting the page keeps the node's identity and broker."""
+    import kc_portal
+    current = {"kind": "waste_bin", "device": "BIN-0042", "city": "bogor", "root": "kc",
+               "wifi_networks": [{"ssid": "old-ap", "password": "old-secret"}, {"ssid": "phone & co", "password": ""}],
+               "mqtt": {"host": "mqtt.kota.example", "port": 8883, "user": "BIN-0042", "password": "mqtt-pw",
+                        "tls": True}, "ap_password": "label-pass-1"}
+    page = kc_portal.page(current)
+    form = _form_of(page)
+    assert form["ssid1"] == "old-ap" and form["ssid2"] == "phone & co" and form["ssid3"] == "", form
+    assert form["pass1"] == form["pass2"] == "" and "old-secret" not in page and "mqtt-pw" not in page
+    assert "label-pass-1" not in page
+    assert (form["device"], form["city"], form["kind"]) == ("BIN-0042", "bogor", "waste_bin"), form
+    assert (form["mqtt_host"], form["mqtt_port"]) == ("mqtt.kota.example", "8883"), form
+    # untouched page: the same config back (stored passwords kept for the same SSIDs; `wifi` is the first)
+    assert kc_portal.apply_form(current, form) == dict(current, wifi=current["wifi_networks"][0])
+    # only the first network replaced: everything else stays as it was
+    form.update({"ssid1": "new-ap", "pass1": "new-secret-9"})
+    doc = kc_portal.apply_form(current, form)
+    assert doc["wifi_networks"] == [{"ssid": "new-ap", "password": "new-secret-9"},
+                                    {"ssid": "phone & co", "password": ""}]
+    assert doc["wifi"] == doc["wifi_networks"][0]
+    for k in ("kind", "device", "city", "root", "mqtt", "ap_password"):
+        assert doc[k] == current[k], k
+
+
 def test_captive_dns_answer_format():
     import kc_portal
     # RFC 1035 4.1: id 0xBEEF, RD, one question "a.io" A IN
