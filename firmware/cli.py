@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"deploy: no bundle at {bundle}; run `kotacerdas firmware build`", file=sys.stderr)
             return 2
         cfg_path = deploy.write_config(doc, args.config_out or build.BUILD_DIR / "configs" / f"{args.device}.json")
+        # the one secret meant to be read off the box: the installer's way into the set-up AP
+        print(f"label: set-up Wi-Fi kc-setup-{args.device[:20]} password {doc['ap_password']}")
         ca_der = deploy.ca_to_der(args.tls_ca, cfg_path.with_suffix(".ca.der")) if args.tls_ca else None
         return deploy.run(deploy.mpremote_commands(bundle, cfg_path, args.port, ca_der=ca_der,
                                                    check_version=not args.skip_version_check), args.dry_run)

@@ -44,6 +44,13 @@ def device_config(settings: Settings, kind: str, device: str, city: str, wifi_ss
     if tls:
         doc["mqtt"]["tls_ca"] = BOARD_CA
     doc.update(extra or {})
+    if "ap_password" not in doc:
+        # the set-up AP is always WPA2: one passphrase per device, printed by `deploy` for its label
+        import secrets
+
+        import kc_provision  # type: ignore[import-not-found]
+
+        doc["ap_password"] = kc_provision.new_ap_password(secrets.token_bytes)
     kc_config.validate_device(doc)  # refuse to flash a board with a config it would reject
     return doc
 

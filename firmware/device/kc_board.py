@@ -141,6 +141,13 @@ class Board:
     def reset(self):
         machine.reset()
 
+    def setup_window(self, why, window_ms):
+        """The set-up AP for `window_ms` (kc_node: the networks keep failing). It runs after a
+        reset, in place of the node, so the page and Improv never share the heap with it."""
+        import kc_provision
+        kc_provision.request_window(kc_provision.WINDOW_FILE, why, window_ms)
+        machine.reset()
+
     def reset_cause(self):
         c = machine.reset_cause()
         for name in ("PWRON_RESET", "HARD_RESET", "WDT_RESET", "DEEPSLEEP_RESET", "SOFT_RESET"):
@@ -278,22 +285,24 @@ class ProvisionIO:
         return self.sta.ifconfig()[0]
 
 
-def provision(doc, why, cfg_path="/config.json"):
-    """Provisioning mode on the board: soft AP "kc-setup-<device>" (WPA2 with `ap_password`
-    from config.json when set, else open), the setup page on port 80, Improv on the USB serial
-    port, the "provision" LED pattern; resets when a config is saved (or after 15 min when
-    entered by the button with a working config)."""
+def provision(doc, why, cfg_path="/config.json", window_ms=None):
+    """Provisioning mode on the board: soft AP "kc-setup-<device>", always WPA2 (`ap_password`
+    from config.json, else one made, saved there and printed: kc_provision.ap_password), the
+    setup page on port 80, Improv on the USB serial port, the "provision" LED pattern; resets
+    when a config is saved, or when the window ends: `window_ms` (the node's own fallback after
+    its networks kept failing), 15 min when entered by the button with a working config."""
+    import os
+
     import kc_led
     import kc_provision
     print("provisioning mode:", why)
     wdt = machine.WDT(timeout=60000)
+    pw = kc_provision.ap_password(doc, cfg_path, os.urandom)
+    name = kc_provision.ap_name(doc)
+    print("setup AP %s password %s" % (name, pw))
     ap = network.WLAN(network.AP_IF)
     ap.active(True)
-    pw = doc.get("ap_password") if isinstance(doc, dict) else None
-    if isinstance(pw, str) and 8 <= len(pw) <= 63:
-        ap.config(essid=kc_provision.ap_name(doc), password=pw, authmode=network.AUTH_WPA_WPA2_PSK)
-    else:
-        ap.config(essid=kc_provision.ap_name(doc))
+    ap.config(essid=name, password=pw, authmode=network.AUTH_WPA_WPA2_PSK)
     pins = doc.get("pins") if isinstance(doc, dict) else None
     if not isinstance(pins, dict):
         pins = {}
@@ -306,9 +315,11 @@ def provision(doc, why, cfg_path="/config.json"):
     if led is not None:
         io.on_wait = led.update
     p = kc_provision.Provisioner(io, cfg_path, serial=kc_provision.StdinSerial(), led=led, port=SETUP_PORT,
-                                 info=("kotacerdas", str((doc or {}).get("fw", "")), "esp32",
-                                       kc_provision.ap_name(doc)), dns_port=SETUP_DNS_PORT)
-    outcome = p.run(kc_provision.AP_TIMEOUT_MS if why == "button" else None)
+                                 info=("kotacerdas", str((doc or {}).get("fw", "")), "esp32", name),
+                                 dns_port=SETUP_DNS_PORT)
+    if window_ms is None and why == "button":
+        window_ms = kc_provision.AP_TIMEOUT_MS
+    outcome = p.run(window_ms)
     print("provisioning:", outcome)
     ap.active(False)
     time.sleep_ms(500)  # let the last HTTP response and Improv frames leave

@@ -51,6 +51,12 @@ def _segment_ok(s, maxlen, lower=False):
     return not lower or ("a" <= s[0] <= "z")
 
 
+def check_passphrase(pw, what="Wi-Fi password"):
+    """A WPA2-PSK passphrase is 8..63 printable ASCII characters (IEEE 802.11i-2004 Annex H.4)."""
+    if not isinstance(pw, str) or not 8 <= len(pw) <= 63 or any(not 32 <= ord(c) <= 126 for c in pw):
+        raise ConfigError(what + " must be 8..63 ASCII characters")
+
+
 def validate_device(doc):
     """The merged local config, or ConfigError naming the first problem."""
     if not isinstance(doc, dict):
@@ -68,6 +74,8 @@ def validate_device(doc):
     port = cfg["mqtt"]["port"]
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError("mqtt.port must be 1..65535")
+    if cfg.get("ap_password") is not None:
+        check_passphrase(cfg["ap_password"], "ap_password")
     if cfg.get("ads1115") is not None and cfg["kind"] != "water":
         raise ConfigError("ads1115 is a front end for the water probes only")
     _check_ads1115(cfg.get("ads1115"))

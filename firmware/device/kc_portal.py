@@ -94,8 +94,10 @@ def check_network(ssid, password):
             return
         except ValueError:
             pass
-    if not 8 <= len(password) <= 63 or any(not 32 <= ord(c) <= 126 for c in password):
-        raise kc_config.ConfigError("Wi-Fi password must be 8..63 ASCII characters (or empty for an open network)")
+    try:
+        kc_config.check_passphrase(password)
+    except kc_config.ConfigError:
+        raise kc_config.ConfigError("Wi-Fi password must be 8..63 ASCII characters (or empty for an open network)") from None
 
 
 def apply_form(current, form):

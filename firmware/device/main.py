@@ -7,7 +7,8 @@
 # safe mode: no node, no watchdog, REPL and USB free for an installer. Without a usable
 # config.json (or with the BOOT button held just after reset) the board goes into
 # provisioning mode instead (kc_provision: its own access point with a setup page, Improv
-# Wi-Fi on the USB serial port).
+# Wi-Fi on the USB serial port); after a node whose networks kept failing asked for it
+# (Board.setup_window), for a bounded window only.
 import sys
 
 CRASH_FILE = "/data/crash.json"
@@ -69,12 +70,16 @@ def start():
     import kc_provision
     doc = kc_config.load_json("/config.json", {})
     why = kc_provision.reason(doc)
+    window_ms = None
+    asked = kc_provision.take_window(kc_provision.WINDOW_FILE)
+    if why is None and asked is not None:
+        why, window_ms = asked  # the node's networks kept failing: a bounded set-up window
     import kc_board
     if why is None and kc_board.button_held(doc):
         why = "button"
     if why is not None:
         # no usable config (or the installer asked): own access point + setup page + Improv
-        kc_board.provision(doc, why)
+        kc_board.provision(doc, why, window_ms=window_ms)
         return
     from kc_board import Board
     from kc_node import Node

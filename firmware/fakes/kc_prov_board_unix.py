@@ -3,9 +3,11 @@
 # firmware/fakes/esp32 for `network` (as network.py) and `machine` (as fake_machine.py: the unix
 # port has a built-in `machine`, so it goes into sys.modules under that name before kc_board
 # loads) copied onto the path; not esp32/socket.py, which would shadow the port's real socket. Real sockets for the page and DNS, Improv on stdin/stdout.
-# SPEC: {"config": path, "port": n, "dns_port": n, "good": {ssid: password}}.
+# SPEC: {"config": path, "port": n, "dns_port": n, "good": {ssid: password}, optional "why" and
+# "window_ms" (the node's fallback window, as main.py passes it)}.
 import json
 import sys
+import time
 
 import fake_machine
 
@@ -23,13 +25,15 @@ def main(spec_path):
     kc_board.SETUP_DNS_PORT = spec["dns_port"]
     doc = kc_config.load_json(spec["config"], {})
     import kc_provision
-    why = kc_provision.reason(doc)
+    why = spec.get("why") or kc_provision.reason(doc)
     reset = False
+    t0 = time.ticks_ms()
     try:
-        kc_board.provision(doc, why, cfg_path=spec["config"])
+        kc_board.provision(doc, why, cfg_path=spec["config"], window_ms=spec.get("window_ms"))
     except fake_machine.ResetCalled:
         reset = True
     sys.stdout.write("\nUNIXJSON " + json.dumps({"why": why, "reset": reset, "ap": network.AP,
+                                                 "ms": time.ticks_diff(time.ticks_ms(), t0),
                                                  "feeds": fake_machine.CALLS["wdt_feeds"],
                                                  "attempts": network.ATTEMPTS}) + "\n")
 

@@ -441,6 +441,40 @@ def test_page_keeps_existing_values_so_only_the_wifi_changes():
         assert doc[k] == current[k], k
 
 
+def test_ap_password_made_once_and_kept():
+    import kc_provision
+    seq = [bytes(range(12)), bytes(range(200, 212))]
+    pw = kc_provision.new_ap_password(lambda n: seq[0][:n])
+    assert pw == "abcd-efgh-ijkm" and len(kc_provision.AP_PASS_ALPHABET) == 32
+    path = _dir("appw") + "/config.json"
+    doc = {"kind": "air", "device": "A-1"}
+    kc_config.save_json(path, doc)
+    got = kc_provision.ap_password(doc, path, lambda n: seq[1][:n])
+    assert kc_config.load_json(path) == {"kind": "air", "device": "A-1", "ap_password": got}
+    kc_config.check_passphrase(got)
+    assert kc_provision.ap_password(kc_config.load_json(path), path, lambda n: seq[0][:n]) == got  # kept
+    assert kc_config.validate_device(kc_config.load_json(path))["ap_password"] == got
+    for bad in ("short", "x" * 64, "caf\u00e9-password", 12345678):
+        _raises(kc_config.ConfigError, kc_config.validate_device, dict(doc, ap_password=bad))
+    # a factory-fresh node (no config.json): a file with only the passphrase, still provisioning mode
+    fresh = _dir("appw") + "/config.json"
+    pw2 = kc_provision.ap_password({}, fresh, lambda n: seq[0][:n])
+    assert kc_config.load_json(fresh) == {"ap_password": pw2} and kc_provision.reason({"ap_password": pw2})
+
+
+def test_fallback_window_request_taken_once():
+    import kc_provision
+    path = _dir("window") + "/setup_window.json"
+    assert kc_provision.take_window(path) is None
+    kc_provision.request_window(path, "no Wi-Fi for 10 rounds", 300000)
+    assert kc_provision.take_window(path) == ("no Wi-Fi for 10 rounds", 300000)
+    assert kc_provision.take_window(path) is None  # consumed: the next boot runs the node
+    kc_config.save_json(path, {"why": "x", "ms": 10 ** 9})
+    assert kc_provision.take_window(path) == ("x", kc_provision.AP_TIMEOUT_MS)  # never unbounded
+    kc_config.save_json(path, {"why": "x", "ms": "soon"})
+    assert kc_provision.take_window(path) is None
+
+
 def test_captive_dns_answer_format():
     import kc_portal
     # RFC 1035 4.1: id 0xBEEF, RD, one question "a.io" A IN

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -51,6 +52,11 @@ def test_device_config_validated_before_flashing(settings: Settings) -> None:
                                password="pw")
     assert doc["mqtt"]["host"] == settings.mqtt.host and doc["mqtt"]["user"] == "BIN-042"
     assert doc["root"] == settings.mqtt.topic_root and doc["wifi"]["password"] == "s3cret"
+    assert doc["ap_password"] != deploy.device_config(settings, "air", "A-2", "depok", "x", "y")["ap_password"]
+    kept = deploy.device_config(settings, "air", "A-2", "depok", "x", "y", extra={"ap_password": "from-label-1"})
+    assert kept["ap_password"] == "from-label-1"
+    with pytest.raises(ValueError, match="ap_password"):
+        deploy.device_config(settings, "air", "A-2", "depok", "x", "y", extra={"ap_password": "short"})
     with pytest.raises(ValueError, match="device id"):
         deploy.device_config(settings, "air", "bad/id#", "depok", "x", "y")
     with pytest.raises(ValueError, match="kind"):
@@ -70,6 +76,9 @@ def test_cli_deploy_dry_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "hunter2" not in printed  # secrets stay in the 0600 config file, off the terminal and argv
     doc = json.loads(out_cfg.read_text())
     assert doc["wifi"] == {"ssid": "kota", "password": "hunter2"} and doc["kind"] == "air"
+    # the set-up AP's WPA2 passphrase: made per device, printed for the label
+    assert re.fullmatch(r"[a-km-np-z2-9]{4}-[a-km-np-z2-9]{4}-[a-km-np-z2-9]{4}", doc["ap_password"])
+    assert f"label: set-up Wi-Fi kc-setup-AIR-7 password {doc['ap_password']}" in printed
     assert out_cfg.stat().st_mode & 0o777 == 0o600
 
 

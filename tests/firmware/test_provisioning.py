@@ -43,10 +43,10 @@ def test_on_cpython(name: str) -> None:
 
 
 MAIN_SCRIPT = r"""
-import json, machine, kc_board
+import json, sys, machine, kc_board
 calls = []
 real_button = kc_board.button_held
-kc_board.provision = lambda doc, why: calls.append(why)
+kc_board.provision = lambda doc, why, window_ms=None: calls.append(why if window_ms is None else [why, window_ms])
 src = open('/lib/main.py').read()
 def boot(doc):
     with open('/config.json', 'w') as f:
@@ -56,6 +56,21 @@ boot({})                                              # factory-fresh
 boot({"kind": "air", "device": "A-1"})               # identity, no Wi-Fi
 kc_board.button_held = lambda doc: True
 boot({"kind": "air", "device": "A-1", "wifi": {"ssid": "s", "password": "p"}})   # installer's button
+kc_board.button_held = lambda doc: False
+import os
+try:
+    os.mkdir('/data')
+except OSError:
+    pass
+with open('/data/setup_window.json', 'w') as f:                 # the node asked for a window
+    f.write(json.dumps({"why": "no Wi-Fi for 10 rounds", "ms": 300000}))
+boot({"kind": "air", "device": "A-1", "wifi": {"ssid": "s", "password": "p"}})
+try:
+    os.stat('/data/setup_window.json')
+    taken = False
+except OSError:
+    taken = True
+light = [m for m in ("kc_portal", "kc_improv") if m in sys.modules]  # main.py's own imports only
 kc_board.button_held = real_button
 machine.Pin.PRESSED.add(0)
 held = [real_button({})]
@@ -64,15 +79,16 @@ held.append(real_button({}))                          # deep-sleep wake: no butt
 machine.RESET_CAUSE[0] = machine.PWRON_RESET
 machine.Pin.PRESSED.clear()
 held.append(real_button({}))                         # released
-print("MAINJSON " + json.dumps({"calls": calls, "held": held}))
+print("MAINJSON " + json.dumps({"calls": calls, "held": held, "taken": taken, "light": light}))
 """
 
 
 @pytest.mark.micropython
 def test_main_enters_provisioning_mode() -> None:
     """main.py on MicroPython (WebAssembly port, stand-in machine): no config, no Wi-Fi network or
-    the button each lead to kc_board.provision with the reason; the button is read only after a
-    power-on/reset, not on a deep-sleep wake."""
+    the button each lead to kc_board.provision with the reason, the node's request for a fallback
+    window (its networks kept failing) with the window, taken once; the button is read only
+    after a power-on/reset, not on a deep-sleep wake."""
     assert mpnode.available() is None
     files = mpnode.source_files()
     for p in (mpnode.FAKES_DIR / "esp32").glob("*.py"):
@@ -84,7 +100,9 @@ def test_main_enters_provisioning_mode() -> None:
     assert line, r.stdout[-2000:] + r.stderr[-2000:]
     doc = json.loads(line[0][9:])
     assert doc["calls"][0].startswith("config: kind must be one of")
-    assert doc["calls"][1:] == ["no Wi-Fi network configured", "button"]
+    assert doc["calls"][1:] == ["no Wi-Fi network configured", "button", ["no Wi-Fi for 10 rounds", 300000]]
+    assert doc["taken"] is True  # once: the next boot runs the node again
+    assert doc["light"] == []  # the page and Improv modules are not loaded on the node's boot path
     assert doc["held"] == [True, False, False]
 
 

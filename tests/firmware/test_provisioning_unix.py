@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import threading
@@ -245,3 +246,33 @@ def test_board_provision_as_main_calls_it(node, tmp_path: Path) -> None:  # noqa
     assert res["attempts"] == ["site-ap", "site-ap"] and res["feeds"] >= 2  # started and fed (the run is short)
     doc = json.loads(n.cfg.read_text())
     assert doc["wifi_networks"] == [{"ssid": "site-ap", "password": "site-secret-1"}] and doc["device"] == "BIN-0042"
+
+
+def test_board_without_ap_password_makes_one_and_a_fallback_window_ends(node, tmp_path: Path) -> None:  # noqa: ANN001
+    """No `ap_password` in config.json: kc_board.provision makes one (12 symbols of the label
+    alphabet), keeps it in config.json and prints it on the serial console, and the soft AP is
+    WPA2 with it, never open. Entered as the node's own fallback (a valid config whose networks
+    kept failing) it serves for the bounded window only, feeding the watchdog, then resets back into the node with config.json otherwise untouched."""
+    (tmp_path / "fake_machine.py").write_text((FAKES_DIR / "esp32" / "machine.py").read_text())
+    (tmp_path / "network.py").write_text((FAKES_DIR / "esp32" / "network.py").read_text())
+    cfg = {"kind": "air", "device": "AIR-0042", "city": "depok", "mqtt": {"host": "10.0.0.5", "port": 1883},
+           "wifi_networks": [{"ssid": "site-ap", "password": "changed-by-it"}]}
+    n = node(cfg, script="kc_prov_board_unix.py", path=f":{tmp_path}",
+             extra={"why": "no Wi-Fi for 10 rounds", "window_ms": 1500})
+    with httpx.Client(base_url=n.base, timeout=10) as http:
+        r = http.get("/")  # the page is served during the window, pre-filled
+        assert r.status_code == 200 and 'value="site-ap"' in r.text and 'value="AIR-0042"' in r.text
+    res = n.result()
+    saved = json.loads(n.cfg.read_text())
+    pw = saved.pop("ap_password")
+    assert re.fullmatch(r"[a-km-np-z2-9]{4}-[a-km-np-z2-9]{4}-[a-km-np-z2-9]{4}", pw), pw
+    assert saved == cfg  # nothing else written
+    assert res["ap"] == {"essid": "kc-setup-AIR-0042", "password": pw, "authmode": 4, "active": False}
+    assert f"setup AP kc-setup-AIR-0042 password {pw}" in bytes(n.out).decode()
+    assert "provisioning: timeout" in bytes(n.out).decode()
+    assert res["reset"] is True and 1500 <= res["ms"] < 8000, res  # the window, then back to the node
+    assert res["feeds"] >= 20  # fed on every 50 ms poll of the window
+    # the next provisioning mode uses the stored one: the label stays right
+    n2 = node(json.loads(n.cfg.read_text()), script="kc_prov_board_unix.py", path=f":{tmp_path}",
+              extra={"why": "button", "window_ms": 300})
+    assert n2.result()["ap"]["password"] == pw
