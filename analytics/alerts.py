@@ -27,7 +27,7 @@ from pathlib import Path
 
 from kotacerdas import contract
 
-SEVERITIES = ("info", "warning", "critical")
+SEVERITIES = contract.ALERT_SEVERITIES
 
 
 @dataclass(frozen=True)
@@ -103,9 +103,8 @@ class Alert:
     advice_en: str = ""
 
     def to_json(self) -> dict:
-        d = asdict(self)
-        d["observed_at"] = _iso(self.observed_ms)
-        return d
+        """The alert as the contract lists its fields (``kotacerdas.contract.alerts.ALERT_FIELDS``)."""
+        return contract.alert_doc({**asdict(self), "observed_at": _iso(self.observed_ms)})
 
 
 _CTX = ("city", "district", "lat", "lon", "observed_ms", "parameter", "unit", "pollutant", "concentration",

@@ -17,7 +17,9 @@ modules' ``__all__`` is re-exported here. Validation never raises on bad input: 
 
 from __future__ import annotations
 
-from kotacerdas.contract.alerts import encode_alert
+from kotacerdas.contract.alerts import (
+    ALERT_FIELDS, ALERT_SEVERITIES, ALERT_STATES, AlertField, alert_doc, decode_alert, encode_alert, validate_alert
+)
 from kotacerdas.contract.base import (
     DEFAULT_MAX_PAYLOAD_BYTES, RSSI_MAX, RSSI_MIN, SEQ_MAX, SUPPORTED_VERSIONS, TS_MAX_MS, VERSION, Limits, Reason,
     Rejection
@@ -41,6 +43,7 @@ from kotacerdas.contract.topics import (
 )
 
 __all__ = [
+    "ALERT_FIELDS", "ALERT_SEVERITIES", "ALERT_STATES", "AlertField", "alert_doc", "decode_alert", "validate_alert",
     "BATCH_HEAD", "NORMALIZED_BATCH", "batch_readings", "decode_normalized_batch", "encode_normalized_batch",
     "is_normalized_batch_topic", "normalized_batch_count", "normalized_batch_topic", "normalized_doc",
     "ACK_DETAIL_MAX", "SHA256_HEX_LEN", "SIGNATURE_HEX_LEN", "UPDATE_ARGS", "UPDATE_MANIFEST", "UPDATE_SIGNATURE",

@@ -17,6 +17,7 @@ from analytics.alertconfig import AlertConfigError, load
 from analytics.alerts import AlertEngine, AlertStore, Condition
 from analytics.service import AnalyticsService
 from devtools.stack import free_port
+from kotacerdas import contract
 from kotacerdas.standards import ISPU_BANDS
 
 from tests.analytics.test_service import NOW, telemetry_lines, typical
@@ -92,7 +93,8 @@ def test_alert_carries_context_and_resolved_text_is_new_news(tmp_path):
                                    district="Pancoran Mas", lat=-6.4, lon=106.81, pollutant="pm25",
                                    concentration=102.9, concentration_unit="ug/m3", averaging_s=86400.0,
                                    advice_id=band.advice_id, advice_en=band.advice_en)])
-    doc = json.loads(delivery.payload(a))
+    doc = contract.decode_alert(delivery.payload(a))
+    assert isinstance(doc, dict), doc
     assert (doc["city"], doc["district"], doc["lat"], doc["lon"]) == ("depok", "Pancoran Mas", -6.4, 106.81)
     assert doc["concentration"] == 102.9 and doc["concentration_unit"] == "ug/m3"
     assert doc["threshold"] == 101.0 and doc["averaging_s"] == 86400.0 and doc["pollutant"] == "pm25"
@@ -206,7 +208,8 @@ def test_failed_webhook_is_retried_after_a_restart(settings, influx):
             while not _FlakyHook.received and time.monotonic() < deadline:
                 svc2.flush_deliveries(timeout_s=2)
             assert len(_FlakyHook.received) == 1, (svc2.outbox.counts(), svc2.outbox._db.execute("select attempts, next_ms, last_error from outbox").fetchall(), time.time())
-            doc = json.loads(_FlakyHook.received[0])
+            doc = contract.decode_alert(_FlakyHook.received[0])
+            assert isinstance(doc, dict), doc
             assert doc["rule"] == "ispu_unhealthy" and doc["district"] == "beji" and doc["concentration"] == 300.0
             assert svc2.outbox.counts() == {"sent": 1}
         finally:

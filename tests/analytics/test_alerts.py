@@ -97,7 +97,8 @@ def test_signed_webhook_retries_until_delivered(tmp_path):
         headers, body = _Hook.received[0]
         assert delivery.verify(b"s3cret", body, headers[delivery.SIGNATURE_HEADER])
         assert not delivery.verify(b"wrong", body, headers[delivery.SIGNATURE_HEADER])
-        assert json.loads(body)["alert_id"] == a.alert_id
+        got_doc = contract.decode_alert(body)  # the receiver's view: the contract's alert schema
+        assert isinstance(got_doc, dict) and got_doc["alert_id"] == a.alert_id
         # a permanently failing endpoint gives up after `attempts`
         _Hook.calls, _Hook.fail_first = 0, 99
         assert not delivery.post_webhook(url, b"s3cret", a, attempts=3, backoff_s=0.0, sleep=lambda s: None)
@@ -155,7 +156,8 @@ def test_service_publishes_alerts_on_mqtt_and_serves_them_over_http(settings, in
             time.sleep(0.05)
         assert [m.topic for m in got] == [contract.alert_topic(settings.mqtt.topic_root, "environment_agency",
                                                                "critical")]
-        doc = json.loads(got[0].payload)
+        doc = contract.decode_alert(got[0].payload)
+        assert isinstance(doc, dict), doc
         assert doc["rule"] == "ispu_unhealthy" and doc["state"] == "open" and doc["value"] == 340.0  # PM2.5 300 ug/m3 -> ISPU 340
 
         base_url = f"http://127.0.0.1:{api.port}"
@@ -168,6 +170,7 @@ def test_service_publishes_alerts_on_mqtt_and_serves_them_over_http(settings, in
                 time.sleep(0.1)
         lst = httpx.get(f"{base_url}/alerts", params={"state": "active"}).json()
         assert [x["alert_id"] for x in lst] == [doc["alert_id"]]
+        assert contract.validate_alert(lst[0]) is None
         ack = f"{base_url}/alerts/{doc['alert_id']}/ack"
         assert httpx.post(ack).status_code == 401
         assert httpx.post(ack, headers={"Authorization": "Bearer nope"}).status_code == 401
