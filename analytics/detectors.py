@@ -210,7 +210,7 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
                 out[k].score[...] = np.nan
         else:
             stats.hampel(xb, g0, blk, p.baseline_blocks, sp.hampel_suspect_z, sp.hampel_fail_z, floor=p.resolution,
-                         min_blocks=p.min_blocks, prep=pr, out=out["hampel"])
+                         min_blocks=p.min_blocks, recent=p.recent_steps, prep=pr, out=out["hampel"])
         rb = xb - ref[None, :]
         if p.drift_enabled:  # the residual is per block, so drift works per block too
             qc.drift(xb, g0, blk, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution,

@@ -24,7 +24,7 @@ from scipy.signal import lfilter
 
 from analytics import baseline as bl
 from analytics.qc import (FAIL, MISSING, NOT_EVALUATED, SUSPECT, Prepared, QcResult, _deliver, _median_last, _prep,
-                          _result, _threshold_flags, alternate_inf, row_median)
+                          _result, _threshold_flags, alternate_inf, rolling_mean, row_median)
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution * 1.4826 = its standard deviation
 TAIL_Q, TAIL_TO_SIGMA = 0.9, 1.645  # 90th percentile of |x - median| of a normal distribution = 1.645 sigma
@@ -92,7 +92,7 @@ def rolling_median_mad(x: np.ndarray, window: int, hop: int | None = None) -> tu
 
 
 def hampel(x: np.ndarray, g0: int, block: int, k_scale: int = 6, suspect_z: float = 4.0, fail_z: float = 8.0,
-           floor: float = 0.0, min_blocks: int = 2, *, prep: Prepared | None = None,
+           floor: float = 0.0, min_blocks: int = 2, recent: int = 0, *, prep: Prepared | None = None,
            out: QcResult | None = None) -> QcResult:
     """Causal Hampel identifier / robust z against the trailing baseline.
 
@@ -102,7 +102,8 @@ def hampel(x: np.ndarray, g0: int, block: int, k_scale: int = 6, suspect_z: floa
     ``floor`` (field units, e.g. the sensor resolution). Blocks of ``block`` samples are aligned
     to absolute grid time (``g0`` = grid index of column 0; :mod:`analytics.baseline`), so the
     verdict on a sample depends on its past only: a live pass gives what a batch run gives.
-    Without a baseline (warm-up, after an outage): 2, not evaluated.
+    Without a baseline (warm-up, after an outage): 2, not evaluated. ``recent`` > 0: the scale is
+    at least the spread of the last ``recent`` steps before the sample.
     """
     pr = _prep(x, prep)
     blocks = bl.Blocks(x.shape[1], g0, block)
@@ -118,9 +119,20 @@ def hampel(x: np.ndarray, g0: int, block: int, k_scale: int = 6, suspect_z: floa
     scale = np.fmax(scale, bl.trailing(tail, k_scale, min_blocks) / TAIL_TO_SIGMA)
     scale = np.maximum(scale, max(floor, 1e-12))
     res = _result(x, out)
+    sc = blocks.expand(scale.astype(x.dtype))
+    if recent:
+        # at least the noise of the last `recent` steps (sigma of x = sigma of a step / sqrt 2): after
+        # a stuck stretch the blocks behind a sample say "no noise", and every normal reading of a
+        # sensor back in service would be an outlier
+        near = np.empty_like(sc)
+        near[:, 0] = np.nan
+        near[:, 1:] = rolling_mean(pr.step, recent)[:, :-1]
+        near *= 1.2533 / np.sqrt(2.0)
+        np.copyto(near, 0.0, where=np.isnan(near))
+        np.maximum(sc, near, out=sc)  # NaN (no baseline: warm-up) stays NaN
     np.subtract(x, blocks.expand(level), out=res.score)
     np.abs(res.score, out=res.score)
-    np.divide(res.score, blocks.expand(scale.astype(x.dtype)), out=res.score)
+    np.divide(res.score, sc, out=res.score)
     _threshold_flags(res.flag, res.score, suspect_z, fail_z, pr.missing)  # NaN: missing (9) or no baseline (2)
     return _deliver(res, out)
 

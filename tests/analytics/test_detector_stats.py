@@ -142,3 +142,16 @@ def test_evaluate_keeps_resetting_fields_out_of_the_stateful_charts():
     assert rows["drift"].false_runs == 0
     forced = {r.type: r for r in evaluate(data, [], CAT, qc_overrides={"level_enabled": True})}
     assert forced["drift"].false_runs > 0  # the collections, charted as shifts
+
+
+def test_hampel_judges_a_sensor_back_from_a_fault_by_its_noise_now():
+    from analytics import stats
+
+    x = _noisy(1, 900, 120.0, 10.0, level=1300.0)
+    x[0, :500] = 0.0  # stuck at 0 for hours: the blocks behind the return say "no noise"
+    x[0, 880] = 1300.0 + 120.0 * 90  # a real outlier once the blocks behind it are normal again
+    got = stats.hampel(x, 0, 60, 6, 60.0, 120.0, floor=10.0, recent=8)
+    assert not (got.flag[0, 505:880] >= qc.SUSPECT).any()
+    assert got.flag[0, 880] >= qc.SUSPECT
+    old = stats.hampel(x, 0, 60, 6, 60.0, 120.0, floor=10.0)
+    assert (old.flag[0, 505:560] >= qc.SUSPECT).any()

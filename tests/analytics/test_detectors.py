@@ -315,7 +315,7 @@ def test_run_all_equals_each_detector_on_its_own():
     ref = dict(run_qc(x, p))  # whole-array QC (drift over every series at once)
     g0, b = 0, p.block
     ref["hampel"] = stats.hampel(x, g0, b, p.baseline_blocks, sp.hampel_suspect_z, sp.hampel_fail_z,
-                                 floor=p.resolution, min_blocks=p.min_blocks)
+                                 floor=p.resolution, min_blocks=p.min_blocks, recent=p.recent_steps)
     r = qc.neighbour_residual(x)
     z = stats.standardise(r, g0, b, p.baseline_blocks, p.min_blocks, p.resolution)
     ref["ewma"] = stats.ewma_chart(r, g0, b, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, p.baseline_blocks,
