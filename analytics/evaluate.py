@@ -35,6 +35,7 @@ import numpy as np
 from analytics import chartstate, ispu, multivariate, qc, seasonal, water
 from analytics.detectors import StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
+from kotacerdas import contract
 from kotacerdas.catalogue import Catalogue, load_catalogue
 
 TOLERANCE_STEPS = 3
@@ -94,7 +95,7 @@ def read_dry_run(lines: Iterable[str]) -> tuple[dict[tuple[str, str], list[tuple
         try:
             doc = json.loads(ln)
             parts = doc["topic"].split("/")
-            if len(parts) != 6 or parts[5] != "telemetry":
+            if len(parts) != 6 or parts[5] != contract.CH_TELEMETRY:
                 continue
             p = json.loads(doc["payload"])
             ts, fields = int(p["ts"]), p["fields"]

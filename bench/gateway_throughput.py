@@ -110,7 +110,7 @@ def main() -> None:
         try:
             results = {}
             mqtt = MqttSettings(host=broker.host, port=broker.port, topic_root="bench0")
-            results["broker only"] = run(mqtt, "bench0", args.n, contract.device_subscription("bench0", "telemetry"), None)
+            results["broker only"] = run(mqtt, "bench0", args.n, contract.device_subscription("bench0", contract.CH_TELEMETRY), None)
             for label, fsync in (("gateway", False), ("gateway durable_fsync", True)):
                 root = f"bench{int(fsync) + 1}"
                 reg_path = tmpd / root / "registry.sqlite"
@@ -134,7 +134,7 @@ def main() -> None:
                             raise SystemExit("gateway did not start")
                         time.sleep(0.2)
                     mqtt = MqttSettings(host=broker.host, port=broker.port, topic_root=root)
-                    results[label] = run(mqtt, root, args.n, contract.platform_filter(root, "norm"), None)
+                    results[label] = run(mqtt, root, args.n, contract.platform_filter(root, contract.CH_NORM), None)
                     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
                     rejected = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                                    if line.startswith("kc_gateway_rejected_total{"))

@@ -52,13 +52,13 @@ class Observer:
     def on_message(self, client, userdata, msg) -> None:  # noqa: ANN001 - paho callback
         parts = msg.topic.split("/")
         with self.lock:
-            if "norm" in parts:
+            if contract.CH_NORM in parts:
                 # .../norm/{city}/{kind}/{device}, or .../_batch carrying many (gateway.forward_batch)
                 self.accepted[parts[-2]] += (contract.normalized_batch_count(msg.payload)
                                              if contract.is_normalized_batch_topic(msg.topic) else 1)
-            elif "deadletter" in parts:
+            elif contract.CH_DEADLETTER in parts:
                 self.rejected[(parts[-2], parts[-1])] += 1  # .../deadletter/{stage}/{reason}
-            elif "alerts" in parts:
+            elif contract.CH_ALERTS in parts:
                 self.alerts[parts[-2]] += 1
 
 

@@ -189,7 +189,7 @@ def make_app(
         if gateway:
             gateway.reload_devices(force=True)
             if published:
-                gateway.publish_to_device(d, "config", gateway.config_payload(cfg), True)
+                gateway.publish_to_device(d, contract.CH_CONFIG, gateway.config_payload(cfg), True)
         return {"device": device, "config": cfg, "published": published}
 
     @app.post("/devices/{device}/cmd", status_code=202, tags=["config"], dependencies=[Depends(admin)])
@@ -204,7 +204,7 @@ def make_app(
             payload = contract.encode_cmd(cid, body.cmd, body.args, int(time.time() * 1000))
         except ContractError as exc:  # a command or update args the device would refuse: DROP, never queued
             raise HTTPException(422, str(exc)) from None
-        gateway.publish_to_device(d, "cmd", payload, False)
+        gateway.publish_to_device(d, contract.CH_CMD, payload, False)
         return {"id": cid, "queued": True}
 
     @app.get("/devices/{device}/acks", tags=["config"])

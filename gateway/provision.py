@@ -43,24 +43,24 @@ def service_acl(root: str) -> dict[str, list[tuple[str, str]]]:
         GATEWAY_USER: [
             # device topics, and wrong ones so they are counted and dead-lettered (contract.gateway_subscriptions);
             # "deny" wins over those wide read grants for what other services publish
-            ("deny", pf("alerts")), ("deny", pf("deadletter", "ingest")), ("deny", pf("deadletter", "analytics")),
+            ("deny", pf(contract.CH_ALERTS)), ("deny", pf(contract.CH_DEADLETTER, "ingest")), ("deny", pf(contract.CH_DEADLETTER, "analytics")),
             *[("read", t) for t in contract.gateway_subscriptions(root)],
-            ("write", contract.device_subscription(root, "config")), ("write", contract.device_subscription(root, "cmd")),
-            ("write", pf("norm")), ("write", pf("deadletter", "gateway")), ("write", pf("devstatus")),
+            ("write", contract.device_subscription(root, contract.CH_CONFIG)), ("write", contract.device_subscription(root, contract.CH_CMD)),
+            ("write", pf(contract.CH_NORM)), ("write", pf(contract.CH_DEADLETTER, "gateway")), ("write", pf(contract.CH_DEVSTATUS)),
         ],
         INGEST_USER: [
-            ("read", pf("norm")), ("read", f"$share/+/{pf('norm')}"), ("read", pf("deadletter")),
-            ("read", pf("devstatus")), ("write", pf("deadletter", "ingest")),
+            ("read", pf(contract.CH_NORM)), ("read", f"$share/+/{pf(contract.CH_NORM)}"), ("read", pf(contract.CH_DEADLETTER)),
+            ("read", pf(contract.CH_DEVSTATUS)), ("write", pf(contract.CH_DEADLETTER, "ingest")),
         ],
-        ANALYTICS_USER: [("write", pf("alerts")), ("write", pf("deadletter", "analytics"))],
-        DASHBOARDS_USER: [("read", pf("alerts")), ("read", pf("devstatus"))],
+        ANALYTICS_USER: [("write", pf(contract.CH_ALERTS)), ("write", pf(contract.CH_DEADLETTER, "analytics"))],
+        DASHBOARDS_USER: [("read", pf(contract.CH_ALERTS)), ("read", pf(contract.CH_DEVSTATUS))],
     }
 
 
 def device_acl(root: str, d: Device) -> list[tuple[str, str]]:
     t = lambda ch: contract.device_topic(root, d.city, d.kind, d.device, ch)  # noqa: E731
-    return [("write", t("telemetry")), ("write", t("status")), ("write", t("ack")),
-            ("read", t("config")), ("read", t("cmd"))]
+    return [("write", t(contract.CH_TELEMETRY)), ("write", t(contract.CH_STATUS)), ("write", t(contract.CH_ACK)),
+            ("read", t(contract.CH_CONFIG)), ("read", t(contract.CH_CMD))]
 
 
 def render_acl(root: str, devices: list[Device]) -> str:

@@ -132,7 +132,7 @@ class RolloutService:
         root = self.s.mqtt.topic_root
         cities = sorted({d.city for d in self.r.devices})
         for city in cities:
-            for ch in ("ack", "status"):
+            for ch in (contract.CH_ACK, contract.CH_STATUS):
                 client.subscribe(contract.device_subscription(root, ch, city=city, kind=self.r.kind), qos=1)
         self.connected = True
 
@@ -168,13 +168,13 @@ class RolloutService:
         if isinstance(t, contract.Rejection):
             self.m_bad.labels(reason=t.reason.value).inc()
             return
-        if t.channel == "ack":
+        if t.channel == contract.CH_ACK:
             a = contract.decode_ack(payload)
             if isinstance(a, contract.Rejection):
                 self.m_bad.labels(reason=a.reason.value).inc()
                 return
             self.r.on_ack(t.device, a, now_ms)
-        elif t.channel == "status" and payload:  # an empty retained payload clears the status
+        elif t.channel == contract.CH_STATUS and payload:  # an empty retained payload clears the status
             st = contract.decode_status(payload)
             if isinstance(st, contract.Rejection):
                 self.m_bad.labels(reason=st.reason.value).inc()

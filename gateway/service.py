@@ -43,8 +43,8 @@ log = logging.getLogger("gateway")
 STAGE = "gateway"
 PRUNE_EVERY_S = 600.0
 V1 = f"v{contract.VERSION}"
-DEVICE_INPUT = frozenset({"telemetry", "status", "ack"})
-ECHOED = frozenset({"config", "cmd"})  # device channels the gateway itself publishes
+DEVICE_INPUT = frozenset({contract.CH_TELEMETRY, contract.CH_STATUS, contract.CH_ACK})
+ECHOED = frozenset({contract.CH_CONFIG, contract.CH_CMD})  # device channels the gateway itself publishes
 
 
 # one message on its way through a batch: (topic, payload, RETAIN flag, origins); origins is None
@@ -98,11 +98,11 @@ class Metrics:
         # pre-create every reason so dashboards see zeros rather than missing series
         for reason in Reason:
             self.rejected.labels(reason.value)
-        for ch in ("telemetry", "status", "ack", "tasmota", "esphome", "other"):
+        for ch in (*sorted(DEVICE_INPUT), "tasmota", "esphome", "other"):
             self.received.labels(ch)
-        for ch in ("telemetry", "tasmota", "esphome"):
+        for ch in (contract.CH_TELEMETRY, "tasmota", "esphome"):
             self.retained_replays.labels(ch)
-        for ch in ("telemetry", "status", "ack"):
+        for ch in sorted(DEVICE_INPUT):
             self.stored.labels(ch)
 
 
@@ -206,9 +206,9 @@ class Gateway:
             for item in native:
                 topic, payload, _, origins = item
                 channel = topic[topic.rfind("/") + 1:]
-                if channel == "telemetry":
+                if channel == contract.CH_TELEMETRY:
                     telemetry.append(item)
-                elif channel == "status":
+                elif channel == contract.CH_STATUS:
                     self._process_status(dead, topic, payload, t, status_changes, fresh=topic not in replayed,
                                          origins=origins)
                 else:
@@ -280,7 +280,7 @@ class Gateway:
             kept = []
             for item in native:
                 if item[2] and (item[0], _digest(item[1])) in again:
-                    tally[("replayed", "telemetry")] += 1
+                    tally[("replayed", contract.CH_TELEMETRY)] += 1
                     tally[("ignored", "")] += 1
                 else:
                     kept.append(item)
@@ -335,7 +335,7 @@ class Gateway:
             if key in known or i >= len(cands):
                 held = known.get(key, first_seq[key])
                 if held == d["seq"] and retain:
-                    self._tally[("replayed", "telemetry")] += 1  # a retained copy of a reading we stored
+                    self._tally[("replayed", contract.CH_TELEMETRY)] += 1  # a retained copy of a reading we stored
                     self._tally[("ignored", "")] += 1
                 elif held == d["seq"]:
                     self._dead_all(Rejection(Reason.DUPLICATE, f"seq {d['seq']} at ts {d['ts']} already seen"),
@@ -347,7 +347,7 @@ class Gateway:
             accepted.append(d)
             stored += len(origins) if origins else 1
         self._tally[("accepted", "")] += len(accepted)
-        self._tally[("stored", "telemetry")] += stored
+        self._tally[("stored", contract.CH_TELEMETRY)] += stored
         # one lifecycle update per device and batch (all share the receive time t)
         latest: dict[str, dict] = {}
         bat: dict[str, float] = {}
@@ -402,7 +402,7 @@ class Gateway:
         if isinstance(a, Rejection):
             self._dead_all(a, topic, payload, origins, t, dead)
             return
-        self._tally[("stored", "ack")] += len(origins) if origins else 1
+        self._tally[("stored", contract.CH_ACK)] += len(origins) if origins else 1
         with self._lock_lifecycle:
             self.acks.setdefault(a["device"], deque(maxlen=50)).append({**a, "rx": t})
         log.info("command acknowledged", extra=a)
@@ -472,7 +472,7 @@ class Gateway:
         if isinstance(st, Rejection):
             self._dead_all(st, topic, payload, origins, t, dead)
             return
-        self._tally[("stored", "status")] += n_origins
+        self._tally[("stored", contract.CH_STATUS)] += n_origins
         assert isinstance(st, StatusMessage)
         dev = self.lookup(st.device)
         with self._lock_lifecycle:

@@ -98,13 +98,13 @@ class BatchWriter:
     def _line(self, subject: str, payload: bytes, now_ms: int) -> tuple[str, str] | Rejection | None:
         """(city for routing, line), a Rejection, or None for a platform topic ingest does not store."""
         channel, _, rest = subject[len(self._platform):].partition(".")
-        if channel == "norm":
+        if channel == contract.CH_NORM:
             tel = self.converter.telemetry(payload)
             return tel if isinstance(tel, Rejection) else (city_of(subject), tel[0])
-        if channel == "deadletter":
+        if channel == contract.CH_DEADLETTER:
             dl = self.converter.deadletter(payload, backbone.subject_to_mqtt_topic(subject))
             return dl if isinstance(dl, Rejection) else ("", dl)
-        if channel == "devstatus":
+        if channel == contract.CH_DEVSTATUS:
             st = self.converter.device_status(payload, now_ms)
             return st if isinstance(st, Rejection) else (rest.split(".")[0], st)
         return None  # alerts and other platform traffic: not ingest's

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kotacerdas import contract
 from kotacerdas.settings import Settings
 
 from simulators.engine import BAD, GOOD, STATUS, Msg, Run
@@ -85,7 +86,7 @@ def read_dry_run(path: Path, root: str | None = None) -> list[Msg]:
             if root:
                 parts[0] = root
                 topic = "/".join(parts)
-            status = parts[-1] == "status"
+            status = parts[-1] == contract.CH_STATUS
             kind, device = (parts[3], parts[4]) if len(parts) == 6 else (None, None)
             out.append(Msg(t, topic, payload, STATUS if status else GOOD, kind=kind, retain=status, device=device))
     return out

@@ -1,5 +1,6 @@
 """Shared knowledge stays in kotacerdas/: no package names a derived measurement by a string
-literal, and none picks per-kind behaviour by comparing with a kind's name.
+literal, none picks per-kind behaviour by comparing with a kind's name, and none writes an MQTT channel
+name out (``contract.CH_*``).
 
 Measurement names come from kotacerdas.measurements (``M.ISPU.name``), per-kind behaviour from
 catalogue properties (``kind.index``, ``kind.limits``, ``kind.fill_level``). The scan reads the
@@ -39,7 +40,19 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "key of the dashboard-uid table (the board is named air), not a catalogue comparison",
     ("dashboards/definitions.py", "water", 'UID["water"]'):
         "key of the dashboard-uid table (the board is named water), not a catalogue comparison",
+    ("gateway/adapters.py", "status", 'parts[1] == "status"'):
+        "ESPHome's own availability topic ({prefix}/{node}/status), a vendor topic, not our channel",
+    ("dashboards/ngsi.py", "status", 'f.fiware == "status"'):
+        "the FIWARE WasteContainer attribute named status (Smart Data Models), not a channel",
+    ("gateway/cli.py", "config", 'args.action == "config"'):
+        "the CLI sub-command named config",
+    ("gateway/cli.py", "status", 'args.action == "status"'):
+        "the CLI sub-command named status",
 }
+
+# calls that take a channel: a literal channel there is the contract's name written out again
+_CHANNEL_CALLS = frozenset({"device_topic", "device_subscription", "platform_filter", "publish_to_device",
+                            "pf", "t"})
 
 _FROM = re.compile(r'FROM\s+\\?"([A-Za-z_0-9]+)\\?"')
 
@@ -94,6 +107,28 @@ def _findings() -> list[tuple[str, str, str, int]]:
                     out.append((rel, "kind-name comparison", str(value), tok.start[0]))
                 out += [(rel, "measurement in a query", m, tok.start[0])
                         for m in _FROM.findall(tok.string) if m in measurements]
+            out += [(rel, "channel literal", ch, line) for ch, line in _channel_literals(ast.parse(src))]
+    return out
+
+
+def _channel_literals(tree: ast.AST) -> list[tuple[str, int]]:
+    """(channel, line) of an MQTT channel name written as a string where it is compared with a topic
+    level (``channel == "deadletter"``, ``"norm" in parts``) or passed to a topic builder."""
+    channels = set(contract.DEVICE_CHANNELS) | set(contract.PLATFORM_CHANNELS)
+
+    def hits(nodes: list[ast.expr]) -> list[tuple[str, int]]:
+        return [(n.value, n.lineno) for n in nodes
+                if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in channels]
+
+    out: list[tuple[str, int]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            out += hits([node.left, *node.comparators])
+        elif isinstance(node, ast.Call):
+            f = node.func
+            name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+            if name in _CHANNEL_CALLS:
+                out += hits(list(node.args))
     return out
 
 
@@ -110,7 +145,7 @@ def test_no_measurement_name_or_kind_comparison_outside_kotacerdas() -> None:
             bad.append(f"{rel}:{lineno}: {what} {literal!r}: {line.strip()}")
         else:
             used.add(key)
-    assert not bad, "use kotacerdas.measurements / catalogue properties instead:\n" + "\n".join(bad)
+    assert not bad, "use kotacerdas.measurements / catalogue properties / contract.CH_* instead:\n" + "\n".join(bad)
     # an entry nothing needs any more is removed, so the list stays a list of real exceptions
     assert set(ALLOWED) == used, f"stale allow-list entries: {sorted(set(ALLOWED) - used)}"
 
@@ -128,3 +163,13 @@ def test_the_scan_finds_what_it_forbids(tmp_path: Path) -> None:
     comparisons = [t.string for i, t in enumerate(toks) if t.type == tokenize.STRING and _is_comparison(toks, i)]
     assert comparisons == ['"air"', '"water"', '"waste_bin"', '"alerts"']  # not the dict key nor the tuple
     assert _FROM.findall(toks[2].string) == ["ispu"]
+
+
+def test_the_scan_finds_channel_literals() -> None:
+    src = ('if channel == "deadletter":\n    pass\n'
+           'ok = "norm" in parts\n'
+           'contract.platform_filter(root, "alerts")\n'
+           'contract.device_topic(root, c, k, d, contract.CH_ACK)\n'
+           'x = {"status": 1}["status"]\n'
+           'print("cmd")\n')
+    assert _channel_literals(ast.parse(src)) == [("deadletter", 1), ("norm", 3), ("alerts", 4)]

@@ -36,6 +36,7 @@ from kotacerdas.contract.telemetry import (
     normalized_doc, validate_telemetry
 )
 from kotacerdas.contract.topics import (
+    CH_ACK, CH_ALERTS, CH_CMD, CH_CONFIG, CH_DEADLETTER, CH_DEVSTATUS, CH_NORM, CH_STATUS, CH_TELEMETRY,
     CITY_RE, DEVICE_CHANNELS, DEVICE_RE, NORMALIZED_BATCH, PLATFORM, PLATFORM_CHANNELS, ROOT_RE, DeviceTopic, alert_subscription, alert_topic, cmd_topic,
     config_topic, deadletter_subscription, deadletter_topic, device_subscription, device_topic, devstatus_topic,
     gateway_subscriptions, is_normalized_batch_topic, normalized_batch_topic, normalized_subscription, normalized_topic, parse_device_topic, platform_filter, status_topic,
@@ -43,6 +44,8 @@ from kotacerdas.contract.topics import (
 )
 
 __all__ = [
+    "CH_ACK", "CH_ALERTS", "CH_CMD", "CH_CONFIG", "CH_DEADLETTER", "CH_DEVSTATUS", "CH_NORM", "CH_STATUS",
+    "CH_TELEMETRY",
     "ALERT_FIELDS", "ALERT_SEVERITIES", "ALERT_STATES", "AlertField", "alert_doc", "decode_alert", "validate_alert",
     "BATCH_HEAD", "NORMALIZED_BATCH", "batch_readings", "decode_normalized_batch", "encode_normalized_batch",
     "is_normalized_batch_topic", "normalized_batch_count", "normalized_batch_topic", "normalized_doc",

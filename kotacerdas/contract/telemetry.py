@@ -13,7 +13,7 @@ import orjson
 from kotacerdas.catalogue import Catalogue, load_catalogue
 from kotacerdas.contract.base import (RSSI_MAX, RSSI_MIN, SEQ_MAX, SUPPORTED_VERSIONS, TS_MAX_MS, VERSION, Limits,
                                       Reason, Rejection, is_int, is_number, opt_finite)
-from kotacerdas.contract.topics import NORMALIZED_BATCH, DeviceTopic, parse_device_topic
+from kotacerdas.contract.topics import CH_TELEMETRY, NORMALIZED_BATCH, DeviceTopic, parse_device_topic
 
 __all__ = ["BATCH_HEAD", "NormalizedReading", "Reading", "TelemetryValidator", "batch_readings", "decode_normalized",
            "decode_normalized_batch", "encode_normalized", "encode_normalized_batch", "encode_telemetry",
@@ -85,7 +85,7 @@ def validate_telemetry(
     t = parse_device_topic(topic, root)
     if isinstance(t, Rejection):
         return t
-    if t.channel != "telemetry":
+    if t.channel != CH_TELEMETRY:
         return Rejection(Reason.BAD_TOPIC, f"channel {t.channel!r} is not telemetry")
     cat = catalogue or load_catalogue()
     if t.kind not in cat:
@@ -182,7 +182,7 @@ class TelemetryValidator:
             self._topics.clear()
         t = parse_device_topic(topic, self.root)
         hit = None
-        if not isinstance(t, Rejection) and t.channel == "telemetry" and t.kind in self.catalogue:
+        if not isinstance(t, Rejection) and t.channel == CH_TELEMETRY and t.kind in self.catalogue:
             hit = (t, {f.name: (f.lo, f.hi) for f in self.catalogue[t.kind].fields})
         self._topics[topic] = hit
         return hit

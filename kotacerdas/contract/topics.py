@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from kotacerdas.contract.base import VERSION, Reason, Rejection
 from kotacerdas.errors import ContractError
 
-__all__ = ["CITY_RE", "DEVICE_CHANNELS", "DEVICE_RE", "NORMALIZED_BATCH", "is_normalized_batch_topic",
+__all__ = ["CH_ACK", "CH_ALERTS", "CH_CMD", "CH_CONFIG", "CH_DEADLETTER", "CH_DEVSTATUS", "CH_NORM", "CH_STATUS",
+           "CH_TELEMETRY", "CITY_RE", "DEVICE_CHANNELS", "DEVICE_RE", "NORMALIZED_BATCH", "is_normalized_batch_topic",
            "normalized_batch_topic", "PLATFORM", "PLATFORM_CHANNELS", "ROOT_RE", "DeviceTopic", "alert_subscription",
            "alert_topic", "cmd_topic", "config_topic", "deadletter_subscription", "deadletter_topic",
            "device_subscription", "device_topic", "devstatus_topic", "gateway_subscriptions",
@@ -22,10 +23,13 @@ CITY_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ROOT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
-DEVICE_CHANNELS = ("telemetry", "status", "config", "cmd", "ack")
+# channel names: callers use these constants, never the strings (tests/test_shared_knowledge.py checks)
+CH_TELEMETRY, CH_STATUS, CH_CONFIG, CH_CMD, CH_ACK = "telemetry", "status", "config", "cmd", "ack"
+DEVICE_CHANNELS = (CH_TELEMETRY, CH_STATUS, CH_CONFIG, CH_CMD, CH_ACK)
 PLATFORM = "_platform"  # leading underscore: can never be a valid city slug
 # the platform's own channels under {root}/v1/_platform/: gateway -> ingest, refusals, alerts, device lifecycle
-PLATFORM_CHANNELS = ("norm", "deadletter", "alerts", "devstatus")
+CH_NORM, CH_DEADLETTER, CH_ALERTS, CH_DEVSTATUS = "norm", "deadletter", "alerts", "devstatus"
+PLATFORM_CHANNELS = (CH_NORM, CH_DEADLETTER, CH_ALERTS, CH_DEVSTATUS)
 
 
 
@@ -61,19 +65,19 @@ def device_topic(root: str, city: str, kind: str, device: str, channel: str) -> 
 
 
 def telemetry_topic(root: str, city: str, kind: str, device: str) -> str:
-    return device_topic(root, city, kind, device, "telemetry")
+    return device_topic(root, city, kind, device, CH_TELEMETRY)
 
 
 def status_topic(root: str, city: str, kind: str, device: str) -> str:
-    return device_topic(root, city, kind, device, "status")
+    return device_topic(root, city, kind, device, CH_STATUS)
 
 
 def config_topic(root: str, city: str, kind: str, device: str) -> str:
-    return device_topic(root, city, kind, device, "config")
+    return device_topic(root, city, kind, device, CH_CONFIG)
 
 
 def cmd_topic(root: str, city: str, kind: str, device: str) -> str:
-    return device_topic(root, city, kind, device, "cmd")
+    return device_topic(root, city, kind, device, CH_CMD)
 
 
 def device_subscription(root: str, channel: str, city: str = "+", kind: str = "+") -> str:
@@ -97,7 +101,7 @@ def gateway_subscriptions(root: str) -> list[str]:
 
 def normalized_topic(root: str, city: str, kind: str, device: str) -> str:
     """Gateway -> ingest: validated, enriched telemetry."""
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/norm/{city}/{kind}/{device}"
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/{CH_NORM}/{city}/{kind}/{device}"
 
 
 # the device level of a batch topic: a device id cannot start with "_" (DEVICE_RE)
@@ -107,7 +111,7 @@ NORMALIZED_BATCH = "_batch"
 def normalized_batch_topic(root: str, city: str, kind: str) -> str:
     """Gateway -> ingest: many normalised readings of one city and kind in one message
     (``encode_normalized_batch``); matches :func:`normalized_subscription` like a device's."""
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/norm/{city}/{kind}/{NORMALIZED_BATCH}"
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/{CH_NORM}/{city}/{kind}/{NORMALIZED_BATCH}"
 
 
 def is_normalized_batch_topic(topic: str) -> bool:
@@ -115,26 +119,26 @@ def is_normalized_batch_topic(topic: str) -> bool:
 
 
 def normalized_subscription(root: str, share_group: str | None = None) -> str:
-    topic = f"{_check_root(root)}/v{VERSION}/{PLATFORM}/norm/+/+/+"
+    topic = f"{_check_root(root)}/v{VERSION}/{PLATFORM}/{CH_NORM}/+/+/+"
     return f"$share/{share_group}/{topic}" if share_group else topic
 
 
 def deadletter_topic(root: str, stage: str, reason: Reason | str) -> str:
     """Rejected messages: ``{root}/v1/_platform/deadletter/{stage}/{reason}``."""
     r = reason.value if isinstance(reason, Reason) else reason
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/deadletter/{stage}/{r}"
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/{CH_DEADLETTER}/{stage}/{r}"
 
 
 def deadletter_subscription(root: str) -> str:
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/deadletter/#"
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/{CH_DEADLETTER}/#"
 
 
 def alert_topic(root: str, department: str, severity: str) -> str:
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/alerts/{department}/{severity}"
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/{CH_ALERTS}/{department}/{severity}"
 
 
 def alert_subscription(root: str) -> str:
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/alerts/#"
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/{CH_ALERTS}/#"
 
 
 def platform_filter(root: str, channel: str, *levels: str) -> str:
@@ -147,7 +151,7 @@ def platform_filter(root: str, channel: str, *levels: str) -> str:
 
 def devstatus_topic(root: str, city: str, kind: str, device: str) -> str:
     """Gateway's retained view of a device's lifecycle (online/offline/stale)."""
-    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/devstatus/{city}/{kind}/{device}"
+    return f"{_check_root(root)}/v{VERSION}/{PLATFORM}/{CH_DEVSTATUS}/{city}/{kind}/{device}"
 
 
 def parse_device_topic(topic: str, root: str) -> DeviceTopic | Rejection:
