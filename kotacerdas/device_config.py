@@ -21,6 +21,10 @@ from kotacerdas.errors import ContractError
 # the firmware's bounds on the reporting interval (kc_config.MIN_INTERVAL_S / MAX_INTERVAL_S)
 MIN_INTERVAL_S = 5
 MAX_INTERVAL_S = 86400
+# the set-up AP a node opens by itself after this many failed rounds of its Wi-Fi networks
+# (0: never), for this many seconds (kc_config.MAX_AP_FALLBACK_ROUNDS, MIN/MAX_AP_FALLBACK_S)
+MAX_AP_FALLBACK_ROUNDS = 1000
+MIN_AP_FALLBACK_S, MAX_AP_FALLBACK_S = 60, 900
 # calibration constants each kind's firmware knows (kc_sensors.CAL_DEFAULTS keys)
 CALIBRATION_KEYS: dict[str, frozenset[str]] = {
     "water": frozenset({"ph_v7", "ph_v4", "ph_cal_temp", "tds_k", "turb_offset_v", "do_cal_v", "do_cal_t",
@@ -29,7 +33,7 @@ CALIBRATION_KEYS: dict[str, frozenset[str]] = {
     "air": frozenset({"no2_we0", "no2_ae0", "no2_sens", "o3_we0", "o3_ae0", "o3_sens", "co_we0", "co_ae0",
                       "co_sens", "o3_no2_sens", "pm_kappa", "gas_warmup_s"}),
 }
-DEVICE_KEYS = ("interval_s", "thresholds", "calibration")
+DEVICE_KEYS = ("interval_s", "thresholds", "calibration", "ap_fallback_rounds", "ap_fallback_s")
 # kept by the gateway for its Tasmota/ESPHome adapters, never sent to a device
 ADAPTER_KEYS = ("tasmota_map", "esphome_map", "tz_offset_s")
 # UTC offsets in use: -12:00 .. +14:00
@@ -47,7 +51,8 @@ def _is_num(x: Any) -> bool:
 
 
 def validate_device_part(doc: dict[str, Any], kind: Kind) -> dict[str, Any]:
-    """The firmware's rules for ``interval_s``/``thresholds``/``calibration``; returns the normalised part."""
+    """The firmware's rules for ``interval_s``/``thresholds``/``calibration``/``ap_fallback_*``; returns the
+    normalised part."""
     out: dict[str, Any] = {}
     if "interval_s" in doc:
         iv = doc["interval_s"]
@@ -79,6 +84,13 @@ def validate_device_part(doc: dict[str, Any], kind: Kind) -> dict[str, Any]:
             if not _is_num(v):
                 raise ConfigError(f"calibration {k} must be a finite number")
         out["calibration"] = dict(cal)
+    for key, lo, hi in (("ap_fallback_rounds", 0, MAX_AP_FALLBACK_ROUNDS),
+                        ("ap_fallback_s", MIN_AP_FALLBACK_S, MAX_AP_FALLBACK_S)):
+        if key in doc:
+            v = doc[key]
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ConfigError(f"{key} must be an integer {lo}..{hi}")
+            out[key] = v
     return out
 
 

@@ -8,6 +8,14 @@ import kc_schema
 
 MIN_INTERVAL_S = 5
 MAX_INTERVAL_S = 86400
+# The set-up AP a node with a valid config opens by itself when its networks keep failing
+# (kc_node, kc_wifi.fallback_due): after this many failed rounds of all networks (0 = never)...
+AP_FALLBACK_ROUNDS = 10
+MAX_AP_FALLBACK_ROUNDS = 1000
+# ... for this long (s): enough for an installer on site to type a new password, short enough
+# that a city Wi-Fi outage costs minutes of readings, not hours
+AP_FALLBACK_S = 300
+MIN_AP_FALLBACK_S, MAX_AP_FALLBACK_S = 60, 900
 
 DEFAULTS = {
     "root": "kc",
@@ -19,6 +27,8 @@ DEFAULTS = {
     "ring": {"capacity": 256, "slot": 512},
     "fw": "1.0.0",
     "deep_sleep": None,  # None: battery-powered kinds sleep, others do not
+    "ap_fallback_rounds": AP_FALLBACK_ROUNDS,
+    "ap_fallback_s": AP_FALLBACK_S,
 }
 
 
@@ -74,6 +84,7 @@ def validate_device(doc):
     port = cfg["mqtt"]["port"]
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError("mqtt.port must be 1..65535")
+    _check_ap_fallback(cfg)
     if cfg.get("ap_password") is not None:
         check_passphrase(cfg["ap_password"], "ap_password")
     if cfg.get("ads1115") is not None and cfg["kind"] != "water":
@@ -82,6 +93,21 @@ def validate_device(doc):
     if "interval_s" not in cfg:
         cfg["interval_s"] = kc_schema.KINDS[cfg["kind"]][0]
     return cfg
+
+
+def _is_int(x):
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_ap_fallback(doc):
+    if "ap_fallback_rounds" in doc:
+        n = doc["ap_fallback_rounds"]
+        if not _is_int(n) or not 0 <= n <= MAX_AP_FALLBACK_ROUNDS:
+            raise ConfigError("ap_fallback_rounds must be an integer 0..%d (0: never)" % MAX_AP_FALLBACK_ROUNDS)
+    if "ap_fallback_s" in doc:
+        w = doc["ap_fallback_s"]
+        if not _is_int(w) or not MIN_AP_FALLBACK_S <= w <= MAX_AP_FALLBACK_S:
+            raise ConfigError("ap_fallback_s must be an integer %d..%d" % (MIN_AP_FALLBACK_S, MAX_AP_FALLBACK_S))
 
 
 def _check_ads1115(ads):
@@ -105,7 +131,8 @@ def _check_ads1115(ads):
 def validate_remote(doc, kind, cal_keys):
     """Check a message from the `config` topic; return the normalised dict or raise ConfigError.
 
-    {"v":1, "interval_s":60, "thresholds":{"pm25":[0,150]}, "calibration":{"ph_v7":1.51}}
+    {"v":1, "interval_s":60, "thresholds":{"pm25":[0,150]}, "calibration":{"ph_v7":1.51},
+     "ap_fallback_rounds":10, "ap_fallback_s":300}
     Every key is optional except v; unknown keys are refused so a typo is not silently ignored.
     """
     if not isinstance(doc, dict):
@@ -114,7 +141,7 @@ def validate_remote(doc, kind, cal_keys):
         raise ConfigError("unsupported config version")
     out = {}
     for key in doc:
-        if key not in ("v", "interval_s", "thresholds", "calibration"):
+        if key not in ("v", "interval_s", "thresholds", "calibration", "ap_fallback_rounds", "ap_fallback_s"):
             raise ConfigError("unknown config key " + str(key)[:32])
     if "interval_s" in doc:
         iv = doc["interval_s"]
@@ -148,6 +175,10 @@ def validate_remote(doc, kind, cal_keys):
             if not _is_num(v):
                 raise ConfigError("calibration %s must be a finite number" % k)
         out["calibration"] = dict(cal)
+    _check_ap_fallback(doc)
+    for key in ("ap_fallback_rounds", "ap_fallback_s"):
+        if key in doc:
+            out[key] = doc[key]
     return out
 
 

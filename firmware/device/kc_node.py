@@ -25,6 +25,7 @@ from kc_ring import Ring
 RTC_FMT = "<4sIIIIQIHHBBH"
 RTC_MAGIC = b"KCN3"
 SLEEP_FLUSH_BUDGET_MS = 20000  # a sleeping node gives up on the link after this and sleeps anyway
+WIFI_TRY_MS = 10000  # kc_board's association wait: the budget grows by one per extra network
 NTP_RESYNC_MS = 6 * 3600 * 1000  # the ESP32 RTC drifts seconds per day
 NTP_RETRY_MS = 60000  # until the first sync: every connection, and at least once a minute
 WIFI_RESET_AFTER = 5  # consecutive Wi-Fi failures before the radio is power-cycled
@@ -32,6 +33,7 @@ STABLE_MS = 600000  # this long up (or the first delivery) clears the crash coun
 CRASH_FILE = "/crash.json"  # main.py writes it (storage dir relative); the birth message carries it
 # readings taken before the clock is known: ts 0 plus this marker, stamped before sending
 MONO_PREFIX = b'{"v":%d,"ts":0,"mono":'
+LOW_BATTERY_V = 3.45  # Li-ion near empty under load; the radio would brown it out
 
 
 class Node:
@@ -60,6 +62,10 @@ class Node:
         self.cal.update(cfg.get("calibration") or {})
         self.interval_s = cfg["interval_s"]
         self.thresholds = {}
+        # the set-up AP opened by the node itself when its networks keep failing (kc_wifi.fallback_due)
+        self.ap_rounds = cfg.get("ap_fallback_rounds", kc_config.AP_FALLBACK_ROUNDS)
+        self.ap_window_s = cfg.get("ap_fallback_s", kc_config.AP_FALLBACK_S)
+        self.battery_v = None
         self.remote_path = self.dir + "/remote.json"
         remote = kc_config.load_json(self.remote_path)
         if remote is not None:
@@ -195,7 +201,8 @@ class Node:
         now = self.b.now_ms()
         values = self.suite.read()
         bat = self.suite.battery()
-        lb = self.cfg.get("low_battery_v", 3.45)  # Li-ion near empty under load; the radio would brown it out
+        self.battery_v = bat
+        lb = self.cfg.get("low_battery_v", LOW_BATTERY_V)
         if self.deep_sleep and bat is not None and bat < lb and not self.low_battery:
             self.low_battery = True
             self.stats["low_battery"] = self.stats.get("low_battery", 0) + 1
@@ -238,16 +245,21 @@ class Node:
             w = self.wifi.next()
             b.wifi_connect(w["ssid"], w.get("password") or "")
             if not b.wifi_connected():
+                # a deep-sleep wake tries every network of its round before it gives up
+                round_over = not self.wifi.order
                 self.wifi.failed()
                 self.broker_error = False
                 self.wifi_fails += 1
-                self._link_failed("wifi")
+                self._link_failed("wifi", round_over)
+                if round_over and kc_wifi.fallback_due(self.wifi.rounds_failed, self.ap_rounds):
+                    self._setup_window()
                 if self.wifi_fails % WIFI_RESET_AFTER == 0 and hasattr(b, "wifi_reset"):
                     b.log("wifi: %d failures, power-cycling the radio" % self.wifi_fails)
                     b.wifi_reset()
                 self.next_link_try = b.ticks_add(now, self.wifi_backoff.next_ms())
                 return False
         self.wifi_fails = 0
+        self.wifi.rounds_failed = 0  # the credentials work: a broker outage is no reason for the set-up AP
         self.wifi_backoff.reset()
         self._time_sync(force=not self.synced)
         ts = b.now_ms() or 0
@@ -279,11 +291,32 @@ class Node:
         b.log("mqtt connected (session present: %s, buffered %d)" % (self.client.session_present, len(self.ring)))
         return True
 
-    def _link_failed(self, what):
+    def _link_failed(self, what, round_over=True):
         self.fails += 1
-        if self.deep_sleep:
+        if self.deep_sleep and round_over:
             self.wake_failed = True  # sleep the full interval now; the next wake tries again
         self.stats[what + "_fails"] = self.stats.get(what + "_fails", 0) + 1
+
+    def _setup_window(self):
+        """The networks failed ap_fallback_rounds rounds in a row (a changed password, a new
+        router): the set-up AP for ap_fallback_s, then the node again (kc_board: after a reset,
+        so the page never shares the heap with the node). Not on a low battery: the AP draws
+        ~100 mA for minutes."""
+        b = self.b
+        lb = self.cfg.get("low_battery_v", LOW_BATTERY_V)
+        if self.low_battery or (self.battery_v is not None and self.battery_v < lb):
+            self.stats["ap_low_battery"] = self.stats.get("ap_low_battery", 0) + 1
+            return
+        hook = getattr(b, "setup_window", None)
+        if hook is None:
+            return
+        rounds = self.wifi.rounds_failed
+        b.log("wifi: %d rounds failed, set-up AP for %d s" % (rounds, self.ap_window_s))
+        self.ring.save_seq(self.seq)
+        # not a clean save: the next boot cannot know how long the window lasted (a config saved
+        # on the page ends it early), so unstamped readings are given up rather than misdated
+        self._save_rtc()
+        hook("no Wi-Fi for %d rounds" % rounds, int(self.ap_window_s * 1000))
 
     def _time_sync(self, force=False):
         """NTP over several servers: until the first sync on every connection and once a minute,
@@ -407,6 +440,8 @@ class Node:
             self.thresholds = conf["thresholds"]
         if "calibration" in conf:
             self.cal.update(conf["calibration"])
+        self.ap_rounds = conf.get("ap_fallback_rounds", self.ap_rounds)
+        self.ap_window_s = conf.get("ap_fallback_s", self.ap_window_s)
         if persist:
             kc_config.save_json(self.remote_path, conf)
 
@@ -589,7 +624,8 @@ class Node:
         # connected with nothing sendable left (what remains waits for a clock) counts as flushed
         flushed = self.client.connected() and (self.idle() or (self.b.now_ms() is None and not self.pending))
         gave_up = self.attempts and not self._may_link() and not self.client.connected()
-        budget_over = b.ticks_diff(b.ticks_ms(), self.started) > SLEEP_FLUSH_BUDGET_MS
+        budget = SLEEP_FLUSH_BUDGET_MS + (len(self.wifi_list) - 1) * WIFI_TRY_MS  # a whole round per wake
+        budget_over = b.ticks_diff(b.ticks_ms(), self.started) > budget
         if not (flushed or budget_over or gave_up):
             return False
         wait = b.ticks_diff(self.next_read, b.ticks_ms())

@@ -68,3 +68,13 @@ class Rotation:
             self.last_good = self.current
         self.rounds_failed = 0
         self.order = []
+
+
+def fallback_due(rounds, n):
+    """Whether the set-up AP opens after `rounds` consecutive failed rounds of all networks:
+    at n, 2n, 4n, 8n and 16n, then every 16n (n = 0: never). The spacing doubles so that a long
+    outage of the site's Wi-Fi costs a few windows a day, not one every n rounds."""
+    if n <= 0 or rounds < n or rounds % n:
+        return False
+    k = rounds // n
+    return k & (k - 1) == 0 or k % 16 == 0

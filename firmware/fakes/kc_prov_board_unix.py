@@ -4,7 +4,8 @@
 # port has a built-in `machine`, so it goes into sys.modules under that name before kc_board
 # loads) copied onto the path; not esp32/socket.py, which would shadow the port's real socket. Real sockets for the page and DNS, Improv on stdin/stdout.
 # SPEC: {"config": path, "port": n, "dns_port": n, "good": {ssid: password}, optional "why" and
-# "window_ms" (the node's fallback window, as main.py passes it)}.
+# "window_ms" (the node's fallback window, as main.py passes it), "window_file" (then the window
+# goes the board's way: Board.setup_window writes the request, take_window reads it back)}.
 import json
 import sys
 import time
@@ -26,10 +27,19 @@ def main(spec_path):
     doc = kc_config.load_json(spec["config"], {})
     import kc_provision
     why = spec.get("why") or kc_provision.reason(doc)
+    window_ms = spec.get("window_ms")
+    if spec.get("window_file"):
+        # the node's side first (Board.setup_window: request + reset), then main.py's take_window
+        kc_provision.WINDOW_FILE = spec["window_file"]
+        try:
+            kc_board.Board(kc_config.validate_device(doc)).setup_window(why, window_ms)
+        except fake_machine.ResetCalled:
+            pass
+        why, window_ms = kc_provision.take_window(kc_provision.WINDOW_FILE)
     reset = False
     t0 = time.ticks_ms()
     try:
-        kc_board.provision(doc, why, cfg_path=spec["config"], window_ms=spec.get("window_ms"))
+        kc_board.provision(doc, why, cfg_path=spec["config"], window_ms=window_ms)
     except fake_machine.ResetCalled:
         reset = True
     sys.stdout.write("\nUNIXJSON " + json.dumps({"why": why, "reset": reset, "ap": network.AP,

@@ -255,11 +255,17 @@ def test_wifi_plan_order():
 class _RadioBoard(kc_fakes.SimBoard):
     """The simulated board with its Wi-Fi and LED from kc_fake_prov (network.WLAN, machine.Pin)."""
 
-    def __init__(self, storage, wlan):
-        kc_fakes.SimBoard.__init__(self, "water", storage)
+    def __init__(self, storage, wlan, kind="water", battery_v=None):
+        kc_fakes.SimBoard.__init__(self, kind, storage, battery_v)
         self.wlan = wlan
         self.pin = kc_fake_prov.RecordingPin(lambda: self.t)
         self.on_wait = None
+        self.windows = []  # (t, why, ms) of each set-up window the node asked for
+
+    def setup_window(self, why, window_ms):
+        # kc_board writes main.py's request and resets; the test's "reset" is a new Node
+        self.windows.append((self.t, why, window_ms))
+        raise kc_fakes.Reset()
 
     def wifi_connect(self, ssid, pw):
         self.wlan.connect(ssid, pw)
@@ -322,6 +328,102 @@ def test_failed_rounds_counted_in_rtc_memory_and_no_scan_radio():
     node.run(max_readings=3)
     assert node.wifi.rounds_failed == 0 and node.wifi.last_good == 0 and node.stats["delivered"] >= 1
     node.shutdown()
+
+
+def test_fallback_window_schedule():
+    import kc_wifi
+    due = [r for r in range(1, 400) if kc_wifi.fallback_due(r, 10)]
+    assert due == [10, 20, 40, 80, 160, 320], due  # doubling, then every 16 n
+    assert [r for r in range(1, 2000) if kc_wifi.fallback_due(r, 10)][6:9] == [480, 640, 800]
+    assert not any(kc_wifi.fallback_due(r, 0) for r in range(0, 100))  # 0: never
+    assert [r for r in range(1, 6) if kc_wifi.fallback_due(r, 1)] == [1, 2, 4]
+
+
+def _fallback_node(board, extra=None, kind="water"):
+    from kc_node import Node
+    doc = {"kind": kind, "device": "N-7", "interval_s": 30, "wifi_networks": NETS[:2],
+           "ring": {"capacity": 64, "slot": 384}, "ap_fallback_rounds": 3, "ap_fallback_s": 120}
+    doc.update(extra or {})
+    return Node(board, kc_config.validate_device(doc))
+
+
+def _run_to_window(board, node, ms=3600000):
+    try:
+        node.run(duration_ms=ms)
+    except kc_fakes.Reset:
+        return True
+    return False
+
+
+def test_changed_password_opens_the_setup_window_then_back_to_the_node():
+    """The site's password changed: every network refuses. After ap_fallback_rounds failed rounds
+    the node asks for the set-up window (ap_fallback_s) once, with RTC memory saved; the next boot
+    is the node again, counting on, with the next window at 2n rounds (not n+1); when the Wi-Fi
+    works again (new password or outage over) the count starts afresh and readings flow."""
+    wlan = kc_fake_prov.FakeWLAN({"phone": ("other", -40), "site-ap": ("new-pass-9", -60)})
+    board = _RadioBoard(_dir("fallback"), wlan)
+    node = _fallback_node(board)
+    assert _run_to_window(board, node), "no set-up window"
+    assert board.windows == [(board.t, "no Wi-Fi for 3 rounds", 120000)], board.windows
+    assert len(wlan.attempts) == 6 and node.stats["wifi_fails"] == 6  # 3 rounds of 2 networks
+    readings = node.stats["readings"]
+    assert readings >= 1
+    node = _fallback_node(board)  # after the window: main.py resets into the node (RTC kept)
+    assert node.wifi.rounds_failed == 3 and node.ring.seq == readings
+    assert _run_to_window(board, node)
+    assert [w[1] for w in board.windows] == ["no Wi-Fi for 3 rounds", "no Wi-Fi for 6 rounds"]
+    assert len(wlan.attempts) == 12, wlan.attempts  # 2n rounds, no window in between
+    node = _fallback_node(board)
+    wlan.nets["site-ap"] = ("good-pass", -60)  # the old password works again, the broker is down
+    board.down = True
+    assert not _run_to_window(board, node, 900000)  # no set-up AP for a broker outage
+    assert node.wifi.rounds_failed == 0 and node.stats["mqtt_fails"] >= 5 and len(board.windows) == 2
+    board.down = False
+    node.run(max_readings=node.stats["readings"] + 2)
+    assert node.wifi.rounds_failed == 0 and node.stats["delivered"] >= 2 and len(board.windows) == 2
+    node.shutdown()
+
+
+def test_no_window_on_a_low_battery_or_when_switched_off():
+    wlan = kc_fake_prov.FakeWLAN({})
+    # a mains-less bin kept awake (deep_sleep off) whose cell is nearly empty: the AP would brown it out
+    board = _RadioBoard(_dir("fallback_lowbat"), wlan, kind="waste_bin", battery_v=3.3)
+    node = _fallback_node(board, {"deep_sleep": False}, kind="waste_bin")
+    assert not _run_to_window(board, node, 900000)
+    assert board.windows == [] and node.wifi.rounds_failed >= 6 and node.stats["ap_low_battery"] >= 2, node.stats
+    board = _RadioBoard(_dir("fallback_off"), kc_fake_prov.FakeWLAN({}))
+    node = _fallback_node(board, {"ap_fallback_rounds": 0})
+    assert not _run_to_window(board, node, 900000) and board.windows == [] and node.wifi.rounds_failed >= 6
+    # the config topic can switch it on later (same rules as kotacerdas.device_config)
+    node._apply_remote(kc_config.validate_remote({"v": 1, "ap_fallback_rounds": 1, "ap_fallback_s": 60}, "water",
+                                                 node.cal), persist=False)
+    node.wifi.rounds_failed = 0
+    assert _run_to_window(board, node) and board.windows[0][1:] == ("no Wi-Fi for 1 rounds", 60000)
+
+
+def test_sleeping_node_tries_every_network_each_wake_and_counts_rounds():
+    """A deep-sleep bin with two networks: each wake tries both (one round), sleeps the full
+    interval after the round failed, and the window comes after ap_fallback_rounds such wakes
+    that tried the radio (wakes skipped by the failure back-off do not count)."""
+    wlan = kc_fake_prov.FakeWLAN({"site-ap": ("new-pass-9", -60)})
+    board = _RadioBoard(_dir("fallback_sleep"), wlan, kind="waste_bin")
+    tried_wakes = 0
+    for wake in range(200):
+        node = _fallback_node(board, {"interval_s": 600}, kind="waste_bin")
+        before = len(wlan.attempts)
+        try:
+            node.run(duration_ms=600000)
+            raise AssertionError("stayed awake")
+        except kc_fakes.DeepSleep as e:
+            board.t += e.ms
+        except kc_fakes.Reset:
+            break
+        n = len(wlan.attempts) - before
+        assert n in (0, 2), (wake, n)  # the whole round or, backing off, no radio at all
+        tried_wakes += n // 2
+        assert node.wifi.rounds_failed == tried_wakes
+    assert board.windows and board.windows[0][1] == "no Wi-Fi for 3 rounds", board.windows
+    assert tried_wakes == 2 and wake > 3  # the third round's wake asked for the window
 
 
 def _on_runs(edges, t_from, t_to):

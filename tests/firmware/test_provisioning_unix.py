@@ -252,13 +252,16 @@ def test_board_without_ap_password_makes_one_and_a_fallback_window_ends(node, tm
     """No `ap_password` in config.json: kc_board.provision makes one (12 symbols of the label
     alphabet), keeps it in config.json and prints it on the serial console, and the soft AP is
     WPA2 with it, never open. Entered as the node's own fallback (a valid config whose networks
-    kept failing) it serves for the bounded window only, feeding the watchdog, then resets back into the node with config.json otherwise untouched."""
+    kept failing; Board.setup_window's request read back as main.py does) it serves for the
+    bounded window only, feeding the watchdog, then resets back into the node with config.json
+    otherwise untouched."""
     (tmp_path / "fake_machine.py").write_text((FAKES_DIR / "esp32" / "machine.py").read_text())
     (tmp_path / "network.py").write_text((FAKES_DIR / "esp32" / "network.py").read_text())
     cfg = {"kind": "air", "device": "AIR-0042", "city": "depok", "mqtt": {"host": "10.0.0.5", "port": 1883},
            "wifi_networks": [{"ssid": "site-ap", "password": "changed-by-it"}]}
     n = node(cfg, script="kc_prov_board_unix.py", path=f":{tmp_path}",
-             extra={"why": "no Wi-Fi for 10 rounds", "window_ms": 1500})
+             extra={"why": "no Wi-Fi for 10 rounds", "window_ms": 1500,
+                    "window_file": str(tmp_path / "setup_window.json")})
     with httpx.Client(base_url=n.base, timeout=10) as http:
         r = http.get("/")  # the page is served during the window, pre-filled
         assert r.status_code == 200 and 'value="site-ap"' in r.text and 'value="AIR-0042"' in r.text
@@ -271,6 +274,7 @@ def test_board_without_ap_password_makes_one_and_a_fallback_window_ends(node, tm
     assert f"setup AP kc-setup-AIR-0042 password {pw}" in bytes(n.out).decode()
     assert "provisioning: timeout" in bytes(n.out).decode()
     assert res["reset"] is True and 1500 <= res["ms"] < 8000, res  # the window, then back to the node
+    assert res["why"] == "no Wi-Fi for 10 rounds" and not (tmp_path / "setup_window.json").exists()
     assert res["feeds"] >= 20  # fed on every 50 ms poll of the window
     # the next provisioning mode uses the stored one: the label stays right
     n2 = node(json.loads(n.cfg.read_text()), script="kc_prov_board_unix.py", path=f":{tmp_path}",

@@ -38,6 +38,11 @@ CASES = [
     {"calibration": {"ph_v7": 1.49}}, {"calibration": {"ph_v7": "1.49"}}, {"calibration": {"bogus": 1}},
     {"calibration": {"full_cm": 30}}, {"calibration": {"co_sens": 0.4}}, {"calibration": 3},
     {"fan": 1}, {},
+    {"ap_fallback_rounds": 10}, {"ap_fallback_rounds": 0}, {"ap_fallback_rounds": 1000}, {"ap_fallback_rounds": 1001},
+    {"ap_fallback_rounds": -1}, {"ap_fallback_rounds": 2.0}, {"ap_fallback_rounds": True}, {"ap_fallback_rounds": "9"},
+    {"ap_fallback_s": 300}, {"ap_fallback_s": 60}, {"ap_fallback_s": 900}, {"ap_fallback_s": 59},
+    {"ap_fallback_s": 901}, {"ap_fallback_s": 300.0}, {"ap_fallback_s": None},
+    {"ap_fallback_rounds": 5, "ap_fallback_s": 120, "interval_s": 60},
     {"interval_s": 120, "thresholds": {"temperature": [-5, 40]}, "calibration": {"depth_cm": 110}},
 ]
 
@@ -61,6 +66,20 @@ def test_bounds_and_calibration_keys_are_the_firmwares(firmware):
     kc_config, kc_sensors = firmware
     assert (device_config.MIN_INTERVAL_S, device_config.MAX_INTERVAL_S) == (kc_config.MIN_INTERVAL_S,
                                                                             kc_config.MAX_INTERVAL_S)
+    assert (device_config.MAX_AP_FALLBACK_ROUNDS, device_config.MIN_AP_FALLBACK_S, device_config.MAX_AP_FALLBACK_S) == (
+        kc_config.MAX_AP_FALLBACK_ROUNDS, kc_config.MIN_AP_FALLBACK_S, kc_config.MAX_AP_FALLBACK_S)
+    # config.json takes the same settings under the same rules as the config topic
+    for case in ({"ap_fallback_rounds": 0}, {"ap_fallback_s": 900}, {"ap_fallback_rounds": 1001}, {"ap_fallback_s": 30}):
+        try:
+            fw = kc_config.validate_device({"kind": "air", "device": "A-1", **case})
+            local = {k: fw[k] for k in case}
+        except kc_config.ConfigError:
+            local = "refused"
+        try:
+            remote = kc_config.validate_remote({"v": 1, **case}, "air", kc_sensors.CAL_DEFAULTS["air"])
+        except kc_config.ConfigError:
+            remote = "refused"
+        assert local == remote
     assert {k: set(v) for k, v in device_config.CALIBRATION_KEYS.items()} == {
         k: set(v) for k, v in kc_sensors.CAL_DEFAULTS.items()}
 
