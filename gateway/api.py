@@ -46,10 +46,18 @@ CONFIG_EXAMPLE = {"interval_s": 300, "thresholds": {"fill": [0, 80]}, "calibrati
                   "tasmota_map": {"SR04.Distance": "distance"}, "tz_offset_s": 28800}
 
 
+if TYPE_CHECKING:
+    Command = str  # mypy cannot read a Literal built from a tuple; at run time it is the exact set
+else:
+    # the commands a device understands, from the contract: FastAPI refuses others with 422 and lists
+    # them as the OpenAPI enum
+    Command = Literal[contract.COMMANDS]
+
+
 class CommandIn(BaseModel):
     # update: args url/version/sha256/signature (contract.validate_update_args); `gateway rollout` sends
     # them in throttled waves, this endpoint sends one
-    cmd: Literal["reboot", "calibrate", "ping", "update"]
+    cmd: Command
     args: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -119,7 +119,10 @@ def test_bad_status_is_a_rejection(payload: bytes) -> None:
 def test_cmd_round_trip_and_commands_match_the_api() -> None:
     from gateway.api import CommandIn
 
-    assert set(get_args(CommandIn.model_fields["cmd"].annotation)) == set(contract.COMMANDS)
+    assert get_args(CommandIn.model_fields["cmd"].annotation) == contract.COMMANDS  # built from it, in order
+    assert CommandIn.model_json_schema()["properties"]["cmd"]["enum"] == list(contract.COMMANDS)
+    with pytest.raises(ValueError):
+        CommandIn(cmd="selfdestruct")
     doc = contract.encode_cmd("id-1", "ping", {}, 9)
     assert doc == b'{"v":1,"id":"id-1","cmd":"ping","args":{},"ts":9}'
     with pytest.raises(ValueError):
