@@ -47,8 +47,8 @@ class QcParams:
     level_enabled: bool = True  # Hampel, EWMA, CUSUM (the statistical detectors against the series' own past)
     drift_enabled: bool = True  # compare with neighbours (meaningless for independent processes)
     drift_window_s: float = 3600.0  # smoothing window of the neighbour residual
-    drift_suspect_z: float = 45.0  # robust spreads of the smoothed residual's trailing block medians
-    drift_fail_z: float = 90.0
+    drift_suspect_z: float = 30.0  # robust spreads of the smoothed residual's trailing block medians
+    drift_fail_z: float = 60.0
     drift_blocks: int = 12  # trailing blocks of the drift baseline
     # trailing baselines (analytics.baseline): blocks of block_s aligned to grid time; a sample
     # is judged against the previous baseline_blocks blocks, and not at all (2) with fewer than
