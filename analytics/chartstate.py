@@ -19,7 +19,9 @@ pass (:class:`ChartState`, saved under ``settings.state_dir/analytics/charts``):
   confirm a shift: the baseline is **re-based** on the new level, estimated as
   level + scale * (k + C / N) with N the samples since that side last stood at 0 (the CUSUM's
   estimate of the shifted mean: D. C. Montgomery, *Introduction to Statistical Quality
-  Control*, 6th ed., 2009, section 9.1.3, eq. 9.6), so a confirmed shift stops alarming.
+  Control*, 6th ed., 2009, section 9.1.3, eq. 9.6), so a confirmed shift stops alarming. A side
+  that stays above 0 for ``window`` samples (the windowed CUSUM's memory, 2 h) without signalling
+  restarts from 0: a sum creeping up that slowly is the residual's wander, not a shift.
 
 Every sample is processed exactly once, in grid order, whichever pass it arrives in: a pass
 that resumes from saved state gives the flags of one long run (tests/analytics/test_chartstate.py).
@@ -59,13 +61,16 @@ class ChartParams:
     cusum_k: float = 5.0
     cusum_h: float = 200.0
     confirm: int = 2  # consecutive same-side CUSUM signals that confirm a shift (then re-base)
+    window: int = 1 << 30  # a CUSUM side that has been above 0 this many samples without signalling restarts
 
     @classmethod
     def from_detectors(cls, p, sp) -> "ChartParams":  # noqa: ANN001 - QcParams, StatParams (no import cycle)
         """The windowed detectors' thresholds (:class:`analytics.detectors.StatParams`) on ``p``'s blocks."""
+        from analytics.detectors import cusum_window_n
+
         return cls(block=p.block, k_blocks=p.baseline_blocks, min_blocks=p.min_blocks, floor=p.resolution,
                    alpha=sp.ewma_alpha, ewma_suspect_l=sp.ewma_suspect_l, ewma_fail_l=sp.ewma_fail_l,
-                   cusum_k=sp.cusum_k, cusum_h=sp.cusum_h)
+                   cusum_k=sp.cusum_k, cusum_h=sp.cusum_h, window=cusum_window_n(sp, p.step_s))
 
 
 _ARRAYS = ("ewma", "cp", "cm", "np_", "nm", "sig", "e_sum", "e_n", "level", "scale", "spread", "med", "mad", "esp",
@@ -223,6 +228,13 @@ def update(st: ChartState, rows: np.ndarray, r: np.ndarray, g0: int, cp: ChartPa
         cmi = np.where(live, np.maximum(0.0, st.cm - z - kk), st.cm)
         st.np_ = np.where(cpl > 0, st.np_ + live, 0.0)
         st.nm = np.where(cmi > 0, st.nm + live, 0.0)
+        # a sum creeping up for longer than the window without signalling is the residual's slow
+        # wander (bursty pollutants), not a shift: forget it, as the windowed CUSUM does
+        old_p, old_m = st.np_ > cp.window, st.nm > cp.window
+        cpl = np.where(old_p, 0.0, cpl)
+        cmi = np.where(old_m, 0.0, cmi)
+        st.np_ = np.where(old_p, 0.0, st.np_)
+        st.nm = np.where(old_m, 0.0, st.nm)
         score = np.maximum(cpl, cmi)
         up, down = cpl > h, cmi > h
         # consecutive same-side signals: +n up, -n down

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from analytics import qc
@@ -68,3 +70,13 @@ def test_state_file_round_trip_and_new_devices(tmp_path):
     # another block length: the old state does not apply
     assert ChartState.load(tmp_path / "s.npz", ChartParams(block=30)) is None
     assert ChartState.load(tmp_path / "missing.npz", CP) is None
+
+
+def test_a_sum_creeping_longer_than_the_window_restarts():
+    rng = np.random.default_rng(5)
+    x = rng.normal(0.0, 1.0, (3, 60 * 12))
+    x[0, 300:] += 1.6  # z - k of about 0.6 a sample: h 40 needs ~70 samples of it
+    slow = run_record(x, 0, CP)["cusum"].flag
+    forgetting = run_record(x, 0, replace(CP, window=30))["cusum"].flag
+    assert (slow[0] >= qc.SUSPECT).any()
+    assert not (forgetting[0] >= qc.SUSPECT).any()
