@@ -35,7 +35,7 @@ def main() -> None:
     a = ap.parse_args()
     s, t = a.series, 1440
     cat = load_catalogue()
-    kind = cat["air"]
+    kind = next(k for k in cat if "pm25" in k.field_names)  # an air station: 8 co-located fields
     p = params_for(kind, kind.field("pm25"), 60.0)
     rng = np.random.default_rng(1)
     x = 30 + np.cumsum(rng.normal(0, 0.5, (s, t)), axis=1)
