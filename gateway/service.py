@@ -306,19 +306,21 @@ class Gateway:
         cands: list[tuple[dict, Item]] = []
         first_seq: dict[tuple[str, int], int] = {}
         repeats: list[tuple[dict, Item]] = []
+        devices = self._devices
         for item, r in zip(items, results):
-            topic, payload, _, origins = item
             if isinstance(r, Rejection):
-                self._dead_all(r, topic, payload, origins, t, dead)
+                self._dead_all(r, item[0], item[1], item[3], t, dead)
                 continue
-            dev = self._devices.get(r.device)
-            if dev is None:
-                dev = self._lookup_or_register(r.device, r.kind, r.city)
-            rej = check_registry(dev, r.device, r.kind, r.city)
-            if rej is not None or dev is None:  # (Rejection is falsy: no `rej or ...` here)
-                why = rej if rej is not None else Rejection(Reason.UNKNOWN_DEVICE, r.device)
-                self._dead_all(why, topic, payload, origins, t, dead)
-                continue
+            dev = devices.get(r.device)
+            # the usual case (known, active, same kind and city) without building a rejection
+            if dev is None or not dev.active or dev.kind != r.kind or dev.city != r.city:
+                if dev is None:
+                    dev = self._lookup_or_register(r.device, r.kind, r.city)
+                rej = check_registry(dev, r.device, r.kind, r.city)
+                if rej is not None or dev is None:  # (Rejection is falsy: no `rej or ...` here)
+                    why = rej if rej is not None else Rejection(Reason.UNKNOWN_DEVICE, r.device)
+                    self._dead_all(why, item[0], item[1], item[3], t, dead)
+                    continue
             doc = normalized_doc(r, district=dev.district, department=dev.department, lat=dev.lat, lon=dev.lon,
                                  rx_ms=t)
             key = (r.device, r.ts_ms)
@@ -328,24 +330,32 @@ class Gateway:
                 first_seq[key] = r.seq
                 cands.append((doc, item))
         known = txn.claim([(d["device"], d["ts"], d["seq"]) for d, _ in cands])
-        accepted: list[dict] = []
-        stored = 0
-        for i, (d, (topic, payload, retain, origins)) in enumerate(cands + repeats):
-            key = (d["device"], d["ts"])
-            if key in known or i >= len(cands):
-                held = known.get(key, first_seq[key])
-                if held == d["seq"] and retain:
-                    self._tally[("replayed", contract.CH_TELEMETRY)] += 1  # a retained copy of a reading we stored
-                    self._tally[("ignored", "")] += 1
-                elif held == d["seq"]:
-                    self._dead_all(Rejection(Reason.DUPLICATE, f"seq {d['seq']} at ts {d['ts']} already seen"),
-                                   topic, payload, origins, t, dead)
+        if known:
+            accepted = []
+            stored = 0
+            seen_before = []
+            for c in cands:
+                if (c[0]["device"], c[0]["ts"]) in known:
+                    seen_before.append(c)
                 else:
-                    self._dead_all(Rejection(Reason.TIMESTAMP_CONFLICT, f"ts {d['ts']} already holds seq {held} of "
-                                             f"this device, not seq {d['seq']}"), topic, payload, origins, t, dead)
-                continue
-            accepted.append(d)
-            stored += len(origins) if origins else 1
+                    accepted.append(c[0])
+                    stored += len(c[1][3]) if c[1][3] else 1
+            repeats = seen_before + repeats
+        else:  # the usual batch: every candidate is new
+            accepted = [d for d, _ in cands]
+            stored = sum(len(item[3]) if item[3] else 1 for _, item in cands)
+        for d, (topic, payload, retain, origins) in repeats:
+            key = (d["device"], d["ts"])
+            held = known.get(key, first_seq[key])
+            if held == d["seq"] and retain:
+                self._tally[("replayed", contract.CH_TELEMETRY)] += 1  # a retained copy of a reading we stored
+                self._tally[("ignored", "")] += 1
+            elif held == d["seq"]:
+                self._dead_all(Rejection(Reason.DUPLICATE, f"seq {d['seq']} at ts {d['ts']} already seen"),
+                               topic, payload, origins, t, dead)
+            else:
+                self._dead_all(Rejection(Reason.TIMESTAMP_CONFLICT, f"ts {d['ts']} already holds seq {held} of "
+                                         f"this device, not seq {d['seq']}"), topic, payload, origins, t, dead)
         self._tally[("accepted", "")] += len(accepted)
         self._tally[("stored", contract.CH_TELEMETRY)] += stored
         # one lifecycle update per device and batch (all share the receive time t)
@@ -359,9 +369,9 @@ class Gateway:
             if d["fw"] is not None:
                 fw[d["device"]] = d["fw"]
         with self._lock_lifecycle:
+            on_reading = self.lifecycle.on_reading
             for dev_id, d in latest.items():
-                ch = self.lifecycle.on_reading(dev_id, d["kind"], d["city"], d["district"], d["ts"], t,
-                                               bat.get(dev_id), fw.get(dev_id))
+                ch = on_reading(dev_id, d["kind"], d["city"], d["district"], d["ts"], t, bat.get(dev_id), fw.get(dev_id))
                 if ch is not None:
                     status_changes[dev_id] = ch
         # a device's backlog replayed out of order leaves in device-time order (stable within a batch)
@@ -542,7 +552,7 @@ class Gateway:
                     c.ack(m[2], m[3])
 
     def _work(self) -> None:
-        last_sweep = last_refresh = 0.0
+        last_sweep = last_refresh = last_save = 0.0
         last_prune = time.monotonic()
         max_outbox = self.s.gateway.max_outbox
         while not self._stop.is_set():
@@ -572,9 +582,12 @@ class Gateway:
             mono = time.monotonic()
             if mono - last_sweep >= 1.0:
                 last_sweep = mono
-                self._sweep(mono - last_refresh >= self.s.gateway.status_refresh_s)
+                save = mono - last_save >= self.s.gateway.lifecycle_save_s
+                self._sweep(mono - last_refresh >= self.s.gateway.status_refresh_s, save=save)
                 if mono - last_refresh >= self.s.gateway.status_refresh_s:
                     last_refresh = mono
+                if save:
+                    last_save = mono
             if mono - last_prune >= PRUNE_EVERY_S:
                 last_prune = mono
                 self.store.forget_before(now_ms() - self.limits.max_age_ms - self.limits.max_future_ms)
@@ -588,14 +601,17 @@ class Gateway:
         with self._lock_lifecycle:
             self.lifecycle.restore(states)
 
-    def _sweep(self, refresh: bool) -> None:
+    def _sweep(self, refresh: bool, save: bool = True) -> None:
         with self._lock_lifecycle:
             out = {s.device: s for s in self.lifecycle.sweep(now_ms())}
             if refresh:
                 for s in self.lifecycle.take_dirty():
                     out.setdefault(s.device, s)
             states = list(self.lifecycle.devices.values())
-            unsaved = [(s.device, s.state, s.stale, s.last_seen, s.battery, s.fw) for s in self.lifecycle.take_unsaved()]
+            # a few thousand devices heard every second cost a registry write each: batched every
+            # lifecycle_save_s instead (what a crash can lose is documented on the setting)
+            unsaved = ([(s.device, s.state, s.stale, s.last_seen, s.battery, s.fw)
+                        for s in self.lifecycle.take_unsaved()] if save else [])
         if unsaved:
             self.registry.save_states(unsaved)
         if out:

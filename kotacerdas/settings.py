@@ -108,6 +108,10 @@ class GatewaySettings(BaseModel):
     forward_batch: int = 1
     # how often last_seen/battery of active devices are re-published on devstatus
     status_refresh_s: float = 60.0
+    # how often changed lifecycle states (last_seen, battery, fw, stale) are written to the registry;
+    # a clean stop always writes them. A crash (kill -9, power) loses at most this many seconds of
+    # lifecycle updates, never a reading: they are in the outbox before the devices are acked
+    lifecycle_save_s: float = 30.0
     # off-the-shelf firmware: subset of ["tasmota", "esphome"]; prefixes go before "tele/" and the node name
     adapters: list[str] = Field(default_factory=list)
     tasmota_prefix: str = ""

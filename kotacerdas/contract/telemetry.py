@@ -218,12 +218,13 @@ class TelemetryValidator:
             return None
         clean: dict[str, float] = {}
         for name, value in fields.items():
-            lim = spec.get(name)
             tv = type(value)
-            if lim is None or (tv is not float and tv is not int):
+            if tv is int:
+                value = float(value)
+            elif tv is not float:
                 return None
-            value = float(value)
-            if not lim[0] <= value <= lim[1]:  # NaN and infinities fail here too
+            lim = spec.get(name)
+            if lim is None or not lim[0] <= value <= lim[1]:  # NaN and infinities fail here too
                 return None
             clean[name] = value
         bat = doc.get("bat")
