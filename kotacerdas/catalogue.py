@@ -8,6 +8,7 @@ and never re-type a field list elsewhere.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,8 @@ class CatalogueError(ValueError):
 # the values a kind's `index` / `limits` may take (what analytics can compute; see catalogue.yaml)
 INDEX_FAMILIES = ("ispu",)
 LIMIT_SETS = ("drinking_water",)
+# fits a device id (contract.DEVICE_RE) with the prefix and a 5-digit number around it
+_SHORT_ID = re.compile(r"[a-z0-9_]{1,16}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,11 @@ class Kind:
     index: str = ""  # air-quality index family ("ispu") computed from the pollutant fields; "" = none
     limits: str = ""  # regulated limit set ("drinking_water") the fields are checked against; "" = none
     fill_level: str = ""  # the field that is a fill level in %; "" = the kind has none
+    short_id: str = ""  # the kind's part of generated device ids; "" = the kind's name
+
+    def __post_init__(self) -> None:
+        if not self.short_id:
+            object.__setattr__(self, "short_id", self.name)  # frozen: set once, here
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -162,6 +170,8 @@ def _field(name: str, spec: Mapping, where: str) -> Field:
 
 
 def _check_derived(k: Kind) -> None:
+    if not _SHORT_ID.fullmatch(k.short_id):
+        raise CatalogueError(f"{k.name}: short_id {k.short_id!r} must be 1-16 of a-z, 0-9, _")
     if k.index and k.index not in INDEX_FAMILIES:
         raise CatalogueError(f"{k.name}: index {k.index!r} is not one of {INDEX_FAMILIES}")
     if k.limits and k.limits not in LIMIT_SETS:
@@ -192,8 +202,12 @@ def parse_catalogue(doc: Mapping) -> Catalogue:
             index=str(kspec.get("index", "")),
             limits=str(kspec.get("limits", "")),
             fill_level=str(kspec.get("fill_level", "")),
+            short_id=str(kspec.get("short_id", "")),
         )
         _check_derived(kinds[kname])
+    shorts = [k.short_id for k in kinds.values()]
+    if len(set(shorts)) != len(shorts):
+        raise CatalogueError(f"short_id must differ between kinds: {sorted(shorts)}")
     battery = _field("battery", doc["common"]["battery"] | {"typical": 3.9}, "common")
     return Catalogue(version=int(doc["version"]), kinds=kinds, battery=battery)
 

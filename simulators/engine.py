@@ -238,10 +238,8 @@ class Run:
                 x = (ts[r, m] - f.start) / max(1, f.end - f.start)
                 shape = np.minimum(1.0, 4.0 * x) * np.minimum(1.0, 4.0 * (1.0 - x)) + 0.25  # ramp up, plateau, ramp down
                 shape = np.minimum(shape, 1.0)
-                if "ph" in raw:
-                    raw["ph"][r, m] += f.params["ph_delta"] * shape
-                if "turbidity" in raw:
-                    raw["turbidity"][r, m] += f.params["turbidity_delta"] * shape
+                for fname, delta in f.params["shift"].items():  # the regulated fields it hits (faults.py)
+                    raw[fname][r, m] += delta * shape
             elif f.type == "pollution_episode":
                 dur = f.params["dur"]
                 for row, km in zip(f.params["rows"], f.params["km"]):
@@ -251,9 +249,8 @@ class Run:
                     if not m.any():
                         continue
                     gain = 1.0 + f.params["amp"] * math.exp(-km / 3.0) * np.sin(np.pi * x[m]) ** 0.5
-                    for fname in ("pm25", "no2"):
-                        if fname in raw:
-                            raw[fname][row, m] *= gain
+                    for fname in f.params["fields"]:  # the index pollutants it raises (faults.py)
+                        raw[fname][row, m] *= gain
 
 
 def _row(fl: KindFleet, r: int) -> KindFleet:

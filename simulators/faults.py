@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from kotacerdas import standards
 from kotacerdas.catalogue import Catalogue, Kind
 from kotacerdas.contract import Reason
 
@@ -197,8 +198,7 @@ def plan_faults(
             elif ftype == "unknown_device":
                 kind = kinds[int(rng.integers(len(kinds)))]
                 t = int(start_ms + rng.integers(0, span))
-                short = {"waste_bin": "bin"}.get(kind, kind)
-                ghost = f"{sc.device_prefix}-ghost-{short}-{i + 1:03d}"
+                ghost = f"{sc.device_prefix}-ghost-{cat[kind].short_id}-{i + 1:03d}"
                 f = Fault(ftype, kind, -1, t, t, None, {"device": ghost, "reason": Reason.UNKNOWN_DEVICE,
                                                        "seq": int(rng.integers(0, 1000))})
                 f.labels.append(Label(ghost, kind, None, t, t, ftype))
@@ -217,12 +217,13 @@ def plan_faults(
                 fl = wet
                 row = int(rng.integers(fl.n))
                 k0, k1, t0, t1 = window(fl, row, 0.1, 0.3, 3)
-                params = {"ph_delta": float(rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 2.0)),
-                          "turbidity_delta": float(rng.uniform(50.0, 300.0))}
-                f = Fault(ftype, fl.kind, row, t0, t1, None, params)
-                for fname in ("ph", "turbidity"):
-                    if cat[fl.kind].has_field(fname):
-                        f.labels.append(Label(fl.ids[row], fl.kind, fname, t0, t1, ftype))
+                # both draws always happen: a catalogue without one of the fields keeps the same plan
+                drawn = {"ph": float(rng.choice([-1.0, 1.0]) * rng.uniform(1.0, 2.0)),
+                         "turbidity": float(rng.uniform(50.0, 300.0))}
+                shift = {n: d for n, d in drawn.items() if n in regulated_fields(cat[fl.kind])}
+                f = Fault(ftype, fl.kind, row, t0, t1, None, {"shift": shift})
+                for fname in shift:
+                    f.labels.append(Label(fl.ids[row], fl.kind, fname, t0, t1, ftype))
             elif ftype in hardcases.TYPES:
                 hard = hardcases.plan(ftype, rng, cat, kinds, fleets, window, start_ms, end_ms, Fault, Label)
                 if hard is None:
@@ -243,6 +244,22 @@ def plan_faults(
     return FaultPlan([f for f in faults if not hidden(f)])
 
 
+# A pollution episode (a fire, a jammed arterial road) raises the combustion tracers together; the
+# index's other pollutants follow other physics (O3 is even titrated away by fresh NO). Applied to
+# those of them the kind's index is computed from.
+EPISODE_POLLUTANTS = ("pm25", "no2")
+
+
+def index_pollutants(kind: Kind) -> tuple[str, ...]:
+    """The kind's fields its air-quality index (catalogue ``index``) is computed from."""
+    return tuple(n for n in standards.ISPU_POLLUTANTS if kind.has_field(n)) if kind.index else ()
+
+
+def regulated_fields(kind: Kind) -> tuple[str, ...]:
+    """The kind's fields its regulated limit set (catalogue ``limits``) covers."""
+    return tuple(n for n in standards.WATER_LIMITS if kind.has_field(n)) if kind.limits else ()
+
+
 def _fleet_of(kinds: tuple[Kind, ...], fleets: Mapping[str, KindFleet]) -> KindFleet | None:
     """The first non-empty fleet of ``kinds`` in the scenario (None if it has none)."""
     return next((fleets[k.name] for k in kinds if k.name in fleets and fleets[k.name].n), None)
@@ -261,7 +278,8 @@ def _pollution(rng: np.random.Generator, fl: KindFleet, cat: Catalogue, start_ms
     amp = float(rng.uniform(2.0, 4.0))
     f = Fault("pollution_episode", fl.kind, centre, t0, int(t0 + dur), None,
               {"rows": rows.tolist(), "km": km[rows].tolist(), "amp": amp, "dur": dur})
-    fields = [n for n in ("pm25", "no2") if cat[fl.kind].has_field(n)]
+    fields = [n for n in EPISODE_POLLUTANTS if n in index_pollutants(cat[fl.kind])]
+    f.params["fields"] = fields
     for r, d in zip(rows.tolist(), km[rows].tolist()):
         # farther stations see it later and weaker: the plume spreads at ~12 km/h
         s = t0 + int(d * 300_000)

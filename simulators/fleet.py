@@ -67,8 +67,7 @@ def build_fleet(sc: Scenario, catalogue: Catalogue | None = None) -> dict[str, K
         # containers (a catalogue fill level) stand at sites whose mix sets how fast they fill
         site = rng.choice(len(mix_names), size=n, p=mix) if cat[ks.kind].fill_level else np.zeros(n, dtype=int)
         level = rng.lognormal(0.0, 0.25, n)
-        short = {"waste_bin": "bin"}.get(ks.kind, ks.kind)
-        ids = [f"{sc.device_prefix}-{short}-{i + 1:05d}" for i in range(n)]
+        ids = [f"{sc.device_prefix}-{cat[ks.kind].short_id}-{i + 1:05d}" for i in range(n)]
         fleets[ks.kind] = KindFleet(
             kind=ks.kind, interval_ms=interval_ms, ids=ids,
             district=[sc.districts[i].name for i in di], lat=lat, lon=lon,
@@ -91,13 +90,13 @@ def device_records(sc: Scenario, catalogue: Catalogue | None = None) -> list[dic
             })
     for kind, count in sc.firmware_devices.items():
         dept = cat[kind].department
-        for i, d in enumerate(firmware_device_ids(sc, kind, count)):
+        for i, d in enumerate(firmware_device_ids(sc, kind, count, cat)):
             dist = sc.districts[i % len(sc.districts)]
             out.append({"device": d, "kind": kind, "city": sc.city, "district": dist.name,
                         "lat": dist.lat, "lon": dist.lon, "department": dept})
     return out
 
 
-def firmware_device_ids(sc: Scenario, kind: str, count: int) -> list[str]:
-    short = {"waste_bin": "bin"}.get(kind, kind)
+def firmware_device_ids(sc: Scenario, kind: str, count: int, catalogue: Catalogue | None = None) -> list[str]:
+    short = (catalogue or load_catalogue())[kind].short_id
     return [f"{sc.device_prefix}-fw-{short}-{i + 1:03d}" for i in range(count)]

@@ -135,7 +135,7 @@ class Weather:
         return np.minimum(out, 1.0)
 
 
-Model = Callable[[KindFleet, Clock, "Weather", Callable[[str], np.ndarray]], dict[str, np.ndarray]]
+Model = Callable[[KindFleet, Clock, "Weather", Callable[[str], np.ndarray], Kind], dict[str, np.ndarray]]
 
 
 def _air(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray], kind: Kind) -> dict[str, np.ndarray]:
@@ -216,14 +216,26 @@ def _bin(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray],
     rain = w.rain(c.t_ms)
     return {
         "distance": distance,
-        "fill": fill_meas,
+        kind.fill_level: fill_meas,
         "tilt": np.zeros(c.t_ms.shape),
         "temperature": typ.get("temperature", 30.0) + 4.0 * np.cos(TWO_PI * (c.hour - 14.0) / 24.0)
         + 2.0 * fill / 100.0 - 2.5 * rain + 0.3 * noise("temperature"),
     }
 
 
-MODELS = {"air": _air, "water": _water, "waste_bin": _bin}
+# The physical model behind a kind, by what the catalogue says the kind is (never by its name): urban
+# air whose pollutants an index is computed from, treated water held to regulated limits, a container
+# with a fill level. A kind none of these fit gets the generic signal (typical value and noise).
+MODELS_BY_INDEX: dict[str, Model] = {"ispu": _air}
+MODELS_BY_LIMITS: dict[str, Model] = {"drinking_water": _water}
+
+
+def model_of(kind: Kind) -> Model | None:
+    if kind.index:
+        return MODELS_BY_INDEX[kind.index]
+    if kind.limits:
+        return MODELS_BY_LIMITS[kind.limits]
+    return _bin if kind.fill_level else None
 
 
 def generate(
@@ -240,7 +252,7 @@ def generate(
         return rng.standard_normal(shape) if rng is not None else np.zeros(shape)
 
     c = Clock.of(t_ms, utc_offset_h)
-    model = MODELS.get(kind.name)
+    model = model_of(kind)
     values = model(fleet, c, weather, noise, kind) if model else {}
     out: dict[str, np.ndarray] = {}
     for fl in kind.fields:  # the catalogue decides the field list; unknown fields get a generic signal

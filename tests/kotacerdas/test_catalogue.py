@@ -83,6 +83,8 @@ def test_unknown_field_lookup_raises():
         (lambda d: d["kinds"]["water"].__setitem__("limits", "river"), "limits 'river'"),
         (lambda d: d["kinds"]["waste_bin"].__setitem__("fill_level", "level"), "not one of its fields"),
         (lambda d: d["kinds"]["waste_bin"].__setitem__("fill_level", "distance"), "must be in %"),
+        (lambda d: d["kinds"]["waste_bin"].__setitem__("short_id", "Bin/1"), "short_id 'Bin/1'"),
+        (lambda d: d["kinds"]["waste_bin"].__setitem__("short_id", "air"), "short_id must differ"),
     ],
 )
 def test_bad_catalogue_refused_at_load(mutate, message):
@@ -97,3 +99,5 @@ def test_derived_products_are_catalogue_properties():
     assert [k.name for k in cat.with_index()] == ["air"] and cat["air"].index == "ispu"
     assert [k.name for k in cat.with_limits()] == ["water"] and cat["water"].limits == "drinking_water"
     assert [k.name for k in cat.with_fill_level()] == ["waste_bin"] and cat["waste_bin"].fill_level == "fill"
+    # the part of generated device ids: the kind's name unless the catalogue gives a shorter one
+    assert [(k.name, k.short_id) for k in cat] == [("water", "water"), ("waste_bin", "bin"), ("air", "air")]

@@ -113,3 +113,34 @@ def test_quantise_rounds_to_resolution_without_binary_noise():
     assert q.tolist() == [7.21, 7.21, 0.0, 14.0]
     t = CAT["water"].field("temperature")
     assert signals.quantise(t, np.array([27.03])).tolist() == [27.0]
+
+
+def test_models_and_fault_fields_follow_catalogue_properties_not_kind_names():
+    import dataclasses
+
+    from kotacerdas.catalogue import INDEX_FAMILIES, LIMIT_SETS
+
+    from simulators import faults
+
+    assert set(signals.MODELS_BY_INDEX) == set(INDEX_FAMILIES) and set(signals.MODELS_BY_LIMITS) == set(LIMIT_SETS)
+    # a kind renamed by an operator keeps its physics: the model comes from what it is
+    renamed = {dataclasses.replace(k, name=k.name + "_x") for k in CAT}
+    assert {signals.model_of(k) for k in renamed} == {signals.model_of(k) for k in CAT} and None not in {
+        signals.model_of(k) for k in CAT}
+    plain = dataclasses.replace(CAT["air"], index="")
+    assert signals.model_of(plain) is None and faults.index_pollutants(plain) == ()
+    assert faults.index_pollutants(CAT["air"]) == ("pm25", "pm10", "no2", "o3", "co")
+    assert faults.regulated_fields(CAT["water"]) == ("ph", "turbidity", "tds", "chlorine")
+    assert faults.regulated_fields(dataclasses.replace(CAT["water"], limits="")) == ()
+    assert set(faults.EPISODE_POLLUTANTS) <= set(faults.index_pollutants(CAT["air"]))
+
+
+def test_contamination_and_episode_hit_only_the_fields_the_plan_names():
+    sc = small_scenario(faults={"contamination": 2, "pollution_episode": 1})
+    run, _ = messages(sc)
+    cont = [f for f in run.plan.faults if f.type == "contamination"]
+    pol = [f for f in run.plan.faults if f.type == "pollution_episode"]
+    assert cont and pol
+    assert all(set(f.params["shift"]) == {"ph", "turbidity"} for f in cont)
+    assert all(f.params["fields"] == ["pm25", "no2"] for f in pol)
+    assert {lb.field for f in cont for lb in f.labels} == {"ph", "turbidity"}
