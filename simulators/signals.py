@@ -28,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-from kotacerdas.catalogue import Field, Kind
+from kotacerdas.catalogue import INDEX_FAMILIES, Field, Kind
 from kotacerdas.standards import WATER_LIMITS
 
 from simulators.fleet import SITE_TYPES, KindFleet
@@ -226,7 +226,8 @@ def _bin(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray],
 # The physical model behind a kind, by what the catalogue says the kind is (never by its name): urban
 # air whose pollutants an index is computed from, treated water held to regulated limits, a container
 # with a fill level. A kind none of these fit gets the generic signal (typical value and noise).
-MODELS_BY_INDEX: dict[str, Model] = {"ispu": _air}
+# every index family is computed from urban air pollutants: the one air model serves them all
+MODELS_BY_INDEX: dict[str, Model] = dict.fromkeys(INDEX_FAMILIES, _air)
 MODELS_BY_LIMITS: dict[str, Model] = {"drinking_water": _water}
 
 
