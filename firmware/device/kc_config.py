@@ -9,8 +9,11 @@ import kc_schema
 MIN_INTERVAL_S = 5
 MAX_INTERVAL_S = 86400
 # The set-up AP a node with a valid config opens by itself when its networks keep failing
-# (kc_node, kc_wifi.fallback_due): after this many failed rounds of all networks (0 = never)...
-AP_FALLBACK_ROUNDS = 10
+# (kc_node, kc_wifi.fallback_due): after this many failed rounds of all networks (0 = never;
+# unset: 20 for an always-on node, ~8 min of a dead network, more than a router's reboot; 4 for a
+# deep-sleep node, whose rounds come only on the wakes that use the radio, ~4 h at 15 min)...
+AP_FALLBACK_ROUNDS = 20
+AP_FALLBACK_ROUNDS_SLEEP = 4
 MAX_AP_FALLBACK_ROUNDS = 1000
 # ... for this long (s): enough for an installer on site to type a new password, short enough
 # that a city Wi-Fi outage costs minutes of readings, not hours
@@ -27,7 +30,7 @@ DEFAULTS = {
     "ring": {"capacity": 256, "slot": 512},
     "fw": "1.0.0",
     "deep_sleep": None,  # None: battery-powered kinds sleep, others do not
-    "ap_fallback_rounds": AP_FALLBACK_ROUNDS,
+    "ap_fallback_rounds": None,  # None: by power mode (kc_node)
     "ap_fallback_s": AP_FALLBACK_S,
 }
 
@@ -84,7 +87,7 @@ def validate_device(doc):
     port = cfg["mqtt"]["port"]
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError("mqtt.port must be 1..65535")
-    _check_ap_fallback(cfg)
+    _check_ap_fallback(doc)  # what config.json says (the merged defaults leave the rounds to kc_node)
     if cfg.get("ap_password") is not None:
         check_passphrase(cfg["ap_password"], "ap_password")
     if cfg.get("ads1115") is not None and cfg["kind"] != "water":

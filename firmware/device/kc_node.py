@@ -63,7 +63,9 @@ class Node:
         self.interval_s = cfg["interval_s"]
         self.thresholds = {}
         # the set-up AP opened by the node itself when its networks keep failing (kc_wifi.fallback_due)
-        self.ap_rounds = cfg.get("ap_fallback_rounds", kc_config.AP_FALLBACK_ROUNDS)
+        self.ap_rounds = cfg.get("ap_fallback_rounds")
+        if self.ap_rounds is None:
+            self.ap_rounds = kc_config.AP_FALLBACK_ROUNDS_SLEEP if self.deep_sleep else kc_config.AP_FALLBACK_ROUNDS
         self.ap_window_s = cfg.get("ap_fallback_s", kc_config.AP_FALLBACK_S)
         self.battery_v = None
         self.remote_path = self.dir + "/remote.json"

@@ -424,6 +424,13 @@ def test_sleeping_node_tries_every_network_each_wake_and_counts_rounds():
         assert node.wifi.rounds_failed == tried_wakes
     assert board.windows and board.windows[0][1] == "no Wi-Fi for 3 rounds", board.windows
     assert tried_wakes == 2 and wake > 3  # the third round's wake asked for the window
+    # unset: fewer rounds for a sleeping node (its rounds are hours apart) than for an awake one
+    from kc_node import Node
+    for kind, want in (("waste_bin", kc_config.AP_FALLBACK_ROUNDS_SLEEP), ("water", kc_config.AP_FALLBACK_ROUNDS)):
+        cfg = kc_config.validate_device({"kind": kind, "device": "D-1", "ring": {"capacity": 32, "slot": 384}})
+        assert Node(_RadioBoard(_dir("dflt"), kc_fake_prov.FakeWLAN({}), kind=kind), cfg).ap_rounds == want
+    assert (kc_config.AP_FALLBACK_ROUNDS, kc_config.AP_FALLBACK_ROUNDS_SLEEP) == (20, 4)
+    _raises(kc_config.ConfigError, kc_config.validate_device, {"kind": "air", "device": "A", "ap_fallback_rounds": None})
 
 
 def _on_runs(edges, t_from, t_to):
