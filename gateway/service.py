@@ -27,7 +27,7 @@ from kotacerdas import contract, device_config
 from kotacerdas.backoff import Backoff
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.contract import Limits, Reason, Rejection, normalized_doc
-from kotacerdas.mqttwire import WireClient
+from kotacerdas.mqttwire import RECONNECT_BASE_S, RECONNECT_CAP_S, WireClient
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import Settings
 
@@ -87,6 +87,9 @@ class Metrics:
             "kc_gateway_retained_replays_total",
             "Retained copies replayed by the broker at (re)subscription and already handled: counted, not "
             "stored or dead-lettered again", ["channel"], registry=r)
+        self.inbound_reconnects = Counter(
+            "kc_gateway_inbound_reconnects_total",
+            "Connections to the devices' broker after the first one (it went away and came back)", registry=r)
         self.echo = Counter("kc_gateway_echo_total",
                             "The gateway's own outputs (config, cmd, dead letters) seen on its wide subscription "
                             "and skipped; not device messages, so not in the ledger", registry=r)
@@ -131,6 +134,9 @@ class Gateway:
         self._routes: dict[str, str] = {}
         self._stop = threading.Event()
         self.inbound_connected = False
+        self._inbound_connects = 0
+        # paho path only: its network thread reconnects, we choose each wait (the wire client has its own)
+        self.inbound_backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
         self._subscribed = threading.Event()
         self.client: WireClient | paho.Client | None = None
         self.forwarder = Forwarder(
@@ -678,11 +684,27 @@ class Gateway:
         self._subscribed.set()
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, rc: Any, props: Any = None) -> None:
+        self._next_reconnect_wait(client)
         self._disconnected(str(rc))
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        self._next_reconnect_wait(client)
+
+    def _next_reconnect_wait(self, client: paho.Client) -> None:
+        """paho's network thread waits ``min_delay`` before its next attempt (setting it restarts paho's
+        own doubling ladder): one full-jitter draw of the platform's backoff per attempt, so gateways
+        that lost the same broker do not come back in step."""
+        wait = self.inbound_backoff.delay()
+        client.reconnect_delay_set(wait, wait)  # type: ignore[arg-type]  # typed int, used as a float
 
     # wire client callbacks
     def _connected(self, session_present: bool) -> None:
         self.inbound_connected = True
+        self.inbound_backoff.reset()
+        self._inbound_connects += 1
+        if self._inbound_connects > 1:
+            self.metrics.inbound_reconnects.inc()
+            log.info("devices broker reconnected", extra={"session_present": session_present})
         # subscribing again on every (re)connect is harmless with a persistent session
         self._subscribed.clear()
         self.client.subscribe(self._subscriptions())  # type: ignore[union-attr]
@@ -718,9 +740,9 @@ class Gateway:
             c.on_connect = self._on_connect
             c.on_disconnect = self._on_disconnect
             c.on_subscribe = self._on_subscribe
-            # paho's own reconnect loop (doubling 1 -> 5 s, no jitter) on this TLS / MQTT 5 path; the
-            # default wire-client path reconnects with kotacerdas.backoff
-            c.reconnect_delay_set(1, 5)
+            # paho's thread reconnects on this TLS / MQTT 5 path, waiting what _next_reconnect_wait
+            # draws from kotacerdas.backoff (as the wire client does), not paho's unjittered ladder
+            c.on_connect_fail = self._on_connect_fail
             self.client = c
         while True:
             try:
@@ -732,8 +754,10 @@ class Gateway:
             except (OSError, TimeoutError, ConnectionError) as exc:
                 if time.monotonic() > deadline:
                     raise
-                log.warning("devices broker not reachable; retrying", extra={"error": str(exc)[:200]})
-                time.sleep(1.0)
+                wait = self.inbound_backoff.delay()
+                log.warning("devices broker not reachable; retrying",
+                            extra={"error": str(exc)[:200], "retry_in_s": round(wait, 3)})
+                time.sleep(wait)
         # a first-time session only receives what is published after the SUBACK: wait for it
         if not self._subscribed.wait(10):
             log.warning("no SUBACK from the devices broker yet")

@@ -51,6 +51,9 @@ SUBSCRIBE, SUBACK, PINGREQ, PINGRESP, DISCONNECT = 0x82, 0x90, 0xC0, 0xD0, 0xE0
 _PUBACK = struct.Struct("!BBH")
 _U16 = struct.Struct("!H")
 _READ = 1 << 20
+# reconnect backoff (full jitter, kotacerdas.backoff): the gateway's paho path uses the same numbers
+RECONNECT_BASE_S, RECONNECT_CAP_S = 0.5, 5.0
+
 # dead letters we published and the broker has not acknowledged yet (resent on reconnect)
 _MAX_OUTGOING = 10_000
 
@@ -235,7 +238,7 @@ class WireClient:
         self._stopping = threading.Event()
         self._connected = threading.Event()
         self._thread: threading.Thread | None = None
-        self._backoff = Backoff(0.5, 5.0)
+        self._backoff = Backoff(RECONNECT_BASE_S, RECONNECT_CAP_S)
 
     # ------------------------------------------------------------ public API
 
