@@ -309,8 +309,19 @@ def test_accepted_by_the_real_gateway(settings: Settings, tmp_path: Path, uid: s
         vd = VirtualDevice(settings, "air", dev, interval_s=0.2, state_dir=tmp_path / "dev")
         res = vd.run(duration_s=40, count=5)
         assert res.delivered == 5
-        wait_for(lambda: len(col.where(f"/norm/{settings.city}/air/{dev}")) >= 5, 30, "normalised readings")
-        norm = [contract.decode_normalized(p) for _, p in col.where(f"/norm/{settings.city}/air/{dev}")]
+        def readings() -> list:
+            """This device's readings, sent alone or in batches (gateway.forward_batch)."""
+            out: list = []
+            for _, p in col.where(f"/norm/{settings.city}/air/{dev}"):
+                out.append(contract.decode_normalized(p))
+            for t, p in col.where(f"/norm/{settings.city}/air/{contract.NORMALIZED_BATCH}"):
+                got = contract.decode_normalized_batch(t, p)
+                assert isinstance(got, list), got
+                out += [r for r in got if not isinstance(r, contract.NormalizedReading) or r.device == dev]
+            return out
+
+        wait_for(lambda: len(readings()) >= 5, 30, "normalised readings")
+        norm = readings()
         assert all(isinstance(n, contract.NormalizedReading) for n in norm), norm
         assert sorted({n.seq for n in norm}) == [1, 2, 3, 4, 5]
         # the topic root is this test's own: any dead letter would be about our device's messages
