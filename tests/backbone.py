@@ -45,11 +45,21 @@ def wait_jetstream(cluster: localnats.NatsCluster, timeout_s: float = 30) -> Non
             time.sleep(0.3)
 
 
-def stream_leader(cluster: localnats.NatsCluster) -> str:
+def stream_leader(cluster: localnats.NatsCluster, timeout_s: float = 30) -> str:
+    """The server name of the MQTT stream's leader, once one of the cluster's nodes is it (right after
+    the stream is created, or while a node rejoins, the stream has no leader and stream_info says None)."""
+
     async def go(js):  # noqa: ANN001
         return (await js.stream_info(backbone.MQTT_STREAM)).cluster.leader
 
-    return asyncio.run(_js(cluster.urls[0], go))
+    names = {n.server_name for n in cluster.nodes}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        leader = asyncio.run(_js(cluster.urls[0], go))
+        if leader in names:
+            return leader
+        assert time.monotonic() < deadline, f"no stream leader among {sorted(names)} (got {leader!r})"
+        time.sleep(0.2)
 
 
 def consumer_state(url: str, durable: str = backbone.INGEST_CONSUMER) -> tuple[int, int]:
