@@ -116,15 +116,11 @@ class ChartState:
     @classmethod
     def load(cls, path: Path, cp: ChartParams) -> "ChartState | None":
         """The saved state, or None when there is none or it was saved with another layout or block."""
-        got = statefile.load(path, _ARRAYS)
-        if got is None or got[1][:3] != [FORMAT, cp.block, cp.k_blocks]:
+        got = statefile.restore(path, _ARRAYS, [FORMAT, cp.block, cp.k_blocks], lambda d: cls(d, cp))
+        if got is None:
             return None
-        devices, meta, arrays = got
-        st = cls(devices, cp)
-        for n, v in arrays.items():
-            setattr(st, n, v)
-        st.g_next = None if meta[3] < 0 else meta[3]
-        st.cur_whole, st.opened = bool(meta[4]), bool(meta[5])
+        st, rest = got
+        st.cur_whole, st.opened = bool(rest[0]), bool(rest[1])
         return st
 
 

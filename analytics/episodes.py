@@ -82,14 +82,8 @@ class EpisodeState:
 
     @classmethod
     def load(cls, path: Path) -> "EpisodeState | None":
-        got = statefile.load(path, _ARRAYS)
-        if got is None or got[1][:2] != [FORMAT, len(FAULTS)]:
-            return None
-        st = cls(got[0])
-        for n, v in got[2].items():
-            setattr(st, n, v)
-        st.g_next = None if got[1][2] < 0 else got[1][2]
-        return st
+        got = statefile.restore(path, _ARRAYS, [FORMAT, len(FAULTS)], cls)
+        return None if got is None else got[0]
 
 
 def by_fault(results: dict[str, QcResult], rows: int, n: int, lo: int = 0) -> tuple[np.ndarray, ...]:

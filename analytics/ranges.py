@@ -179,14 +179,8 @@ class RangeState:
 
     @classmethod
     def load(cls, path: Path) -> "RangeState | None":
-        got = statefile.load(path, _ARRAYS)
-        if got is None or got[1][:2] != [FORMAT, BINS]:
-            return None
-        st = cls(got[0])
-        for n, v in got[2].items():
-            setattr(st, n, v)
-        st.g_next = None if got[1][2] < 0 else got[1][2]
-        return st
+        got = statefile.restore(path, _ARRAYS, [FORMAT, BINS], cls)
+        return None if got is None else got[0]
 
 
 def _quantile_edges(counts: np.ndarray, q: float, lp: LearnParams) -> np.ndarray:

@@ -88,14 +88,8 @@ class SeasonState:
 
     @classmethod
     def load(cls, path: Path, per_hour: int) -> "SeasonState | None":
-        got = statefile.load(path, (*_ARRAYS, "hour_of"))
-        if got is None or got[1][:2] != [FORMAT, per_hour]:
-            return None
-        st = cls(got[0], per_hour)
-        for n, v in got[2].items():
-            setattr(st, n, v)
-        st.g_next = None if got[1][2] < 0 else got[1][2]
-        return st
+        got = statefile.restore(path, (*_ARRAYS, "hour_of"), [FORMAT, per_hour], lambda d: cls(d, per_hour))
+        return None if got is None else got[0]
 
 
 def per_hour(step_ms: int) -> int:

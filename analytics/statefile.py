@@ -41,6 +41,22 @@ def load(path: Path, names: tuple[str, ...]) -> tuple[list[str], list[int], dict
         return None
 
 
+def restore(path: Path, names: tuple[str, ...], header: list[int], make):  # noqa: ANN001, ANN201
+    """The state saved at ``path`` as ``make(devices)`` with its arrays ``names`` set and its
+    ``g_next`` (the meta value right after ``header``, -1 = None), plus the meta values after that;
+    None when the file is missing or was saved with another ``header`` (layout version, sizes)."""
+    got = load(path, names)
+    if got is None or got[1][:len(header)] != header:
+        return None
+    devices, meta, arrays = got
+    st = make(devices)
+    for n, v in arrays.items():
+        setattr(st, n, v)
+    g = meta[len(header)]
+    st.g_next = None if g < 0 else g
+    return st, meta[len(header) + 1:]
+
+
 def rows_for(state, devices: list[str], names: tuple[str, ...], fresh) -> np.ndarray:  # noqa: ANN001
     """Row of each of ``devices`` in ``state`` (an object with ``devices`` and the arrays ``names``);
     unknown devices are appended, their rows taken from ``fresh(n)`` (an object of n new rows)."""
