@@ -22,7 +22,7 @@ from kotacerdas.contract import NORMALIZED_BATCH, Rejection, normalized_batch_co
 from ingest.convert import Converter
 from ingest.source import Msg
 
-__all__ = ["Batch", "Batcher", "Part", "Routes", "convert_batch", "weight"]
+__all__ = ["Batch", "Batcher", "Part", "Routes", "batch_reading_payload", "convert_batch", "weight"]
 
 BATCH_SUFFIX = "/" + NORMALIZED_BATCH
 
@@ -171,8 +171,13 @@ class Part:
 
     @property
     def payload(self) -> bytes:
-        doc = orjson.loads(self.msg.payload)
-        return orjson.dumps(doc["readings"][self.index])
+        return batch_reading_payload(self.msg.payload, self.index)
+
+
+def batch_reading_payload(batch_payload: bytes, index: int) -> bytes:
+    """The ``index``-th reading of a gateway batch message, as a message of its own: what a dead
+    letter of that one reading carries (the batch decoded again: only on the rare refusal path)."""
+    return orjson.dumps(orjson.loads(batch_payload)["readings"][index])
 
 
 def _add_batch(b: Batch, m: Msg, results: list) -> None:

@@ -6,7 +6,9 @@ the platform's own topics: normalised readings, dead letters and devstatus (aler
 Each fetch of up to ``backbone.fetch_batch`` messages is converted (ingest/convert.py, the same
 conversion as the MQTT path), grouped by the InfluxDB that holds each city
 (kotacerdas/routing.py) and written with ``write_keep_good``; only then are the messages
-acked. So:
+acked. Normalised telemetry comes in either form, as for ``ingest run``: one reading per message, or
+the MQTT gateway's batch (``.../norm/{city}/{kind}/_batch``, one decode through the contract's
+``batch_readings``), whose bad readings are dead-lettered alone. So:
 - a worker killed mid-batch acked nothing of it: JetStream hands those messages to another
   worker after ``ack_wait_s``; rewriting a point InfluxDB already stored is idempotent (same
   measurement, tags and device timestamp), so a redelivery never makes a duplicate point;
@@ -38,6 +40,7 @@ from kotacerdas.routing import CityRouter
 from kotacerdas.settings import Settings
 
 from ingest import schema
+from ingest.batcher import batch_reading_payload
 from ingest.convert import Converter
 from ingest.writer import write_keep_good
 
@@ -61,17 +64,27 @@ class Metrics:
 
 @dataclass
 class Outcome:
-    """What to do with one fetched batch: indices to ack and to NAK, and what happened."""
+    """What to do with one fetched batch: indices to ack and to NAK, and what happened.
+
+    ``dead`` holds (message index, reading index or None for the whole message, why): a gateway
+    batch message (``.../norm/{city}/{kind}/_batch``) carries many readings, and a bad one is
+    dead-lettered alone while the others are written."""
 
     ack: list[int] = field(default_factory=list)
     nak: list[int] = field(default_factory=list)
     written: dict[str, int] = field(default_factory=dict)
-    dead: list[tuple[int, Rejection]] = field(default_factory=list)
+    dead: list[tuple[int, int | None, Rejection]] = field(default_factory=list)
 
 
 def city_of(subject: str) -> str:
-    """``$MQTT.msgs.<root...>.v1.<platform>.norm.<city>.<kind>.<device>`` -> city."""
+    """``$MQTT.msgs.<root...>.v1.<platform>.norm.<city>.<kind>.<device or _batch>`` -> city."""
     return subject.rsplit(".", 3)[-3]
+
+
+BATCH_SUBJECT_SUFFIX = "." + contract.NORMALIZED_BATCH
+
+# what one platform message became: (city for routing, one answer per reading: line or refusal)
+Lines = tuple[str, list[str | Rejection]]
 
 
 class BatchWriter:
@@ -95,78 +108,96 @@ class BatchWriter:
                      self._catalogue_obj)
         self._schema_done.add(key)
 
-    def _line(self, subject: str, payload: bytes, now_ms: int) -> tuple[str, str] | Rejection | None:
-        """(city for routing, line), a Rejection, or None for a platform topic ingest does not store."""
+    def _lines(self, subject: str, payload: bytes, now_ms: int) -> Lines | Rejection | None:
+        """What a message becomes, a Rejection of the whole message, or None for a platform topic
+        ingest does not store. Either form of normalised telemetry is decoded as ``ingest run``
+        does (ingest/convert.py, the contract's batch decoder): a batch gives one answer per reading."""
         channel, _, rest = subject[len(self._platform):].partition(".")
         if channel == contract.CH_NORM:
+            if subject.endswith(BATCH_SUBJECT_SUFFIX):
+                many = self.converter.telemetry_batch(backbone.subject_to_mqtt_topic(subject), payload)
+                if isinstance(many, Rejection):
+                    return many
+                return city_of(subject), [r if isinstance(r, Rejection) else r[0] for r in many]
             tel = self.converter.telemetry(payload)
-            return tel if isinstance(tel, Rejection) else (city_of(subject), tel[0])
+            return tel if isinstance(tel, Rejection) else (city_of(subject), [tel[0]])
         if channel == contract.CH_DEADLETTER:
             dl = self.converter.deadletter(payload, backbone.subject_to_mqtt_topic(subject))
-            return dl if isinstance(dl, Rejection) else ("", dl)
+            return dl if isinstance(dl, Rejection) else ("", [dl])
         if channel == contract.CH_DEVSTATUS:
             st = self.converter.device_status(payload, now_ms)
-            return st if isinstance(st, Rejection) else (rest.split(".")[0], st)
+            return st if isinstance(st, Rejection) else (rest.split(".")[0], [st])
         return None  # alerts and other platform traffic: not ingest's
 
     def process(self, batch: list[tuple[str, bytes]], now_ms: int) -> Outcome:
+        """A message is acked once all its lines are stored and its refused readings dead-lettered;
+        NAKed (all of it: redelivery rewrites the stored lines idempotently) if any of that failed."""
         out = Outcome()
-        by_target: dict[str, tuple[InfluxClient, list[str], list[int], str]] = {}
+        # target key -> (client, lines, owners (message, reading or None), city)
+        by_target: dict[str, tuple[InfluxClient, list[str], list[tuple[int, int | None]], str]] = {}
         for i, (subject, payload) in enumerate(batch):
-            got = self._line(subject, payload, now_ms)
+            got = self._lines(subject, payload, now_ms)
             if got is None:
-                out.ack.append(i)
                 continue
             if isinstance(got, Rejection):
-                out.dead.append((i, got))
+                out.dead.append((i, None, got))
                 continue
-            city, line = got
+            city, answers = got
             t = self.router.settings_for(city)
             key = f"{t.url}|{t.database}"
             slot = by_target.get(key)
             if slot is None:
                 slot = by_target[key] = (self.router.client_for(city), [], [], city)
-            slot[1].append(line)
-            slot[2].append(i)
-        for key, (client, lines, idx, city) in by_target.items():
+            whole = len(answers) == 1 and not subject.endswith(BATCH_SUBJECT_SUFFIX)
+            for j, a in enumerate(answers):
+                if isinstance(a, Rejection):
+                    out.dead.append((i, None if whole else j, a))
+                else:
+                    slot[1].append(a)
+                    slot[2].append((i, None if whole else j))
+        nak: set[int] = set()
+        for key, (client, lines, owners, city) in by_target.items():
             try:
                 self.ensure_schema(city)
                 bad = write_keep_good(client, lines, precision="ns")
             except InfluxError as exc:
                 log.warning("InfluxDB write failed; batch handed back",
-                            extra={"target": key, "error": exc.message[:200], "messages": len(idx)})
-                out.nak += idx
+                            extra={"target": key, "error": exc.message[:200], "lines": len(lines)})
+                nak.update(i for i, _ in owners)
                 continue
-            bad_idx = {idx[j]: err for j, err in bad}
-            for i in idx:
-                if i in bad_idx:
-                    out.dead.append((i, Rejection(Reason.WRITE_REJECTED, bad_idx[i][:200])))
-                else:
-                    out.ack.append(i)
-            out.written[key] = out.written.get(key, 0) + len(idx) - len(bad_idx)
-        self._write_deadletters(batch, out, now_ms)
+            for j, err in bad:
+                out.dead.append((*owners[j], Rejection(Reason.WRITE_REJECTED, err[:200])))
+            out.written[key] = out.written.get(key, 0) + len(lines) - len(bad)
+        # a message handed back is redone whole: its refusals are dead-lettered then, not twice
+        out.dead = [d for d in out.dead if d[0] not in nak]
+        nak |= self._write_deadletters(batch, out.dead, now_ms)
+        out.nak = sorted(nak)
+        out.ack = [i for i in range(len(batch)) if i not in nak]
         return out
 
-    def _write_deadletters(self, batch: list[tuple[str, bytes]], out: Outcome, now_ms: int) -> None:
-        """Refused messages become ``deadletter`` points on the default InfluxDB; acked once stored."""
-        if not out.dead:
-            return
+    def _write_deadletters(self, batch: list[tuple[str, bytes]], dead: list[tuple[int, int | None, Rejection]],
+                           now_ms: int) -> set[int]:
+        """Refused messages and readings become ``deadletter`` points on the default InfluxDB; the
+        messages whose record could not be stored (to be NAKed: come back later rather than lose it)."""
+        if not dead:
+            return set()
         root = self.settings.mqtt.topic_root
-        lines, idx = [], []
-        for i, rej in out.dead:
+        lines = []
+        for i, j, rej in dead:
             subject, payload = batch[i]
             topic = backbone.subject_to_mqtt_topic(subject)
+            if j is not None:
+                payload = batch_reading_payload(payload, j)
             log.warning("dead-lettered", extra={"reason": rej.reason.value, "detail": rej.detail[:200], "topic": topic})
             body = contract.deadletter_payload(STAGE, rej, topic, payload, now_ms)
             line = self.converter.deadletter(body, contract.deadletter_topic(root, STAGE, rej.reason))
             if isinstance(line, str):
                 lines.append(line)
-                idx.append(i)
         try:
             write_keep_good(self.router.client_for(""), lines, precision="ns")
-            out.ack += idx
         except InfluxError:
-            out.nak += idx  # come back later rather than lose the record of a refusal
+            return {i for i, _, _ in dead}
+        return set()
 
 
 class JetStreamIngest:
@@ -216,7 +247,7 @@ class JetStreamIngest:
         for key, k in out.written.items():
             self.metrics.written.labels(key).inc(k)
             self.stats["written"] += k
-        for _, rej in out.dead:
+        for _, _, rej in out.dead:
             self.metrics.deadlettered.labels(rej.reason.value).inc()
         self.stats["deadlettered"] += len(out.dead)
         self.metrics.nakked.inc(len(out.nak))

@@ -74,7 +74,7 @@ def test_batch_writer_acks_good_deadletters_bad(settings: Settings, influx: Infl
     w = BatchWriter(settings, CityRouter(settings), CAT)
     out = w.process(batch, int(time.time() * 1000))
     assert sorted(out.ack) == list(range(21)) and not out.nak
-    assert [r.reason for _, r in out.dead] == [contract.Reason.MALFORMED_JSON]
+    assert [r.reason for _, _, r in out.dead] == [contract.Reason.MALFORMED_JSON]
     assert stored(influx) == 20
     assert influx.scalar('SELECT count("count") FROM "deadletter"') == 1
 
