@@ -1,8 +1,9 @@
 """The public page and the API docs, served by the open-data API from local files (no CDN).
 
 ``/`` is a phone-readable page (Bahasa Indonesia / English) with the current ISPU per district
-in the regulation's colours, a station map drawn from the stations' coordinates, drinking-water
-compliance and bins due for collection. It reads the API's own datasets and ``/v1/legend``
+in the regulation's colours and its official category text, a station map drawn from the stations'
+coordinates over city outlines (``public/outlines.geojson``: OpenStreetMap, ODbL, simplified by
+``devtools/outlines.py``), drinking-water compliance and bins due for collection. It reads the API's own datasets and ``/v1/legend``
 (bands, colours, advice and thresholds from kotacerdas/standards.py, so the page re-types none).
 ``/docs`` is Swagger UI 5 (OpenAPI 3.1, which FastAPI emits) from the assets the ``fastapi-offline``
 package ships (``swagger-ui-bundle`` on PyPI still carries Swagger UI 4, which cannot render 3.1).
@@ -28,8 +29,11 @@ SWAGGER_DIR = Path(fastapi_offline.__file__).parent / "static"
 def legend() -> dict[str, Any]:
     return {
         "ispu": [{"level": b.level, "label": b.label, "label_en": b.label_en, "lower": b.lower, "color": b.hex,
-                  "advice_id": b.advice_id, "advice_en": b.advice_en} for b in standards.ISPU_BANDS],
+                  "advice_id": b.advice_id, "advice_en": b.advice_en, "effect_id": b.effect_id,
+                  "effect_en": b.effect_en} for b in standards.ISPU_BANDS],
         "ispu_source": standards.ISPU_REGULATION,
+        "ispu_text_source": standards.ISPU_TEXT_SOURCE,
+        "ispu_translation": standards.ISPU_TRANSLATION,
         "water_source": standards.WATER_REGULATION,
         "bin_fill_due": standards.BIN_FILL_DUE,
     }

@@ -19,39 +19,77 @@ class Band:
     lower: float | None  # lowest index value of the band (None = from -inf)
     color: str  # Grafana colour name
     hex: str  # the same colour for HTML/PNG
-    advice_id: str = ""  # what the public should do, Bahasa Indonesia
-    advice_en: str = ""
+    advice_id: str = ""  # what the public should do, Bahasa Indonesia (official wording for ISPU)
+    advice_en: str = ""  # English: our translation (ISPU_TRANSLATION)
+    effect_id: str = ""  # what the category means for health, Bahasa Indonesia (official wording for ISPU)
+    effect_en: str = ""  # English: our translation
 
 
 # ISPU categories: Permen LHK No. P.14/MENLHK/SETJEN/KUM.1/7/2020 tentang Indeks Standar
-# Pencemar Udara, Lampiran I (rentang dan kategori: 0-50 Baik, 51-100 Sedang, 101-200 Tidak
+# Pencemar Udara, Lampiran (rentang dan kategori: 0-50 Baik, 51-100 Sedang, 101-200 Tidak
 # Sehat, 201-300 Sangat Tidak Sehat, >= 301 Berbahaya; warna hijau, biru, kuning, merah,
 # hitam). Ranges restated e.g. by voi.id/berita/305546 and detik.com d-6877417; the colours as
-# the KLHK ISPU portal shows them. The advice paraphrases the regulation's per-category
-# explanation (Lampiran: "penjelasan" of each category) and the KLHK portal's
-# recommendations; it is guidance text, not a quotation.
+# the KLHK ISPU portal shows them.
+#
+# effect_id = the "Penjelasan" column of the regulation's category table, quoted. advice_id = the
+# KLHK ISPU portal's "Rekomendasi" per group (Kelompok sensitif / Setiap orang / Penderita asma /
+# Penderita penyakit jantung), quoted. Neither the official PDF nor ispu.menlhk.go.id was
+# reachable here; both texts were read in public reproductions that agree word for word
+# (searched 2026-12-01; docs/analytics.md "ISPU citation" lists each address): the portal's
+# rekomendasi, "verbatim" from its site bundle, in a public research note on KLH's ISPU API
+# (stored-index file 70356911741) and in public apps quoting the portal (files 42718424799,
+# 1302132641); the Penjelasan with "Tingkat mutu udara ..." (the regulation's term, "mutu udara")
+# in public code and a thesis table headed "Penjelasan" (files 51839048422, 54135493066); the
+# portal's copies say "kualitas udara" for "mutu udara". Spelling kept as published ("resiko",
+# "nafas"). English (effect_en, advice_en) is OUR translation, not an official text.
+ISPU_TRANSLATION = "English: Kota Cerdas translation of the official Indonesian text, not an official text"
+ISPU_TEXT_SOURCE = ("Penjelasan: Lampiran P.14/MENLHK/SETJEN/KUM.1/7/2020; Rekomendasi: portal ISPU KLHK "
+                    "(as reproduced publicly; docs/analytics.md)")
 ISPU_BANDS: tuple[Band, ...] = (
     Band(1, "Baik", "Good", None, "green", "#2e9e44",
-         "Kualitas udara baik. Nikmati aktivitas di luar ruangan.",
-         "Air quality is good. Enjoy outdoor activities."),
+         "Sangat baik melakukan kegiatan di luar.",
+         "Very good for outdoor activities.",
+         "Tingkat mutu udara yang sangat baik, tidak memberikan efek negatif terhadap manusia, hewan, "
+         "tumbuhan.",
+         "Very good air quality, with no negative effect on people, animals or plants."),
     Band(2, "Sedang", "Moderate", 51, "blue", "#1f6fd1",
-         "Kualitas udara masih dapat diterima. Kelompok sensitif sebaiknya mengurangi aktivitas fisik yang berat "
-         "atau lama di luar ruangan.",
-         "Air quality is acceptable. Sensitive groups should reduce prolonged or heavy outdoor exertion."),
+         "Kelompok sensitif: Kurangi aktivitas fisik yang terlalu lama atau berat. "
+         "Setiap orang: Masih dapat beraktivitas di luar.",
+         "Sensitive groups: reduce prolonged or heavy physical activity. "
+         "Everyone: outdoor activities are still fine.",
+         "Tingkat mutu udara masih dapat diterima pada kesehatan manusia, hewan dan tumbuhan.",
+         "Air quality still acceptable for the health of people, animals and plants."),
     Band(3, "Tidak Sehat", "Unhealthy", 101, "yellow", "#f2c200",
-         "Kurangi aktivitas fisik di luar ruangan; kelompok sensitif (anak, lansia, penderita penyakit jantung "
-         "atau paru) hindari aktivitas di luar ruangan. Gunakan masker bila keluar.",
-         "Reduce outdoor exertion; sensitive groups (children, elderly, people with heart or lung disease) "
-         "should avoid outdoor activity. Wear a mask outdoors."),
+         "Kelompok sensitif: Boleh melakukan aktivitas di luar, tetapi mengambil rehat lebih sering dan "
+         "melakukan aktivitas ringan. Amati gejala berupa batuk atau nafas sesak. "
+         "Penderita asma: Harus mengikuti petunjuk kesehatan untuk asma dan menyimpan obat asma. "
+         "Penderita penyakit jantung: Gejala seperti palpitasi/jantung berdetak lebih cepat, sesak nafas, "
+         "atau kelelahan yang tidak biasa mungkin mengindikasikan masalah serius. "
+         "Setiap orang: Mengurangi aktivitas fisik yang terlalu lama di luar ruangan.",
+         "Sensitive groups: outdoor activity is allowed, but take breaks more often and keep it light; "
+         "watch for coughing or shortness of breath. People with asthma: follow your asthma health "
+         "instructions and keep your asthma medicine with you. People with heart disease: palpitations "
+         "(a faster heartbeat), shortness of breath or unusual tiredness may mean a serious problem. "
+         "Everyone: reduce prolonged physical activity outdoors.",
+         "Tingkat mutu udara yang bersifat merugikan pada manusia, hewan dan tumbuhan.",
+         "Air quality that is harmful to people, animals and plants."),
     Band(4, "Sangat Tidak Sehat", "Very Unhealthy", 201, "red", "#d7191c",
-         "Hindari aktivitas di luar ruangan; tutup jendela. Kelompok sensitif tetap di dalam ruangan dan "
-         "periksakan diri bila sesak napas.",
-         "Avoid outdoor activity; keep windows closed. Sensitive groups stay indoors and seek care if "
-         "short of breath."),
+         "Kelompok sensitif: Hindari semua aktivitas di luar. Perbanyak aktivitas di dalam ruangan atau "
+         "lakukan penjadwalan ulang pada waktu dengan kualitas udara yang baik. "
+         "Setiap orang: Hindari aktivitas fisik yang terlalu lama di luar ruangan, pertimbangkan untuk "
+         "melakukan aktivitas di dalam ruangan.",
+         "Sensitive groups: avoid all outdoor activity; do more indoors or reschedule to a time when the "
+         "air is good. Everyone: avoid prolonged physical activity outdoors; consider indoor activities.",
+         "Tingkat mutu udara yang dapat meningkatkan resiko kesehatan pada sejumlah segmen populasi yang "
+         "terpapar.",
+         "Air quality that can raise health risks for some groups of the exposed population."),
     Band(5, "Berbahaya", "Hazardous", 301, "#000000", "#000000",
-         "Tetap di dalam ruangan dan ikuti arahan pemerintah daerah; semua orang hindari aktivitas di luar "
-         "ruangan.",
-         "Stay indoors and follow the local government's instructions; everyone should avoid outdoor activity."),
+         "Kelompok sensitif: Tetap di dalam ruangan dan hanya melakukan sedikit aktivitas. "
+         "Setiap orang: Hindari semua aktivitas di luar.",
+         "Sensitive groups: stay indoors and keep activity low. Everyone: avoid all outdoor activity.",
+         "Tingkat mutu udara yang dapat merugikan kesehatan serius pada populasi dan perlu penanganan "
+         "cepat.",
+         "Air quality that can seriously harm the population's health and needs quick action."),
 )
 
 # Pollutants with an ISPU sub-index, as catalogue field names. P.14/2020 Lampiran I indexes
@@ -119,14 +157,20 @@ ISPU_REGULATION = "Permen LHK P.14/MENLHK/SETJEN/KUM.1/7/2020"
 # ISPU averaging period per parameter, seconds. Source: P.14/MENLHK/SETJEN/KUM.1/7/2020,
 # Lampiran, table "Batas dan konversi nilai konsentrasi parameter ISPU": each of the seven
 # columns (PM10, PM2.5, SO2, CO, O3, NO2, HC) is headed "24 Jam", with the note "Data
-# pengukuran selama 24 jam secara terus-menerus". What was verified, and where (searched
-# 2026-12-01, docs/analytics.md "ISPU citation"): the table and its note as reproduced in
-# 123dok "Pengertian dan Parameter ISPU"; the regulation's own text from its start to Pasal 1
-# (definitions) in a full-text copy (123dok "Permen LHK Nomor 14 Tahun 2020"). NOT verified:
-# the number of the article (Pasal) that refers to this Lampiran or states the averaging
-# period; the articles after Pasal 1 were not available to us, so no Pasal is cited here.
-# The 1 h O3/NO2, 8 h CO and 3 h HC periods are those of the repealed Kep-45/MENLH/10/1997
-# with Kep Bapedal 107/1997 Lampiran I, not of P.14/2020.
+# pengukuran selama 24 jam secara terus-menerus". Publication: "Hasil perhitungan ISPU parameter
+# PM2.5 disampaikan kepada publik tiap jam selama 24 jam"; the other six "paling sedikit 2 (dua)
+# kali dalam 1 (satu) hari pada pukul 09.00 dan 15.00" (i.e. a 24 h mean reported hourly or
+# twice a day, not a 1 h / 8 h mean). What was read, and where (searched 2026-12-01; addresses
+# in docs/analytics.md "ISPU citation"): the table and its note in a reproduction (123dok
+# "Pengertian dan Parameter ISPU"); the publication sentence in KLHK's own statement (jpnn.com,
+# 6 March 2021) and quoted in public code; the regulation's text from its start to Pasal 1
+# (123dok "Permen LHK Nomor 14 Tahun 2020"); a public study of KLH's ISPU API that finds its PM2.5
+# concentration (a_pm25) reproduces the published index through the 24 h table within +-1.
+# NOT verified: the number of the article (Pasal) that states the averaging period or refers to
+# this Lampiran: no stored source held the articles after Pasal 1, so no Pasal is cited. One
+# unsourced public code comment claims "24 h for PM, 8 h for CO" under P.14/2020; the table
+# reproduction contradicts it and it is not followed. The 1 h O3/NO2, 8 h CO and 3 h HC periods
+# are those of the repealed Kep-45/MENLH/10/1997 with Kep Bapedal 107/1997 Lampiran I.
 ISPU_AVERAGING_S: dict[str, int] = {p: 24 * 3600 for p in ("pm10", "pm25", "so2", "co", "o3", "no2", "hc")}
 
 # Data completeness of an averaged index: an hourly mean needs this share of its readings and a

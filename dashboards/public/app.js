@@ -3,12 +3,14 @@
 const T = {
   id: { title: "Kualitas lingkungan kota", updated: "Diperbarui", air: "Udara (ISPU) per kecamatan",
         water: "Air minum", bins: "Tempat sampah perlu diangkut", source: "Sumber", lang: "English",
-        stations: "stasiun", offline: "tidak melapor", provisional: "sementara: data 24 jam belum lengkap",
+        station: "stasiun", stations: "stasiun", offline: "tidak melapor",
+        provisional: "sementara: data 24 jam belum lengkap", effect: "Artinya", advice: "Rekomendasi",
         comply: "titik memenuhi", none: "Tidak ada", due: "perlu diangkut", full: "terisi", noData: "belum ada data",
         dominant: "parameter dominan" },
   en: { title: "City environment", updated: "Updated", air: "Air (ISPU) by district",
         water: "Drinking water", bins: "Waste bins due for collection", source: "Source", lang: "Bahasa Indonesia",
-        stations: "stations", offline: "not reporting", provisional: "provisional: 24-hour data incomplete",
+        station: "station", stations: "stations", offline: "not reporting",
+        provisional: "provisional: 24-hour data incomplete", effect: "Meaning", advice: "What to do",
         comply: "points comply", none: "None", due: "due for collection", full: "full", noData: "no data yet",
         dominant: "dominant pollutant" },
 };
@@ -34,17 +36,21 @@ function band(legend, v) {
   for (const x of legend.ispu) if (x.lower !== null && v >= x.lower) b = x;
   return b;
 }
+function nStations(t, n) {  // "1 station", "2 stations" (Indonesian has one form)
+  return `${n} ${n === 1 ? t.station : t.stations}`;
+}
 function textOn(hex) {  // readable text on a band colour
   const n = parseInt(hex.slice(1), 16), r = n >> 16, g = (n >> 8) & 255, b = n & 255;
   return (0.299 * r + 0.587 * g + 0.114 * b) > 150 ? "#000" : "#fff";
 }
 
 async function load() {
-  const [legend, ispu, stations, water, bins] = await Promise.all([
+  const [legend, ispu, stations, water, bins, outlines] = await Promise.all([
     get("/v1/legend"), get("/v1/air/ispu?limit=1000"), get("/v1/stations?limit=1000"),
-    get("/v1/water/compliance?limit=1000"), get("/v1/waste/bins?limit=1000")]);
+    get("/v1/water/compliance?limit=1000"), get("/v1/waste/bins?limit=1000"),
+    get("/static/public/outlines.geojson").catch(() => ({ features: [] }))]);  // the map works without
   state = { legend, ispu: ispu.data, stations: stations.data, water: water.data, bins: bins.data,
-            at: ispu.meta.generated_at };
+            outlines: outlines.features || [], at: ispu.meta.generated_at };
   render();
 }
 
@@ -54,7 +60,9 @@ function render() {
   document.querySelectorAll("[data-t]").forEach(e => { e.textContent = t[e.dataset.t]; });
   document.getElementById("lang").textContent = t.lang;
   document.getElementById("updated").textContent = new Date(state.at).toLocaleString(lang === "id" ? "id-ID" : "en-GB");
-  document.getElementById("sources").textContent = `ISPU: ${L.ispu_source}; ${L.water_source}`;
+  document.getElementById("sources").textContent = `ISPU: ${L.ispu_source} (${L.ispu_text_source}); ` +
+    `${L.water_source}` + (state.outlines.length ? `; ${lang === "id" ? "peta" : "map"}: ${state.outlines[0].properties.attribution}` : "");
+  document.getElementById("translation").textContent = lang === "en" ? L.ispu_translation : "";
   const leg = document.getElementById("legend");
   leg.replaceChildren(...L.ispu.map(b => el("li", { style: `background:${b.color};color:${textOn(b.color)}` },
     `${b.lower === null ? 0 : b.lower}+ ${lang === "id" ? b.label : b.label_en}`)));
@@ -75,7 +83,7 @@ function render() {
     const li = el("li", {});
     li.append(el("div", { class: "name" }, d));
     if (!use.length) {
-      li.append(el("div", { class: "off" }, `${t.noData} (${rows.length} ${t.stations}, ${t.offline})`));
+      li.append(el("div", { class: "off" }, `${t.noData} (${nStations(t, rows.length)}, ${t.offline})`));
     } else {
       const worst = use.reduce((a, b) => (b.value > a.value ? b : a));
       const b = band(L, worst.value);
@@ -84,10 +92,11 @@ function render() {
       li.append(el("span", { class: "big" }, Math.round(worst.value)),
                 el("span", { class: "cat", style: `background:${b.color};color:${textOn(b.color)};padding:1px 6px;border-radius:4px` },
                    lang === "id" ? b.label : b.label_en),
-                el("div", { class: "detail" }, `${live.length} ${t.stations}` +
+                el("div", { class: "detail" }, nStations(t, live.length) +
                    (pol ? ` · ${t.dominant}: ${pol.pollutant.toUpperCase()}` : "") +
                    (rows.length > live.length ? ` · ${rows.length - live.length} ${t.offline}` : "")),
-                el("div", { class: "advice" }, lang === "id" ? b.advice_id : b.advice_en));
+                el("div", { class: "effect" }, el("b", {}, `${t.effect}: `), lang === "id" ? b.effect_id : b.effect_en),
+                el("div", { class: "advice" }, el("b", {}, `${t.advice}: `), lang === "id" ? b.advice_id : b.advice_en));
       if (worst.provisional === 1) li.append(el("div", { class: "prov" }, t.provisional));
     }
     cards.push(li);
@@ -112,8 +121,9 @@ function render() {
   document.getElementById("bins").replaceChildren(...(binCards.length ? binCards : [el("li", { class: "ok" }, t.none)]));
 }
 
-// No base map: no tile server or boundary data is reachable offline (docs/dashboards.md), so the
-// map is drawn from what the API knows: stations at their coordinates on an equal-scale grid
+// No tile server is reachable offline (docs/dashboards.md), so the map is drawn here: the outlines
+// of the cities with stations (outlines.geojson: OpenStreetMap, ODbL, simplified; no openly
+// licensed kecamatan boundaries were found), stations at their coordinates on an equal-scale grid
 // (a km east is as long as a km north), district names at the middle of their stations, a
 // scale bar and north. 6371 km: mean Earth radius; equirectangular is exact enough for a city.
 const KM_PER_DEG = Math.PI * 6371 / 180;
@@ -129,7 +139,18 @@ function drawMap(online, stationIdx) {
   svg.replaceChildren();
   if (!pts.length) { svg.style.display = "none"; return; }
   const W = 400, H = 260, pad = 28;
-  const lats = pts.map(p => p.lat), lons = pts.map(p => p.lon);
+  // outer rings of the outlines whose box holds a station; they widen the view to the whole city
+  const rings = [];
+  for (const f of state.outlines) {
+    const g = f.geometry, polys = g.type === "Polygon" ? [g.coordinates] : g.coordinates;
+    for (const poly of polys) {
+      const r = poly[0], xs = r.map(c => c[0]), ys = r.map(c => c[1]);
+      const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+      if (pts.some(p => p.lon >= x0 && p.lon <= x1 && p.lat >= y0 && p.lat <= y1)) rings.push([f.properties, r]);
+    }
+  }
+  const lats = pts.map(p => p.lat).concat(...rings.map(([, r]) => r.map(c => c[1])));
+  const lons = pts.map(p => p.lon).concat(...rings.map(([, r]) => r.map(c => c[0])));
   const [la0, la1, lo0, lo1] = [Math.min(...lats), Math.max(...lats), Math.min(...lons), Math.max(...lons)];
   const coslat = Math.cos((la0 + la1) / 2 * Math.PI / 180);
   const spanX = Math.max((lo1 - lo0) * coslat, 0.01), spanY = Math.max(la1 - la0, 0.01);  // >= ~1 km
@@ -146,6 +167,11 @@ function drawMap(online, stationIdx) {
     return e;
   };
   svg.dataset.pxPerKm = String(k / KM_PER_DEG);
+  for (const [props, r] of rings) {  // under everything else
+    const d = r.map((c, i) => `${i ? "L" : "M"}${sx(c[0]).toFixed(1)},${sy(c[1]).toFixed(1)}`).join("") + "Z";
+    add("path", { d, class: "outline", "data-city": props.city }).append(
+      Object.assign(document.createElementNS(ns, "title"), { textContent: props.name }));
+  }
   // graticule: a few round meridians and parallels, labelled at the edge
   const step = niceStep(Math.max((W / coslat / k), H / k) / 4);
   const dec = Math.max(0, -Math.floor(Math.log10(step)));
@@ -191,6 +217,7 @@ function drawMap(online, stationIdx) {
   add("text", { x: x0 + len / 2, y: yb - 6, class: "scale", "text-anchor": "middle" }, `${km} km`);
   add("path", { d: `M${W - 16},8L${W - 11},22L${W - 16},19L${W - 21},22Z`, class: "north" });
   add("text", { x: W - 16, y: 33, class: "scale", "text-anchor": "middle" }, "N");
+  if (rings.length) add("text", { x: 4, y: H - 14, class: "attribution" }, rings[0][0].attribution);
 }
 
 document.getElementById("lang").addEventListener("click", () => { lang = lang === "id" ? "en" : "id"; render(); });

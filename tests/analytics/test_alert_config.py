@@ -99,7 +99,9 @@ def test_alert_carries_context_and_resolved_text_is_new_news(tmp_path):
     assert doc["concentration"] == 102.9 and doc["concentration_unit"] == "ug/m3"
     assert doc["threshold"] == 101.0 and doc["averaging_s"] == 86400.0 and doc["pollutant"] == "pm25"
     assert doc["observed_at"].endswith("Z") and doc["observed_ms"] == NOW
-    assert "masker" in doc["advice_id"] and "mask" in doc["advice_en"]
+    # the official ISPU portal's recommendation for Tidak Sehat, and our translation
+    assert "Kelompok sensitif: Boleh melakukan aktivitas di luar" in doc["advice_id"]
+    assert "Penderita asma" in doc["advice_id"] and "asthma" in doc["advice_en"]
     assert "Pancoran Mas" in a.text_en and "24 h" in a.text_en and "102.9 ug/m3" in a.text_en
     opening = a.text_en
     # the alert survives a restart with its context

@@ -64,6 +64,21 @@ def _check_map(html: str, air: list) -> None:
     # north up, east right
     assert (pos[a.device][0] < pos[b.device][0]) == (a.lon < b.lon)
     assert (pos[a.device][1] > pos[b.device][1]) == (a.lat < b.lat)
+    # the base map: Depok's outline (outlines.geojson) under the stations, with its attribution;
+    # its Depok stations fall inside the outline's box on the page, the Bogor ones outside it
+    m = re.search(r'<path d="(?P<d>M[^"]+Z)" class="outline" data-city="depok"', svg)
+    assert m, svg[:1500]
+    xy = [tuple(map(float, p.split(","))) for p in re.findall(r"[-\d.]+,[-\d.]+", m["d"])]
+    assert len(xy) >= 10
+    x0, x1 = min(x for x, _ in xy), max(x for x, _ in xy)
+    y0, y1 = min(y for _, y in xy), max(y for _, y in xy)
+    for d in air:
+        x, y = pos[d.device]
+        assert (x0 <= x <= x1 and y0 <= y <= y1) == (d.city == "depok"), (d.device, d.city, x, y, x0, x1, y0, y1)
+    # the outline is at the map's own scale: Depok is ~20.7 km east-west (test_outlines)
+    assert (x1 - x0) / px_per_km == pytest.approx(20.7, rel=0.03)
+    assert svg.index('class="outline"') < svg.index("<circle")  # drawn under the stations
+    assert "OpenStreetMap contributors (ODbL)" in svg
 
 
 def _shots() -> Path | None:
@@ -79,10 +94,15 @@ def test_public_page_renders_districts_in_both_languages(site, tmp_path):
     for d in {d.district for d in devs if d.kind == "air"}:
         assert d in html
     assert any(c in html for c in ("Baik", "Sedang", "Tidak Sehat"))
+    assert "Tingkat mutu udara" in html and "Rekomendasi:" in html  # the official category text
     _check_map(html, [d for d in devs if d.kind == "air"])
     en = chromium.dom(url + "/?lang=en")
     assert "Air (ISPU) by district" in en and "Drinking water" in en and "Waste bins due for collection" in en
     assert "http://" not in en.split("<body")[0].replace(url, "")  # no external resources in the head
+    assert "not an official text" in en and "What to do:" in en  # English advice labelled as ours
+    # counts agree in number: "1 station", never "1 stations" (Indonesian has one form)
+    assert not re.search(r"\b1 stations\b", en), re.findall(r"\d+ stations?", en)
+    assert re.search(r"\b1 station\b", en) and re.search(r"\b1 stasiun\b", html), re.findall(r"\d+ station", en)
     out = _shots() or tmp_path
     for name, w, h, lang in (("public-phone", 412, 1400, "id"), ("public-desktop", 1280, 1100, "en")):
         p = chromium.screenshot(f"{url}/?lang={lang}", out / f"{name}.png", w, h)
