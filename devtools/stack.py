@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 import httpx
 
+from kotacerdas import brokerconf
 from kotacerdas.settings import Settings, load_settings
 
 APT_PACKAGES = ("influxdb", "mosquitto", "mosquitto-clients")
@@ -210,25 +211,14 @@ class MosquittoProcess(_Daemon):
         return self.workdir / "mosquitto.conf"
 
     def _write_config(self) -> None:
-        # Why these: the defaults drop messages silently for slow or offline
-        # subscribers (max_queued_messages 1000) and persist only every 30 min.
-        # max_inflight_messages: ingest acknowledges a whole InfluxDB batch at once
-        # (ingest.max_unacked, 10,000) and keeps up to two writes in flight while the next
-        # batch fills, so the broker must let about 4 batches of QoS 1 messages be in flight
-        # to it; with 1000 the batches stayed at 500 lines and InfluxDB's per-request cost
-        # dominated (docs/benchmarks.md, "Ingest").
+        # queue, in-flight window and persistence: kotacerdas/brokerconf.py says why (the
+        # operator's provisioned broker uses the same lines)
         # set_tcp_nodelay stays at Mosquitto's default (false): with it on, every PUBACK and
         # PUBLISH is its own TCP segment, 29 vs 19 us of broker CPU per QoS 1 message here.
         lines = [
             f"pid_file {self.workdir / 'mosquitto.run.pid'}",
-            f"persistence {'true' if self.persistence else 'false'}",
-            f"persistence_location {self.workdir}/",
-            "autosave_interval 5",
-            "autosave_on_changes false",
-            "max_queued_messages 1000000",
-            "max_queued_bytes 0",
-            "max_inflight_messages 40000",
-            "persistent_client_expiration 14d",
+            *(brokerconf.persistence_lines(self.workdir) if self.persistence else ["persistence false"]),
+            *brokerconf.SESSION_LINES,
             "log_dest stderr",
             "log_type error",
             "log_type warning",

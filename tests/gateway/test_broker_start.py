@@ -1,9 +1,11 @@
 """The provisioned Mosquitto starts the way an operator starts it: as root, from the generated files.
 
-``kotacerdas gateway provision --out DIR`` then ``mosquitto -c DIR/mosquitto-auth.conf`` (docs/gateway.md
+``kotacerdas gateway provision --out DIR`` then ``mosquitto -c DIR/mosquitto.conf`` (docs/gateway.md
 "Starting the secured broker"). Mosquitto 2.0 started as root drops to the ``mosquitto`` account before
 it reads the password file, ACL and TLS key; this test runs exactly that on a free loopback port and
-connects a device with the credentials its registration printed.
+connects a device with the credentials its registration printed. It then checks what the gateway's
+backpressure and restarts rely on: the gateway's persistent session keeps more than Mosquitto's
+default 1000 queued messages, across a broker restart.
 """
 
 from __future__ import annotations
@@ -60,14 +62,18 @@ def test_provisioned_broker_starts_as_root_and_a_device_connects(settings, opdir
     assert (out / "password_file").stat().st_mode & 0o077 == 0  # secrets stay private ...
     assert (out / "ca.key").stat().st_uid == 0  # ... and the CA key is root's alone
 
-    log = open(tmp_path / "mosquitto.log", "wb")
-    broker = subprocess.Popen(["mosquitto", "-c", str(out / "mosquitto-auth.conf")], stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True)
-    log.close()
-    try:
+    def start_broker() -> subprocess.Popen:
+        log = open(tmp_path / "mosquitto.log", "ab")
+        b = subprocess.Popen(["mosquitto", "-c", str(out / "mosquitto.conf")], stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
         ok = wait_for(lambda: port_open("127.0.0.1", port) and port_open("127.0.0.1", tls_port) or
-                      broker.poll() is not None, timeout=10)
-        assert ok and broker.poll() is None, (tmp_path / "mosquitto.log").read_text()
+                      b.poll() is not None, timeout=10)
+        assert ok and b.poll() is None, (tmp_path / "mosquitto.log").read_text()
+        return b
+
+    broker = start_broker()
+    try:
         assert _uid_of(broker.pid) != 0  # it dropped privileges, and could still read its files
 
         def account(user: str, password: str, tls: bool = False) -> MqttSettings:
@@ -112,6 +118,30 @@ def test_provisioned_broker_starts_as_root_and_a_device_connects(settings, opdir
 
             assert wait_for(new_device_connects, timeout=10)
             assert broker.poll() is None, (tmp_path / "mosquitto.log").read_text()
+
+            # the gateway away (a restart, or its full inbox): the device's readings wait in its
+            # persistent session, more than Mosquitto's default queue of 1000, and a broker restart
+            # in between keeps them (persistence in DIR/data, written by the unprivileged broker)
+            gw_account = account("kc-gateway", creds["kc-gateway"])
+            sub = contract.device_subscription(root, "telemetry")
+            Collector(gw_account, sub, client_id=f"kc-gateway-{root}").close()
+            dev = make_client(account("air-op-1", pw), v5=True)
+            connect(dev, account("air-op-1", pw), timeout_s=5)
+            topic = contract.telemetry_topic(root, "depok", "air", "air-op-1")
+            t0, n = int(time.time() * 1000) - 600_000, 1500
+            wait_published([dev.publish(topic, contract.encode_telemetry(t0 + i, 10 + i, good_fields("air")), qos=1)
+                            for i in range(n)])
+            dev.disconnect()
+            dev.loop_stop()
+            broker.terminate()
+            broker.wait(10)
+            broker = start_broker()
+            back = Collector(gw_account, sub, client_id=f"kc-gateway-{root}")
+            try:
+                assert wait_for(lambda: len(back.msgs) >= n, timeout=20), len(back.msgs)
+                assert len(back.msgs) == n
+            finally:
+                back.close()
         finally:
             gw.close()
     finally:
