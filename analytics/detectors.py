@@ -41,6 +41,7 @@ class QcParams:
     roc_suspect_k: float = 12.0  # one-step change in robust step scales
     roc_fail_k: float = 24.0
     recent_steps: int = 8  # the step scale is at least the spread of this many steps before a sample
+    step_floor: float = 1.0  # resolutions: the step scale's floor (a 24-resolution spike on a still series is one)
     gap_suspect_n: int = 2  # missing grid bins before a reading
     gap_fail_n: int = 10
     roc_enabled: bool = True
@@ -125,13 +126,14 @@ def run_qc(x: np.ndarray, p: QcParams, t0_ms: int = 0, *, neighbours: bool = Tru
     if p.flat_enabled:
         res["flat_line"] = qc.flat_line(x, p.resolution * 0.5, *p.flat_n, g0=g0, block=blk, k=p.baseline_blocks,
                                         factor=p.flat_factor, prep=pr, out=o.get("flat_line"))
-    scale = qc.step_scale(x, g0, blk, 2.0 * p.resolution, p.baseline_blocks, 1, recent=p.recent_steps, prep=pr)
+    scale = qc.step_scale(x, g0, blk, p.step_floor * p.resolution, p.baseline_blocks, 1, recent=p.recent_steps, prep=pr)
     res["spike"] = sp_ = qc.spike(x, p.spike_suspect_k * scale, p.spike_fail_k * scale, prep=pr, out=o.get("spike"))
     # a single reading pegged at the sensor's limit between two well inside it is a saturated or
-    # zeroed read (a negative spike clips at 0), however small its height in step scales
+    # zeroed read (a negative spike clips at 0), however small its height in step scales; but at
+    # least as high as a spike on a still series (a full bin's 100 % between two 99.4 % is no fault)
     with np.errstate(invalid="ignore"):
         pegged = (x <= p.fail_lo + 0.5 * p.resolution) | (x >= p.fail_hi - 0.5 * p.resolution)
-        pegged &= sp_.score > p.spike_pegged_k * scale
+        pegged &= sp_.score > np.maximum(p.spike_pegged_k * scale, p.spike_suspect_k * p.step_floor * p.resolution)
     np.copyto(sp_.flag, np.maximum(sp_.flag, qc.SUSPECT, dtype=np.int8), where=pegged)
     if p.roc_enabled:
         res["rate_of_change"] = qc.rate_of_change(x, p.step_s, p.roc_suspect_k * scale / p.step_s,

@@ -305,8 +305,27 @@ def step_scale(x: np.ndarray, g0: int, block: int, floor, k: int = 6, min_blocks
         near[:, 1:] = rolling_mean(pr.step, recent)[:, :-1]
         near *= 1.2533
         np.copyto(near, np.nan, where=np.isnan(near) | (np.arange(x.shape[1]) < recent)[None, :])
+        _need_full_recent(near, sc, pr.step, recent)
         np.fmax(sc, near, out=sc)
     return np.maximum(sc, _col(floor, x.shape[0], x.dtype))
+
+
+def _need_full_recent(near: np.ndarray, sc: np.ndarray, step: np.ndarray, recent: int) -> None:
+    """Where there is no block baseline (``sc`` NaN: a series' first hour, after an outage), keep
+    ``near`` (S, T) only where all ``recent`` steps before the sample are present, else NaN (not
+    evaluated): the spread of one or two steps says nothing (the hard scenario's first-hour false
+    alarms, docs/analytics.md). Only the columns up to the last one without a baseline are
+    counted: in a long record that is its first blocks."""
+    cols = np.nonzero(np.isnan(sc).any(axis=0))[0]
+    if cols.size == 0:
+        return
+    hi = int(cols[-1]) + 1
+    lo = max(int(cols[0]) - recent, 0)
+    gaps = np.isnan(step[:, lo:hi]).astype(np.float32)
+    any_gap = np.empty((sc.shape[0], hi - lo), dtype=bool)
+    any_gap[:, 0] = True
+    any_gap[:, 1:] = rolling_mean(gaps, recent)[:, :-1] > 0  # a missing step among the last `recent`
+    np.copyto(near[:, lo:hi], np.float32(np.nan), where=any_gap & np.isnan(sc[:, lo:hi]))
 
 
 def spike(x: np.ndarray, suspect, fail, *, prep: Prepared | None = None, out: QcResult | None = None) -> QcResult:

@@ -155,3 +155,45 @@ def test_hampel_judges_a_sensor_back_from_a_fault_by_its_noise_now():
     assert got.flag[0, 880] >= qc.SUSPECT
     old = stats.hampel(x, 0, 60, 6, 60.0, 120.0, floor=10.0)
     assert (old.flag[0, 505:560] >= qc.SUSPECT).any()
+
+
+def test_spike_waits_for_a_full_set_of_recent_steps_where_there_is_no_baseline():
+    """A series' first readings: one or two small steps are no scale (hard scenario's first-hour
+    false alarms); once `recent` steps are in, a spike in the first hour is judged."""
+    p = QcParams(0, 100, 0, 60, 0.01, STEP)
+    x = _noisy(1, 300, 0.5, 0.01)
+    x[0, :4] = [30.15, 30.19, 30.23, 30.27]  # three tiny steps, then its normal noise
+    x[0, 4] = 31.6
+    res = run_qc(x, p, 0)["spike"]
+    assert (res.flag[0, : p.recent_steps + 1] == qc.NOT_EVALUATED).all()
+    x[0, 30] += 20.0
+    assert run_qc(x, p, 0)["spike"].flag[0, 30] >= qc.SUSPECT
+    gap = x.copy()
+    gap[0, 100:160] = np.nan  # after an outage the block behind has a baseline: judged at once
+    gap[0, 162] += 20.0
+    assert run_qc(gap, p, 0)["spike"].flag[0, 162] >= qc.SUSPECT
+
+
+def test_spike_on_a_still_quantised_series_and_not_its_ordinary_steps():
+    """Turbidity reads 0 NTU for hours at 10 NTU resolution: a 240 NTU reading is a spike (the
+    step scale's floor is one resolution, not two); steps of a few resolutions are not."""
+    p = QcParams(0, 4000, 0, 500, 10.0, STEP)
+    x = np.zeros((2, 600))
+    x[0, 400] = 240.0
+    rng = np.random.default_rng(5)
+    x[1, ::17] = 10.0 * rng.integers(1, 4, size=x[1, ::17].shape)  # the odd 10-30 NTU reading
+    res = run_qc(x, p, 0)["spike"]
+    assert res.flag[0, 400] >= qc.SUSPECT
+    assert not (res.flag[1, 120:] >= qc.SUSPECT).any()
+
+
+def test_pegged_rule_leaves_a_full_bin_at_its_limit_alone():
+    bins = CAT["waste_bin"]
+    p = params_for(bins, bins.field("fill"))
+    x = np.full((2, 400), 100.0)
+    x[:, ::20] = 99.9  # a full bin reads 100 % and, now and then, just under it
+    x[0, 289], x[0, 291] = 99.3, 99.3  # its 100 % between two such readings is no zeroed read
+    x[1, 300] = 0.0  # a zeroed read between two full ones is still caught
+    res = run_qc(x, p, 0)["spike"]
+    assert not (res.flag[0] >= qc.SUSPECT).any()
+    assert res.flag[1, 300] >= qc.SUSPECT

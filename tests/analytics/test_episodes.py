@@ -22,7 +22,7 @@ def _results(t: int = 200) -> dict[str, qc.QcResult]:
         r["cusum"].flag[0, j] = qc.FAIL if j == 90 else qc.SUSPECT
         r["cusum"].score[0, j] = 500.0 if j == 90 else 900.0  # the fail beats a higher suspect score
     r["cusum"].flag[0, 190] = qc.SUSPECT
-    # series 1: a spike seen by both spike tests at 30 and 31
+    # series 1: a spike at 30 and 31, Hampel's outlier at 31 (an episode of its own type)
     r["spike"].flag[1, 30:32] = qc.SUSPECT
     r["hampel"].flag[1, 31] = qc.FAIL
     r["hampel"].score[1, 31] = 66.0
@@ -38,7 +38,8 @@ def test_verdict_runs_become_episodes():
     assert got == [
         (0, "shift", 50, 110, qc.FAIL, "cusum", 500.0, 4),
         (0, "shift", 190, 190, qc.SUSPECT, "cusum", 0.0, 1),
-        (1, "spike", 30, 31, qc.FAIL, "hampel", 66.0, 2),
+        (1, "outlier", 31, 31, qc.FAIL, "hampel", 66.0, 1),
+        (1, "spike", 30, 31, qc.SUSPECT, "spike", 0.0, 2),
     ]
     assert all(not e.open for e in eps)
 
@@ -67,7 +68,7 @@ def test_open_episode_is_reported_open_then_closed():
     first = update(st, rows, {k: qc.QcResult(v.flag[:, :80], v.score[:, :80]) for k, v in r.items()}, 0, 80, STEP)
     assert [(e.fault, e.open) for e in first if e.row == 0] == [("shift", True)]
     # the spike closed 30 min after it, inside this pass
-    assert [(e.fault, e.open) for e in first if e.row == 1] == [("spike", False)]
+    assert sorted((e.fault, e.open) for e in first if e.row == 1) == [("outlier", False), ("spike", False)]
     again = update(st, rows, {k: qc.QcResult(v.flag[:, 80:150], v.score[:, 80:150]) for k, v in r.items()},
                    80, 70, STEP)
     assert [(e.onset_ms, e.end_ms, e.open) for e in again if e.row == 0] == [(50 * STEP, 110 * STEP, False)]
