@@ -440,7 +440,9 @@ class Gateway:
         esphome: list[tuple[str, bytes, bool]] = []
         for topic, payload, retain in raw:
             if retain and again and (topic, _digest(payload)) in again:
-                self._tally[("replayed", "tasmota" if topic.endswith("/SENSOR") else "esphome")] += 1
+                ch = "tasmota" if topic.endswith("/SENSOR") else "esphome"
+                self._tally[("received", ch)] += 1  # received and ignored: the ledger stays balanced
+                self._tally[("replayed", ch)] += 1
                 self._tally[("ignored", "")] += 1
                 continue
             res = None

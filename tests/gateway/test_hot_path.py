@@ -13,6 +13,7 @@ import time
 from kotacerdas import contract
 from kotacerdas.mqtt import connect, make_client, wait_published
 
+from gateway.ledger import ledger
 from gateway.registry import Registry
 from gateway.service import Gateway
 from tests.gateway.helpers import SENTINEL_DEVICE, drained, good_fields, normalized, reasons, unbatched, wait_for
@@ -97,6 +98,7 @@ def test_retained_telemetry_is_handled_once_not_again_at_every_restart(registere
                 drained(collector, publisher, root)
                 assert len(normalized(collector, root)) == 1, start
                 assert reasons(collector, root) == ["malformed_json"], start
+                assert ledger(gw.metrics.registry)["balanced"], ledger(gw.metrics.registry)
             finally:
                 gw.stop()
     finally:
@@ -133,6 +135,9 @@ def test_esphome_retained_states_are_not_stored_again_after_a_restart(settings, 
                 assert [n["fields"] for n in normalized(collector, root)] == [{"ph": 7.3}]
                 assert reasons(collector, root) == ["retained_replay"]
                 assert metric(gw, "kc_gateway_ignored_total") == 1
+                # received = stored + rejected + ignored: the replay is received and ignored
+                doc = ledger(gw.metrics.registry)
+                assert doc["balanced"] and doc["received"]["esphome"] == 1, doc
             finally:
                 gw.stop()
     finally:
