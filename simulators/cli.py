@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import signal
 import sys
 import threading
@@ -128,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                 sc = sc.with_seed(args.seed)
             if args.qos is not None:
                 sc = sc.with_qos(args.qos)
-            if args.rate is not None and args.rate < 0:
-                raise ValueError(f"--rate {args.rate} is negative")
-            if args.duration is not None and args.duration <= 0:
-                raise ValueError(f"--duration {args.duration} must be positive")
+            if args.rate is not None and not args.rate >= 0:  # NaN too
+                raise ValueError(f"--rate {args.rate} is negative or not a number")
+            if args.duration is not None and not (args.duration > 0 and math.isfinite(args.duration)):
+                raise ValueError(f"--duration {args.duration} must be a finite number > 0")
             creds = _apply_broker_flags(args, settings)
             opts = Options(rate=args.rate, summary=args.summary, labels=args.labels, dry_run=args.dry_run,
                            progress=not args.no_progress, credentials=creds)

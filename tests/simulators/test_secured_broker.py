@@ -101,7 +101,9 @@ def test_a_device_without_credentials_is_counted_refused(settings, secured, tmp_
     (["--credentials", "/nonexistent/creds.json"], "No such file"),
     (["--password-file", "/nonexistent/pw"], "No such file"),
     (["--rate", "-5"], "--rate -5.0 is negative"),
-    (["--duration", "0"], "must be positive"),
+    (["--rate", "nan"], "--rate nan is negative or not a number"),
+    (["--duration", "0"], "must be a finite number > 0"),
+    (["--duration", "nan"], "must be a finite number > 0"),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     assert cli.main(["run", "demo", "--no-progress", *argv]) == 2
