@@ -311,8 +311,13 @@ def _draw(ax: Any, panel: Panel, res: verify.QueryResult, coords: dict[str, tupl
         for s in series:
             v = s.values[-1][_value_col(s.columns)]
             counts[str(v)] = counts.get(str(v), 0) + 1
-        ax.pie(list(counts.values()), labels=[f"{k} ({n})" for k, n in counts.items()], textprops={"fontsize": 8},
-               wedgeprops={"width": 0.45})
+        # a legend under the donut, not labels beside it: a long version string beside a full
+        # circle ran off the figure's edge (the overlap check caught it on a real run)
+        wedges, _ = ax.pie(list(counts.values()), wedgeprops={"width": 0.45}, radius=0.85, center=(0, 0.25))
+        ax.legend(wedges, [f"{k} ({n})" for k, n in counts.items()], loc="lower center", fontsize=8,
+                  frameon=False, ncol=1 if len(counts) < 4 else 2)
+        ax.set_xlim(-1.2, 1.2)
+        ax.set_ylim(-1.3, 1.2)
         shown.append("")
     else:
         _draw_table(ax, panel, series, shown)

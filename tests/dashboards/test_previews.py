@@ -73,3 +73,26 @@ def test_previews_command_parses_and_names_its_own_database(capsys) -> None:
     assert exc.value.code == 0
     assert "--db" in capsys.readouterr().out
     assert previews.DEFAULT_DB != "kotacerdas_demo"  # never the demo's database
+
+
+def test_a_long_firmware_version_stays_inside_the_figure(tmp_path) -> None:
+    """The fleet preview's firmware donut: a long version string under one full wedge ran off the
+    figure's left edge on a real pipeline run (overlap check: 'Firmware versions' / figure edge)."""
+    from dashboards import verify
+    from dashboards.definitions import fleet_dashboard
+    from dashboards.previews import render
+    from kotacerdas.catalogue import load_catalogue
+    from kotacerdas.influx import Series
+
+    d = fleet_dashboard(load_catalogue())
+    pie = next(p for p in d.panels() if p.type == "piechart")
+    long = "sim-1.0+9861888ecd"  # as on the run; one version, so its label sits at 9 o'clock
+    series = [Series("device_status", {"device": f"d{i}"}, ["time", "fw"], [[0, long]])
+              for i in range(130)]
+    # every other panel with a day of data from 12 devices, so tight_layout packs the grid as on a run
+    t0 = 1_764_547_200_000
+    day = [Series("x", {"device": f"day-water-{i:05d}"}, ["time", "v"], [[t0 + h * 3_600_000, 50.0 + i] for h in range(24)])
+           for i in range(12)]
+    res = [verify.QueryResult(d.uid, x.title, "", None, series if x is pie else day) for x in d.panels()]
+    p = render(d, res, tmp_path / "fleet.png", {})
+    assert not [o for o in p.overlaps if pie.title in o], p.overlaps
