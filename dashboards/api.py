@@ -365,7 +365,8 @@ def make_app(settings: Settings) -> FastAPI:
         except history.HistoryError as exc:  # not kept at that resolution for that range
             raise HTTPException(404, str(exc)) from None
         filters = {k_: v for k_, v in (("device", device), ("city", city), ("district", district)) if v}
-        hq = history.build(k, res, wanted, tag_conditions(filters), s_ms, e_ms, limit, offset)
+        hq = history.build(k, res, wanted, tag_conditions(filters), s_ms, e_ms, limit, offset,
+                           raw_aggregate=history.from_raw(res, s_ms, int(now.timestamp() * 1000), retention))
         try:
             series = client.series(hq.select)
             counted = client.series(hq.count)

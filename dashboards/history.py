@@ -6,6 +6,13 @@ Ingest keeps three resolutions (ingest/schema.py): raw readings in the default p
 (aggregate fields: ``f`` mean, ``f_min``, ``f_max``, ``n`` readings). A request names a
 resolution or ``auto``; a range that starts before a resolution's retention is refused
 with the resolutions that do reach that far back.
+
+While the raw readings of a range are still kept, 1-minute and 1-hour rows are computed from them
+at request time (the continuous query's own aggregates, in a subquery) instead of read from
+``agg_1m``/``agg_1h``: a continuous query aggregates only the interval that just ended, so readings
+that arrive late (a gateway's store-and-forward after an outage, a replayed day) never reach the
+aggregate policies, and a 1-hour request over them answered nothing while the raw data was there.
+Older ranges, where only the aggregates are kept, read the policies.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from kotacerdas import measurements as M
 from kotacerdas.catalogue import Kind
 from kotacerdas.settings import Settings
 
@@ -86,10 +94,33 @@ def columns_for(kind: Kind, resolution: str, fields: Sequence[str]) -> tuple[str
     return (*out, "n")
 
 
+INTERVAL_MS = {"1m": 60_000, "1h": 3_600_000}
+
+
+def from_raw(resolution: str, start_ms: int, now_ms: int, retention: dict[str, float]) -> bool:
+    """Aggregate the raw readings at request time: an aggregate resolution over a range whose raw
+    readings are still kept (the bucket holding ``start`` included)."""
+    if resolution not in INTERVAL_MS:
+        return False
+    return start_ms - start_ms % INTERVAL_MS[resolution] >= now_ms - retention["raw"]
+
+
 def build(kind: Kind, resolution: str, fields: Sequence[str], where_tags: str, start_ms: int, end_ms: int,
-          limit: int, offset: int) -> HistoryQuery:
-    """``where_tags``: already-escaped tag conditions (``"device" = '...' AND ...``) or ""."""
+          limit: int, offset: int, raw_aggregate: bool = False) -> HistoryQuery:
+    """``where_tags``: already-escaped tag conditions (``"device" = '...' AND ...``) or "".
+    ``raw_aggregate``: compute a 1m/1h resolution from the raw readings (see :func:`from_raw`);
+    the range then starts at the beginning of its first interval, so every row is a whole one."""
     cols = columns_for(kind, resolution, fields)
+    if raw_aggregate and resolution in INTERVAL_MS:
+        start_ms -= start_ms % INTERVAL_MS[resolution]
+        cond = f"time >= {int(start_ms)}ms AND time < {int(end_ms)}ms" + (f" AND {where_tags}" if where_tags else "")
+        agg = M.aggregate_terms(fields)  # as ingest's continuous queries aggregate them
+        sub = (f'SELECT {", ".join(agg)} FROM "{kind.measurement}" WHERE {cond} '
+               f'GROUP BY time({resolution}), "device", "city", "district" fill(none)')
+        sel = ", ".join(f'"{c}"' for c in cols)
+        q = (f'SELECT {sel}, "device", "city", "district" FROM ({sub}) '
+             f"ORDER BY time ASC LIMIT {int(limit)} OFFSET {int(offset)}")
+        return HistoryQuery(q, f'SELECT count("n") FROM ({sub})', cols)
     rp = _POLICY[resolution]
     src = f'"{rp}"."{kind.measurement}"' if rp else f'"{kind.measurement}"'
     cond = f"time >= {int(start_ms)}ms AND time < {int(end_ms)}ms" + (f" AND {where_tags}" if where_tags else "")

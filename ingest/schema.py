@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 
+from kotacerdas import measurements as M
 from kotacerdas.catalogue import Catalogue, Kind
 from kotacerdas.influx import InfluxClient
 from kotacerdas.settings import Settings
@@ -45,10 +46,8 @@ def ensure_retention_policy(client: InfluxClient, db: str, name: str, duration: 
 
 def continuous_query(db: str, raw: str, kind: Kind, rp: str, interval: str) -> tuple[str, str]:
     """(name, statement) of one kind's aggregate at one resolution; fields derived from the catalogue."""
-    sel = []
-    for f in kind.field_names:
-        sel += [f"mean({_q(f)}) AS {_q(f)}", f"min({_q(f)}) AS {_q(f + '_min')}", f"max({_q(f)}) AS {_q(f + '_max')}"]
-    sel += ['mean("battery") AS "battery"', 'count("seq") AS "n"']
+    *terms, count = M.aggregate_terms(kind.field_names)
+    sel = [*terms, 'mean("battery") AS "battery"', count]
     name = f"cq_{kind.measurement}_{interval}"
     m = _q(kind.measurement)
     stmt = (

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Literal, Mapping, Sequence
 
 from kotacerdas.catalogue import Catalogue, Kind
 from kotacerdas.errors import ContractError
@@ -28,7 +28,7 @@ from kotacerdas.lineprotocol import format_line
 __all__ = [
     "ALERTS", "ALL", "AQI_US", "BIN_FORECAST", "DEADLETTER", "DEVICE_STATUS", "ISPU", "KC_PIPELINE",
     "PARAMETER_ALL", "POLLUTANT_MAX", "QC", "QC_EPISODE", "RAW_META_FIELDS", "RAW_TAGS", "WATER_COMPLIANCE",
-    "FieldType", "Measurement", "SchemaError", "by_name", "query_problems", "raw",
+    "FieldType", "Measurement", "SchemaError", "aggregate_terms", "by_name", "query_problems", "raw",
 ]
 
 FieldType = Literal["float", "int", "str"]
@@ -86,6 +86,18 @@ RAW_TAGS = ("city", "device", "district", "kind")
 RAW_META_FIELDS: Mapping[str, FieldType] = {
     "battery": "float", "seq": "int", "fw": "str", "rssi": "int", "gw_lag_ms": "int",
 }
+
+
+def aggregate_terms(fields: Sequence[str]) -> list[str]:
+    """InfluxQL select terms of the 1-minute / 1-hour aggregates of raw telemetry: per field ``f``
+    its mean as ``f``, ``f_min``, ``f_max``, then ``n`` = readings (count of ``seq``). Ingest's
+    continuous queries and the open-data history's request-time aggregation both use these."""
+    def q(name: str) -> str:
+        return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    out: list[str] = []
+    for f in fields:
+        out += [f"mean({q(f)}) AS {q(f)}", f"min({q(f)}) AS {q(f + '_min')}", f"max({q(f)}) AS {q(f + '_max')}"]
+    return [*out, 'count("seq") AS "n"']
 
 
 def raw(kind: Kind) -> Measurement:

@@ -206,6 +206,36 @@ def test_history_reads_the_aggregate_policies(client, settings, influx, loaded):
     assert r.status_code == 200 and r.headers["X-Resolution"] == "1m" and r.json()["data"] == []
 
 
+def test_late_readings_reach_the_1m_and_1h_history(client, influx):
+    """Readings that arrive hours after their time (store-and-forward after an outage) are never
+    aggregated by a continuous query; while their raw copy is kept, 1m and 1h rows are computed from
+    it at request time: mean/min/max/n of exactly those readings, whole intervals, paged in time order
+    across devices."""
+    hour = 3600_000
+    t0 = (int(time.time() * 1000) // hour - 6) * hour  # six hours ago, on the hour
+    vals = {"late-1": [10.0, 20.0, 30.0, 40.0], "late-2": [1.0, 2.0, 3.0, 5.0]}
+    lines = [format_line("air", {"device": dev, "city": "depok", "district": "Pancoran Mas", "kind": "air"},
+                         {"pm25": v, "seq": i}, t0 + h * hour + i * 15 * 60_000)
+             for dev, vs in vals.items() for h in range(2) for i, v in enumerate(vs)]
+    influx.write(lines)  # the default (raw) policy only: no aggregate exists for them
+    params = {"start": _iso(t0 + 5 * 60_000), "end": _iso(t0 + 2 * hour), "resolution": "1h", "fields": "pm25",
+              "district": "Pancoran Mas"}
+    body = client.get("/v1/history/air", params=params).json()
+    assert body["meta"]["resolution"] == "1h" and body["meta"]["total"] == 4, body["meta"]
+    rows = body["data"]
+    # the first interval is whole although start is 5 minutes into it; rows ordered by time
+    assert [(r["time"], r["device"]) for r in rows] == [
+        (_iso(t0).replace(".000", ""), "late-1"), (_iso(t0).replace(".000", ""), "late-2"),
+        (_iso(t0 + hour).replace(".000", ""), "late-1"), (_iso(t0 + hour).replace(".000", ""), "late-2")]
+    assert (rows[0]["pm25"], rows[0]["pm25_min"], rows[0]["pm25_max"], rows[0]["n"]) == (25.0, 10.0, 40.0, 4)
+    assert (rows[1]["pm25"], rows[1]["n"]) == (2.75, 4) and rows[1]["district"] == "Pancoran Mas"
+    page2 = client.get("/v1/history/air", params={**params, "limit": 3, "offset": 3}).json()
+    assert [r["device"] for r in page2["data"]] == ["late-2"] and page2["meta"]["next"] is None
+    minutes = client.get("/v1/history/air", params={**params, "resolution": "1m", "limit": 100}).json()
+    # per minute, start's own minute (t0 + 5 min) is the first: the two readings at t0 fall before it
+    assert minutes["meta"]["total"] == 14 and {r["n"] for r in minutes["data"]} == {1}
+
+
 def test_resolution_policy():
     ret = {"raw": duration_ms("30d"), "1m": duration_ms("730d"), "1h": duration_ms("INF")}
     now = 1_000 * 86_400_000
