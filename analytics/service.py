@@ -457,9 +457,14 @@ class AnalyticsService:
         events = self.engine.evaluate(conditions)
         if not events:
             return 0
-        lines = [M.ALERTS.line({"department": a.department, "severity": a.severity, "rule": a.rule, "device": a.device},
+        lines = [M.ALERTS.line({"department": a.department, "severity": a.severity, "rule": a.rule, "device": a.device,
+                                "city": a.city, "district": a.district},
                                {"state": a.state, "value": a.value, "alert_id": a.alert_id,
-                                "text_id": a.text_id, "text_en": a.text_en}, a.updated_ms) for a in events]
+                                "text_id": a.text_id, "text_en": a.text_en, "lat": a.lat, "lon": a.lon,
+                                "observed_ms": a.observed_ms, "pollutant": a.pollutant or None,
+                                "concentration": a.concentration, "concentration_unit": a.concentration_unit or None,
+                                "threshold": a.threshold, "averaging_s": a.averaging_s}, a.updated_ms)
+                 for a in events]
         counts: dict[str, int] = {}
         self._write(M.ALERTS.name, lines, counts)
         for a in events:

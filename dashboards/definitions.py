@@ -121,7 +121,8 @@ def k_ms(kind: Kind) -> int:
 def _alerts(department: str) -> Panel:
     return Panel(
         "Alerts (latest first)", "table",
-        [Target(f'SELECT "severity", "rule", "device", "state", "value", "text_id", "text_en" FROM "{M.ALERTS.name}" '
+        [Target(f'SELECT "severity", "rule", "device", "district", "state", "value", "concentration", '
+                f'"concentration_unit", "threshold", "text_id", "text_en" FROM "{M.ALERTS.name}" '
                 f"WHERE \"department\" = '{department}' AND \"device\" =~ /^$device$/ AND $timeFilter "
                 f"ORDER BY time DESC LIMIT 100",
                 result_format="table", expect_columns=("time", "severity", "rule", "device", "state", "text_id"))],

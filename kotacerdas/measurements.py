@@ -168,9 +168,12 @@ BIN_FORECAST = Measurement(
     "fill forecast and collection priority (1 = first)", "analytics",
 )
 ALERTS = Measurement(
-    "alerts", ("department", "device", "rule", "severity"),
-    {"state": "str", "value": "float", "alert_id": "str", "text_id": "str", "text_en": "str"},
-    "alert transitions (open / update / resolved)", "analytics",
+    "alerts", ("department", "device", "rule", "severity", "city", "district"),
+    {"state": "str", "value": "float", "alert_id": "str", "text_id": "str", "text_en": "str",
+     # the context an analyst filters and reads by (issue 16), as the delivered alert carries it
+     "lat": "float", "lon": "float", "observed_ms": "int", "pollutant": "str", "concentration": "float",
+     "concentration_unit": "str", "threshold": "float", "averaging_s": "float"},
+    "alert transitions (open / update / resolved) with location, measurement and threshold", "analytics",
 )
 
 ALL: tuple[Measurement, ...] = (

@@ -104,6 +104,14 @@ def test_one_pass_writes_qc_ispu_aqi_water_bins(settings, influx):
     assert al[("bin_full", "bin-b")].tags["department"] == "waste_department"
     assert ("ispu_unhealthy", "air-0") not in al
     assert "kekeruhan" in al[("water_noncompliant", "wq-murky")].values[0][2]
+    # the stored alert carries what an analyst filters and reads by: where, what was measured, the limit
+    smog = influx.series('SELECT "district","city","concentration","concentration_unit","threshold","averaging_s",'
+                         '"pollutant","observed_ms" FROM "alerts" WHERE "device"=\'air-smog\'')[0]
+    row = dict(zip(smog.columns, smog.values[0]))
+    assert (row["city"], row["district"], row["pollutant"]) == ("depok", "beji", "pm25")
+    assert row["concentration"] == pytest.approx(150.0) and row["concentration_unit"] == "ug/m3"
+    assert row["threshold"] == 101.0 and row["averaging_s"] == 86400.0 and row["observed_ms"] <= NOW
+    assert {"city", "district"} <= set(influx.series('SHOW TAG KEYS FROM "alerts"')[0].column("tagKey"))
 
 
 def test_second_pass_does_not_repeat_alerts(settings, influx):
