@@ -50,6 +50,14 @@ class SeasonParams:
     suspect_z: float = 5.0
     fail_z: float = 10.0
     floor: float = 0.0  # field units
+    # the day-to-day scale is at least the spread_q quantile of the past days' |hourly mean - baseline|
+    # read as a normal quantile (0.9 -> 1.645 sigma): weather (a rain shower, its washout) moves an
+    # hour on a few days in ten, which a median absolute deviation does not see
+    spread_q: float = 0.9
+    spread_z: float = 1.645
+    # common mode: with at least min_peers series judged in a bin, their median residual is taken off
+    # every series' residual (a city-wide shower or a holiday moves every station alike: weather, not a sensor)
+    min_peers: int = 5
 
 
 def params_for(p, sp=None) -> SeasonParams:  # noqa: ANN001 - QcParams, StatParams (no import cycle)
@@ -96,13 +104,13 @@ def per_hour(step_ms: int) -> int:
     return max(int(round(HOUR_MS / step_ms)), 1)
 
 
-def _median_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """NaN-aware median along the last axis and the count of values, (S, k) -> (S,), (S,)."""
+def _median_rows(a: np.ndarray, q: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-aware median (or ``q``-th percentile) along the last axis and the count of values, (S, k) -> (S,), (S,)."""
     n = (~np.isnan(a)).sum(axis=1)
     med = np.full(a.shape[0], np.nan)
     ok = n > 0
     if ok.any():
-        med[ok] = np.nanmedian(a[ok], axis=1)
+        med[ok] = np.nanmedian(a[ok], axis=1) if q == 50.0 else np.nanpercentile(a[ok], q, axis=1)
     return med, n
 
 
@@ -120,20 +128,37 @@ def baseline(st: SeasonState, hour: int, sp: SeasonParams) -> tuple[np.ndarray, 
     base_d, n_d = _median_rows(day_m)
     base_w, n_w = _median_rows(week_m)
     base = np.where(n_w >= MIN_WEEKS, base_w, np.where(n_d >= sp.min_days, base_d, np.nan))
-    spread, _ = _median_rows(np.abs(day_m - base[:, None]))
+    dev = np.abs(day_m - base[:, None])
+    spread, _ = _median_rows(dev)
+    tail, _ = _median_rows(dev, 100.0 * sp.spread_q)
     noise, _ = _median_rows(day_d)
-    scale = MAD_TO_SIGMA * np.fmax(spread, noise)
+    scale = np.fmax(MAD_TO_SIGMA * np.fmax(spread, noise), tail / sp.spread_z)
     scale = np.where(np.isnan(base), np.nan, np.fmax(scale, max(sp.floor, 1e-12)))
     return base, scale
 
 
+def _common_mode_removed(z: np.ndarray, min_peers: int) -> np.ndarray:
+    """Residuals (S, n) minus, in each bin with at least ``min_peers`` finite values, their median (S, n).
+
+    In field units, not in z: the series' scales differ, one shower's degrees do not."""
+    ok = (~np.isnan(z)).sum(axis=0) >= max(min_peers, 1)
+    if min_peers <= 0 or not ok.any():
+        return z
+    out = z.copy()
+    out[:, ok] -= np.nanmedian(z[:, ok], axis=0)[None, :]
+    return out
+
+
 def _close_hour(st: SeasonState, hour: int) -> None:
-    """Store the finished hour (mean, within-hour MAD; NaN with fewer than half its bins)."""
+    """Store the finished hour (mean, within-hour noise in MAD units; NaN with fewer than half its bins)."""
     n = (~np.isnan(st.cur)).sum(axis=1)
     ok = n * 2 >= st.per_hour
     med, _ = _median_rows(st.cur)
     mean = np.where(ok, np.nanmean(np.where(ok[:, None], st.cur, 0.0), axis=1), np.nan)
-    mad, _ = _median_rows(np.abs(st.cur - med[:, None]))
+    # the mean absolute deviation, in MAD units (x sqrt(pi/2) / 1.4826): a median absolute deviation of a
+    # quantised reading (TDS in steps of 2 mg/L around a 4 mg/L noise) rounds down to one step
+    dev = np.nan_to_num(np.abs(st.cur - med[:, None]), nan=0.0).sum(axis=1) / np.maximum(n, 1)
+    mad = dev * (np.sqrt(np.pi / 2) / MAD_TO_SIGMA)
     slot = hour % SLOTS
     st.mean[:, slot] = mean
     st.mad[:, slot] = np.where(ok, mad, np.nan)
@@ -166,7 +191,7 @@ def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: Season
         full = np.full((len(st.devices), seg), np.nan)
         full[rows] = v
         st.cur[:, i0 : i0 + seg] = full
-        z = np.abs(v - base[rows, None]) / scale[rows, None]
+        z = np.abs(_common_mode_removed(v - base[rows, None], sp.min_peers)) / scale[rows, None]
         warm = ~np.isnan(base[rows])[:, None] & np.ones(seg, dtype=bool)
         present = ~np.isnan(v)
         fl = np.where(z > sp.fail_z, FAIL, np.where(z > sp.suspect_z, SUSPECT, GOOD))

@@ -226,11 +226,11 @@ class Run:
                                            self.sc.utc_offset_h, None)
                     v[r, m] = float(one[f.field][0, 0])
             elif f.type in hardcases.TYPES:
-                def at_start(name: str, f: Fault = f) -> float:
-                    one = signals.generate(kind, _row(fl, f.row), np.array([[f.start]], dtype=np.int64), self.weather,
+                def clean(name: str, t: np.ndarray, f: Fault = f) -> np.ndarray:
+                    one = signals.generate(kind, _row(fl, f.row), np.asarray(t, dtype=np.int64)[None, :], self.weather,
                                            self.sc.utc_offset_h, None)
-                    return float(one[name][0, 0])
-                hardcases.apply(f, raw, ts, at_start)
+                    return one[name][0]
+                hardcases.apply(f, raw, ts, clean)
             elif f.type == "contamination":
                 m = (ts[r] >= f.start) & (ts[r] <= f.end)
                 if not m.any():

@@ -106,6 +106,7 @@ def plan_faults(
     kinds = [k for k in fleets if fleets[k].n]
     faults: list[Fault] = []
     used_slots: set[tuple[str, int, int]] = set()  # one message fault per slot, so effects never overlap
+    seasonal_taken: set = set()  # hardcases.plan: one seasonal case per (type, device, field, day)
     span = end_ms - start_ms
 
     def pick_device(kind_choices: list[str]) -> tuple[str, KindFleet, int]:
@@ -225,7 +226,8 @@ def plan_faults(
                 for fname in shift:
                     f.labels.append(Label(fl.ids[row], fl.kind, fname, t0, t1, ftype))
             elif ftype in hardcases.TYPES:
-                hard = hardcases.plan(ftype, rng, cat, kinds, fleets, window, start_ms, end_ms, Fault, Label)
+                hard = hardcases.plan(ftype, rng, cat, kinds, fleets, window, start_ms, end_ms, Fault, Label,
+                                      utc_offset_h=sc.utc_offset_h, taken=seasonal_taken)
                 if hard is None:
                     continue
                 f = hard

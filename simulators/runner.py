@@ -17,7 +17,7 @@ from simulators.engine import BAD, GOOD, STATUS, Msg, Run
 from simulators.faults import write_labels
 from simulators.firmware_mode import FirmwareFleet
 from simulators.publisher import MqttSink, Stats, publish_stream, write_stream
-from simulators.scenario import Scenario
+from simulators.scenario import Scenario, ScenarioError
 
 log = logging.getLogger("simulators.runner")
 
@@ -35,6 +35,9 @@ class Options:
 
 def simulate(sc: Scenario, settings: Settings, opts: Options, stop: threading.Event | None = None,
              now_ms: int | None = None) -> dict:
+    if sc.dry_run_only and not opts.dry_run:
+        raise ScenarioError(f"scenario {sc.name!r} is dry_run_only (its {sc.span_s / 86400:.0f} days are older than the"
+                            " gateway accepts): run it with --dry-run FILE")
     now = int(time.time() * 1000) if now_ms is None else now_ms
     run = Run(sc, settings.mqtt.topic_root, now)
     if opts.labels:

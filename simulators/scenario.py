@@ -15,6 +15,8 @@ from typing import Any
 
 from kotacerdas.catalogue import Catalogue, load_catalogue
 
+from simulators import hardcases
+
 FAULT_TYPES = (
     "spike", "flatline", "drift", "offset", "dropout", "duplicate", "out_of_order", "malformed",
     "clock_skew", "offline", "pollution_episode", "contamination",
@@ -23,13 +25,16 @@ FAULT_TYPES = (
 # the gateway must refuse (they are labelled, with these types, too).
 EXTRA_BAD_TYPES = ("out_of_range", "unknown_device")
 # hard cases for the detectors (simulators/hardcases.py): labelled faults and unlabelled nuisances
-HARD_CASES = ("level_shift", "slow_drift", "correlated", "burst", "quantised_flat")
+HARD_CASES = hardcases.TYPES
 ALL_FAULTS = FAULT_TYPES + EXTRA_BAD_TYPES + HARD_CASES
 # waste-bin sites; fill rates and collection rounds per site in simulators/signals.py BIN_SITES
 SITE_TYPES = ("market", "household", "communal")
 
 # The gateway refuses timestamps older than the contract's max age (7 days): keep a margin.
 MAX_SPAN_S = 6 * 24 * 3600
+# A scenario marked ``dry_run_only`` is never published (the gateway would refuse most of it), so it may
+# cover the weeks of history a seasonal test needs (analytics/seasonal.py keeps 28 days).
+MAX_DRY_SPAN_S = 35 * 24 * 3600
 
 
 class ScenarioError(ValueError):
@@ -67,6 +72,7 @@ class Scenario:
     faults: dict[str, int]
     firmware_devices: dict[str, int] = field(default_factory=dict)
     chunk_s: float = 900.0
+    dry_run_only: bool = False  # weeks of simulated time for `--dry-run` only: never published
 
     @property
     def acceleration(self) -> float:
@@ -75,7 +81,7 @@ class Scenario:
 
     def with_duration(self, duration_s: float) -> "Scenario":
         """Same acceleration, another wall duration (the simulated span scales with it)."""
-        span = min(self.acceleration * duration_s, MAX_SPAN_S)
+        span = min(self.acceleration * duration_s, MAX_DRY_SPAN_S if self.dry_run_only else MAX_SPAN_S)
         return _replace(self, duration_s=float(duration_s), span_s=float(span))
 
     def with_seed(self, seed: int) -> "Scenario":
@@ -138,8 +144,10 @@ def parse_scenario(doc: dict[str, Any], default_name: str = "scenario", catalogu
         city = str(doc.get("city", "depok"))
         span = float(doc.get("span_s", 3600))
         duration = float(doc.get("duration_s", span))
-        if not (0 < span <= MAX_SPAN_S):
-            raise ScenarioError(f"span_s must be in (0, {MAX_SPAN_S}] (the gateway refuses readings older than 7 days)")
+        dry_only = bool(doc.get("dry_run_only", False))
+        if not (0 < span <= (MAX_DRY_SPAN_S if dry_only else MAX_SPAN_S)):
+            raise ScenarioError(f"span_s must be in (0, {MAX_SPAN_S}] (the gateway refuses readings older than 7 days),"
+                                f" or (0, {MAX_DRY_SPAN_S}] with dry_run_only = true")
         if duration <= 0:
             raise ScenarioError("duration_s must be > 0")
         qos = int(doc.get("qos", 1))
@@ -197,6 +205,7 @@ def parse_scenario(doc: dict[str, Any], default_name: str = "scenario", catalogu
             faults=faults,
             firmware_devices=fw,
             chunk_s=float(doc.get("chunk_s", 900.0)),
+            dry_run_only=dry_only,
         )
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ScenarioError):

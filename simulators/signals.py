@@ -93,7 +93,8 @@ def _pm_shape(hour: np.ndarray) -> np.ndarray:
 
 
 _PM_SHAPE_MEAN = float(_pm_shape(np.arange(0, 24, 0.05)).mean())
-_WEEK_MEAN = (5 + 2 * 0.85) / 7  # weekend factor's weekly mean
+WEEKEND_FACTOR = 0.85  # traffic and PM on Saturday / Sunday against a weekday (the weekly dip)
+_WEEK_MEAN = (5 + 2 * WEEKEND_FACTOR) / 7  # weekend factor's weekly mean
 
 
 def dry_season(doy: np.ndarray) -> np.ndarray:
@@ -141,7 +142,7 @@ Model = Callable[[KindFleet, Clock, "Weather", Callable[[str], np.ndarray], Kind
 def _air(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray], kind: Kind) -> dict[str, np.ndarray]:
     lv = f.level[:, None]
     r = rush(c.hour)
-    wk = np.where(c.weekend, 0.85, 1.0)
+    wk = np.where(c.weekend, WEEKEND_FACTOR, 1.0)
     rain = w.rain(c.t_ms)
     typ = {fl.name: fl.typical for fl in kind.fields}
     out: dict[str, np.ndarray] = {}

@@ -76,3 +76,28 @@ def test_passes_with_restarts_equal_one_run(tmp_path):
         store.save("air", "pm25")
         end = cut
     np.testing.assert_array_equal(got, whole.flag)
+
+
+def test_a_city_wide_deviation_is_weather_one_stations_is_not():
+    x = _days(10, s=6)
+    x[:, 9 * DAY + 60 : 9 * DAY + 68] -= 4.0  # a shower cools every station for two hours
+    x[3, 9 * DAY + 20 : 9 * DAY + 24] += 4.0  # one station's hour off by as much, alone
+    res = run_record(x, 0, SP)
+    flagged = res.flag >= qc.SUSPECT
+    assert not flagged[:, 9 * DAY + 60 : 9 * DAY + 68].any()
+    assert flagged[3, 9 * DAY + 20 : 9 * DAY + 24].all()
+    # without the common-mode step (fewer peers than min_peers) the shower is flagged everywhere
+    alone = run_record(x, 0, SeasonParams(step_ms=STEP, min_days=7, floor=0.01, min_peers=7))
+    assert (alone.flag[:, 9 * DAY + 60 : 9 * DAY + 68] >= qc.SUSPECT).all()
+
+
+def test_the_scale_allows_for_weather_on_a_few_days_in_ten():
+    x = _days(20, s=2)
+    for d in (2, 6, 9, 13, 16):  # a shower at the same hour on a quarter of the days, 3 units deep
+        x[:, d * DAY + 60 : d * DAY + 64] -= 3.0
+    x[:, 19 * DAY + 60 : 19 * DAY + 64] -= 3.0
+    res = run_record(x, 0, SeasonParams(step_ms=STEP, min_days=7, floor=0.01, min_peers=5))
+    assert not (res.flag[:, 19 * DAY + 60 : 19 * DAY + 64] >= qc.SUSPECT).any()
+    # a median-only scale (the 90th-percentile term off) calls the same shower an anomaly
+    med = run_record(x, 0, SeasonParams(step_ms=STEP, min_days=7, floor=0.01, spread_q=0.5, spread_z=1e9))
+    assert (med.flag[:, 19 * DAY + 60 : 19 * DAY + 64] >= qc.SUSPECT).any()
