@@ -33,7 +33,7 @@ from typing import Iterable
 import numpy as np
 
 from analytics import chartstate, ispu, multivariate, qc, seasonal, water
-from analytics.detectors import StatParams, batch_run, params_for, stream_run
+from analytics.detectors import QcParams, StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
 from kotacerdas import contract
 from kotacerdas.catalogue import Catalogue, load_catalogue
@@ -49,6 +49,9 @@ DETECTORS_FOR: dict[str, tuple[str, ...]] = {
     "level_shift": ("rate_of_change", "drift", "ewma", "cusum"),
     "slow_drift": ("drift", "ewma", "cusum"),
     "correlated": ("rate_of_change", "drift", "ewma", "cusum", "multivariate"),
+    # a value normal for another hour of the day / day of the week (analytics/seasonal.py)
+    "night_at_day_level": ("seasonal",),
+    "no_weekly_dip": ("seasonal",),
     "dropout": ("gap",),
     "offline": ("gap",),
     "pollution_episode": ("ispu_unhealthy",),
@@ -170,21 +173,8 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                 continue
             x = grids[f.name]
             p = replace(params_for(kind, f, kind.report_interval_s), **(qc_overrides or {}))
-            sp = stat_params or StatParams()
-            if mode == "stream":
-                res = stream_run(x, p, grid.t0_ms, max(int(window_s * 1000 // step_ms), 2),
-                                 max(int(every_s * 1000 // step_ms), 1), sp)
-            else:
-                res = batch_run(x, p, grid.t0_ms, sp)
-            if stateful:  # the service's charts carry their state from pass to pass (analytics/chartstate.py)
-                charts = chartstate.run_record(chartstate.residual(x), p.g0(grid.t0_ms),
-                                               chartstate.ChartParams.from_detectors(p, sp))
-                charts["seasonal"] = seasonal.run_record(x, p.g0(grid.t0_ms), seasonal.params_for(p, sp))
-                for name, r in charts.items():
-                    r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
-                    if not p.level_enabled:  # as in the service: a resetting field has no level to chart
-                        np.copyto(r.flag, np.int8(qc.NOT_EVALUATED), where=r.flag != qc.MISSING)
-                    res[name] = r
+            res = detector_results(x, p, grid.t0_ms, stat_params or StatParams(), mode=mode, window_s=window_s,
+                                   every_s=every_s, stateful=stateful)
             flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items()}
             if station is not None:  # a station verdict counts on each of its fields
                 flagged["multivariate"] = station
@@ -198,6 +188,28 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                 flagged["water_noncompliant"] = ~water.compliant(f.name, m) & ~np.isnan(m)
             score_field(rows, kind, f.name, flagged, times, days, dindex, klabels)
     return list(rows.values())
+
+
+def detector_results(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams, *, mode: str = "stream",
+                     window_s: float = 86400.0, every_s: float = 3 * 3600.0,
+                     stateful: bool = True) -> dict[str, qc.QcResult]:
+    """Every per-series detector over one field's record ``x`` (S, T) on a grid of ``p.step_s`` from
+    ``t0_ms``, as the service runs them: test name -> flags / scores (S, T). See :func:`evaluate`."""
+    step_ms = int(round(p.step_s * 1000))
+    if mode == "stream":
+        res = stream_run(x, p, t0_ms, max(int(window_s * 1000 // step_ms), 2), max(int(every_s * 1000 // step_ms), 1),
+                         sp)
+    else:
+        res = batch_run(x, p, t0_ms, sp)
+    if stateful:  # the service's charts carry their state from pass to pass (analytics/chartstate.py)
+        charts = chartstate.run_record(chartstate.residual(x), p.g0(t0_ms), chartstate.ChartParams.from_detectors(p, sp))
+        charts["seasonal"] = seasonal.run_record(x, p.g0(t0_ms), seasonal.params_for(p, sp))
+        for name, r in charts.items():
+            r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
+            if not p.level_enabled:  # as in the service: a resetting field has no level to chart
+                np.copyto(r.flag, np.int8(qc.NOT_EVALUATED), where=r.flag != qc.MISSING)
+            res[name] = r
+    return res
 
 
 def score_field(rows: dict[str, Row], kind, fname: str, flagged: dict[str, np.ndarray], times: np.ndarray,  # noqa: ANN001

@@ -13,6 +13,12 @@ Sources:
   multivariate verdicts count on every field of the station);
 - ``episodes``: each stored episode marks its bins from onset to end for every test of its
   fault type (:data:`analytics.episodes.FAULT_OF`), so an episode is one flagged run.
+
+With either source, the alert-rule faults (``pollution_episode``, ``contamination``:
+:data:`ALERT_FAULTS`) are scored from the stored ``alerts`` transitions: an alert of the rule
+marks its device from ``open`` to ``resolved`` (or to the end when still open). An alert is
+per station, not per field, so these rows count per device: one event per labelled
+(device, window), however many fields the label names, and one flagged run per alert.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from collections import defaultdict
 import numpy as np
 
 from analytics.episodes import FAULT_OF
-from analytics.evaluate import Row, new_rows, score_field
+from analytics.evaluate import DETECTORS_FOR, Row, new_rows, score_field
 from analytics.grid import Grid
 from analytics.multivariate import STATION
 from kotacerdas import measurements as M
@@ -32,6 +38,10 @@ from kotacerdas.influx import InfluxClient
 from kotacerdas.lineprotocol import escape_key
 
 SOURCES = ("verdicts", "episodes")
+# fault types an alert rule (analytics/rules.yaml) is meant to catch: type -> rule (its "detector" in
+# analytics.evaluate.DETECTORS_FOR)
+ALERT_FAULTS = {ft: dets[0] for ft, dets in DETECTORS_FOR.items()
+                if ft in ("pollution_episode", "contamination")}
 
 
 class RunMismatch(ValueError):
@@ -113,11 +123,8 @@ def evaluate_live(influx: InfluxClient, labels: list[dict], cat: Catalogue | Non
         def mark(fname: str, test: str, dev: str, t0: int, t1: int) -> None:
             if dev not in dindex:
                 return
-            a = marks[fname].setdefault(test, np.zeros((len(devices), grid.n), dtype=bool))
-            i0 = max(int((t0 - grid.t0_ms) // step_ms), 0)
-            i1 = min(int((t1 - grid.t0_ms) // step_ms), grid.n - 1)
-            if i1 >= i0:
-                a[dindex[dev], i0 : i1 + 1] = True
+            _mark_span(marks[fname].setdefault(test, np.zeros((len(devices), grid.n), dtype=bool)), dindex[dev],
+                       grid, t0, t1)
 
         where = (f"\"kind\"='{_q(escape_key(kind_name))}' AND time >= {start_ms}ms AND time <= {end_ms}ms")
         if source == "verdicts":
@@ -141,7 +148,41 @@ def evaluate_live(influx: InfluxClient, labels: list[dict], cat: Catalogue | Non
             flagged.update(marks.get(f.name, {}))
             flagged.update(station)
             score_field(rows, kind, f.name, flagged, times, days, dindex, klabels)
+        alerted = alert_marks(influx, devices, grid, start_ms, end_ms)
+        # per station: the labels without their field, each (device, window, type) once
+        per_device = {(lb["device"], lb["start"], lb["end"], lb["type"]): {**lb, "field": None} for lb in klabels}
+        score_field(rows, kind, kind.fields[0].name, alerted, times, days, dindex, list(per_device.values()))
     return list(rows.values())
 
 
-__all__ = ["RunMismatch", "SOURCES", "check_run", "evaluate_live", "labels_run"]
+def alert_marks(influx: InfluxClient, devices: list[str], grid: Grid, start_ms: int, end_ms: int) -> dict[str, np.ndarray]:
+    """rule -> (S, T) bool on ``grid``: bins from an alert's ``open`` to its ``resolved`` (inclusive; to the
+    grid's end while open), for the rules of :data:`ALERT_FAULTS`, rows in the order of ``devices``."""
+    dindex = {d: i for i, d in enumerate(devices)}
+    out = {rule: np.zeros((len(devices), grid.n), dtype=bool) for rule in ALERT_FAULTS.values()}
+    rules = " OR ".join(f"\"rule\"='{_q(escape_key(r))}'" for r in out)
+    for s in influx.series(f'SELECT "state" FROM "{M.ALERTS.name}" WHERE ({rules}) AND time >= {int(start_ms)}ms '
+                           f'AND time <= {int(end_ms)}ms GROUP BY "device","rule"'):
+        row = dindex.get(s.tags.get("device", ""))
+        if row is None:
+            continue
+        opened: int | None = None
+        for t, state in sorted(s.values, key=lambda v: v[0]):
+            if state == "open" and opened is None:
+                opened = int(t)
+            elif state == "resolved" and opened is not None:
+                _mark_span(out[s.tags["rule"]], row, grid, opened, int(t))
+                opened = None
+        if opened is not None:
+            _mark_span(out[s.tags["rule"]], row, grid, opened, end_ms)
+    return out
+
+
+def _mark_span(a: np.ndarray, row: int, grid: Grid, t0: int, t1: int) -> None:
+    i0 = max(int((t0 - grid.t0_ms) // grid.step_ms), 0)
+    i1 = min(int((t1 - grid.t0_ms) // grid.step_ms), grid.n - 1)
+    if i1 >= i0:
+        a[row, i0 : i1 + 1] = True
+
+
+__all__ = ["ALERT_FAULTS", "RunMismatch", "SOURCES", "alert_marks", "check_run", "evaluate_live", "labels_run"]

@@ -117,6 +117,25 @@ class Service:
             return 0
 
 
+def start_pipeline(scenario: Path, env: dict[str, str], tmp: Path) -> tuple[list["Service"], Path]:
+    """The scenario's devices registered with the gateway, then ``gateway run`` and ``ingest run`` started
+    and ready: (the services, to stop in reverse order; the devices file)."""
+    devices = tmp / "devices.json"
+    for argv in (["simulate", "devices", str(scenario), "-o", str(devices)],
+                 ["gateway", "registry", "import", str(devices)]):
+        r = kc(*argv, env=env)
+        assert r.returncode == 0, f"kotacerdas {' '.join(argv)} -> {r.returncode}\n{r.stderr[-3000:]}"
+    procs: list[Service] = []
+    try:
+        procs.append(Service("gateway", ["gateway", "run"], env, tmp, "KC_GATEWAY__HTTP_PORT").start())
+        procs.append(Service("ingest", ["ingest", "run"], env, tmp, "KC_INGEST__HTTP_PORT").start())
+    except BaseException:
+        for p in reversed(procs):
+            p.stop()
+        raise
+    return procs, devices
+
+
 class DeadLetters:
     """Counts dead letters by reason (the last topic level) as the platform publishes them."""
 

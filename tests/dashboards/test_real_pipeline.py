@@ -19,7 +19,7 @@ import numpy as np
 
 from analytics import ispu
 from kotacerdas.influx import InfluxClient
-from tests.services import Service, kc, service_env
+from tests.services import kc, service_env, start_pipeline
 
 from dashboards import standards as std
 from dashboards import verify
@@ -49,13 +49,8 @@ def _kc(argv: list[str], env: dict, timeout: float = 300):
 def test_simulated_day_through_the_pipeline_fills_every_panel(settings, tmp_path):
     env = service_env(tmp_path, mqtt_port=settings.mqtt.port, influx_url=settings.influx.url,
                       database=settings.influx.database, root=settings.mqtt.topic_root)
-    devices = tmp_path / "devices.json"
-    _kc(["simulate", "devices", str(SCENARIO), "-o", str(devices)], env)
-    _kc(["gateway", "registry", "import", str(devices)], env)
-    procs = []
+    procs, devices = start_pipeline(SCENARIO, env, tmp_path)
     try:
-        procs.append(Service("gateway", ["gateway", "run"], env, tmp_path, "KC_GATEWAY__HTTP_PORT").start())
-        procs.append(Service("ingest", ["ingest", "run"], env, tmp_path, "KC_INGEST__HTTP_PORT").start())
         summary = tmp_path / "summary.json"
         _kc(["simulate", "run", str(SCENARIO), "--summary", str(summary), "--no-progress"], env)
         good = json.loads(summary.read_text()).get("good_by_kind", {})
