@@ -35,6 +35,7 @@ FAULT_OF: dict[str, str] = {
     "gross_range": "range", "flat_line": "flatline", "spike": "spike", "hampel": "outlier",
     "rate_of_change": "shift", "drift": "shift", "ewma": "shift", "cusum": "shift",
     "gap": "gap", "seasonal": "seasonal", "multivariate": "multivariate",
+    "shift": "shift",  # analytics/shift.py (last: a saved state's peak-test indices keep their meaning)
 }
 FAULTS: tuple[str, ...] = tuple(dict.fromkeys(FAULT_OF.values()))
 TESTS: tuple[str, ...] = tuple(FAULT_OF)

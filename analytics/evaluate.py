@@ -32,7 +32,7 @@ from typing import Iterable
 
 import numpy as np
 
-from analytics import chartstate, ispu, multivariate, qc, seasonal, water
+from analytics import chartstate, ispu, multivariate, qc, seasonal, shift, water
 from analytics.detectors import QcParams, StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
 from kotacerdas import contract
@@ -44,11 +44,12 @@ DETECTORS_FOR: dict[str, tuple[str, ...]] = {
     "spike": ("spike",),  # Hampel found no spike the spike test missed; only false alarms (docs/analytics.md)
     "flatline": ("flat_line",),
     "drift": ("drift", "ewma", "cusum"),
-    "offset": ("rate_of_change", "drift", "ewma", "cusum"),
+    # a step that stays: the window changepoint test (analytics/shift.py; docs/analytics.md, "Level shifts")
+    "offset": ("shift",),
     # hard cases (simulators/hardcases.py)
-    "level_shift": ("rate_of_change", "drift", "ewma", "cusum"),
+    "level_shift": ("shift",),
     "slow_drift": ("drift", "ewma", "cusum"),
-    "correlated": ("rate_of_change", "drift", "ewma", "cusum", "multivariate"),
+    "correlated": ("shift", "multivariate"),
     # a value normal for another hour of the day / day of the week (analytics/seasonal.py)
     "night_at_day_level": ("seasonal",),
     "no_weekly_dip": ("seasonal",),
@@ -201,14 +202,17 @@ def detector_results(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams, *, 
                          sp)
     else:
         res = batch_run(x, p, t0_ms, sp)
+    # the level-shift test is stateful only (analytics/shift.py), run as the service runs it
+    charts = {"shift": shift.run_record(chartstate.residual(x), p.g0(t0_ms), shift.ShiftParams.from_detectors(p))}
     if stateful:  # the service's charts carry their state from pass to pass (analytics/chartstate.py)
-        charts = chartstate.run_record(chartstate.residual(x), p.g0(t0_ms), chartstate.ChartParams.from_detectors(p, sp))
+        charts.update(chartstate.run_record(chartstate.residual(x), p.g0(t0_ms),
+                                            chartstate.ChartParams.from_detectors(p, sp)))
         charts["seasonal"] = seasonal.run_record(x, p.g0(t0_ms), seasonal.params_for(p, sp))
-        for name, r in charts.items():
-            r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
-            if not p.level_enabled:  # as in the service: a resetting field has no level to chart
-                np.copyto(r.flag, np.int8(qc.NOT_EVALUATED), where=r.flag != qc.MISSING)
-            res[name] = r
+    for name, r in charts.items():
+        r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
+        if not p.level_enabled:  # as in the service: a resetting field has no level to chart
+            np.copyto(r.flag, np.int8(qc.NOT_EVALUATED), where=r.flag != qc.MISSING)
+        res[name] = r
     return res
 
 

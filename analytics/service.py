@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from analytics import (aqi_us, chartstate, delivery, episodes, ispu, multivariate, qc, ranges, seasonal, waste,
+from analytics import (aqi_us, chartstate, delivery, episodes, ispu, multivariate, qc, ranges, seasonal, shift, waste,
                        water)
 from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
@@ -108,6 +108,7 @@ class AnalyticsService:
         self.charts = chartstate.ChartStore(settings.state_dir / "analytics" / "charts")
         self.episodes = episodes.EpisodeStore(settings.state_dir / "analytics" / "episodes")
         self.seasons = seasonal.SeasonStore(settings.state_dir / "analytics" / "seasonal")
+        self.shifts = shift.ShiftStore(settings.state_dir / "analytics" / "shift")
         self.ranges_cfg = ranges.load(settings.analytics.ranges_file, self.cat)
         self.ranges = ranges.RangeStore(settings.state_dir / "analytics" / "ranges")
         # one worker keeps deliveries in order per alert (open before resolved)
@@ -303,14 +304,14 @@ class AnalyticsService:
 
     def _charts(self, win: KindWindow, fname: str, x: np.ndarray, p, emit_to: int) -> dict[str, qc.QcResult]:  # noqa: ANN001
         """Stateful EWMA / CUSUM (:mod:`analytics.chartstate`) and seasonal residual
-        (:mod:`analytics.seasonal`) over the bins up to ``emit_to`` not yet processed by this or an
+        (:mod:`analytics.seasonal`) and the level-shift test (:mod:`analytics.shift`) over the bins up to ``emit_to`` not yet processed by this or an
         earlier run; their state is saved before the pass writes anything else, so a restart resumes
         where the last pass stopped. (S, T) results, 2 elsewhere."""
         cp = chartstate.ChartParams.from_detectors(p, StatParams())
         st = self.charts.get(win.kind.name, fname, cp)
         n = int(np.searchsorted(win.grid.times_ms, emit_to, side="right"))
         out = {k: qc.QcResult(np.full(x.shape, qc.NOT_EVALUATED, dtype=np.int8), np.full(x.shape, np.nan))
-               for k in ("ewma", "cusum", "seasonal")}
+               for k in ("ewma", "cusum", "seasonal", "shift")}
         if n == 0:
             return out
         r = chartstate.residual(x)[:, :n]
@@ -320,6 +321,10 @@ class AnalyticsService:
         ss = self.seasons.get(win.kind.name, fname, win.grid.step_ms)
         got["seasonal"] = seasonal.update(ss, ss.rows_for(win.devices), x[:, :n], g0, seasonal.params_for(p))
         self.seasons.save(win.kind.name, fname)
+        shp = shift.ShiftParams.from_detectors(p)
+        sh = self.shifts.get(win.kind.name, fname, shp)
+        got["shift"] = shift.update(sh, sh.rows_for(win.devices), r, g0, shp)
+        self.shifts.save(win.kind.name, fname)
         for k, v in got.items():
             if p.level_enabled:  # a resetting field (a bin's fill) has no level to hold against its past
                 out[k].flag[:, :n], out[k].score[:, :n] = v.flag, v.score
