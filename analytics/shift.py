@@ -10,24 +10,36 @@ after the first. Here every ``stride`` samples each series compares the median o
 Medians ignore a burst or a spike shorter than half a window. ``scale`` is the series' own
 typical |D| (1.2533 x the median over the last ``k_blocks`` blocks of each block's mean |D|:
 E|D| = sigma sqrt(2/pi) for a normal D), so the daily cycle or a slow wander that the series
-shows every hour is not a shift; never below ``floor`` (the field's resolution: quantised steps
-of a quiet series). The test watches the same residual as the charts (the series minus the
+shows every hour is not a shift; at least ``noise_c`` of the windows' own noise now (median |step|
+as a sigma: a pollutant noisier by day than in the night blocks behind it); never below ``floor``
+(so no shift under :data:`MIN_SHIFT_STEPS` resolution steps is flagged: quantised steps of a quiet
+series, and a zero-inflated one whose |D| is nearly always 0 still gets a test). The test watches the same residual as the charts (the series minus the
 neighbours' median, :func:`analytics.chartstate.residual`), so weather shared by every station
 cancels out.
 
-Episodes, not flags on every window: a crossing of ``suspect_k`` opens an episode (flagged for
-``window`` samples from the onset, one alarm) and remembers the level before it. A later crossing
-the other way that brings the level back within ``back`` of that remembered level is the end of
-the same episode (the fault removed): no new alarm. After either, ``hold`` samples (2 windows,
-while the windows still straddle the step) see no new onset. An episode not ended within
-``memory`` samples is forgotten: the new level is the normal one from then on.
+Episodes, not flags on every window. A crossing of ``suspect_k`` is judged ``confirm`` samples
+(half a window) later, once the after-window holds only the new level (a median half way through
+a step is anywhere between the two levels): if the level has stayed away from where it stood before
+the crossing (by at least ``back`` of the crossing's D), an episode opens, flagged for ``window``
+samples (one alarm), and the level before it is remembered. The way back is a step too, and no new
+fault:
+- a level back within ``back`` of the remembered one (checked at every evaluation) ends the open
+  episode, without an alarm;
+- a confirmed step to a level the series held in one of its last ``level_blocks`` blocks (older
+  than the two windows; within ``known`` of the step) is no onset either: the end of a fault whose
+  onset was not seen (a slow drift, an onset during warm-up). The price: a sensor that jumps to a
+  level it held in the last two days relative to its neighbours is not flagged.
+After an onset or a return, ``hold`` samples (2 windows, while the windows still straddle the step)
+see no new crossing. An episode not ended within ``memory`` samples is forgotten (the new level is
+the normal one from then on).
 
 Every sample is processed once, in grid order, whichever pass it arrives in (like
 :mod:`analytics.chartstate`): passes resumed from the saved state give the flags of one long run.
 The window medians are taken with a sort over (S, window) per evaluated column (every ``stride``
 samples; 5 min at the 1-min grid); the episode logic is element-wise over the series.
 
-Arrays: residuals (S, n) in field units; state vectors (S,); ring (S, 2 window); rings (S, k_blocks).
+Arrays: residuals (S, n) in field units; state vectors (S,); ring (S, 2 window); rings (S, k_blocks)
+and (S, level_blocks).
 """
 
 from __future__ import annotations
@@ -58,13 +70,20 @@ class ShiftParams:
     floor: float = 0.0  # smallest scale, field units (the sensor resolution)
     suspect_k: float = 20.0
     fail_k: float = 40.0
-    noise_c: float = 0.5  # the scale is at least this many of the windows' own noise sigmas (D of white noise: 0.23)
+    noise_c: float = 0.25  # the scale is at least this many of the windows' own noise sigmas (D of white noise: 0.23)
     back: float = 0.5  # a return within this fraction of the onset's |D| of the level before it ends the episode
     memory: int = 1 << 30  # samples an episode stays open for a return
+    level_blocks: int = 48  # blocks of past levels a return may go back to
+    known: float = 0.25  # ... within this fraction of the step's D
 
     @property
     def hold(self) -> int:
         return 2 * self.window
+
+    @property
+    def confirm(self) -> int:
+        """Samples from a crossing to its verdict: a multiple of ``stride`` (verdicts fall on evaluated columns)."""
+        return max(self.window // 2 // self.stride, 1) * self.stride
 
     @classmethod
     def from_detectors(cls, p) -> "ShiftParams":  # noqa: ANN001 - analytics.detectors.QcParams (no import cycle)
@@ -76,7 +95,8 @@ class ShiftParams:
                    memory=max(int(round(2 * 86400.0 / p.step_s)), 1))
 
 
-_ARRAYS = ("ring", "d_sum", "d_n", "dblk", "scale", "base", "size", "age", "hold", "left", "lflag", "lscore")
+_ARRAYS = ("ring", "d_sum", "d_n", "dblk", "scale", "base", "size", "age", "hold", "left", "lflag", "lscore", "pend",
+           "pbase", "pd", "pz", "lvl")
 
 
 class ShiftState:
@@ -93,24 +113,28 @@ class ShiftState:
         self.g_next: int | None = None
         self.ring = np.full((s, 2 * sp.window), np.nan)
         self.dblk = np.full((s, sp.k_blocks), np.nan)
+        self.lvl = np.full((s, sp.level_blocks), np.nan)  # the last blocks' median levels
         self.d_sum, self.d_n, self.size, self.age, self.hold, self.left, self.lflag, self.lscore = (
             np.zeros(s) for _ in range(8))
         self.scale, self.base = np.full(s, np.nan), np.full(s, np.nan)
+        # a crossing waiting for its verdict: samples left (-1 = none), the level before it, its D and z
+        self.pend = np.full(s, -1.0)
+        self.pbase, self.pd, self.pz = (np.zeros(s) for _ in range(3))
 
     def rows_for(self, devices: list[str]) -> np.ndarray:
         """Row of each of ``devices`` in the state, (len(devices),); unknown devices get fresh rows."""
-        sp = ShiftParams(window=self.window, block=1, k_blocks=self.k_blocks)
+        sp = ShiftParams(window=self.window, block=1, k_blocks=self.k_blocks, level_blocks=self.lvl.shape[1])
         return statefile.rows_for(self, devices, _ARRAYS, lambda n: ShiftState([""] * n, sp))
 
     def save(self, path: Path) -> None:
-        statefile.save(path, self.devices, [FORMAT, self.window, self.k_blocks,
+        statefile.save(path, self.devices, [FORMAT, self.window, self.k_blocks, self.lvl.shape[1],
                                             -1 if self.g_next is None else self.g_next],
                        {n: getattr(self, n) for n in _ARRAYS})
 
     @classmethod
     def load(cls, path: Path, sp: ShiftParams) -> "ShiftState | None":
         """The saved state, or None when there is none or it was saved with another layout or window."""
-        got = statefile.restore(path, _ARRAYS, [FORMAT, sp.window, sp.k_blocks], lambda d: cls(d, sp))
+        got = statefile.restore(path, _ARRAYS, [FORMAT, sp.window, sp.k_blocks, sp.level_blocks], lambda d: cls(d, sp))
         return None if got is None else got[0]
 
 
@@ -123,8 +147,13 @@ def _median_rows(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(n > 0, 0.5 * (lo + hi), np.nan), n
 
 
-def _close_block(st: ShiftState, sp: ShiftParams) -> None:
-    """Push the finished block's mean |D| into the ring and refresh the scale."""
+def _close_block(st: ShiftState, sp: ShiftParams, g: int) -> None:
+    """Push the finished block's mean |D| and median level into the rings and refresh the scale
+    (``g``: grid index of the first column after the block)."""
+    w2 = st.ring.shape[1]
+    level, n = _median_rows(st.ring[:, (g - 1 - np.arange(min(sp.block, w2))) % w2])
+    st.lvl[:, :-1] = st.lvl[:, 1:]
+    st.lvl[:, -1] = np.where(2 * n >= min(sp.block, w2), level, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(st.d_n > 0, st.d_sum / np.maximum(st.d_n, 1), np.nan)
     st.dblk[:, :-1] = st.dblk[:, 1:]
@@ -144,7 +173,7 @@ def update(st: ShiftState, rows: np.ndarray, r: np.ndarray, g0: int, sp: ShiftPa
     gap between ``st.g_next`` and ``g0`` counts as missing readings (and restarts the state when
     longer than the windows and the scale's blocks). Returns (len(rows), n): flag 1/3/4 (3/4 for the
     ``window`` samples from an onset), 2 before the scale is known, 9 missing; score |D| / scale at
-    evaluated columns of a warm series (NaN elsewhere).
+    evaluated columns of a warm series, the onset's on flagged samples (NaN elsewhere).
     """
     nrow, n = r.shape
     s_all = len(st.devices)
@@ -161,10 +190,11 @@ def update(st: ShiftState, rows: np.ndarray, r: np.ndarray, g0: int, sp: ShiftPa
     full = np.full(s_all, np.nan)
     after_i = np.arange(sp.window)
     back_i = np.arange(w2)[::-1]  # ring positions in time order: g - 2 window + 1 .. g
+    excl = -(-w2 // sp.block) + 1  # blocks that may overlap the two windows
     for j in range(max(first, 0), n):
         g = g0 + j
         if g % sp.block == 0 and g > 0:
-            _close_block(st, sp)
+            _close_block(st, sp, g)
         full[:] = np.nan
         full[rows] = r[:, j]
         st.ring[:, g % w2] = full
@@ -172,6 +202,7 @@ def update(st: ShiftState, rows: np.ndarray, r: np.ndarray, g0: int, sp: ShiftPa
         st.age += 1
         st.hold = np.maximum(st.hold - 1, 0)
         st.left = np.maximum(st.left - 1, 0)
+        st.pend = np.where(st.pend > 0, st.pend - 1, st.pend)
         st.base = np.where(st.age > sp.memory, np.nan, st.base)  # an episode that never ended: the new normal
         score = np.full(s_all, np.nan)
         if (g + 1) % sp.stride == 0:
@@ -192,25 +223,36 @@ def update(st: ShiftState, rows: np.ndarray, r: np.ndarray, g0: int, sp: ShiftPa
             with np.errstate(invalid="ignore", divide="ignore"):
                 z = np.where(warm, np.abs(d) / now, np.nan)
                 # the level is back where it stood before an open episode: the same episode ends
-                # (checked before any crossing: the way back is a step too, and no new fault)
                 back = ok & (st.hold == 0) & ~np.isnan(st.base) & (np.abs(m_a - st.base) <= sp.back * np.abs(st.size))
-                cross = warm & (z > sp.suspect_k) & (st.hold == 0) & ~back
-            onset = cross
+                # a crossing is judged `confirm` samples later, once the after-window holds only the new
+                # level (a median half way through a step is anywhere between the two levels)
+                cross = warm & (z > sp.suspect_k) & (st.hold == 0) & (st.pend < 0) & ~back
+                due = ok & (st.pend == 0) & ~back
+                stays = due & (np.abs(m_a - st.pbase) >= sp.back * np.abs(st.pd))  # not a passing excursion
+                # back to a level the series held within the last days (older than the two windows): the
+                # end of a fault whose onset was not seen (a slow drift, an onset during warm-up)
+                known = (np.abs(st.lvl[:, :-excl] - m_a[:, None]) <= sp.known * np.abs(st.pd)[:, None]).any(axis=1)
+            onset = stays & ~known
+            st.pend = np.where(cross, float(sp.confirm), np.where(due | back, -1.0, st.pend))
+            st.pbase = np.where(cross, m_b, st.pbase)
+            st.pd = np.where(cross, d, st.pd)
+            st.pz = np.where(cross, z, st.pz)
             # an onset inside an open episode (the faulty level moves on) keeps the level before the first
             reopen = onset & ~np.isnan(st.base)
-            st.base = np.where(back, np.nan, np.where(onset & ~reopen, m_b, st.base))
+            st.base = np.where(back, np.nan, np.where(onset & ~reopen, st.pbase, st.base))
             st.size = np.where(onset, m_a - st.base, st.size)
             st.age = np.where(onset, 0.0, st.age)
-            st.hold = np.where(cross | back, float(sp.hold), st.hold)
+            st.hold = np.where(onset | back, float(sp.hold), st.hold)
             st.left = np.where(onset, float(sp.window), st.left)
-            st.lflag = np.where(onset, np.where(z > sp.fail_k, FAIL, SUSPECT), st.lflag)
-            st.lscore = np.where(onset, z, st.lscore)
+            st.lflag = np.where(onset, np.where(st.pz > sp.fail_k, FAIL, SUSPECT), st.lflag)
+            st.lscore = np.where(onset, st.pz, st.lscore)
             score = z
         fl = np.where(st.left > 0, st.lflag, GOOD)
         fl = np.where(np.isnan(st.scale), NOT_EVALUATED, fl)
         fr, pr = fl[rows], present[rows]
         out.flag[:, j] = np.where(pr, fr, MISSING).astype(np.int8)
-        out.score[:, j] = np.where(pr, score[rows], np.nan)
+        # a flagged sample carries its episode's onset z (a verdict has a score); elsewhere z where evaluated
+        out.score[:, j] = np.where(pr, np.where(st.left > 0, st.lscore, score)[rows], np.nan)
         st.g_next = g + 1
     return out
 

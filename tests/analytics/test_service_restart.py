@@ -38,7 +38,7 @@ def _passes(settings, restart: bool) -> None:
 def _charts(c: InfluxClient) -> dict[tuple[str, str, str], list]:
     out = {}
     for s in c.series('SELECT "flag","score" FROM "qc" WHERE "test"=\'ewma\' OR "test"=\'cusum\' '
-                      'GROUP BY "device","field","test"'):
+                      'OR "test"=\'shift\' GROUP BY "device","field","test"'):
         out[(s.tags["device"], s.tags["field"], s.tags["test"])] = s.values
     return out
 
@@ -72,6 +72,10 @@ def test_restart_between_passes_gives_the_same_chart_flags(settings, influx, tmp
     hits = [r[0] for key, vals in straight.items() if key[:2] == ("air-3", "pm25") for r in vals]
     assert hits and shift_ms <= min(hits) <= shift_ms + 30 * 60_000
     assert (settings.state_dir / "analytics" / "charts" / "air.pm25.npz").exists()
+    assert (settings.state_dir / "analytics" / "shift" / "air.pm25.npz").exists()
+    # the level-shift test (analytics/shift.py) sees it too, once: within its window plus its verdict delay
+    shift_hits = [r[0] for r in straight.get(("air-3", "pm25", "shift"), [])]
+    assert shift_hits and shift_ms <= min(shift_hits) <= shift_ms + 95 * 60_000
     # nothing on the clean stations' pm25
     assert not [k for k in straight if k[1] == "pm25" and k[0] != "air-3"]
     assert np.isfinite([r[2] for vals in straight.values() for r in vals]).all()
@@ -80,7 +84,7 @@ def test_restart_between_passes_gives_the_same_chart_flags(settings, influx, tmp
     rows = ep_straight[("air-3", "pm25", "shift")]
     assert len(rows) == 1 and shift_ms <= rows[0]["time"] <= shift_ms + 30 * 60_000
     assert rows[0]["peak_flag"] in (3, 4) and rows[0]["samples"] >= 1 and rows[0]["end_ms"] >= rows[0]["time"]
-    assert rows[0]["peak_test"] in ("rate_of_change", "drift", "ewma", "cusum")
+    assert rows[0]["peak_test"] in ("rate_of_change", "drift", "ewma", "cusum", "shift")
 
 
 def test_seasonal_baseline_from_persisted_days_with_a_one_day_window(settings, influx):

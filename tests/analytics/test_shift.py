@@ -3,6 +3,8 @@ look-alikes (daily cycle, bursts, quantised steps) quiet, passes with restarts =
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from analytics import qc
@@ -27,7 +29,8 @@ def test_a_shift_is_one_alarm_near_its_onset():
     x[1, 700:] += 12.0  # a re-mounted sensor: the new level stays (12 noise sigmas; 10 is the least)
     res = run_record(x, 0, SP)
     runs = _alarm_runs(res.flag[1])
-    assert len(runs) == 1 and 700 <= runs[0] <= 700 + SP.window  # seen within a window of its onset
+    # crossed within a window of its onset, confirmed half a window later
+    assert len(runs) == 1 and 700 <= runs[0] <= 700 + SP.window + SP.confirm
     assert np.nanmax(res.score[1, 700:760]) > SP.suspect_k
     for s in (0, 2, 3):
         assert _alarm_runs(res.flag[s]) == []
@@ -38,11 +41,14 @@ def test_the_return_to_the_level_before_is_the_end_of_the_same_episode():
     x[0, 500:900] -= 12.0  # an offset, removed at 900
     res = run_record(x, 0, SP)
     runs = _alarm_runs(res.flag[0])
-    assert len(runs) == 1 and 500 <= runs[0] <= 560  # the onset only, not the way back
+    assert len(runs) == 1 and 500 <= runs[0] <= 500 + SP.window + SP.confirm  # the onset only, not the way back
     assert not ((res.flag[0, 900:] == qc.SUSPECT) | (res.flag[0, 900:] == qc.FAIL)).any()
-    # without the remembered level (memory 0) the way back is a second alarm: what the episode logic removes
-    forgetful = run_record(x, 0, ShiftParams(**{**SP.__dict__, "memory": 0}))
-    assert len(_alarm_runs(forgetful.flag[0])) == 2
+    # the onset forgotten (memory 0): the way back is still no alarm, it returns to a level held before
+    forgetful = run_record(x, 0, replace(SP, memory=0))
+    assert len(_alarm_runs(forgetful.flag[0])) == 1
+    # ... without either rule the way back is a second alarm: what the episode logic removes
+    naive = run_record(x, 0, replace(SP, memory=0, known=0.0))
+    assert len(_alarm_runs(naive.flag[0])) == 2
 
 
 def test_clean_look_alikes_stay_quiet():
