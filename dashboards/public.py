@@ -20,6 +20,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
+from dashboards.model import TIMEZONE
 from kotacerdas import standards
 
 PAGE_DIR = Path(__file__).parent / "public"
@@ -36,6 +37,7 @@ def legend() -> dict[str, Any]:
         "ispu_translation": standards.ISPU_TRANSLATION,
         "water_source": standards.WATER_REGULATION,
         "bin_fill_due": standards.BIN_FILL_DUE,
+        "timezone": TIMEZONE,  # times on the page are the city's (WIB), not the viewer's device zone
     }
 
 

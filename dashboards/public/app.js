@@ -5,12 +5,14 @@ const T = {
         water: "Air minum", bins: "Tempat sampah perlu diangkut", source: "Sumber", lang: "English",
         station: "stasiun", stations: "stasiun", offline: "tidak melapor",
         provisional: "sementara: data 24 jam belum lengkap", effect: "Artinya", advice: "Rekomendasi",
+        last: "nilai terakhir",
         comply: "titik memenuhi", none: "Tidak ada", due: "perlu diangkut", full: "terisi", noData: "belum ada data",
         dominant: "parameter dominan" },
   en: { title: "City environment", updated: "Updated", air: "Air (ISPU) by district",
         water: "Drinking water", bins: "Waste bins due for collection", source: "Source", lang: "Bahasa Indonesia",
         station: "station", stations: "stations", offline: "not reporting",
         provisional: "provisional: 24-hour data incomplete", effect: "Meaning", advice: "What to do",
+        last: "last value",
         comply: "points comply", none: "None", due: "due for collection", full: "full", noData: "no data yet",
         dominant: "dominant pollutant" },
 };
@@ -36,6 +38,11 @@ function band(legend, v) {
   for (const x of legend.ispu) if (x.lower !== null && v >= x.lower) b = x;
   return b;
 }
+function when(iso) {  // in the city's zone with its name ("WIB"), whatever the viewer's device uses
+  return new Date(iso).toLocaleString(lang === "id" ? "id-ID" : "en-GB", {
+    timeZone: state.legend.timezone, timeZoneName: "short", day: "numeric", month: "short", year: "numeric",
+    hour: "2-digit", minute: "2-digit" });
+}
 function nStations(t, n) {  // "1 station", "2 stations" (Indonesian has one form)
   return `${n} ${n === 1 ? t.station : t.stations}`;
 }
@@ -59,7 +66,7 @@ function render() {
   document.documentElement.lang = lang;
   document.querySelectorAll("[data-t]").forEach(e => { e.textContent = t[e.dataset.t]; });
   document.getElementById("lang").textContent = t.lang;
-  document.getElementById("updated").textContent = new Date(state.at).toLocaleString(lang === "id" ? "id-ID" : "en-GB");
+  document.getElementById("updated").textContent = when(state.at);
   document.getElementById("sources").textContent = `ISPU: ${L.ispu_source} (${L.ispu_text_source}); ` +
     `${L.water_source}` + (state.outlines.length ? `; ${lang === "id" ? "peta" : "map"}: ${state.outlines[0].properties.attribution}` : "");
   document.getElementById("translation").textContent = lang === "en" ? L.ispu_translation : "";
@@ -83,7 +90,14 @@ function render() {
     const li = el("li", {});
     li.append(el("div", { class: "name" }, d));
     if (!use.length) {
-      li.append(el("div", { class: "off" }, `${t.noData} (${nStations(t, rows.length)}, ${t.offline})`));
+      // not current, so not coloured as current; but say what was last known and when, rather
+      // than "no data" about a district whose stations reported until they stopped
+      const last = rows.filter(r => r.value !== null).reduce((a, b) => (!a || b.time > a.time ? b : a), null);
+      const lb = last && band(L, last.value);
+      li.append(el("div", { class: "off" }, last
+        ? `${t.last}: ISPU ${Math.round(last.value)} (${lang === "id" ? lb.label : lb.label_en}), ` +
+          when(last.time)
+        : t.noData), el("div", { class: "off" }, `${nStations(t, rows.length)}, ${t.offline}`));
     } else {
       const worst = use.reduce((a, b) => (b.value > a.value ? b : a));
       const b = band(L, worst.value);
@@ -203,11 +217,16 @@ function drawMap(online, stationIdx) {
   const placed = pts.map(p => ({ x: sx(p.lon), y: sy(p.lat), w: 20, h: 20 }));
   const free = (x, y, w, h) => placed.every(b => Math.abs(b.x - x) * 2 > b.w + w || Math.abs(b.y - y) * 2 > b.h + h);
   for (const [d, ps] of [...byDistrict.entries()].sort()) {
-    const x = ps.reduce((a, p) => a + sx(p.lon), 0) / ps.length, y0 = ps.reduce((a, p) => a + sy(p.lat), 0) / ps.length;
-    const w = d.length * 6.3 + 4, h = 11;  // 9.5 px bold: ~6.3 px a character
-    const y = [-14, 16, -26, 28, -38, 40].map(o => y0 + o).find(y => free(x, y - 3, w, h)) ?? y0 - 14;
-    placed.push({ x, y: y - 3, w, h });
-    add("text", { x: Math.min(Math.max(x, w / 2 + 2), W - w / 2 - 2), y, class: "district", "text-anchor": "middle" }, d);
+    const x0 = ps.reduce((a, p) => a + sx(p.lon), 0) / ps.length, y0 = ps.reduce((a, p) => a + sy(p.lat), 0) / ps.length;
+    const label = add("text", { x: x0, y: y0, class: "district", "text-anchor": "middle" }, d);
+    const w = label.getBBox().width + 6, h = 12;  // the rendered width, halo included
+    const x = Math.min(Math.max(x0, w / 2 + 2), W - w / 2 - 2);
+    const tries = [];  // above/below first, then left/right of the stations' middle
+    for (const dy of [-14, 16, -26, 28, -38, 40]) tries.push([x, y0 + dy]);
+    for (const dx of [-1, 1]) for (const dy of [4, -8, 16]) tries.push([x + dx * (w / 2 + 12), y0 + dy]);
+    const [lx, ly] = tries.find(([tx, ty]) => free(tx, ty - 3, w, h)) ?? tries[0];
+    placed.push({ x: lx, y: ly - 3, w, h });
+    label.setAttribute("x", lx); label.setAttribute("y", ly); label.setAttribute("data-w", w.toFixed(1));
   }
   // scale bar (bottom right) and north (top right)
   const km = niceStep((W / 4) / (k / KM_PER_DEG));

@@ -52,6 +52,13 @@ def _check_map(html: str, air: list) -> None:
     assert set(pos) == {d.device for d in air}, (sorted(pos), svg[:500])
     labels = re.findall(r'<text [^>]*class="district"[^>]*>([^<]+)</text>', svg)
     assert sorted(labels) == sorted({d.district for d in air}), labels
+    # district labels (their rendered width, data-w) do not overlap each other
+    boxes = [(float(m["x"]), float(m["y"]), float(m["w"])) for m in re.finditer(
+        r'<text x="(?P<x>[-\d.]+)" y="(?P<y>[-\d.]+)" class="district" text-anchor="middle" data-w="(?P<w>[\d.]+)"', svg)]
+    assert len(boxes) == len(labels), svg[:800]
+    for i, (x1, y1, w1) in enumerate(boxes):
+        for x2, y2, w2 in boxes[i + 1:]:
+            assert abs(x1 - x2) * 2 >= w1 + w2 or abs(y1 - y2) >= 11, ((x1, y1, w1), (x2, y2, w2))
     bar = re.search(r'id="scalebar" data-km="(?P<km>[\d.]+)" data-px="(?P<px>[\d.]+)"', svg)
     assert bar, svg[-800:]
     assert re.search(rf'>{bar["km"]} km</text>', svg)
@@ -102,6 +109,9 @@ def test_public_page_renders_districts_in_both_languages(site, tmp_path):
     assert "not an official text" in en and "What to do:" in en  # English advice labelled as ours
     # counts agree in number: "1 station", never "1 stations" (Indonesian has one form)
     assert not re.search(r"\b1 stations\b", en), re.findall(r"\d+ stations?", en)
+    # times in the city's zone, named; a district whose stations stopped shows its last value and when
+    assert re.search(r'<time id="updated">[^<]+ WIB</time>', html) and "GMT+7</time>" in en
+    assert "no data yet" not in en and re.search(r"last value: ISPU \d+ \(\w[\w ]*\), [^<]+GMT\+7", en)
     assert re.search(r"\b1 station\b", en) and re.search(r"\b1 stasiun\b", html), re.findall(r"\d+ station", en)
     out = _shots() or tmp_path
     for name, w, h, lang in (("public-phone", 412, 1400, "id"), ("public-desktop", 1280, 1100, "en")):
