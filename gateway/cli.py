@@ -157,8 +157,12 @@ def _provision(args: argparse.Namespace) -> int:
     from gateway.provision import provision
 
     settings = load_settings()
-    out = provision(settings, Path(args.out), tls_port=args.tls_port, port=args.port, with_tls=not args.no_tls,
-                    new_ca=args.new_ca)
+    try:
+        out = provision(settings, Path(args.out), tls_port=args.tls_port, port=args.port, with_tls=not args.no_tls,
+                        new_ca=args.new_ca)
+    except OSError as exc:  # an --out the operator cannot write, a registry that cannot be read
+        print(f"gateway provision: {exc}", file=sys.stderr)
+        return 1
     for name, path in out.items():
         print(f"{name}: {path}")
     return 0

@@ -397,20 +397,30 @@ class Gateway:
         return out
 
     def _batch_rows(self, accepted: list[dict]) -> list[tuple[str, bytes, int, int]]:
-        """Outbox rows of up to ``forward_batch`` readings, one city and kind each; a device's
-        readings keep their order (one device has one city and kind, so it is in one group)."""
+        """Outbox rows of up to ``forward_batch`` readings and ``forward_batch_bytes`` of payload,
+        one city and kind each; a device's readings keep their order (one device has one city and
+        kind, so it is in one group)."""
         groups: dict[tuple[str, str], list[dict]] = {}
         for d in accepted:
             g = groups.get((d["city"], d["kind"]))
             if g is None:
                 g = groups[(d["city"], d["kind"])] = []
             g.append(d)
-        size = self.s.gateway.forward_batch
+        size, limit = self.s.gateway.forward_batch, self.s.gateway.forward_batch_bytes
+        encode = contract.encode_normalized_batch
         out = []
         for (city, kind), docs in groups.items():
             topic = contract.normalized_batch_topic(self.root, city, kind)
-            for i in range(0, len(docs), size):
-                out.append((topic, contract.encode_normalized_batch(docs[i:i + size]), 1, 0))
+            i, n = 0, size
+            while i < len(docs):
+                chunk = docs[i:i + n]
+                payload = encode(chunk)
+                if len(payload) > limit and len(chunk) > 1:
+                    # too big for the broker: fewer readings (their sizes are alike), kept for the group
+                    n = max(1, len(chunk) * limit * 9 // (len(payload) * 10))
+                    continue
+                out.append((topic, payload, 1, 0))
+                i += len(chunk)
         return out
 
     def _process_ack(self, dead: list[Outgoing], topic: str, payload: bytes, t: int, origins: list | None) -> None:

@@ -21,7 +21,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SESSION_LINES", "persistence_lines"]
+__all__ = ["BATCH_MESSAGE_BYTES", "MAX_PACKET_BYTES", "SESSION_LINES", "persistence_lines"]
+
+# ``max_packet_size`` of the provisioned broker: far above the contract's 4 KiB so the gateway still
+# sees (and dead-letters) oversized telemetry, but a client cannot push megabytes through the broker.
+# Mosquitto drops the CONNECTION of a client that sends a bigger packet (the gateway's too).
+MAX_PACKET_BYTES = 65536
+# payload bytes of one batch message the gateway sends upstream (gateway.forward_batch_bytes
+# default): fits that limit with room for the fixed header, topic and MQTT 5 properties. Without
+# it, 500 readings of ~330 bytes (165 KB) were refused by the provisioned broker, the forwarder
+# reconnected and resent the same row forever, and nothing reached ingest.
+BATCH_MESSAGE_BYTES = MAX_PACKET_BYTES - 1024
 
 SESSION_LINES: tuple[str, ...] = (
     "max_queued_messages 1000000",

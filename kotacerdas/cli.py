@@ -49,4 +49,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kotacerdas: the {name!r} part is not installed ({exc})", file=sys.stderr)
             return 2
         raise
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except Exception as exc:
+        from pydantic import ValidationError  # loaded by the settings anyway; not before a command runs
+
+        if not isinstance(exc, ValidationError) or not exc.title.endswith("Settings"):
+            raise
+        # a bad KC_* variable or settings file: say which, not a traceback (exit 2: bad arguments)
+        for err in exc.errors():
+            where = "__".join(str(p) for p in err["loc"]).upper()
+            print(f"kotacerdas: bad setting KC_{where} ({exc.title}): {err['msg']}, got {err.get('input')!r}"[:300],
+                  file=sys.stderr)
+        return 2

@@ -21,6 +21,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from kotacerdas import brokerconf
+
 # The local stack's ports: deliberately not the system defaults (1883/8086) so the
 # project's own broker and database never collide with a distribution's services.
 DEFAULT_MQTT_PORT = 11883
@@ -88,17 +90,17 @@ class GatewaySettings(BaseModel):
     # (MQTT 5) the upstream; "paho": paho-mqtt, used anyway when that broker needs TLS
     mqtt_client: Literal["wire", "paho"] = "wire"
     # messages validated and committed per SQLite transaction, at most
-    batch_max: int = 5000
+    batch_max: int = Field(default=5000, ge=1)
     # once a message is waiting, wait this long for more before committing a smaller batch (fewer
     # commits, upstream windows and messages per reading when devices trickle in; 0 = take at once)
-    batch_linger_s: float = 0.02
+    batch_linger_s: float = Field(default=0.02, ge=0)
     # messages read from the devices' broker and not yet committed; when full the gateway stops
     # reading (the broker keeps the rest: needs max_inflight_messages >= this, see stack.py)
-    max_buffered: int = 20000
+    max_buffered: int = Field(default=20000, ge=1)
     # outbox rows (waiting for the upstream broker) at which the gateway stops taking input
-    max_outbox: int = 2_000_000
+    max_outbox: int = Field(default=2_000_000, ge=1)
     # outbox rows published to the upstream per window (one write; deleted after every PUBACK) ...
-    forward_window: int = 5000
+    forward_window: int = Field(default=5000, ge=1)
     # ... and payload bytes, at most (a window ends with the row that reaches it): bounds a window of
     # batch messages (forward_batch) to a few MiB instead of thousands of batches
     forward_window_bytes: int = 4 * 1024 * 1024
@@ -107,7 +109,11 @@ class GatewaySettings(BaseModel):
     # contract.encode_normalized_batch), so the upstream broker, the outbox and ingest pay per batch.
     # Default 500: a third less CPU for the whole pipeline (docs/benchmarks.md); consumers of the
     # normalised topics must take both forms (contract.decode_normalized_batch)
-    forward_batch: int = 500
+    forward_batch: int = Field(default=500, ge=1)
+    # ... and payload bytes per batch message, at most (a group of one city and kind is cut into
+    # smaller batches when 500 readings would not fit): the provisioned broker refuses bigger packets
+    # by dropping the connection (kotacerdas/brokerconf.py); raise both together or neither
+    forward_batch_bytes: int = Field(default=brokerconf.BATCH_MESSAGE_BYTES, ge=4096)
     # how often last_seen/battery of active devices are re-published on devstatus
     status_refresh_s: float = 60.0
     # how often changed lifecycle states (last_seen, battery, fw, stale) are written to the registry;

@@ -249,6 +249,36 @@ def test_gateway_runs_with_its_least_privilege_account(secure):
         ingest.close()
 
 
+def test_batches_upstream_fit_the_provisioned_packet_limit(secure):
+    """2,000 readings of one city and kind at once (a backlog): with forward_batch 500 they would be
+    ~165 KB messages, which the provisioned broker (max_packet_size 64 KiB) answers by dropping the
+    gateway's connection, forever. They leave in batches that fit, every reading once, in order."""
+    from gateway.provision import MAX_PACKET_BYTES
+
+    s, acc, creds, root = secure["settings"], secure["account"], secure["creds"], secure["root"]
+    s.mqtt = acc(GATEWAY_USER, creds[GATEWAY_USER])
+    assert s.gateway.forward_batch == 500  # the default, under test
+    ingest = Collector(acc(INGEST_USER, creds[INGEST_USER]), f"{root}/v1/_platform/norm/#")
+    d = client(acc("water-1", secure["pws"]["water-1"]))
+    Gateway(s).start().stop()  # its session: the backlog waits at the broker, then comes at once
+    n = 2000
+    now = int(time.time() * 1000)
+    t = contract.telemetry_topic(root, "depok", "water", "water-1")
+    wait_published([d.publish(t, contract.encode_telemetry(now - 100_000 + i * 10, i, good_fields("water")), qos=1)
+                    for i in range(n)])
+    gw = Gateway(s).start()
+    try:
+        assert wait_for(lambda: len(normalized(ingest, root)) == n, timeout=30), len(normalized(ingest, root))
+        assert [r["seq"] for r in normalized(ingest, root)] == list(range(n))
+        sizes = [len(p) for _, p in ingest.msgs]
+        assert max(sizes) <= s.gateway.forward_batch_bytes < MAX_PACKET_BYTES, max(sizes)
+        assert len(sizes) < n / 50  # still batches, not one message per reading
+    finally:
+        close(d)
+        gw.stop()
+        ingest.close()
+
+
 def test_upstream_refusing_the_gateway_is_counted_not_silent(secure):
     """A misconfigured upstream ACL acknowledges with "not authorized": counted and logged, never silent."""
     s, acc, creds, root = secure["settings"], secure["account"], secure["creds"], secure["root"]
