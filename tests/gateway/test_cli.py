@@ -114,3 +114,21 @@ def test_registry_changes_rewrite_the_broker_files_when_configured(env, capsys, 
     assert "user water-42" in (prov / "acl_file").read_text()
     assert kc(["gateway", "registry", "decommission", "water-42"]) == 0
     assert "water-42" not in (prov / "password_file").read_text()
+
+
+def test_bad_setting_and_unwritable_provision_dir_are_messages_not_tracebacks(env, monkeypatch, capsys, tmp_path):
+    """An operator's typo in a KC_* variable names the variable (exit 2, as for bad arguments); a
+    provision directory that cannot be written says so (exit 1)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert kc(["gateway", "provision", "--out", str(blocker / "broker"), "--no-tls"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gateway provision:") and "Traceback" not in err
+    monkeypatch.setenv("KC_GATEWAY__FORWARD_BATCH", "0")
+    assert kc(["gateway", "registry", "list"]) == 2
+    err = capsys.readouterr().err
+    assert "KC_GATEWAY__FORWARD_BATCH" in err and "greater than or equal to 1" in err, err
+    monkeypatch.setenv("KC_GATEWAY__FORWARD_BATCH", "500")
+    monkeypatch.setenv("KC_MQTT__PORT", "abc")
+    assert kc(["gateway", "registry", "list"]) == 2
+    assert "KC_MQTT__PORT" in capsys.readouterr().err
