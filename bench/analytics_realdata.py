@@ -165,11 +165,11 @@ def run_file(path: Path, windows: list[list[str]], z: float, z_days: float,
     methods: dict[str, np.ndarray] = {"detectors": np.logical_or.reduce(list(flagged.values()))}
     if per_detector:
         methods.update({f"  {k}": m for k, m in sorted(flagged.items())})
-        for k, r in sorted(res.items()):  # how far each test's own score is from its threshold, in and out
+        for test, r in sorted(res.items()):  # how far each test's own score is from its threshold, in and out
             sc = r.score[0]
             ins, out = sc[inside & ~np.isnan(sc)], sc[~inside & ~np.isnan(sc)]
             if ins.size and out.size:
-                print(f"# {path.name} {k}: score max in windows {ins.max():.1f}, outside max {out.max():.1f}, "
+                print(f"# {path.name} {test}: score max in windows {ins.max():.1f}, outside max {out.max():.1f}, "
                       f"outside p99.9 {np.percentile(out, 99.9):.1f}")
     methods["rolling z"] = rolling_z(x[0], max(int(round(z_days * DAY_MS / step_ms)), 8), z)
     methods["flag everything"] = ~np.isnan(x[0])
