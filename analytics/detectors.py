@@ -160,6 +160,12 @@ class StatParams:
     cusum_window_s: float = 7200.0  # the CUSUM forgets runs longer than this
     seasonal_suspect_z: float = 5.0
     seasonal_fail_z: float = 10.0
+    trend_suspect_z: float = 8.0  # analytics/trend.py: hourly residual against the frozen baseline, in scales
+    trend_fail_z: float = 16.0
+    trend_resolution_k: float = 0.5  # scale floor, sensor resolutions
+    trend_span_floor: float = 0.005  # scale floor, fraction of the expected span (docs/analytics.md)
+    trend_pace_z: float = 7.0  # ... a resetting field's hourly pace against its own (analytics/trend.py)
+    trend_pace_resolution_k: float = 5.0  # pace scale floor, sensor resolutions per hour
 
 
 def cusum_window_n(sp: StatParams, step_s: float) -> int:

@@ -33,7 +33,7 @@ from analytics.qc import FAIL, SUSPECT, QcResult
 # missed and fired on sensors returning from a fault and on bursts (docs/analytics.md)
 FAULT_OF: dict[str, str] = {
     "gross_range": "range", "flat_line": "flatline", "spike": "spike", "hampel": "outlier",
-    "rate_of_change": "shift", "drift": "shift", "ewma": "shift", "cusum": "shift",
+    "rate_of_change": "shift", "drift": "shift", "ewma": "shift", "cusum": "shift", "trend": "shift",
     "gap": "gap", "seasonal": "seasonal", "multivariate": "multivariate",
     "shift": "shift",  # analytics/shift.py (last: a saved state's peak-test indices keep their meaning)
 }

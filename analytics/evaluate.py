@@ -32,7 +32,7 @@ from typing import Iterable
 
 import numpy as np
 
-from analytics import chartstate, ispu, multivariate, qc, seasonal, shift, water
+from analytics import chartstate, ispu, multivariate, qc, seasonal, shift, trend, water
 from analytics.detectors import QcParams, StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
 from kotacerdas import contract
@@ -43,12 +43,14 @@ GATEWAY_TYPES = ("duplicate", "out_of_order", "malformed", "clock_skew")
 DETECTORS_FOR: dict[str, tuple[str, ...]] = {
     "spike": ("spike",),  # Hampel found no spike the spike test missed; only false alarms (docs/analytics.md)
     "flatline": ("flat_line",),
-    "drift": ("drift", "ewma", "cusum"),
+    # drifts: the trend test against its frozen long baseline (analytics/trend.py); the windowed
+    # neighbour drift test and EWMA / CUSUM re-base within hours (a walk enters their baselines)
+    "drift": ("trend",),
     # a step that stays: the window changepoint test (analytics/shift.py; docs/analytics.md, "Level shifts")
     "offset": ("shift",),
     # hard cases (simulators/hardcases.py)
     "level_shift": ("shift",),
-    "slow_drift": ("drift", "ewma", "cusum"),
+    "slow_drift": ("trend",),
     "correlated": ("shift", "multivariate"),
     # a value normal for another hour of the day / day of the week (analytics/seasonal.py)
     "night_at_day_level": ("seasonal",),
@@ -208,9 +210,11 @@ def detector_results(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams, *, 
         charts.update(chartstate.run_record(chartstate.residual(x), p.g0(t0_ms),
                                             chartstate.ChartParams.from_detectors(p, sp)))
         charts["seasonal"] = seasonal.run_record(x, p.g0(t0_ms), seasonal.params_for(p, sp))
+        charts["trend"] = trend.run_record(x, p.g0(t0_ms), trend.TrendParams.from_detectors(p, sp))
     for name, r in charts.items():
         r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
-        if not p.level_enabled:  # as in the service: a resetting field has no level to chart
+        if not p.level_enabled and name != "trend":  # as in the service: a resetting field has no level to
+            # chart (the trend test holds its pace instead)
             np.copyto(r.flag, np.int8(qc.NOT_EVALUATED), where=r.flag != qc.MISSING)
         res[name] = r
     return res

@@ -20,8 +20,8 @@ from typing import Any, Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from analytics import (aqi_us, chartstate, delivery, episodes, ispu, multivariate, qc, ranges, seasonal, shift, waste,
-                       water)
+from analytics import (aqi_us, chartstate, delivery, episodes, ispu, multivariate, qc, ranges, seasonal, shift, trend,
+                       waste, water)
 from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
 from analytics.alerts import AlertEngine, AlertStore, Condition
@@ -109,6 +109,7 @@ class AnalyticsService:
         self.episodes = episodes.EpisodeStore(settings.state_dir / "analytics" / "episodes")
         self.seasons = seasonal.SeasonStore(settings.state_dir / "analytics" / "seasonal")
         self.shifts = shift.ShiftStore(settings.state_dir / "analytics" / "shift")
+        self.trends = trend.TrendStore(settings.state_dir / "analytics" / "trend")
         self.ranges_cfg = ranges.load(settings.analytics.ranges_file, self.cat)
         self.ranges = ranges.RangeStore(settings.state_dir / "analytics" / "ranges")
         # one worker keeps deliveries in order per alert (open before resolved)
@@ -311,7 +312,7 @@ class AnalyticsService:
         st = self.charts.get(win.kind.name, fname, cp)
         n = int(np.searchsorted(win.grid.times_ms, emit_to, side="right"))
         out = {k: qc.QcResult(np.full(x.shape, qc.NOT_EVALUATED, dtype=np.int8), np.full(x.shape, np.nan))
-               for k in ("ewma", "cusum", "seasonal", "shift")}
+               for k in ("ewma", "cusum", "seasonal", "shift", "trend")}
         if n == 0:
             return out
         r = chartstate.residual(x)[:, :n]
@@ -325,8 +326,14 @@ class AnalyticsService:
         sh = self.shifts.get(win.kind.name, fname, shp)
         got["shift"] = shift.update(sh, sh.rows_for(win.devices), r, g0, shp)
         self.shifts.save(win.kind.name, fname)
+        tp = trend.TrendParams.from_detectors(p)  # slow drift against a frozen long baseline
+        ts = self.trends.get(win.kind.name, fname, tp)
+        got["trend"] = trend.update(ts, ts.rows_for(win.devices), x[:, :n], trend.reference(x)[:n], g0, tp)
+        self.trends.save(win.kind.name, fname)
         for k, v in got.items():
-            if p.level_enabled:  # a resetting field (a bin's fill) has no level to hold against its past
+            # a resetting field (a bin's fill) has no level to hold against its past (the trend test
+            # holds its pace instead)
+            if p.level_enabled or k == "trend":
                 out[k].flag[:, :n], out[k].score[:, :n] = v.flag, v.score
         return out
 

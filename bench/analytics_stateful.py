@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from analytics import chartstate, multivariate, ranges, seasonal
+from analytics import chartstate, multivariate, ranges, seasonal, trend
 from analytics.detectors import StatParams, params_for, run_all
 from kotacerdas.catalogue import load_catalogue
 
@@ -70,11 +70,29 @@ def main() -> None:
         ranges.learn(rs, rrows, x[:, -1:], g0 + t - 1, lp)
         rs.g_next = g0 + t - 1
 
+    tp = trend.TrendParams.from_detectors(p)
+    ref = trend.reference(x)
+
+    def trend_window() -> None:
+        tst = trend.TrendState([], tp)
+        trend.update(tst, tst.rows_for(devs), x, ref, g0, tp)
+
+    tst = trend.TrendState([], tp)
+    trows = tst.rows_for(devs)
+    trend.update(tst, trows, x[:, :-p.block], ref[:-p.block], g0, tp)
+
+    def trend_hour_end() -> None:  # the bin that closes an hour: the fit and verdict of every series
+        c = trend.TrendState.__new__(trend.TrendState)
+        c.__dict__ = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in tst.__dict__.items()}
+        trend.update(c, trows, x[:, -p.block:-p.block + 1], ref[-p.block:-p.block + 1], g0 + t - p.block, tp)
+
     xs = np.stack([x + rng.normal(0, 1, (s, t)) for _ in range(8)], axis=1)
     rows_out = [
         ("run_all, one field (baseline)", base),
         ("stateful charts, whole window (first pass)", timed(charts_window, 1)),
         ("charts + seasonal + ranges, one new bin (live pass)", timed(one_bin, 5)),
+        ("trend test, whole window (first pass)", timed(trend_window, 1)),
+        ("trend test, one new bin closing an hour (live pass)", timed(trend_hour_end, 5)),
         ("station PCA, 8 fields", timed(lambda: multivariate.multivariate(xs, g0, p.block, 1.0), 1)),
     ]
     print(f"{s} series x {t} bins (24 h at 1 min)")

@@ -1,0 +1,362 @@
+"""Slow drift against a long, frozen baseline: the stateful trend test (sensor fouling, ageing).
+
+A fouled or ageing sensor walks away from the truth by a little every hour, for hours to days.
+Every trailing baseline of the windowed tests (hours, inside the service's 24 h window) follows
+such a walk, and the stateful CUSUM re-bases on it. Here every series keeps, between passes and
+restarts (:class:`TrendState`, ``state_dir/analytics/trend``), its last ``hours`` complete hourly
+blocks (blocks of ``block`` samples aligned to grid index // block, as in :mod:`analytics.baseline`):
+
+- ``hx``: the block median of the series, ``hr``: the block median of the neighbours' reference
+  (:func:`analytics.qc.neighbour_reference`: what all series of the field share: weather, the day);
+- ``wm``: the block's within-hour MAD of the residual (series minus reference): its sample noise;
+- ``ok``: whether the hour is part of the baseline.
+
+When a block closes, the baseline (the ``ok`` hours before it) is fitted per series by least
+squares, ``hx ~ a + b * hr`` (b: how strongly the series follows the shared signal: a pollutant
+station at twice the city's level has twice its daily swing; with ``fit_hours``, b = 1 until that
+many baseline hours exist). The test value is the median of the
+fitted residual ``e = hx - a - b hr`` over the last ``recent`` hours, in units of the scale, the
+largest of:
+
+- 1.4826 x the MAD of the baseline residuals' hour-to-hour differences / sqrt(2): the hour-to-hour
+  wander, which a linear trend inside the baseline does not inflate (the MAD of the residuals would);
+- ``noise_k`` x 1.4826 x the median within-hour MAD / sqrt(block): what the noise leaves in an
+  hourly median (heavy-tailed or correlated noise leaves more than the white-noise value);
+- ``floor`` (half the field's resolution: a quantised series) and ``span_floor`` x its expected
+  span (a change of less than that is not worth an alarm: a bin's temperature follows its fill by ~2 C).
+
+The baseline is **frozen** against a drift: an hour joins it only when its test value is below
+``join_z`` (after warm-up) and it raised no alarm, so a slow walk stops entering its own baseline
+as soon as it is visible and keeps growing against the level before it; after a fault ends the
+residual returns to that level and the alarm ends instead of starting a new one. A baseline learnt
+during a fault that began in the warm-up stands off the neighbours (more than ``outlier_k``
+population spreads): the move back towards them when that fault ends raises nothing. An alarm
+that has lasted ``rebase_hours`` (the rings' length) is a new normal (a re-mounted sensor): the
+baseline is learnt again (warm-up, flag 2). The verdict of a closed hour is the flag of every
+reading in the next hour (a delay of up to one block): 3 (suspect) above ``suspect_z``, 4 above
+``fail_z``, 2 during warm-up (fewer than ``min_hours`` baseline hours), 9 missing.
+
+**Pace mode** (``pace``: a field that resets by design, a bin's fill or distance, whose level says
+nothing): between resets such a series moves at its own steady pace (a bin fills at its site's
+rate), and a drift adds its slope to it. The test value is the median hour-to-hour change of the
+last ``pace_hours`` hours minus the baseline's median change (:func:`_pace`); hours pegged near
+the sensor's range (a full bin) and changes off the usual pace by more than ``jump`` x the span (a
+collection, a step) are left out; the frozen baseline works as above.
+
+Every sample is processed once, in grid order, whichever pass it arrives in (a pass resuming
+from saved state gives the flags of one long run: tests/analytics/test_trend.py). The update is
+a loop over the new grid columns with the work at block ends, vectorised over series.
+
+Arrays: values and reference (S, n) field units; state vectors (S,); hour rings (S, hours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from analytics import statefile
+from analytics.qc import FAIL, GOOD, MISSING, NOT_EVALUATED, SUSPECT, QcResult, neighbour_reference
+
+MAD_TO_SIGMA = 1.4826
+FORMAT = 1  # bump when the saved layout changes: an older file is then ignored (warm-up again)
+
+
+@dataclass(frozen=True)
+class TrendParams:
+    """Parameters of the trend test (windows in hourly blocks, thresholds in scales)."""
+
+    block: int  # samples per hourly block
+    floor: float = 0.0  # smallest scale, field units (the sensor resolution)
+    span_floor: float = 0.0  # smallest scale, field units (a fraction of the expected span)
+    hours: int = 48  # hourly blocks kept (the longest baseline)
+    recent: int = 2  # hours whose median residual is tested
+    min_hours: int = 3  # baseline hours before any verdict (warm-up)
+    fit_hours: int = 0  # baseline hours before b is fitted (b = 1 until then); 0: always fitted
+    noise_k: float = 3.0
+    join_z: float = 4.0  # an hour whose test value exceeds this does not join the baseline
+    suspect_z: float = 8.0
+    fail_z: float = 16.0
+    rebase_hours: int = 48  # an alarm this long is a new normal: the baseline is learnt again
+    outlier_k: float = 5.0  # a baseline this many population spreads off the neighbours is suspect (0: off)
+    # pace mode, for a field that resets by design (a bin's fill): its own hour-to-hour pace between resets
+    pace: bool = False
+    lo: float = -np.inf  # the sensor's range, field units: hours pegged near it say nothing of the pace
+    hi: float = np.inf
+    span: float = 0.0  # expected span, field units
+    peg: float = 0.03  # pegged = within this fraction of the span from a range limit
+    jump: float = 0.05  # an hourly change off the usual pace by this fraction of the span is a step (a reset)
+    pace_hours: int = 6  # hours whose median change is tested
+
+    @classmethod
+    def from_detectors(cls, p, sp=None) -> "TrendParams":  # noqa: ANN001 - QcParams, StatParams (no cycle)
+        """The defaults for a field's :class:`analytics.detectors.QcParams` (thresholds from
+        :class:`analytics.detectors.StatParams`)."""
+        from analytics.detectors import StatParams
+
+        sp = sp or StatParams()
+        span = p.suspect_hi - p.suspect_lo
+        if not p.level_enabled:  # a resetting field: no level to hold, but a pace
+            return cls(block=p.block, floor=sp.trend_pace_resolution_k * p.resolution, pace=True, lo=p.fail_lo,
+                       hi=p.fail_hi, span=span, min_hours=6, join_z=3.0, suspect_z=sp.trend_pace_z,
+                       fail_z=2 * sp.trend_pace_z)
+        return cls(block=p.block, floor=sp.trend_resolution_k * p.resolution, span_floor=sp.trend_span_floor * span,
+                   suspect_z=sp.trend_suspect_z, fail_z=sp.trend_fail_z)
+
+
+_ARRAYS = ("hx", "hr", "wm", "ok", "cur_x", "cur_r", "flag", "score", "alarm_h")
+
+
+class TrendState:
+    """Trend state of S series of one field. ``g_next``: grid index of the next column (None before
+    the first); ``cur_x`` / ``cur_r`` (S, block): the block being filled (values, reference);
+    ``cur_whole``: that block was seen from its first sample; ``flag`` / ``score`` (S,): the verdict
+    in force (from the last closed block); ``alarm_h`` (S,): hours the current alarm has lasted."""
+
+    def __init__(self, devices: list[str], tp: TrendParams):
+        s, h = len(devices), tp.hours
+        self.devices = list(devices)
+        self.block = tp.block
+        self.hours = h
+        self.g_next: int | None = None
+        self.cur_whole = False
+        self.opened = False
+        self.hx, self.hr, self.wm = (np.full((s, h), np.nan) for _ in range(3))
+        self.ok = np.zeros((s, h))
+        self.cur_x, self.cur_r = (np.full((s, tp.block), np.nan) for _ in range(2))
+        self.flag = np.full(s, float(NOT_EVALUATED))
+        self.score = np.full(s, np.nan)
+        self.alarm_h = np.zeros(s)
+
+    def rows_for(self, devices: list[str]) -> np.ndarray:
+        """Row of each of ``devices`` in the state, (len(devices),); unknown devices get fresh rows."""
+        tp = TrendParams(block=self.block, hours=self.hours)
+        return statefile.rows_for(self, devices, _ARRAYS, lambda n: TrendState([""] * n, tp))
+
+    def save(self, path: Path) -> None:
+        statefile.save(path, self.devices, [FORMAT, self.block, self.hours,
+                                            -1 if self.g_next is None else self.g_next, int(self.cur_whole),
+                                            int(self.opened)], {n: getattr(self, n) for n in _ARRAYS})
+
+    @classmethod
+    def load(cls, path: Path, tp: TrendParams) -> "TrendState | None":
+        """The saved state, or None when there is none or it was saved with another layout or block."""
+        got = statefile.restore(path, _ARRAYS, [FORMAT, tp.block, tp.hours], lambda d: cls(d, tp))
+        if got is None:
+            return None
+        st, rest = got
+        st.cur_whole, st.opened = bool(rest[0]), bool(rest[1])
+        return st
+
+
+def _nanmedian_rows(a: np.ndarray) -> np.ndarray:
+    """Median of each row ignoring NaN, (S, n) -> (S,); NaN for an all-NaN row (no warning)."""
+    out = np.full(a.shape[0], np.nan)
+    ok = ~np.isnan(a).all(axis=1)
+    if ok.any():
+        out[ok] = np.nanmedian(a[ok], axis=1)
+    return out
+
+
+def _fit(st: TrendState, tp: TrendParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, scale, baseline hours) per series from the ring's baseline hours except the newest."""
+    hx, hr = st.hx[:, :-1], st.hr[:, :-1]
+    use = (st.ok[:, :-1] > 0) & ~np.isnan(hx) & ~np.isnan(hr)
+    n = use.sum(axis=1)
+    nn = np.maximum(n, 1)
+    mx = np.where(use, hx, 0.0).sum(axis=1) / nn
+    mr = np.where(use, hr, 0.0).sum(axis=1) / nn
+    dr = np.where(use, hr - mr[:, None], 0.0)
+    cov = (dr * np.where(use, hx - mx[:, None], 0.0)).sum(axis=1)
+    var = (dr * dr).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        b = np.where(var > 0, cov / np.where(var > 0, var, 1.0), 1.0)
+    b = np.clip(b, 0.0, 3.0)  # a series follows the shared signal, never against it nor wildly more
+    if tp.fit_hours:
+        b = np.where(n >= tp.fit_hours, b, 1.0)
+    a = mx - b * mr
+    res = np.where(use, hx - (a[:, None] + b[:, None] * hr), np.nan)
+    # hour-to-hour differences of the baseline residual, skipping hours not in the baseline
+    order = np.argsort(~use, axis=1, kind="stable")  # baseline hours first, in time order
+    packed = np.take_along_axis(res, order, axis=1)
+    d = np.diff(packed, axis=1)
+    wander = MAD_TO_SIGMA * _nanmedian_rows(np.abs(d - _nanmedian_rows(d)[:, None])) / np.sqrt(2.0)
+    noise = tp.noise_k * MAD_TO_SIGMA * _nanmedian_rows(np.where(use, st.wm[:, :-1], np.nan)) / np.sqrt(tp.block)
+    scale = np.fmax(np.fmax(wander, noise), max(tp.floor, tp.span_floor, 1e-12))
+    return a, b, scale, n
+
+
+def _back_to_neighbours(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, e: np.ndarray,
+                        warm: np.ndarray) -> np.ndarray:
+    """(S,) bool: the series' baseline stood off its neighbours (a baseline learnt during a fault that
+    began in the warm-up) and the move ``e`` takes it back towards them: the end of that fault, no drift.
+    Off = more than ``outlier_k`` spreads (1.4826 x MAD over the warm series) from the series' median
+    offset, both offsets taken at the recent hours' reference."""
+    hr = _nanmedian_rows(st.hr[:, -tp.recent:])
+    off = a + (b - 1.0) * hr  # baseline level minus the neighbours' reference
+    mid = np.nanmedian(np.where(warm, off, np.nan))
+    spread = MAD_TO_SIGMA * np.nanmedian(np.abs(np.where(warm, off, np.nan) - mid))
+    was = np.abs(off - mid)
+    return (was > tp.outlier_k * max(spread, tp.floor, 1e-12)) & (np.abs(off + e - mid) < was)
+
+
+def _pace(st: TrendState, tp: TrendParams, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pace mode: (test value, baseline changes, whether the newest change may join the baseline), (S,) each.
+
+    The hour-to-hour changes of the hourly medians (``ok`` marks the changes in the baseline; hours
+    pegged near the range say nothing: a full bin reads its limit); changes off the baseline's median
+    by more than ``jump`` x the span are resets (a collection) and are left out. Test value: the
+    median of the last ``pace_hours`` changes minus the baseline's median change, in units of
+    1.4826 x the baseline changes' MAD / sqrt(pace_hours), at least ``floor`` (per hour)."""
+    h = st.hx.copy()
+    h[(h <= tp.lo + tp.peg * tp.span) | (h >= tp.hi - tp.peg * tp.span)] = np.nan
+    d = np.diff(h, axis=1)  # d[:, k]: the change into hour k + 1
+    base = np.where(st.ok[:, 1:] > 0, d, np.nan)
+    n = (~np.isnan(base)).sum(axis=1)
+    mid = _nanmedian_rows(base)
+    off = np.abs(d - mid[:, None]) > tp.jump * tp.span
+    recent = np.where(off, np.nan, d)[:, -tp.pace_hours:]
+    scale = MAD_TO_SIGMA * _nanmedian_rows(np.abs(base - mid[:, None])) / np.sqrt(tp.pace_hours)
+    scale = np.fmax(scale, max(tp.floor, 1e-12))
+    z = (_nanmedian_rows(recent) - mid) / scale
+    return z, n, usable & ~np.isnan(d[:, -1]) & ~off[:, -1]
+
+
+def _close_block(st: TrendState, tp: TrendParams) -> None:
+    """Push the finished block into the rings and set the verdict for the next block."""
+    cnt = (~np.isnan(st.cur_x)).sum(axis=1)
+    usable = (cnt * 2 >= tp.block) & st.cur_whole
+    hx = _nanmedian_rows(st.cur_x)
+    hr = _nanmedian_rows(st.cur_r)
+    r = st.cur_x - st.cur_r
+    wm = _nanmedian_rows(np.abs(r - _nanmedian_rows(r)[:, None]))
+    for ring, v in ((st.hx, hx), (st.hr, hr), (st.wm, wm)):
+        ring[:, :-1] = ring[:, 1:]
+        ring[:, -1] = np.where(usable, v, np.nan)
+    st.ok[:, :-1] = st.ok[:, 1:]
+    st.ok[:, -1] = 0.0
+    if tp.pace:
+        z, n, usable = _pace(st, tp, usable)
+        warm = n >= tp.min_hours
+        az = np.abs(z)
+        alarm = warm & (az > tp.suspect_z)
+    else:
+        a, b, scale, n = _fit(st, tp)
+        last = st.hx[:, -tp.recent:] - (a[:, None] + b[:, None] * st.hr[:, -tp.recent:])
+        z = _nanmedian_rows(last) / scale
+        warm = n >= tp.min_hours
+        az = np.abs(z)
+        alarm = warm & (az > tp.suspect_z)
+        if tp.outlier_k and warm.sum() >= 3:
+            alarm &= ~_back_to_neighbours(st, tp, a, b, z * scale, warm)
+    st.flag = np.where(warm & ~np.isnan(z), np.where(az > tp.fail_z, FAIL, np.where(alarm, SUSPECT, GOOD)),
+                       NOT_EVALUATED).astype(np.float64)
+    st.score = np.where(warm, az, np.nan)
+    # the newest hour joins the baseline unless it is already off it (frozen against a walk)
+    st.ok[:, -1] = usable & ~alarm & ~(warm & (az > tp.join_z))
+    st.alarm_h = np.where(alarm, st.alarm_h + 1, 0.0)
+    renew = st.alarm_h >= tp.rebase_hours  # a lasting new level: learn the baseline again from here
+    if renew.any():
+        st.ok[renew] = 0.0
+        st.ok[renew, -1] = usable[renew]
+        st.alarm_h[renew] = 0.0
+        st.flag[renew] = NOT_EVALUATED
+        st.score[renew] = np.nan
+    st.cur_x[:] = np.nan
+    st.cur_r[:] = np.nan
+    st.cur_whole = True
+
+
+def _start(st: TrendState, g: int, tp: TrendParams) -> None:
+    """(Re)start the timeline at grid index ``g``: the block in progress is dropped."""
+    st.cur_x[:] = np.nan
+    st.cur_r[:] = np.nan
+    st.cur_whole = g % tp.block == 0
+    st.opened = False
+    st.g_next = g
+
+
+def update(st: TrendState, rows: np.ndarray, x: np.ndarray, ref: np.ndarray, g0: int, tp: TrendParams) -> QcResult:
+    """Advance the test over columns ``g0 .. g0 + n - 1`` of ``x`` (len(rows), n), field units, with
+    the neighbours' reference ``ref`` (n,) of the same columns.
+
+    Columns before ``st.g_next`` were processed by an earlier pass (their verdicts are 2 here); a gap
+    between ``st.g_next`` and ``g0`` counts as missing readings (a gap longer than the rings empties
+    them: warm-up again). Returns flags 1/3/4, 2 during warm-up, 9 missing; score |test value| in scales.
+    """
+    nrow, n = x.shape
+    s_all = len(st.devices)
+    out = QcResult(np.full((nrow, n), NOT_EVALUATED, dtype=np.int8), np.full((nrow, n), np.nan))
+    if st.g_next is None:
+        _start(st, g0, tp)
+    assert st.g_next is not None
+    gap = g0 - st.g_next
+    if gap > tp.hours * tp.block:
+        for ring in (st.hx, st.hr, st.wm):
+            ring[:] = np.nan
+        st.ok[:] = 0.0
+        st.flag[:] = NOT_EVALUATED
+        st.score[:] = np.nan
+        st.alarm_h[:] = 0.0
+        _start(st, g0, tp)
+    elif gap > 0:  # missing columns before this window: processed as no readings
+        update(st, rows[:0], np.empty((0, gap)), np.full(gap, np.nan), st.g_next, tp)
+    full = np.full(s_all, np.nan)
+    for j in range(max(st.g_next - g0, 0), n):
+        g = g0 + j
+        pos = g % tp.block
+        if pos == 0 and st.opened:
+            _close_block(st, tp)
+        full[:] = np.nan
+        full[rows] = x[:, j]
+        st.cur_x[:, pos] = full
+        st.cur_r[:, pos] = np.where(np.isnan(full), np.nan, ref[j])
+        present = ~np.isnan(x[:, j])
+        out.flag[:, j] = np.where(present, st.flag[rows], MISSING)
+        out.score[:, j] = np.where(present, st.score[rows], np.nan)
+        st.g_next = g + 1
+        st.opened = True
+    return out
+
+
+class TrendStore:
+    """Trend states of one service, one file per (kind, field) under ``root`` (``state_dir/analytics/trend``)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self._cache: dict[tuple[str, str], TrendState] = {}
+
+    def path(self, kind: str, field: str) -> Path:
+        return self.root / f"{kind}.{field}.npz"
+
+    def get(self, kind: str, field: str, tp: TrendParams) -> TrendState:
+        st = self._cache.get((kind, field))
+        if st is None or st.block != tp.block or st.hours != tp.hours:
+            st = TrendState.load(self.path(kind, field), tp) or TrendState([], tp)
+            self._cache[(kind, field)] = st
+        return st
+
+    def save(self, kind: str, field: str) -> None:
+        st = self._cache.get((kind, field))
+        if st is not None:
+            st.save(self.path(kind, field))
+
+
+def reference(x: np.ndarray) -> np.ndarray:
+    """The shared signal the test fits each series to: the neighbours' median (T,) of x (S, T)
+    (zeros with fewer than 3 series: then each series is held against its own level only)."""
+    x = x.astype(np.float64, copy=False)
+    return neighbour_reference(x) if x.shape[0] >= 3 else np.zeros(x.shape[1])
+
+
+def run_record(x: np.ndarray, g0: int, tp: TrendParams, devices: list[str] | None = None) -> QcResult:
+    """The test over a whole record ``x`` (S, T) from a fresh state (what a service started at the
+    record's first bin writes, pass after pass)."""
+    devs = devices if devices is not None else [str(i) for i in range(x.shape[0])]
+    st = TrendState([], tp)
+    return update(st, st.rows_for(devs), x.astype(np.float64, copy=False), reference(x), g0, tp)
+
+
+__all__ = ["TrendParams", "TrendState", "TrendStore", "reference", "run_record", "update"]

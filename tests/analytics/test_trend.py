@@ -1,0 +1,164 @@
+"""The trend test (analytics/trend.py): a slow drift against a frozen long baseline is caught, normal
+behaviour that looks like one is not, and passes with restarts give the flags of one run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from analytics import qc
+from analytics.trend import TrendParams, TrendState, TrendStore, reference, run_record, update
+
+HOUR = 60  # 1-min grid
+TP = TrendParams(block=HOUR, floor=0.1, span_floor=0.0)
+
+
+def _city(s: int = 12, hours: int = 72, seed: int = 3) -> np.ndarray:
+    """A pollutant-like field (S, T): a shared daily cycle and weekday/weekend level, each station at
+    its own level (so its own daily swing: multiplicative), noise, quantised to 0.1."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(hours * HOUR) / HOUR  # hours
+    day = 1.0 + 0.6 * np.sin(2 * np.pi * (t - 7.0) / 24.0)
+    week = np.where((t // 24) % 7 >= 5, 0.8, 1.0)  # a weekend in the record
+    level = rng.uniform(0.6, 1.6, s)[:, None]
+    x = 40.0 * level * day * week * (1.0 + 0.05 * rng.standard_normal((s, t.size)))
+    return np.round(x, 1)
+
+
+def _alarms(res: qc.QcResult) -> np.ndarray:
+    return (res.flag == qc.SUSPECT) | (res.flag == qc.FAIL)
+
+
+def test_a_slow_drift_is_caught_and_the_alarm_ends_with_it():
+    x = _city()
+    t0, t1 = 20 * HOUR, 40 * HOUR
+    x[4, t0:t1] += np.linspace(0.0, 15.0, t1 - t0)  # 15 units over 20 h: ~0.75 per hour, under the noise per reading
+    res = run_record(x, 0, TP)
+    hits = np.flatnonzero(_alarms(res)[4])
+    assert hits.size and t0 < hits[0] < t0 + 12 * HOUR  # seen within 12 h of its start
+    assert hits[-1] <= t1 + 2 * HOUR  # the baseline was frozen: back at it, the alarm stops
+    assert not _alarms(res)[4, t1 + 2 * HOUR :].any()
+    clean = np.delete(np.arange(x.shape[0]), 4)
+    assert not _alarms(res)[clean].any()  # the drifting station does not move the others' verdicts
+
+
+def test_a_drift_from_the_first_hours_is_held_against_the_level_before_it():
+    x = _city()
+    t0 = 4 * HOUR
+    x[2, t0:] += np.linspace(0.0, 20.0, x.shape[1] - t0)
+    res = run_record(x, 0, TP)
+    assert _alarms(res)[2].any()
+
+
+def test_daily_and_weekly_cycles_bursts_and_quantised_stretches_raise_nothing():
+    x = _city(hours=96)
+    rng = np.random.default_rng(9)
+    for s in range(x.shape[0]):  # bursts: 2-8 readings at 2-5x the level, a few a day per station
+        for start in rng.integers(0, x.shape[1] - 10, 6):
+            x[s, start : start + rng.integers(2, 9)] *= rng.uniform(2.0, 5.0)
+    x[7, 30 * HOUR : 31 * HOUR + 30] = x[7, 30 * HOUR]  # a quantised flat stretch of 90 min
+    x[1, 50 * HOUR : 52 * HOUR] = np.nan  # an outage
+    res = run_record(x, 0, TP)
+    assert not _alarms(res).any()
+    assert (res.flag[1, 50 * HOUR : 52 * HOUR] == qc.MISSING).all()
+
+
+def test_a_bin_temperature_following_its_fill_is_no_drift():
+    """A bin's temperature warms by ~2 C as it fills and drops back when emptied (a reset of the fill):
+    the span floor keeps that saw-tooth below an alarm; a fouled sensor walking 8 C is not."""
+    rng = np.random.default_rng(5)
+    s, t = 10, 72 * 4  # 15-min grid: blocks of 4
+    hours = np.arange(t) / 4.0
+    fill = (hours[None, :] * rng.uniform(2.0, 6.0, (s, 1))) % 100.0  # % per hour, emptied when full
+    x = 30.0 + 4.0 * np.cos(2 * np.pi * (hours - 14.0) / 24.0) + 2.0 * fill / 100.0 + 0.3 * rng.standard_normal((s, t))
+    tp = TrendParams(block=4, floor=0.1, span_floor=0.005 * 40.0)  # expected span 40 C
+    x[3, 100:200] += np.linspace(0.0, 8.0, 100)
+    res = run_record(np.round(x, 1), 0, tp)
+    assert not _alarms(res)[np.arange(s) != 3].any()
+    assert _alarms(res)[3, 100:204].any()
+
+
+def test_warm_up_and_missing_say_so():
+    x = _city(hours=12)
+    res = run_record(x, 0, TP)
+    # no verdict before min_hours complete baseline hours have closed (the first hour is one of them)
+    first = (TP.min_hours + 1) * HOUR
+    assert (res.flag[:, :first] == qc.NOT_EVALUATED).all()
+    assert (res.flag[:, first:] == qc.GOOD).all()
+
+
+def test_a_lasting_new_level_is_learnt_again():
+    x = _city(hours=72)
+    x[5, 10 * HOUR :] += 30.0  # a re-mounted sensor: a new level for good
+    tp = replace(TP, rebase_hours=12)
+    al = _alarms(run_record(x, 0, tp))[5]
+    hits = np.flatnonzero(al)
+    assert hits.size and hits[0] < 12 * HOUR
+    assert not al[40 * HOUR :].any()  # re-based, warmed up again, quiet
+
+
+def test_passes_with_restarts_equal_one_run(tmp_path):
+    x = _city(s=6, hours=30)
+    x[2, 10 * HOUR :] += np.linspace(0.0, 30.0, x.shape[1] - 10 * HOUR)
+    devs = [f"d{i}" for i in range(x.shape[0])]
+    g0 = 500 * HOUR  # block-aligned
+    whole = run_record(x, g0, TP, devs)
+    got = np.full(x.shape, -1, dtype=np.int8)
+    end = 0
+    for cut in (37, 300, 301, 650, 1200, x.shape[1]):  # passes of uneven length, saved and re-loaded
+        store = TrendStore(tmp_path / "trend")
+        st = store.get("air", "pm25", TP)
+        lo = max(end - 50, 0)  # windows overlap what was processed before
+        w = x[:, lo:cut]
+        res = update(st, st.rows_for(devs), w, reference(w), g0 + lo, TP)
+        got[:, end:cut] = res.flag[:, end - lo :]
+        assert (res.flag[:, : end - lo] == qc.NOT_EVALUATED).all()  # processed once only
+        store.save("air", "pm25")
+        end = cut
+    np.testing.assert_array_equal(got, whole.flag)
+    assert _alarms(whole)[2].any()
+
+
+def test_a_state_of_another_layout_is_ignored(tmp_path):
+    st = TrendState(["a", "b"], TP)
+    st.save(tmp_path / "s.npz")
+    assert TrendState.load(tmp_path / "s.npz", replace(TP, block=30)) is None
+    back = TrendState.load(tmp_path / "s.npz", TP)
+    assert back is not None and back.devices == ["a", "b"] and back.g_next is None
+
+
+def _bins(s: int = 12, hours: int = 72, seed: int = 8) -> np.ndarray:
+    """Bin fill % on a 15-min grid (S, T): each bin fills at its own pace, is emptied every 24-84 h
+    (a reset), sits pegged at 100 % when full before its round, noise 0.7 %, quantised to 0.1."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(hours * 4) / 4.0
+    rate = rng.uniform(0.3, 5.0, (s, 1))  # % per hour
+    period = rng.choice([24.0, 48.0, 84.0], (s, 1))
+    since = (t[None, :] + rng.uniform(0, 24, (s, 1))) % period
+    fill = np.clip(3.0 + rate * since, 0.0, 100.0) + 0.7 * rng.standard_normal((s, t.size))
+    return np.round(np.clip(fill, 0.0, 100.0), 1)
+
+
+PACE = TrendParams(block=4, floor=0.5, pace=True, lo=0.0, hi=100.0, span=100.0, min_hours=6, join_z=3.0,
+                   suspect_z=7.0, fail_z=14.0)
+
+
+def test_pace_mode_collections_and_full_bins_raise_nothing():
+    res = run_record(_bins(), 0, PACE)
+    assert not _alarms(res).any()
+    assert (res.flag[:, : 7 * 4] == qc.NOT_EVALUATED).all()  # warm-up: the pace needs hours of changes
+
+
+def test_pace_mode_catches_a_drifting_fill_sensor():
+    x = _bins(seed=9)
+    a, b = 14 * 4, 40 * 4
+    quiet = [r for r in range(x.shape[0]) if np.diff(x[r, a:b]).min() > -10 and x[r, a:b].max() < 75]
+    assert quiet  # bins with no collection and not full in the stretch
+    row = quiet[0]
+    t0, t1 = 20 * 4, 30 * 4
+    x[row, t0:t1] = np.clip(x[row, t0:t1] + np.linspace(0.0, 40.0, t1 - t0), 0.0, 100.0)  # 4 % per hour for 10 h
+    al = _alarms(run_record(x, 0, PACE))
+    assert al[row, t0 : t1 + 4].any()
+    assert not al[row, t1 + (PACE.pace_hours + 1) * 4 :].any()  # the pace is back: the alarm ends with the drift
+    assert not al[np.arange(x.shape[0]) != row].any()
