@@ -10,6 +10,7 @@ Grafana's rendering.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -201,6 +202,27 @@ def _draw_stat(ax: Any, panel: Panel, series: list, shown_unit: list[str]) -> No
     shown_unit.append(unit)
 
 
+# the city outlines the public page draws too (OpenStreetMap, ODbL; docs/dashboards.md "Base map")
+OUTLINES = Path(__file__).parent / "public" / "outlines.geojson"
+
+
+def _outline_rings(pts: list[tuple[float, float, Any]]) -> tuple[list[list[list[float]]], str]:
+    """Outer rings (lon, lat) of the outlines whose box holds a station, and their attribution."""
+    try:
+        doc = json.loads(OUTLINES.read_text("utf-8"))
+    except (OSError, ValueError):
+        return [], ""
+    rings = []
+    for f in doc.get("features", []):
+        g = f["geometry"]
+        for poly in ([g["coordinates"]] if g["type"] == "Polygon" else g["coordinates"]):
+            r = poly[0]
+            xs, ys = [c[0] for c in r], [c[1] for c in r]
+            if any(min(xs) <= lon <= max(xs) and min(ys) <= lat <= max(ys) for lon, lat, _ in pts):
+                rings.append(r)
+    return rings, str(doc.get("attribution", ""))
+
+
 def _draw_map(ax: Any, panel: Panel, series: list, coords: dict[str, tuple[float, float]],
               shown_unit: list[str]) -> None:
     vcol = panel.options["layers"][0]["config"]["style"]["color"]["field"]
@@ -214,6 +236,11 @@ def _draw_map(ax: Any, panel: Panel, series: list, coords: dict[str, tuple[float
         ax.text(0.5, 0.5, "no station coordinates (--devices)", ha="center", va="center", color="grey", fontsize=8)
         ax.set_axis_off()
         return
+    rings, attribution = _outline_rings(pts)
+    for r in rings:  # under the stations
+        ax.fill([c[0] for c in r], [c[1] for c in r], facecolor="#f3f4ee", edgecolor="#7d8a6f", linewidth=1, zorder=0)
+    if rings:
+        ax.text(0.01, 0.01, attribution, transform=ax.transAxes, fontsize=6, color="#555")
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=60 if len(pts) > 30 else 110,
                c=[_threshold_colour(panel, p[2]) for p in pts], edgecolors="black", linewidths=0.5)
     if len(pts) <= 25:  # beyond that the numbers cover each other; the colours still tell
@@ -232,7 +259,9 @@ def _draw_map(ax: Any, panel: Panel, series: list, coords: dict[str, tuple[float
     ax.ticklabel_format(useOffset=False)
     ax.xaxis.set_major_locator(MaxNLocator(4))
     ax.yaxis.set_major_locator(MaxNLocator(5))
-    ax.set_aspect("equal", adjustable="datalim")  # a degree of latitude ~ a degree of longitude near the equator
+    # a km east as long as a km north: a degree of longitude is cos(latitude) of a degree of latitude
+    mid = sum(p[1] for p in pts) / len(pts)
+    ax.set_aspect(1 / math.cos(math.radians(mid)), adjustable="datalim")
     shown_unit.append("°")
 
 

@@ -96,3 +96,12 @@ def test_a_long_firmware_version_stays_inside_the_figure(tmp_path) -> None:
     res = [verify.QueryResult(d.uid, x.title, "", None, series if x is pie else day) for x in d.panels()]
     p = render(d, res, tmp_path / "fleet.png", {})
     assert not [o for o in p.overlaps if pie.title in o], p.overlaps
+
+
+def test_preview_maps_draw_the_outline_of_the_stations_city() -> None:
+    from dashboards.previews import _outline_rings
+
+    depok, attribution = _outline_rings([(106.82, -6.40, 62)])
+    assert len(depok) == 1 and "OpenStreetMap" in attribution
+    assert len(_outline_rings([(108.557, -6.732, 62)])[0]) == 1  # Cirebon
+    assert _outline_rings([(106.79, -6.56, 62)])[0] == []  # Bogor: no outline shipped, none drawn
