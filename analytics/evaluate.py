@@ -170,7 +170,7 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
                         vals.append(fl[f.name])
             if vals:
                 grids[f.name] = to_grid(np.array(idx), np.array(ts), np.array(vals), len(devices), grid, how="mean")
-        station = _station_flags(kind, grids, grid)
+        station = _station_flags(kind, grids, grid)  # field -> (S, T)
         for f in kind.fields:
             if f.name not in grids:
                 continue
@@ -179,8 +179,8 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
             res = detector_results(x, p, grid.t0_ms, stat_params or StatParams(), mode=mode, window_s=window_s,
                                    every_s=every_s, stateful=stateful)
             flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items()}
-            if station is not None:  # a station verdict counts on each of its fields
-                flagged["multivariate"] = station
+            if f.name in station:  # a station verdict counts on the fields it is about
+                flagged["multivariate"] = station[f.name]
             # domain "detectors": what the alert rules would flag, averaged exactly as the service
             # averages (ispu.averaged: the regulation's period with hourly completeness)
             if f.name in ispu.TABLES:
@@ -272,15 +272,16 @@ def new_rows() -> dict[str, Row]:
     return rows
 
 
-def _station_flags(kind, grids: dict[str, np.ndarray], grid: Grid) -> np.ndarray | None:  # noqa: ANN001
-    """The station test (:mod:`analytics.multivariate`) as the service runs it: suspect/fail (S, T) or None."""
+def _station_flags(kind, grids: dict[str, np.ndarray], grid: Grid) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """The station test (:mod:`analytics.multivariate`) as the service runs it: field -> suspect/fail
+    (S, T) on the fields each verdict is about (their share of the residual); empty without a station."""
     mv = [f for f in multivariate.station_fields(kind) if f in grids]
     if len(mv) < 2:
-        return None
+        return {}
     p = params_for(kind, kind.field(mv[0]), kind.report_interval_s)
-    r = multivariate.multivariate(np.stack([grids[f] for f in mv], axis=1), p.g0(grid.t0_ms), p.block,
-                                  np.array([kind.field(f).resolution for f in mv]))
-    return (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL)
+    _, fields = multivariate.station_test(np.stack([grids[f] for f in mv], axis=1), p.g0(grid.t0_ms), p.block,
+                                          np.array([kind.field(f).resolution for f in mv]))
+    return {f: fields[:, i] for i, f in enumerate(mv)}
 
 
 def evaluate_files(data_path: str, labels_path: str, root: str | None = None, **kw) -> list[Row]:  # noqa: ARG001

@@ -9,8 +9,8 @@ with its telemetry; labels without a run id, with several, or whose devices' sto
 names another run raise :class:`RunMismatch` (the CLI exits 2).
 
 Sources:
-- ``verdicts``: each stored suspect/fail `qc` verdict marks its grid bin for its test (``field=station``
-  multivariate verdicts count on every field of the station);
+- ``verdicts``: each stored suspect/fail `qc` verdict marks its grid bin for its test (multivariate
+  verdicts are stored on the fields they are about; older ``field=station`` ones count on every field);
 - ``episodes``: each stored episode marks its bins from onset to end for every test of its
   fault type (:data:`analytics.episodes.FAULT_OF`), so an episode is one flagged run.
 

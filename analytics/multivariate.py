@@ -19,17 +19,25 @@ batch run gives and a verdict depends on the past only):
 - T² = sum over the model's components of score² / eigenvalue (how far along the usual
   directions), Q = the squared residual off the model (how far off the usual relationship).
 
-The verdict is on Q / theta1 (theta1 = the sum of the residual eigenvalues: Q's expected value
-when the model holds, J. E. Jackson and G. S. Mudholkar, "Control procedures for residuals
-associated with principal component analysis", Technometrics 21(3), 1979) divided by its usual
-value in the station's previous blocks (:func:`past_scale`: real residuals are autocorrelated and
-heavy-tailed, far beyond the theoretical limits): > ``suspect`` -> 3, > ``fail`` -> 4 (chosen on
-the simulator's clean data, docs/analytics.md).
-Limitation: the model is re-fitted from the recent past *including* a fault's first block, so a
-persistent relationship fault is flagged for about its first hour (one block) and then absorbed
-(the episode still records its onset). Excluding flagged samples from training would make each
-block depend on the verdicts before it (a state carried across passes, like analytics/chartstate.py):
-not done.
+The score is Q / theta1 (theta1 = the sum of the residual eigenvalues: Q's expected value when
+the model holds, J. E. Jackson and G. S. Mudholkar, "Control procedures for residuals associated
+with principal component analysis", Technometrics 21(3), 1979) divided by its usual value: the
+median of the previous blocks' 90th percentiles of it (real residuals are autocorrelated and
+heavy-tailed, far beyond the theoretical limits, and differ from station to station), so the
+threshold is calibrated on each station's own fitted residual distribution. A sample is suspect
+(fail) once that score has stayed above ``suspect`` (``fail``) for ``persist`` samples in a row:
+a relationship fault lasts, while a burst of one pollutant (a truck idling, 2-8 samples) is
+legitimate data (on the simulator's clean data the single-sample flags were all of its alarms).
+The verdict names the fields it is about: those whose share of Q is at least 1 / F.
+
+The model is re-fitted every block on the previous blocks' *accepted* samples (:func:`scan`):
+samples above ``suspect`` are not learnt, so a persistent relationship fault stays flagged (it
+was absorbed after about one block when the model re-fitted on it, and its end then looked like
+a new fault); after about ``k - min_blocks`` blocks of it the model re-fits on every sample (a
+re-calibrated sensor's new relationship becomes the normal one). That makes a block's verdict
+depend on the verdicts before it: a live window equals a batch run once the window reaches back
+past the last excluded sample (always on data without relationship faults), not exactly while a
+fault that began before the window's start is still being excluded.
 
 A sample with any of the fields missing, or without ``min_blocks`` usable training blocks, is
 not evaluated (2) or missing (9 when every field is missing).
@@ -42,103 +50,176 @@ from __future__ import annotations
 import numpy as np
 
 from analytics import baseline as bl
-from analytics.qc import MISSING, NOT_EVALUATED, QcResult, _threshold_flags
+from analytics.qc import FAIL, GOOD, MISSING, NOT_EVALUATED, SUSPECT, QcResult
 
-STATION = "station"  # the `qc` / `qc_episode` field tag of this test's verdicts (all of a station's fields)
+STATION = "station"  # the `qc` / `qc_episode` field tag of this test's station-level verdicts
 K_BLOCKS = 12  # training blocks (12 h with hourly blocks): within the service's 24 h window
 MIN_BLOCKS = 6
 LAM_MIN = 0.05
 SUSPECT_Q = 20.0
 FAIL_Q = 40.0
+PERSIST = 10  # samples above the threshold in a row before a verdict (10 min on the 1-min grids)
 
 
-def _trailing_sum(a: np.ndarray, k: int) -> np.ndarray:
-    """Sum over the previous ``k`` blocks (never the block itself) along axis 1 of (S, NB, ...)."""
-    c = np.cumsum(a, axis=1)
-    out = np.zeros_like(a)
-    out[:, 1:] = c[:, :-1]
-    if k < a.shape[1]:
-        out[:, k + 1 :] -= c[:, : a.shape[1] - k - 1]
-    return out
+def _block_sums(z0: np.ndarray, keep: np.ndarray, f: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, sum, sum of products) of one block's kept samples: z0 (S, b, F) with 0 where not kept,
+    keep (S, b) -> (S,), (S, F), (S, F, F)."""
+    zk = np.where(keep[..., None], z0, 0.0)
+    return keep.sum(axis=1).astype(np.float64), zk.sum(axis=1), np.matmul(zk.transpose(0, 2, 1), zk)
 
 
-def fit_score(x: np.ndarray, g0: int, block: int, floor: np.ndarray | float = 0.0, k: int = K_BLOCKS,
-              min_blocks: int = MIN_BLOCKS, lam_min: float = LAM_MIN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(T², Q / theta1, evaluated) each (S, T) for a window x (S, F, T) whose column 0 is grid index ``g0``.
+def _model(n: np.ndarray, sx: np.ndarray, sxx: np.ndarray, fl: np.ndarray, lam_min: float):
+    """Mean, std (S, F), eigenvalues (S, F) and eigenvectors (S, F, F) (leading first) and the model
+    mask (S, F) from the training sums over the previous blocks: n (S,), sx (S, F), sxx (S, F, F)."""
+    f = sx.shape[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = sx / np.maximum(n, 1.0)[:, None]
+        cov = sxx / np.maximum(n, 1.0)[:, None, None] - mean[:, :, None] * mean[:, None, :]
+    std = np.sqrt(np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), np.maximum(fl, 1e-9) ** 2))
+    corr = cov / (std[:, :, None] * std[:, None, :])
+    corr = np.where(np.isfinite(corr), corr, np.eye(f))
+    lam, vec = np.linalg.eigh(corr)  # ascending
+    lam, vec = np.maximum(lam[:, ::-1], 1e-6 * f), vec[:, :, ::-1]
+    m = np.clip((lam >= lam_min).sum(axis=-1), 1, f - 1)  # components in the model
+    in_model = np.arange(f) < m[:, None]
+    return mean, std, lam, vec, in_model
 
-    ``floor``: smallest standard deviation per field (F,) or one for all, field units.
+
+def scan(x: np.ndarray, g0: int, block: int, floor: np.ndarray | float = 0.0, k: int = K_BLOCKS,
+         min_blocks: int = MIN_BLOCKS, lam_min: float = LAM_MIN, exclude: float | None = SUSPECT_Q
+         ) -> dict[str, np.ndarray]:
+    """The station model block by block over a window x (S, F, T) whose column 0 is grid index ``g0``.
+
+    Block j's model is fitted on the previous ``k`` blocks' *accepted* samples: complete, and (with
+    ``exclude``) not above ``exclude`` in Q / theta1 / usual Q (the verdict's own score), so a
+    relationship fault is not learnt as normal and its end is no new fault. When fewer than
+    ``min_blocks`` of those blocks have enough accepted samples (half a block) but enough blocks are
+    complete, the model is fitted on every complete sample: a relationship that stays broken for
+    about ``k - min_blocks`` blocks is the new normal (re-baselined), not an alarm for ever.
+    The loop runs over blocks (a window's 24-48), each step vectorised over stations.
+
+    Returns (S, T) arrays "t2", "q" (Q / theta1), "qn" (q / the usual q of the previous blocks),
+    "evaluated" (bool), and "share" (S, F, T) float32: each field's part of Q (sums to 1).
     """
     s, f, t = x.shape
     blocks = bl.Blocks(t, g0, block)
     nb, b = blocks.nb, blocks.b
     tiles = np.stack([blocks.tiles(x[:, i]) for i in range(f)], axis=-1)  # (S, NB, b, F)
-    complete = ~np.isnan(tiles).any(axis=-1)  # (S, NB, b): every field present
+    complete = ~np.isnan(tiles).any(axis=-1)  # (S, NB, b)
     z0 = np.where(complete[..., None], tiles, 0.0)
-    n = complete.sum(axis=2).astype(np.float64)  # (S, NB)
-    usable = blocks.usable(n) & (n > f)
-    n = np.where(usable, n, 0.0)
-    sx = np.where(usable[..., None], z0.sum(axis=2), 0.0)  # (S, NB, F)
-    sxx = np.matmul(z0.transpose(0, 1, 3, 2), z0)  # (S, NB, F, F): batched, faster than einsum
-    sxx[~usable] = 0.0
-    cnt = _trailing_sum(usable.astype(np.float64), k)
-    tn = _trailing_sum(n, k)
-    tsx = _trailing_sum(sx, k)
-    tsxx = _trailing_sum(sxx, k)
-    ok = (cnt >= min_blocks) & (tn > f)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean = tsx / np.maximum(tn, 1.0)[..., None]
-        cov = tsxx / np.maximum(tn, 1.0)[..., None, None] - mean[..., :, None] * mean[..., None, :]
     fl = np.broadcast_to(np.asarray(floor, dtype=np.float64), (f,))
-    std = np.sqrt(np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), np.maximum(fl, 1e-9) ** 2))  # (S, NB, F)
-    corr = cov / (std[..., :, None] * std[..., None, :])
-    corr = np.where(ok[..., None, None], corr, np.eye(f))
-    lam, vec = np.linalg.eigh(corr)  # ascending eigenvalues, (S, NB, F) and (S, NB, F, F)
-    lam, vec = lam[..., ::-1], vec[..., ::-1]  # leading first
-    lam = np.maximum(lam, 1e-6 * f)
-    m = np.clip((lam >= lam_min).sum(axis=-1), 1, f - 1)  # components in the model, (S, NB)
-    in_model = np.arange(f) < m[..., None]  # (S, NB, F)
-    theta1 = np.where(in_model, 0.0, lam).sum(axis=-1)  # (S, NB)
-    z = (tiles - mean[:, :, None, :]) / std[:, :, None, :]  # (S, NB, b, F)
-    sc = np.matmul(np.nan_to_num(z), vec)  # (S, NB, b, F) component scores
-    np.square(sc, out=sc)
-    t2 = np.matmul(sc, (in_model / lam)[..., None])[..., 0]  # weighted sums over F as batched products
-    q = np.matmul(sc, (~in_model).astype(sc.dtype)[..., None])[..., 0] / theta1[:, :, None]
-    valid = complete & ok[:, :, None]
+    # per block: sums over accepted samples (index 0) and over every complete sample (index 1)
+    n_b = np.zeros((2, s, nb))
+    sx_b = np.zeros((2, s, nb, f))
+    sxx_b = np.zeros((2, s, nb, f, f))
+    use_b = np.zeros((2, s, nb), dtype=bool)
+    p90_b = np.full((s, nb), np.nan)
+    out_t2 = np.full((s, nb, b), np.nan)
+    out_q = np.full((s, nb, b), np.nan)
+    out_qn = np.full((s, nb, b), np.nan)
+    share = np.zeros((s, nb, b, f), dtype=np.float32)
+    first_whole = 1 if blocks.lead else 0  # a block cut by the window's start trains nothing
+    for j in range(nb):
+        lo = max(j - k, 0)
+        cnt = use_b[:, :, lo:j].sum(axis=2)  # (2, S)
+        use_acc = cnt[0] >= min_blocks
+        fitted = use_acc | (cnt[1] >= min_blocks)
+        which = np.where(use_acc, 0, 1)  # accepted sums, or every complete sample (re-baseline)
+        pick = (which[None, :] == np.arange(2)[:, None])  # (2, S)
+        w = (use_b[:, :, lo:j] & pick[:, :, None]).astype(np.float64)
+        tn = (n_b[:, :, lo:j] * w).sum(axis=(0, 2))
+        tsx = (sx_b[:, :, lo:j] * w[..., None]).sum(axis=(0, 2))
+        tsxx = (sxx_b[:, :, lo:j] * w[..., None, None]).sum(axis=(0, 2))
+        fitted &= tn > f
+        comp = complete[:, j]
+        if fitted.any():
+            mean, std, lam, vec, in_model = _model(tn, tsx, tsxx, fl, lam_min)
+            theta1 = np.where(in_model, 0.0, lam).sum(axis=-1)  # (S,)
+            z = (tiles[:, j] - mean[:, None, :]) / std[:, None, :]  # (S, b, F)
+            z = np.nan_to_num(z)
+            sc = np.matmul(z, vec)  # component scores (S, b, F)
+            sq = np.square(sc)
+            t2 = np.matmul(sq, (in_model / lam)[..., None])[..., 0]
+            resid = z - np.matmul(sc * in_model[:, None, :], vec.transpose(0, 2, 1))  # off the model, (S, b, F)
+            r2 = np.square(resid)
+            qq = r2.sum(axis=-1)
+            ok = comp & fitted[:, None]
+            out_t2[:, j] = np.where(ok, t2, np.nan)
+            out_q[:, j] = np.where(ok, qq / theta1[:, None], np.nan)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                share[:, j] = np.where(ok[..., None], r2 / np.maximum(qq, 1e-12)[..., None], 0.0)
+            # the usual q: median of the previous blocks' 90th percentiles, at least 1
+            past = p90_b[:, lo:j]
+            n_p90 = (~np.isnan(past)).sum(axis=1)
+            usual = np.nanmedian(np.where((n_p90 > 0)[:, None], past, 0.0), axis=1) if j > lo else np.zeros(s)
+            usual = np.where(n_p90 >= min_blocks, usual, np.nan)
+            out_qn[:, j] = out_q[:, j] / np.fmax(usual, 1.0)[:, None]
+            nq = (~np.isnan(out_q[:, j])).sum(axis=1)
+            srt = np.sort(out_q[:, j], axis=1)
+            pos = np.maximum((0.9 * (nq - 1)).astype(np.int64), 0)
+            p90 = np.take_along_axis(srt, pos[:, None], axis=1)[:, 0]
+            p90_b[:, j] = np.where(nq * 2 >= b, p90, np.nan)
+        if j < first_whole:
+            continue
+        accepted = comp.copy()
+        if exclude is not None:
+            with np.errstate(invalid="ignore"):
+                accepted &= ~(out_qn[:, j] > exclude)
+        for i, keep in enumerate((accepted, comp)):
+            n_b[i, :, j], sx_b[i, :, j], sxx_b[i, :, j] = _block_sums(z0[:, j], keep, f)
+            use_b[i, :, j] = (n_b[i, :, j] * 2 >= b) & (n_b[i, :, j] > f)
 
-    def back(a: np.ndarray) -> np.ndarray:  # (S, NB, b) -> (S, T)
-        return a.reshape(s, nb * b)[:, blocks.lead : blocks.lead + t]
-    evaluated = back(valid)
-    return np.where(evaluated, back(t2), np.nan), np.where(evaluated, back(q), np.nan), evaluated
+    def back(a: np.ndarray) -> np.ndarray:  # (S, NB, b, ...) -> (S, T, ...)
+        return a.reshape((s, nb * b) + a.shape[3:])[:, blocks.lead : blocks.lead + t]
+    q = back(out_q)
+    return {"t2": back(out_t2), "q": q, "qn": back(out_qn), "evaluated": ~np.isnan(q),
+            "share": np.moveaxis(back(share), -1, 1)}
 
 
-def past_scale(q: np.ndarray, g0: int, block: int, k: int = K_BLOCKS, min_blocks: int = MIN_BLOCKS) -> np.ndarray:
-    """Each sample's usual Q / theta1 (S, T): the median over the previous ``k`` blocks of each block's
-    90th percentile of it, at least 1. Real residuals are heavy-tailed and differ from station to
-    station (a bin's fill and distance are one quantity; an air station's pollutants burst); the
-    verdict is on Q relative to what this station's own recent past showed, like the Hampel
-    scale's tail term (:func:`analytics.stats.hampel`)."""
-    blocks = bl.Blocks(q.shape[1], g0, block)
-    tl = blocks.tiles(q)
-    n = (~np.isnan(tl)).sum(axis=2)
-    tl.sort(axis=-1)  # NaN sort last: the n readings lead
-    pos = np.maximum((0.9 * (n - 1)).astype(np.int64), 0)
-    p90 = np.take_along_axis(tl, pos[..., None], axis=-1)[..., 0]
-    p90[~blocks.usable(n)] = np.nan
-    usual = bl.trailing(p90, k, min_blocks)
-    return blocks.expand(np.fmax(usual, 1.0))
+def fit_score(x: np.ndarray, g0: int, block: int, floor: np.ndarray | float = 0.0, k: int = K_BLOCKS,
+              min_blocks: int = MIN_BLOCKS, lam_min: float = LAM_MIN) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(T², Q / theta1, evaluated) each (S, T) for a window x (S, F, T) (:func:`scan`)."""
+    r = scan(x, g0, block, floor, k, min_blocks, lam_min)
+    return r["t2"], r["q"], r["evaluated"]
+
+
+def persisted(over: np.ndarray, n: int) -> np.ndarray:
+    """(S, T) bool: ``over`` has held for the last ``n`` samples (this one included)."""
+    if n <= 1:
+        return over.copy()
+    c = np.cumsum(over, axis=1, dtype=np.int32)
+    held = c.copy()
+    held[:, n:] -= c[:, :-n]
+    out = held >= n
+    out[:, : n - 1] = False
+    return out
+
+
+def station_test(x: np.ndarray, g0: int, block: int, floor: np.ndarray | float = 0.0, suspect: float = SUSPECT_Q,
+                 fail: float = FAIL_Q, persist: int = PERSIST, **kw) -> tuple[QcResult, np.ndarray]:
+    """The station test over x (S, F, T): (flags and score q / usual q (S, T), fields (S, F, T) bool).
+
+    A sample is suspect (fail) when its score has been above ``suspect`` (``fail``) for ``persist``
+    samples in a row: a relationship fault lasts (a clogged inlet, a wet board), a one- to few-sample
+    excursion of one field is the spike test's or legitimate (a burst of one pollutant). ``fields``:
+    where flagged, the fields whose share of Q is at least 1 / F (what the verdict is about)."""
+    r = scan(x, g0, block, floor, exclude=suspect, **kw)
+    qn = r["qn"]
+    all_missing = np.isnan(x).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        sus, bad = persisted(qn > suspect, persist), persisted(qn > fail, persist)
+    flag = np.where(sus, np.int8(SUSPECT), np.int8(GOOD)).astype(np.int8)
+    flag[bad] = FAIL
+    flag[np.isnan(qn)] = NOT_EVALUATED
+    flag[all_missing] = MISSING
+    fields = (r["share"] >= 1.0 / x.shape[1]) & (sus | bad)[:, None, :]
+    return QcResult(flag, qn), fields
 
 
 def multivariate(x: np.ndarray, g0: int, block: int, floor: np.ndarray | float = 0.0, suspect: float = SUSPECT_Q,
                  fail: float = FAIL_Q, **kw) -> QcResult:
-    """The station test: flags and score Q / theta1 (S, T) for x (S, F, T) (see the module docstring)."""
-    _, q, _ = fit_score(x, g0, block, floor, **kw)
-    q = q / past_scale(q, g0, block, kw.get("k", K_BLOCKS), kw.get("min_blocks", MIN_BLOCKS))
-    all_missing = np.isnan(x).all(axis=1)
-    flag = np.empty(q.shape, dtype=np.int8)
-    _threshold_flags(flag, q, suspect, fail, all_missing)  # NaN q: 2 (not evaluated) unless all missing (9)
-    flag[np.isnan(q) & ~all_missing] = NOT_EVALUATED
-    flag[all_missing] = MISSING
-    return QcResult(flag, q)
+    """The station test's flags and score (S, T) for x (S, F, T) (:func:`station_test`)."""
+    return station_test(x, g0, block, floor, suspect, fail, **kw)[0]
 
 
 def station_fields(kind) -> list[str]:  # noqa: ANN001 - a catalogue Kind
@@ -150,4 +231,5 @@ def station_fields(kind) -> list[str]:  # noqa: ANN001 - a catalogue Kind
     return [f.name for f in kind.fields if f.expected_hi > f.expected_lo and params_for(kind, f).drift_enabled]
 
 
-__all__ = ["FAIL_Q", "STATION", "K_BLOCKS", "MIN_BLOCKS", "SUSPECT_Q", "fit_score", "multivariate", "station_fields"]
+__all__ = ["FAIL_Q", "PERSIST", "STATION", "K_BLOCKS", "MIN_BLOCKS", "SUSPECT_Q", "fit_score", "multivariate", "persisted",
+           "scan", "station_fields", "station_test"]

@@ -261,15 +261,18 @@ class AnalyticsService:
             worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
                                                                                      "flat_line")))
             exceptions(fname, res, ~np.isnan(x))
-        # the station's co-located fields together (analytics/multivariate.py): field tag "station"
+        # the station's co-located fields together (analytics/multivariate.py): one episode per station
+        # (field tag "station"); `qc` verdicts on the fields each verdict is about (their share of Q)
         mv = [f for f in multivariate.station_fields(win.kind) if f in win.fields and not np.isnan(win.fields[f]).all()]
         if len(mv) >= 2:
             xs = np.stack([win.fields[f] for f in mv], axis=1)
             p = params_for(win.kind, win.kind.field(mv[0]), win.grid.step_ms / 1000.0)
-            r = multivariate.multivariate(xs, p.g0(win.grid.t0_ms), p.block,
-                                          np.array([win.kind.field(f).resolution for f in mv]))
+            r, about = multivariate.station_test(xs, p.g0(win.grid.t0_ms), p.block,
+                                                 np.array([win.kind.field(f).resolution for f in mv]))
             ep_lines += self._episodes(win, multivariate.STATION, {"multivariate": r}, p, emit_to)
-            exceptions(multivariate.STATION, {"multivariate": r}, ~np.isnan(xs).all(axis=1))
+            for i, fname in enumerate(mv):
+                on_field = qc.QcResult(np.where(about[:, i], r.flag, np.int8(qc.GOOD)), r.score)
+                exceptions(fname, {"multivariate": on_field}, ~np.isnan(xs[:, i]))
         self._write(M.QC.name, lines, counts)
         self._write(M.QC_EPISODE.name, ep_lines, counts)
         return worst
