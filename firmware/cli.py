@@ -11,6 +11,14 @@ from kotacerdas.observability import setup_logging
 from kotacerdas.settings import load_settings
 
 
+def _backoff_cap(text: str) -> float:
+    """Seconds, within the firmware's bounds for config backoff_cap_ms (kc_config)."""
+    s = float(text)
+    if not 1 <= s <= 3600:
+        raise argparse.ArgumentTypeError("--backoff-cap must be 1..3600 s")
+    return s
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kotacerdas firmware", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -65,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--count", type=int, help="stop after this many readings are taken and delivered")
     v.add_argument("--state-dir", type=Path, help="flash/RTC state (default STATE_DIR/firmware/KIND-DEVICE)")
     v.add_argument("--seed", type=int, default=1)
+    v.add_argument("--backoff-cap", type=_backoff_cap,
+                   help="seconds: ceiling of the reconnect backoff (config backoff_cap_ms; default 60)")
     return p
 
 
@@ -166,5 +176,5 @@ def main(argv: list[str] | None = None) -> int:
 
         setup_logging(settings.log_level, settings.log_json)
         return virtual.run_cli(settings, args.kind, args.device, args.city, args.interval, args.duration,
-                               args.count, args.state_dir, args.seed)
+                               args.count, args.state_dir, args.seed, args.backoff_cap)
     return 2

@@ -224,8 +224,10 @@ class VirtualDevice:
 
 
 def run_cli(settings: Settings, kind: str, device: str, city: str | None, interval_s: float | None,
-            duration_s: float | None, count: int | None, state_dir: Path | None, seed: int) -> int:
-    vd = VirtualDevice(settings, kind, device, city, interval_s, state_dir, seed)
+            duration_s: float | None, count: int | None, state_dir: Path | None, seed: int,
+            backoff_cap_s: float | None = None) -> int:
+    overrides = None if backoff_cap_s is None else {"backoff_cap_ms": int(backoff_cap_s * 1000)}
+    vd = VirtualDevice(settings, kind, device, city, interval_s, state_dir, seed, overrides)
 
     def on_signal(signum: int, frame: Any) -> None:
         log.info("signal %s: stopping", signum)

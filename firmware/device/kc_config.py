@@ -19,6 +19,11 @@ MAX_AP_FALLBACK_ROUNDS = 1000
 # that a city Wi-Fi outage costs minutes of readings, not hours
 AP_FALLBACK_S = 300
 MIN_AP_FALLBACK_S, MAX_AP_FALLBACK_S = 60, 900
+# Ceiling of the Wi-Fi and broker reconnect backoff (kc_backoff, full jitter). A minute spreads a
+# city's reconnects after an outage; tests and bench rigs set a few seconds so that a node back
+# from an outage is not left waiting up to a minute by one unlucky draw.
+BACKOFF_CAP_MS = 60000
+MIN_BACKOFF_CAP_MS, MAX_BACKOFF_CAP_MS = 1000, 3600000
 
 DEFAULTS = {
     "root": "kc",
@@ -87,6 +92,9 @@ def validate_device(doc):
     port = cfg["mqtt"]["port"]
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError("mqtt.port must be 1..65535")
+    cap = cfg.get("backoff_cap_ms", BACKOFF_CAP_MS)
+    if not _is_int(cap) or not MIN_BACKOFF_CAP_MS <= cap <= MAX_BACKOFF_CAP_MS:
+        raise ConfigError("backoff_cap_ms must be an integer %d..%d" % (MIN_BACKOFF_CAP_MS, MAX_BACKOFF_CAP_MS))
     _check_ap_fallback(doc)  # what config.json says (the merged defaults leave the rounds to kc_node)
     if cfg.get("ap_password") is not None:
         check_passphrase(cfg["ap_password"], "ap_password")

@@ -107,8 +107,9 @@ class Node:
         self.pending = []  # [pid, ring id, acked] in send order
         self.send_next = self.ring.acked + 1
         self.incoming = []
-        self.wifi_backoff = Backoff(500, 60000)
-        self.mqtt_backoff = Backoff(1000, 60000)
+        cap = cfg.get("backoff_cap_ms", kc_config.BACKOFF_CAP_MS)
+        self.wifi_backoff = Backoff(500, cap)
+        self.mqtt_backoff = Backoff(1000, cap)
         self.next_link_try = board.ticks_ms()
         # a sync this recent (RTC memory) and a running clock: no NTP round trip on this wake
         now_wall = board.now_ms()

@@ -94,3 +94,14 @@ def test_adapter_settings_are_checked_and_never_published():
                 {"tz_offset_s": 7.5}, {"tz_offset_s": True}):
         with pytest.raises(device_config.ConfigError):
             device_config.validate(bad, air)
+
+
+def test_backoff_cap_is_a_checked_local_setting(firmware):
+    """config.json's ``backoff_cap_ms`` (the tests' way to bound a reconnect wait) is an integer in range."""
+    kc_config, _ = firmware
+    base = {"kind": "air", "device": "A-1"}
+    assert "backoff_cap_ms" not in kc_config.validate_device(base) and kc_config.BACKOFF_CAP_MS == 60000
+    assert kc_config.validate_device({**base, "backoff_cap_ms": 2000})["backoff_cap_ms"] == 2000
+    for bad in (kc_config.MIN_BACKOFF_CAP_MS - 1, kc_config.MAX_BACKOFF_CAP_MS + 1, 2000.0, True, "2000", None):
+        with pytest.raises(kc_config.ConfigError, match="backoff_cap_ms"):
+            kc_config.validate_device({**base, "backoff_cap_ms": bad})

@@ -138,15 +138,21 @@ def tally(fleet: Fleet, rows: dict[str, list[tuple[str, int]]]) -> Tally:
     return Tally(sent, stored, lost, dup, unexpected, missing[:10])
 
 
-def wait_all_stored(influx: InfluxSettings, fleet: Fleet, timeout_s: float = 90.0, settle_s: float = 2.0) -> Tally:
-    """Poll until every sent reading is queryable (then a short settle to catch late duplicates) or time runs out."""
+def wait_all_stored(influx: InfluxSettings, fleet: Fleet, timeout_s: float = 90.0, settle_s: float = 2.0,
+                    idle: Callable[[], bool] | None = None) -> Tally:
+    """Poll until every sent reading is queryable or time runs out; then count again once a late
+    duplicate could have landed. ``idle`` (e.g. :meth:`Pipeline.idle`) says when none can come any
+    more: the count follows as soon as it is true (at most 10 s); without it, a fixed ``settle_s``."""
     deadline = time.monotonic() + timeout_s
     t = tally(fleet, stored_rows(influx, fleet))
     while t.lost and time.monotonic() < deadline:
-        time.sleep(0.5)
+        time.sleep(0.25)
         t = tally(fleet, stored_rows(influx, fleet))
     if not t.lost:
-        time.sleep(settle_s)
+        if idle is None:
+            time.sleep(settle_s)
+        else:
+            wait_until(idle, max(settle_s, 10.0), 0.1)
         t = tally(fleet, stored_rows(influx, fleet))
     return t
 
@@ -249,6 +255,17 @@ class Pipeline:
                     f"ingest written {metric(i, 'kc_ingest_written_total'):.0f}")
         except Exception as exc:  # noqa: BLE001 - diagnostics only
             return f"counters unavailable ({type(exc).__name__})"
+
+    def idle(self) -> bool:
+        """Nothing on the gateway's disk queue, nothing buffered or spooled in ingest: every reading that
+        reached the pipeline is written, and no resend (the source of a late duplicate) is pending."""
+        try:
+            g = self.gateway.env["KC_GATEWAY__HTTP_PORT"]
+            i = self.ingest.env["KC_INGEST__HTTP_PORT"]
+            return (metric(g, "kc_gateway_queue_depth") == 0 and metric(i, "kc_ingest_buffered") == 0
+                    and metric(i, "kc_ingest_spool_bytes") == 0)
+        except httpx.HTTPError:
+            return False
 
     def stop(self) -> None:
         for s in (self.gateway, self.ingest):
