@@ -75,7 +75,7 @@ class GatewayWorker:
         self.group = backbone.GroupConsumer(
             self.cfg.servers, GATEWAY_CONSUMER, backbone.device_telemetry_filter(self.root),
             ack_wait_s=self.cfg.ack_wait_s, max_ack_pending=self.cfg.max_ack_pending,
-            fetch_batch=min(self.cfg.fetch_batch, 500), name="kc-gateway",
+            fetch_batch=min(self.cfg.fetch_batch, 500), name="kc-gateway", reconnect_wait_s=self.cfg.reconnect_wait_s,
         )
 
     def stop(self) -> None:

@@ -215,7 +215,7 @@ class JetStreamIngest:
         self.group = backbone.GroupConsumer(
             self.cfg.servers, backbone.INGEST_CONSUMER, backbone.platform_filter(settings.mqtt.topic_root),
             ack_wait_s=self.cfg.ack_wait_s, max_ack_pending=self.cfg.max_ack_pending,
-            fetch_batch=self.cfg.fetch_batch, name="kc-ingest",
+            fetch_batch=self.cfg.fetch_batch, name="kc-ingest", reconnect_wait_s=self.cfg.reconnect_wait_s,
         )
 
     def stop(self) -> None:

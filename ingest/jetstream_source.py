@@ -39,7 +39,7 @@ class JetStreamSource:
         self.group = backbone.GroupConsumer(
             cfg.servers, backbone.INGEST_CONSUMER, backbone.platform_filter(settings.mqtt.topic_root),
             ack_wait_s=cfg.ack_wait_s, max_ack_pending=cfg.max_ack_pending, fetch_batch=cfg.fetch_batch,
-            name="kc-ingest",
+            name="kc-ingest", reconnect_wait_s=cfg.reconnect_wait_s,
         )
         root = settings.mqtt.topic_root
         # the group's filter covers every platform topic; the service converts only these three

@@ -72,7 +72,7 @@ class GroupConsumer:
     """
 
     def __init__(self, servers: list[str], durable: str, filter_subject: str, *, ack_wait_s: float,
-                 max_ack_pending: int, fetch_batch: int, name: str):
+                 max_ack_pending: int, fetch_batch: int, name: str, reconnect_wait_s: float):
         self.servers = servers
         self.durable = durable
         self.filter_subject = filter_subject
@@ -80,6 +80,7 @@ class GroupConsumer:
         self.max_ack_pending = max_ack_pending
         self.fetch_batch = fetch_batch
         self.name = name
+        self.reconnect_wait_s = reconnect_wait_s
         self.nc: Any = None  # nats.aio.client.Client once run() connected
         self.js: Any = None
         self.bound = False
@@ -113,7 +114,7 @@ class GroupConsumer:
             log.warning("backbone connection error", extra={"error": f"{type(exc).__name__}: {exc}"[:200]})
 
         self.nc = nc = await nats.connect(
-            servers=self.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.25,
+            servers=self.servers, max_reconnect_attempts=-1, reconnect_time_wait=self.reconnect_wait_s,
             disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error, name=self.name,
         )
         self.js = js = nc.jetstream(timeout=5.0)

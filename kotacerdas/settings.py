@@ -63,6 +63,9 @@ class BackboneSettings(BaseModel):
     ack_wait_s: float = 30.0
     # a batch whose InfluxDB is down is NAKed and offered again after this delay
     nak_delay_s: float = 2.0
+    # pause between reconnect attempts after a node is lost (nats-py reconnect_time_wait, whose own
+    # default of 2 s would hold a worker idle that long while the other nodes are up)
+    reconnect_wait_s: float = 0.25
 
 
 class ContractSettings(BaseModel):
