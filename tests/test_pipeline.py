@@ -16,7 +16,7 @@ import pytest
 from kotacerdas import contract
 from kotacerdas.catalogue import load_catalogue
 from kotacerdas.mqtt import connect, make_client, wait_published
-from tests.services import DeadLetters, Service, kc, service_env
+from tests.services import DeadLetters, Service, kc, service_env, start_all
 
 pytestmark = pytest.mark.long
 
@@ -37,8 +37,9 @@ def test_thin_pipeline_counts_every_message(settings, influx, tmp_path):
 
     dead = DeadLetters(settings.mqtt, contract.deadletter_subscription(root))
 
-    gw = Service("gateway", ["gateway", "run"], env, tmp_path, "KC_GATEWAY__HTTP_PORT").start()
-    ing = Service("ingest", ["ingest", "run"], env, tmp_path, "KC_INGEST__HTTP_PORT").start()
+    # both at once (imports overlap); nothing is published before both are ready
+    gw, ing = start_all(Service("gateway", ["gateway", "run"], env, tmp_path, "KC_GATEWAY__HTTP_PORT"),
+                        Service("ingest", ["ingest", "run"], env, tmp_path, "KC_INGEST__HTTP_PORT"))
     try:
         pub = make_client(settings.mqtt)
         connect(pub, settings.mqtt)

@@ -25,7 +25,7 @@ from kotacerdas.catalogue import load_catalogue
 from kotacerdas.influx import InfluxClient, InfluxError
 from kotacerdas.settings import InfluxSettings
 
-from tests.services import REPO, Service, kc, service_env  # noqa: F401 - re-exported for the suite
+from tests.services import REPO, Service, kc, service_env, start_all  # noqa: F401 - re-exported for the suite
 
 
 @functools.cache
@@ -279,7 +279,9 @@ def start_pipeline(tmp: Path, fleet: Fleet, *, mqtt_port: int, influx_url: str, 
     r = kc("gateway", "registry", "import", str(fleet.devices_json), env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     ingest_env = dict(env) if upstream_port is None else {**env, "KC_MQTT__PORT": str(upstream_port)}
-    # ingest first: its persistent session must exist before the gateway forwards anything
-    ingest = Service("ingest", ["ingest", "run"], ingest_env, tmp, "KC_INGEST__HTTP_PORT").start()
-    gateway = Service("gateway", ["gateway", "run"], env, tmp, "KC_GATEWAY__HTTP_PORT").start()
+    # ingest's persistent session must exist before the gateway forwards anything: both start at once
+    # (their imports overlap), and no device publishes before both are ready, so the gateway has
+    # nothing to forward until ingest is subscribed
+    ingest, gateway = start_all(Service("ingest", ["ingest", "run"], ingest_env, tmp, "KC_INGEST__HTTP_PORT"),
+                                Service("gateway", ["gateway", "run"], env, tmp, "KC_GATEWAY__HTTP_PORT"))
     return Pipeline(env, gateway, ingest, InfluxSettings(url=influx_url, database=database))

@@ -19,7 +19,7 @@ from kotacerdas import contract
 from kotacerdas.contract import Rejection
 from kotacerdas.mqtt import connect, make_client
 from tests.reliability.harness import Service, kc, metric, require, service_env, wait_until
-from tests.services import DeadLetters
+from tests.services import DeadLetters, start_all
 
 pytestmark = pytest.mark.long
 
@@ -79,8 +79,9 @@ def test_garbage_is_dead_lettered_with_its_reason_and_good_data_still_lands(sett
             for i in range(len(to_send))]
 
     dead = DeadLetters(settings.mqtt, contract.deadletter_subscription(root).replace("#", "gateway/#"))
-    ingest = Service("ingest", ["ingest", "run"], env, tmp_path, "KC_INGEST__HTTP_PORT").start()
-    gw = Service("gateway", ["gateway", "run"], env, tmp_path, "KC_GATEWAY__HTTP_PORT").start()
+    # both at once (imports overlap); nothing is published before both are ready
+    ingest, gw = start_all(Service("ingest", ["ingest", "run"], env, tmp_path, "KC_INGEST__HTTP_PORT"),
+                           Service("gateway", ["gateway", "run"], env, tmp_path, "KC_GATEWAY__HTTP_PORT"))
     try:
         pub = make_client(settings.mqtt)
         connect(pub, settings.mqtt)

@@ -22,7 +22,7 @@ from kotacerdas.catalogue import load_catalogue
 from kotacerdas.mqtt import connect, make_client
 from kotacerdas.settings import InfluxSettings, MqttSettings
 from devtools.stack import MosquittoProcess, free_port
-from tests.reliability.harness import Service, kc, require, service_env, wait_until
+from tests.reliability.harness import Service, kc, require, service_env, start_all, wait_until
 from tests.waiting import subscribed
 
 CITY = "depok"
@@ -181,8 +181,9 @@ def test_services_on_their_accounts_over_tls_and_secrets_never_logged(secured, s
     common = {"KC_MQTT__TLS_CA": str(secured["out"] / "ca.crt"), "KC_LOG_LEVEL": "DEBUG"}
     gw_env = {**env, **common, "KC_MQTT__USERNAME": "kc-gateway", "KC_MQTT__PASSWORD": svc_pw["kc-gateway"]}
     in_env = {**env, **common, "KC_MQTT__USERNAME": "kc-ingest", "KC_MQTT__PASSWORD": svc_pw["kc-ingest"]}
-    ingest = Service("ingest", ["ingest", "run"], in_env, tmp_path, "KC_INGEST__HTTP_PORT").start()
-    gateway = Service("gateway", ["gateway", "run"], gw_env, tmp_path, "KC_GATEWAY__HTTP_PORT").start()
+    # both at once (imports overlap); nothing is published before both are ready
+    ingest, gateway = start_all(Service("ingest", ["ingest", "run"], in_env, tmp_path, "KC_INGEST__HTTP_PORT"),
+                                Service("gateway", ["gateway", "run"], gw_env, tmp_path, "KC_GATEWAY__HTTP_PORT"))
     http = f"http://127.0.0.1:{env['KC_GATEWAY__HTTP_PORT']}"
     try:
         n = 5
