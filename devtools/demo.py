@@ -160,16 +160,18 @@ def run_demo(settings: Settings, scenario: str, serve: bool, timeout_s: float) -
 
         services: list[Service] = []
         try:
+            # all three start at once (each spends its first seconds importing); nothing flows
+            # until the simulator runs, after every one of them is ready
             for name, argv, health in [
                 ("gateway", ["gateway", "run"], f"http://127.0.0.1:{ports['gateway']}/readyz"),
                 ("ingest", ["ingest", "run"], f"http://127.0.0.1:{ports['ingest']}/readyz"),
                 ("api", ["dashboards", "api"], f"http://127.0.0.1:{ports['api']}/readyz"),
             ]:
-                with console.status(f"[bold]starting {name}[/] ..."):
-                    s = Service(name, argv, env, rundir, health)
-                    services.append(s)
+                services.append(Service(name, argv, env, rundir, health))
+            for s in services:
+                with console.status(f"[bold]starting {s.name}[/] ..."):
                     s.wait_healthy()
-                console.log(f"[green]up[/] {name} (log {rundir / (name + '.log')})")
+                console.log(f"[green]up[/] {s.name} (log {rundir / (s.name + '.log')})")
 
             summary_file = rundir / "simulator-summary.json"
             console.log("simulating devices (real MQTT, QoS 1) ...")
