@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from analytics import chartstate, multivariate, ranges, seasonal, trend
+from analytics import chartstate, multivariate, ranges, seasonal, shift, trend
 from analytics.detectors import StatParams, params_for, run_all
 from kotacerdas.catalogue import load_catalogue
 
@@ -86,6 +86,21 @@ def main() -> None:
         c.__dict__ = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in tst.__dict__.items()}
         trend.update(c, trows, x[:, -p.block:-p.block + 1], ref[-p.block:-p.block + 1], g0 + t - p.block, tp)
 
+    shp = shift.ShiftParams.from_detectors(p)
+
+    def shift_window() -> None:
+        sh = shift.ShiftState([], shp)
+        shift.update(sh, sh.rows_for(devs), r, g0, shp)
+
+    sh = shift.ShiftState([], shp)
+    shrows = sh.rows_for(devs)
+    shift.update(sh, shrows, r[:, :-1], g0, shp)
+
+    def shift_bin() -> None:
+        b = shift.ShiftState.__new__(shift.ShiftState)
+        b.__dict__ = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in sh.__dict__.items()}
+        shift.update(b, shrows, r[:, -1:], g0 + t - 1, shp)
+
     xs = np.stack([x + rng.normal(0, 1, (s, t)) for _ in range(8)], axis=1)
     rows_out = [
         ("run_all, one field (baseline)", base),
@@ -93,6 +108,8 @@ def main() -> None:
         ("charts + seasonal + ranges, one new bin (live pass)", timed(one_bin, 5)),
         ("trend test, whole window (first pass)", timed(trend_window, 1)),
         ("trend test, one new bin closing an hour (live pass)", timed(trend_hour_end, 5)),
+        ("level-shift test, whole window (first pass)", timed(shift_window, 1)),
+        ("level-shift test, one new bin (live pass)", timed(shift_bin, 5)),
         ("station PCA, 8 fields", timed(lambda: multivariate.multivariate(xs, g0, p.block, 1.0), 1)),
     ]
     print(f"{s} series x {t} bins (24 h at 1 min)")
