@@ -26,7 +26,7 @@ fault:
 - a level back within ``back`` of the remembered one (checked at every evaluation) ends the open
   episode, without an alarm;
 - a confirmed step to a level the series held in one of its last ``level_blocks`` blocks (older
-  than the two windows; within ``known`` of the step) is no onset either: the end of a fault whose
+  than the two windows, outside an open episode; within ``known`` of the step) is no onset either: the end of a fault whose
   onset was not seen (a slow drift, an onset during warm-up). The price: a sensor that jumps to a
   level it held in the last two days relative to its neighbours is not flagged.
 After an onset or a return, ``hold`` samples (2 windows, while the windows still straddle the step)
@@ -153,7 +153,8 @@ def _close_block(st: ShiftState, sp: ShiftParams, g: int) -> None:
     w2 = st.ring.shape[1]
     level, n = _median_rows(st.ring[:, (g - 1 - np.arange(min(sp.block, w2))) % w2])
     st.lvl[:, :-1] = st.lvl[:, 1:]
-    st.lvl[:, -1] = np.where(2 * n >= min(sp.block, w2), level, np.nan)
+    # a level held during an open episode is a fault's, not one the series may return to
+    st.lvl[:, -1] = np.where((2 * n >= min(sp.block, w2)) & np.isnan(st.base), level, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(st.d_n > 0, st.d_sum / np.maximum(st.d_n, 1), np.nan)
     st.dblk[:, :-1] = st.dblk[:, 1:]
