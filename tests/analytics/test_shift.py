@@ -109,3 +109,12 @@ def test_state_file_round_trip_and_other_layouts(tmp_path):
     assert back is not None and back.g_next == 300 and back.devices == st.devices
     np.testing.assert_array_equal(back.ring, st.ring)
     assert ShiftState.load(tmp_path / "s.npz", ShiftParams(window=30, block=60)) is None
+
+
+def test_a_second_fault_to_the_same_level_is_a_new_alarm():
+    x = _noise(3, 2 * DAY, seed=6)
+    x[0, 400:700] -= 12.0  # a fault, removed at 700 ...
+    x[0, 1500:] -= 12.0  # ... and the same fault again: the first one's level is no "known" level
+    res = run_record(x, 0, SP)
+    runs = _alarm_runs(res.flag[0])
+    assert len(runs) == 2 and 400 <= runs[0] <= 500 and 1500 <= runs[1] <= 1600
