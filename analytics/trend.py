@@ -14,7 +14,8 @@ blocks (blocks of ``block`` samples aligned to grid index // block, as in :mod:`
 When a block closes, the baseline (the ``ok`` hours before it) is fitted per series by least
 squares, ``hx ~ a + b * hr`` (b: how strongly the series follows the shared signal: a pollutant
 station at twice the city's level has twice its daily swing; with ``fit_hours``, b = 1 until that
-many baseline hours exist). The test value is the median of the
+many baseline hours exist; a b more than ``pool_k`` population spreads off the warm series' median
+b, fitted on a stuck or faulty warm-up, is replaced by that median). The test value is the median of the
 fitted residual ``e = hx - a - b hr`` over the last ``recent`` hours, in units of the scale, the
 largest of:
 
@@ -80,7 +81,8 @@ class TrendParams:
     suspect_z: float = 8.0
     fail_z: float = 16.0
     rebase_hours: int = 48  # an alarm this long is a new normal: the baseline is learnt again
-    outlier_k: float = 5.0  # a baseline this many population spreads off the neighbours is suspect (0: off)
+    pool_k: float = 3.0  # a b this many population spreads off the warm series' median b is replaced by it (0: off)
+    outlier_k: float = 3.0  # a baseline this many population spreads off the neighbours is suspect (0: off)
     # pace mode, for a field that resets by design (a bin's fill): its own hour-to-hour pace between resets
     pace: bool = False
     lo: float = -np.inf  # the sensor's range, field units: hours pegged near it say nothing of the pace
@@ -176,6 +178,12 @@ def _fit(st: TrendState, tp: TrendParams) -> tuple[np.ndarray, np.ndarray, np.nd
     b = np.clip(b, 0.0, 3.0)  # a series follows the shared signal, never against it nor wildly more
     if tp.fit_hours:
         b = np.where(n >= tp.fit_hours, b, 1.0)
+    warm = n >= tp.min_hours
+    if tp.pool_k and warm.sum() >= 3:  # a b far from every other series' (a warm-up on a stuck or
+        # faulty stretch: b = 0 or the clip) is no property of the station: take the population's
+        mid = np.median(b[warm])
+        spread = MAD_TO_SIGMA * np.median(np.abs(b[warm] - mid))
+        b = np.where(np.abs(b - mid) > tp.pool_k * max(spread, 0.05), mid, b)
     a = mx - b * mr
     res = np.where(use, hx - (a[:, None] + b[:, None] * hr), np.nan)
     # hour-to-hour differences of the baseline residual, skipping hours not in the baseline
