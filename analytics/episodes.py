@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from analytics import baseline as bl
 from analytics import statefile
 from analytics.qc import FAIL, SUSPECT, QcResult
 
@@ -40,7 +41,7 @@ FAULT_OF: dict[str, str] = {
 FAULTS: tuple[str, ...] = tuple(dict.fromkeys(FAULT_OF.values()))
 TESTS: tuple[str, ...] = tuple(FAULT_OF)
 GAP_S = 1800.0  # an episode ends after this long without a verdict of its fault type
-FORMAT = 1
+FORMAT = 2  # 2: peak_sur
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class Episode:
     open: bool
 
 
-_ARRAYS = ("onset", "last", "peak_g", "peak_flag", "peak_score", "peak_test", "samples", "dirty")
+_ARRAYS = ("onset", "last", "peak_g", "peak_flag", "peak_score", "peak_test", "samples", "dirty", "peak_sur")
 
 
 class EpisodeState:
@@ -73,6 +74,7 @@ class EpisodeState:
         self.peak_flag = np.zeros((s, f), dtype=np.int64)
         self.peak_test = np.zeros((s, f), dtype=np.int64)
         self.peak_score = np.full((s, f), np.nan)
+        self.peak_sur = np.full((s, f), np.nan)  # the peak's tail surprise (analytics/fusion.py), NaN: unknown
         self.dirty = np.zeros((s, f), dtype=bool)  # changed since last written
 
     def rows_for(self, devices: list[str]) -> np.ndarray:
@@ -89,24 +91,44 @@ class EpisodeState:
         return None if got is None else got[0]
 
 
-def by_fault(results: dict[str, QcResult], rows: int, n: int, lo: int = 0) -> tuple[np.ndarray, ...]:
-    """Per fault type, the worst flag (3/4, else 0), its score and its detector (index into :data:`TESTS`)
-    over columns ``lo .. lo + n - 1`` of ``results`` (test -> (S, T)); each (S, F, n)."""
+def _stronger(sur: np.ndarray, sur_old: np.ndarray, sc: np.ndarray, sc_old: np.ndarray) -> np.ndarray:
+    """Among equal flags: the higher tail surprise (:mod:`analytics.fusion`) where both are known, else
+    the higher raw score (the same test's, or no calibrated ranking to be had)."""
+    known = ~np.isnan(sur) & ~np.isnan(sur_old)
+    return np.where(known, np.nan_to_num(sur) > np.nan_to_num(sur_old), sc > sc_old)
+
+
+def by_fault(results: dict[str, QcResult], rows: int, n: int, lo: int = 0, g0: int = 0,
+             block: int | None = None) -> tuple[np.ndarray, ...]:
+    """Per fault type, the worst flag (3/4, else 0), its score, its detector (index into :data:`TESTS`)
+    and the score's tail surprise (NaN: not computed) over columns ``lo .. lo + n - 1`` of ``results``
+    (test -> (S, T), column 0 = grid index ``g0``); each (S, F, n).
+
+    Among equal flags of several tests the one whose score is the more unusual for itself wins
+    (:func:`analytics.fusion.surprise`, with ``block``), not the highest raw score: the surprise is
+    computed only where two or more tests of a fault type flag the same pass."""
+    from analytics import fusion
+
     flag = np.zeros((rows, len(FAULTS), n), dtype=np.int8)
     score = np.full((rows, len(FAULTS), n), -np.inf)
     test = np.zeros((rows, len(FAULTS), n), dtype=np.int64)
-    for name, r in results.items():
-        if name not in FAULT_OF:
-            continue
+    sur = np.full((rows, len(FAULTS), n), np.nan)
+    flags = {name: r.flag[:, lo : lo + n] for name, r in results.items() if name in FAULT_OF}
+    flags = {name: np.where((fl == SUSPECT) | (fl == FAIL), fl, 0).astype(np.int8) for name, fl in flags.items()}
+    busy = [FAULT_OF[name] for name, fl in flags.items() if fl.any()]
+    for name, fl in flags.items():
+        r = results[name]
         fi, ti = FAULTS.index(FAULT_OF[name]), TESTS.index(name)
-        fl = r.flag[:, lo : lo + n]
-        fl = np.where((fl == SUSPECT) | (fl == FAIL), fl, 0).astype(np.int8)
         sc = np.nan_to_num(np.asarray(r.score[:, lo : lo + n], dtype=np.float64), nan=0.0)
-        better = (fl > flag[:, fi]) | ((fl == flag[:, fi]) & (fl > 0) & (sc > score[:, fi]))
+        su = np.full(sc.shape, np.nan)
+        if block and busy.count(FAULT_OF[name]) > 1 and fl.any():
+            su = fusion.surprise(r.score, g0, block)[:, lo : lo + n]
+        better = (fl > flag[:, fi]) | ((fl == flag[:, fi]) & (fl > 0) & _stronger(su, sur[:, fi], sc, score[:, fi]))
         flag[:, fi] = np.where(better, fl, flag[:, fi])
         score[:, fi] = np.where(better, sc, score[:, fi])
         test[:, fi] = np.where(better, ti, test[:, fi])
-    return flag, score, test
+        sur[:, fi] = np.where(better, su, sur[:, fi])
+    return flag, score, test, sur
 
 
 def update(st: EpisodeState, rows: np.ndarray, results: dict[str, QcResult], g0: int, n: int, step_ms: int,
@@ -119,10 +141,11 @@ def update(st: EpisodeState, rows: np.ndarray, results: dict[str, QcResult], g0:
     first = 0 if st.g_next is None else max(st.g_next - g0, 0)
     out: list[Episode] = []
     if first < n:
-        flag, score, test = by_fault(results, len(rows), n - first, first)
+        flag, score, test, sur = by_fault(results, len(rows), n - first, first, g0,
+                                          bl.block_len(step_ms / 1000.0))
         for j in range(n - first):
             g = g0 + first + j
-            f, sc, te = flag[:, :, j], score[:, :, j], test[:, :, j]
+            f, sc, te, su = flag[:, :, j], score[:, :, j], test[:, :, j], sur[:, :, j]
             on = f > 0
             cur_open = st.onset[rows] >= 0
             ended = cur_open & ~on & (g - st.last[rows] > gap)
@@ -135,13 +158,14 @@ def update(st: EpisodeState, rows: np.ndarray, results: dict[str, QcResult], g0:
             onset = np.where(new, g, onset)
             pf = np.where(new, 0, pf)
             ns = np.where(new, 0, ns)
-            better = on & ((f > pf) | ((f == pf) & (sc > ps)))
+            better = on & ((f > pf) | ((f == pf) & _stronger(su, st.peak_sur[rows], sc, ps)))
             st.onset[rows] = onset
             st.last[rows] = np.where(on, g, last)
             st.samples[rows] = ns + on
             st.peak_flag[rows] = np.where(better, f, pf)
             st.peak_score[rows] = np.where(better, sc, ps)
             st.peak_test[rows] = np.where(better, te, pt)
+            st.peak_sur[rows] = np.where(better, su, np.where(new, np.nan, st.peak_sur[rows]))
             st.peak_g[rows] = np.where(better, g, pg)
             st.dirty[rows] |= on
         st.g_next = g0 + n

@@ -72,3 +72,38 @@ def test_open_episode_is_reported_open_then_closed():
     again = update(st, rows, {k: qc.QcResult(v.flag[:, 80:150], v.score[:, 80:150]) for k, v in r.items()},
                    80, 70, STEP)
     assert [(e.onset_ms, e.end_ms, e.open) for e in again if e.row == 0] == [(50 * STEP, 110 * STEP, False)]
+
+
+def test_peak_names_the_test_whose_score_is_most_unusual_for_itself_not_the_largest_raw_score():
+    """Two `shift` tests flag the same bins: CUSUM (sums in the hundreds every hour) a little above
+    its usual, rate of change (units/s, usually ~0.01) far beyond its own past: the peak is the
+    rate of change, whose raw score is the smaller by four orders of magnitude."""
+    from analytics import fusion
+
+    t, s = 600, 2
+    rng = np.random.default_rng(3)
+    r = {k: qc.QcResult(np.full((s, t), qc.GOOD, dtype=np.int8), np.zeros((s, t))) for k in ("cusum", "rate_of_change")}
+    r["cusum"].score[...] = rng.uniform(100.0, 200.0, (s, t))
+    r["rate_of_change"].score[...] = np.abs(rng.normal(0.0, 0.01, (s, t)))
+    r["cusum"].score[:, 500] = 195.0  # between its own 90th and 99th percentile
+    r["rate_of_change"].score[:, 500] = [0.5, 0.008]  # series 0: far out; series 1: as usual
+    for k in r:
+        r[k].flag[:, 500] = qc.SUSPECT
+    sur = {k: fusion.surprise(v.score, 0, 60)[:, 500] for k, v in r.items()}
+    assert sur["rate_of_change"][0] > 10 > 2.0 > sur["cusum"][0] > 1.0 > sur["rate_of_change"][1]
+    got = {e.row: (e.peak_test, e.peak_score) for e in run_record(r, 0, STEP)}
+    assert got[0] == ("rate_of_change", 0.5)
+    assert got[1][0] == "cusum"  # a rate of change as usual is no stronger than CUSUM a bit above its own
+
+
+def test_surprise_says_nothing_without_a_past_and_grows_with_the_score():
+    from analytics import fusion
+
+    x = np.abs(np.random.default_rng(4).normal(0, 1.0, (2, 400)))
+    x[1] = np.nan  # a test that never evaluated
+    sur = fusion.surprise(x, 0, 60)
+    assert np.isnan(sur[:, :120]).all() and np.isnan(sur[1]).all()  # two past blocks first
+    y = x.copy()
+    y[0, 300:303] = [2.0, 4.0, 8.0]
+    s2 = fusion.surprise(y, 0, 60)[0, 300:303]
+    assert 1.0 < s2[0] < s2[1] < s2[2] <= fusion.MAX_SURPRISE
