@@ -31,9 +31,10 @@ from devtools.stack import free_port
 
 from dashboards.api import make_app
 from dashboards.opendata import all_datasets
+from simulators.scenario import load_scenario
 
-# fleet sizes of the benchmarked (Depok-sized) city per kind: benchmark data, like a scenario file
-SIZES = {"air": 300, "water": 120, "waste_bin": 3000}
+# fleet sizes of the benchmarked city per kind: the Depok-sized scenario's device counts
+SIZES = {spec.kind: spec.count for spec in load_scenario("depok").kinds}
 
 
 def populate(c: InfluxClient, now_ms: int) -> int:
