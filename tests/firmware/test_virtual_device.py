@@ -97,7 +97,9 @@ def test_survives_broker_restart_without_gap(private_broker, settings: Settings,
     s = settings.model_copy(deep=True)
     s.mqtt.host, s.mqtt.port, s.mqtt.keepalive_s = broker.host, broker.port, 5
     col = Collector(s, f"{s.mqtt.topic_root}/v1/+/air/+/telemetry", f"col-{uid}")
-    vd = VirtualDevice(s, "air", "AIR-R1", interval_s=0.2, state_dir=tmp_path / "dev")
+    # reconnect backoff capped at 2 s: after three or four failed tries a full-jitter draw could wait 8 s
+    vd = VirtualDevice(s, "air", "AIR-R1", interval_s=0.2, state_dir=tmp_path / "dev",
+                       config_overrides={"backoff_cap_ms": 2000})
     t = threading.Thread(target=vd.run, kwargs={"duration_s": 90}, daemon=True)
     t.start()
     try:
