@@ -152,7 +152,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("analytics evaluate: --data DRYRUN.jsonl or --live verdicts|episodes is required", file=sys.stderr)
         return 2
     rows = evaluate_files(args.data, args.labels, root=args.root or settings.mqtt.topic_root, mode=args.mode,
-                          window_s=args.window or settings.analytics.window_s, every_s=args.every)
+                          window_s=args.window or settings.analytics.window_s, every_s=args.every,
+                          extra_tests=settings.analytics.extra_tests)  # the tests this service writes
     print(render(rows))
     return 0
 

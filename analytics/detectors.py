@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Collection
 
 import numpy as np
 
@@ -180,7 +181,7 @@ STAT_TESTS = ("hampel", "ewma", "cusum", "seasonal")  # names of the statistical
 
 def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(),
             chunk: int = 512, score_dtype=np.float32, dtype=np.float32,
-            workers: int | None = None) -> dict[str, qc.QcResult]:
+            workers: int | None = None, tests: Collection[str] | None = None) -> dict[str, qc.QcResult]:
     """The full detector set (QC tests + statistical detectors) over one field's (S, T) grid.
 
     Works through blocks of ``chunk`` series so every temporary stays cache-sized; each
@@ -190,7 +191,8 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
     taken over all series first. Readings are processed and scores stored as float32 by
     default (half the memory traffic; 7 significant digits exceed every catalogue sensor's
     resolution). Blocks are spread over ``workers`` threads (default 1 = serial; a
-    service shares its cores; numpy releases the GIL inside its loops).
+    service shares its cores; numpy releases the GIL inside its loops). ``tests``: compute only
+    these (None: all); the service skips what it does not write (:mod:`analytics.alarmset`).
     """
     from analytics import stats
 
@@ -199,8 +201,15 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
     s, t = x.shape
     # EWMA/CUSUM watch the residual against the neighbours: weather and the daily cycle
     # are shared by every station and cancel out; a sensor's own shift does not
-    ref = qc.neighbour_reference(x) if s >= 3 else np.zeros(t, dtype=x.dtype)
+    def on(name: str) -> bool:
+        return tests is None or name in tests
+
+    p = replace(p, roc_enabled=p.roc_enabled and on("rate_of_change"), drift_enabled=p.drift_enabled and on("drift"))
+    charts = on("ewma") or on("cusum")
+    need_ref = p.drift_enabled or (p.level_enabled and charts)
+    ref = qc.neighbour_reference(x) if s >= 3 and need_ref else np.zeros(t, dtype=x.dtype)
     names = qc_tests(p, neighbours=False) + ["hampel"] + (["drift"] if p.drift_enabled else []) + list(STAT_TESTS[1:])
+    names = [k for k in names if on(k) or k in qc.TESTS]
     merged = {k: qc.QcResult(np.empty((s, t), dtype=np.int8), np.empty((s, t), dtype=score_dtype)) for k in names}
 
     g0, blk = p.g0(t0_ms), p.block
@@ -214,9 +223,10 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
         run_qc(xb, p, t0_ms, neighbours=False, prep=pr, out=out)
         if not p.level_enabled:
             for k in ("hampel", "ewma", "cusum"):
-                out[k].flag[...] = np.where(pr.missing, qc.MISSING, qc.NOT_EVALUATED)
-                out[k].score[...] = np.nan
-        else:
+                if k in out:
+                    out[k].flag[...] = np.where(pr.missing, qc.MISSING, qc.NOT_EVALUATED)
+                    out[k].score[...] = np.nan
+        elif "hampel" in out:
             stats.hampel(xb, g0, blk, p.baseline_blocks, sp.hampel_suspect_z, sp.hampel_fail_z, floor=p.resolution,
                          min_blocks=p.min_blocks, recent=p.recent_steps, prep=pr, out=out["hampel"])
         rb = xb - ref[None, :]
@@ -224,15 +234,18 @@ def run_all(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams = StatParams(
             qc.drift(xb, g0, blk, p.drift_window, p.drift_suspect_z, p.drift_fail_z, floor=p.resolution,
                      k=p.drift_blocks, min_blocks=p.min_blocks + 1, residual=rb, min_series=1, prep=pr,
                      out=out["drift"])
-        if p.level_enabled:
+        if p.level_enabled and charts:
             rpr = qc.Prepared(rb)
             z = stats.standardise(rb, g0, blk, p.baseline_blocks, p.min_blocks, p.resolution)
-            stats.ewma_chart(rb, g0, blk, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, p.baseline_blocks,
-                             p.min_blocks, floor=p.resolution, z=z, prep=rpr, out=out["ewma"])
-            stats.cusum(rb, g0, blk, sp.cusum_k, sp.cusum_h, cusum_window, p.baseline_blocks, p.min_blocks,
-                        floor=p.resolution, z=z, prep=rpr, out=out["cusum"])
-        stats.seasonal_residual(xb, p.step_s, t0_ms, sp.seasonal_suspect_z, sp.seasonal_fail_z, floor=p.resolution,
-                                prep=pr, out=out["seasonal"])
+            if "ewma" in out:
+                stats.ewma_chart(rb, g0, blk, sp.ewma_alpha, sp.ewma_suspect_l, sp.ewma_fail_l, p.baseline_blocks,
+                                 p.min_blocks, floor=p.resolution, z=z, prep=rpr, out=out["ewma"])
+            if "cusum" in out:
+                stats.cusum(rb, g0, blk, sp.cusum_k, sp.cusum_h, cusum_window, p.baseline_blocks, p.min_blocks,
+                            floor=p.resolution, z=z, prep=rpr, out=out["cusum"])
+        if "seasonal" in out:
+            stats.seasonal_residual(xb, p.step_s, t0_ms, sp.seasonal_suspect_z, sp.seasonal_fail_z,
+                                    floor=p.resolution, prep=pr, out=out["seasonal"])
 
     starts = list(range(0, s, chunk))
     n_workers = max(1, min(workers or 1, len(starts)))

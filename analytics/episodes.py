@@ -1,6 +1,6 @@
 """Alarm episodes: runs of suspect/fail verdicts of one fault type on one series, as one record each.
 
-A dashboard or an operator wants "air-3 pm25: level shift from 10:02 to 11:40, peak CUSUM 812",
+A dashboard or an operator wants "air-3 pm25: level shift from 10:02 to 11:40, peak shift 14",
 not 98 `qc` points. Each detector belongs to one fault type (:data:`FAULT_OF`); an episode of a
 series and fault type opens at the first suspect/fail bin of any of its detectors and ends when
 ``gap`` bins pass without one (so the repeated signals of a CUSUM that restarts after each
@@ -29,19 +29,23 @@ from analytics import baseline as bl
 from analytics import statefile
 from analytics.qc import FAIL, SUSPECT, QcResult
 
-# detector (`qc` test) -> the fault type its alarms are episodes of. Hampel (a reading far from the
-# previous hour's level) is no spike alarm: on the simulator it found no spike the spike test
-# missed and fired on sensors returning from a fault and on bursts (docs/analytics.md)
+# detector (`qc` test) -> the fault type its alarms are episodes of, named as analytics.evaluate
+# groups the tests (DETECTORS_FOR): spike, shift (analytics/shift.py), drift (the trend test,
+# analytics/trend.py), seasonal, multivariate (the station test); data quality apart (range,
+# flatline, gap). The opt-in tests (analytics/alarmset.py OPT_IN, off by default) have episode
+# types of their own, so they never pass for a scored one: Hampel (a reading far from the
+# previous hours' level) "outlier", rate of change "step", the windowed neighbour test
+# "neighbour_drift", EWMA / CUSUM "control_chart".
 FAULT_OF: dict[str, str] = {
-    "gross_range": "range", "flat_line": "flatline", "spike": "spike", "hampel": "outlier",
-    "rate_of_change": "shift", "drift": "shift", "ewma": "shift", "cusum": "shift", "trend": "shift",
-    "gap": "gap", "seasonal": "seasonal", "multivariate": "multivariate",
-    "shift": "shift",  # analytics/shift.py (last: a saved state's peak-test indices keep their meaning)
+    "gross_range": "range", "flat_line": "flatline", "gap": "gap",
+    "spike": "spike", "shift": "shift", "trend": "drift", "seasonal": "seasonal", "multivariate": "multivariate",
+    "hampel": "outlier", "rate_of_change": "step", "drift": "neighbour_drift", "ewma": "control_chart",
+    "cusum": "control_chart",
 }
 FAULTS: tuple[str, ...] = tuple(dict.fromkeys(FAULT_OF.values()))
 TESTS: tuple[str, ...] = tuple(FAULT_OF)
 GAP_S = 1800.0  # an episode ends after this long without a verdict of its fault type
-FORMAT = 2  # 2: peak_sur
+FORMAT = 3  # 2: peak_sur; 3: fault types named as analytics.evaluate groups them
 
 
 @dataclass(frozen=True)

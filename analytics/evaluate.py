@@ -18,6 +18,8 @@ Per type:
 - delay: first flag minus label start, seconds (median and 90th percentile);
 - alarm budget: flagged runs of those detectors that touch no label of *any* type (with the
   same tolerance), per sensor (series of one field) per day: false alarms on clean stretches.
+  The row "all alarms" does the same for the union of every `qc` test the service writes
+  (:mod:`analytics.alarmset`: the data-quality tests too): the false alarms a user sees.
 Message-level faults (duplicate, out_of_order, malformed, clock_skew) are the
 gateway's job (it rejects or reorders them before storage) and are reported as such.
 """
@@ -32,7 +34,7 @@ from typing import Iterable
 
 import numpy as np
 
-from analytics import chartstate, ispu, multivariate, qc, seasonal, shift, trend, water
+from analytics import alarmset, chartstate, ispu, multivariate, qc, seasonal, shift, trend, water
 from analytics.detectors import QcParams, StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
 from kotacerdas import contract
@@ -60,6 +62,9 @@ DETECTORS_FOR: dict[str, tuple[str, ...]] = {
     "pollution_episode": ("ispu_unhealthy",),
     "contamination": ("water_noncompliant",),
 }
+# what the alert rules raise (not `qc` tests): scored above, left out of the "all alarms" row
+RULE_DETECTORS = ("ispu_unhealthy", "water_noncompliant")
+ALL_ALARMS = "all alarms"  # every flagged run of every `qc` test the service writes, touching no label
 
 
 @dataclass
@@ -131,8 +136,12 @@ def _runs_overlap(mask: np.ndarray, cover: np.ndarray) -> tuple[int, int]:
 def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[dict],
              cat: Catalogue | None = None, *, qc_overrides: dict | None = None,
              stat_params: StatParams | None = None, mode: str = "stream", window_s: float = 86400.0,
-             every_s: float = 3 * 3600.0, stateful: bool = True) -> list[Row]:
+             every_s: float = 3 * 3600.0, stateful: bool = True, extra_tests: Iterable[str] = ()) -> list[Row]:
     """Score the detector set; ``qc_overrides`` / ``stat_params`` try other parameters (for tuning).
+
+    Only the tests the service writes are scored (:func:`analytics.alarmset.written` of
+    ``extra_tests``, the service's ``analytics.extra_tests``); the row :data:`ALL_ALARMS` counts
+    every flagged run of any of them that touches no label.
 
     ``mode``: "stream" (the live loop, a pass every ``every_s`` over ``window_s``) or "batch".
     ``stateful``: EWMA / CUSUM and the seasonal residual as the service runs them, with state carried
@@ -142,6 +151,7 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
     """
     cat = cat or load_catalogue()
     rows = new_rows()
+    tests = alarmset.written(extra_tests)
     by_kind: dict[str, list[str]] = defaultdict(list)
     for kname, dev in data:
         by_kind[kname].append(dev)
@@ -178,7 +188,7 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
             p = replace(params_for(kind, f, kind.report_interval_s), **(qc_overrides or {}))
             res = detector_results(x, p, grid.t0_ms, stat_params or StatParams(), mode=mode, window_s=window_s,
                                    every_s=every_s, stateful=stateful)
-            flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items()}
+            flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items() if k in tests}
             if f.name in station:  # a station verdict counts on the fields it is about
                 flagged["multivariate"] = station[f.name]
             # domain "detectors": what the alert rules would flag, averaged exactly as the service
@@ -263,12 +273,18 @@ def score_field(rows: dict[str, Row], kind, fname: str, flagged: dict[str, np.nd
         n, tp = _runs_overlap(mask, cover)
         row.flagged_runs += n_all - touching + tp
         row.true_runs += tp
+    written = [m for d, m in flagged.items() if d in alarmset.ALL]
+    if written:  # what a user sees: any test's flag, one run however many tests flag it
+        n_all, touching = _runs_overlap(np.logical_or.reduce(written), any_label)
+        rows[ALL_ALARMS].false_runs += n_all - touching
+        rows[ALL_ALARMS].sensor_days += shape[0] * days
 
 def new_rows() -> dict[str, Row]:
     """An empty score table: one row per fault type (gateway-only types as notes)."""
     rows = {ft: Row(ft, "+".join(d)) for ft, d in DETECTORS_FOR.items()}
     for ft in GATEWAY_TYPES:
         rows[ft] = Row(ft, "gateway", note="rejected/reordered by the gateway before storage")
+    rows[ALL_ALARMS] = Row(ALL_ALARMS, "any qc test written (no alert rules)")
     return rows
 
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from analytics import (aqi_us, chartstate, delivery, episodes, ispu, multivariate, qc, ranges, seasonal, shift, trend,
+from analytics import (alarmset, aqi_us, chartstate, delivery, episodes, ispu, multivariate, qc, ranges, seasonal, shift, trend,
                        waste, water)
 from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
@@ -102,6 +102,8 @@ class AnalyticsService:
         self.outbox = Outbox(settings.state_dir / "analytics" / "outbox.sqlite", backoff_s=a.webhook_backoff_s,
                              max_backoff_s=a.delivery_max_backoff_s, max_attempts=a.delivery_max_attempts)
         self.stations = StationIndex(settings.stations_file)
+        # the tests written as `qc` verdicts and episodes: what `analytics evaluate` scores, plus opt-ins
+        self.tests = alarmset.written(settings.analytics.extra_tests)
         self.mqtt = mqtt_client
         self._emitted_to: dict[str, int] = {}  # kind -> last grid time already written (loop mode)
         # EWMA / CUSUM state per (kind, field), carried from pass to pass and across restarts
@@ -254,12 +256,15 @@ class AnalyticsService:
                 continue
             p = params_for(win.kind, win.kind.field(fname), win.grid.step_ms / 1000.0)
             # float64 like the telemetry read back (a service window is small; the benchmark runs float32)
-            res = run_all(x, p, win.grid.t0_ms, dtype=np.float64, score_dtype=np.float64)
+            # (EWMA / CUSUM / seasonal come from the stateful charts below, never from the windowed set)
+            res = run_all(x, p, win.grid.t0_ms, dtype=np.float64, score_dtype=np.float64,
+                          tests=self.tests - {"ewma", "cusum", "seasonal"})
             res["gross_range"] = self._gross_range(win, fname, x, p, emit_to)
             res.update(self._charts(win, fname, x, p, emit_to))
-            ep_lines += self._episodes(win, fname, res, p, emit_to)
             worst[fname] = qc.worst(*(r.flag for name, r in res.items() if name in ("gross_range", "spike",
                                                                                      "flat_line")))
+            res = {k: r for k, r in res.items() if k in self.tests}  # only what evaluate scores (and opt-ins)
+            ep_lines += self._episodes(win, fname, res, p, emit_to)
             exceptions(fname, res, ~np.isnan(x))
         # the station's co-located fields together (analytics/multivariate.py): one episode per station
         # (field tag "station"); `qc` verdicts on the fields each verdict is about (their share of Q)
@@ -320,8 +325,10 @@ class AnalyticsService:
             return out
         r = chartstate.residual(x)[:, :n]
         g0 = p.g0(win.grid.t0_ms)
-        got = chartstate.update(st, st.rows_for(win.devices), r, g0, cp)
-        self.charts.save(win.kind.name, fname)
+        got: dict[str, qc.QcResult] = {}
+        if self.tests & {"ewma", "cusum"}:  # opt-in (analytics/alarmset.py)
+            got = chartstate.update(st, st.rows_for(win.devices), r, g0, cp)
+            self.charts.save(win.kind.name, fname)
         ss = self.seasons.get(win.kind.name, fname, win.grid.step_ms)
         got["seasonal"] = seasonal.update(ss, ss.rows_for(win.devices), x[:, :n], g0, seasonal.params_for(p))
         self.seasons.save(win.kind.name, fname)

@@ -208,6 +208,10 @@ class AnalyticsSettings(BaseModel):
     # run a pass early when normalised telemetry arrives, at most every min_pass_interval_s
     stream_trigger: bool = True
     min_pass_interval_s: float = 5.0
+    # tests written beside the default alarm set (analytics/alarmset.py OPT_IN: hampel, rate_of_change,
+    # drift, ewma, cusum): off by default, they only added false alarms on the simulator's scenarios
+    # (docs/analytics.md, "What the service writes"); an unknown name stops the service at start
+    extra_tests: list[str] = Field(default_factory=list)
 
 
 class ApiSettings(BaseModel):

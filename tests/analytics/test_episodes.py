@@ -13,11 +13,11 @@ STEP = 60_000
 def _results(t: int = 200) -> dict[str, qc.QcResult]:
     def empty() -> qc.QcResult:
         return qc.QcResult(np.full((3, t), qc.GOOD, dtype=np.int8), np.zeros((3, t)))
-    r = {k: empty() for k in ("cusum", "rate_of_change", "spike", "hampel", "gap")}
-    # series 0: a shift seen by rate_of_change at 50, then CUSUM signals every 20 bins (reset after
+    r = {k: empty() for k in ("cusum", "ewma", "spike", "hampel", "gap")}
+    # series 0: a shift seen by EWMA at 50, then CUSUM signals every 20 bins (reset after
     # each signal) until 110: one episode; a lone CUSUM signal at 190 is another
-    r["rate_of_change"].flag[0, 50] = qc.SUSPECT
-    r["rate_of_change"].score[0, 50] = 14.0
+    r["ewma"].flag[0, 50] = qc.SUSPECT
+    r["ewma"].score[0, 50] = 14.0
     for j in (70, 90, 110):
         r["cusum"].flag[0, j] = qc.FAIL if j == 90 else qc.SUSPECT
         r["cusum"].score[0, j] = 500.0 if j == 90 else 900.0  # the fail beats a higher suspect score
@@ -36,8 +36,8 @@ def test_verdict_runs_become_episodes():
     got = sorted((e.row, e.fault, (e.onset_ms // STEP) - 1000, (e.end_ms // STEP) - 1000, e.peak_flag,
                   e.peak_test, e.peak_score, e.samples) for e in eps)
     assert got == [
-        (0, "shift", 50, 110, qc.FAIL, "cusum", 500.0, 4),
-        (0, "shift", 190, 190, qc.SUSPECT, "cusum", 0.0, 1),
+        (0, "control_chart", 50, 110, qc.FAIL, "cusum", 500.0, 4),
+        (0, "control_chart", 190, 190, qc.SUSPECT, "cusum", 0.0, 1),
         (1, "outlier", 31, 31, qc.FAIL, "hampel", 66.0, 1),
         (1, "spike", 30, 31, qc.SUSPECT, "spike", 0.0, 2),
     ]
@@ -66,7 +66,7 @@ def test_open_episode_is_reported_open_then_closed():
     st = EpisodeState(["a", "b", "c"])
     rows = st.rows_for(["a", "b", "c"])
     first = update(st, rows, {k: qc.QcResult(v.flag[:, :80], v.score[:, :80]) for k, v in r.items()}, 0, 80, STEP)
-    assert [(e.fault, e.open) for e in first if e.row == 0] == [("shift", True)]
+    assert [(e.fault, e.open) for e in first if e.row == 0] == [("control_chart", True)]
     # the spike closed 30 min after it, inside this pass
     assert sorted((e.fault, e.open) for e in first if e.row == 1) == [("outlier", False), ("spike", False)]
     again = update(st, rows, {k: qc.QcResult(v.flag[:, 80:150], v.score[:, 80:150]) for k, v in r.items()},
@@ -75,25 +75,25 @@ def test_open_episode_is_reported_open_then_closed():
 
 
 def test_peak_names_the_test_whose_score_is_most_unusual_for_itself_not_the_largest_raw_score():
-    """Two `shift` tests flag the same bins: CUSUM (sums in the hundreds every hour) a little above
-    its usual, rate of change (units/s, usually ~0.01) far beyond its own past: the peak is the
-    rate of change, whose raw score is the smaller by four orders of magnitude."""
+    """Two tests of one fault type (control_chart) flag the same bins: CUSUM (sums in the hundreds
+    every hour) a little above its usual, the other (a score usually ~0.01) far beyond its own past:
+    the peak is the other, whose raw score is the smaller by four orders of magnitude."""
     from analytics import fusion
 
     t, s = 600, 2
     rng = np.random.default_rng(3)
-    r = {k: qc.QcResult(np.full((s, t), qc.GOOD, dtype=np.int8), np.zeros((s, t))) for k in ("cusum", "rate_of_change")}
+    r = {k: qc.QcResult(np.full((s, t), qc.GOOD, dtype=np.int8), np.zeros((s, t))) for k in ("cusum", "ewma")}
     r["cusum"].score[...] = rng.uniform(100.0, 200.0, (s, t))
-    r["rate_of_change"].score[...] = np.abs(rng.normal(0.0, 0.01, (s, t)))
+    r["ewma"].score[...] = np.abs(rng.normal(0.0, 0.01, (s, t)))
     r["cusum"].score[:, 500] = 195.0  # between its own 90th and 99th percentile
-    r["rate_of_change"].score[:, 500] = [0.5, 0.008]  # series 0: far out; series 1: as usual
+    r["ewma"].score[:, 500] = [0.5, 0.008]  # series 0: far out; series 1: as usual
     for k in r:
         r[k].flag[:, 500] = qc.SUSPECT
     sur = {k: fusion.surprise(v.score, 0, 60)[:, 500] for k, v in r.items()}
-    assert sur["rate_of_change"][0] > 10 > 2.0 > sur["cusum"][0] > 1.0 > sur["rate_of_change"][1]
+    assert sur["ewma"][0] > 10 > 2.0 > sur["cusum"][0] > 1.0 > sur["ewma"][1]
     got = {e.row: (e.peak_test, e.peak_score) for e in run_record(r, 0, STEP)}
-    assert got[0] == ("rate_of_change", 0.5)
-    assert got[1][0] == "cusum"  # a rate of change as usual is no stronger than CUSUM a bit above its own
+    assert got[0] == ("ewma", 0.5)
+    assert got[1][0] == "cusum"  # a score as usual is no stronger than CUSUM a bit above its own
 
 
 def test_surprise_says_nothing_without_a_past_and_grows_with_the_score():

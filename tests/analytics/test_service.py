@@ -166,7 +166,9 @@ def test_gap_points_only_inside_a_devices_reporting_span(settings, influx):
 
 
 def test_statistical_detectors_write_qc_exceptions(settings, influx):
-    """Hampel, EWMA and CUSUM write suspect/fail rows to `qc` (never "not evaluated")."""
+    """Hampel, EWMA and CUSUM, opted in (analytics.extra_tests), write suspect/fail rows to `qc` (never
+    "not evaluated"); without the opt-in they write nothing (tests/analytics/test_alarmset.py)."""
+    settings.analytics.extra_tests = ["hampel", "ewma", "cusum"]
     day_n = 96  # bins report every 900 s
     n = 4 * day_n  # four days
 
