@@ -219,7 +219,8 @@ def detector_results(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams, *, 
     if stateful:  # the service's charts carry their state from pass to pass (analytics/chartstate.py)
         charts.update(chartstate.run_record(chartstate.residual(x), p.g0(t0_ms),
                                             chartstate.ChartParams.from_detectors(p, sp)))
-        charts["seasonal"] = seasonal.run_record(x, p.g0(t0_ms), seasonal.params_for(p, sp))
+        charts["seasonal"] = seasonal.run_record(x, p.g0(t0_ms), seasonal.params_for(p, sp),
+                                                 charts["shift"].flag)  # re-based after a kept shift
         charts["trend"] = trend.run_record(x, p.g0(t0_ms), trend.TrendParams.from_detectors(p, sp))
     for name, r in charts.items():
         r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service

@@ -22,7 +22,22 @@ Hours are UTC hours of the grid; a city's local day is the same cycle shifted, w
 per hour does not care about. Each pass is cut into its hours; every hour is one vectorised step
 over (series, bins of that hour).
 
-Arrays: values (S, n) field units; history (S, DAYS * 24).
+Re-basing after a kept level shift (issue 13). A sensor that is re-mounted or re-calibrated (or a
+server whose load steps up for good) sits at a new level that every past day's baseline calls
+off-season, for as long as those days are the majority of the history (days of alarms). Given
+the level-shift test's flags (:mod:`analytics.shift`, ``shift_flag``), a series whose shift test
+confirms an onset is *watched*: its seasonal verdicts are 2 (not evaluated; the shift test has
+already raised the alarm) for ``rebase_h`` hours, while its hourly residuals (hourly mean minus
+the old baseline) are kept. At the end of the watch, if those residuals hold one offset (median
+``m`` with ``|m|`` above ``rebase_z`` of the hour's scale, and a median absolute deviation around
+it under ``steady`` x ``|m|``: a level offset, not a changed daily shape), every hour before the
+onset in the series' history is moved by ``m`` (the baseline restarts from the new level, its
+daily shape kept); either way the series is judged again. A fault that changes the daily
+shape for a night (a night at the afternoon's level) or ends within the watch leaves the
+history as it was. Price: another fault in the ``rebase_h`` hours after a confirmed shift is
+left to the other tests.
+
+Arrays: values (S, n) field units; history (S, DAYS * 24); shift flags (S, n).
 """
 
 from __future__ import annotations
@@ -40,7 +55,7 @@ DAYS = 28  # history kept, days
 SLOTS = DAYS * 24
 MIN_WEEKS = 2  # earlier weeks needed for an hour-of-week baseline
 HOUR_MS = 3_600_000
-FORMAT = 1
+FORMAT = 2  # 2: re-basing state (resid, watch, sprev)
 
 
 @dataclass(frozen=True)
@@ -58,6 +73,10 @@ class SeasonParams:
     # common mode: with at least min_peers series judged in a bin, their median residual is taken off
     # every series' residual (a city-wide shower or a holiday moves every station alike: weather, not a sensor)
     min_peers: int = 5
+    # re-basing after a level shift the shift test confirmed (module docstring)
+    rebase_h: int = 24  # hours watched after the onset (a whole daily cycle at the new level)
+    rebase_z: float = 3.0  # the offset is at least this many of the hour's scales
+    steady: float = 0.25  # ... and the hourly residuals' MAD around it at most this fraction of it
 
 
 def params_for(p, sp=None) -> SeasonParams:  # noqa: ANN001 - QcParams, StatParams (no import cycle)
@@ -70,7 +89,7 @@ def params_for(p, sp=None) -> SeasonParams:  # noqa: ANN001 - QcParams, StatPara
                         fail_z=sp.seasonal_fail_z, floor=p.resolution)
 
 
-_ARRAYS = ("mean", "mad", "cur")
+_ARRAYS = ("mean", "mad", "cur", "resid", "watch", "sprev")
 
 
 class SeasonState:
@@ -85,6 +104,9 @@ class SeasonState:
         self.mad = np.full((s, SLOTS), np.nan)
         self.cur = np.full((s, per_hour), np.nan)
         self.hour_of = np.full(SLOTS, -1, dtype=np.int64)
+        self.resid = np.full((s, SLOTS), np.nan)  # hourly mean - baseline, kept while watched
+        self.watch = np.full(s, -1, dtype=np.int64)  # absolute hour of a watched shift onset (-1 none)
+        self.sprev = np.zeros(s, dtype=bool)  # the shift test flagged the last bin processed
         self.g_next: int | None = None
 
     def rows_for(self, devices: list[str]) -> np.ndarray:
@@ -149,8 +171,10 @@ def _common_mode_removed(z: np.ndarray, min_peers: int) -> np.ndarray:
     return out
 
 
-def _close_hour(st: SeasonState, hour: int) -> None:
-    """Store the finished hour (mean, within-hour noise in MAD units; NaN with fewer than half its bins)."""
+def _close_hour(st: SeasonState, hour: int, sp: SeasonParams, base: np.ndarray | None = None) -> None:
+    """Store the finished hour (mean, within-hour noise in MAD units; NaN with fewer than half its bins),
+    the residual of watched series against ``base`` (S,; the hour's baseline, computed when None) and
+    end the watches that have lasted ``sp.rebase_h`` hours (:func:`_rebase`)."""
     n = (~np.isnan(st.cur)).sum(axis=1)
     ok = n * 2 >= st.per_hour
     med, _ = _median_rows(st.cur)
@@ -164,12 +188,47 @@ def _close_hour(st: SeasonState, hour: int) -> None:
     st.mad[:, slot] = np.where(ok, mad, np.nan)
     st.hour_of[slot] = hour
     st.cur[:] = np.nan
+    watched = st.watch >= 0
+    if watched.any():
+        if base is None:
+            base, _ = baseline(st, hour, sp)
+        st.resid[:, slot] = np.where(watched, mean - base, np.nan)
+        done = watched & (hour - st.watch + 1 >= sp.rebase_h)
+        if done.any():
+            _rebase(st, done, hour, sp)
 
 
-def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: SeasonParams) -> QcResult:
+def _rebase(st: SeasonState, done: np.ndarray, hour: int, sp: SeasonParams) -> None:
+    """End the watches of series ``done`` (S,) bool at the close of ``hour``: where the watched hours'
+    residuals hold one offset, move the history before the onset by it (module docstring)."""
+    rows = np.flatnonzero(done)
+    onset = st.watch[rows]
+    span = (st.hour_of[None, :] >= onset[:, None]) & (st.hour_of[None, :] <= hour)  # (k, SLOTS) watched hours
+    r = np.where(span, st.resid[rows], np.nan)
+    m, n = _median_rows(r)
+    spread, _ = _median_rows(np.abs(r - m[:, None]))
+    _, scale = baseline(st, hour + 1, sp)
+    with np.errstate(invalid="ignore"):
+        kept = (n * 2 >= sp.rebase_h) & (np.abs(m) >= sp.rebase_z * scale[rows]) & (spread <= sp.steady * np.abs(m))
+    before = (st.hour_of[None, :] >= 0) & (st.hour_of[None, :] < onset[:, None])
+    st.mean[rows] = np.where(before & kept[:, None], st.mean[rows] + np.nan_to_num(m)[:, None], st.mean[rows])
+    # the noise restarts from the new level's too (a load, a pollutant: noisier at a higher level); a
+    # quieter new level keeps the old noise (the wider scale)
+    noise_new, _ = _median_rows(np.where(span, st.mad[rows], np.nan))
+    noise_old, _ = _median_rows(np.where(before, st.mad[rows], np.nan))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(kept & (noise_new > noise_old), noise_new / noise_old, 1.0)
+    st.mad[rows] = np.where(before, st.mad[rows] * np.nan_to_num(ratio, nan=1.0, posinf=1.0)[:, None], st.mad[rows])
+    st.watch[rows] = -1
+    st.resid[rows] = np.nan
+
+
+def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: SeasonParams,
+           shift_flag: np.ndarray | None = None) -> QcResult:
     """Score and learn bins ``g0 .. g0 + n - 1`` of ``x`` (len(rows), n); bins before ``st.g_next`` were
-    processed by an earlier pass (2 here). Flags 1/3/4, 2 without a baseline, 9 missing; score in
-    robust sigmas."""
+    processed by an earlier pass (2 here). Flags 1/3/4, 2 without a baseline or while a confirmed
+    level shift is watched, 9 missing; score in robust sigmas. ``shift_flag`` (len(rows), n): the
+    level-shift test's flags for the same bins (None: no re-basing)."""
     nrow, n = x.shape
     flag = np.full((nrow, n), NOT_EVALUATED, dtype=np.int8)
     score = np.full((nrow, n), np.nan)
@@ -180,7 +239,7 @@ def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: Season
     g = g0 + first
     last_hour = (st.g_next * sp.step_ms) // HOUR_MS
     if g > st.g_next and (g * sp.step_ms) // HOUR_MS != last_hour and (st.g_next * sp.step_ms) % HOUR_MS:
-        _close_hour(st, last_hour)  # the hour an outage cut short: kept if half of it was there
+        _close_hour(st, last_hour, sp)  # the hour an outage cut short: kept if half of it was there
     while g < g0 + n:
         hour, pos = divmod(g * sp.step_ms, HOUR_MS)
         i0 = pos // sp.step_ms
@@ -194,12 +253,20 @@ def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: Season
         z = np.abs(_common_mode_removed(v - base[rows, None], sp.min_peers)) / scale[rows, None]
         warm = ~np.isnan(base[rows])[:, None] & np.ones(seg, dtype=bool)
         present = ~np.isnan(v)
+        if shift_flag is not None:  # a confirmed shift onset (the shift test's flag starts) opens a watch
+            on = np.isin(shift_flag[:, cols], (SUSPECT, FAIL))
+            onset = on & np.concatenate([~st.sprev[rows, None], ~on[:, :-1]], axis=1)
+            st.sprev[rows] = on[:, -1]
+            starts = onset.any(axis=1) & (st.watch[rows] < 0)
+            st.watch[rows[starts]] = hour
+            watched = np.logical_or.accumulate(onset, axis=1) | (st.watch[rows] >= 0)[:, None]
+            warm &= ~watched
         fl = np.where(z > sp.fail_z, FAIL, np.where(z > sp.suspect_z, SUSPECT, GOOD))
         flag[:, cols] = np.where(present, np.where(warm, fl, NOT_EVALUATED), MISSING)
         score[:, cols] = np.where(present & warm, z, np.nan)
         g += seg
         if i0 + seg == ph:
-            _close_hour(st, hour)
+            _close_hour(st, hour, sp, base)
     st.g_next = max(st.g_next, g0 + n)
     return QcResult(flag, score)
 
@@ -224,10 +291,11 @@ class SeasonStore:
             self._cache[(kind, field)].save(self.root / f"{kind}.{field}.npz")
 
 
-def run_record(x: np.ndarray, g0: int, sp: SeasonParams) -> QcResult:
-    """The seasonal test over a whole record (S, T) from an empty history."""
+def run_record(x: np.ndarray, g0: int, sp: SeasonParams, shift_flag: np.ndarray | None = None) -> QcResult:
+    """The seasonal test over a whole record (S, T) from an empty history (``shift_flag`` (S, T): the
+    level-shift test's flags, for re-basing)."""
     st = SeasonState([], per_hour(sp.step_ms))
-    return update(st, st.rows_for([str(i) for i in range(x.shape[0])]), x, g0, sp)
+    return update(st, st.rows_for([str(i) for i in range(x.shape[0])]), x, g0, sp, shift_flag)
 
 
 __all__ = ["DAYS", "SeasonParams", "params_for", "SeasonState", "SeasonStore", "baseline", "run_record", "update"]

@@ -329,13 +329,14 @@ class AnalyticsService:
         if self.tests & {"ewma", "cusum"}:  # opt-in (analytics/alarmset.py)
             got = chartstate.update(st, st.rows_for(win.devices), r, g0, cp)
             self.charts.save(win.kind.name, fname)
-        ss = self.seasons.get(win.kind.name, fname, win.grid.step_ms)
-        got["seasonal"] = seasonal.update(ss, ss.rows_for(win.devices), x[:, :n], g0, seasonal.params_for(p))
-        self.seasons.save(win.kind.name, fname)
         shp = shift.ShiftParams.from_detectors(p)
         sh = self.shifts.get(win.kind.name, fname, shp)
         got["shift"] = shift.update(sh, sh.rows_for(win.devices), r, g0, shp)
         self.shifts.save(win.kind.name, fname)
+        ss = self.seasons.get(win.kind.name, fname, win.grid.step_ms)  # re-based after a kept shift
+        got["seasonal"] = seasonal.update(ss, ss.rows_for(win.devices), x[:, :n], g0, seasonal.params_for(p),
+                                          got["shift"].flag)
+        self.seasons.save(win.kind.name, fname)
         tp = trend.TrendParams.from_detectors(p)  # slow drift against a frozen long baseline
         ts = self.trends.get(win.kind.name, fname, tp)
         got["trend"] = trend.update(ts, ts.rows_for(win.devices), x[:, :n], trend.reference(x)[:n], g0, tp)
