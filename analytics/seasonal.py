@@ -257,9 +257,9 @@ def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: Season
             on = np.isin(shift_flag[:, cols], (SUSPECT, FAIL))
             onset = on & np.concatenate([~st.sprev[rows, None], ~on[:, :-1]], axis=1)
             st.sprev[rows] = on[:, -1]
-            starts = onset.any(axis=1) & (st.watch[rows] < 0)
-            st.watch[rows[starts]] = hour
+            # from the onset on (the bins of its hour before it are judged)
             watched = np.logical_or.accumulate(onset, axis=1) | (st.watch[rows] >= 0)[:, None]
+            st.watch[rows[onset.any(axis=1) & (st.watch[rows] < 0)]] = hour
             warm &= ~watched
         fl = np.where(z > sp.fail_z, FAIL, np.where(z > sp.suspect_z, SUSPECT, GOOD))
         flag[:, cols] = np.where(present, np.where(warm, fl, NOT_EVALUATED), MISSING)

@@ -101,3 +101,42 @@ def test_the_scale_allows_for_weather_on_a_few_days_in_ten():
     # a median-only scale (the 90th-percentile term off) calls the same shower an anomaly
     med = run_record(x, 0, SeasonParams(step_ms=STEP, min_days=7, floor=0.01, spread_q=0.5, spread_z=1e9))
     assert (med.flag[:, 19 * DAY + 60 : 19 * DAY + 64] >= qc.SUSPECT).any()
+
+
+def _shift_flags(x: np.ndarray) -> np.ndarray:
+    """The level-shift test's flags over ``x`` (S, T), run as the service runs it (15-min grid)."""
+    from analytics import chartstate, shift
+
+    sp = shift.ShiftParams(window=8, block=8, stride=1, floor=0.01, memory=2 * DAY)
+    return shift.run_record(chartstate.residual(x), 0, sp).flag
+
+
+def test_a_kept_level_shift_is_re_based_after_the_watch():
+    x = _days(14, s=6)
+    x[0, 10 * DAY + 40 :] += 8.0  # re-mounted on day 10 at 10:00: 8 units (27 noise sigmas) higher for good
+    sf = _shift_flags(x)
+    assert (sf[0, 10 * DAY + 40 : 10 * DAY + 56] >= qc.SUSPECT).any()  # the shift test confirms the step
+    res = run_record(x, 0, SP, sf)
+    # watched (not evaluated) for 24 h from the onset, then judged against the re-based history: no alarm
+    onset = 10 * DAY + 40 + int(np.argmax(sf[0, 10 * DAY + 40 :] >= qc.SUSPECT))
+    assert (res.flag[0, onset : onset + 23 * 4] == qc.NOT_EVALUATED).all()
+    after = res.flag[0, onset + 26 * 4 :]
+    assert (after != qc.NOT_EVALUATED).all() and not (after >= qc.SUSPECT).any()
+    # without the shift flags the new level is off-season for days (until the 90th-percentile scale term
+    # sees it on a tenth of the days)
+    assert (run_record(x, 0, SP).flag[0, onset + 26 * 4 : onset + 2 * DAY] >= qc.SUSPECT).mean() > 0.9
+    # the other series are judged as before
+    assert (res.flag[1:, 10 * DAY :] >= qc.SUSPECT).sum() <= 2
+
+
+def test_a_night_at_day_level_is_still_caught_and_leaves_the_history_alone():
+    x = _days(14, s=6)
+    night = slice(10 * DAY + 64, 10 * DAY + 92)  # 16:00-23:00 (the cycle's trough) at the level of 12 h earlier
+    x[2, night] = x[2, 10 * DAY + 16 : 10 * DAY + 44]
+    sf = _shift_flags(x)
+    res = run_record(x, 0, SP, sf)
+    assert (res.flag[2, night] >= qc.SUSPECT).any()
+    # the shift test may confirm the fault's steps (a watch of 24 h); after it, the normal cycle is judged
+    # normal (the history was not moved to the fault's level)
+    later = res.flag[2, 12 * DAY :]
+    assert (later != qc.NOT_EVALUATED).all() and (later >= qc.SUSPECT).sum() <= 1
