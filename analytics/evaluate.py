@@ -328,6 +328,10 @@ def render(rows: list[Row]) -> str:
         if r.note:
             out.append(f"{r.type:<18} {r.detectors:<44} {r.note}")
             continue
+        if r.type == ALL_ALARMS:  # no label type of its own: only its false runs
+            what = f"{r.false_runs:>6} false runs over {r.sensor_days:.0f} sensor-days"
+            out.append(f"{r.type:<18} {r.detectors:<44} {what:<57} {_fmt2(r.false_per_sensor_day):>16}")
+            continue
         d = np.array(r.delays_s) if r.delays_s else np.array([math.nan])
         p50 = float(np.median(d)) if r.delays_s else math.nan
         out.append(f"{r.type:<18} {r.detectors:<44} {r.events:>6} {r.detected:>6} {_fmt(r.recall):>7} "

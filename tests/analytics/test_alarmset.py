@@ -91,3 +91,28 @@ def test_a_pass_writes_no_verdict_or_episode_outside_the_scored_set(settings, in
     assert opted & set(alarmset.OPT_IN)
     assert opted <= alarmset.DEFAULT | set(alarmset.OPT_IN)
     assert faults & {episodes.FAULT_OF[t] for t in alarmset.OPT_IN}
+
+
+@pytest.mark.unit
+def test_all_alarms_row_counts_each_untouched_run_of_any_written_test_once():
+    import numpy as np
+
+    from analytics.evaluate import ALL_ALARMS, new_rows, score_field
+    from kotacerdas.catalogue import load_catalogue
+
+    kind = load_catalogue()["air"]
+    step = kind.report_interval_s * 1000
+    t = 200
+    times = np.arange(t, dtype=np.int64) * step
+    spike, shift, rule = (np.zeros((2, t), dtype=bool) for _ in range(3))
+    spike[0, 10] = shift[0, 10:20] = True  # one run seen by two tests: one false alarm
+    shift[1, 50:60] = True  # a second false alarm
+    spike[1, 100] = True  # on the label below: not false
+    rule[1, 150:160] = True  # an alert rule, not a `qc` test: not in the row
+    label = {"device": "b", "kind": "air", "field": "pm25", "start": int(times[100]), "end": int(times[101]),
+             "type": "spike"}
+    rows = new_rows()
+    score_field(rows, kind, "pm25", {"spike": spike, "shift": shift, "ispu_unhealthy": rule}, times, 1.0,
+                {"a": 0, "b": 1}, [label])
+    assert rows[ALL_ALARMS].false_runs == 2
+    assert rows[ALL_ALARMS].false_per_sensor_day == 1.0  # two series x one day
