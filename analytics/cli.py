@@ -28,6 +28,18 @@ def _connect_mqtt(settings):  # noqa: ANN001
         return None
 
 
+def _tests_ok(settings) -> bool:  # noqa: ANN001 - Settings
+    """``analytics.extra_tests`` names only opt-in tests (analytics/alarmset.py); else say which and why."""
+    from analytics import alarmset
+
+    try:
+        alarmset.written(settings.analytics.extra_tests)
+    except ValueError as exc:
+        print(f"analytics: refused: {exc}", file=sys.stderr)
+        return False
+    return True
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from analytics.api import ApiServer, make_app
     from analytics.memory import retain_freed_memory
@@ -35,6 +47,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)
+    if not _tests_ok(settings):
+        return 2
     retain_freed_memory()  # every pass allocates and frees its grids and results (analytics/memory.py)
     mqtt = _connect_mqtt(settings) if settings.analytics.publish_alerts_mqtt else None
     svc = AnalyticsService(settings, mqtt_client=mqtt)
@@ -131,6 +145,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     setup_logging(settings.log_level, settings.log_json)
+    if not _tests_ok(settings):
+        return 2
     if args.live:
         import json
 

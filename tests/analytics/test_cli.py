@@ -123,3 +123,12 @@ def test_new_telemetry_on_the_stream_triggers_an_early_pass(settings, influx):
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+def test_unknown_extra_test_is_refused_with_its_name(settings):
+    """A misspelt opt-in (analytics.extra_tests) stops the service before its first pass, naming the choices."""
+    r = subprocess.run([sys.executable, "-m", "kotacerdas", "analytics", "run", "--once"],
+                       env=_env(settings, KC_ANALYTICS__EXTRA_TESTS='["cusm"]'), capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2
+    assert "cusm" in r.stderr and "cusum" in r.stderr and "Traceback" not in r.stderr
