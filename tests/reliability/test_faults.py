@@ -100,7 +100,7 @@ def test_broker_restart_mid_stream(how, sub, need_parts, settings, private_broke
 
 
 def test_influxdb_stopped(need_parts, settings, private_influx, tmp_path, fault_log, full_length):
-    outage_s = 60 if full_length else 15
+    outage_s = 60 if full_length else 8  # the spool takes over at the first refused write
     fleet = make_fleet(tmp_path, per_kind=5, interval_s=10, span_s=600)
     ix = private_influx()
     p = start_pipeline(tmp_path, fleet, mqtt_port=settings.mqtt.port, influx_url=ix.url, database="kotacerdas",
