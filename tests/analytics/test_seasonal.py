@@ -140,3 +140,23 @@ def test_a_night_at_day_level_is_still_caught_and_leaves_the_history_alone():
     # normal (the history was not moved to the fault's level)
     later = res.flag[2, 12 * DAY :]
     assert (later != qc.NOT_EVALUATED).all() and (later >= qc.SUSPECT).sum() <= 1
+
+
+def test_the_re_base_survives_restarts(tmp_path):
+    x = _days(13, s=6)
+    x[0, 10 * DAY + 40 :] += 8.0
+    sf = _shift_flags(x)
+    whole = run_record(x, 0, SP, sf)
+    got = np.full(x.shape, -1, dtype=np.int8)
+    end = 0
+    # passes cut inside the watch, inside an hour and at the onset's bin; each from a freshly loaded store
+    for cut in (9 * DAY, 10 * DAY + 45, 10 * DAY + 46, 10 * DAY + 90, 11 * DAY + 51, x.shape[1]):
+        store = SeasonStore(tmp_path)
+        st = store.get("water", "ph", STEP)
+        lo = max(end - 5, 0)
+        r = update(st, st.rows_for([str(i) for i in range(6)]), x[:, lo:cut], lo, SP, sf[:, lo:cut])
+        got[:, end:cut] = r.flag[:, end - lo :]
+        store.save("water", "ph")
+        end = cut
+    np.testing.assert_array_equal(got, whole.flag)
+    assert (whole.flag[0, 12 * DAY :] < qc.SUSPECT).all()
