@@ -28,14 +28,16 @@ off-season, for as long as those days are the majority of the history (days of a
 the level-shift test's flags (:mod:`analytics.shift`, ``shift_flag``), a series whose shift test
 confirms an onset is *watched*: its seasonal verdicts are 2 (not evaluated; the shift test has
 already raised the alarm) for ``rebase_h`` hours, while its hourly residuals (hourly mean minus
-the old baseline) are kept. At the end of the watch, if those residuals hold one offset (median
+the old baseline) are kept. An hour after the onset's back within ``rebase_z`` scales of the old
+baseline ends the watch (the level did not stay: a fault that ended). At the end of the watch,
+if those residuals hold one offset (median
 ``m`` with ``|m|`` above ``rebase_z`` of the hour's scale, and a median absolute deviation around
 it under ``steady`` x ``|m|``: a level offset, not a changed daily shape), every hour before the
 onset in the series' history is moved by ``m`` (the baseline restarts from the new level, its
 daily shape kept); either way the series is judged again. A fault that changes the daily
 shape for a night (a night at the afternoon's level) or ends within the watch leaves the
-history as it was. Price: another fault in the ``rebase_h`` hours after a confirmed shift is
-left to the other tests.
+history as it was. Price: another fault in the watch (before the level is back, or in the
+``rebase_h`` hours after a shift that stays) is left to the other tests.
 
 Arrays: values (S, n) field units; history (S, DAYS * 24); shift flags (S, n).
 """
@@ -171,10 +173,12 @@ def _common_mode_removed(z: np.ndarray, min_peers: int) -> np.ndarray:
     return out
 
 
-def _close_hour(st: SeasonState, hour: int, sp: SeasonParams, base: np.ndarray | None = None) -> None:
+def _close_hour(st: SeasonState, hour: int, sp: SeasonParams, base: np.ndarray | None = None,
+                scale: np.ndarray | None = None) -> None:
     """Store the finished hour (mean, within-hour noise in MAD units; NaN with fewer than half its bins),
-    the residual of watched series against ``base`` (S,; the hour's baseline, computed when None) and
-    end the watches that have lasted ``sp.rebase_h`` hours (:func:`_rebase`)."""
+    the residual of watched series against ``base`` (S,; the hour's baseline and ``scale``, computed
+    when None), end the watches whose level is back (a fault, not a kept shift) and re-base those
+    that have lasted ``sp.rebase_h`` hours (:func:`_rebase`)."""
     n = (~np.isnan(st.cur)).sum(axis=1)
     ok = n * 2 >= st.per_hour
     med, _ = _median_rows(st.cur)
@@ -190,9 +194,16 @@ def _close_hour(st: SeasonState, hour: int, sp: SeasonParams, base: np.ndarray |
     st.cur[:] = np.nan
     watched = st.watch >= 0
     if watched.any():
-        if base is None:
-            base, _ = baseline(st, hour, sp)
+        if base is None or scale is None:
+            base, scale = baseline(st, hour, sp)
         st.resid[:, slot] = np.where(watched, mean - base, np.nan)
+        # an hour after the onset's back within rebase_z scales of the old baseline: the level did not
+        # stay (a night at the day's level ends at dawn); judged again from the next hour
+        with np.errstate(invalid="ignore"):
+            back = watched & (hour > st.watch) & (np.abs(mean - base) < sp.rebase_z * scale)
+        st.watch[back] = -1
+        st.resid[back] = np.nan
+        watched &= ~back
         done = watched & (hour - st.watch + 1 >= sp.rebase_h)
         if done.any():
             _rebase(st, done, hour, sp)
@@ -266,7 +277,7 @@ def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: Season
         score[:, cols] = np.where(present & warm, z, np.nan)
         g += seg
         if i0 + seg == ph:
-            _close_hour(st, hour, sp, base)
+            _close_hour(st, hour, sp, base, scale)
     st.g_next = max(st.g_next, g0 + n)
     return QcResult(flag, score)
 

@@ -136,9 +136,11 @@ def test_a_night_at_day_level_is_still_caught_and_leaves_the_history_alone():
     sf = _shift_flags(x)
     res = run_record(x, 0, SP, sf)
     assert (res.flag[2, night] >= qc.SUSPECT).any()
-    # the shift test may confirm the fault's steps (a watch of 24 h); after it, the normal cycle is judged
+    # the shift test confirms the fault's step (a watch opens); the next day the normal cycle is judged
     # normal (the history was not moved to the fault's level)
-    later = res.flag[2, 12 * DAY :]
+    later = res.flag[2, 11 * DAY :]
+    # ... and the watch ends within two hours of the fault's end (the level is back), not a day after
+    assert (res.flag[2, 10 * DAY + 100 : 11 * DAY] != qc.NOT_EVALUATED).all()
     assert (later != qc.NOT_EVALUATED).all() and (later >= qc.SUSPECT).sum() <= 1
 
 
