@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from analytics import statefile
-from analytics.qc import FAIL, GOOD, MISSING, NOT_EVALUATED, SUSPECT, QcResult, neighbour_reference
+from analytics.qc import FAIL, GOOD, MISSING, NOT_EVALUATED, SUSPECT, QcResult, nanmedian_rows, neighbour_reference
 
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution x 1.4826 = its standard deviation
 FORMAT = 1  # bump when the saved layout changes: an older file is then ignored (charts warm up again)
@@ -124,28 +124,19 @@ class ChartState:
         return st
 
 
-def _nanmedian_rows(a: np.ndarray) -> np.ndarray:
-    """Median of each row ignoring NaN, (S, n) -> (S,); NaN for an all-NaN row (no warning)."""
-    out = np.full(a.shape[0], np.nan)
-    ok = ~np.isnan(a).all(axis=1)
-    if ok.any():
-        out[ok] = np.nanmedian(a[ok], axis=1)
-    return out
-
-
 def _refresh(st: ChartState, cp: ChartParams, rows: np.ndarray | slice = slice(None)) -> None:
     """Level, scale and EWMA spread of ``rows`` from their block rings."""
     med, mad, esp = st.med[rows], st.mad[rows], st.esp[rows]
     usable = (~np.isnan(med)).sum(axis=1)
-    lvl = _nanmedian_rows(med)
-    moves = _nanmedian_rows(np.abs(med - lvl[:, None]))
-    scale = np.fmax(MAD_TO_SIGMA * _nanmedian_rows(mad), MAD_TO_SIGMA * moves)
+    lvl = nanmedian_rows(med)
+    moves = nanmedian_rows(np.abs(med - lvl[:, None]))
+    scale = np.fmax(MAD_TO_SIGMA * nanmedian_rows(mad), MAD_TO_SIGMA * moves)
     scale = np.maximum(scale, max(cp.floor, 1e-12))
     warm = usable >= cp.min_blocks
     st.level[rows] = np.where(warm, lvl, np.nan)
     st.scale[rows] = np.where(warm, scale, np.nan)
     white = np.sqrt(cp.alpha / (2.0 - cp.alpha))
-    sp = MAD_TO_SIGMA * _nanmedian_rows(esp)
+    sp = MAD_TO_SIGMA * nanmedian_rows(esp)
     st.spread[rows] = np.where(np.isnan(sp) | (sp < white), white, sp)
 
 
@@ -153,8 +144,8 @@ def _close_block(st: ChartState, cp: ChartParams) -> None:
     """Push the finished block's median / MAD / mean |EWMA| into the rings (NaN when unusable)."""
     n = (~np.isnan(st.cur)).sum(axis=1)
     ok = (n * 2 >= cp.block) & st.cur_whole
-    med = _nanmedian_rows(st.cur)
-    mad = _nanmedian_rows(np.abs(st.cur - med[:, None]))
+    med = nanmedian_rows(st.cur)
+    mad = nanmedian_rows(np.abs(st.cur - med[:, None]))
     with np.errstate(invalid="ignore", divide="ignore"):
         esp = np.where(st.e_n > 0, st.e_sum / np.maximum(st.e_n, 1), np.nan)
     for ring, v in ((st.med, med), (st.mad, mad), (st.esp, esp)):
@@ -268,27 +259,11 @@ def _rebase(st: ChartState, cp: ChartParams, idx: np.ndarray, shift: np.ndarray)
     _refresh(st, cp, idx)
 
 
-class ChartStore:
+class ChartStore(statefile.Store[ChartState]):
     """Chart states of one service, one file per (kind, field) under ``root`` (``state_dir/analytics/charts``)."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self._cache: dict[tuple[str, str], ChartState] = {}
-
-    def path(self, kind: str, field: str) -> Path:
-        return self.root / f"{kind}.{field}.npz"
-
-    def get(self, kind: str, field: str, cp: ChartParams) -> ChartState:
-        st = self._cache.get((kind, field))
-        if st is None or st.block != cp.block or st.k_blocks != cp.k_blocks:
-            st = ChartState.load(self.path(kind, field), cp) or ChartState([], cp)
-            self._cache[(kind, field)] = st
-        return st
-
-    def save(self, kind: str, field: str) -> None:
-        st = self._cache.get((kind, field))
-        if st is not None:
-            st.save(self.path(kind, field))
+        super().__init__(root, ChartState.load, lambda cp: ChartState([], cp), lambda cp: (cp.block, cp.k_blocks))
 
 
 def residual(x: np.ndarray) -> np.ndarray:

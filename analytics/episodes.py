@@ -194,22 +194,11 @@ def _emit(st: EpisodeState, rows: np.ndarray, mask: np.ndarray, step_ms: int, cl
     return out
 
 
-class EpisodeStore:
+class EpisodeStore(statefile.Store[EpisodeState]):
     """Episode states of one service, one file per (kind, field) under ``root``."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self._cache: dict[tuple[str, str], EpisodeState] = {}
-
-    def get(self, kind: str, field: str) -> EpisodeState:
-        key = (kind, field)
-        if key not in self._cache:
-            self._cache[key] = EpisodeState.load(self.root / f"{kind}.{field}.npz") or EpisodeState([])
-        return self._cache[key]
-
-    def save(self, kind: str, field: str) -> None:
-        if (kind, field) in self._cache:
-            self._cache[(kind, field)].save(self.root / f"{kind}.{field}.npz")
+        super().__init__(root, lambda path, _: EpisodeState.load(path), lambda _: EpisodeState([]))
 
 
 def run_record(results: dict[str, QcResult], g0: int, step_ms: int, gap_s: float = GAP_S) -> list[Episode]:

@@ -535,6 +535,15 @@ def neighbour_residual(x: np.ndarray) -> np.ndarray:
     return x - neighbour_reference(x)[None, :]
 
 
+def nanmedian_rows(a: np.ndarray) -> np.ndarray:
+    """Median of each row ignoring NaN, (S, n) -> (S,); NaN for an all-NaN row (no warning)."""
+    out = np.full(a.shape[0], np.nan)
+    ok = ~np.isnan(a).all(axis=1)
+    if ok.any():
+        out[ok] = np.nanmedian(a[ok], axis=1)
+    return out
+
+
 def row_median(a: np.ndarray, max_n: int = 256) -> np.ndarray:
     """Median of each row (S,) from an evenly strided sample of at most ~``max_n`` columns.
 

@@ -251,21 +251,11 @@ def bounds(st: RangeState, rows: np.ndarray, g0: int, n: int, lp: LearnParams) -
     return lo, hi
 
 
-class RangeStore:
+class RangeStore(statefile.Store[RangeState]):
     """Learning states of one service, one file per (kind, field) under ``root``."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self._cache: dict[tuple[str, str], RangeState] = {}
-
-    def get(self, kind: str, field: str) -> RangeState:
-        if (kind, field) not in self._cache:
-            self._cache[(kind, field)] = RangeState.load(self.root / f"{kind}.{field}.npz") or RangeState([])
-        return self._cache[(kind, field)]
-
-    def save(self, kind: str, field: str) -> None:
-        if (kind, field) in self._cache:
-            self._cache[(kind, field)].save(self.root / f"{kind}.{field}.npz")
+        super().__init__(root, lambda path, _: RangeState.load(path), lambda _: RangeState([]))
 
 
 def expected(cfg: RangesConfig, st: RangeState, kind: str, field: str, devices: list[str], x: np.ndarray,

@@ -282,24 +282,13 @@ def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: Season
     return QcResult(flag, score)
 
 
-class SeasonStore:
-    """Seasonal histories of one service, one file per (kind, field) under ``root``."""
+class SeasonStore(statefile.Store[SeasonState]):
+    """Seasonal histories of one service, one file per (kind, field) under ``root``; ``get(kind, field,
+    step_ms)`` (the history is kept per hour-of-week at ``per_hour(step_ms)`` samples an hour)."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self._cache: dict[tuple[str, str], SeasonState] = {}
-
-    def get(self, kind: str, field: str, step_ms: int) -> SeasonState:
-        ph = per_hour(step_ms)
-        st = self._cache.get((kind, field))
-        if st is None or st.per_hour != ph:
-            st = SeasonState.load(self.root / f"{kind}.{field}.npz", ph) or SeasonState([], ph)
-            self._cache[(kind, field)] = st
-        return st
-
-    def save(self, kind: str, field: str) -> None:
-        if (kind, field) in self._cache:
-            self._cache[(kind, field)].save(self.root / f"{kind}.{field}.npz")
+        super().__init__(root, lambda path, step_ms: SeasonState.load(path, per_hour(step_ms)),
+                         lambda step_ms: SeasonState([], per_hour(step_ms)), per_hour)
 
 
 def run_record(x: np.ndarray, g0: int, sp: SeasonParams, shift_flag: np.ndarray | None = None) -> QcResult:

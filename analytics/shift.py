@@ -258,27 +258,11 @@ def update(st: ShiftState, rows: np.ndarray, r: np.ndarray, g0: int, sp: ShiftPa
     return out
 
 
-class ShiftStore:
+class ShiftStore(statefile.Store[ShiftState]):
     """Level-shift states of one service, one file per (kind, field) under ``root`` (``state_dir/analytics/shift``)."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self._cache: dict[tuple[str, str], ShiftState] = {}
-
-    def path(self, kind: str, field: str) -> Path:
-        return self.root / f"{kind}.{field}.npz"
-
-    def get(self, kind: str, field: str, sp: ShiftParams) -> ShiftState:
-        st = self._cache.get((kind, field))
-        if st is None or st.window != sp.window or st.k_blocks != sp.k_blocks:
-            st = ShiftState.load(self.path(kind, field), sp) or ShiftState([], sp)
-            self._cache[(kind, field)] = st
-        return st
-
-    def save(self, kind: str, field: str) -> None:
-        st = self._cache.get((kind, field))
-        if st is not None:
-            st.save(self.path(kind, field))
+        super().__init__(root, ShiftState.load, lambda sp: ShiftState([], sp), lambda sp: (sp.window, sp.k_blocks))
 
 
 def run_record(r: np.ndarray, g0: int, sp: ShiftParams, devices: list[str] | None = None) -> QcResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Generic, Hashable, Protocol, TypeVar
 
 import numpy as np
 
@@ -55,6 +55,44 @@ def restore(path: Path, names: tuple[str, ...], header: list[int], make):  # noq
     g = meta[len(header)]
     st.g_next = None if g < 0 else g
     return st, meta[len(header) + 1:]
+
+
+S = TypeVar("S", bound="Saveable")
+
+
+class Saveable(Protocol):
+    """What :class:`Store` needs of a state: it writes itself to a path."""
+
+    def save(self, path: Path) -> None: ...
+
+
+class Store(Generic[S]):
+    """The states of one service, one file per (kind, field) under ``root``, kept in memory after
+    the first ``get``. ``load(path, params)`` returns the saved state or None (none, or another
+    layout); ``fresh(params)`` makes an empty one; ``key(params)`` is what the cached state must have
+    been made with (a pass with other parameters, e.g. another block length, reloads)."""
+
+    def __init__(self, root: Path, load: Callable[[Path, Any], S | None], fresh: Callable[[Any], S],
+                 key: Callable[[Any], Hashable] = lambda params: None):
+        self.root = Path(root)
+        self._load, self._fresh, self._key = load, fresh, key
+        self._cache: dict[tuple[str, str], tuple[Hashable, S]] = {}
+
+    def path(self, kind: str, field: str) -> Path:
+        return self.root / f"{kind}.{field}.npz"
+
+    def get(self, kind: str, field: str, params: Any = None) -> S:
+        k = self._key(params)
+        hit = self._cache.get((kind, field))
+        if hit is None or hit[0] != k:
+            st = self._load(self.path(kind, field), params) or self._fresh(params)
+            hit = self._cache[(kind, field)] = (k, st)
+        return hit[1]
+
+    def save(self, kind: str, field: str) -> None:
+        hit = self._cache.get((kind, field))
+        if hit is not None:
+            hit[1].save(self.path(kind, field))
 
 
 def rows_for(state, devices: list[str], names: tuple[str, ...], fresh) -> np.ndarray:  # noqa: ANN001

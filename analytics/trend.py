@@ -59,7 +59,7 @@ from pathlib import Path
 import numpy as np
 
 from analytics import statefile
-from analytics.qc import FAIL, GOOD, MISSING, NOT_EVALUATED, SUSPECT, QcResult, neighbour_reference
+from analytics.qc import FAIL, GOOD, MISSING, NOT_EVALUATED, SUSPECT, QcResult, nanmedian_rows, neighbour_reference
 
 MAD_TO_SIGMA = 1.4826
 FORMAT = 1  # bump when the saved layout changes: an older file is then ignored (warm-up again)
@@ -153,15 +153,6 @@ class TrendState:
         return st
 
 
-def _nanmedian_rows(a: np.ndarray) -> np.ndarray:
-    """Median of each row ignoring NaN, (S, n) -> (S,); NaN for an all-NaN row (no warning)."""
-    out = np.full(a.shape[0], np.nan)
-    ok = ~np.isnan(a).all(axis=1)
-    if ok.any():
-        out[ok] = np.nanmedian(a[ok], axis=1)
-    return out
-
-
 def _fit(st: TrendState, tp: TrendParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, scale, baseline hours) per series from the ring's baseline hours except the newest."""
     hx, hr = st.hx[:, :-1], st.hr[:, :-1]
@@ -190,8 +181,8 @@ def _fit(st: TrendState, tp: TrendParams) -> tuple[np.ndarray, np.ndarray, np.nd
     order = np.argsort(~use, axis=1, kind="stable")  # baseline hours first, in time order
     packed = np.take_along_axis(res, order, axis=1)
     d = np.diff(packed, axis=1)
-    wander = MAD_TO_SIGMA * _nanmedian_rows(np.abs(d - _nanmedian_rows(d)[:, None])) / np.sqrt(2.0)
-    noise = tp.noise_k * MAD_TO_SIGMA * _nanmedian_rows(np.where(use, st.wm[:, :-1], np.nan)) / np.sqrt(tp.block)
+    wander = MAD_TO_SIGMA * nanmedian_rows(np.abs(d - nanmedian_rows(d)[:, None])) / np.sqrt(2.0)
+    noise = tp.noise_k * MAD_TO_SIGMA * nanmedian_rows(np.where(use, st.wm[:, :-1], np.nan)) / np.sqrt(tp.block)
     scale = np.fmax(np.fmax(wander, noise), max(tp.floor, tp.span_floor, 1e-12))
     return a, b, scale, n
 
@@ -202,7 +193,7 @@ def _back_to_neighbours(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.nd
     began in the warm-up) and the move ``e`` takes it back towards them: the end of that fault, no drift.
     Off = more than ``outlier_k`` spreads (1.4826 x MAD over the warm series) from the series' median
     offset, both offsets taken at the recent hours' reference."""
-    hr = _nanmedian_rows(st.hr[:, -tp.recent:])
+    hr = nanmedian_rows(st.hr[:, -tp.recent:])
     off = a + (b - 1.0) * hr  # baseline level minus the neighbours' reference
     mid = np.nanmedian(np.where(warm, off, np.nan))
     spread = MAD_TO_SIGMA * np.nanmedian(np.abs(np.where(warm, off, np.nan) - mid))
@@ -223,12 +214,12 @@ def _pace(st: TrendState, tp: TrendParams, usable: np.ndarray) -> tuple[np.ndarr
     d = np.diff(h, axis=1)  # d[:, k]: the change into hour k + 1
     base = np.where(st.ok[:, 1:] > 0, d, np.nan)
     n = (~np.isnan(base)).sum(axis=1)
-    mid = _nanmedian_rows(base)
+    mid = nanmedian_rows(base)
     off = np.abs(d - mid[:, None]) > tp.jump * tp.span
     recent = np.where(off, np.nan, d)[:, -tp.pace_hours:]
-    scale = MAD_TO_SIGMA * _nanmedian_rows(np.abs(base - mid[:, None])) / np.sqrt(tp.pace_hours)
+    scale = MAD_TO_SIGMA * nanmedian_rows(np.abs(base - mid[:, None])) / np.sqrt(tp.pace_hours)
     scale = np.fmax(scale, max(tp.floor, 1e-12))
-    z = (_nanmedian_rows(recent) - mid) / scale
+    z = (nanmedian_rows(recent) - mid) / scale
     return z, n, usable & ~np.isnan(d[:, -1]) & ~off[:, -1]
 
 
@@ -236,10 +227,10 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
     """Push the finished block into the rings and set the verdict for the next block."""
     cnt = (~np.isnan(st.cur_x)).sum(axis=1)
     usable = (cnt * 2 >= tp.block) & st.cur_whole
-    hx = _nanmedian_rows(st.cur_x)
-    hr = _nanmedian_rows(st.cur_r)
+    hx = nanmedian_rows(st.cur_x)
+    hr = nanmedian_rows(st.cur_r)
     r = st.cur_x - st.cur_r
-    wm = _nanmedian_rows(np.abs(r - _nanmedian_rows(r)[:, None]))
+    wm = nanmedian_rows(np.abs(r - nanmedian_rows(r)[:, None]))
     for ring, v in ((st.hx, hx), (st.hr, hr), (st.wm, wm)):
         ring[:, :-1] = ring[:, 1:]
         ring[:, -1] = np.where(usable, v, np.nan)
@@ -253,7 +244,7 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
     else:
         a, b, scale, n = _fit(st, tp)
         last = st.hx[:, -tp.recent:] - (a[:, None] + b[:, None] * st.hr[:, -tp.recent:])
-        z = _nanmedian_rows(last) / scale
+        z = nanmedian_rows(last) / scale
         warm = n >= tp.min_hours
         az = np.abs(z)
         alarm = warm & (az > tp.suspect_z)
@@ -329,27 +320,11 @@ def update(st: TrendState, rows: np.ndarray, x: np.ndarray, ref: np.ndarray, g0:
     return out
 
 
-class TrendStore:
+class TrendStore(statefile.Store[TrendState]):
     """Trend states of one service, one file per (kind, field) under ``root`` (``state_dir/analytics/trend``)."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self._cache: dict[tuple[str, str], TrendState] = {}
-
-    def path(self, kind: str, field: str) -> Path:
-        return self.root / f"{kind}.{field}.npz"
-
-    def get(self, kind: str, field: str, tp: TrendParams) -> TrendState:
-        st = self._cache.get((kind, field))
-        if st is None or st.block != tp.block or st.hours != tp.hours:
-            st = TrendState.load(self.path(kind, field), tp) or TrendState([], tp)
-            self._cache[(kind, field)] = st
-        return st
-
-    def save(self, kind: str, field: str) -> None:
-        st = self._cache.get((kind, field))
-        if st is not None:
-            st.save(self.path(kind, field))
+        super().__init__(root, TrendState.load, lambda tp: TrendState([], tp), lambda tp: (tp.block, tp.hours))
 
 
 def reference(x: np.ndarray) -> np.ndarray:
