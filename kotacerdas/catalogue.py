@@ -16,6 +16,8 @@ from typing import Iterator, Mapping
 
 import yaml
 
+from kotacerdas.derived import DERIVATIONS
+
 
 class CatalogueError(ValueError):
     """The catalogue file is inconsistent; raised at load time, never later."""
@@ -44,6 +46,8 @@ class Field:
     fiware_unit: str = ""  # UN/CEFACT code of the model's unit
     measurand: str = ""  # WaterQualityObserved `measurand` formula, when not an attribute
     resets: bool = False  # the value steps back by design (a bin emptied): steps and levels are no faults
+    derived_from: str = ""  # the measured field the device computes this one from; "" = measured itself
+    derivation: str = ""  # the conversion's name in kotacerdas/derived.py DERIVATIONS
 
     def in_range(self, value: float) -> bool:
         return self.lo <= value <= self.hi
@@ -87,6 +91,16 @@ class Kind:
             if f.name == name:
                 return f
         raise KeyError(f"kind {self.name!r} has no field {name!r}")
+
+    def derived(self) -> tuple[Field, ...]:
+        """The fields the device computes from another of its fields (``derived_from``)."""
+        return tuple(f for f in self.fields if f.derived_from)
+
+    def partners(self, name: str) -> tuple[str, ...]:
+        """``name`` and the fields tied to it by a derivation (its source, or what is derived from it):
+        what a user sees change when the sensor behind ``name`` misbehaves."""
+        src = self.field(name).derived_from or name
+        return (src,) + tuple(f.name for f in self.fields if f.derived_from == src)
 
     def has_field(self, name: str) -> bool:
         return any(f.name == name for f in self.fields)
@@ -155,6 +169,8 @@ def _field(name: str, spec: Mapping, where: str) -> Field:
             fiware_unit=str(spec.get("fiware_unit", "")),
             measurand=str(spec.get("measurand", "")),
             resets=bool(spec.get("resets", False)),
+            derived_from=str(spec.get("derived_from", "")),
+            derivation=str(spec.get("derivation", "")),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise CatalogueError(f"{where}.{name}: bad field spec ({exc})") from exc
@@ -181,6 +197,13 @@ def _check_derived(k: Kind) -> None:
             raise CatalogueError(f"{k.name}: fill_level {k.fill_level!r} is not one of its fields")
         if k.field(k.fill_level).unit != "%":
             raise CatalogueError(f"{k.name}: fill_level {k.fill_level!r} must be in %")
+    for f in k.fields:
+        if bool(f.derived_from) != bool(f.derivation):
+            raise CatalogueError(f"{k.name}.{f.name}: derived_from and derivation go together")
+        if f.derived_from and (not k.has_field(f.derived_from) or k.field(f.derived_from).derived_from):
+            raise CatalogueError(f"{k.name}.{f.name}: derived_from {f.derived_from!r} is not a measured field")
+        if f.derivation and f.derivation not in DERIVATIONS:
+            raise CatalogueError(f"{k.name}.{f.name}: derivation {f.derivation!r} is not one of {sorted(DERIVATIONS)}")
 
 
 def parse_catalogue(doc: Mapping) -> Catalogue:

@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from kotacerdas import contract, simrun
-from kotacerdas.catalogue import Catalogue, load_catalogue
+from kotacerdas.catalogue import Catalogue, Kind, load_catalogue
 from kotacerdas.contract import Reason
 
 from simulators import hardcases, signals
@@ -140,7 +140,9 @@ class Run:
         rng = np.random.default_rng([self.sc.seed, fl.rng_key, ci])
         raw = signals.generate(kind, fl, ts, self.weather, self.sc.utc_offset_h, rng)
         faults = self.plan.of_kind(kind_name)
+        clean = {f.name: raw[f.name].copy() for f in kind.fields if f.derived_from or f.name in _sources(kind)}
         self._apply_value_faults(kind_name, fl, faults, raw, ts)
+        signals.carry_to_source(kind, raw, clean)  # a derived field's fault goes through its measured source
         vals = {f.name: signals.quantise(f, raw[f.name]) for f in kind.fields}
         bat = signals.quantise(self.cat.battery, signals.battery(fl, ts, self.start_ms)) if kind.battery else None
         rssi = (-60 - (fl.phase_ms[:, None] % 30) - rng.integers(0, 8, ts.shape)).astype(np.int64)
@@ -251,6 +253,10 @@ class Run:
                     gain = 1.0 + f.params["amp"] * math.exp(-km / 3.0) * np.sin(np.pi * x[m]) ** 0.5
                     for fname in f.params["fields"]:  # the index pollutants it raises (faults.py)
                         raw[fname][row, m] *= gain
+
+
+def _sources(kind: Kind) -> set[str]:
+    return {f.derived_from for f in kind.derived()}
 
 
 def _row(fl: KindFleet, r: int) -> KindFleet:

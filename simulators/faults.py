@@ -234,6 +234,8 @@ def plan_faults(
             else:
                 continue
             faults.append(f)
+    for f in faults:
+        _label_partners(f, cat)
     # a slot fault inside a dropout/offline window of the same device would never be sent: drop it and its label
     gaps = [(f.kind, f.row, f.start, f.end) for f in faults if f.type in ("dropout", "offline")]
 
@@ -295,6 +297,22 @@ def _pollution(rng: np.random.Generator, fl: KindFleet, cat: Catalogue, start_ms
             f.labels.append(Label(fl.ids[r], fl.kind, fname, slot_ts(fl, r, start_ms, k0),
                                   slot_ts(fl, r, start_ms, int(k1)), "pollution_episode"))
     return f
+
+
+def _label_partners(f: Fault, cat: Catalogue) -> None:
+    """Label, beside each labelled field, the fields tied to it by a derivation (a bin's fill and
+    its distance, TDS and conductivity): the engine applies the fault through the measured one, so
+    a user sees both change."""
+    if "k" in f.params:  # a single wire message altered after the device built it (out_of_range): one field
+        return
+    have = {(lb.device, lb.field, lb.start) for lb in f.labels}
+    for lb in list(f.labels):
+        if lb.field is None or lb.kind not in cat or not cat[lb.kind].has_field(lb.field):
+            continue
+        for other in cat[lb.kind].partners(lb.field):
+            if (lb.device, other, lb.start) not in have:
+                f.labels.append(replace(lb, field=other))
+                have.add((lb.device, other, lb.start))
 
 
 def write_labels(path: str, labels: Iterable[Label], run: str = "") -> int:

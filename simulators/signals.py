@@ -29,6 +29,7 @@ from typing import Callable
 import numpy as np
 
 from kotacerdas.catalogue import INDEX_FAMILIES, Field, Kind
+from kotacerdas.derived import DERIVATIONS
 from kotacerdas.standards import WATER_LIMITS
 
 from simulators.fleet import SITE_TYPES, KindFleet
@@ -179,9 +180,7 @@ def _water(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray
         "turbidity": turb * (1.0 + 0.05 * noise("turbidity")),
     }
     tds = np.clip(typ.get("tds", 180.0) * lv, 60.0, 0.75 * lim["tds"].hi) * (1.0 + 0.02 * noise("tds"))
-    out["tds"] = tds
-    # TDS = 0.5 * EC (the catalogue's conversion factor for the derived conductivity)
-    out["conductivity"] = tds / 0.5 * (1.0 + 0.005 * noise("conductivity"))
+    out["tds"] = tds  # conductivity is derived from it by generate(), as the firmware derives it
     # saturation DO falls with temperature (~7.9 mg/L at 28 C); daytime photosynthesis adds a little
     out["dissolved_oxygen"] = (14.6 - 0.24 * temp) * 0.97 + 0.3 * day + 0.08 * noise("dissolved_oxygen")
     cl_lo, cl_hi = lim["chlorine"].lo or 0.0, lim["chlorine"].hi
@@ -212,12 +211,9 @@ def _bin(f: KindFleet, c: Clock, w: Weather, noise: Callable[[str], np.ndarray],
     typ = {fl.name: fl.typical for fl in kind.fields}
     fill = bin_fill(f, c)
     distance = BIN_BLIND_CM + BIN_DEPTH_CM * (1.0 - fill / 100.0) + 0.8 * noise("distance")
-    # the device derives fill from the measured distance, so the two always agree
-    fill_meas = (1.0 - (distance - BIN_BLIND_CM) / BIN_DEPTH_CM) * 100.0
     rain = w.rain(c.t_ms)
-    return {
+    return {  # the fill the device reports is derived from the distance by generate(), as the firmware does
         "distance": distance,
-        kind.fill_level: fill_meas,
         "tilt": np.zeros(c.t_ms.shape),
         "temperature": typ.get("temperature", 30.0) + 4.0 * np.cos(TWO_PI * (c.hour - 14.0) / 24.0)
         + 2.0 * fill / 100.0 - 2.5 * rain + 0.3 * noise("temperature"),
@@ -263,7 +259,51 @@ def generate(
             span = fl.expected_hi - fl.expected_lo
             v = fl.typical * fleet.level[:, None] + 0.02 * span * noise(fl.name)
         out[fl.name] = np.array(np.broadcast_to(v, shape), dtype=np.float64)  # writable: faults edit in place
+    derive(kind, out)
     return out
+
+
+# The simulated devices' geometry, passed to the catalogue's derivations (kotacerdas/derived.py):
+# a bin's floor at BIN_BLIND_CM + BIN_DEPTH_CM from the sensor, its fill line at the blind zone.
+DEVICE_GEOMETRY: dict[str, dict[str, float]] = {
+    "fill_from_distance": {"depth_cm": BIN_BLIND_CM + BIN_DEPTH_CM, "full_cm": BIN_BLIND_CM},
+}
+
+
+def _derivation(f: Field) -> Callable[[np.ndarray], np.ndarray]:
+    fn = DERIVATIONS[f.derivation]
+    geometry = DEVICE_GEOMETRY.get(f.derivation, {})
+    return lambda x: fn(x, **geometry)
+
+
+def derive(kind: Kind, raw: dict[str, np.ndarray]) -> None:
+    """Recompute, in place, every derived field of ``kind`` (catalogue ``derived_from``) from its
+    measured source, exactly as the device does. ``raw``: field -> (devices, time) array."""
+    for f in kind.derived():
+        if f.derived_from in raw:
+            raw[f.name] = _derivation(f)(raw[f.derived_from])
+
+
+def carry_to_source(kind: Kind, raw: dict[str, np.ndarray], clean: dict[str, np.ndarray]) -> None:
+    """Move every fault applied to a derived field onto the measured field it comes from, then
+    re-derive it: a device cannot show a fill fault without the distance behind it.
+
+    ``clean``: the same arrays before faults were applied. What faults did to the derived array
+    is converted to source units at the source's typical value (the derivations are linear there)
+    and added to the source, on top of the source's own faults (a board fault shifting both adds
+    up there). Arrays are (devices, time).
+    """
+    for f in kind.derived():
+        src = kind.field(f.derived_from)
+        if f.name not in raw or src.name not in raw:
+            continue
+        conv = _derivation(f)
+        extra = raw[f.name] - clean[f.name]
+        if np.any(extra != 0.0):
+            h = max(src.resolution, 1e-6 * abs(src.typical) or 1e-6)
+            slope = float(conv(np.array(src.typical + h)) - conv(np.array(src.typical))) / h
+            raw[src.name] = raw[src.name] + extra / slope
+        raw[f.name] = conv(raw[src.name])
 
 
 def battery(fleet: KindFleet, t_ms: np.ndarray, span_start_ms: int) -> np.ndarray:
