@@ -16,6 +16,7 @@ import numpy as np
 
 from analytics import qc
 from kotacerdas.catalogue import Field, Kind
+from kotacerdas.derived import DERIVATIONS
 
 
 FLAT_MIN_N = 10  # repeated readings before any flat-line verdict
@@ -48,6 +49,10 @@ class QcParams:
     roc_enabled: bool = True
     level_enabled: bool = True  # Hampel, EWMA, CUSUM (the statistical detectors against the series' own past)
     drift_enabled: bool = True  # compare with neighbours (meaningless for independent processes)
+    # the empty-level test (analytics/emptylevel.py) of a container's fill sensor: the measured field it
+    # runs on ("" = none) and which side of it is empty (+1 high: a distance, -1 low: a fill %)
+    empty_source: str = ""
+    empty_side: int = 0
     drift_window_s: float = 3600.0  # smoothing window of the neighbour residual
     drift_suspect_z: float = 30.0  # robust spreads of the smoothed residual's trailing block medians
     drift_fail_z: float = 60.0
@@ -102,7 +107,26 @@ def params_for(kind: Kind, field: Field, step_s: float | None = None) -> QcParam
         # a value that steps back by design (a bin emptied, then filling at its own pace): neither
         # its steps nor its level against the past or against other series say anything about the sensor
         p = replace(p, roc_enabled=False, drift_enabled=False, level_enabled=False)
+        if kind.fill_level:  # a container's floor is a level it keeps (analytics/emptylevel.py)
+            src = kind.field(field.derived_from) if field.derived_from else field
+            p = replace(p, empty_source=src.name, empty_side=empty_side(kind, src))
     return p
+
+
+def empty_side(kind: Kind, field: Field) -> int:
+    """Which side of ``field`` an empty container reads: -1 (low) for the kind's fill level; for the
+    measured field the fill level is derived from, the opposite of the derivation's slope (fill
+    falls as the distance grows: empty is a long distance); 0 for any other field."""
+    if field.name == kind.fill_level:
+        return -1
+    fill = kind.field(kind.fill_level) if kind.fill_level else None
+    if fill is None or fill.derived_from != field.name:
+        return 0
+    conv = DERIVATIONS[fill.derivation]
+    h = max(field.resolution, 1e-6)
+    # the slope at the field's typical value, where the derivation is not clipped
+    slope = float(conv(np.array(field.typical + h)) - conv(np.array(field.typical)))
+    return -1 if slope > 0 else (1 if slope < 0 else 0)
 
 
 def qc_tests(p: QcParams, *, neighbours: bool = True) -> list[str]:

@@ -34,7 +34,7 @@ from typing import Iterable
 
 import numpy as np
 
-from analytics import alarmset, chartstate, ispu, multivariate, qc, seasonal, shift, trend, water
+from analytics import alarmset, chartstate, emptylevel, ispu, multivariate, qc, seasonal, shift, trend, water
 from analytics.detectors import QcParams, StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
 from kotacerdas import contract
@@ -187,7 +187,10 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
             x = grids[f.name]
             p = replace(params_for(kind, f, kind.report_interval_s), **(qc_overrides or {}))
             res = detector_results(x, p, grid.t0_ms, stat_params or StatParams(), mode=mode, window_s=window_s,
-                                   every_s=every_s, stateful=stateful)
+                                   every_s=every_s, stateful=stateful,
+                                   empty=(grids[p.empty_source], params_for(kind, kind.field(p.empty_source),
+                                                                            kind.report_interval_s),
+                                          grids.get(kind.fill_level)) if p.empty_source in grids else None)
             flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items() if k in tests}
             if f.name in station:  # a station verdict counts on the fields it is about
                 flagged["multivariate"] = station[f.name]
@@ -205,7 +208,8 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
 
 def detector_results(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams, *, mode: str = "stream",
                      window_s: float = 86400.0, every_s: float = 3 * 3600.0,
-                     stateful: bool = True) -> dict[str, qc.QcResult]:
+                     stateful: bool = True,
+                     empty: tuple[np.ndarray, QcParams, np.ndarray | None] | None = None) -> dict[str, qc.QcResult]:
     """Every per-series detector over one field's record ``x`` (S, T) on a grid of ``p.step_s`` from
     ``t0_ms``, as the service runs them: test name -> flags / scores (S, T). See :func:`evaluate`."""
     step_ms = int(round(p.step_s * 1000))
@@ -228,6 +232,13 @@ def detector_results(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams, *, 
             # chart (the trend test holds its pace instead)
             np.copyto(r.flag, np.int8(qc.NOT_EVALUATED), where=r.flag != qc.MISSING)
         res[name] = r
+    if not p.level_enabled and empty is not None:
+        # a container's level test is its floor (analytics/emptylevel.py), in the shift test's place,
+        # run on the measured field (``empty``: its values (S, T) and params) as the service runs it
+        er = emptylevel.run_record(empty[0], p.g0(t0_ms), emptylevel.EmptyParams.from_detectors(empty[1]),
+                                   derived=empty[2])
+        er.flag[:, -1] = qc.NOT_EVALUATED
+        res["shift"] = er
     return res
 
 

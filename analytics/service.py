@@ -20,7 +20,7 @@ from typing import Any, Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from analytics import (alarmset, aqi_us, chartstate, delivery, episodes, ispu, multivariate, qc, ranges, seasonal, shift, trend,
+from analytics import (alarmset, aqi_us, chartstate, delivery, emptylevel, episodes, ispu, multivariate, qc, ranges, seasonal, shift, trend,
                        waste, water)
 from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
@@ -112,6 +112,7 @@ class AnalyticsService:
         self.seasons = seasonal.SeasonStore(settings.state_dir / "analytics" / "seasonal")
         self.shifts = shift.ShiftStore(settings.state_dir / "analytics" / "shift")
         self.trends = trend.TrendStore(settings.state_dir / "analytics" / "trend")
+        self.empties = emptylevel.EmptyStore(settings.state_dir / "analytics" / "emptylevel")
         self.ranges_cfg = ranges.load(settings.analytics.ranges_file, self.cat)
         self.ranges = ranges.RangeStore(settings.state_dir / "analytics" / "ranges")
         # one worker keeps deliveries in order per alert (open before resolved)
@@ -346,6 +347,17 @@ class AnalyticsService:
             # holds its pace instead)
             if p.level_enabled or k == "trend":
                 out[k].flag[:, :n], out[k].score[:, :n] = v.flag, v.score
+        src = win.fields.get(p.empty_source)
+        if not p.level_enabled and src is not None:
+            # ... but a container has its floor: the empty-level test (analytics/emptylevel.py) in the
+            # shift test's place, on the measured field, with the fill derived from it
+            sp = params_for(win.kind, win.kind.field(p.empty_source), win.grid.step_ms / 1000.0)
+            fill = win.fields.get(win.kind.fill_level)
+            es = self.empties.get(win.kind.name, fname)
+            v = emptylevel.update(es, es.rows_for(win.devices), src[:, :n], g0, emptylevel.EmptyParams.from_detectors(sp),
+                                  None if fill is None else fill[:, :n])
+            self.empties.save(win.kind.name, fname)
+            out["shift"].flag[:, :n], out["shift"].score[:, :n] = v.flag, v.score
         return out
 
     def _usable(self, win: KindWindow, flags: dict[str, np.ndarray], fname: str) -> np.ndarray:

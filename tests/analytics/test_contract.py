@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from analytics import qc, shift, stats, trend
+from analytics import emptylevel, qc, shift, stats, trend
 from analytics.detectors import QcParams, StatParams, batch_run, cusum_window_n
 
 P = QcParams(0, 100, 5, 60, 0.1, 60.0, block_s=600.0)  # 10-sample blocks: short inputs still get baselines
@@ -33,6 +33,9 @@ DETECTORS = {
     "seasonal": lambda x: stats.seasonal_residual(x, 3600.0, 0, 4.0, 8.0, floor=P.resolution),
     "shift": lambda x: shift.run_record(x, 0, shift.ShiftParams(window=8, block=B, stride=2, floor=P.resolution)),
     "trend": lambda x: trend.run_record(x, 0, trend.TrendParams(block=B, floor=P.resolution, min_hours=2)),
+    "emptylevel": lambda x: emptylevel.run_record(x, 0, emptylevel.EmptyParams(side=1, reset_step=10.0,
+                                                                                 resolution=P.resolution),
+                                                  derived=100.0 - x),
     "trend_pace": lambda x: trend.run_record(x, 0, trend.TrendParams(block=B, floor=P.resolution, min_hours=2,
                                                                      pace=True, lo=0, hi=100, span=55)),
 }
