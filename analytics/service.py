@@ -317,8 +317,6 @@ class AnalyticsService:
         (:mod:`analytics.seasonal`) and the level-shift test (:mod:`analytics.shift`) over the bins up to ``emit_to`` not yet processed by this or an
         earlier run; their state is saved before the pass writes anything else, so a restart resumes
         where the last pass stopped. (S, T) results, 2 elsewhere."""
-        cp = chartstate.ChartParams.from_detectors(p, StatParams())
-        st = self.charts.get(win.kind.name, fname, cp)
         n = int(np.searchsorted(win.grid.times_ms, emit_to, side="right"))
         out = {k: qc.QcResult(np.full(x.shape, qc.NOT_EVALUATED, dtype=np.int8), np.full(x.shape, np.nan))
                for k in ("ewma", "cusum", "seasonal", "shift", "trend")}
@@ -328,6 +326,8 @@ class AnalyticsService:
         g0 = p.g0(win.grid.t0_ms)
         got: dict[str, qc.QcResult] = {}
         if self.tests & {"ewma", "cusum"}:  # opt-in (analytics/alarmset.py)
+            cp = chartstate.ChartParams.from_detectors(p, StatParams())
+            st = self.charts.get(win.kind.name, fname, cp)
             got = chartstate.update(st, st.rows_for(win.devices), r, g0, cp)
             self.charts.save(win.kind.name, fname)
         shp = shift.ShiftParams.from_detectors(p)
