@@ -187,7 +187,7 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
             x = grids[f.name]
             p = replace(params_for(kind, f, kind.report_interval_s), **(qc_overrides or {}))
             res = detector_results(x, p, grid.t0_ms, stat_params or StatParams(), mode=mode, window_s=window_s,
-                                   every_s=every_s, stateful=stateful,
+                                   every_s=every_s, stateful=stateful, charts=bool({"ewma", "cusum"} & tests),
                                    empty=(grids[p.empty_source], params_for(kind, kind.field(p.empty_source),
                                                                             kind.report_interval_s),
                                           grids.get(kind.fill_level)) if p.empty_source in grids else None)
@@ -208,10 +208,11 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
 
 def detector_results(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams, *, mode: str = "stream",
                      window_s: float = 86400.0, every_s: float = 3 * 3600.0,
-                     stateful: bool = True,
+                     stateful: bool = True, charts: bool = True,
                      empty: tuple[np.ndarray, QcParams, np.ndarray | None] | None = None) -> dict[str, qc.QcResult]:
     """Every per-series detector over one field's record ``x`` (S, T) on a grid of ``p.step_s`` from
-    ``t0_ms``, as the service runs them: test name -> flags / scores (S, T). See :func:`evaluate`."""
+    ``t0_ms``, as the service runs them: test name -> flags / scores (S, T). See :func:`evaluate`.
+    ``charts``: run the EWMA / CUSUM charts too (opt-in tests: the service skips them unless written)."""
     step_ms = int(round(p.step_s * 1000))
     if mode == "stream":
         res = stream_run(x, p, t0_ms, max(int(window_s * 1000 // step_ms), 2), max(int(every_s * 1000 // step_ms), 1),
@@ -219,14 +220,15 @@ def detector_results(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams, *, 
     else:
         res = batch_run(x, p, t0_ms, sp)
     # the level-shift test is stateful only (analytics/shift.py), run as the service runs it
-    charts = {"shift": shift.run_record(chartstate.residual(x), p.g0(t0_ms), shift.ShiftParams.from_detectors(p))}
-    if stateful:  # the service's charts carry their state from pass to pass (analytics/chartstate.py)
-        charts.update(chartstate.run_record(chartstate.residual(x), p.g0(t0_ms),
-                                            chartstate.ChartParams.from_detectors(p, sp)))
-        charts["seasonal"] = seasonal.run_record(x, p.g0(t0_ms), seasonal.params_for(p, sp),
-                                                 charts["shift"].flag)  # re-based after a kept shift
-        charts["trend"] = trend.run_record(x, p.g0(t0_ms), trend.TrendParams.from_detectors(p, sp))
-    for name, r in charts.items():
+    out = {"shift": shift.run_record(chartstate.residual(x), p.g0(t0_ms), shift.ShiftParams.from_detectors(p))}
+    if stateful and charts:  # the service's charts carry their state from pass to pass (analytics/chartstate.py)
+        out.update(chartstate.run_record(chartstate.residual(x), p.g0(t0_ms),
+                                         chartstate.ChartParams.from_detectors(p, sp)))
+    if stateful:
+        out["seasonal"] = seasonal.run_record(x, p.g0(t0_ms), seasonal.params_for(p, sp),
+                                              out["shift"].flag)  # re-based after a kept shift
+        out["trend"] = trend.run_record(x, p.g0(t0_ms), trend.TrendParams.from_detectors(p, sp))
+    for name, r in out.items():
         r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
         if not p.level_enabled and name != "trend":  # as in the service: a resetting field has no level to
             # chart (the trend test holds its pace instead)
