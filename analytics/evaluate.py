@@ -57,6 +57,9 @@ DETECTORS_FOR: dict[str, tuple[str, ...]] = {
     # a value normal for another hour of the day / day of the week (analytics/seasonal.py)
     "night_at_day_level": ("seasonal",),
     "no_weekly_dip": ("seasonal",),
+    # a reading beyond the sensor's valid range: the gateway refuses it before storage (counted, dead-
+    # lettered); scored here on the dry run as the service's second line (gross range) would flag it
+    "out_of_range": ("gross_range",),
     "dropout": ("gap",),
     "offline": ("gap",),
     "pollution_episode": ("ispu_unhealthy",),
