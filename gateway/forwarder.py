@@ -16,8 +16,9 @@ import time
 from typing import Callable
 
 from kotacerdas.backoff import Backoff
-from kotacerdas.mqtt import connect, make_client
-from kotacerdas.mqttwire import WireClient
+from kotacerdas.contract import split_normalized_batch
+from kotacerdas.mqtt import connect, make_client, max_packet_size
+from kotacerdas.mqttwire import WireClient, publish_overhead
 from kotacerdas.settings import MqttSettings
 
 from gateway.store import Store
@@ -48,6 +49,9 @@ class _WireLink:
 
     def connected(self) -> bool:
         return self.c.is_connected()
+
+    def max_packet(self) -> int | None:
+        return self.c.max_packet_size
 
     def send(self, rows: list[tuple], deadline: float, stop: threading.Event) -> bool:
         with self._cond:
@@ -88,6 +92,9 @@ class _PahoLink:
 
     def connected(self) -> bool:
         return self.c.is_connected()
+
+    def max_packet(self) -> int | None:
+        return max_packet_size(self.c)
 
     def send(self, rows: list[tuple], deadline: float, stop: threading.Event) -> bool:
         infos = [self.c.publish(r[1], r[2], qos=r[3], retain=bool(r[4])) for r in rows]
@@ -170,6 +177,29 @@ class Forwarder:
         self.connected = True
         return True
 
+    def _fit(self, rows: list[tuple], max_packet: int | None) -> list[tuple]:
+        """The window with every row the upstream would refuse as too big (the MQTT 5 maximum packet
+        size from its CONNACK: it drops the connection, and the same row would be resent forever)
+        cut into batches that fit, in order, under the row's id (deleted once all are acknowledged).
+        A single reading still too big can never go: counted as refused, logged, left out."""
+        if not max_packet:
+            return rows
+        proto = 5  # both links speak MQTT 5 upstream
+        out: list[tuple] = []
+        for r in rows:
+            room = max_packet - publish_overhead(r[1], proto)
+            if len(r[2]) <= room:
+                out.append(r)
+                continue
+            pieces = split_normalized_batch(r[2], room)
+            fit = [p for p in pieces if len(p) <= room]
+            if len(fit) < len(pieces):
+                self.on_refused()
+                log.error("a message is bigger than the upstream accepts; not forwarded",
+                          extra={"topic": r[1], "bytes": max(len(p) for p in pieces), "max_packet": max_packet})
+            out.extend((r[0], r[1], p, *r[3:]) for p in fit)
+        return out
+
     def _run(self) -> None:
         backoff = Backoff(0.2, 5.0)
         while not self._stop.is_set():
@@ -185,12 +215,14 @@ class Forwarder:
                 self.wake.wait(0.5)
                 self.wake.clear()
                 continue
+            first, last = rows[0][0], rows[-1][0]
+            rows = self._fit(rows, link.max_packet())
             try:
-                ok = link.send(rows, time.monotonic() + self.ack_timeout_s, self._stop)
+                ok = not rows or link.send(rows, time.monotonic() + self.ack_timeout_s, self._stop)
             except OSError:
                 ok = False
             if ok:
-                self.store.delete_through(rows[0][0], rows[-1][0])
+                self.store.delete_through(first, last)
                 self.on_forwarded(len(rows))
             else:
                 log.warning("upstream lost mid-window; will resend", extra={"window": len(rows)})

@@ -53,6 +53,8 @@ def connect(c: paho.Client, settings: MqttSettings, *, session_expiry_s: int = 7
 
     def on_connect(client, userdata, flags, rc, props=None):  # noqa: ANN001
         result["rc"] = rc
+        # v5: the largest packet the broker accepts (3.2.2.3.6), for callers that batch (None: no limit said)
+        client._kc_max_packet = getattr(props, "MaximumPacketSize", None)
         done.set()
         if prev is not None:
             prev(client, userdata, flags, rc, props)
@@ -83,6 +85,11 @@ def connect(c: paho.Client, settings: MqttSettings, *, session_expiry_s: int = 7
             code, mqtt5=not isinstance(rc, int)))
     if prev is not None:
         c.on_connect = prev
+
+
+def max_packet_size(c: paho.Client) -> int | None:
+    """The maximum packet size the broker announced at the last connect by :func:`connect` (MQTT 5), or None."""
+    return getattr(c, "_kc_max_packet", None)
 
 
 def wait_published(infos: list, timeout_s: float = 30.0) -> None:

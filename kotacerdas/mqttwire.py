@@ -14,8 +14,9 @@ QoS 1, so the broker never starts a QoS 2 exchange with us.
 
 ``protocol=5`` speaks just enough MQTT 5.0 for a publisher (the gateway's forwarder wants
 the PUBACK reason code, 3.4.2.1, to count what an upstream ACL refused): CONNECT and
-PUBLISH with empty properties (3.1.2.11, 3.3.2.3), CONNACK properties skipped; a v5
-client does not subscribe. TLS stays with paho: an ``ssl`` socket cannot be read by one
+PUBLISH with empty properties (3.1.2.11, 3.3.2.3); of the CONNACK's properties only Maximum
+Packet Size is kept (3.2.2.3.6: a bigger packet gets the connection dropped); a v5 client does
+not subscribe. TLS stays with paho: an ``ssl`` socket cannot be read by one
 thread while another writes to it.
 
 Threads: a reader thread owns (re)connecting and parsing; a keep-alive thread sends
@@ -111,6 +112,63 @@ def pubacks(mids: list[int]) -> bytes:
     # 0x40 0x02 <packet id>: MQTT 3.1.1 section 3.4
     pack = _PUBACK.pack
     return b"".join([pack(PUBACK, 2, m) for m in mids])
+
+
+# MQTT 5.0 property identifiers by the width of their value (section 2.2.2.2), so a CONNACK's
+# properties can be walked to the one we read (Maximum Packet Size, 3.2.2.3.6)
+_PROP_BYTE = frozenset((0x01, 0x17, 0x19, 0x24, 0x25, 0x28, 0x29, 0x2A))
+_PROP_U16 = frozenset((0x13, 0x21, 0x22, 0x23))
+_PROP_U32 = frozenset((0x02, 0x11, 0x18, 0x27))
+_PROP_STR = frozenset((0x03, 0x08, 0x09, 0x12, 0x15, 0x16, 0x1A, 0x1C, 0x1F))  # string or binary data
+MAXIMUM_PACKET_SIZE = 0x27
+
+
+def _read_varint(b: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        if i >= len(b) or shift > 21:
+            raise ProtocolError("bad variable byte integer")
+        n |= (b[i] & 0x7F) << shift
+        i += 1
+        if not b[i - 1] & 0x80:
+            return n, i
+        shift += 7
+
+
+def connack_properties(body: bytes) -> dict[int, int]:
+    """The integer properties of an MQTT 5 CONNACK ``body`` (after flags and reason code):
+    identifier -> value (strings and pairs skipped). Raises ProtocolError if they do not parse."""
+    total, i = _read_varint(body, 0)
+    end, out = i + total, {}
+    if end > len(body):
+        raise ProtocolError("CONNACK properties longer than the packet")
+    while i < end:
+        pid = body[i]
+        i += 1
+        if pid in _PROP_BYTE:
+            out[pid], i = body[i], i + 1
+        elif pid in _PROP_U16:
+            out[pid], i = _U16.unpack_from(body, i)[0], i + 2
+        elif pid in _PROP_U32:
+            out[pid], i = struct.unpack_from("!I", body, i)[0], i + 4
+        elif pid == 0x0B:
+            out[pid], i = _read_varint(body, i)
+        elif pid in _PROP_STR:
+            i += 2 + _U16.unpack_from(body, i)[0]
+        elif pid == 0x26:  # user property: a string pair
+            i += 2 + _U16.unpack_from(body, i)[0]
+            i += 2 + _U16.unpack_from(body, i)[0]
+        else:
+            raise ProtocolError(f"unknown CONNACK property 0x{pid:02x}")
+    if i != end:
+        raise ProtocolError("CONNACK properties overrun")
+    return out
+
+
+def publish_overhead(topic: str, protocol: int = 4) -> int:
+    """Bytes a QoS 1 PUBLISH adds to its payload (fixed header with a 4-byte length, topic, packet id,
+    v5's empty properties): what a payload must leave free under a broker's maximum packet size."""
+    return 1 + 4 + 2 + len(topic.encode()) + 2 + (1 if protocol == 5 else 0)
 
 
 def parse(buf: bytes, start: int = 0, retain_flag: bool = False) -> tuple[list[tuple[int, bytes]], Messages, int]:
@@ -227,6 +285,7 @@ class WireClient:
         self.on_subscribed = on_subscribed
         self.generation = 0
         self.max_qos = 1
+        self.max_packet_size: int | None = None  # the broker's limit from the last CONNACK (v5), None: none said
         self._sock: socket.socket | None = None
         self._send_lock = threading.Lock()
         self._last_send = 0.0
@@ -359,6 +418,12 @@ class WireClient:
             raise TransportError(
                 f"MQTT connect refused: {CONNACK_ERRORS.get(code, code) if self.protocol == 4 else hex(code)}",
                 refusal=mqtt_connack_disposition(code, mqtt5=self.protocol == 5))
+        try:  # v5: the broker may announce the largest packet it accepts (it drops us for a bigger one)
+            props = connack_properties(head[4:]) if self.protocol == 5 else {}
+        except (ProtocolError, IndexError, struct.error):
+            sock.close()
+            raise ProtocolError(f"malformed CONNACK properties: {head[4:36].hex()}") from None
+        self.max_packet_size = props.get(MAXIMUM_PACKET_SIZE)
         sock.settimeout(None)  # blocking; the reader waits in select, so keep-alive still runs
         session_present = bool(head[2] & 1)
         with self._send_lock:

@@ -33,7 +33,7 @@ from kotacerdas.contract.device import (
 from kotacerdas.contract.telemetry import (
     BATCH_HEAD, NormalizedReading, Reading, TelemetryValidator, batch_readings, decode_normalized,
     decode_normalized_batch, encode_normalized, encode_normalized_batch, encode_telemetry, normalized_batch_count,
-    normalized_doc, validate_telemetry
+    normalized_doc, split_normalized_batch, validate_telemetry
 )
 from kotacerdas.contract.topics import (
     CH_ACK, CH_ALERTS, CH_CMD, CH_CONFIG, CH_DEADLETTER, CH_DEVSTATUS, CH_NORM, CH_STATUS, CH_TELEMETRY,
@@ -48,6 +48,7 @@ __all__ = [
     "CH_TELEMETRY",
     "ALERT_FIELDS", "ALERT_SEVERITIES", "ALERT_STATES", "AlertField", "alert_doc", "decode_alert", "validate_alert",
     "BATCH_HEAD", "NORMALIZED_BATCH", "batch_readings", "decode_normalized_batch", "encode_normalized_batch",
+    "split_normalized_batch",
     "is_normalized_batch_topic", "normalized_batch_count", "normalized_batch_topic", "normalized_doc",
     "ACK_DETAIL_MAX", "SHA256_HEX_LEN", "SIGNATURE_HEX_LEN", "UPDATE_ARGS", "UPDATE_MANIFEST", "UPDATE_SIGNATURE",
     "UPDATE_URL_MAX", "validate_update_args",

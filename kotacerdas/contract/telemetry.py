@@ -274,6 +274,24 @@ def encode_normalized_batch(docs: list[dict[str, Any]]) -> bytes:
     return orjson.dumps({"v": VERSION, "n": len(docs), "readings": docs})
 
 
+def split_normalized_batch(payload: bytes, max_bytes: int) -> list[bytes]:
+    """A batch cut into batches of at most ``max_bytes`` each (readings in order; one reading per
+    piece at the least), for a broker whose packet limit is below the batch the outbox holds.
+    A payload that fits, is no batch or holds one reading comes back as it is: ``[payload]``."""
+    if len(payload) <= max_bytes:
+        return [payload]
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return [payload]
+    readings = batch_readings(doc)
+    if isinstance(readings, Rejection) or len(readings) < 2:
+        return [payload]
+    half = len(readings) // 2
+    return [p for part in (readings[:half], readings[half:])
+            for p in split_normalized_batch(encode_normalized_batch(part), max_bytes)]
+
+
 def normalized_batch_count(payload: bytes) -> int:
     """The count a batch declares, read from its head without decoding (1 if unreadable):
     for sizing buffers only, never trusted for the data."""

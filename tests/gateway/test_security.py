@@ -279,6 +279,41 @@ def test_batches_upstream_fit_the_provisioned_packet_limit(secure):
         ingest.close()
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["wire", "paho-tls"])
+def test_batches_over_the_brokers_packet_limit_are_cut_to_fit(secure, tls):
+    """An operator sets gateway.forward_batch_bytes above the broker's max_packet_size (1 MB against the
+    provisioned 64 KiB): the outbox holds ~165 KB batches. The broker's CONNACK says its limit (MQTT 5);
+    the forwarder cuts each oversized batch to fit instead of being dropped and resending it forever.
+    Every reading arrives once, in order."""
+    from gateway.provision import MAX_PACKET_BYTES
+
+    s, acc, creds, root = secure["settings"], secure["account"], secure["creds"], secure["root"]
+    s.mqtt = acc(GATEWAY_USER, creds[GATEWAY_USER])
+    s.gateway.upstream = acc(GATEWAY_USER, creds[GATEWAY_USER], tls=tls)
+    s.gateway.forward_batch_bytes = 1_000_000
+    ingest = Collector(acc(INGEST_USER, creds[INGEST_USER]), f"{root}/v1/_platform/norm/#")
+    d = client(acc("water-1", secure["pws"]["water-1"]))
+    Gateway(s).start().stop()  # its session: the backlog waits at the broker, then comes at once
+    n = 2000
+    now = int(time.time() * 1000)
+    t = contract.telemetry_topic(root, "depok", "water", "water-1")
+    wait_published([d.publish(t, contract.encode_telemetry(now - 100_000 + i * 10, i, good_fields("water")), qos=1)
+                    for i in range(n)])
+    gw = Gateway(s).start()
+    try:
+        assert wait_for(lambda: len(normalized(ingest, root)) == n, timeout=30), len(normalized(ingest, root))
+        assert [r["seq"] for r in normalized(ingest, root)] == list(range(n))
+        sizes = [len(p) for _, p in ingest.msgs]
+        assert max(sizes) < MAX_PACKET_BYTES, max(sizes)
+        assert len(sizes) < n / 50  # cut to fit, still batches
+        assert (gw.metrics.registry.get_sample_value("kc_gateway_upstream_refused_total") or 0) == 0
+        assert gw.store.depth == 0 or wait_for(lambda: gw.store.depth == 0)
+    finally:
+        close(d)
+        gw.stop()
+        ingest.close()
+
+
 def test_upstream_refusing_the_gateway_is_counted_not_silent(secure):
     """A misconfigured upstream ACL acknowledges with "not authorized": counted and logged, never silent."""
     s, acc, creds, root = secure["settings"], secure["account"], secure["creds"], secure["root"]

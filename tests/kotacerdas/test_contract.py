@@ -122,6 +122,20 @@ def test_deadletter_payload_carries_reason_and_truncated_raw():
     assert doc["stage"] == "gateway" and doc["topic"] == TOPIC
 
 
+def test_a_batch_over_a_packet_limit_is_cut_in_order_and_a_single_reading_is_left_whole():
+    docs = [json.loads(c.encode_normalized(_norm(f"air-{i}", 1_700_000_000_000 + i))) for i in range(37)]
+    body = c.encode_normalized_batch(docs)
+    topic = c.normalized_batch_topic("kc", "depok", "air")
+    assert c.split_normalized_batch(body, len(body)) == [body]
+    limit = len(body) // 5
+    pieces = c.split_normalized_batch(body, limit)
+    assert all(len(p) <= limit for p in pieces) and 5 <= len(pieces) <= 16
+    assert [r for p in pieces for r in c.decode_normalized_batch(topic, p)] == c.decode_normalized_batch(topic, body)
+    one = c.encode_normalized_batch(docs[:1])
+    assert c.split_normalized_batch(one, 10) == [one]  # cannot be cut: the caller decides
+    assert c.split_normalized_batch(b"not json" * 10, 10) == [b"not json" * 10]
+
+
 def test_status_payload():
     assert json.loads(c.encode_status("offline", NOW, reason="lwt"))["state"] == "offline"
     with pytest.raises(ValueError):

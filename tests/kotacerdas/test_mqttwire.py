@@ -44,6 +44,22 @@ def test_packets_match_the_31_1_encoding():
         wire.parse(bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]))
 
 
+def test_connack_properties_give_the_brokers_packet_limit():
+    # MQTT 5 CONNACK properties (3.2.2.3): receive maximum 20 (0x21), maximum packet size 65,536
+    # (0x27), a user property and an assigned client id (strings skipped), topic alias maximum (0x22)
+    props = (bytes([0x21, 0, 20, 0x27, 0, 1, 0, 0, 0x26, 0, 1]) + b"k" + bytes([0, 2]) + b"vv"
+             + bytes([0x12, 0, 3]) + b"cid" + bytes([0x22, 0, 10]))
+    got = wire.connack_properties(bytes([len(props)]) + props)
+    assert got[wire.MAXIMUM_PACKET_SIZE] == 65_536 and got[0x21] == 20 and got[0x22] == 10
+    assert wire.connack_properties(b"\x00") == {}
+    with pytest.raises(wire.ProtocolError):
+        wire.connack_properties(bytes([5, 0x27, 0, 1]))  # says 5 bytes, holds 3
+    with pytest.raises(wire.ProtocolError):
+        wire.connack_properties(bytes([2, 0x7F, 0]))  # no such property
+    # what a payload must leave free: header with a 4-byte length, topic, packet id, v5 properties
+    assert wire.publish_overhead("a/b", 5) == len(wire.publish_packet("a/b", b"", 1, 1, protocol=5)) + 3
+
+
 # ---------------------------------------------------------------- against Mosquitto
 
 
