@@ -17,7 +17,7 @@ from kotacerdas.contract.topics import CH_TELEMETRY, NORMALIZED_BATCH, DeviceTop
 
 __all__ = ["BATCH_HEAD", "NormalizedReading", "Reading", "TelemetryValidator", "batch_readings", "decode_normalized",
            "decode_normalized_batch", "encode_normalized", "encode_normalized_batch", "encode_telemetry",
-           "normalized_batch_count", "normalized_doc", "validate_telemetry"]
+           "normalized_batch_count", "normalized_doc", "split_normalized_batch", "validate_telemetry"]
 
 @dataclass
 class Reading:
