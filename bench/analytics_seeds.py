@@ -42,6 +42,9 @@ from analytics.evaluate import ALL_ALARMS, Row, evaluate, read_dry_run  # noqa: 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {"eval": "bench/analytics_eval.toml", "hard": "bench/analytics_eval_hard.toml",
              "clean": "bench/analytics_clean.toml", "seasonal": "bench/analytics_seasonal.toml"}
+# what of kotacerdas/ a dry run's bytes depend on besides the contract (simulators' imports; the MQTT
+# client, settings and logging do not change what a dry run writes)
+SIM_INPUTS = ("catalogue.py", "catalogue.yaml", "derived.py", "standards.py", "simrun.py")
 COUNTS = ("events", "detected", "flagged_runs", "true_runs", "false_runs", "sensor_days")
 
 
@@ -49,7 +52,8 @@ def _source_hash(scenario: Path) -> str:
     """What a dry run depends on besides seed and now: the simulator, the catalogue, the scenario."""
     h = hashlib.sha256()
     files = sorted((ROOT / "simulators").rglob("*.py")) + sorted((ROOT / "simulators").rglob("*.toml"))
-    files += sorted((ROOT / "kotacerdas").glob("*.py")) + sorted((ROOT / "kotacerdas").rglob("*.yaml"))
+    files += sorted((ROOT / "kotacerdas" / "contract").glob("*.py"))  # the payloads
+    files += [ROOT / "kotacerdas" / n for n in SIM_INPUTS]
     for p in files + [scenario]:
         h.update(p.read_bytes())
     return h.hexdigest()[:12]
