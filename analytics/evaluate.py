@@ -30,13 +30,14 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import Iterable
+from typing import Collection, Iterable
 
 import numpy as np
 
-from analytics import alarmset, chartstate, emptylevel, ispu, multivariate, qc, seasonal, shift, trend, water
+from analytics import alarmset, ispu, multivariate, qc, water
 from analytics.detectors import QcParams, StatParams, batch_run, params_for, stream_run
 from analytics.grid import Grid, to_grid
+from analytics.stateful import Source, States, advance
 from kotacerdas import contract
 from kotacerdas.catalogue import Catalogue, load_catalogue
 
@@ -147,9 +148,9 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
     every flagged run of any of them that touches no label.
 
     ``mode``: "stream" (the live loop, a pass every ``every_s`` over ``window_s``) or "batch".
-    ``stateful``: EWMA / CUSUM and the seasonal residual as the service runs them, with state carried
-    between passes (:mod:`analytics.chartstate`, :mod:`analytics.seasonal`: the record is the
-    history, so the seasonal test needs a record of more than 7 days); False: the windowed ones of
+    ``stateful``: EWMA / CUSUM, the seasonal residual and the trend test as the service runs them, with
+    state carried between passes (:mod:`analytics.stateful`: the record is the history, so the
+    seasonal test needs a record of more than 7 days); False: the windowed ones of
     :func:`analytics.detectors.run_all`.
     """
     cat = cat or load_catalogue()
@@ -190,10 +191,8 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
             x = grids[f.name]
             p = replace(params_for(kind, f, kind.report_interval_s), **(qc_overrides or {}))
             res = detector_results(x, p, grid.t0_ms, stat_params or StatParams(), mode=mode, window_s=window_s,
-                                   every_s=every_s, stateful=stateful, charts=bool({"ewma", "cusum"} & tests),
-                                   empty=(grids[p.empty_source], params_for(kind, kind.field(p.empty_source),
-                                                                            kind.report_interval_s),
-                                          grids.get(kind.fill_level)) if p.empty_source in grids else None)
+                                   every_s=every_s, stateful=stateful, tests=tests,
+                                   src=Source.of(kind, grids, p, kind.report_interval_s))
             flagged = {k: (r.flag == qc.SUSPECT) | (r.flag == qc.FAIL) for k, r in res.items() if k in tests}
             if f.name in station:  # a station verdict counts on the fields it is about
                 flagged["multivariate"] = station[f.name]
@@ -210,40 +209,22 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
 
 
 def detector_results(x: np.ndarray, p: QcParams, t0_ms: int, sp: StatParams, *, mode: str = "stream",
-                     window_s: float = 86400.0, every_s: float = 3 * 3600.0,
-                     stateful: bool = True, charts: bool = True,
-                     empty: tuple[np.ndarray, QcParams, np.ndarray | None] | None = None) -> dict[str, qc.QcResult]:
+                     window_s: float = 86400.0, every_s: float = 3 * 3600.0, stateful: bool = True,
+                     tests: Collection[str] = alarmset.ALL, src: Source | None = None) -> dict[str, qc.QcResult]:
     """Every per-series detector over one field's record ``x`` (S, T) on a grid of ``p.step_s`` from
-    ``t0_ms``, as the service runs them: test name -> flags / scores (S, T). See :func:`evaluate`.
-    ``charts``: run the EWMA / CUSUM charts too (opt-in tests: the service skips them unless written)."""
+    ``t0_ms``, as the service runs them with the tests ``tests`` written (EWMA / CUSUM are charted only
+    then): test name -> flags / scores (S, T). ``src``: a resetting field's measured field. See
+    :func:`evaluate`."""
     step_ms = int(round(p.step_s * 1000))
     if mode == "stream":
         res = stream_run(x, p, t0_ms, max(int(window_s * 1000 // step_ms), 2), max(int(every_s * 1000 // step_ms), 1),
                          sp)
     else:
         res = batch_run(x, p, t0_ms, sp)
-    # the level-shift test is stateful only (analytics/shift.py), run as the service runs it
-    out = {"shift": shift.run_record(chartstate.residual(x), p.g0(t0_ms), shift.ShiftParams.from_detectors(p))}
-    if stateful and charts:  # the service's charts carry their state from pass to pass (analytics/chartstate.py)
-        out.update(chartstate.run_record(chartstate.residual(x), p.g0(t0_ms),
-                                         chartstate.ChartParams.from_detectors(p, sp)))
-    if stateful:
-        out["seasonal"] = seasonal.run_record(x, p.g0(t0_ms), seasonal.params_for(p, sp),
-                                              out["shift"].flag)  # re-based after a kept shift
-        out["trend"] = trend.run_record(x, p.g0(t0_ms), trend.TrendParams.from_detectors(p, sp))
-    for name, r in out.items():
-        r.flag[:, -1] = qc.NOT_EVALUATED  # the newest bin waits for its successor, as in the service
-        if not p.level_enabled and name != "trend":  # as in the service: a resetting field has no level to
-            # chart (the trend test holds its pace instead)
-            np.copyto(r.flag, np.int8(qc.NOT_EVALUATED), where=r.flag != qc.MISSING)
-        res[name] = r
-    if not p.level_enabled and empty is not None:
-        # a container's level test is its floor (analytics/emptylevel.py), in the shift test's place,
-        # run on the measured field (``empty``: its values (S, T) and params) as the service runs it
-        er = emptylevel.run_record(empty[0], p.g0(t0_ms), emptylevel.EmptyParams.from_detectors(empty[1]),
-                                   derived=empty[2])
-        er.flag[:, -1] = qc.NOT_EVALUATED
-        res["shift"] = er
+    # the stateful tests over the record from fresh states, as a service started at its first bin runs them
+    got = advance(States.fresh(p, sp, tests if stateful else (), src is not None), [str(i) for i in range(x.shape[0])],
+                  x, p.g0(t0_ms), src=src)
+    res.update(got if stateful else {"shift": got["shift"]})  # the shift test has no windowed twin
     return res
 
 

@@ -20,8 +20,8 @@ from typing import Any, Iterable
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from analytics import (alarmset, aqi_us, chartstate, delivery, emptylevel, episodes, ispu, multivariate, qc, ranges, seasonal, shift, trend,
-                       waste, water)
+from analytics import (alarmset, aqi_us, chartstate, delivery, emptylevel, episodes, ispu, multivariate, qc, ranges, seasonal, shift,
+                       statefile, stateful, trend, waste, water)
 from analytics.averaging import period_mean
 from analytics.alertconfig import Subscription, load as load_alert_config
 from analytics.alerts import AlertEngine, AlertStore, Condition
@@ -106,13 +106,14 @@ class AnalyticsService:
         self.tests = alarmset.written(settings.analytics.extra_tests)
         self.mqtt = mqtt_client
         self._emitted_to: dict[str, int] = {}  # kind -> last grid time already written (loop mode)
-        # EWMA / CUSUM state per (kind, field), carried from pass to pass and across restarts
-        self.charts = chartstate.ChartStore(settings.state_dir / "analytics" / "charts")
+        # the stateful tests' states per (kind, field), carried from pass to pass and across restarts,
+        # by the name analytics.stateful.States gives them
+        root = settings.state_dir / "analytics"
+        self.states: dict[str, statefile.Store[Any]] = {
+            "chart": chartstate.ChartStore(root / "charts"), "seasonal": seasonal.SeasonStore(root / "seasonal"),
+            "shift": shift.ShiftStore(root / "shift"), "trend": trend.TrendStore(root / "trend"),
+            "empty": emptylevel.EmptyStore(root / "emptylevel")}
         self.episodes = episodes.EpisodeStore(settings.state_dir / "analytics" / "episodes")
-        self.seasons = seasonal.SeasonStore(settings.state_dir / "analytics" / "seasonal")
-        self.shifts = shift.ShiftStore(settings.state_dir / "analytics" / "shift")
-        self.trends = trend.TrendStore(settings.state_dir / "analytics" / "trend")
-        self.empties = emptylevel.EmptyStore(settings.state_dir / "analytics" / "emptylevel")
         self.ranges_cfg = ranges.load(settings.analytics.ranges_file, self.cat)
         self.ranges = ranges.RangeStore(settings.state_dir / "analytics" / "ranges")
         # one worker keeps deliveries in order per alert (open before resolved)
@@ -313,51 +314,17 @@ class AnalyticsService:
         return qc.gross_range(x, p.fail_lo, p.fail_hi, lo, hi)
 
     def _charts(self, win: KindWindow, fname: str, x: np.ndarray, p, emit_to: int) -> dict[str, qc.QcResult]:  # noqa: ANN001
-        """Stateful EWMA / CUSUM (:mod:`analytics.chartstate`) and seasonal residual
-        (:mod:`analytics.seasonal`) and the level-shift test (:mod:`analytics.shift`) over the bins up to ``emit_to`` not yet processed by this or an
-        earlier run; their state is saved before the pass writes anything else, so a restart resumes
-        where the last pass stopped. (S, T) results, 2 elsewhere."""
+        """The stateful tests (:func:`analytics.stateful.advance`) over the bins up to ``emit_to`` not yet
+        processed by this or an earlier run; their states are saved before the pass writes anything
+        else, so a restart resumes where the last pass stopped. (S, T) results, 2 elsewhere."""
+        src = stateful.Source.of(win.kind, win.fields, p, win.grid.step_ms / 1000.0)
+        st = stateful.States.get(lambda name, key: self.states[name].get(win.kind.name, fname, key), p, StatParams(),
+                                 self.tests, src is not None)
         n = int(np.searchsorted(win.grid.times_ms, emit_to, side="right"))
-        out = {k: qc.QcResult(np.full(x.shape, qc.NOT_EVALUATED, dtype=np.int8), np.full(x.shape, np.nan))
-               for k in ("ewma", "cusum", "seasonal", "shift", "trend")}
-        if n == 0:
-            return out
-        r = chartstate.residual(x)[:, :n]
-        g0 = p.g0(win.grid.t0_ms)
-        got: dict[str, qc.QcResult] = {}
-        if self.tests & {"ewma", "cusum"}:  # opt-in (analytics/alarmset.py)
-            cp = chartstate.ChartParams.from_detectors(p, StatParams())
-            st = self.charts.get(win.kind.name, fname, cp)
-            got = chartstate.update(st, st.rows_for(win.devices), r, g0, cp)
-            self.charts.save(win.kind.name, fname)
-        shp = shift.ShiftParams.from_detectors(p)
-        sh = self.shifts.get(win.kind.name, fname, shp)
-        got["shift"] = shift.update(sh, sh.rows_for(win.devices), r, g0, shp)
-        self.shifts.save(win.kind.name, fname)
-        ss = self.seasons.get(win.kind.name, fname, win.grid.step_ms)  # re-based after a kept shift
-        got["seasonal"] = seasonal.update(ss, ss.rows_for(win.devices), x[:, :n], g0, seasonal.params_for(p),
-                                          got["shift"].flag)
-        self.seasons.save(win.kind.name, fname)
-        tp = trend.TrendParams.from_detectors(p)  # slow drift against a frozen long baseline
-        ts = self.trends.get(win.kind.name, fname, tp)
-        got["trend"] = trend.update(ts, ts.rows_for(win.devices), x[:, :n], trend.reference(x)[:n], g0, tp)
-        self.trends.save(win.kind.name, fname)
-        for k, v in got.items():
-            # a resetting field (a bin's fill) has no level to hold against its past (the trend test
-            # holds its pace instead)
-            if p.level_enabled or k == "trend":
-                out[k].flag[:, :n], out[k].score[:, :n] = v.flag, v.score
-        src = win.fields.get(p.empty_source)
-        if not p.level_enabled and src is not None:
-            # ... but a container has its floor: the empty-level test (analytics/emptylevel.py) in the
-            # shift test's place, on the measured field, with the fill derived from it
-            sp = params_for(win.kind, win.kind.field(p.empty_source), win.grid.step_ms / 1000.0)
-            fill = win.fields.get(win.kind.fill_level)
-            es = self.empties.get(win.kind.name, fname)
-            v = emptylevel.update(es, es.rows_for(win.devices), src[:, :n], g0, emptylevel.EmptyParams.from_detectors(sp),
-                                  None if fill is None else fill[:, :n])
-            self.empties.save(win.kind.name, fname)
-            out["shift"].flag[:, :n], out["shift"].score[:, :n] = v.flag, v.score
+        out = stateful.advance(st, win.devices, x, p.g0(win.grid.t0_ms), src=src, n=n)
+        for name, store in self.states.items():
+            if getattr(st, name) is not None:
+                store.save(win.kind.name, fname)
         return out
 
     def _usable(self, win: KindWindow, flags: dict[str, np.ndarray], fname: str) -> np.ndarray:
