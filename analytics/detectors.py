@@ -53,6 +53,8 @@ class QcParams:
     # runs on ("" = none) and which side of it is empty (+1 high: a distance, -1 low: a fill %)
     empty_source: str = ""
     empty_side: int = 0
+    # a resetting field: the side its resets move it to (+1 high, -1 low; analytics/trend.py's pace mode)
+    reset_side: int = 0
     drift_window_s: float = 3600.0  # smoothing window of the neighbour residual
     drift_suspect_z: float = 30.0  # robust spreads of the smoothed residual's trailing block medians
     drift_fail_z: float = 60.0
@@ -109,7 +111,7 @@ def params_for(kind: Kind, field: Field, step_s: float | None = None) -> QcParam
         p = replace(p, roc_enabled=False, drift_enabled=False, level_enabled=False)
         if kind.fill_level:  # a container's floor is a level it keeps (analytics/emptylevel.py)
             src = kind.field(field.derived_from) if field.derived_from else field
-            p = replace(p, empty_source=src.name, empty_side=empty_side(kind, src))
+            p = replace(p, empty_source=src.name, empty_side=empty_side(kind, src), reset_side=empty_side(kind, field))
     return p
 
 

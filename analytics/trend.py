@@ -91,6 +91,8 @@ class TrendParams:
     peg: float = 0.03  # pegged = within this fraction of the span from a range limit
     jump: float = 0.05  # an hourly change off the usual pace by this fraction of the span is a step (a reset)
     pace_hours: int = 6  # hours whose median change is tested
+    side: int = 0  # the side a reset moves the field to (+1 high: a bin's distance, -1 low: its fill %), 0: none
+    reset_z: float = 3.0  # a median pace toward that side of this many scales of its own spread is suspect
 
     @classmethod
     def from_detectors(cls, p, sp=None) -> "TrendParams":  # noqa: ANN001 - QcParams, StatParams (no cycle)
@@ -102,7 +104,7 @@ class TrendParams:
         span = p.suspect_hi - p.suspect_lo
         if not p.level_enabled:  # a resetting field: no level to hold, but a pace
             return cls(block=p.block, floor=sp.trend_pace_resolution_k * p.resolution, pace=True, lo=p.fail_lo,
-                       hi=p.fail_hi, span=span, min_hours=6, join_z=3.0, suspect_z=sp.trend_pace_z,
+                       hi=p.fail_hi, span=span, side=p.reset_side, min_hours=6, join_z=3.0, suspect_z=sp.trend_pace_z,
                        fail_z=2 * sp.trend_pace_z)
         return cls(block=p.block, floor=sp.trend_resolution_k * p.resolution, span_floor=sp.trend_span_floor * span,
                    suspect_z=sp.trend_suspect_z, fail_z=sp.trend_fail_z)
@@ -214,13 +216,26 @@ def _pace(st: TrendState, tp: TrendParams, usable: np.ndarray) -> tuple[np.ndarr
     d = np.diff(h, axis=1)  # d[:, k]: the change into hour k + 1
     base = np.where(st.ok[:, 1:] > 0, d, np.nan)
     n = (~np.isnan(base)).sum(axis=1)
-    mid = nanmedian_rows(base)
+    mid = own = nanmedian_rows(base)
+    if tp.side:  # a container only moves toward its reset side in steps (a collection): a steady pace
+        # that way is no site's pace but a fault's, learnt in the warm-up; the own pace is then at most 0
+        mid = np.where(tp.side * mid > 0, 0.0, mid)
     off = np.abs(d - mid[:, None]) > tp.jump * tp.span
     recent = np.where(off, np.nan, d)[:, -tp.pace_hours:]
-    scale = MAD_TO_SIGMA * nanmedian_rows(np.abs(base - mid[:, None])) / np.sqrt(tp.pace_hours)
+    scale = MAD_TO_SIGMA * nanmedian_rows(np.abs(base - own[:, None])) / np.sqrt(tp.pace_hours)
     scale = np.fmax(scale, max(tp.floor, 1e-12))
-    z = (nanmedian_rows(recent) - mid) / scale
-    return z, n, usable & ~np.isnan(d[:, -1]) & ~off[:, -1]
+    med = nanmedian_rows(recent)
+    z = (med - mid) / scale
+    speaks = n >= tp.min_hours
+    if tp.side:  # a steady move toward the reset side is a fault against any pace, warm or not
+        rn = (~np.isnan(recent)).sum(axis=1)
+        rs = np.fmax(MAD_TO_SIGMA * nanmedian_rows(np.abs(recent - med[:, None])) / np.sqrt(np.maximum(rn, 1)),
+                     max(tp.floor, 1e-12))
+        zt = tp.side * med / rs * (tp.suspect_z / tp.reset_z)  # in the pace test's units
+        back = (rn * 2 >= tp.pace_hours) & (zt > np.where(speaks, np.abs(z), 0.0))
+        z = np.where(back, zt * tp.side, z)
+        speaks |= back & (zt > tp.suspect_z)
+    return z, speaks, usable & ~np.isnan(d[:, -1]) & ~off[:, -1]
 
 
 def _close_block(st: TrendState, tp: TrendParams) -> None:
@@ -237,8 +252,7 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
     st.ok[:, :-1] = st.ok[:, 1:]
     st.ok[:, -1] = 0.0
     if tp.pace:
-        z, n, usable = _pace(st, tp, usable)
-        warm = n >= tp.min_hours
+        z, warm, usable = _pace(st, tp, usable)
         az = np.abs(z)
         alarm = warm & (az > tp.suspect_z)
     else:
