@@ -162,3 +162,27 @@ def test_pace_mode_catches_a_drifting_fill_sensor():
     assert al[row, t0 : t1 + 4].any()
     assert not al[row, t1 + (PACE.pace_hours + 1) * 4 :].any()  # the pace is back: the alarm ends with the drift
     assert not al[np.arange(x.shape[0]) != row].any()
+
+
+FILL = replace(PACE, side=-1)  # a fill %: a collection takes it down
+
+
+def test_pace_mode_catches_a_fill_sensor_walking_toward_empty_from_its_first_hours():
+    x = _bins(seed=9)
+    quiet = [r for r in range(x.shape[0]) if np.diff(x[r, : 30 * 4]).min() > -10 and 60 < x[r, 0] < 80]
+    assert quiet
+    row = quiet[0]
+    t0, t1 = 2 * 4, 12 * 4  # in the warm-up: the pace learnt there is the fault's
+    x[row, t0:] -= np.concatenate([np.linspace(0.0, 50.0, t1 - t0), np.full(x.shape[1] - t1, 50.0)])
+    x[row] = np.clip(x[row], 0.0, 100.0)
+    assert not _alarms(run_record(x, 0, PACE))[row, t0:t1].any()  # without the side: learnt as its pace
+    al = _alarms(run_record(x, 0, FILL))
+    assert al[row, t0 : t1 + 4].any()
+    assert not al[np.arange(x.shape[0]) != row].any()
+
+
+def test_pace_mode_with_a_side_collections_slow_bins_and_noise_raise_nothing():
+    x = _bins(seed=8)
+    x[0] = np.round(np.clip(40.0 + 1.5 * np.random.default_rng(1).standard_normal(x.shape[1]), 0, 100), 1)  # a still, noisy bin
+    assert not _alarms(run_record(x, 0, FILL)).any()
+    assert not _alarms(run_record(100.0 - x, 0, replace(FILL, side=1))).any()  # its distance-like mirror
