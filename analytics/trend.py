@@ -42,7 +42,10 @@ nothing): between resets such a series moves at its own steady pace (a bin fills
 rate), and a drift adds its slope to it. The test value is the median hour-to-hour change of the
 last ``pace_hours`` hours minus the baseline's median change (:func:`_pace`); hours pegged near
 the sensor's range (a full bin) and changes off the usual pace by more than ``jump`` x the span (a
-collection, a step) are left out; the frozen baseline works as above.
+collection, a step) are left out; the frozen baseline works as above. A container moves toward its
+reset side (``side``: an emptier bin) only in steps: a baseline pace that way is a fault's, learnt
+in the warm-up, and counts as 0; and a recent median pace that way of more than ``reset_z`` times
+its own spread (at least ``floor``) is suspect from the first hours, warm-up or not.
 
 Every sample is processed once, in grid order, whichever pass it arrives in (a pass resuming
 from saved state gives the flags of one long run: tests/analytics/test_trend.py). The update is
