@@ -270,8 +270,9 @@ class AnalyticsService:
             exceptions(fname, res, ~np.isnan(x))
         # the station's co-located fields together (analytics/multivariate.py): one episode per station
         # (field tag "station"); `qc` verdicts on the fields each verdict is about (their share of Q)
+        # (opt-in: analytics/alarmset.py)
         mv = [f for f in multivariate.station_fields(win.kind) if f in win.fields and not np.isnan(win.fields[f]).all()]
-        if len(mv) >= 2:
+        if len(mv) >= 2 and "multivariate" in self.tests:
             xs = np.stack([win.fields[f] for f in mv], axis=1)
             p = params_for(win.kind, win.kind.field(mv[0]), win.grid.step_ms / 1000.0)
             r, about = multivariate.station_test(xs, p.g0(win.grid.t0_ms), p.block,

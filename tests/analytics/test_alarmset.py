@@ -116,3 +116,23 @@ def test_all_alarms_row_counts_each_untouched_run_of_any_written_test_once():
                 {"a": 0, "b": 1}, [label])
     assert rows[ALL_ALARMS].false_runs == 2
     assert rows[ALL_ALARMS].false_per_sensor_day == 1.0  # two series x one day
+
+
+@pytest.mark.unit
+def test_station_test_is_scored_only_when_opted_in():
+    """The station test (analytics/multivariate.py) is opt-in: by default `evaluate` neither runs it
+    nor counts it; opted in, its verdicts on an unlabelled relationship fault are false alarms in
+    the all-alarms row, as the service would write them."""
+    from analytics.evaluate import ALL_ALARMS, evaluate
+    from tests.analytics.test_multivariate import T, _stations
+
+    x = _stations()
+    data = {("air", f"air-{d}"): [(i * 60_000, {"pm25": float(x[d, 0, i]), "pm10": float(x[d, 1, i]),
+                                                "co": float(x[d, 2, i])}) for i in range(T)]
+            for d in range(x.shape[0])}
+    assert DETECTORS_FOR["correlated"] == ("shift",)
+    rows = {r.type: r for r in evaluate(data, [])}
+    opted = {r.type: r for r in evaluate(data, [], extra_tests=["multivariate"])}
+    # the fault's two hours are unlabelled here: the station test's runs on its fields are false
+    assert opted[ALL_ALARMS].false_runs >= rows[ALL_ALARMS].false_runs + 1
+    assert rows["correlated"].false_runs == opted["correlated"].false_runs  # scored by shift alone

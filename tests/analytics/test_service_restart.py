@@ -167,7 +167,7 @@ def test_cold_river_learned_range_through_the_service(settings, influx, tmp_path
 def test_multivariate_station_verdicts_written(settings, influx):
     """A correlated PM fault (tests/analytics/test_multivariate.py) through the service: `qc` rows with
     test "multivariate" on the fields the verdict is about (not on every field), and one `qc_episode`
-    of fault "multivariate" for the station."""
+    of fault "multivariate" for the station, once opted in (analytics/alarmset.py); not by default."""
     from tests.analytics.test_multivariate import FAULT, T, _stations
 
     x = _stations()
@@ -178,11 +178,18 @@ def test_multivariate_station_verdicts_written(settings, influx):
         lines += telemetry_lines("air", f"air-{d}", T, 60,
                                  lambda n, i, pm=pm, base=base: float(pm[n][i]) if n in pm else base(n, i))
     influx.write(lines)
-    svc = AnalyticsService(settings)
-    try:
-        svc.run_pass(now_ms=NOW, window_s=T * 60)
-    finally:
-        svc.close()
+    default = settings.model_copy(deep=True)
+    default.state_dir = settings.state_dir / "default"
+    for st in (default, settings):  # default first (its own state), then opted in
+        if st is settings:
+            st.analytics.extra_tests = ["multivariate"]
+        svc = AnalyticsService(st)
+        try:
+            svc.run_pass(now_ms=NOW, window_s=T * 60)
+        finally:
+            svc.close()
+        if st is default:
+            assert not influx.series('SELECT "flag" FROM "qc" WHERE "test"=\'multivariate\'')  # opt-in
     s = influx.series('SELECT "flag" FROM "qc" WHERE "test"=\'multivariate\' GROUP BY "device","field"')
     assert {x.tags["field"] for x in s} <= {"pm25", "pm10", "co"}  # the fields it is about, not all 8
     got: dict[str, list] = {}
