@@ -69,20 +69,28 @@ def _block_sums(z0: np.ndarray, keep: np.ndarray, f: int) -> tuple[np.ndarray, n
 
 
 def _model(n: np.ndarray, sx: np.ndarray, sxx: np.ndarray, fl: np.ndarray, lam_min: float):
-    """Mean, std (S, F), eigenvalues (S, F) and eigenvectors (S, F, F) (leading first) and the model
-    mask (S, F) from the training sums over the previous blocks: n (S,), sx (S, F), sxx (S, F, F)."""
+    """Mean, std (S, F), eigenvalues (S, F) and eigenvectors (S, F, F) (leading first), the model
+    mask (S, F) and the fields that stood still (S, F) from the training sums over the previous
+    blocks: n (S,), sx (S, F), sxx (S, F, F)."""
     f = sx.shape[-1]
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = sx / np.maximum(n, 1.0)[:, None]
         cov = sxx / np.maximum(n, 1.0)[:, None, None] - mean[:, :, None] * mean[:, None, :]
-    std = np.sqrt(np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), np.maximum(fl, 1e-9) ** 2))
+    var = np.diagonal(cov, axis1=-2, axis2=-1)
+    std = np.sqrt(np.maximum(var, np.maximum(fl, 1e-9) ** 2))
     corr = cov / (std[:, :, None] * std[:, None, :])
     corr = np.where(np.isfinite(corr), corr, np.eye(f))
+    # a field that stood still through the training (moved by less than its resolution: a stuck
+    # sensor, still water, a pollutant at 0) holds no relationship to learn, else its first normal
+    # wiggle afterwards reads as 1e4 of the usual Q: left out (no variance, so a residual direction
+    # of eigenvalue ~0 adding nothing to theta1; :func:`scan` zeroes its z, so nothing to Q)
+    still = var < np.maximum(fl, 1e-9) ** 2  # (S, F)
+    corr = np.where(still[:, :, None] | still[:, None, :], 0.0, corr)
     lam, vec = np.linalg.eigh(corr)  # ascending
     lam, vec = np.maximum(lam[:, ::-1], 1e-6 * f), vec[:, :, ::-1]
     m = np.clip((lam >= lam_min).sum(axis=-1), 1, f - 1)  # components in the model
     in_model = np.arange(f) < m[:, None]
-    return mean, std, lam, vec, in_model
+    return mean, std, lam, vec, in_model, still
 
 
 def scan(x: np.ndarray, g0: int, block: int, floor: np.ndarray | float = 0.0, k: int = K_BLOCKS,
@@ -133,10 +141,10 @@ def scan(x: np.ndarray, g0: int, block: int, floor: np.ndarray | float = 0.0, k:
         fitted &= tn > f
         comp = complete[:, j]
         if fitted.any():
-            mean, std, lam, vec, in_model = _model(tn, tsx, tsxx, fl, lam_min)
+            mean, std, lam, vec, in_model, still = _model(tn, tsx, tsxx, fl, lam_min)
             theta1 = np.where(in_model, 0.0, lam).sum(axis=-1)  # (S,)
             z = (tiles[:, j] - mean[:, None, :]) / std[:, None, :]  # (S, b, F)
-            z = np.nan_to_num(z)
+            z = np.where(still[:, None, :], 0.0, np.nan_to_num(z))
             sc = np.matmul(z, vec)  # component scores (S, b, F)
             sq = np.square(sc)
             t2 = np.matmul(sq, (in_model / lam)[..., None])[..., 0]
@@ -202,7 +210,8 @@ def station_test(x: np.ndarray, g0: int, block: int, floor: np.ndarray | float =
     A sample is suspect (fail) when its score has been above ``suspect`` (``fail``) for ``persist``
     samples in a row: a relationship fault lasts (a clogged inlet, a wet board), a one- to few-sample
     excursion of one field is the spike test's or legitimate (a burst of one pollutant). ``fields``:
-    where flagged, the fields whose share of Q is at least 1 / F (what the verdict is about)."""
+    where flagged, the fields whose share of Q over the alarm so far is at least 1 / F (what the
+    verdict is about, :func:`run_fields`)."""
     r = scan(x, g0, block, floor, exclude=suspect, **kw)
     qn = r["qn"]
     all_missing = np.isnan(x).all(axis=1)
@@ -212,8 +221,23 @@ def station_test(x: np.ndarray, g0: int, block: int, floor: np.ndarray | float =
     flag[bad] = FAIL
     flag[np.isnan(qn)] = NOT_EVALUATED
     flag[all_missing] = MISSING
-    fields = (r["share"] >= 1.0 / x.shape[1]) & (sus | bad)[:, None, :]
-    return QcResult(flag, qn), fields
+    return QcResult(flag, qn), run_fields(r["share"], sus | bad)
+
+
+def run_fields(share: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """(S, F, T) bool: where ``on`` (S, T), the fields whose mean share (S, F, T) of Q since the start
+    of the current run of ``on`` is at least 1 / F. A field's share of one sample wanders around
+    1 / F from sample to sample; judged sample by sample, one station alarm split into dozens of
+    one-sample alarms on a field (a third of the false runs on the tuning seeds)."""
+    s, f, t = share.shape
+    starts = on.copy()
+    starts[:, 1:] &= ~on[:, :-1]
+    first = np.maximum.accumulate(np.where(starts, np.arange(t), 0), axis=1)  # (S, T): the run's first sample
+    cs = np.cumsum(np.where(on[:, None, :], share, 0.0), axis=-1, dtype=np.float64)
+    before = np.take_along_axis(cs, np.broadcast_to((first - 1)[:, None, :], cs.shape).clip(0), axis=-1)
+    before = np.where((first > 0)[:, None, :], before, 0.0)
+    mean = (cs - before) / (np.arange(t) - first + 1)[:, None, :]
+    return (mean >= 1.0 / f) & on[:, None, :]
 
 
 def multivariate(x: np.ndarray, g0: int, block: int, floor: np.ndarray | float = 0.0, suspect: float = SUSPECT_Q,
@@ -232,4 +256,4 @@ def station_fields(kind) -> list[str]:  # noqa: ANN001 - a catalogue Kind
 
 
 __all__ = ["FAIL_Q", "PERSIST", "STATION", "K_BLOCKS", "MIN_BLOCKS", "SUSPECT_Q", "fit_score", "multivariate", "persisted",
-           "scan", "station_fields", "station_test"]
+           "run_fields", "scan", "station_fields", "station_test"]

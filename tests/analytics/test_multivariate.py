@@ -7,7 +7,7 @@ import numpy as np
 
 from analytics import qc
 from analytics.detectors import params_for, run_all
-from analytics.multivariate import PERSIST, fit_score, multivariate, scan, station_test
+from analytics.multivariate import PERSIST, fit_score, multivariate, run_fields, scan, station_test
 from kotacerdas.catalogue import load_catalogue
 
 CAT = load_catalogue()
@@ -115,3 +115,48 @@ def test_a_short_burst_of_one_field_is_no_station_fault_and_the_verdict_names_it
     assert bad[20 * B + PERSIST : 22 * B].mean() > 0.9
     assert fields[3, 1, bad].all() and not fields[3, 2, bad].any()  # PM10, not CO
     assert not fields[:, :, ~(res.flag >= qc.SUSPECT).any(axis=0)].any()
+
+
+def _run_fields_loop(share: np.ndarray, on: np.ndarray) -> np.ndarray:
+    """Plain reference of run_fields: the mean share since the run's first sample, sample by sample."""
+    s, f, t = share.shape
+    out = np.zeros(share.shape, dtype=bool)
+    for i in range(s):
+        start = None
+        for j in range(t):
+            if not on[i, j]:
+                start = None
+                continue
+            start = j if start is None else start
+            out[i, :, j] = share[i, :, start : j + 1].mean(axis=1) >= 1.0 / f
+    return out
+
+
+def test_a_station_alarm_is_one_run_on_each_field_it_names():
+    rng = np.random.default_rng(3)
+    share = rng.dirichlet(np.ones(3), size=(2, 200)).transpose(0, 2, 1)  # (S, F, T), wandering around 1/3
+    share[0, 0, 50:150] = 0.45  # field 0 carries most of this alarm ...
+    share[0, 1, 50:150] = 0.35 + rng.normal(0, 0.05, 100)  # ... field 1 hovers just above 1/3 ...
+    share[0, 2, 50:150] = 1.0 - share[0, 0, 50:150] - share[0, 1, 50:150]  # ... field 2 below
+    on = np.zeros((2, 200), dtype=bool)
+    on[0, 50:150] = on[1, 20:30] = on[1, 31:60] = True
+    got = run_fields(share, on)
+    np.testing.assert_array_equal(got, _run_fields_loop(share, on))
+    assert not got[~np.broadcast_to(on[:, None, :], got.shape)].any()
+    per_sample = (share >= 1 / 3) & on[:, None, :]
+    starts = lambda m: int((m[1:] & ~m[:-1]).sum() + m[0])  # noqa: E731
+    assert starts(per_sample[0, 1]) > 5  # sample by sample field 1 flickers in and out ...
+    assert starts(got[0, 0]) == starts(got[0, 1]) == 1 and not got[0, 2, 60:].any()  # ... per run: once
+
+
+def test_a_field_that_stood_still_through_training_is_no_fault_when_it_moves_again():
+    x = _stations()
+    fl = np.array([0.1, 0.1, 10.0])
+    x[2, 2, : 14 * B] = 500.0  # CO of station 2 read one value for 14 h (stuck, or clamped at a floor) ...
+    res = multivariate(x, 0, B, floor=fl)  # ... then its usual 20 ug/m3 noise: no station fault
+    assert not (res.flag[2, 14 * B : 20 * B] >= qc.SUSPECT).any()
+    y = x.copy()
+    y[2, 1, 16 * B : 18 * B] *= 0.5  # its PM10 halved meanwhile: still a broken PM pair
+    res, fields = station_test(y, 0, B, fl)
+    bad = res.flag[2] >= qc.SUSPECT
+    assert bad[16 * B + PERSIST : 18 * B].mean() > 0.9 and fields[2, 1, bad].all()
