@@ -9,7 +9,7 @@ what a user sees in Grafana is what ``analytics evaluate`` scores.
   on the simulator's scenarios (docs/analytics.md, "What the service writes"): Hampel (a reading
   far from the previous hours' level), rate of change, the windowed neighbour drift test, the
   EWMA / CUSUM charts, and the station test (multivariate: over the tuning seeds it found 4 of 277
-  correlated faults the shift test missed, for ~300 flagged runs touching no label, most of the
+  correlated faults the shift test missed, for 366 flagged runs touching no label, most of the
   correlated row's false alarms; docs/analytics.md, "Station test opt-in"). A deployment turns
   them on by name with ``analytics.extra_tests``.
 """
