@@ -17,9 +17,25 @@ the empty side of at least 10 % of the field's expected span, in the 3-median) h
 is; the 2 readings after that first collection teach the edge unconditionally. Clean look-alikes
 and why they pass: a bin collected at any fill level lands on the same floor; a half-emptied bin
 lands short of it; a bin not collected for days moves away from it; market and household bins
-differ in pace, not in their floor. What it cannot see (said in docs/analytics.md): an offset
-toward the full side (an object under the lid: the bin only looks fuller, and a short landing is
-what a half-emptied bin shows too), and any offset before the series' first collection.
+differ in pace, not in their floor.
+
+An offset toward the full side (an object under the lid, a sensor moved down) only makes the bin
+look fuller: its onset is what a bag dropped in shows. It is judged by what follows. A jump of
+the 3-median (at least ``jump``: several times a bin's fastest filling per reading) that is
+neither filling at the bin's pace nor a collection onto the floor opens an excursion; it is
+shown to be the sensor's (one suspect reading) when
+- the level comes back by the same step (within ``match`` of it) with no collection between: an
+  offset that ended (flagged at its end: the delay is the fault's length), or
+- the next collection lands short of the floor by that step (within ``match``): the bin was
+  emptied, the offset was not (a step that stays: flagged at the first collection after it).
+A jump toward empty that does not reach the floor (a partial collection, an offset toward empty
+on a full bin) opens an excursion the other way, shown by a jump back up of the same size.
+Clean look-alikes that stay quiet: a bag dropped in (the bin lands on its floor at the next
+collection), a half-emptied bin (no jump before it), a stuck reading released (a jump toward full
+the next collection explains). Two look-alikes together can still match (a bag of exactly the
+size a partial collection took out, a bag taken out again): the price of seeing the offset. Not
+seen: a step toward full that neither ends nor meets a collection within ``memory`` (2 days), and
+any offset before the series' first collection without a calibrated floor.
 
 The test runs on the measured field (``distance``); a field derived from it (``fill``, catalogue
 ``derived_from``) gets the verdicts of its source, as the fault is the sensor's.
@@ -39,7 +55,7 @@ import numpy as np
 from analytics import statefile
 from analytics.qc import FAIL, GOOD, MISSING, NOT_EVALUATED, SUSPECT, QcResult
 
-FORMAT = 1  # bump when the saved layout changes: an older file is then ignored (the test learns again)
+FORMAT = 2  # bump when the saved layout changes: an older file is then ignored (the test learns again)
 SETTLE = 2  # readings after the first collection that teach the edge unconditionally (the 3-median's lag)
 
 
@@ -59,22 +75,28 @@ class EmptyParams:
     derived_lo: float = 0.0
     derived_hi: float = 100.0
     min_pairs: int = 8  # unclipped (source, derived) pairs before the device's calibrated floor is used
+    jump: float = 0.0  # a step of the 3-median of at least this (field units) is a jump (an excursion's edge)
+    match: float = 0.25  # a way back matches a jump within this fraction of the jump's size (a step of filling and noise)
+    memory: int = 1 << 30  # readings a jump waits for its way back
 
     @classmethod
     def from_detectors(cls, p) -> "EmptyParams":  # noqa: ANN001 - analytics.detectors.QcParams (no import cycle)
-        """Collections are steps of at least 10 % of the expected span toward the empty side."""
+        """Collections are steps of at least 10 % of the expected span toward the empty side, jumps of
+        at least 3 % (a third of the smallest offset worth a verdict, several times a bin's fastest
+        filling per reading); a jump waits 2 days for its way back."""
         span = p.suspect_hi - p.suspect_lo
-        return cls(side=int(p.empty_side), reset_step=0.1 * span, resolution=p.resolution, tol_min=0.01 * span)
+        return cls(side=int(p.empty_side), reset_step=0.1 * span, resolution=p.resolution, tol_min=0.01 * span,
+                   jump=0.03 * span, memory=max(int(round(2 * 86400.0 / p.step_s)), 1))
 
 
-_ARRAYS = ("edge", "full", "p1", "p2", "pm", "resets", "settle", "cn", "cf", "cy", "cff", "cfy")
+_ARRAYS = ("edge", "full", "p1", "p2", "pm", "resets", "settle", "cn", "cf", "cy", "cff", "cfy", "exc", "eage")
 
 
 class EmptyState:
     """Empty-level state of S series of one field, values with the empty side high (x ``side``):
     ``edge`` the usual empty level, ``full`` the furthest toward full seen (NaN = none yet), ``p1``,
     ``p2`` the last two readings, ``pm`` the last 3-median, ``c*`` the calibration line's sums, ``resets`` collections seen, ``settle`` readings left that teach
-    the edge unconditionally. ``g_next``: grid index of the next column (None before the first)."""
+    the edge unconditionally, ``exc`` / ``eage`` the open excursion and its age in readings. ``g_next``: grid index of the next column (None before the first)."""
 
     def __init__(self, devices: list[str]):
         s = len(devices)
@@ -84,6 +106,9 @@ class EmptyState:
         self.resets, self.settle = np.zeros(s), np.zeros(s)
         # sums of the (derived d, source y) pairs for the device's calibration line y = a + b d
         self.cn, self.cf, self.cy, self.cff, self.cfy = (np.zeros(s) for _ in range(5))
+        # the open excursion: the last jump not yet explained (x side: > 0 toward empty, < 0 toward
+        # full; 0 = none) and the readings since it
+        self.exc, self.eage = np.zeros(s), np.zeros(s)
 
     def rows_for(self, devices: list[str]) -> np.ndarray:
         """Row of each of ``devices`` in the state, (len(devices),); unknown devices get fresh rows."""
@@ -121,7 +146,8 @@ def update(st: EmptyState, rows: np.ndarray, x: np.ndarray, g0: int, ep: EmptyPa
 
     Columns before ``st.g_next`` were processed by an earlier pass and are skipped (flag 2 there).
     Returns (len(rows), n): flag 1 / 3 / 4 where judged, 2 before the series' first collection (or
-    with ``side`` 0), 9 missing; score = distance beyond the edge in tolerances (NaN where not judged).
+    with ``side`` 0), 9 missing; score = distance beyond the edge in tolerances, or on an excursion shown the
+    sensor's, its jump in tolerances (NaN where not judged).
     """
     nrow, n = x.shape
     out = QcResult(np.full((nrow, n), NOT_EVALUATED, dtype=np.int8), np.full((nrow, n), np.nan))
@@ -158,8 +184,28 @@ def update(st: EmptyState, rows: np.ndarray, x: np.ndarray, g0: int, ep: EmptyPa
         over = m3 - edge
         beyond = judged & (over > tol)
         fail = beyond & (over > np.maximum(3.0 * tol, ep.fail_frac * rng_seen))
-        fl = np.where(fail, FAIL, np.where(beyond, SUSPECT, np.where(judged, GOOD, NOT_EVALUATED)))
-        sc = np.where(judged, over / tol, np.nan)
+        # an excursion: a jump of the 3-median that is neither filling nor a collection onto the floor
+        # opens it; the way back of the same size (no collection between), or a collection landing
+        # short of the floor by that size, shows the jump was the sensor's (see the module doc)
+        step = np.where(ok & ~np.isnan(st.pm), m3 - st.pm, 0.0)
+        known = ~np.isnan(edge) & (cal | (st.resets >= 1))
+        short = np.where(known, edge - m3, np.nan)  # how far short of the floor (toward full)
+        on_floor = known & (short <= tol)
+        down, up = step >= ep.jump, step <= -ep.jump
+        size = np.abs(st.exc)
+        with np.errstate(invalid="ignore"):
+            back = (down & (st.exc < 0) & ~on_floor) | (up & (st.exc > 0))
+            back &= np.abs(step + st.exc) <= ep.match * size
+            landed = down & (st.exc < 0) & (step >= ep.reset_step) & (short > np.maximum(tol, ep.match * size)) \
+                & (short <= (1.0 + ep.match) * size + tol)
+            partial = np.where(known, short > tol, step < ep.reset_step)  # a drop that did not reach the floor
+        shown = back | landed
+        opened = ~shown & (up | (down & partial))
+        st.exc = np.where(shown | (down & ~partial), 0.0, np.where(opened, step, st.exc))
+        st.eage = np.where(opened, 0.0, st.eage + ok)
+        st.exc = np.where(st.eage > ep.memory, 0.0, st.exc)
+        fl = np.where(fail, FAIL, np.where(beyond | shown, SUSPECT, np.where(judged, GOOD, NOT_EVALUATED)))
+        sc = np.where(shown, size / tol, np.where(judged, over / tol, np.nan))
         # learn from what the test did not flag; the first collection opens SETTLE readings of learning
         teach = ok & ~beyond
         st.edge = np.where(teach, np.fmax(st.edge, m3), st.edge)

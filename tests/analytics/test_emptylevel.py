@@ -103,3 +103,35 @@ def test_passes_resumed_from_saved_state_give_the_flags_of_one_run(tmp_path):
         got.append(emptylevel.update(st, st.rows_for(devs), d[:, a:a + 50], a, EP, fill[:, a:a + 50]).flag)
         st.save(store.path("waste_bin", "distance"))
     assert np.array_equal(np.concatenate(got, axis=1), whole)
+
+
+def test_offset_toward_full_is_seen_on_its_way_back():
+    # something in the beam 15 cm under the sensor from 120 to 170: the bin only looks fuller (no floor
+    # is crossed), but the level comes back by the same step with no collection between
+    d = _bin(55.0, [100, 250])
+    d[120:171] -= 15.0
+    f = _flags(d)
+    assert _alarms(f[:, :171]) == 0  # the onset alone is what a bag dropped in shows
+    assert _alarms(f[:, 171:174]) == 1  # the way back, within a reading of the 3-median's lag
+    assert _alarms(f[:, 174:]) == 0
+
+
+def test_shift_toward_full_is_seen_at_the_next_collection():
+    # the mount sagged 15 cm at 120 for good: the collection at 200 lands 15 cm short of the floor
+    d = _bin(55.0, [100, 200])
+    d[120:] -= 15.0
+    f = _flags(d)
+    assert _alarms(f[:, :200]) == 0
+    assert _alarms(f[:, 200:203]) == 1
+    assert _alarms(f[:, 203:]) == 0
+
+
+def test_a_bag_dropped_in_is_no_excursion():
+    # a bag adds 15 cm at 120 (a jump that stays), the next collection lands on the floor; a reading
+    # stuck for 7.5 h then released jumps by the fill it missed; a half-emptied collection lands short
+    # with no jump before it
+    bag, stuck, half = (_bin(55.0, [100, 200, 300], seed=5 + i) for i in range(3))
+    bag[120:200] -= 15.0
+    stuck[230:260] = stuck[230]
+    half[300:] = np.round(DEPTH - 45.0 / 100.0 * (DEPTH - FULL) - np.arange(N - 300) * 0.55 / 96 * 110, 1)
+    assert _alarms(_flags(np.stack([bag, stuck, half]))) == 0
