@@ -26,6 +26,11 @@ largest of:
 - ``floor`` (half the field's resolution: a quantised series) and ``span_floor`` x its expected
   span (a change of less than that is not worth an alarm: a bin's temperature follows its fill by ~2 C).
 
+A ramp that began in the warm-up joins the baseline hour by hour and stays a few scales off it
+however far it walks: where the level is past ``join_z``, the walk of the baseline hours and the
+tested ones (their Theil-Sen slope x the hours they span, in scales) is the test value when larger
+(:func:`_walk`).
+
 The baseline is **frozen** against a drift: an hour joins it only when its test value is below
 ``join_z`` (after warm-up) and it raised no alarm, so a slow walk stops entering its own baseline
 as soon as it is visible and keeps growing against the level before it; after a fault ends the
@@ -83,6 +88,8 @@ class TrendParams:
     join_z: float = 4.0  # an hour whose test value exceeds this does not join the baseline
     suspect_z: float = 8.0
     fail_z: float = 16.0
+    slope_hours: int = 24  # the baseline's walk (Theil-Sen slope x hours) is tested too when it spans
+    # at least half this many hours (0: off)
     rebase_hours: int = 48  # an alarm this long is a new normal: the baseline is learnt again
     pool_k: float = 3.0  # a b this many population spreads off the warm series' median b is replaced by it (0: off)
     outlier_k: float = 3.0  # a baseline this many population spreads off the neighbours is suspect (0: off)
@@ -192,6 +199,36 @@ def _fit(st: TrendState, tp: TrendParams) -> tuple[np.ndarray, np.ndarray, np.nd
     return a, b, scale, n
 
 
+def _walk(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, scale: np.ndarray,
+          z: np.ndarray) -> np.ndarray:
+    """The test value (S,) with the walk of the baseline: a ramp that began in the warm-up joins the
+    baseline hour by hour (each hour is within ``join_z`` of a baseline that holds the ramp before
+    it), so its level stays a few scales off however far it walks. The Theil-Sen slope of the fitted
+    residual over the ring's baseline hours and the tested ones (a fault's or an alarm's hours are
+    not in it: the end of an offset is no walk) times the hours it spans, in scales, replaces ``z``
+    where it is larger, of the same sign, and the level itself is off by more than ``join_z``
+    (a still series whose baseline wanders is not judged on its wander). At least
+    ``slope_hours`` / 2 hours, spanning as many."""
+    rows = np.flatnonzero(np.abs(z) > tp.join_z)  # only a level already off is judged (few series)
+    if not rows.size:
+        return z
+    w = tp.hours
+    e = st.hx[rows] - (a[rows, None] + b[rows, None] * st.hr[rows])
+    keep = st.ok[rows] > 0
+    keep[:, -tp.recent:] = True
+    e = np.where(keep, e, np.nan)  # the baseline's hours (no fault's, no alarm's) and the tested ones
+    i, j = np.triu_indices(w, 1)
+    slope = nanmedian_rows((e[:, j] - e[:, i]) / (j - i))  # Theil-Sen
+    have = ~np.isnan(e)
+    length = w - 1 - np.argmax(have[:, ::-1], axis=1) - np.argmax(have, axis=1)  # first to last hour
+    zw = np.where((have.sum(axis=1) * 2 >= tp.slope_hours) & (length * 2 >= tp.slope_hours),
+                  slope * length / scale[rows], 0.0)
+    zr = z[rows]
+    out = z.copy()
+    out[rows] = np.where((np.abs(zw) > np.abs(zr)) & (np.sign(zw) == np.sign(zr)), zw, zr)
+    return out
+
+
 def _back_to_neighbours(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, e: np.ndarray,
                         warm: np.ndarray) -> np.ndarray:
     """(S,) bool: the series' baseline stood off its neighbours (a baseline learnt during a fault that
@@ -263,6 +300,8 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
         last = st.hx[:, -tp.recent:] - (a[:, None] + b[:, None] * st.hr[:, -tp.recent:])
         z = nanmedian_rows(last) / scale
         warm = n >= tp.min_hours
+        if tp.slope_hours:
+            z = _walk(st, tp, a, b, scale, z)
         az = np.abs(z)
         alarm = warm & (az > tp.suspect_z)
         if tp.outlier_k and warm.sum() >= 3:

@@ -51,6 +51,29 @@ def test_a_drift_from_the_first_hours_is_held_against_the_level_before_it():
     assert _alarms(res)[2].any()
 
 
+
+def test_a_ramp_from_the_first_hour_that_joined_its_baseline_is_caught_by_its_walk():
+    # a smooth series whose scale is its floor (as a span floor does): a ramp from the first hour joins
+    # the baseline hour by hour, each hour within join_z of a baseline that holds the ramp before it
+    tp = replace(TP, floor=1.0)
+    for seed in (3, 4):
+        x = _city(hours=48, seed=seed)
+        x[5] = np.round(x[5] + np.linspace(0.0, 12.0, x.shape[1]), 1)
+        assert not _alarms(run_record(x, 0, replace(tp, slope_hours=0)))[5].any()  # the level alone: missed
+        al = _alarms(run_record(x, 0, tp))
+        assert al[5].any()
+        assert not al[np.arange(x.shape[0]) != 5].any()
+
+
+def test_a_residual_that_wanders_away_and_back_is_no_walk():
+    # the look-alike: a station with a daily swing and a 40 h wave of its own (a residual that moves
+    # for hours one way, then back), as large as the ramp above
+    tp = replace(TP, floor=1.0)
+    x = _city(hours=96)
+    t = np.arange(x.shape[1]) / HOUR
+    x[5] = np.round(x[5] + 3.0 * np.sin(2 * np.pi * (t - 3.0) / 24.0) + 3.0 * np.sin(2 * np.pi * t / 40.0), 1)
+    assert not _alarms(run_record(x, 0, tp)).any()
+
 def test_daily_and_weekly_cycles_bursts_and_quantised_stretches_raise_nothing():
     x = _city(hours=96)
     rng = np.random.default_rng(9)
