@@ -196,8 +196,8 @@ def update(st: EmptyState, rows: np.ndarray, x: np.ndarray, g0: int, ep: EmptyPa
         with np.errstate(invalid="ignore"):
             back = (down & (st.exc < 0) & ~on_floor) | (up & (st.exc > 0))
             back &= np.abs(step + st.exc) <= ep.match * size
-            landed = down & (st.exc < 0) & (step >= ep.reset_step) & (short > np.maximum(tol, ep.match * size)) \
-                & (short <= (1.0 + ep.match) * size + tol)
+            # where a drop lands tells, not its size (a nearly empty bin's collection is a small drop)
+            landed = down & (st.exc < 0) & (short > np.maximum(tol, ep.match * size)) & (short <= (1.0 + ep.match) * size + tol)
             partial = np.where(known, short > tol, step < ep.reset_step)  # a drop that did not reach the floor
         shown = back | landed
         opened = ~shown & (up | (down & partial))

@@ -124,6 +124,12 @@ def test_shift_toward_full_is_seen_at_the_next_collection():
     assert _alarms(f[:, :200]) == 0
     assert _alarms(f[:, 200:203]) == 1
     assert _alarms(f[:, 203:]) == 0
+    # a nearly empty bin's collection is a small drop (less than a collection's 10 % of the span):
+    # where it lands tells all the same
+    d = _bin(55.0, [100, 135])
+    d[120:] -= 15.0
+    f = _flags(d)
+    assert _alarms(f[:, :135]) == 0 and _alarms(f[:, 135:138]) == 1
 
 
 def test_a_bag_dropped_in_is_no_excursion():
