@@ -57,7 +57,7 @@ DAYS = 28  # history kept, days
 SLOTS = DAYS * 24
 MIN_WEEKS = 2  # earlier weeks needed for an hour-of-week baseline
 HOUR_MS = 3_600_000
-FORMAT = 2  # 2: re-basing state (resid, watch, sprev)
+FORMAT = 3  # 2: re-basing state (resid, watch, sprev); 3: the day-level test's eres, dday
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,14 @@ class SeasonParams:
     rebase_h: int = 24  # hours watched after the onset (a whole daily cycle at the new level)
     rebase_z: float = 3.0  # the offset is at least this many of the hour's scales
     steady: float = 0.25  # ... and the hourly residuals' MAD around it at most this fraction of it
+    # the day-level test (module docstring, "Day level"): the day's median residual against the spread
+    # of the same statistic on past days
+    day_hours: int = 24  # hours in the day statistic (at least half of them with a residual)
+    day_min_days: int = 5  # past days of the statistic needed for a verdict
+    # the simulator's clean days stay under z 4.5 (3 seeds, 18 days), a day without its weekly dip
+    # scores 30-70
+    day_suspect_z: float = 8.0
+    day_fail_z: float = 16.0
 
 
 def params_for(p, sp=None) -> SeasonParams:  # noqa: ANN001 - QcParams, StatParams (no import cycle)
@@ -91,7 +99,8 @@ def params_for(p, sp=None) -> SeasonParams:  # noqa: ANN001 - QcParams, StatPara
                         fail_z=sp.seasonal_fail_z, floor=p.resolution)
 
 
-_ARRAYS = ("mean", "mad", "cur", "resid", "watch", "sprev")
+_ARRAYS_V2 = ("mean", "mad", "cur", "resid", "watch", "sprev")
+_ARRAYS = (*_ARRAYS_V2, "eres", "dday")
 
 
 class SeasonState:
@@ -109,6 +118,8 @@ class SeasonState:
         self.resid = np.full((s, SLOTS), np.nan)  # hourly mean - baseline, kept while watched
         self.watch = np.full(s, -1, dtype=np.int64)  # absolute hour of a watched shift onset (-1 none)
         self.sprev = np.zeros(s, dtype=bool)  # the shift test flagged the last bin processed
+        self.eres = np.full((s, SLOTS), np.nan)  # the hour's residual, fraction of the level, common mode off
+        self.dday = np.full((s, SLOTS), np.nan)  # the day statistic at the close of each hour
         self.g_next: int | None = None
 
     def rows_for(self, devices: list[str]) -> np.ndarray:
@@ -121,6 +132,8 @@ class SeasonState:
     @classmethod
     def load(cls, path: Path, per_hour: int) -> "SeasonState | None":
         got = statefile.restore(path, (*_ARRAYS, "hour_of"), [FORMAT, per_hour], lambda d: cls(d, per_hour))
+        if got is None:  # a format-2 file keeps its hourly history; the day-level test starts empty
+            got = statefile.restore(path, (*_ARRAYS_V2, "hour_of"), [2, per_hour], lambda d: cls(d, per_hour))
         return None if got is None else got[0]
 
 
@@ -174,11 +187,12 @@ def _common_mode_removed(z: np.ndarray, min_peers: int) -> np.ndarray:
 
 
 def _close_hour(st: SeasonState, hour: int, sp: SeasonParams, base: np.ndarray | None = None,
-                scale: np.ndarray | None = None) -> None:
+                scale: np.ndarray | None = None) -> np.ndarray:
     """Store the finished hour (mean, within-hour noise in MAD units; NaN with fewer than half its bins),
     the residual of watched series against ``base`` (S,; the hour's baseline and ``scale``, computed
     when None), end the watches whose level is back (a fault, not a kept shift) and re-base those
-    that have lasted ``sp.rebase_h`` hours (:func:`_rebase`)."""
+    that have lasted ``sp.rebase_h`` hours (:func:`_rebase`). Returns the day-level z (S,) at this hour's
+    close (:func:`_day_z`; NaN where not judged)."""
     n = (~np.isnan(st.cur)).sum(axis=1)
     ok = n * 2 >= st.per_hour
     med, _ = _median_rows(st.cur)
@@ -192,10 +206,11 @@ def _close_hour(st: SeasonState, hour: int, sp: SeasonParams, base: np.ndarray |
     st.mad[:, slot] = np.where(ok, mad, np.nan)
     st.hour_of[slot] = hour
     st.cur[:] = np.nan
+    if base is None or scale is None:
+        base, scale = baseline(st, hour, sp)
+    dz = _day_z(st, hour, mean - base, sp)
     watched = st.watch >= 0
     if watched.any():
-        if base is None or scale is None:
-            base, scale = baseline(st, hour, sp)
         st.resid[:, slot] = np.where(watched, mean - base, np.nan)
         # an hour after the onset's back within rebase_z scales of the old baseline: the level did not
         # stay (a night at the day's level ends at dawn); judged again from the next hour
@@ -207,6 +222,56 @@ def _close_hour(st: SeasonState, hour: int, sp: SeasonParams, base: np.ndarray |
         done = watched & (hour - st.watch + 1 >= sp.rebase_h)
         if done.any():
             _rebase(st, done, hour, sp)
+    return dz
+
+
+def _day_z(st: SeasonState, hour: int, resid: np.ndarray, sp: SeasonParams) -> np.ndarray:
+    """Store the closed hour's residual ``resid`` (S,; hourly mean - baseline, field units) and the day
+    statistic at its close; return its z against the past days' (S,; NaN = no verdict).
+
+    The residual is taken as a fraction of the series' level (the median |hourly mean| of its
+    history): a city-wide weekend dip or a shower's washout is one factor at every station, whatever
+    its level, and one median over the series (``min_peers``) takes it off. Watched series (a level
+    shift) have none. The day statistic is the median of the last ``day_hours`` residuals (a burst
+    or a shower moves a few hours, a day-long fault all of them); its past values are those at the
+    same hour of the earlier days, whose windows do not overlap this one (past-only, leave-one-out)."""
+    slot = hour % SLOTS
+    level, _ = _median_rows(np.abs(st.mean))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = resid / np.fmax(level, max(sp.floor, 1e-12))
+    e[st.watch >= 0] = np.nan
+    if sp.min_peers > 0 and (~np.isnan(e)).sum() >= sp.min_peers:
+        e = e - np.nanmedian(e)
+    st.eres[:, slot] = e
+    want = hour - np.arange(sp.day_hours)
+    got = st.hour_of[want % SLOTS] == want
+    d, n = _median_rows(np.where(got[None, :], st.eres[:, want % SLOTS], np.nan))
+    d = np.where(n * 2 >= sp.day_hours, d, np.nan)
+    st.dday[:, slot] = d
+    want = hour - sp.day_hours - np.arange(SLOTS - sp.day_hours)
+    got = st.hour_of[want % SLOTS] == want
+    past = np.where(got[None, :], st.dday[:, want % SLOTS], np.nan)
+    centre, n = _median_rows(past)
+    dev = np.abs(past - centre[:, None])
+    spread, _ = _median_rows(dev)
+    tail, _ = _median_rows(dev, 100.0 * sp.spread_q)
+    # past day statistics overlap hour by hour: a few weeks hold a few independent ones, too few for a
+    # scale; the past hours' spread says how far a median of 24 independent hours moves (sqrt(pi / 2)
+    # sigma / sqrt(24)), the least a day statistic varies
+    ep = np.where(got[None, :], st.eres[:, want % SLOTS], np.nan)
+    emid, _ = _median_rows(ep)
+    hspread, _ = _median_rows(np.abs(ep - emid[:, None]))
+    hourly = MAD_TO_SIGMA * hspread * np.sqrt(np.pi / 2 / sp.day_hours)
+    scale = np.fmax(np.fmax(np.fmax(MAD_TO_SIGMA * spread, tail / sp.spread_z), hourly), 1e-12)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (d - centre) / scale
+        # a day off by less than one resolution step of the sensor is no fault (a day's median of
+        # hourly means resolves far finer, and a quantised slow field drifts by that much)
+        z = np.where(np.abs(d - centre) * level >= sp.floor, z, 0.0)
+        # ... and the hour that closes it is judged only if it is off with the day (half its offset, same
+        # side): the day's verdict ends with the hour the fault ends, not a day of residuals later
+        z = np.where((e - centre) * np.sign(d - centre) >= 0.5 * np.abs(d - centre), z, 0.0)
+    return np.where(n >= 24 * sp.day_min_days, z, np.nan)
 
 
 def _rebase(st: SeasonState, done: np.ndarray, hour: int, sp: SeasonParams) -> None:
@@ -277,7 +342,14 @@ def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: Season
         score[:, cols] = np.where(present & warm, z, np.nan)
         g += seg
         if i0 + seg == ph:
-            _close_hour(st, hour, sp, base, scale)
+            dz = np.abs(_close_hour(st, hour, sp, base, scale)[rows, None])
+            # a day off its past days: the bins of the hour that closed it (consecutive hours, one run)
+            with np.errstate(invalid="ignore"):
+                day = np.where(dz > sp.day_fail_z, FAIL, np.where(dz > sp.day_suspect_z, SUSPECT, GOOD))
+            f = flag[:, cols]
+            judged = (f == GOOD) | (f == SUSPECT)
+            flag[:, cols] = np.where(judged, np.maximum(f, day), f)
+            score[:, cols] = np.where(judged, np.fmax(score[:, cols], dz), score[:, cols])
     st.g_next = max(st.g_next, g0 + n)
     return QcResult(flag, score)
 
