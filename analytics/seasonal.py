@@ -100,7 +100,7 @@ def params_for(p, sp=None) -> SeasonParams:  # noqa: ANN001 - QcParams, StatPara
 
 
 _ARRAYS_V2 = ("mean", "mad", "cur", "resid", "watch", "sprev")
-_ARRAYS = (*_ARRAYS_V2, "eres", "dday")
+_ARRAYS = (*_ARRAYS_V2, "eres", "dday", "dz")
 
 
 class SeasonState:
@@ -120,6 +120,7 @@ class SeasonState:
         self.sprev = np.zeros(s, dtype=bool)  # the shift test flagged the last bin processed
         self.eres = np.full((s, SLOTS), np.nan)  # the hour's residual, fraction of the level, common mode off
         self.dday = np.full((s, SLOTS), np.nan)  # the day statistic at the close of each hour
+        self.dz = np.full(s, np.nan)  # its z at the last close: the verdict on the hour being filled
         self.g_next: int | None = None
 
     def rows_for(self, devices: list[str]) -> np.ndarray:
@@ -187,12 +188,12 @@ def _common_mode_removed(z: np.ndarray, min_peers: int) -> np.ndarray:
 
 
 def _close_hour(st: SeasonState, hour: int, sp: SeasonParams, base: np.ndarray | None = None,
-                scale: np.ndarray | None = None) -> np.ndarray:
+                scale: np.ndarray | None = None) -> None:
     """Store the finished hour (mean, within-hour noise in MAD units; NaN with fewer than half its bins),
     the residual of watched series against ``base`` (S,; the hour's baseline and ``scale``, computed
     when None), end the watches whose level is back (a fault, not a kept shift) and re-base those
-    that have lasted ``sp.rebase_h`` hours (:func:`_rebase`). Returns the day-level z (S,) at this hour's
-    close (:func:`_day_z`; NaN where not judged)."""
+    that have lasted ``sp.rebase_h`` hours (:func:`_rebase`); ``st.dz``: the day-level z (S,) at this
+    hour's close (:func:`_day_z`; NaN where not judged)."""
     n = (~np.isnan(st.cur)).sum(axis=1)
     ok = n * 2 >= st.per_hour
     med, _ = _median_rows(st.cur)
@@ -208,7 +209,7 @@ def _close_hour(st: SeasonState, hour: int, sp: SeasonParams, base: np.ndarray |
     st.cur[:] = np.nan
     if base is None or scale is None:
         base, scale = baseline(st, hour, sp)
-    dz = _day_z(st, hour, mean - base, sp)
+    st.dz = _day_z(st, hour, mean - base, base, sp)
     watched = st.watch >= 0
     if watched.any():
         st.resid[:, slot] = np.where(watched, mean - base, np.nan)
@@ -222,15 +223,14 @@ def _close_hour(st: SeasonState, hour: int, sp: SeasonParams, base: np.ndarray |
         done = watched & (hour - st.watch + 1 >= sp.rebase_h)
         if done.any():
             _rebase(st, done, hour, sp)
-    return dz
 
 
-def _day_z(st: SeasonState, hour: int, resid: np.ndarray, sp: SeasonParams) -> np.ndarray:
-    """Store the closed hour's residual ``resid`` (S,; hourly mean - baseline, field units) and the day
+def _day_z(st: SeasonState, hour: int, resid: np.ndarray, base: np.ndarray, sp: SeasonParams) -> np.ndarray:
+    """Store the closed hour's residual ``resid`` (S,; hourly mean - ``base``, field units) and the day
     statistic at its close; return its z against the past days' (S,; NaN = no verdict).
 
-    The residual is taken as a fraction of the series' level (the median |hourly mean| of its
-    history): a city-wide weekend dip or a shower's washout is one factor at every station, whatever
+    The residual is taken as a fraction of the hour's baseline (at least half the series' level,
+    the median |hourly mean| of its history): a city-wide weekend dip or a shower's washout is one factor at every station, whatever
     its level, and one median over the series (``min_peers``) takes it off. Watched series (a level
     shift) have none. The day statistic is the median of the last ``day_hours`` residuals (a burst
     or a shower moves a few hours, a day-long fault all of them); its past values are those at the
@@ -238,7 +238,9 @@ def _day_z(st: SeasonState, hour: int, resid: np.ndarray, sp: SeasonParams) -> n
     slot = hour % SLOTS
     level, _ = _median_rows(np.abs(st.mean))
     with np.errstate(invalid="ignore", divide="ignore"):
-        e = resid / np.fmax(level, max(sp.floor, 1e-12))
+        # of the hour's baseline (a factor is one factor at every hour of the cycle), at least half the level
+        # (a baseline near 0 would blow up)
+        e = resid / np.fmax(np.fmax(np.abs(base), level / 2), max(sp.floor, 1e-12))
     e[st.watch >= 0] = np.nan
     if sp.min_peers > 0 and (~np.isnan(e)).sum() >= sp.min_peers:
         e = e - np.nanmedian(e)
@@ -337,19 +339,18 @@ def update(st: SeasonState, rows: np.ndarray, x: np.ndarray, g0: int, sp: Season
             watched = np.logical_or.accumulate(onset, axis=1) | (st.watch[rows] >= 0)[:, None]
             st.watch[rows[onset.any(axis=1) & (st.watch[rows] < 0)]] = hour
             warm &= ~watched
-        fl = np.where(z > sp.fail_z, FAIL, np.where(z > sp.suspect_z, SUSPECT, GOOD))
+        # the day up to the last hour's close off its past days: this hour's bins (a verdict that waits for
+        # the hour's close would miss the bins an earlier pass wrote)
+        dz = np.abs(st.dz[rows, None])
+        with np.errstate(invalid="ignore"):
+            z = np.where(dz > sp.day_suspect_z, np.fmax(z, dz), z)
+            fl = np.where(z > sp.fail_z, FAIL, np.where(z > sp.suspect_z, SUSPECT, GOOD))
+            fl = np.maximum(fl, np.where(dz > sp.day_fail_z, FAIL, np.where(dz > sp.day_suspect_z, SUSPECT, GOOD)))
         flag[:, cols] = np.where(present, np.where(warm, fl, NOT_EVALUATED), MISSING)
         score[:, cols] = np.where(present & warm, z, np.nan)
         g += seg
         if i0 + seg == ph:
-            dz = np.abs(_close_hour(st, hour, sp, base, scale)[rows, None])
-            # a day off its past days: the bins of the hour that closed it (consecutive hours, one run)
-            with np.errstate(invalid="ignore"):
-                day = np.where(dz > sp.day_fail_z, FAIL, np.where(dz > sp.day_suspect_z, SUSPECT, GOOD))
-            f = flag[:, cols]
-            judged = (f == GOOD) | (f == SUSPECT)
-            flag[:, cols] = np.where(judged, np.maximum(f, day), f)
-            score[:, cols] = np.where(judged, np.fmax(score[:, cols], dz), score[:, cols])
+            _close_hour(st, hour, sp, base, scale)
     st.g_next = max(st.g_next, g0 + n)
     return QcResult(flag, score)
 
