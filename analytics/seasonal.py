@@ -39,6 +39,22 @@ shape for a night (a night at the afternoon's level) or ends within the watch le
 history as it was. Price: another fault in the watch (before the level is back, or in the
 ``rebase_h`` hours after a shift that stays) is left to the other tests.
 
+Day level (issue 13): a day of one series off its past days by a little at every hour (a weekend
+without the weekend dip, 15 %: z 0.6-1.1 per reading) is seen in the day, not in a reading. At each
+hour's close every series' hourly residual (mean - the baseline above) is taken as a fraction of
+that baseline, the median over the field's series is taken off (the weekend dip and a day of rain
+are city-wide: one factor at every station), and the day statistic is the median of the last 24
+such residuals (a burst or a shower moves a few hours, a day-long fault all of them). It is judged
+against the same statistic at the closes of the hours before this day (past-only, leave-one-out):
+centre their median, scale the largest of 1.4826 x their MAD, their 90th-percentile deviation /
+1.645 and the spread a median of 24 independent past hours would have (those statistics overlap
+hour by hour: a few weeks hold only a few independent ones). z > ``day_suspect_z`` (8) suspect,
+``day_fail_z`` (16) fail, only when the day is off by at least one resolution step and the
+closing hour is off with it (half its offset, same side: the verdict ends with the fault). The
+verdict at an hour's close flags the next hour's bins (a verdict waiting for the close would miss
+the bins an earlier pass wrote), so a day off gives one run from about half a day in to an hour
+after its end. Needs ``day_min_days`` (5) days of statistics: from about day 13 of a history.
+
 Arrays: values (S, n) field units; history (S, DAYS * 24); shift flags (S, n).
 """
 
@@ -57,7 +73,9 @@ DAYS = 28  # history kept, days
 SLOTS = DAYS * 24
 MIN_WEEKS = 2  # earlier weeks needed for an hour-of-week baseline
 HOUR_MS = 3_600_000
-FORMAT = 3  # 2: re-basing state (resid, watch, sprev); 3: the day-level test's eres, dday
+# 2: re-basing state (resid, watch, sprev); 3: the day-level test's eres, dday, dz (a format-2 file is
+# read: its hourly history kept, the day-level test starts empty, ~13 days to its first verdict)
+FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -230,11 +248,12 @@ def _day_z(st: SeasonState, hour: int, resid: np.ndarray, base: np.ndarray, sp: 
     statistic at its close; return its z against the past days' (S,; NaN = no verdict).
 
     The residual is taken as a fraction of the hour's baseline (at least half the series' level,
-    the median |hourly mean| of its history): a city-wide weekend dip or a shower's washout is one factor at every station, whatever
-    its level, and one median over the series (``min_peers``) takes it off. Watched series (a level
-    shift) have none. The day statistic is the median of the last ``day_hours`` residuals (a burst
-    or a shower moves a few hours, a day-long fault all of them); its past values are those at the
-    same hour of the earlier days, whose windows do not overlap this one (past-only, leave-one-out)."""
+    the median |hourly mean| of its history): a city-wide weekend dip or a shower's washout is one
+    factor at every station, whatever its level, and one median over the series (``min_peers``)
+    takes it off. Watched series (a level shift) have none. The day statistic is the median of the
+    last ``day_hours`` residuals (a burst or a shower moves a few hours, a day-long fault all of
+    them); its past values are those at the closes before this day's window (they do not overlap
+    it: past-only, leave-one-out)."""
     slot = hour % SLOTS
     level, _ = _median_rows(np.abs(st.mean))
     with np.errstate(invalid="ignore", divide="ignore"):
