@@ -2,7 +2,8 @@
 
 Inputs (written by ``kotacerdas simulate run --dry-run FILE --labels FILE``):
 - dry run, JSON lines ``{"t": ms, "topic": str, "payload": str}`` (payload = telemetry JSON);
-- labels, JSON lines ``{"device","kind","field"|null,"start": ms,"end": ms,"type"}``.
+- labels, JSON lines ``{"device","kind","field"|null,"start": ms,"end": ms,"type","trace"}`` (a label
+  whose ``trace`` is false, a fault that changed no reading, is counted apart and not scored: :func:`traced`).
 
 The detectors run as the service's live loop runs them (:func:`analytics.detectors.stream_run`:
 a pass every ``every_s`` over the last ``window_s``, verdicts one grid step late), or, with
@@ -85,6 +86,7 @@ class Row:
     false_runs: int = 0  # flagged runs touching no label at all
     sensor_days: float = 0.0
     note: str = ""
+    untraced: int = 0  # labels of this type whose fault left no trace in the data (not scored)
 
     @property
     def false_per_sensor_day(self) -> float:
@@ -157,6 +159,7 @@ def evaluate(data: dict[tuple[str, str], list[tuple[int, dict]]], labels: list[d
     """
     cat = cat or load_catalogue()
     rows = new_rows()
+    labels = traced(labels, rows)
     tests = alarmset.written(extra_tests)
     by_kind: dict[str, list[str]] = defaultdict(list)
     for kname, dev in data:
@@ -279,6 +282,20 @@ def score_field(rows: dict[str, Row], kind, fname: str, flagged: dict[str, np.nd
         rows[ALL_ALARMS].false_runs += n_all - touching
         rows[ALL_ALARMS].sensor_days += shape[0] * days
 
+def traced(labels: list[dict], rows: dict[str, Row]) -> list[dict]:
+    """The labels to score: those whose fault showed in the data (the simulator's ``trace``; a label
+    without the key, from an older simulator, counts as traced). The others are counted per type in
+    ``rows`` and left out: a step that pinned a field already at its range floor, every reading of
+    the window dropped, changed nothing a detector could read (an alarm there is a false one)."""
+    out = []
+    for lb in labels:
+        if lb.get("trace", True):
+            out.append(lb)
+        elif lb["type"] in rows:
+            rows[lb["type"]].untraced += 1
+    return out
+
+
 def new_rows() -> dict[str, Row]:
     """An empty score table: one row per fault type (gateway-only types as notes)."""
     rows = {ft: Row(ft, "+".join(d)) for ft, d in DETECTORS_FOR.items()}
@@ -336,5 +353,6 @@ def render(rows: list[Row]) -> str:
         out.append(f"{r.type:<18} {r.detectors:<44} {r.events:>6} {r.detected:>6} {_fmt(r.recall):>7} "
                    f"{_fmt(r.precision):>9} {_fmt(r.f1):>5} {_fmt(p50, False):>11} "
                    f"{_fmt(float(np.nanpercentile(d, 90)) if r.delays_s else math.nan, False):>7} "
-                   f"{_fmt2(r.false_per_sensor_day):>16}")
+                   f"{_fmt2(r.false_per_sensor_day):>16}"
+                   + (f"  ({r.untraced} without trace, not scored)" if r.untraced else ""))
     return "\n".join(out)

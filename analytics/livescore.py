@@ -28,7 +28,7 @@ from collections import defaultdict
 import numpy as np
 
 from analytics.episodes import FAULT_OF
-from analytics.evaluate import DETECTORS_FOR, Row, new_rows, score_field
+from analytics.evaluate import DETECTORS_FOR, Row, new_rows, score_field, traced
 from analytics.grid import Grid
 from analytics.multivariate import STATION
 from kotacerdas import measurements as M
@@ -108,6 +108,7 @@ def evaluate_live(influx: InfluxClient, labels: list[dict], cat: Catalogue | Non
     end_ms = max(int(lb["end"]) for lb in labels) + margin_ms if labels else 0
     run = check_run(influx, labels, cat, start_ms, end_ms)
     rows = new_rows()
+    labels = traced(labels, rows)
     for kind_name in sorted({lb["kind"] for lb in labels if lb["kind"] in cat}):
         kind = cat[kind_name]
         devices = _devices(influx, cat, kind_name, run, start_ms, end_ms)

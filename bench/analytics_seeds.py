@@ -45,7 +45,7 @@ SCENARIOS = {"eval": "bench/analytics_eval.toml", "hard": "bench/analytics_eval_
 # what of kotacerdas/ a dry run's bytes depend on besides the contract (simulators' imports; the MQTT
 # client, settings and logging do not change what a dry run writes)
 SIM_INPUTS = ("catalogue.py", "catalogue.yaml", "derived.py", "standards.py", "simrun.py")
-COUNTS = ("events", "detected", "flagged_runs", "true_runs", "false_runs", "sensor_days")
+COUNTS = ("events", "detected", "flagged_runs", "true_runs", "false_runs", "sensor_days", "untraced")
 
 
 def _source_hash(scenario: Path) -> str:
@@ -97,9 +97,9 @@ def pooled(runs: list[dict]) -> dict[str, dict]:
                 continue
             p = out.setdefault(r["type"], {**{c: 0 for c in COUNTS}, "delays_s": [], "f1s": [], "rates": []})
             for c in COUNTS:
-                p[c] += r[c]
+                p[c] += r.get(c, 0)  # a baseline written before a count existed
             p["delays_s"] += r["delays_s"]
-            row = Row(**{f.name: r[f.name] for f in fields(Row)})
+            row = Row(**{f.name: r[f.name] for f in fields(Row) if f.name in r})
             if row.events:
                 p["f1s"].append(0.0 if math.isnan(row.f1) else row.f1)
             if row.sensor_days:
@@ -117,7 +117,7 @@ def _pct(v: float) -> str:
 
 def render(con: Console, title: str, pool: dict[str, dict], old: dict[str, dict] | None) -> None:
     t = Table(title=title)
-    for col in ("fault type", "events", "recall", "precision", "F1 pooled", "F1 runs min-max", "delay p50 s",
+    for col in ("fault type", "events", "no trace", "recall", "precision", "F1 pooled", "F1 runs min-max", "delay p50 s",
                 "false/sensor-day", "max run"):
         t.add_column(col, justify="left" if col == "fault type" else "right")
     if old is not None:
@@ -128,7 +128,8 @@ def render(con: Console, title: str, pool: dict[str, dict], old: dict[str, dict]
         if name != ALL_ALARMS and not r.events and not r.flagged_runs:
             continue
         d = sorted(p["delays_s"])
-        cells = [name, str(r.events) if name != ALL_ALARMS else "-", _pct(r.recall), _pct(r.precision),
+        cells = [name, str(r.events) if name != ALL_ALARMS else "-", str(r.untraced) if r.untraced else "-",
+                 _pct(r.recall), _pct(r.precision),
                  f"[bold]{_pct(r.f1)}[/bold]",
                  f"{_pct(min(p['f1s']))}-{_pct(max(p['f1s']))}" if p["f1s"] else "-",
                  f"{d[len(d) // 2]:.0f}" if d else "-", f"{r.false_per_sensor_day:.3f}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 import numpy as np
@@ -59,13 +59,22 @@ class Run:
         # the run id rides in every simulated device's firmware string (kotacerdas/simrun.py)
         self.run_id = simrun.run_id(self.sc.name, self.sc.seed, self.root, self.start_ms)
         self.fw = simrun.fw_for(self.run_id)
+        self._traced: set[int] = set()  # id() of the value-fault labels a sent reading showed
+        self._row_of = {k: {d: i for i, d in enumerate(f.ids)} for k, f in self.fleets.items()}
         self.topics = {
             k: [contract.telemetry_topic(self.root, self.sc.city, k, d) for d in f.ids] for k, f in self.fleets.items()
         }
 
     @property
     def labels(self):
+        """The planned labels (before any message is made; ``trace`` not yet known)."""
         return self.plan.labels
+
+    def labels_seen(self) -> list:
+        """The labels with ``trace`` set: False for a value fault no sent reading showed (known once
+        :meth:`messages` has been consumed; a fault not reached by a stopped run shows none either)."""
+        return [replace(lb, trace=id(lb) in self._traced) if lb.type in VALUE_FAULTS and lb.field else lb
+                for lb in self.plan.labels]
 
     def estimate_messages(self) -> int:
         n = sum(f.n * (int(self.sc.span_s * 1000 // f.interval_ms) + 1) for f in self.fleets.values())
@@ -141,6 +150,7 @@ class Run:
         raw = signals.generate(kind, fl, ts, self.weather, self.sc.utc_offset_h, rng)
         faults = self.plan.of_kind(kind_name)
         clean = {f.name: raw[f.name].copy() for f in kind.fields if f.derived_from or f.name in _sources(kind)}
+        untouched = {f.name: signals.quantise(f, raw[f.name]) for f in kind.fields}
         self._apply_value_faults(kind_name, fl, faults, raw, ts)
         signals.carry_to_source(kind, raw, clean)  # a derived field's fault goes through its measured source
         vals = {f.name: signals.quantise(f, raw[f.name]) for f in kind.fields}
@@ -154,6 +164,7 @@ class Run:
             elif f.type == "clock_skew":
                 m = (ts[r] >= f.start) & (ts[r] <= f.end)
                 stamp[r, m] += f.params["skew_ms"]
+        self._trace(kind_name, faults, vals, untouched, ts, valid)
         special: dict[tuple[int, int], Fault] = {}
         for f in faults:
             if "k" in f.params and k_lo <= f.params["k"] <= k_hi:
@@ -180,6 +191,22 @@ class Run:
             out.extend(self._special(sf, kind_name, fl, r, t_list[i], st_list[i], seq_list[i], fields, b,
                                      rssi_list[i], topics[r]))
         return out
+
+    def _trace(self, kind_name: str, faults: list[Fault], vals: dict, untouched: dict, ts: np.ndarray,
+               valid: np.ndarray) -> None:
+        """Mark the value-fault labels a reading of this chunk shows: one sent reading in the label's
+        window that differs from what the device would have sent without the fault."""
+        rows = self._row_of[kind_name]
+        for f in faults:
+            if f.type not in VALUE_FAULTS:
+                continue
+            for lb in f.labels:
+                if lb.field is None or id(lb) in self._traced or lb.field not in vals:
+                    continue
+                r = rows[lb.device]
+                m = valid[r] & (ts[r] >= lb.start) & (ts[r] <= lb.end)
+                if m.any() and bool(np.any(vals[lb.field][r, m] != untouched[lb.field][r, m])):
+                    self._traced.add(id(lb))
 
     def _special(self, f: Fault, kind: str, fl: KindFleet, r: int, t: int, stamp: int, seq: int,
                  fields: dict, bat, rssi: int, topic: str) -> list[Msg]:
@@ -253,6 +280,11 @@ class Run:
                     gain = 1.0 + f.params["amp"] * math.exp(-km / 3.0) * np.sin(np.pi * x[m]) ** 0.5
                     for fname in f.params["fields"]:  # the index pollutants it raises (faults.py)
                         raw[fname][row, m] *= gain
+
+
+# faults that change the values a device measures (labelled per field); the others change messages
+VALUE_FAULTS = frozenset(("spike", "offset", "flatline", "drift", "contamination", "pollution_episode")
+                         + hardcases.LABELLED)
 
 
 def _sources(kind: Kind) -> set[str]:

@@ -55,6 +55,10 @@ class Label:
     end: int
     type: str
     run: str = ""  # the simulator run (kotacerdas/simrun.py): labels of another run are refused
+    # False: the fault left no trace in what the device sent (every reading in the window the same
+    # as without it: a negative step on a field already at its range floor, a flat line on a field
+    # that stood still anyway, every reading dropped): no detector can see it, so none is scored on it
+    trace: bool = True
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

@@ -40,9 +40,6 @@ def simulate(sc: Scenario, settings: Settings, opts: Options, stop: threading.Ev
                             " gateway accepts): run it with --dry-run FILE")
     now = int(time.time() * 1000) if now_ms is None else now_ms
     run = Run(sc, settings.mqtt.topic_root, now)
-    if opts.labels:
-        n = write_labels(str(opts.labels), run.labels, run.run_id)
-        log.info("labels written", extra={"path": str(opts.labels), "labels": n})
     total = run.estimate_messages()
     rate = opts.rate if opts.rate else total / sc.duration_s
     msgs = run.messages(births=opts.births)
@@ -63,6 +60,12 @@ def simulate(sc: Scenario, settings: Settings, opts: Options, stop: threading.Ev
                 fw.stop()
             summary["firmware"] = fw.finish()
         summary["stopped_early"] = bool(stop is not None and stop.is_set())
+    if opts.labels:  # after the stream: whether each fault left a trace in what was sent is known now
+        seen = run.labels_seen()
+        n = write_labels(str(opts.labels), seen, run.run_id)
+        summary["labels_without_trace"] = sum(not lb.trace for lb in seen)
+        log.info("labels written", extra={"path": str(opts.labels), "labels": n,
+                                          "without_trace": summary["labels_without_trace"]})
     summary.update(run_id=run.run_id, scenario=sc.name, seed=sc.seed, qos=sc.qos, target_rate=round(rate, 1),
                    simulated_span_s=sc.span_s, window_start_ms=run.start_ms, window_end_ms=run.end_ms)
     if opts.summary:

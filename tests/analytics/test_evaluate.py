@@ -63,6 +63,23 @@ def test_scores_spike_and_dropout(tmp_path):
     assert "spike" in table and "100%" in table
 
 
+def test_a_label_without_trace_is_counted_not_scored(tmp_path):
+    # the simulator says an offset changed no reading (trace false): it is neither a miss nor a window
+    # that excuses a flag; the row counts it apart
+    data, lab = make_dry_run(tmp_path)
+    quiet = {"device": "ev-air-00003", "kind": "air", "field": "pm25", "start": T0 + 50 * 60_000,
+             "end": T0 + 80 * 60_000, "type": "offset"}
+    with open(lab, "a") as fh:
+        fh.write(json.dumps({**quiet, "trace": False}) + "\n")
+    rows = {r.type: r for r in ev.evaluate_files(str(data), str(lab))}
+    assert rows["offset"].events == 0 and rows["offset"].untraced == 1
+    assert "1 without trace, not scored" in ev.render(list(rows.values()))
+    with open(lab, "a") as fh:  # the same label as an older simulator wrote it (no key): scored, a miss
+        fh.write(json.dumps(quiet) + "\n")
+    rows = {r.type: r for r in ev.evaluate_files(str(data), str(lab))}
+    assert rows["offset"].events == 1 and rows["offset"].detected == 0 and rows["offset"].untraced == 1
+
+
 @pytest.mark.io
 def test_cli_evaluate_prints_table(tmp_path):
     data, lab = make_dry_run(tmp_path)

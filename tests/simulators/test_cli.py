@@ -38,7 +38,7 @@ def test_run_dry_run_writes_summary_labels_and_messages(env_for, tmp_path, capsy
     lines = (tmp_path / "d.jsonl").read_text().splitlines()
     assert sum(json.loads(x)["topic"].endswith("/telemetry") for x in lines) == s["sent"]
     labels = [json.loads(x) for x in (tmp_path / "l.jsonl").read_text().splitlines()]
-    assert labels and all(set(lb) == {"device", "kind", "field", "start", "end", "type", "run"} for lb in labels)
+    assert labels and all(set(lb) == {"device", "kind", "field", "start", "end", "type", "run", "trace"} for lb in labels)
 
 
 def test_dry_run_at_a_fixed_now_is_reproducible(env_for, tmp_path):

@@ -94,6 +94,32 @@ def test_value_faults_change_only_labelled_cells():
     for lb in labels:
         if lb.type in ("spike", "offset", "contamination"):
             assert hit[(lb.device, lb.field, lb.start, lb.type)] > 0, lb
+    # the labels file says which faults showed: trace is True exactly where a sent reading changed
+    seen = [lb for lb in run.labels_seen() if lb.type in VALUE_TYPES and lb.field]
+    assert [(lb.device, lb.field, lb.start) for lb in seen] == [(lb.device, lb.field, lb.start) for lb in labels
+                                                                  if lb.field]
+    for lb in seen:
+        assert lb.trace == (hit[(lb.device, lb.field, lb.start, lb.type)] > 0), lb
+    assert all(lb.trace for lb in run.labels_seen() if lb.type not in VALUE_TYPES)
+
+
+def test_a_fault_that_changes_nothing_is_labelled_without_trace():
+    # what a step pinned at a range floor already read (turbidity 0 NTU in clear water) looks like: the
+    # readings are what they would have been, so the label says no trace; a step that moves them shows
+    sc = small_scenario()
+    run = Run(sc, "kc", NOW_MS)
+    f = next(f for f in run.plan.faults if f.type == "offset")
+    kind = run.cat[f.kind]
+    f.params["delta"] = -10 * (kind.field(f.field).hi - kind.field(f.field).lo)
+    list(run.messages())
+    lb = next(lb for lb in run.labels_seen() if lb.start == f.start and lb.type == "offset")
+    assert lb.trace  # pinned at the floor: that shows
+    run = Run(sc, "kc", NOW_MS)
+    f = next(f for f in run.plan.faults if f.type == "offset")
+    f.params["delta"] = 0.0
+    list(run.messages())
+    lb = next(lb for lb in run.labels_seen() if lb.start == f.start and lb.type == "offset")
+    assert not lb.trace
 
 
 def test_flatline_holds_one_value_over_its_window():
@@ -142,7 +168,7 @@ def test_labels_name_known_types_and_time_ordered_windows():
     for lb in run.labels:
         assert run.start_ms <= lb.start <= lb.end <= run.end_ms
         d = json.loads(lb.to_json())
-        assert list(d) == ["device", "kind", "field", "start", "end", "type", "run"]
+        assert list(d) == ["device", "kind", "field", "start", "end", "type", "run", "trace"]
     pol = [lb for lb in run.labels if lb.type == "pollution_episode"]
     assert len({lb.device for lb in pol}) >= 3 and {lb.field for lb in pol} == {"pm25", "no2"}
 
