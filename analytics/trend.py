@@ -40,7 +40,7 @@ population spreads): the move back towards them when that fault ends raises noth
 that has lasted ``rebase_hours`` (the rings' length) is a new normal (a re-mounted sensor): the
 baseline is learnt again (warm-up, flag 2). The verdict of a closed hour is the flag of every
 reading in the next hour (a delay of up to one block): 3 (suspect) above ``suspect_z``, 4 above
-``fail_z``, 2 during warm-up (fewer than ``min_hours`` baseline hours), 9 missing.
+``fail_z`` (an alarm the move back to the neighbours withholds is 1 at any size), 2 during warm-up (fewer than ``min_hours`` baseline hours), 9 missing.
 
 **Pace mode** (``pace``: a field that resets by design, a bin's fill or distance, whose level says
 nothing): between resets such a series moves at its own steady pace (a bin fills at its site's
@@ -306,7 +306,7 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
         alarm = warm & (az > tp.suspect_z)
         if tp.outlier_k and warm.sum() >= 3:
             alarm &= ~_back_to_neighbours(st, tp, a, b, z * scale, warm)
-    st.flag = np.where(warm & ~np.isnan(z), np.where(az > tp.fail_z, FAIL, np.where(alarm, SUSPECT, GOOD)),
+    st.flag = np.where(warm & ~np.isnan(z), np.where(alarm, np.where(az > tp.fail_z, FAIL, SUSPECT), GOOD),
                        NOT_EVALUATED).astype(np.float64)
     st.score = np.where(warm, az, np.nan)
     # the newest hour joins the baseline unless it is already off it (frozen against a walk)

@@ -52,6 +52,18 @@ def test_a_drift_from_the_first_hours_is_held_against_the_level_before_it():
 
 
 
+def test_the_end_of_a_fault_learnt_in_the_warm_up_raises_nothing_however_far_it_moves():
+    # a station stepped far off its neighbours through the first 12 h (a correlated board fault):
+    # its baseline holds the faulty level; the move back towards the neighbours is no drift, at any
+    # size: a fail-sized move must not slip past the check a suspect-sized one gets (it did: every
+    # hour past fail_z was flagged 4 for the rest of the record)
+    x = _city(hours=48)
+    x[3, 30 : 12 * HOUR] += 120.0
+    res = run_record(x, 0, TP)
+    assert np.nanmax(res.score[3, 13 * HOUR :]) > TP.fail_z  # far past fail_z against its baseline ...
+    assert not _alarms(res)[3, 13 * HOUR :].any()  # ... and no alarm of either level
+
+
 def test_a_ramp_from_the_first_hour_that_joined_its_baseline_is_caught_by_its_walk():
     # a smooth series whose scale is its floor (as a span floor does): a ramp from the first hour joins
     # the baseline hour by hour, each hour within join_z of a baseline that holds the ramp before it
