@@ -37,10 +37,22 @@ as soon as it is visible and keeps growing against the level before it; after a 
 residual returns to that level and the alarm ends instead of starting a new one. A baseline learnt
 during a fault that began in the warm-up stands off the neighbours (more than ``outlier_k``
 population spreads): the move back towards them when that fault ends raises nothing. An alarm
-that has lasted ``rebase_hours`` (the rings' length) is a new normal (a re-mounted sensor): the
-baseline is learnt again (warm-up, flag 2). The verdict of a closed hour is the flag of every
-reading in the next hour (a delay of up to one block): 3 (suspect) above ``suspect_z``, 4 above
-``fail_z`` (an alarm the move back to the neighbours withholds is 1 at any size), 2 during warm-up (fewer than ``min_hours`` baseline hours), 9 missing.
+that has lasted ``rebase_hours`` (the rings' length) is a new normal: the baseline is learnt
+again (warm-up, flag 2).
+
+A **step** is not the trend test's to judge (:func:`_step`): a level that jumps by more than
+``suspect_z`` from one hour to the next and stands still after it (the end of a fault the baseline
+was learnt on, a re-mounted sensor, an offset; the shift test flags the step itself) holds the
+verdict (flag 2) for ``step_hours``, then the baseline moves to it, keeping its length and scale;
+a walk from there is held against it. Without this a fault in a station's first hours, learnt as
+its baseline, read as a drift for two days after it ended.
+
+The verdict of a closed hour is the flag of every reading in the next hour (a delay of up to one
+block): 3 (suspect) above ``suspect_z``, 4 above ``fail_z`` (an alarm the move back to the
+neighbours withholds is 1 at any size), 2 during warm-up (fewer than ``min_hours`` baseline
+hours), 9 missing. An alarm also needs the closing hour and its last ``recheck`` fraction off the
+baseline, and ends after that fraction of the next hour if the series is back (:func:`_recheck`):
+a fault that ended inside an hour does not flag the clean hour after it.
 
 **Pace mode** (``pace``: a field that resets by design, a bin's fill or distance, whose level says
 nothing): between resets such a series moves at its own steady pace (a bin fills at its site's
@@ -93,10 +105,15 @@ class TrendParams:
     rebase_hours: int = 48  # an alarm this long is a new normal: the baseline is learnt again
     pool_k: float = 3.0  # a b this many population spreads off the warm series' median b is replaced by it (0: off)
     outlier_k: float = 3.0  # a baseline this many population spreads off the neighbours is suspect (0: off)
+    recheck: float = 0.25  # an alarm needs the closing hour's last this fraction off too, and ends after
+    # this fraction of the next hour if the series is back (0: neither)
+    step_hours: int = 2  # hours a level that left the baseline in one step must stand still before the
+    # baseline moves to it (the verdict is held meanwhile; 0: off)
+    still_k: float = 3.0  # standing still: the hours after the step within this many scales of each other
     # pace mode, for a field that resets by design (a bin's fill): its own hour-to-hour pace between resets
     pace: bool = False
-    lo: float = -np.inf  # the sensor's range, field units: hours pegged near it say nothing of the pace
-    hi: float = np.inf
+    lo: float = -np.inf  # the sensor's range, field units: hours pegged near it say nothing of the pace,
+    hi: float = np.inf  # and a level at it (a reading clipped by a fault) is no level to move the baseline to
     span: float = 0.0  # expected span, field units
     peg: float = 0.03  # pegged = within this fraction of the span from a range limit
     jump: float = 0.05  # an hourly change off the usual pace by this fraction of the span is a step (a reset)
@@ -117,7 +134,7 @@ class TrendParams:
                        hi=p.fail_hi, span=span, side=p.reset_side, min_hours=6, join_z=3.0, suspect_z=sp.trend_pace_z,
                        fail_z=2 * sp.trend_pace_z)
         return cls(block=p.block, floor=sp.trend_resolution_k * p.resolution, span_floor=sp.trend_span_floor * span,
-                   suspect_z=sp.trend_suspect_z, fail_z=sp.trend_fail_z)
+                   suspect_z=sp.trend_suspect_z, fail_z=sp.trend_fail_z, lo=p.fail_lo, hi=p.fail_hi, span=span)
 
 
 _ARRAYS = ("hx", "hr", "wm", "ok", "cur_x", "cur_r", "flag", "score", "alarm_h")
@@ -229,6 +246,75 @@ def _walk(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, scale: 
     return out
 
 
+def _step(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, scale: np.ndarray,
+          z: np.ndarray) -> tuple[np.ndarray, bool]:
+    """(hold (S,) bool: series whose level jumped and stands still since, whether a baseline moved):
+    moves the baselines of those that have stood still long enough (in place: ``st.hx`` / ``st.ok``;
+    fit again after).
+
+    A drift walks away from its baseline hour by hour; a step (the end of a fault the baseline was
+    learnt on, a re-mounted sensor, an offset) jumps: from one hour with data to the next by more
+    than ``suspect_z`` scales (or over two, when the step fell inside an hour: that hour's median
+    lies between the levels on either side), and the hours since stand within ``still_k`` scales of
+    each other, as the hour before the step stood with the one before it (a fast walk jumps too, but
+    does not stand on either side). Which side of a step is the fault the level cannot tell, and the shift test flags
+    the step itself, so the trend test does not judge it: the verdict is held until ``step_hours``
+    hours after the jump stand still, then every hour before them is shifted by the jump (the
+    baseline keeps its length and scale) and the hours after join the baseline if they are now
+    within ``join_z`` of it: a walk under way when the step came stays as far off as it was. From a
+    level that was itself past ``suspect_z`` (a baseline learnt on a fault, a fault on a fault) the
+    shift is the whole level: the baseline starts again where the series now stands. A
+    level at the sensor's range limit (a reading clipped by a fault) is no new level, and a jump
+    across more than one hour without data may be a walk nobody saw: neither is moved to.
+    Only series with ``|z| > suspect_z`` are looked at (few: a loop-free pass over them)."""
+    hold = np.zeros(z.shape[0], dtype=bool)
+    rows = np.flatnonzero(np.abs(z) > tp.suspect_z)
+    if not tp.step_hours or not rows.size:
+        return hold, False
+    w = tp.hours
+    e = (st.hx[rows] - (a[rows, None] + b[rows, None] * st.hr[rows])) / scale[rows, None]
+    order = np.argsort(~np.isnan(e), axis=1, kind="stable")  # hours with data last, in time order
+    v = np.take_along_axis(e, order, axis=1)
+    m = (~np.isnan(v)).sum(axis=1)
+    # the trailing still run T: from the newest hour back while every value is within still_k of the others
+    hi = np.fmax.accumulate(v[:, ::-1], axis=1)[:, ::-1]
+    lo = np.fmin.accumulate(v[:, ::-1], axis=1)[:, ::-1]
+    band = (hi - lo <= tp.still_k) & ~np.isnan(v)
+    t = np.minimum(np.cumprod(band[:, ::-1], axis=1).sum(axis=1), m)  # its length
+    level = nanmedian_rows(np.where(np.arange(w)[None, :] >= w - t[:, None], v, np.nan))
+    k = np.arange(rows.size)
+
+    def before_t(h: int) -> np.ndarray:  # the value h hours with data before T's first (NaN: none)
+        return np.where(t + h <= m, v[k, np.clip(w - t - h, 0, w - 1)], np.nan)
+
+    ep, eq = before_t(1), before_t(2)
+    # the step fell inside hour p: its median lies between the levels either side, both far off it
+    partial = ((np.fmin(eq, level) < ep) & (ep < np.fmax(eq, level)) & (np.abs(ep - eq) > tp.still_k)
+               & (np.abs(level - ep) > tp.still_k))
+    pre = np.where(partial, eq, ep)
+    er = np.where(partial, before_t(3), eq)  # the hour before the level stepped from: a level, not a walk
+    jump = np.where(np.isnan(er) | (np.abs(er - pre) <= tp.still_k), level - pre, np.nan)
+    first = np.take_along_axis(order, np.clip(w - t, 0, w - 1)[:, None], axis=1)[:, 0]  # T's first hour (ring index)
+    # ... and the hour the level stepped from: a jump across hours without data may be a walk unseen
+    since = first - np.take_along_axis(order, np.clip(w - t - 1 - partial, 0, w - 1)[:, None], axis=1)[:, 0]
+    jump = np.where(since <= 2 + partial, jump, np.nan)
+    after = np.arange(w)[None, :] >= first[:, None]
+    clipped = (after & ((st.hx[rows] <= tp.lo) | (st.hx[rows] >= tp.hi))).any(axis=1)
+    step = (t >= 1) & (np.abs(jump) > tp.suspect_z) & ~np.isnan(jump) & ~clipped
+    hold[rows] = step & (t <= tp.step_hours)
+    move = step & (t > tp.step_hours)
+    if move.any():
+        r = rows[move]
+        # by the jump: a walk under way stays as far off as it was; from an alarm level (a baseline learnt
+        # on a fault, a fault on a fault) by the whole level: the baseline starts again at the new level
+        again = np.abs(pre[move]) > tp.suspect_z
+        by = np.where(again, level[move], jump[move])
+        st.hx[r] = np.where(after[move], st.hx[r], st.hx[r] + (by * scale[r])[:, None])
+        back = np.abs(e[move] - by[:, None]) <= tp.join_z  # T hours now near the baseline
+        st.ok[r] = np.where(after[move] & back & ~np.isnan(e[move]), 1.0, np.where(again[:, None], 0.0, st.ok[r]))
+    return hold, bool(move.any())
+
+
 def _back_to_neighbours(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, e: np.ndarray,
                         warm: np.ndarray) -> np.ndarray:
     """(S,) bool: the series' baseline stood off its neighbours (a baseline learnt during a fault that
@@ -241,6 +327,12 @@ def _back_to_neighbours(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.nd
     spread = MAD_TO_SIGMA * np.nanmedian(np.abs(np.where(warm, off, np.nan) - mid))
     was = np.abs(off - mid)
     return (was > tp.outlier_k * max(spread, tp.floor, 1e-12)) & (np.abs(off + e - mid) < was)
+
+
+def _level_z(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The level test value (S,): the median fitted residual of the last ``recent`` hours, in scales."""
+    last = st.hx[:, -tp.recent:] - (a[:, None] + b[:, None] * st.hr[:, -tp.recent:])
+    return nanmedian_rows(last) / scale
 
 
 def _pace(st: TrendState, tp: TrendParams, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -291,24 +383,39 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
         ring[:, -1] = np.where(usable, v, np.nan)
     st.ok[:, :-1] = st.ok[:, 1:]
     st.ok[:, -1] = 0.0
+    hold = np.zeros(len(st.devices), dtype=bool)
     if tp.pace:
         z, warm, usable = _pace(st, tp, usable)
         az = np.abs(z)
         alarm = warm & (az > tp.suspect_z)
     else:
         a, b, scale, n = _fit(st, tp)
-        last = st.hx[:, -tp.recent:] - (a[:, None] + b[:, None] * st.hr[:, -tp.recent:])
-        z = nanmedian_rows(last) / scale
         warm = n >= tp.min_hours
+        z = _level_z(st, tp, a, b, scale)
+        hold, moved = _step(st, tp, a, b, scale, np.where(warm, z, 0.0))
+        if moved:
+            a, b, scale, n = _fit(st, tp)
+            warm = n >= tp.min_hours
+            z = _level_z(st, tp, a, b, scale)
         if tp.slope_hours:
             z = _walk(st, tp, a, b, scale, z)
         az = np.abs(z)
-        alarm = warm & (az > tp.suspect_z)
+        # the newest hour must be off too, to its end (the test value is a median over ``recent``
+        # hours): a fault that ended in it would otherwise flag the hour after, a clean one
+        agree = np.ones(z.shape, dtype=bool)
+        if tp.recheck:
+            k = _recheck_samples(tp)
+            e_new = (st.hx[:, -1] - a - b * st.hr[:, -1]) / scale
+            e_end = nanmedian_rows(st.cur_x[:, -k:] - (a[:, None] + b[:, None] * st.cur_r[:, -k:])) / scale
+            for v in (e_new, e_end):
+                agree &= np.isnan(v) | ((np.sign(v) == np.sign(z)) & (np.abs(v) > tp.join_z))
+        alarm = warm & (az > tp.suspect_z) & ~hold & agree
         if tp.outlier_k and warm.sum() >= 3:
             alarm &= ~_back_to_neighbours(st, tp, a, b, z * scale, warm)
-    st.flag = np.where(warm & ~np.isnan(z), np.where(alarm, np.where(az > tp.fail_z, FAIL, SUSPECT), GOOD),
+    judged = warm & ~np.isnan(z) & ~hold
+    st.flag = np.where(judged, np.where(alarm, np.where(az > tp.fail_z, FAIL, SUSPECT), GOOD),
                        NOT_EVALUATED).astype(np.float64)
-    st.score = np.where(warm, az, np.nan)
+    st.score = np.where(warm & ~hold, az, np.nan)
     # the newest hour joins the baseline unless it is already off it (frozen against a walk)
     st.ok[:, -1] = usable & ~alarm & ~(warm & (az > tp.join_z))
     st.alarm_h = np.where(alarm, st.alarm_h + 1, 0.0)
@@ -322,6 +429,22 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
     st.cur_x[:] = np.nan
     st.cur_r[:] = np.nan
     st.cur_whole = True
+
+
+def _recheck_samples(tp: TrendParams) -> int:
+    return max(int(round(tp.recheck * tp.block)), 1)
+
+
+def _recheck(st: TrendState, tp: TrendParams, k: int) -> None:
+    """End the alarms of series whose first ``k`` samples of the block in progress are back within
+    ``join_z`` of the baseline: the verdict of the hour before was a median over hours a fault filled,
+    and it ended since (the readings of the rest of this hour are clean)."""
+    on = (st.flag == SUSPECT) | (st.flag == FAIL)
+    if not on.any():
+        return
+    a, b, scale, _ = _fit(st, tp)
+    e = nanmedian_rows(st.cur_x[:, :k] - (a[:, None] + b[:, None] * st.cur_r[:, :k])) / scale
+    st.flag = np.where(on & (np.abs(e) < tp.join_z), float(GOOD), st.flag)
 
 
 def _start(st: TrendState, g: int, tp: TrendParams) -> None:
@@ -359,11 +482,14 @@ def update(st: TrendState, rows: np.ndarray, x: np.ndarray, ref: np.ndarray, g0:
     elif gap > 0:  # missing columns before this window: processed as no readings
         update(st, rows[:0], np.empty((0, gap)), np.full(gap, np.nan), st.g_next, tp)
     full = np.full(s_all, np.nan)
+    k = _recheck_samples(tp) if tp.recheck and not tp.pace else 0
     for j in range(max(st.g_next - g0, 0), n):
         g = g0 + j
         pos = g % tp.block
         if pos == 0 and st.opened:
             _close_block(st, tp)
+        elif pos == k and st.cur_whole:
+            _recheck(st, tp, k)
         full[:] = np.nan
         full[rows] = x[:, j]
         st.cur_x[:, pos] = full

@@ -43,6 +43,27 @@ def test_a_slow_drift_is_caught_and_the_alarm_ends_with_it():
     assert not _alarms(res)[clean].any()  # the drifting station does not move the others' verdicts
 
 
+def test_the_alarm_ends_within_the_hour_the_fault_ended_in_not_an_hour_after():
+    # the verdict of an hour flags the next one, and its test value is a median over two hours: a
+    # fault that ended 40 min into an hour flagged all of the next hour too (a false alarm after the
+    # fault); the end of the closing hour and the start of the next are looked at again
+    x = _city()
+    t0, t1 = 20 * HOUR, 40 * HOUR + 40
+    x[4, t0:t1] += np.linspace(0.0, 15.0, t1 - t0)
+    res = run_record(x, 0, TP)
+    al = _alarms(res)[4]
+    assert al[t0 : t1].any()
+    assert not al[t1 + HOUR // 3 :].any()
+    old = _alarms(run_record(x, 0, replace(TP, recheck=0.0)))[4]  # without: the clean hour after is flagged
+    assert old[41 * HOUR : 42 * HOUR].all()
+    # a fault that ends 10 min into an hour: the first quarter of that hour is looked at once
+    x = _city()
+    t1 = 40 * HOUR + 10
+    x[4, t0:t1] += np.linspace(0.0, 15.0, t1 - t0)
+    al = _alarms(run_record(x, 0, TP))[4]
+    assert al[t0:t1].any() and not al[41 * HOUR :].any()
+
+
 def test_a_drift_from_the_first_hours_is_held_against_the_level_before_it():
     x = _city()
     t0 = 4 * HOUR
@@ -59,9 +80,10 @@ def test_the_end_of_a_fault_learnt_in_the_warm_up_raises_nothing_however_far_it_
     # hour past fail_z was flagged 4 for the rest of the record)
     x = _city(hours=48)
     x[3, 30 : 12 * HOUR] += 120.0
-    res = run_record(x, 0, TP)
+    res = run_record(x, 0, replace(TP, step_hours=0))  # the check on its own: the baseline stays
     assert np.nanmax(res.score[3, 13 * HOUR :]) > TP.fail_z  # far past fail_z against its baseline ...
     assert not _alarms(res)[3, 13 * HOUR :].any()  # ... and no alarm of either level
+    assert not _alarms(run_record(x, 0, TP))[3, 13 * HOUR :].any()  # by default: a step, the baseline moves
 
 
 def test_a_ramp_from_the_first_hour_that_joined_its_baseline_is_caught_by_its_walk():
@@ -125,12 +147,31 @@ def test_warm_up_and_missing_say_so():
 
 def test_a_lasting_new_level_is_learnt_again():
     x = _city(hours=72)
-    x[5, 10 * HOUR :] += 30.0  # a re-mounted sensor: a new level for good
+    x[5, 10 * HOUR : 20 * HOUR] += np.linspace(0.0, 30.0, 10 * HOUR)  # a walk to a new level that stays
+    x[5, 20 * HOUR :] += 30.0
     tp = replace(TP, rebase_hours=12)
     al = _alarms(run_record(x, 0, tp))[5]
     hits = np.flatnonzero(al)
-    assert hits.size and hits[0] < 12 * HOUR
-    assert not al[40 * HOUR :].any()  # re-based, warmed up again, quiet
+    assert hits.size and hits[0] < 20 * HOUR
+    assert not al[48 * HOUR :].any()  # re-based, warmed up again, quiet
+
+
+def test_a_step_is_not_judged_the_baseline_moves_to_it_and_a_drift_from_there_is_caught():
+    # a step (the end of a fault learnt in the warm-up, an offset, a re-mounted sensor) leaves the
+    # baseline at once and stands still: which side is the fault the level cannot tell, the shift test
+    # flags the step; the trend test holds its verdict for step_hours, then moves its baseline there
+    x = _city(hours=72)
+    x[5, 10 * HOUR + 20 :] -= 30.0
+    res = run_record(x, 0, TP)
+    assert not _alarms(res)[5].any()
+    held = np.flatnonzero(res.flag[5, 11 * HOUR :] == qc.NOT_EVALUATED)
+    assert held.size and held[-1] < (TP.step_hours + 2) * HOUR  # held, then judged again
+    assert (res.flag[5, 16 * HOUR :] == qc.GOOD).all()
+    x[5, 30 * HOUR :] += np.linspace(0.0, 20.0, 42 * HOUR)  # a walk from the new level
+    al = _alarms(run_record(x, 0, TP))[5]
+    assert al.any() and np.flatnonzero(al)[0] > 30 * HOUR
+    # off: the step is an alarm that lasts (until the baseline is learnt again after rebase_hours)
+    assert _alarms(run_record(x, 0, replace(TP, step_hours=0)))[5, 12 * HOUR : 30 * HOUR].all()
 
 
 def test_passes_with_restarts_equal_one_run(tmp_path):
