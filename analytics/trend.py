@@ -62,7 +62,9 @@ the sensor's range (a full bin) and changes off the usual pace by more than ``ju
 collection, a step) are left out; the frozen baseline works as above. A container moves toward its
 reset side (``side``: an emptier bin) only in steps: a baseline pace that way is a fault's, learnt
 in the warm-up, and counts as 0; and a recent median pace that way of more than ``reset_z`` times
-its own spread (at least ``floor``) is suspect from the first hours, warm-up or not.
+its own spread (at least ``floor``) is suspect from the first hours, warm-up or not. A pace slower
+than the baseline's but still filling is not judged: a quieter day looks the same, and so does the
+end of a faster fill learnt in the warm-up (it read as a fault for the rest of the record).
 
 Every sample is processed once, in grid order, whichever pass it arrives in (a pass resuming
 from saved state gives the flags of one long run: tests/analytics/test_trend.py). The update is
@@ -299,7 +301,7 @@ def _step(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, scale: 
     since = first - np.take_along_axis(order, np.clip(w - t - 1 - partial, 0, w - 1)[:, None], axis=1)[:, 0]
     jump = np.where(since <= 2 + partial, jump, np.nan)
     after = np.arange(w)[None, :] >= first[:, None]
-    clipped = (after & ((st.hx[rows] <= tp.lo) | (st.hx[rows] >= tp.hi))).any(axis=1)
+    clipped = (after & _at_limit(st.hx[rows], tp)).any(axis=1)
     step = (t >= 1) & (np.abs(jump) > tp.suspect_z) & ~np.isnan(jump) & ~clipped
     hold[rows] = step & (t <= tp.step_hours)
     move = step & (t > tp.step_hours)
@@ -336,7 +338,8 @@ def _level_z(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, scal
 
 
 def _pace(st: TrendState, tp: TrendParams, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pace mode: (test value, baseline changes, whether the newest change may join the baseline), (S,) each.
+    """Pace mode: (test value, whether it speaks (warm, or the reset side's rule), whether the newest
+    change may join the baseline), (S,) each.
 
     The hour-to-hour changes of the hourly medians (``ok`` marks the changes in the baseline; hours
     pegged near the range say nothing: a full bin reads its limit); changes off the baseline's median
@@ -365,7 +368,9 @@ def _pace(st: TrendState, tp: TrendParams, usable: np.ndarray) -> tuple[np.ndarr
                      max(tp.floor, 1e-12))
         zt = tp.side * med / rs * (tp.suspect_z / tp.reset_z)  # in the pace test's units
         back = (rn * 2 >= tp.pace_hours) & (zt > np.where(speaks, np.abs(z), 0.0))
-        z = np.where(back, zt * tp.side, z)
+        # a pace slower than the baseline's (toward the reset side, still filling) is a quieter day, or
+        # the end of a fault learnt as the pace in the warm-up: not judged (it joins the baseline)
+        z = np.where(back, zt * tp.side, np.where(tp.side * z > 0, 0.0, z))
         speaks |= back & (zt > tp.suspect_z)
     return z, speaks, usable & ~np.isnan(d[:, -1]) & ~off[:, -1]
 
@@ -416,8 +421,10 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
     st.flag = np.where(judged, np.where(alarm, np.where(az > tp.fail_z, FAIL, SUSPECT), GOOD),
                        NOT_EVALUATED).astype(np.float64)
     st.score = np.where(warm & ~hold, az, np.nan)
-    # the newest hour joins the baseline unless it is already off it (frozen against a walk)
-    st.ok[:, -1] = usable & ~alarm & ~(warm & (az > tp.join_z))
+    # the newest hour joins the baseline unless it is already off it (frozen against a walk), or it
+    # reads the sensor's range limit while its neighbours do not (clipped by a fault: no level)
+    clipped = _at_limit(st.hx[:, -1], tp) & ~_at_limit(st.hr[:, -1], tp) if not tp.pace else False
+    st.ok[:, -1] = usable & ~alarm & ~(warm & (az > tp.join_z)) & ~clipped
     st.alarm_h = np.where(alarm, st.alarm_h + 1, 0.0)
     renew = st.alarm_h >= tp.rebase_hours  # a lasting new level: learn the baseline again from here
     if renew.any():
@@ -429,6 +436,11 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
     st.cur_x[:] = np.nan
     st.cur_r[:] = np.nan
     st.cur_whole = True
+
+
+def _at_limit(v: np.ndarray, tp: TrendParams) -> np.ndarray:
+    """Values (any shape) at or past the sensor's range limits."""
+    return (v <= tp.lo) | (v >= tp.hi)
 
 
 def _recheck_samples(tp: TrendParams) -> int:

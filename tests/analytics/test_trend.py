@@ -262,3 +262,29 @@ def test_pace_mode_with_a_side_collections_slow_bins_and_noise_raise_nothing():
     x[0] = np.round(np.clip(40.0 + 1.5 * np.random.default_rng(1).standard_normal(x.shape[1]), 0, 100), 1)  # a still, noisy bin
     assert not _alarms(run_record(x, 0, FILL)).any()
     assert not _alarms(run_record(100.0 - x, 0, replace(FILL, side=1))).any()  # its distance-like mirror
+
+
+def test_pace_mode_a_slower_fill_than_learnt_raises_nothing():
+    # a fill sensor drifting toward full through the warm-up: its fast pace is learnt; when the drift
+    # ends the bin fills at its own, slower pace again (as on a quieter day): not a fault
+    x = _bins(seed=9)
+    quiet = [r for r in range(x.shape[0]) if np.diff(x[r, : 30 * 4]).min() > -10 and x[r, : 30 * 4].max() < 50]
+    assert quiet
+    row = quiet[0]
+    t1 = 12 * 4
+    x[row] = np.clip(x[row] + np.concatenate([np.linspace(0.0, 48.0, t1), np.full(x.shape[1] - t1, 48.0)]), 0, 100)
+    for tp in (FILL, replace(FILL, side=0)):
+        al = _alarms(run_record(x, 0, tp))[row]
+        assert al[t1:].any() == (tp.side == 0)  # without a side the slower pace after it is flagged
+
+
+def test_hours_clipped_at_the_range_limit_are_no_baseline():
+    # a negative offset that pins a station at 0 through its first 20 h, while its neighbours read on:
+    # learnt as its baseline, the readings after it read as a drift (a multiplicative station's
+    # residual swings with the day, so it is no step either); hours at the limit do not join
+    x = _city(hours=48)
+    x[3, 30 : 20 * HOUR] = 0.0
+    tp = replace(TP, lo=0.0, hi=1000.0)
+    al = _alarms(run_record(x, 0, tp))[3]
+    assert not al[21 * HOUR :].any()
+    assert _alarms(run_record(x, 0, replace(tp, lo=-np.inf)))[3, 21 * HOUR :].any()  # learnt without the limit
