@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     except ScenarioError as exc:
         print(f"kotacerdas simulate: {exc}", file=sys.stderr)
         return 2
-    except (ConnectionError, TimeoutError) as exc:
+    except (ConnectionError, TimeoutError, socket.gaierror) as exc:  # gaierror: a host name that does not resolve
         print(f"kotacerdas simulate: cannot reach the MQTT broker at {settings.mqtt.host}:{settings.mqtt.port}: {exc}",
               file=sys.stderr)
         return 4

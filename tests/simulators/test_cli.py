@@ -81,6 +81,9 @@ def test_bad_scenario_and_unreachable_broker_fail_clearly(monkeypatch, tmp_path,
     monkeypatch.setenv("KC_MQTT__PORT", str(free_port()))
     assert cli.main(["run", "demo", "--duration", "1", "--no-progress"]) == 4
     assert "cannot reach the MQTT broker" in capsys.readouterr().err
+    monkeypatch.setenv("KC_MQTT__HOST", "no-such-broker.invalid")  # RFC 6761: never resolves
+    assert cli.main(["run", "demo", "--duration", "1", "--no-progress"]) == 4
+    assert "cannot reach the MQTT broker at no-such-broker.invalid" in capsys.readouterr().err
 
 
 def test_firmware_mode_spawns_real_firmware_or_says_what_is_missing(env_for, tmp_path, capsys):
