@@ -259,16 +259,16 @@ def _step(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, scale: 
     than ``suspect_z`` scales (or over two, when the step fell inside an hour: that hour's median
     lies between the levels on either side), and the hours since stand within ``still_k`` scales of
     each other, as the hour before the step stood with the one before it (a fast walk jumps too, but
-    does not stand on either side). Which side of a step is the fault the level cannot tell, and the shift test flags
-    the step itself, so the trend test does not judge it: the verdict is held until ``step_hours``
-    hours after the jump stand still, then every hour before them is shifted by the jump (the
-    baseline keeps its length and scale) and the hours after join the baseline if they are now
-    within ``join_z`` of it: a walk under way when the step came stays as far off as it was. From a
-    level that was itself past ``suspect_z`` (a baseline learnt on a fault, a fault on a fault) the
-    shift is the whole level: the baseline starts again where the series now stands. A
-    level at the sensor's range limit (a reading clipped by a fault) is no new level, and a jump
-    across more than one hour without data may be a walk nobody saw: neither is moved to.
-    Only series with ``|z| > suspect_z`` are looked at (few: a loop-free pass over them)."""
+    does not stand on either side). Which side of a step is the fault the level cannot tell, and
+    the shift test flags the step itself, so the trend test does not judge it: the verdict is held
+    until ``step_hours`` hours after the jump stand still, then every hour before them is shifted
+    by the jump (the baseline keeps its length and scale) and the hours after join the baseline if
+    they are now within ``join_z`` of it: a walk under way when the step came stays as far off as
+    it was. From a level that was itself past ``suspect_z`` (a baseline learnt on a fault, a fault
+    on a fault) the shift is the whole level and the old hours leave the baseline: it starts again
+    where the series now stands. A level at the sensor's range limit (a reading clipped by a
+    fault) is no new level, and a jump across more than one hour without data may be a walk nobody
+    saw: neither is moved to. Only series with ``|z| > suspect_z`` are looked at (few; no loop)."""
     hold = np.zeros(z.shape[0], dtype=bool)
     rows = np.flatnonzero(np.abs(z) > tp.suspect_z)
     if not tp.step_hours or not rows.size:
@@ -423,7 +423,7 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
     st.score = np.where(warm & ~hold, az, np.nan)
     # the newest hour joins the baseline unless it is already off it (frozen against a walk), or it
     # reads the sensor's range limit while its neighbours do not (clipped by a fault: no level)
-    clipped = _at_limit(st.hx[:, -1], tp) & ~_at_limit(st.hr[:, -1], tp) if not tp.pace else False
+    clipped = _at_limit(st.hx[:, -1], tp) & ~_at_limit(st.hr[:, -1], tp) & (not tp.pace)
     st.ok[:, -1] = usable & ~alarm & ~(warm & (az > tp.join_z)) & ~clipped
     st.alarm_h = np.where(alarm, st.alarm_h + 1, 0.0)
     renew = st.alarm_h >= tp.rebase_hours  # a lasting new level: learn the baseline again from here
@@ -500,7 +500,7 @@ def update(st: TrendState, rows: np.ndarray, x: np.ndarray, ref: np.ndarray, g0:
         pos = g % tp.block
         if pos == 0 and st.opened:
             _close_block(st, tp)
-        elif pos == k and st.cur_whole:
+        elif k and pos == k and st.cur_whole:
             _recheck(st, tp, k)
         full[:] = np.nan
         full[rows] = x[:, j]
