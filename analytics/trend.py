@@ -184,6 +184,11 @@ class TrendState:
         return st
 
 
+def _residual(x: np.ndarray, r: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The fitted residual ``x - a - b r`` of values ``x`` against the reference ``r`` (S', n), a / b (S',)."""
+    return x - (a[:, None] + b[:, None] * r)
+
+
 def _fit(st: TrendState, tp: TrendParams) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(a, b, scale, baseline hours) per series from the ring's baseline hours except the newest."""
     hx, hr = st.hx[:, :-1], st.hr[:, :-1]
@@ -207,7 +212,7 @@ def _fit(st: TrendState, tp: TrendParams) -> tuple[np.ndarray, np.ndarray, np.nd
         spread = MAD_TO_SIGMA * np.median(np.abs(b[warm] - mid))
         b = np.where(np.abs(b - mid) > tp.pool_k * max(spread, 0.05), mid, b)
     a = mx - b * mr
-    res = np.where(use, hx - (a[:, None] + b[:, None] * hr), np.nan)
+    res = np.where(use, _residual(hx, hr, a, b), np.nan)
     # hour-to-hour differences of the baseline residual, skipping hours not in the baseline
     order = np.argsort(~use, axis=1, kind="stable")  # baseline hours first, in time order
     packed = np.take_along_axis(res, order, axis=1)
@@ -232,7 +237,7 @@ def _walk(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, scale: 
     if not rows.size:
         return z
     w = tp.hours
-    e = st.hx[rows] - (a[rows, None] + b[rows, None] * st.hr[rows])
+    e = _residual(st.hx[rows], st.hr[rows], a[rows], b[rows])
     keep = st.ok[rows] > 0
     keep[:, -tp.recent:] = True
     e = np.where(keep, e, np.nan)  # the baseline's hours (no fault's, no alarm's) and the tested ones
@@ -274,7 +279,7 @@ def _step(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, scale: 
     if not tp.step_hours or not rows.size:
         return hold, False
     w = tp.hours
-    e = (st.hx[rows] - (a[rows, None] + b[rows, None] * st.hr[rows])) / scale[rows, None]
+    e = _residual(st.hx[rows], st.hr[rows], a[rows], b[rows]) / scale[rows, None]
     order = np.argsort(~np.isnan(e), axis=1, kind="stable")  # hours with data last, in time order
     v = np.take_along_axis(e, order, axis=1)
     m = (~np.isnan(v)).sum(axis=1)
@@ -333,8 +338,7 @@ def _back_to_neighbours(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.nd
 
 def _level_z(st: TrendState, tp: TrendParams, a: np.ndarray, b: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """The level test value (S,): the median fitted residual of the last ``recent`` hours, in scales."""
-    last = st.hx[:, -tp.recent:] - (a[:, None] + b[:, None] * st.hr[:, -tp.recent:])
-    return nanmedian_rows(last) / scale
+    return nanmedian_rows(_residual(st.hx[:, -tp.recent:], st.hr[:, -tp.recent:], a, b)) / scale
 
 
 def _pace(st: TrendState, tp: TrendParams, usable: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -410,8 +414,8 @@ def _close_block(st: TrendState, tp: TrendParams) -> None:
         agree = np.ones(z.shape, dtype=bool)
         if tp.recheck:
             k = _recheck_samples(tp)
-            e_new = (st.hx[:, -1] - a - b * st.hr[:, -1]) / scale
-            e_end = nanmedian_rows(st.cur_x[:, -k:] - (a[:, None] + b[:, None] * st.cur_r[:, -k:])) / scale
+            e_new = _residual(st.hx[:, -1:], st.hr[:, -1:], a, b)[:, 0] / scale
+            e_end = nanmedian_rows(_residual(st.cur_x[:, -k:], st.cur_r[:, -k:], a, b)) / scale
             for v in (e_new, e_end):
                 agree &= np.isnan(v) | ((np.sign(v) == np.sign(z)) & (np.abs(v) > tp.join_z))
         alarm = warm & (az > tp.suspect_z) & ~hold & agree
@@ -455,7 +459,7 @@ def _recheck(st: TrendState, tp: TrendParams, k: int) -> None:
     if not on.any():
         return
     a, b, scale, _ = _fit(st, tp)
-    e = nanmedian_rows(st.cur_x[:, :k] - (a[:, None] + b[:, None] * st.cur_r[:, :k])) / scale
+    e = nanmedian_rows(_residual(st.cur_x[:, :k], st.cur_r[:, :k], a, b)) / scale
     st.flag = np.where(on & (np.abs(e) < tp.join_z), float(GOOD), st.flag)
 
 
