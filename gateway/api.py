@@ -200,6 +200,16 @@ def make_app(
                 gateway.publish_to_device(d, contract.CH_CONFIG, gateway.config_payload(cfg), True)
         return {"device": device, "config": cfg, "published": published}
 
+    @app.patch("/devices/{device}/config", tags=["config"], dependencies=[Depends(admin)])
+    def patch_config(device: str, body: Annotated[Any, Body(examples=[{"interval_s": 120, "thresholds": {"pm25": None}}])]
+                     ) -> dict:
+        """Change part of the device's config: a JSON Merge Patch (RFC 7396) on the stored one (``null``
+        removes a key, an object merges key by key), then checked and published as a PUT of the result."""
+        d = get_device(device)
+        if not isinstance(body, dict):
+            raise HTTPException(422, "a merge patch of a device config must be a JSON object")
+        return put_config(device, device_config.merge_patch(d.config, body))
+
     @app.post("/devices/{device}/cmd", status_code=202, tags=["config"], dependencies=[Depends(admin)])
     def command(device: str, body: CommandIn) -> dict:
         d = get_device(device)

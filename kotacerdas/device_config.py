@@ -128,6 +128,21 @@ def validate(doc: Any, kind: Kind) -> dict[str, Any]:
     return out
 
 
+def merge_patch(target: dict[str, Any], patch: Any) -> Any:
+    """``patch`` applied to ``target`` as a JSON Merge Patch (RFC 7396, section 2): an object merges
+    key by key, recursively; ``null`` removes the key; any other value (an array too) replaces it;
+    a patch that is not an object replaces the whole target. ``target`` is not changed."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key, {}), value)
+    return out
+
+
 def device_part(config: dict[str, Any]) -> dict[str, Any]:
     """What is published to the device (the adapter settings stay with the gateway)."""
     return {k: config[k] for k in DEVICE_KEYS if k in config}

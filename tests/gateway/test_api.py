@@ -170,6 +170,37 @@ def test_adapter_settings_are_kept_and_used(api):
                         "tz_offset_s": 28800}
 
 
+def test_a_merge_patch_changes_part_of_the_config_and_publishes_the_whole(api):
+    http, gw, s = api
+    cfg_topic = contract.config_topic(s.mqtt.topic_root, "depok", "waste_bin", "wastebin-0")
+    assert http.patch("/devices/wastebin-0/config", json={"interval_s": 120}).status_code == 401
+    full = {"interval_s": 300, "thresholds": {"fill": [0, 80]}, "tz_offset_s": 28800}
+    assert http.put("/devices/wastebin-0/config", headers=ADMIN, json=full).status_code == 200
+    dev = Collector(s.mqtt, cfg_topic)
+    try:
+        r = http.patch("/devices/wastebin-0/config", headers=ADMIN, json={"interval_s": 120})
+        assert r.status_code == 200 and r.json()["published"] is True
+        assert r.json()["config"] == {"interval_s": 120, "thresholds": {"fill": [0.0, 80.0]}, "tz_offset_s": 28800}
+        # the device gets the whole device part again (retained), not the patch
+        assert wait_for(lambda: any(json.loads(p).get("interval_s") == 120 for _, p in dev.matching(lambda t: t == cfg_topic)))
+        last = json.loads(dev.matching(lambda t: t == cfg_topic)[-1][1])
+        assert last == {"v": 1, "interval_s": 120, "thresholds": {"fill": [0.0, 80.0]}}
+        r = http.patch("/devices/wastebin-0/config", headers=ADMIN, json={"thresholds": None})  # null removes
+        assert r.status_code == 200 and r.json()["config"] == {"interval_s": 120, "tz_offset_s": 28800}
+        for bad in ({"interval_s": 3}, {"fan_speed": 1}, [1, 2], "x"):  # checked as a PUT of the result
+            r = http.patch("/devices/wastebin-0/config", headers=ADMIN, json=bad)
+            assert r.status_code == 422, (bad, r.text)
+        assert http.get("/devices/wastebin-0").json()["config"] == {"interval_s": 120, "tz_offset_s": 28800}
+        assert http.patch("/devices/nobody/config", headers=ADMIN, json={"interval_s": 120}).status_code == 404
+    finally:
+        dev.close()
+        c = make_client(s.mqtt)
+        connect(c, s.mqtt)
+        wait_published([c.publish(cfg_topic, b"", qos=1, retain=True)])  # clear the retained config
+        c.disconnect()
+        c.loop_stop()
+
+
 def test_registering_an_existing_device_is_a_conflict_and_coordinates_are_checked(api):
     http, _, _ = api
     body = {"device": "air-0", "kind": "air", "city": "depok", "district": "elsewhere"}

@@ -105,3 +105,16 @@ def test_backoff_cap_is_a_checked_local_setting(firmware):
     for bad in (kc_config.MIN_BACKOFF_CAP_MS - 1, kc_config.MAX_BACKOFF_CAP_MS + 1, 2000.0, True, "2000", None):
         with pytest.raises(kc_config.ConfigError, match="backoff_cap_ms"):
             kc_config.validate_device({**base, "backoff_cap_ms": bad})
+
+
+def test_merge_patch_is_rfc_7396():
+    # RFC 7396 appendix A's examples, on config-shaped documents
+    t = {"interval_s": 60, "thresholds": {"fill": [0, 80], "temperature": [0, 60]}, "tz_offset_s": 25200}
+    assert device_config.merge_patch(t, {"interval_s": 120}) == {**t, "interval_s": 120}
+    assert device_config.merge_patch(t, {"thresholds": {"fill": None}}) == {
+        "interval_s": 60, "thresholds": {"temperature": [0, 60]}, "tz_offset_s": 25200}
+    assert device_config.merge_patch(t, {"thresholds": None, "tz_offset_s": None}) == {"interval_s": 60}
+    assert device_config.merge_patch(t, {"thresholds": {"fill": [10, 90]}})["thresholds"]["fill"] == [10, 90]  # arrays replace
+    assert device_config.merge_patch({"a": [1]}, {"a": {"b": None}}) == {"a": {}}
+    assert device_config.merge_patch(t, ["x"]) == ["x"] and device_config.merge_patch(t, {}) == t
+    assert t["thresholds"] == {"fill": [0, 80], "temperature": [0, 60]}  # the target is not changed
