@@ -93,6 +93,15 @@ def test_register_list_rotate_decommission(api):
         col.close()
 
 
+def _clear_retained(s, topic: str) -> None:  # noqa: ANN001 - Settings
+    """Publish an empty retained message on ``topic`` (the next test's device must not get this one's config)."""
+    c = make_client(s.mqtt)
+    connect(c, s.mqtt)
+    wait_published([c.publish(topic, b"", qos=1, retain=True)])
+    c.disconnect()
+    c.loop_stop()
+
+
 def test_config_push_is_retained_and_commands_reach_the_device(api):
     http, gw, s = api
     root = s.mqtt.topic_root
@@ -132,11 +141,7 @@ def test_config_push_is_retained_and_commands_reach_the_device(api):
             "kc_gateway_rejected_total", {"reason": "malformed_json"}) == 1)
     finally:
         dev.close()
-        c = make_client(s.mqtt)
-        connect(c, s.mqtt)
-        wait_published([c.publish(cfg_topic, b"", qos=1, retain=True)])  # clear the retained config
-        c.disconnect()
-        c.loop_stop()
+        _clear_retained(s, cfg_topic)
 
 
 REFUSED_CONFIGS = [
@@ -194,11 +199,7 @@ def test_a_merge_patch_changes_part_of_the_config_and_publishes_the_whole(api):
         assert http.patch("/devices/nobody/config", headers=ADMIN, json={"interval_s": 120}).status_code == 404
     finally:
         dev.close()
-        c = make_client(s.mqtt)
-        connect(c, s.mqtt)
-        wait_published([c.publish(cfg_topic, b"", qos=1, retain=True)])  # clear the retained config
-        c.disconnect()
-        c.loop_stop()
+        _clear_retained(s, cfg_topic)
 
 
 def test_registering_an_existing_device_is_a_conflict_and_coordinates_are_checked(api):
